@@ -1,0 +1,1 @@
+//! Gearman: codec, worker, admin client.

@@ -1,0 +1,1 @@
+//! Helpers for what most plugins do. Nothing here crosses the binary interface.
