@@ -1,1 +1,342 @@
-fn main(){}
+//! The `turbo-hipster` command: one function per command; anyhow only here.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use turbo_hipster::config::{self, Config};
+use turbo_hipster::daemon::{self, PidFile};
+use turbo_hipster::host_context::{CancelToken, JobEvent};
+use turbo_hipster::jobs::{self, JobRequest};
+use turbo_hipster::plugins::{self, Registry};
+use turbo_hipster::{logging, service, zuul};
+
+/// A Gearman worker for Zuul that tests database migrations against real datasets.
+#[derive(Parser, Debug)]
+#[command(name = "turbo-hipster", version, about)]
+struct Cli {
+    /// The configuration file [default: $TURBO_HIPSTER_CONFIG or /etc/turbo-hipster/config.json].
+    /// Given without a value: print the resolved path and exit.
+    #[arg(short = 'c', long = "config", num_args = 0..=1, default_missing_value = "", global = true)]
+    config: Option<PathBuf>,
+
+    /// Run in the background (detach from the terminal, log to `debug_log`).
+    #[arg(short = 'b', long = "background")]
+    background: bool,
+
+    /// Hold a locked PID file while running.
+    #[arg(short = 'p', long = "pidfile")]
+    pidfile: Option<PathBuf>,
+
+    /// Log level when RUST_LOG is not set.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load every configured plugin and show what it serves.
+    Plugins,
+    /// Validate the configuration and every job's plugin configuration.
+    CheckConfig,
+    /// Run one job now, without Gearman, as the daemon would.
+    RunJob {
+        /// The job (`build:NAME` or `NAME`).
+        job: String,
+        /// A job parameter; repeatable.
+        #[arg(long = "param", value_name = "K=V")]
+        params: Vec<String>,
+        /// A JSON object of parameters (given --param values win).
+        #[arg(long = "params-file", value_name = "FILE")]
+        params_file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if daemon::is_background_child() {
+                daemon::report_failure(&format!("{e:#}"));
+            }
+            eprintln!("turbo-hipster: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    // `-c` without a value: print where the config would be read from.
+    if cli.config.as_deref() == Some(Path::new("")) {
+        println!("{}", config::resolve_config_path(None).display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config_path = config::resolve_config_path(cli.config.as_deref());
+    match cli.command {
+        Some(Command::CheckConfig) => check_config(&config_path, &cli.log_level),
+        Some(Command::Plugins) => list_plugins(&config_path, &cli.log_level),
+        Some(Command::RunJob {
+            ref job,
+            ref params,
+            ref params_file,
+        }) => run_job(&config_path, &cli.log_level, job, params, params_file.as_deref()),
+        None => run_daemon(&cli, &config_path),
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    match config::load(path) {
+        Ok(c) => {
+            for w in &c.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(c)
+        }
+        Err(e) => {
+            for w in &e.warnings {
+                tracing::warn!("{w}");
+            }
+            Err(anyhow::Error::new(e))
+        }
+    }
+}
+
+fn check_config(path: &Path, level: &str) -> Result<ExitCode> {
+    logging::init(level, true, None)?;
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for w in &e.warnings {
+                println!("warning: {w}");
+            }
+            println!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    let registry = plugins::build_registry(&config);
+    let mut errors = 0;
+    for (source, message) in &registry.job_errors {
+        println!("error: {source}: {message}");
+        errors += 1;
+    }
+    if config.jobs.is_empty() {
+        println!("warning: {}: no jobs or plugins configured", path.display());
+    }
+    if errors > 0 {
+        println!("{errors} error(s); {} job(s) OK", registry.jobs.len());
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "{}: OK ({} job(s): {})",
+        path.display(),
+        registry.jobs.len(),
+        registry.functions().join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_plugins(path: &Path, level: &str) -> Result<ExitCode> {
+    logging::init(level, true, None)?;
+    let config = load_config(path)?;
+    let registry = plugins::build_registry(&config);
+    let mut ok = true;
+    for (name, plugin) in &registry.plugins {
+        match plugin {
+            Ok(p) => {
+                let jobs: Vec<&str> = registry
+                    .jobs
+                    .values()
+                    .filter(|j| j.plugin.name == *name)
+                    .map(|j| j.function.as_str())
+                    .collect();
+                println!("{name}");
+                println!("  path:        {}", p.path.display());
+                println!("  version:     {}", p.info.version);
+                println!("  sdk version: {}", p.info.sdk_version);
+                println!("  about:       {}", p.info.description);
+                println!("  jobs:        {}", if jobs.is_empty() { "(none)".to_string() } else { jobs.join(", ") });
+                println!("  status:      OK");
+            }
+            Err(e) => {
+                ok = false;
+                println!("{name}");
+                println!("  status:      FAILED: {e}");
+            }
+        }
+    }
+    for (source, message) in &registry.job_errors {
+        if !message.starts_with("plugin not available") {
+            ok = false;
+            println!("job at {source}: FAILED: {message}");
+        }
+    }
+    if registry.plugins.is_empty() {
+        println!("no plugins configured in {}", path.display());
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn parse_params(params: &[String], params_file: Option<&Path>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if let Some(f) = params_file {
+        let text = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        out = zuul::parse_parameters(&text)
+            .map_err(|e| anyhow::anyhow!("{}: invalid job parameters: {e}", f.display()))?;
+    }
+    for p in params {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--param {p:?}: expected K=V");
+        };
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn run_job(
+    path: &Path,
+    level: &str,
+    job: &str,
+    params: &[String],
+    params_file: Option<&Path>,
+) -> Result<ExitCode> {
+    logging::init(level, true, None)?;
+    let config = load_config(path)?;
+    let mut parameters = parse_params(params, params_file)?;
+    let registry = plugins::build_registry(&config);
+    for (source, message) in &registry.job_errors {
+        tracing::warn!("{source}: {message}");
+    }
+    let Some(runner) = registry.find(job) else {
+        bail!(
+            "no job \"{job}\" in {} (jobs: {})",
+            path.display(),
+            if registry.jobs.is_empty() { "none".to_string() } else { registry.functions().join(", ") }
+        );
+    };
+    let function = runner.function.clone();
+    zuul::fill_zuul_parameters(&function, &mut parameters);
+    let unique = parameters.get("ZUUL_UUID").cloned().unwrap_or_default();
+    let request = JobRequest {
+        function: function.clone(),
+        unique: unique.clone(),
+        parameters,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let outcome = rt.block_on(async {
+        let prepared = match jobs::prepare(&config, &registry, request) {
+            Ok(p) => p,
+            Err(e) => return Err(e.result()),
+        };
+        println!("job {function} ({unique}) started; logs: {}", prepared.url);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancelToken::new();
+        let canceller = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping the job");
+                canceller.cancel("interrupted");
+            }
+        });
+        let printer = tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    JobEvent::Progress(n, d) => println!("progress: {n}/{d}"),
+                    JobEvent::WorkData(data) => println!("work data: {data}"),
+                }
+            }
+        });
+        let outcome = jobs::execute(&config, prepared, tx, cancel).await;
+        let _ = printer.await;
+        Ok(outcome)
+    });
+    match outcome {
+        Ok(o) => {
+            println!("result: {}", o.result);
+            println!("logs: {}", o.url);
+            println!("duration: {} ms", o.duration.as_millis());
+            Ok(if o.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Err(result) => {
+            println!("result: {result}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
+    let background_child = daemon::is_background_child();
+    if cli.background && !background_child {
+        // Validate before detaching so that mistakes show on the terminal.
+        let config = config::load(config_path).map_err(anyhow::Error::new)?;
+        let args: Vec<OsString> = std::env::args_os()
+            .skip(1)
+            .filter(|a| a != "-b" && a != "--background")
+            .collect();
+        let pid = daemon::spawn_background(&args)?;
+        println!(
+            "turbo-hipster started in the background (pid {pid}); log: {}",
+            config
+                .debug_log
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none (set debug_log)".into())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if background_child {
+        daemon::detach_session();
+    }
+    let config = config::load(config_path).map_err(anyhow::Error::new)?;
+    logging::init(&cli.log_level, !background_child, config.debug_log.as_deref())
+        .context("cannot open debug_log")?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let _pidfile = match &cli.pidfile {
+        Some(p) => Some(PidFile::acquire(p)?),
+        None => None,
+    };
+    let registry = plugins::build_registry(&config);
+    report_registry(&registry);
+    if registry.jobs.is_empty() {
+        bail!("no job could be set up; nothing to serve (see the errors above)");
+    }
+    let config = Arc::new(config);
+    let registry = Arc::new(registry);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()?;
+    rt.block_on(async move {
+        if background_child {
+            daemon::report_ready();
+        }
+        service::serve(config, registry).await
+    })?;
+    tracing::info!("turbo-hipster stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_registry(registry: &Registry) {
+    for (name, p) in &registry.plugins {
+        match p {
+            Ok(p) => tracing::info!(plugin = %name, version = %p.info.version, path = %p.path.display(), "plugin loaded"),
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    for (source, message) in &registry.job_errors {
+        tracing::error!("{source}: {message}");
+    }
+}

@@ -1,0 +1,383 @@
+//! A `tokio_util` codec that turns a byte stream into [`Packet`]s and back.
+//!
+//! Decoding accepts either magic, refuses a body larger than the configured maximum before
+//! allocating anything for it, splits the body by the type's arity and decodes unknown types as
+//! [`PacketType::Unknown`] (the caller logs and skips them). Encoding checks the arity and that only
+//! the last argument contains NUL, so a bad packet never reaches the wire.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::error::Error;
+use super::packet::{Magic, Packet, PacketType, HEADER_LEN};
+
+/// Default largest body accepted: generous for Zuul's JSON parameters, small enough to be safe.
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Gearman binary-protocol codec.
+#[derive(Debug, Clone)]
+pub struct PacketCodec {
+    max_body: usize,
+}
+
+impl PacketCodec {
+    /// A codec that rejects (as a protocol error) any incoming or outgoing body longer than
+    /// `max_body` bytes.
+    pub fn new(max_body: usize) -> Self {
+        PacketCodec { max_body }
+    }
+
+    /// The largest body this codec accepts.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+}
+
+impl Default for PacketCodec {
+    fn default() -> Self {
+        PacketCodec::new(DEFAULT_MAX_BODY)
+    }
+}
+
+/// Splits `body` into `arity` arguments; the last one takes the rest of the body.
+fn split_args(kind: PacketType, mut body: Bytes) -> Result<Vec<Bytes>, Error> {
+    let arity = kind.arity();
+    let mut args = Vec::with_capacity(arity);
+    if arity == 0 {
+        if !body.is_empty() {
+            // Be lenient: a body on an argument-less packet carries nothing we could use.
+            tracing::debug!(packet = %kind, len = body.len(), "ignoring body of argument-less packet");
+        }
+        return Ok(args);
+    }
+    for i in 0..arity - 1 {
+        match body.iter().position(|&b| b == 0) {
+            Some(pos) => {
+                let arg = body.split_to(pos);
+                body.advance(1);
+                args.push(arg);
+            }
+            None => {
+                return Err(Error::protocol(format!(
+                    "{kind} needs {arity} arguments, body has only {}",
+                    i + 1
+                )))
+            }
+        }
+    }
+    args.push(body);
+    Ok(args)
+}
+
+impl Decoder for PacketCodec {
+    type Item = Packet;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, Error> {
+        if src.len() < 4 {
+            // Reject bad magic as early as the bytes allow, so garbage fails fast.
+            if !(b"\0REQ".starts_with(src) || b"\0RES".starts_with(src)) {
+                return Err(bad_magic(src));
+            }
+            return Ok(None);
+        }
+        let magic = Magic::from_bytes(&src[..4]).ok_or_else(|| bad_magic(src))?;
+        if src.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let code = u32::from_be_bytes([src[4], src[5], src[6], src[7]]);
+        let len = u32::from_be_bytes([src[8], src[9], src[10], src[11]]) as usize;
+        let kind = PacketType::from_code(code);
+        if len > self.max_body {
+            return Err(Error::protocol(format!(
+                "{kind} body of {len} bytes exceeds the limit of {} bytes",
+                self.max_body
+            )));
+        }
+        let total = HEADER_LEN + len;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        src.advance(HEADER_LEN);
+        let body = src.split_to(len).freeze();
+        let args = split_args(kind, body)?;
+        Ok(Some(Packet { magic, kind, args }))
+    }
+}
+
+fn bad_magic(src: &[u8]) -> Error {
+    let shown = &src[..src.len().min(4)];
+    Error::protocol(format!("bad packet magic {shown:?}"))
+}
+
+/// Checks that `packet` can be encoded unambiguously: the arity matches and only the last
+/// argument contains NUL.
+fn check_encodable(packet: &Packet) -> Result<(), Error> {
+    let kind = packet.kind;
+    if !matches!(kind, PacketType::Unknown(_)) && packet.args.len() != kind.arity() {
+        return Err(Error::protocol(format!(
+            "{kind} takes {} arguments, got {}",
+            kind.arity(),
+            packet.args.len()
+        )));
+    }
+    if let Some((_, init)) = packet.args.split_last() {
+        if let Some(i) = init.iter().position(|a| a.contains(&0)) {
+            return Err(Error::protocol(format!("{kind} argument {i} contains NUL")));
+        }
+    }
+    Ok(())
+}
+
+impl Encoder<Packet> for PacketCodec {
+    type Error = Error;
+
+    fn encode(&mut self, packet: Packet, dst: &mut BytesMut) -> Result<(), Error> {
+        Encoder::<&Packet>::encode(self, &packet, dst)
+    }
+}
+
+impl Encoder<&Packet> for PacketCodec {
+    type Error = Error;
+
+    fn encode(&mut self, packet: &Packet, dst: &mut BytesMut) -> Result<(), Error> {
+        check_encodable(packet)?;
+        let len = packet.body_len();
+        if len > self.max_body {
+            return Err(Error::protocol(format!(
+                "{} body of {len} bytes exceeds the limit of {} bytes",
+                packet.kind, self.max_body
+            )));
+        }
+        let len32 = u32::try_from(len)
+            .map_err(|_| Error::protocol(format!("body of {len} bytes is too large")))?;
+        dst.reserve(HEADER_LEN + len);
+        dst.put_slice(&packet.magic.bytes());
+        dst.put_u32(packet.kind.code());
+        dst.put_u32(len32);
+        for (i, arg) in packet.args.iter().enumerate() {
+            if i > 0 {
+                dst.put_u8(0);
+            }
+            dst.put_slice(arg);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(p: &Packet) -> BytesMut {
+        let mut buf = BytesMut::new();
+        PacketCodec::default().encode(p, &mut buf).unwrap();
+        buf
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Option<Packet>, Error> {
+        let mut buf = BytesMut::from(bytes);
+        PacketCodec::default().decode(&mut buf)
+    }
+
+    #[test]
+    fn encodes_wire_format() {
+        let p = Packet::work_data(Bytes::from_static(b"H:x:1"), Bytes::from_static(b"a\0b"));
+        let buf = encode(&p);
+        assert_eq!(&buf[..], b"\0REQ\0\0\0\x1c\0\0\0\x09H:x:1\0a\0b");
+        assert_eq!(Packet::grab_job_uniq().kind.code(), 30);
+        assert_eq!(&encode(&Packet::grab_job_uniq())[..], b"\0REQ\0\0\0\x1e\0\0\0\0");
+    }
+
+    #[test]
+    fn decodes_job_assign_uniq_with_nul_in_data() {
+        let wire = b"\0RES\0\0\0\x1f\0\0\0\x0dH:1\0f\0u\0{\0}\0!";
+        let p = decode_all(wire).unwrap().unwrap();
+        assert_eq!(p.magic, Magic::Res);
+        assert_eq!(p.kind, PacketType::JobAssignUniq);
+        assert_eq!(p.args, vec![&b"H:1"[..], b"f", b"u", b"{\0}\0!"]);
+    }
+
+    #[test]
+    fn accepts_either_magic() {
+        let mut req = encode(&Packet::res(PacketType::Noop, vec![]));
+        assert_eq!(decode_all(&req).unwrap().unwrap().magic, Magic::Res);
+        req[3] = b'Q';
+        assert_eq!(decode_all(&req).unwrap().unwrap().magic, Magic::Req);
+    }
+
+    #[test]
+    fn bad_magic_is_an_error() {
+        assert!(matches!(
+            decode_all(b"\0REX\0\0\0\x06\0\0\0\0"),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(decode_all(b"GET / HTTP/1.1"), Err(Error::Protocol(_))));
+        // Garbage is caught from the first byte, not only once 4 bytes arrived.
+        assert!(matches!(decode_all(b"s"), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn oversized_body_is_rejected_without_allocating() {
+        let mut codec = PacketCodec::new(100);
+        let mut buf = BytesMut::from(&b"\0RES\0\0\0\x1c\x7f\xff\xff\xff"[..]);
+        let cap = buf.capacity();
+        assert!(matches!(codec.decode(&mut buf), Err(Error::Protocol(_))));
+        assert_eq!(buf.capacity(), cap);
+        // Exactly at the limit is fine.
+        let p = Packet::res(PacketType::EchoRes, vec![Bytes::from(vec![7u8; 100])]);
+        let mut buf = BytesMut::new();
+        codec.encode(&p, &mut buf).unwrap();
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), p);
+        // One above is refused on encode too.
+        let p = Packet::res(PacketType::EchoRes, vec![Bytes::from(vec![7u8; 101])]);
+        assert!(codec.encode(&p, &mut BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn unknown_type_is_decoded_as_unknown() {
+        let wire = b"\0RES\0\0\x01\0\0\0\0\x03a\0b";
+        let p = decode_all(wire).unwrap().unwrap();
+        assert_eq!(p.kind, PacketType::Unknown(256));
+        assert_eq!(p.args, vec![&b"a\0b"[..]]);
+    }
+
+    #[test]
+    fn too_few_arguments_is_an_error() {
+        // JOB_ASSIGN_UNIQ needs 3 separators; this body has 2.
+        let wire = b"\0RES\0\0\0\x1f\0\0\0\x05H\0f\0u";
+        assert!(matches!(decode_all(wire), Err(Error::Protocol(_))));
+        // WORK_STATUS with no separators at all.
+        let wire = b"\0REQ\0\0\0\x0c\0\0\0\x01H";
+        assert!(matches!(decode_all(wire), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn argumentless_packet_with_body_is_tolerated() {
+        let wire = b"\0RES\0\0\0\x06\0\0\0\x02xx";
+        let p = decode_all(wire).unwrap().unwrap();
+        assert_eq!(p.kind, PacketType::Noop);
+        assert!(p.args.is_empty());
+    }
+
+    #[test]
+    fn server_error_with_trailing_nul() {
+        // Zuul's server ends ERROR bodies with a NUL.
+        let wire = b"\0RES\0\0\0\x13\0\0\0\x0eJOB_NOT_FOUND\0";
+        let p = decode_all(b"\0RES\0\0\0\x13\0\0\0\x0fJOB_NOT_FOUND\0x")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.args, vec![&b"JOB_NOT_FOUND"[..], b"x"]);
+        let p = decode_all(wire).unwrap().unwrap();
+        assert_eq!(p.args, vec![&b"JOB_NOT_FOUND"[..], b""]);
+    }
+
+    #[test]
+    fn encoder_rejects_bad_arity_and_inner_nul() {
+        let mut codec = PacketCodec::default();
+        let bad = Packet::req(PacketType::WorkData, vec![Bytes::from_static(b"H")]);
+        assert!(codec.encode(&bad, &mut BytesMut::new()).is_err());
+        let bad = Packet::req(
+            PacketType::WorkData,
+            vec![Bytes::from_static(b"H\0"), Bytes::from_static(b"d")],
+        );
+        assert!(codec.encode(&bad, &mut BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn decodes_several_packets_from_one_buffer() {
+        let mut buf = encode(&Packet::res(PacketType::NoJob, vec![]));
+        buf.extend_from_slice(&encode(&Packet::res(PacketType::Noop, vec![])));
+        let mut codec = PacketCodec::default();
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().kind, PacketType::NoJob);
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().kind, PacketType::Noop);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.is_empty());
+    }
+
+    fn arb_packet() -> impl Strategy<Value = Packet> {
+        let kinds: Vec<PacketType> = PacketType::KNOWN
+            .iter()
+            .copied()
+            .chain([PacketType::Unknown(5), PacketType::Unknown(4242)])
+            .collect();
+        (
+            proptest::sample::select(kinds),
+            any::<bool>(),
+            proptest::collection::vec(
+                proptest::collection::vec(any::<u8>().prop_filter("no NUL", |b| *b != 0), 0..20),
+                5,
+            ),
+            proptest::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(kind, req, inner, last)| {
+                let arity = kind.arity();
+                let mut args: Vec<Bytes> = inner
+                    .into_iter()
+                    .take(arity.saturating_sub(1))
+                    .map(Bytes::from)
+                    .collect();
+                if arity > 0 {
+                    args.push(Bytes::from(last));
+                }
+                let magic = if req { Magic::Req } else { Magic::Res };
+                Packet::new(magic, kind, args)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_identity(p in arb_packet()) {
+            let mut buf = encode(&p);
+            let mut codec = PacketCodec::default();
+            let back = codec.decode(&mut buf).unwrap().unwrap();
+            prop_assert_eq!(back, p);
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                                max in 0usize..256) {
+            let mut codec = PacketCodec::new(max);
+            let mut buf = BytesMut::from(&bytes[..]);
+            // Decode until the codec wants more or errors; it must never panic or loop forever.
+            for _ in 0..bytes.len() + 1 {
+                match codec.decode(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+
+        #[test]
+        fn garbage_after_valid_header_never_panics(
+            code in any::<u32>(),
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut wire = b"\0RES".to_vec();
+            wire.extend_from_slice(&code.to_be_bytes());
+            wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&body);
+            let _ = decode_all(&wire);
+        }
+
+        #[test]
+        fn every_truncation_needs_more(p in arb_packet()) {
+            let full = encode(&p);
+            let mut codec = PacketCodec::default();
+            for cut in 0..full.len() {
+                let mut buf = BytesMut::from(&full[..cut]);
+                prop_assert!(codec.decode(&mut buf).unwrap().is_none(), "cut at {}", cut);
+            }
+            // And feeding it byte by byte into one buffer yields it exactly once, at the end.
+            let mut buf = BytesMut::new();
+            for (i, b) in full.iter().enumerate() {
+                buf.put_u8(*b);
+                let got = codec.decode(&mut buf).unwrap();
+                prop_assert_eq!(got.is_some(), i + 1 == full.len());
+            }
+        }
+    }
+}

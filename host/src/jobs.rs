@@ -1,0 +1,285 @@
+//! A job's life, the same for Gearman jobs and `run-job`: validate, make its directories, run
+//! the plugin on a blocking thread with a host context, publish its logs, report the outcome.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::RResult;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
+use turbo_hipster_sdk::abi::{Host_TO, JSON_SCHEMA};
+use turbo_hipster_sdk::{Job, Outcome};
+
+use crate::config::{Config, PublishLogs};
+use crate::host_context::{CancelToken, JobEvent, JobHost};
+use crate::plugins::{JobRunner, Registry};
+use crate::zuul::{self, InvalidParameters};
+
+/// A job to run.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// The Gearman function.
+    pub function: String,
+    /// The Gearman unique (ZUUL_UUID).
+    pub unique: String,
+    /// Validated parameters.
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// What Zuul gets as `result`.
+    pub result: String,
+    /// Plugin details.
+    pub details: Value,
+    /// Where the logs are.
+    pub url: String,
+    /// The job's results directory (before publishing).
+    pub results_dir: PathBuf,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl JobOutcome {
+    /// Whether the job passed.
+    pub fn is_success(&self) -> bool {
+        self.result == turbo_hipster_sdk::results::SUCCESS
+    }
+}
+
+/// A job whose directories exist and whose runner is known; ready to execute.
+pub struct PreparedJob {
+    /// The request.
+    pub request: JobRequest,
+    /// Its runner.
+    pub runner: Arc<JobRunner>,
+    /// `jobs_working_dir/<LOG_PATH or unique>`.
+    pub job_dir: PathBuf,
+    /// Where the logs will be.
+    pub url: String,
+    log_path: String,
+}
+
+/// Why a job could not start. The job still gets a result line.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Parameters refused.
+    #[error("{}", .0.result())]
+    InvalidParameters(#[from] InvalidParameters),
+    /// No such job here.
+    #[error("FAILURE - this worker has no job \"{0}\"")]
+    UnknownJob(String),
+    /// The working directory could not be made.
+    #[error("FAILURE - cannot create the job directory {}: {source}", .path.display())]
+    Directory {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl PrepareError {
+    /// The `result` for Zuul.
+    pub fn result(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Validates a request and makes the job's directories.
+///
+/// # Errors
+/// Invalid parameters, an unknown job, or a directory that cannot be made.
+pub fn prepare(
+    config: &Config,
+    registry: &Registry,
+    request: JobRequest,
+) -> Result<PreparedJob, PrepareError> {
+    zuul::validate(&request.parameters)?;
+    if request.unique.len() > 64
+        || !request
+            .unique
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || request.unique.starts_with('.')
+    {
+        return Err(InvalidParameters("the Gearman unique id is not a plain name".into()).into());
+    }
+    let runner = registry
+        .find(&request.function)
+        .cloned()
+        .ok_or_else(|| PrepareError::UnknownJob(request.function.clone()))?;
+    let log_path = request
+        .parameters
+        .get("LOG_PATH")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .unwrap_or_else(|| {
+            if request.unique.is_empty() {
+                zuul::random_uuid_hex()
+            } else {
+                request.unique.clone()
+            }
+        });
+    let job_dir = unique_dir(&config.jobs_working_dir.join(&log_path));
+    for dir in [job_dir.join("work"), job_dir.join("results")] {
+        std::fs::create_dir_all(&dir).map_err(|source| PrepareError::Directory {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let url = match &config.publish_logs {
+        PublishLogs::Local { prepend_url, .. } if !prepend_url.is_empty() => {
+            format!("{}/{}/", prepend_url.trim_end_matches('/'), log_path)
+        }
+        PublishLogs::Local { path, .. } => format!("file://{}/", path.join(&log_path).display()),
+        PublishLogs::None => format!("file://{}/", job_dir.join("results").display()),
+    };
+    Ok(PreparedJob {
+        request,
+        runner,
+        job_dir,
+        url,
+        log_path,
+    })
+}
+
+/// `dir`, or `dir.2`, `dir.3`… if it exists already (a retried build keeps the old logs).
+fn unique_dir(dir: &Path) -> PathBuf {
+    if !dir.exists() {
+        return dir.to_path_buf();
+    }
+    (2..)
+        .map(|n| PathBuf::from(format!("{}.{n}", dir.display())))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.to_path_buf())
+}
+
+/// Runs a prepared job to its end. Progress and work data go to `events`; `cancel` stops it.
+pub async fn execute(
+    config: &Config,
+    job: PreparedJob,
+    events: UnboundedSender<JobEvent>,
+    cancel: CancelToken,
+) -> JobOutcome {
+    let started = Instant::now();
+    let work_dir = job.job_dir.join("work");
+    let results_dir = job.job_dir.join("results");
+    let runner = job.runner.clone();
+    let plugin_job = Job {
+        schema: JSON_SCHEMA,
+        name: zuul::job_name(&job.request.function).to_string(),
+        function: job.request.function.clone(),
+        unique: job.request.unique.clone(),
+        parameters: job.request.parameters.clone(),
+        config: runner.config.config.clone(),
+        host: runner.config.host.clone(),
+    };
+    tracing::info!(
+        function = %job.request.function,
+        unique = %job.request.unique,
+        plugin = %runner.plugin.name,
+        dir = %job.job_dir.display(),
+        "job started"
+    );
+    let job_json = serde_json::to_string(&plugin_job).unwrap_or_else(|_| "{}".into());
+    let task_log = std::fs::File::create(results_dir.join("task_output.log")).ok();
+    let host = JobHost::new(
+        &runner.plugin.name,
+        job_json,
+        events,
+        cancel.clone(),
+        work_dir.clone(),
+        results_dir.clone(),
+        task_log,
+    );
+    let plugin_name = runner.plugin.name.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
+        match runner.runner.run(host_ref) {
+            RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str()).map_err(|e| {
+                format!("plugin {plugin_name} returned an unreadable outcome: {e}")
+            }),
+            RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
+        }
+    })
+    .await;
+    let (mut result, details) = match run {
+        Ok(Ok(outcome)) => (outcome.result, outcome.details),
+        Ok(Err(message)) => (format!("FAILURE - {message}"), Value::Null),
+        Err(join) => (
+            format!("FAILURE - the job's thread failed: {join}"),
+            Value::Null,
+        ),
+    };
+    if let Some(reason) = cancel.reason() {
+        tracing::info!(unique = %job.request.unique, reason, "job was cancelled");
+        result = turbo_hipster_sdk::results::ABORTED.to_string();
+    }
+    if result.trim().is_empty() {
+        result = "FAILURE - the plugin gave no result".into();
+    }
+    let duration = started.elapsed();
+    let summary = json!({
+        "function": job.request.function,
+        "unique": job.request.unique,
+        "parameters": job.request.parameters,
+        "result": result,
+        "duration_ms": duration.as_millis() as u64,
+        "worker": config.worker_name,
+        "details": details,
+    });
+    if let Ok(text) = serde_json::to_string_pretty(&summary) {
+        if let Err(e) = std::fs::write(results_dir.join("job.json"), text) {
+            tracing::warn!("cannot write job.json: {e}");
+        }
+    }
+    publish(config, &results_dir, &job.log_path);
+    if !config.keep_work_dirs {
+        if let Err(e) = std::fs::remove_dir_all(&work_dir) {
+            tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
+        }
+    }
+    tracing::info!(
+        function = %job.request.function,
+        unique = %job.request.unique,
+        duration_ms = duration.as_millis() as u64,
+        result = %result.lines().next().unwrap_or(""),
+        "job finished"
+    );
+    JobOutcome {
+        result,
+        details,
+        url: job.url,
+        results_dir,
+        duration,
+    }
+}
+
+fn publish(config: &Config, results_dir: &Path, log_path: &str) {
+    if let PublishLogs::Local { path, .. } = &config.publish_logs {
+        let dest = path.join(log_path);
+        if let Err(e) = copy_dir(results_dir, &dest) {
+            tracing::error!(dest = %dest.display(), "cannot publish the job's logs: {e}");
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
