@@ -263,42 +263,55 @@ fn map_error(path: &Path, e: LibraryError) -> PluginLoadError {
     }
 }
 
-/// Picks the informative part of abi_stable's multi-thousand-line layout report.
+/// Picks the informative part of abi_stable's multi-thousand-line layout report: the errors
+/// found in the innermost type, e.g. `AbiPluginInfo: too many fields (expected 5, found 6)`.
 fn summarise_layout_error(full: &str) -> String {
-    let mut errors = Vec::new();
-    let mut lines = full.lines().map(str::trim).peekable();
-    while let Some(line) = lines.next() {
-        // abi_stable lists each problem as "Error:<kind>" followed by expected/found lines.
-        if let Some(rest) = line.strip_prefix("Error:") {
-            let mut text = rest.trim().to_string();
-            for _ in 0..4 {
-                match lines.peek() {
-                    Some(l) if l.starts_with("Expected:") || l.starts_with("Found:") => {
-                        text.push_str(&format!("; {}", l));
-                        lines.next();
-                    }
-                    Some(l) if l.is_empty() => {
-                        lines.next();
-                    }
-                    _ => break,
-                }
+    let lines: Vec<&str> = full.lines().map(str::trim).collect();
+    let mut current_type = String::new();
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line == "Layout of expected type:" {
+            if let Some(t) = lines[i + 1..]
+                .iter()
+                .take(4)
+                .find_map(|l| l.strip_prefix("type:"))
+            {
+                current_type = t.to_string();
             }
-            errors.push(text);
+        } else if let Some(kind) = line.strip_prefix("Error:") {
+            let mut text = kind.trim().to_string();
+            let mut expected = None;
+            let mut actual = None;
+            let mut j = i + 1;
+            while j < lines.len() && j <= i + 6 {
+                match lines[j] {
+                    "Expected:" => expected = lines.get(j + 1).copied(),
+                    "Found:" => actual = lines.get(j + 1).copied(),
+                    _ => {}
+                }
+                j += 1;
+            }
+            if let (Some(e), Some(f)) = (expected, actual) {
+                text.push_str(&format!(" (expected {e}, found {f})"));
+            }
+            found.push((current_type.clone(), text));
         }
+        i += 1;
     }
-    let mut s = if errors.is_empty() {
-        full.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("type layout differs")
-            .to_string()
+    let Some((innermost, _)) = found.last().cloned() else {
+        return "the type layouts differ".to_string();
+    };
+    let errors: Vec<String> = found
+        .into_iter()
+        .filter(|(t, _)| *t == innermost)
+        .map(|(_, e)| e)
+        .collect();
+    let mut s = if innermost.is_empty() {
+        errors.join("; ")
     } else {
-        let n = errors.len();
-        let mut s = errors.into_iter().next().unwrap_or_default();
-        if n > 1 {
-            s.push_str(&format!(" and {} more", n - 1));
-        }
-        s
+        format!("{innermost}: {}", errors.join("; "))
     };
     s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.len() > 300 {
@@ -472,10 +485,15 @@ mod tests {
 
     #[test]
     fn layout_summary_is_one_short_line() {
-        let full = "Error:field names are different\n  Expected:\n  Found:\n\nError:x\n";
+        let full = "Layout of expected type:\n --- Type Layout ---\n type:TaskMod\n\
+            Error:incompatible type size\nExpected:\n 168\nFound:\n 176\n\
+            Layout of expected type:\n --- Type Layout ---\n type:AbiPluginInfo\n\
+            Error:incompatible type size\nExpected:\n    160\nFound:\n    168\n\n\
+            Error:too many fields\nExpected:\n    5\nFound:\n    6\n";
         let s = summarise_layout_error(full);
-        assert!(!s.contains('\n'));
-        assert!(s.starts_with("field names are different"), "{s}");
-        assert!(s.ends_with("and 1 more"), "{s}");
+        assert_eq!(
+            s,
+            "AbiPluginInfo: incompatible type size (expected 160, found 168); too many fields (expected 5, found 6)"
+        );
     }
 }

@@ -134,14 +134,17 @@ impl Encoder<Packet> for PacketCodec {
     type Error = Error;
 
     fn encode(&mut self, packet: Packet, dst: &mut BytesMut) -> Result<(), Error> {
-        Encoder::<&Packet>::encode(self, &packet, dst)
+        self.encode_ref(&packet, dst)
     }
 }
 
-impl Encoder<&Packet> for PacketCodec {
-    type Error = Error;
-
-    fn encode(&mut self, packet: &Packet, dst: &mut BytesMut) -> Result<(), Error> {
+impl PacketCodec {
+    /// Encodes `packet` into `dst` (the [`Encoder`] impl without taking ownership).
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] when the arguments do not fit the type's arity, a non-last argument
+    /// contains NUL, or the body exceeds the limit.
+    pub fn encode_ref(&self, packet: &Packet, dst: &mut BytesMut) -> Result<(), Error> {
         check_encodable(packet)?;
         let len = packet.body_len();
         if len > self.max_body {
@@ -173,7 +176,7 @@ mod tests {
 
     fn encode(p: &Packet) -> BytesMut {
         let mut buf = BytesMut::new();
-        PacketCodec::default().encode(p, &mut buf).unwrap();
+        PacketCodec::default().encode_ref(p, &mut buf).unwrap();
         buf
     }
 
@@ -229,11 +232,11 @@ mod tests {
         // Exactly at the limit is fine.
         let p = Packet::res(PacketType::EchoRes, vec![Bytes::from(vec![7u8; 100])]);
         let mut buf = BytesMut::new();
-        codec.encode(&p, &mut buf).unwrap();
+        codec.encode_ref(&p, &mut buf).unwrap();
         assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), p);
         // One above is refused on encode too.
         let p = Packet::res(PacketType::EchoRes, vec![Bytes::from(vec![7u8; 101])]);
-        assert!(codec.encode(&p, &mut BytesMut::new()).is_err());
+        assert!(codec.encode_ref(&p, &mut BytesMut::new()).is_err());
     }
 
     #[test]
@@ -278,12 +281,12 @@ mod tests {
     fn encoder_rejects_bad_arity_and_inner_nul() {
         let mut codec = PacketCodec::default();
         let bad = Packet::req(PacketType::WorkData, vec![Bytes::from_static(b"H")]);
-        assert!(codec.encode(&bad, &mut BytesMut::new()).is_err());
+        assert!(codec.encode_ref(&bad, &mut BytesMut::new()).is_err());
         let bad = Packet::req(
             PacketType::WorkData,
             vec![Bytes::from_static(b"H\0"), Bytes::from_static(b"d")],
         );
-        assert!(codec.encode(&bad, &mut BytesMut::new()).is_err());
+        assert!(codec.encode_ref(&bad, &mut BytesMut::new()).is_err());
     }
 
     #[test]

@@ -1,0 +1,931 @@
+//! The multi-server Gearman worker core: connections, registration, grabbing, job slots,
+//! reporting, reconnects and graceful drain. What a job *does* lives in a [`JobHandler`].
+//!
+//! # Connections
+//! Every configured server gets one connection task per role, each with its own reconnect loop
+//! (0.5 s backoff doubling to 30 s, reset once a session got a packet from the server). A session
+//! connects (TCP_NODELAY, TCP keepalive), sends `SET_CLIENT_ID` and one `CAN_DO` per function
+//! (exactly as configured, `build:` prefix included), then loops over
+//! `GRAB_JOB_UNIQ` → `NO_JOB` → `PRE_SLEEP` → `NOOP` → `GRAB_JOB_UNIQ` → `JOB_ASSIGN_UNIQ`.
+//! An idle worker is parked in `PRE_SLEEP` and wakes only for packets: no timers, no polling.
+//! Liveness comes from TCP keepalive; the worker never sends `ECHO_REQ`, `GRAB_JOB`,
+//! `CAN_DO_TIMEOUT`, `CANT_DO` or `RESET_ABILITIES` (Zuul's server ignores the first three and
+//! gearmand re-queues running jobs on the last two).
+//!
+//! # Slots
+//! Gearman cannot hand a job back, so a connection sends `GRAB_JOB_UNIQ` only after it reserved a
+//! slot from a semaphore shared by *all* servers, and keeps at most one grab outstanding. `NO_JOB`
+//! returns the slot; `JOB_ASSIGN_UNIQ` gives it to the job; the job's terminal packet
+//! (`WORK_COMPLETE`, `WORK_FAIL` or `WORK_EXCEPTION`) frees it.
+//!
+//! # Priority functions (`stop:<manager>`)
+//! Gearman has no per-function grab: a grab on a connection that registered both `build:*` and
+//! `stop:*` may return either. So priority functions are registered on a **separate control
+//! connection** per server, with client id `<client_id>-control`, which registers *only* the
+//! priority functions and grabs from its own small budget
+//! ([`WorkerConfig::max_concurrent_priority_jobs`]); the normal connections register only the
+//! normal functions. A stop is therefore served even when every build slot is busy, and it is
+//! still served while draining ([`Worker::stop_grabbing`] only stops normal grabs).
+//!
+//! # Reporting
+//! A job is keyed by (server, handle) because handles are only unique per server. Its
+//! [`JobReporter`] writes to the connection session that assigned it; once that session is gone
+//! (gearmand then re-queues the job, Zuul's server fails it), reports are dropped with a log line.
+//! Exactly one terminal packet is sent per job: if the handler's future ends (or panics) without
+//! one, the worker sends `WORK_FAIL`.
+//!
+//! # Lifecycle
+//! [`Worker::spawn`] starts everything on the current tokio runtime and returns the handle.
+//! Graceful drain: [`Worker::stop_grabbing`], then [`Worker::wait_idle`] (every handler
+//! finished and no normal grab in flight), or [`Worker::shutdown`] which does both and then
+//! closes the connections. Dropping the [`Worker`] closes the connections at once.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::codec::{PacketCodec, DEFAULT_MAX_BODY};
+use super::error::{Error, Result};
+use super::packet::{Packet, PacketType, MAX_FUNCTION_LEN};
+
+/// Suffix appended to the client id of the per-server control connections.
+pub const CONTROL_CLIENT_ID_SUFFIX: &str = "-control";
+
+/// Most packets written in one batch before flushing.
+const WRITE_BATCH: usize = 64;
+
+/// Configuration of a [`Worker`]. Build it with struct-update syntax over
+/// [`WorkerConfig::default`] and check it with [`WorkerConfig::validate`] (also done by
+/// [`Worker::spawn`]).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Gearman servers as (host, port). One connection (plus a control connection when there
+    /// are priority functions) is kept to each.
+    pub servers: Vec<(String, u16)>,
+    /// Sent with `SET_CLIENT_ID`; control connections use `<client_id>-control`.
+    pub client_id: String,
+    /// Functions registered with `CAN_DO` exactly as given (e.g. `build:gate-nova-python27`).
+    pub functions: Vec<String>,
+    /// Functions served even while every slot is busy (e.g. `stop:<manager>`), registered only on
+    /// the control connections.
+    pub priority_functions: Vec<String>,
+    /// Jobs of `functions` running at once, over all servers together.
+    pub max_concurrent_jobs: usize,
+    /// Jobs of `priority_functions` running at once, over all servers together.
+    pub max_concurrent_priority_jobs: usize,
+    /// Largest packet body accepted from a server (and sent to it).
+    pub max_packet_body: usize,
+    /// First reconnect delay; doubles after every failed attempt.
+    pub reconnect_initial: Duration,
+    /// Cap of the reconnect delay.
+    pub reconnect_max: Duration,
+    /// Bound on one TCP connect attempt.
+    pub connect_timeout: Duration,
+    /// Idle time before TCP keepalive probes start (probes then every 10 s, 6 of them).
+    pub keepalive_idle: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            servers: Vec::new(),
+            client_id: "turbo-hipster".to_string(),
+            functions: Vec::new(),
+            priority_functions: Vec::new(),
+            max_concurrent_jobs: 1,
+            max_concurrent_priority_jobs: 4,
+            max_packet_body: DEFAULT_MAX_BODY,
+            reconnect_initial: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            keepalive_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str, max: usize, errors: &mut Vec<String>) {
+    if name.is_empty() {
+        errors.push(format!("{what} is empty"));
+    } else if name.len() > max {
+        errors.push(format!("{what} {name:?} is longer than {max} bytes"));
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.push(format!(
+            "{what} {name:?} contains whitespace or control characters"
+        ));
+    }
+}
+
+impl WorkerConfig {
+    /// Checks every field and reports all problems at once.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem found.
+    pub fn validate(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if self.servers.is_empty() {
+            errors.push("no Gearman servers configured".to_string());
+        }
+        for (host, port) in &self.servers {
+            if host.is_empty() {
+                errors.push("a Gearman server has an empty host".to_string());
+            }
+            if *port == 0 {
+                errors.push(format!("Gearman server {host:?} has port 0"));
+            }
+        }
+        check_name("client id", &self.client_id, 200, &mut errors);
+        if self.functions.is_empty() && self.priority_functions.is_empty() {
+            errors.push("no functions to register".to_string());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in self.functions.iter().chain(&self.priority_functions) {
+            check_name("function name", f, MAX_FUNCTION_LEN, &mut errors);
+            if !seen.insert(f.as_str()) {
+                errors.push(format!("function {f:?} is listed twice"));
+            }
+        }
+        if self.max_concurrent_jobs == 0 {
+            errors.push("max_concurrent_jobs must be at least 1".to_string());
+        }
+        if !self.priority_functions.is_empty() && self.max_concurrent_priority_jobs == 0 {
+            errors.push("max_concurrent_priority_jobs must be at least 1".to_string());
+        }
+        if self.max_packet_body < 1024 {
+            errors.push("max_packet_body must be at least 1024 bytes".to_string());
+        }
+        if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
+            errors.push(
+                "reconnect delays must be positive with reconnect_max >= reconnect_initial"
+                    .to_string(),
+            );
+        }
+        if self.connect_timeout.is_zero() || self.keepalive_idle < Duration::from_secs(1) {
+            errors.push("connect_timeout and keepalive_idle (>= 1 s) must be positive".to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(errors.join("; ")))
+        }
+    }
+}
+
+/// Which configured server something belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerId {
+    /// Position in [`WorkerConfig::servers`].
+    pub index: usize,
+    /// Host as configured.
+    pub host: Arc<str>,
+    /// Port.
+    pub port: u16,
+}
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Identifies a running job: handles are unique only per server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    /// Index of the server in [`WorkerConfig::servers`].
+    pub server: usize,
+    /// The server's job handle.
+    pub handle: Bytes,
+}
+
+/// A job a server assigned to this worker.
+#[derive(Debug, Clone)]
+pub struct AssignedJob {
+    /// The server that assigned it (and that gets its reports).
+    pub server: ServerId,
+    /// The server's job handle.
+    pub handle: Bytes,
+    /// The function as registered (e.g. `build:gate-nova-python27`).
+    pub function: String,
+    /// The submitter's unique id (Zuul: `ZUUL_UUID`); empty for plain `JOB_ASSIGN`.
+    pub unique: Bytes,
+    /// The job's argument (Zuul: a JSON object of string parameters). Untrusted.
+    pub data: Bytes,
+    /// Whether it came in on a control connection (a priority function).
+    pub priority: bool,
+}
+
+impl AssignedJob {
+    /// The (server, handle) key of this job.
+    pub fn key(&self) -> JobKey {
+        JobKey {
+            server: self.server.index,
+            handle: self.handle.clone(),
+        }
+    }
+
+    /// The handle for logs.
+    pub fn handle_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.handle)
+    }
+
+    /// The unique id as text.
+    ///
+    /// # Errors
+    /// When it is not UTF-8 (never the case for Zuul's UUIDs).
+    pub fn unique_str(&self) -> std::result::Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.unique)
+    }
+}
+
+/// The future a handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Runs assigned jobs. The handler reports through the [`JobReporter`] and should end with
+/// [`JobReporter::complete`], [`JobReporter::fail`] or [`JobReporter::exception`]; if its future
+/// ends (or panics) without, the worker sends `WORK_FAIL`.
+///
+/// Closures `Fn(AssignedJob, JobReporter) -> impl Future<Output = ()>` implement it.
+pub trait JobHandler: Send + Sync + 'static {
+    /// Starts one job. Called on the connection's task: do the work in the returned future.
+    fn run(&self, job: AssignedJob, reporter: JobReporter) -> HandlerFuture;
+}
+
+impl<F, Fut> JobHandler for F
+where
+    F: Fn(AssignedJob, JobReporter) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn run(&self, job: AssignedJob, reporter: JobReporter) -> HandlerFuture {
+        Box::pin(self(job, reporter))
+    }
+}
+
+struct JobState {
+    server: ServerId,
+    handle: Bytes,
+    /// The outbound queue of the session that assigned the job.
+    conn: mpsc::UnboundedSender<Packet>,
+    finished: AtomicBool,
+    /// The job's slot; released by the terminal packet.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
+    max_body: usize,
+}
+
+/// Sends a job's progress and result to the server that assigned it. Cheap to clone and `Send`.
+///
+/// Every method returns whether the packet was queued on the job's connection. Packets are
+/// dropped (with a log line) after the terminal packet, when the connection that assigned the job
+/// is gone, or when the data would exceed the packet-size limit (an over-large terminal payload
+/// is turned into `WORK_FAIL` so the job still ends).
+#[derive(Clone)]
+pub struct JobReporter {
+    state: Arc<JobState>,
+}
+
+impl fmt::Debug for JobReporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobReporter")
+            .field("server", &self.state.server)
+            .field("handle", &String::from_utf8_lossy(&self.state.handle))
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl JobReporter {
+    /// The server that assigned the job.
+    pub fn server(&self) -> &ServerId {
+        &self.state.server
+    }
+
+    /// The job handle.
+    pub fn handle(&self) -> &Bytes {
+        &self.state.handle
+    }
+
+    /// Whether a terminal packet was sent (or attempted).
+    pub fn is_finished(&self) -> bool {
+        self.state.finished.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection that assigned the job is still up.
+    pub fn is_connected(&self) -> bool {
+        !self.state.conn.is_closed()
+    }
+
+    /// Resolves once the connection that assigned the job is gone (gearmand then gives the job
+    /// to another worker, so it may be wise to abort).
+    pub async fn connection_lost(&self) {
+        self.state.conn.closed().await
+    }
+
+    fn fits(&self, data: &Bytes) -> bool {
+        // handle + NUL + data (+ a little for WORK_STATUS numbers) must fit the limit.
+        self.state.handle.len() + 1 + data.len() <= self.state.max_body
+    }
+
+    fn send(&self, packet: Packet) -> bool {
+        let kind = packet.kind;
+        if self.state.conn.send(packet).is_err() {
+            warn!(
+                server = %self.state.server,
+                handle = %String::from_utf8_lossy(&self.state.handle),
+                packet = %kind,
+                "connection that assigned the job is gone; dropping report"
+            );
+            return false;
+        }
+        true
+    }
+
+    fn progress(&self, packet: Packet) -> bool {
+        if self.is_finished() {
+            debug!(
+                server = %self.state.server,
+                handle = %String::from_utf8_lossy(&self.state.handle),
+                packet = %packet.kind,
+                "job already finished; dropping report"
+            );
+            return false;
+        }
+        self.send(packet)
+    }
+
+    /// Sends the job's last packets, at most once per job, and frees its slot.
+    fn terminal(&self, packets: Vec<Packet>) -> bool {
+        let kind = packets.last().map(|p| p.kind);
+        if self.state.finished.swap(true, Ordering::AcqRel) {
+            warn!(
+                server = %self.state.server,
+                handle = %String::from_utf8_lossy(&self.state.handle),
+                packet = ?kind,
+                "job already finished; dropping second terminal packet"
+            );
+            return false;
+        }
+        let mut sent = true;
+        for p in packets {
+            sent &= self.send(p);
+        }
+        let slot = self
+            .state
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(slot);
+        sent
+    }
+
+    /// `WORK_DATA` (Zuul: JSON with `name`, `number`, `manager`, `url`, ... and at the end
+    /// `result`).
+    pub fn work_data(&self, data: impl Into<Bytes>) -> bool {
+        let data = data.into();
+        if !self.fits(&data) {
+            error!(len = data.len(), "WORK_DATA too large for the packet limit; dropped");
+            return false;
+        }
+        self.progress(Packet::work_data(self.state.handle.clone(), data))
+    }
+
+    /// `WORK_WARNING`.
+    pub fn work_warning(&self, data: impl Into<Bytes>) -> bool {
+        let data = data.into();
+        if !self.fits(&data) {
+            error!(len = data.len(), "WORK_WARNING too large for the packet limit; dropped");
+            return false;
+        }
+        self.progress(Packet::work_warning(self.state.handle.clone(), data))
+    }
+
+    /// `WORK_STATUS numerator/denominator`.
+    pub fn work_status(&self, numerator: u64, denominator: u64) -> bool {
+        self.progress(Packet::work_status(
+            self.state.handle.clone(),
+            numerator,
+            denominator,
+        ))
+    }
+
+    /// `WORK_COMPLETE` with `data` (Zuul reads a non-empty payload as the last work data, so it
+    /// must then carry `result`). Terminal: frees the slot.
+    pub fn complete(&self, data: impl Into<Bytes>) -> bool {
+        let data = data.into();
+        if !self.fits(&data) {
+            error!(len = data.len(), "WORK_COMPLETE too large for the packet limit; failing the job");
+            return self.fail();
+        }
+        self.terminal(vec![Packet::work_complete(self.state.handle.clone(), data)])
+    }
+
+    /// `WORK_FAIL`. Terminal: frees the slot.
+    pub fn fail(&self) -> bool {
+        self.terminal(vec![Packet::work_fail(self.state.handle.clone())])
+    }
+
+    /// `WORK_EXCEPTION` with `data`, followed by `WORK_FAIL`: gearmand keeps the job running
+    /// after an exception (it expects a `WORK_FAIL` to end it) while Zuul's server ends it at the
+    /// exception and ignores the extra `WORK_FAIL`. Terminal: frees the slot.
+    pub fn exception(&self, data: impl Into<Bytes>) -> bool {
+        let data = data.into();
+        if !self.fits(&data) {
+            error!(len = data.len(), "WORK_EXCEPTION too large for the packet limit; failing the job");
+            return self.fail();
+        }
+        let handle = &self.state.handle;
+        self.terminal(vec![
+            Packet::work_exception(handle.clone(), data),
+            Packet::work_fail(handle.clone()),
+        ])
+    }
+}
+
+/// Counts "busy" things (normal grabs in flight + handler tasks) for [`Worker::wait_idle`].
+struct ActivityGuard {
+    activity: Arc<watch::Sender<usize>>,
+}
+
+impl ActivityGuard {
+    fn new(activity: &Arc<watch::Sender<usize>>) -> Self {
+        activity.send_modify(|n| *n += 1);
+        ActivityGuard {
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.activity.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A slot reserved for an outstanding grab.
+struct Reservation {
+    permit: OwnedSemaphorePermit,
+    _activity: Option<ActivityGuard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Normal,
+    Control,
+}
+
+struct ConnSpec {
+    server: ServerId,
+    role: Role,
+    client_id: Bytes,
+    functions: Vec<Bytes>,
+    slots: Arc<Semaphore>,
+}
+
+struct Shared {
+    config: WorkerConfig,
+    handler: Arc<dyn JobHandler>,
+    grabbing: watch::Sender<bool>,
+    activity: Arc<watch::Sender<usize>>,
+    running: AtomicUsize,
+    registered: AtomicUsize,
+    shutdown: CancellationToken,
+}
+
+/// A running worker. See the module documentation for the design.
+///
+/// Dropping it closes every connection immediately (handlers already running keep running, but
+/// their reports are dropped); use [`Worker::shutdown`] to drain first.
+pub struct Worker {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("client_id", &self.shared.config.client_id)
+            .field("running_jobs", &self.running_jobs())
+            .field("registered_connections", &self.registered_connections())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Validates `config` and starts one connection task per server (plus one control
+    /// connection per server when there are priority functions) on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration is invalid.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn spawn<H: JobHandler>(config: WorkerConfig, handler: H) -> Result<Worker> {
+        config.validate()?;
+        let (grabbing, _) = watch::channel(true);
+        let (activity, _) = watch::channel(0usize);
+        let shared = Arc::new(Shared {
+            handler: Arc::new(handler),
+            grabbing,
+            activity: Arc::new(activity),
+            running: AtomicUsize::new(0),
+            registered: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        let cfg = &shared.config;
+        let normal_slots = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
+        let control_slots = Arc::new(Semaphore::new(cfg.max_concurrent_priority_jobs));
+        let to_bytes = |fs: &[String]| -> Vec<Bytes> {
+            fs.iter().map(|f| Bytes::from(f.clone())).collect()
+        };
+        let mut tasks = Vec::new();
+        for (index, (host, port)) in cfg.servers.iter().enumerate() {
+            let server = ServerId {
+                index,
+                host: Arc::from(host.as_str()),
+                port: *port,
+            };
+            if !cfg.functions.is_empty() {
+                let spec = ConnSpec {
+                    server: server.clone(),
+                    role: Role::Normal,
+                    client_id: Bytes::from(cfg.client_id.clone()),
+                    functions: to_bytes(&cfg.functions),
+                    slots: normal_slots.clone(),
+                };
+                tasks.push(tokio::spawn(connection_task(shared.clone(), spec)));
+            }
+            if !cfg.priority_functions.is_empty() {
+                let spec = ConnSpec {
+                    server,
+                    role: Role::Control,
+                    client_id: Bytes::from(format!(
+                        "{}{CONTROL_CLIENT_ID_SUFFIX}",
+                        cfg.client_id
+                    )),
+                    functions: to_bytes(&cfg.priority_functions),
+                    slots: control_slots.clone(),
+                };
+                tasks.push(tokio::spawn(connection_task(shared.clone(), spec)));
+            }
+        }
+        Ok(Worker { shared, tasks })
+    }
+
+    /// Stops grabbing normal jobs on every connection. Priority jobs (stops) are still served so
+    /// Zuul can abort what is draining. A grab already in flight may still deliver a job; it runs
+    /// (there is no way to hand it back) and [`Worker::wait_idle`] waits for it.
+    pub fn stop_grabbing(&self) {
+        self.shared.grabbing.send_replace(false);
+    }
+
+    /// Undoes [`Worker::stop_grabbing`].
+    pub fn resume_grabbing(&self) {
+        self.shared.grabbing.send_replace(true);
+    }
+
+    /// Handlers currently running (normal and priority).
+    pub fn running_jobs(&self) -> usize {
+        self.shared.running.load(Ordering::Acquire)
+    }
+
+    /// Connections currently connected and registered (normal and control).
+    pub fn registered_connections(&self) -> usize {
+        self.shared.registered.load(Ordering::Acquire)
+    }
+
+    /// Waits until no handler runs and no normal grab is in flight. After
+    /// [`Worker::stop_grabbing`], once this returns no new normal job will start.
+    pub async fn wait_idle(&self) {
+        let mut rx = self.shared.activity.subscribe();
+        // The sender lives in `shared`, which we hold, so this cannot fail.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Graceful shutdown: stop grabbing, wait for every running handler, then close the
+    /// connections and wait for their tasks.
+    pub async fn shutdown(mut self) {
+        self.stop_grabbing();
+        self.wait_idle().await;
+        self.shared.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// Closes every connection now, without waiting for running handlers (their later reports
+    /// are dropped). Connections are not reopened.
+    pub fn close(&self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// Keeps one server connection of one role alive until shutdown.
+async fn connection_task(shared: Arc<Shared>, spec: ConnSpec) {
+    let cfg = &shared.config;
+    let role = match spec.role {
+        Role::Normal => "normal",
+        Role::Control => "control",
+    };
+    let mut backoff = cfg.reconnect_initial;
+    loop {
+        let mut healthy = false;
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = session(&shared, &spec, &mut healthy) => r,
+        };
+        match outcome {
+            Ok(()) => warn!(server = %spec.server, role, "Gearman server closed the connection"),
+            Err(e) => warn!(server = %spec.server, role, error = %e, "Gearman connection failed"),
+        }
+        if healthy || started.elapsed() >= cfg.reconnect_max {
+            backoff = cfg.reconnect_initial;
+        }
+        debug!(server = %spec.server, role, delay = ?backoff, "reconnecting after delay");
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(cfg.reconnect_max);
+    }
+}
+
+fn configure_socket(stream: &TcpStream, keepalive_idle: Duration) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(keepalive_idle)
+        .with_interval(Duration::from_secs(10));
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd"))]
+    let keepalive = keepalive.with_retries(6);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
+/// Decrements the registered-connections gauge when a registered session ends.
+struct RegisteredGuard<'a>(&'a AtomicUsize);
+
+impl Drop for RegisteredGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One connection's life: connect, register, grab and run jobs until the connection ends.
+/// Returns `Ok(())` when the server closed the connection.
+async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> Result<()> {
+    let cfg = &shared.config;
+    let host: &str = &spec.server.host;
+    let stream = tokio::time::timeout(
+        cfg.connect_timeout,
+        TcpStream::connect((host, spec.server.port)),
+    )
+    .await
+    .map_err(|_| Error::Timeout(cfg.connect_timeout))??;
+    configure_socket(&stream, cfg.keepalive_idle)?;
+    let mut framed = Framed::new(stream, PacketCodec::new(cfg.max_packet_body));
+
+    framed
+        .feed(Packet::set_client_id(spec.client_id.clone()))
+        .await?;
+    for f in &spec.functions {
+        framed.feed(Packet::can_do(f.clone())).await?;
+    }
+    framed.flush().await?;
+    shared.registered.fetch_add(1, Ordering::AcqRel);
+    let _registered = RegisteredGuard(&shared.registered);
+    info!(
+        server = %spec.server,
+        client_id = %String::from_utf8_lossy(&spec.client_id),
+        functions = spec.functions.len(),
+        "connected to Gearman and registered"
+    );
+
+    // Reports of the jobs assigned on this session; the receiver dies with the session, which
+    // is how reporters notice the connection is gone.
+    let (job_tx, mut job_rx) = mpsc::unbounded_channel::<Packet>();
+    let mut grabbing_rx = shared.grabbing.subscribe();
+    let mut wants_grab = true;
+    let mut grab: Option<Reservation> = None;
+
+    loop {
+        let grabbing_allowed = spec.role == Role::Control || *grabbing_rx.borrow_and_update();
+        let may_grab = wants_grab && grab.is_none() && grabbing_allowed;
+        tokio::select! {
+            biased;
+            incoming = framed.next() => {
+                let Some(packet) = incoming else { return Ok(()) };
+                let packet = packet?;
+                *healthy = true;
+                match packet.kind {
+                    PacketType::Noop => {
+                        if grab.is_none() {
+                            wants_grab = true;
+                        }
+                    }
+                    PacketType::NoJob => {
+                        grab = None;
+                        wants_grab = false;
+                        framed.send(Packet::pre_sleep()).await?;
+                    }
+                    PacketType::JobAssignUniq | PacketType::JobAssign => {
+                        wants_grab = true;
+                        match grab.take() {
+                            Some(reservation) => {
+                                start_job(shared, spec, &job_tx, packet, reservation.permit);
+                            }
+                            None => {
+                                // Never expected: we only grab with a reserved slot.
+                                error!(server = %spec.server, ?packet, "job assigned without a grab; failing it");
+                                framed.send(Packet::work_fail(packet.arg_bytes(0))).await?;
+                            }
+                        }
+                    }
+                    PacketType::Error => {
+                        warn!(
+                            server = %spec.server,
+                            code = %String::from_utf8_lossy(packet.arg(0)),
+                            text = %String::from_utf8_lossy(packet.arg(1)).trim_end_matches('\0'),
+                            "Gearman server sent ERROR"
+                        );
+                    }
+                    PacketType::Unknown(code) => {
+                        debug!(server = %spec.server, code, "skipping unknown packet type");
+                    }
+                    other => {
+                        debug!(server = %spec.server, packet = %other, "ignoring unexpected packet");
+                    }
+                }
+            }
+            Some(first) = job_rx.recv() => {
+                framed.feed(first).await?;
+                for _ in 1..WRITE_BATCH {
+                    match job_rx.try_recv() {
+                        Ok(p) => framed.feed(p).await?,
+                        Err(_) => break,
+                    }
+                }
+                framed.flush().await?;
+            }
+            _ = grabbing_rx.changed() => {
+                // Re-evaluate `may_grab` at the top of the loop.
+            }
+            permit = spec.slots.clone().acquire_owned(), if may_grab => {
+                let Ok(permit) = permit else {
+                    return Err(Error::Closed);
+                };
+                // Count the grab before re-checking the flag, so that `wait_idle` after
+                // `stop_grabbing` either sees this grab or this grab sees the flag.
+                let activity = (spec.role == Role::Normal).then(|| ActivityGuard::new(&shared.activity));
+                if spec.role == Role::Normal && !*shared.grabbing.borrow() {
+                    continue;
+                }
+                grab = Some(Reservation { permit, _activity: activity });
+                framed.send(Packet::grab_job_uniq()).await?;
+            }
+        }
+    }
+}
+
+/// Decrements the running counter and then the activity counter when a handler task ends.
+struct TaskGuard {
+    shared: Arc<Shared>,
+    _activity: ActivityGuard,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.shared.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn start_job(
+    shared: &Arc<Shared>,
+    spec: &ConnSpec,
+    job_tx: &mpsc::UnboundedSender<Packet>,
+    packet: Packet,
+    permit: OwnedSemaphorePermit,
+) {
+    let (function, unique, data) = match packet.kind {
+        PacketType::JobAssignUniq => (packet.arg(1), packet.arg_bytes(2), packet.arg_bytes(3)),
+        _ => (packet.arg(1), Bytes::new(), packet.arg_bytes(2)),
+    };
+    let job = AssignedJob {
+        server: spec.server.clone(),
+        handle: packet.arg_bytes(0),
+        function: String::from_utf8_lossy(function).into_owned(),
+        unique,
+        data,
+        priority: spec.role == Role::Control,
+    };
+    let reporter = JobReporter {
+        state: Arc::new(JobState {
+            server: spec.server.clone(),
+            handle: job.handle.clone(),
+            conn: job_tx.clone(),
+            finished: AtomicBool::new(false),
+            slot: Mutex::new(Some(permit)),
+            max_body: shared.config.max_packet_body,
+        }),
+    };
+    info!(
+        server = %job.server,
+        handle = %job.handle_str(),
+        function = %job.function,
+        unique = %String::from_utf8_lossy(&job.unique),
+        "job assigned"
+    );
+    shared.running.fetch_add(1, Ordering::AcqRel);
+    let guard = TaskGuard {
+        shared: shared.clone(),
+        _activity: ActivityGuard::new(&shared.activity),
+    };
+    let handler = shared.handler.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let run = AssertUnwindSafe(async { handler.run(job, reporter.clone()).await });
+        if run.catch_unwind().await.is_err() {
+            error!(
+                server = %reporter.server(),
+                handle = %String::from_utf8_lossy(reporter.handle()),
+                "job handler panicked"
+            );
+        }
+        if !reporter.is_finished() {
+            warn!(
+                server = %reporter.server(),
+                handle = %String::from_utf8_lossy(reporter.handle()),
+                "job handler ended without a result; sending WORK_FAIL"
+            );
+            reporter.fail();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let cfg = WorkerConfig {
+            servers: vec![(String::new(), 0)],
+            client_id: "a b".into(),
+            functions: vec!["build:x".into(), "build:x".into(), String::new()],
+            max_concurrent_jobs: 0,
+            ..WorkerConfig::default()
+        };
+        let Err(Error::Config(msg)) = cfg.validate() else {
+            panic!("expected a config error")
+        };
+        for needle in [
+            "empty host",
+            "port 0",
+            "client id",
+            "listed twice",
+            "function name is empty",
+            "max_concurrent_jobs",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from {msg}");
+        }
+        let ok = WorkerConfig {
+            servers: vec![("127.0.0.1".into(), 4730)],
+            functions: vec!["build:x".into()],
+            priority_functions: vec!["stop:th".into()],
+            ..WorkerConfig::default()
+        };
+        ok.validate().unwrap();
+    }
+
+    #[test]
+    fn server_id_display() {
+        let s = ServerId {
+            index: 0,
+            host: Arc::from("::1"),
+            port: 4730,
+        };
+        assert_eq!(s.to_string(), "[::1]:4730");
+    }
+}

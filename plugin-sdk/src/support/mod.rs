@@ -1,1 +1,14 @@
 //! Helpers for what most plugins do. Nothing here crosses the binary interface.
+//!
+//! - [`logfile`]: job logs in the original's `YYYY-MM-DD HH:MM:SS,mmm [tag] text` format, and
+//!   a parser for them.
+//! - [`process`]: run a command in its own process group with timestamped output capture,
+//!   cancellation and a timeout.
+//! - [`git`]: prepare a checkout of a Zuul change from a cached mirror.
+
+pub mod git;
+pub mod logfile;
+pub mod process;
+
+pub use logfile::LogFile;
+pub use process::{CancelFlag, Cancellation, ProcessOutcome, ProcessRunner, Termination};
