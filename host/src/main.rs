@@ -23,7 +23,7 @@ struct Cli {
     /// The configuration file [default: $TURBO_HIPSTER_CONFIG or /etc/turbo-hipster/config.json].
     /// Given without a value: print the resolved path and exit.
     #[arg(short = 'c', long = "config", num_args = 0..=1, default_missing_value = "", global = true)]
-    config: Option<PathBuf>,
+    config: Option<String>,
 
     /// Run in the background (detach from the terminal, log to `debug_log`).
     #[arg(short = 'b', long = "background")]
@@ -76,11 +76,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     // `-c` without a value: print where the config would be read from.
-    if cli.config.as_deref() == Some(Path::new("")) {
+    if cli.config.as_deref() == Some("") {
         println!("{}", config::resolve_config_path(None).display());
         return Ok(ExitCode::SUCCESS);
     }
-    let config_path = config::resolve_config_path(cli.config.as_deref());
+    let config_path = config::resolve_config_path(cli.config.as_deref().map(Path::new));
     match cli.command {
         Some(Command::CheckConfig) => check_config(&config_path, &cli.log_level),
         Some(Command::Plugins) => list_plugins(&config_path, &cli.log_level),

@@ -84,6 +84,7 @@ fn incompatible_interface_says_what_and_how_to_fix() {
     let t = text(&out);
     let line = t.lines().find(|l| l.contains(&needle)).unwrap();
     assert!(line.contains("its plugin interface does not match"), "{line}");
+    assert!(line.contains("(AbiPluginInfo: "), "{line}");
     // What mismatched is named, briefly: one line, not abi_stable's full report.
     assert!(line.len() < 700, "{line}");
 }
