@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds turbo-hipster and its plugins in release mode and installs them.
 #
-#   scripts/install.sh [--destdir DIR] [--prefix /usr] [--no-build]
+#   scripts/install.sh [--destdir DIR] [--prefix /usr] [--no-build] [--profile release|debug]
 #
 # Installed layout (DIR defaults to /, PREFIX to /usr):
 #   DIR/PREFIX/bin/turbo-hipster
@@ -27,6 +27,7 @@ die() {
 DESTDIR=/
 PREFIX=/usr
 BUILD=1
+PROFILE=release
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,6 +51,15 @@ while [ $# -gt 0 ]; do
             ;;
         --no-build)
             BUILD=0
+            shift
+            ;;
+        --profile)
+            [ $# -ge 2 ] || die "--profile needs a name (release or debug)"
+            PROFILE=$2
+            shift 2
+            ;;
+        --profile=*)
+            PROFILE=${1#--profile=}
             shift
             ;;
         -h|--help)
@@ -88,7 +98,12 @@ case "$TARGET_DIR" in
     /*) ;;
     *) TARGET_DIR=$ROOT/$TARGET_DIR ;;
 esac
-RELEASE_DIR=$TARGET_DIR/release
+case "$PROFILE" in
+    release|debug) ;;
+    *) die "--profile must be release or debug, got '$PROFILE'" ;;
+esac
+RELEASE_DIR=$TARGET_DIR/$PROFILE
+if [ "$PROFILE" = release ]; then CARGO_PROFILE_FLAG=--release; else CARGO_PROFILE_FLAG=; fi
 
 # Prints the file name stem of a plugin crate's cdylib: [lib] name, else the package
 # name with '-' turned into '_' (what cargo does).
@@ -151,8 +166,9 @@ install_text() {
 if [ "$BUILD" -eq 1 ]; then
     command -v cargo >/dev/null 2>&1 || die "cargo not found in PATH (build as your user with
   'cargo build --release --workspace', then run this script as root with --no-build)"
-    echo "==> Building: cargo build --release --workspace"
-    cargo build --release --workspace
+    echo "==> Building: cargo build $CARGO_PROFILE_FLAG --workspace"
+    # shellcheck disable=SC2086
+    cargo build $CARGO_PROFILE_FLAG --workspace
 else
     echo "==> Skipping the build (--no-build); using $RELEASE_DIR"
 fi

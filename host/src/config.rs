@@ -55,7 +55,13 @@ impl fmt::Display for ConfigIssue {
         if self.path.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.path,
+                self.message
+            )
         }
     }
 }
@@ -279,7 +285,10 @@ impl Checker {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
             Some(other) => {
-                self.error(path, format!("expected true or false, found {}", kind(other)));
+                self.error(
+                    path,
+                    format!("expected true or false, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -524,7 +533,10 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
                 }
             }
         }
-        Some(other) => c.error("zuul_server", format!("expected an object, found {}", kind(other))),
+        Some(other) => c.error(
+            "zuul_server",
+            format!("expected an object, found {}", kind(other)),
+        ),
     }
     match root.get("gearman_servers") {
         None | Some(Value::Null) => {}
@@ -576,7 +588,10 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         }
         Some(Value::String(s)) => vec![absolutise(base, s)],
         Some(other) => {
-            c.error("plugin_dirs", format!("expected a list of directories, found {}", kind(other)));
+            c.error(
+                "plugin_dirs",
+                format!("expected a list of directories, found {}", kind(other)),
+            );
             Vec::new()
         }
     };
@@ -650,7 +665,10 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
         None | Some(Value::Null) => return PublishLogs::None,
         Some(Value::Object(o)) => o,
         Some(other) => {
-            c.error("publish_logs", format!("expected an object, found {}", kind(other)));
+            c.error(
+                "publish_logs",
+                format!("expected an object, found {}", kind(other)),
+            );
             return PublishLogs::None;
         }
     };
@@ -728,7 +746,10 @@ fn check_entries(c: &mut Checker, entries: Vec<Entry>) -> Vec<JobSpec> {
                 if name != canonical_plugin(name) {
                     c.warn(
                         &path,
-                        format!("plugin \"{name}\" is now called \"{}\"", canonical_plugin(name)),
+                        format!(
+                            "plugin \"{name}\" is now called \"{}\"",
+                            canonical_plugin(name)
+                        ),
                     );
                 }
                 Some(JobSpec {
@@ -774,7 +795,10 @@ fn check_entries(c: &mut Checker, entries: Vec<Entry>) -> Vec<JobSpec> {
                 let Some(plugin) = plugin else { continue };
                 if !is_plugin_name(&plugin) {
                     c.error(
-                        format!("{path}.{}", if list == "plugins" { "name" } else { "plugin" }),
+                        format!(
+                            "{path}.{}",
+                            if list == "plugins" { "name" } else { "plugin" }
+                        ),
                         format!("\"{plugin}\" is not a valid plugin name (letters, digits, _ - .)"),
                     );
                     continue;
@@ -805,7 +829,10 @@ fn check_entries(c: &mut Checker, entries: Vec<Entry>) -> Vec<JobSpec> {
             (other, _) => {
                 c.error(
                     &path,
-                    format!("expected an object (or a plugin name), found {}", kind(other)),
+                    format!(
+                        "expected an object (or a plugin name), found {}",
+                        kind(other)
+                    ),
                 );
                 None
             }
@@ -874,8 +901,17 @@ mod tests {
         }"#,
         );
         let c = load(&p).unwrap();
-        assert_eq!(c.gearman_servers, vec![ServerAddr { host: "localhost".into(), port: 4730 }]);
-        assert_eq!(c.git_origin.as_deref(), Some("/home/josh/var/lib/zuul/git/"));
+        assert_eq!(
+            c.gearman_servers,
+            vec![ServerAddr {
+                host: "localhost".into(),
+                port: 4730
+            }]
+        );
+        assert_eq!(
+            c.git_origin.as_deref(),
+            Some("/home/josh/var/lib/zuul/git/")
+        );
         assert_eq!(c.jobs.len(), 4);
         assert_eq!(c.jobs[0].plugin, "gate_real_db_upgrade");
         assert_eq!(
@@ -893,10 +929,16 @@ mod tests {
         );
         assert_eq!(c.jobs[2].function, None);
         assert_eq!(c.jobs[3].plugin, "shell_script");
-        assert_eq!(c.jobs[3].function.as_deref(), Some("build:do_something_shelly"));
+        assert_eq!(
+            c.jobs[3].function.as_deref(),
+            Some("build:do_something_shelly")
+        );
         assert_eq!(c.max_concurrent_jobs, 1);
         assert_eq!(c.plugin_dirs, vec![PathBuf::from(DEFAULT_PLUGIN_DIR)]);
-        assert_eq!(c.manager_name, format!("turbo-hipster-manager-{}", hostname()));
+        assert_eq!(
+            c.manager_name,
+            format!("turbo-hipster-manager-{}", hostname())
+        );
         assert!(matches!(c.publish_logs, PublishLogs::Local { .. }));
         // The renamed plugin is a warning, not an error.
         assert!(c.warnings.iter().any(|w| w.message.contains("now called")));
@@ -940,7 +982,11 @@ mod tests {
     #[test]
     fn syntax_error_names_line_and_column() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "config.json", "{\n  \"debug_log\": \"x\",\n  oops\n}");
+        let p = write(
+            d.path(),
+            "config.json",
+            "{\n  \"debug_log\": \"x\",\n  oops\n}",
+        );
         let err = load(&p).unwrap_err();
         assert_eq!(err.issues.len(), 1);
         assert!(err.issues[0].path.starts_with("line 3 column"), "{err}");
@@ -951,8 +997,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let confd = d.path().join("conf.d");
         std::fs::create_dir(&confd).unwrap();
-        write(&confd, "20-b.json", r#"{"worker_name": "second", "jobs": [{"name": "build:b", "shell_script": "/b"}]}"#);
-        write(&confd, "10-a.json", r#"{"worker_name": "first", "jobs": [{"name": "build:a", "shell_script": "/a"}]}"#);
+        write(
+            &confd,
+            "20-b.json",
+            r#"{"worker_name": "second", "jobs": [{"name": "build:b", "shell_script": "/b"}]}"#,
+        );
+        write(
+            &confd,
+            "10-a.json",
+            r#"{"worker_name": "first", "jobs": [{"name": "build:a", "shell_script": "/a"}]}"#,
+        );
         write(&confd, "ignored.txt", "not json");
         let p = write(
             d.path(),
@@ -971,10 +1025,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let confd = d.path().join("conf.d");
         std::fs::create_dir(&confd).unwrap();
-        write(&confd, "a.json", r#"{"jobs": [{"name": "build:x"}, {"name": "build:x"}]}"#);
+        write(
+            &confd,
+            "a.json",
+            r#"{"jobs": [{"name": "build:x"}, {"name": "build:x"}]}"#,
+        );
         let p = write(d.path(), "config.json", r#"{"conf_d": "conf.d"}"#);
         let err = load(&p).unwrap_err();
-        assert!(err.to_string().contains("a.json: jobs[1]: the function \"build:x\" is defined twice"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("a.json: jobs[1]: the function \"build:x\" is defined twice"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -995,6 +1057,9 @@ mod tests {
 
     #[test]
     fn resolve_prefers_cli_then_env() {
-        assert_eq!(resolve_config_path(Some(Path::new("/x.json"))), PathBuf::from("/x.json"));
+        assert_eq!(
+            resolve_config_path(Some(Path::new("/x.json"))),
+            PathBuf::from("/x.json")
+        );
     }
 }

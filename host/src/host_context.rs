@@ -189,12 +189,7 @@ impl Host for JobHost {
                     4 => "DEBUG",
                     _ => "TRACE",
                 };
-                let _ = writeln!(
-                    f,
-                    "{} {level} {}",
-                    crate::timestamp_now(),
-                    message.as_str()
-                );
+                let _ = writeln!(f, "{} {level} {}", crate::timestamp_now(), message.as_str());
             }
         }
     }
@@ -210,11 +205,13 @@ impl Host for JobHost {
                 if map.remove("result").is_some() {
                     tracing::warn!(plugin = %self.plugin, "work data may not carry \"result\"; dropped that key");
                 }
-                let _ = self
-                    .events
-                    .send(JobEvent::WorkData(serde_json::Value::Object(map).to_string()));
+                let _ = self.events.send(JobEvent::WorkData(
+                    serde_json::Value::Object(map).to_string(),
+                ));
             }
-            _ => tracing::warn!(plugin = %self.plugin, "ignored work data that is not a JSON object"),
+            _ => {
+                tracing::warn!(plugin = %self.plugin, "ignored work data that is not a JSON object")
+            }
         }
     }
 

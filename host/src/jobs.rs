@@ -201,9 +201,8 @@ pub async fn execute(
     let run = tokio::task::spawn_blocking(move || {
         let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
         match runner.runner.run(host_ref) {
-            RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str()).map_err(|e| {
-                format!("plugin {plugin_name} returned an unreadable outcome: {e}")
-            }),
+            RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
+                .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
             RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
         }
     })

@@ -17,5 +17,7 @@ pub mod zuul;
 
 /// Now, as `YYYY-MM-DD HH:MM:SS,mmm` (local time), the original's log timestamp.
 pub fn timestamp_now() -> String {
-    chrono::Local::now().format("%Y-%m-%d %H:%M:%S,%3f").to_string()
+    chrono::Local::now()
+        .format("%Y-%m-%d %H:%M:%S,%3f")
+        .to_string()
 }

@@ -13,9 +13,8 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 /// # Errors
 /// The log file cannot be opened.
 pub fn init(default_level: &str, to_stderr: bool, file: Option<&Path>) -> std::io::Result<()> {
-    let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
-    };
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let stderr_layer = to_stderr.then(|| {
         fmt::layer()
             .with_writer(std::io::stderr)

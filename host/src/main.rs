@@ -88,7 +88,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ref job,
             ref params,
             ref params_file,
-        }) => run_job(&config_path, &cli.log_level, job, params, params_file.as_deref()),
+        }) => run_job(
+            &config_path,
+            &cli.log_level,
+            job,
+            params,
+            params_file.as_deref(),
+        ),
         None => run_daemon(&cli, &config_path),
     }
 }
@@ -166,7 +172,14 @@ fn list_plugins(path: &Path, level: &str) -> Result<ExitCode> {
                 println!("  version:     {}", p.info.version);
                 println!("  sdk version: {}", p.info.sdk_version);
                 println!("  about:       {}", p.info.description);
-                println!("  jobs:        {}", if jobs.is_empty() { "(none)".to_string() } else { jobs.join(", ") });
+                println!(
+                    "  jobs:        {}",
+                    if jobs.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        jobs.join(", ")
+                    }
+                );
                 println!("  status:      OK");
             }
             Err(e) => {
@@ -185,7 +198,11 @@ fn list_plugins(path: &Path, level: &str) -> Result<ExitCode> {
     if registry.plugins.is_empty() {
         println!("no plugins configured in {}", path.display());
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn parse_params(params: &[String], params_file: Option<&Path>) -> Result<BTreeMap<String, String>> {
@@ -222,7 +239,11 @@ fn run_job(
         bail!(
             "no job \"{job}\" in {} (jobs: {})",
             path.display(),
-            if registry.jobs.is_empty() { "none".to_string() } else { registry.functions().join(", ") }
+            if registry.jobs.is_empty() {
+                "none".to_string()
+            } else {
+                registry.functions().join(", ")
+            }
         );
     };
     let function = runner.function.clone();
@@ -266,7 +287,11 @@ fn run_job(
             println!("result: {}", o.result);
             println!("logs: {}", o.url);
             println!("duration: {} ms", o.duration.as_millis());
-            Ok(if o.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if o.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Err(result) => {
             println!("result: {result}");
@@ -299,8 +324,12 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
         daemon::detach_session();
     }
     let config = config::load(config_path).map_err(anyhow::Error::new)?;
-    logging::init(&cli.log_level, !background_child, config.debug_log.as_deref())
-        .context("cannot open debug_log")?;
+    logging::init(
+        &cli.log_level,
+        !background_child,
+        config.debug_log.as_deref(),
+    )
+    .context("cannot open debug_log")?;
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -332,7 +361,9 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
 fn report_registry(registry: &Registry) {
     for (name, p) in &registry.plugins {
         match p {
-            Ok(p) => tracing::info!(plugin = %name, version = %p.info.version, path = %p.path.display(), "plugin loaded"),
+            Ok(p) => {
+                tracing::info!(plugin = %name, version = %p.info.version, path = %p.path.display(), "plugin loaded")
+            }
             Err(e) => tracing::error!("{e}"),
         }
     }

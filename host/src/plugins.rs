@@ -140,7 +140,10 @@ impl std::fmt::Debug for LoadedPlugin {
 
 /// Finds `<dir>/<name>/libtask.so` in the first dir that has it.
 pub fn find_plugin(dirs: &[PathBuf], name: &str) -> Result<PathBuf, PluginLoadError> {
-    let looked: Vec<PathBuf> = dirs.iter().map(|d| d.join(name).join(LIBRARY_FILE)).collect();
+    let looked: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| d.join(name).join(LIBRARY_FILE))
+        .collect();
     looked
         .iter()
         .find(|p| p.exists())
@@ -169,7 +172,11 @@ pub fn load_library(name: &str, path: &Path) -> Result<LoadedPlugin, PluginLoadE
         RResult::RErr(e) => {
             return Err(PluginLoadError::InitFailed {
                 path: path.to_path_buf(),
-                what: if e.message.contains("panicked") { "panicked" } else { "failed" },
+                what: if e.message.contains("panicked") {
+                    "panicked"
+                } else {
+                    "failed"
+                },
                 reason: e.message.into_string(),
             })
         }
@@ -257,7 +264,12 @@ fn map_error(path: &Path, e: LibraryError) -> PluginLoadError {
         #[allow(unreachable_patterns)]
         other => PluginLoadError::LayoutMismatch {
             path,
-            what: other.to_string().lines().next().unwrap_or("unknown").to_string(),
+            what: other
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("unknown")
+                .to_string(),
             series: sdk_series(),
         },
     }
@@ -375,8 +387,7 @@ pub fn host_settings(config: &Config) -> HostSettings {
 
 /// Loads every plugin the config names and creates a runner for every job.
 pub fn build_registry(config: &Config) -> Registry {
-    let mut plugins: BTreeMap<String, Result<Arc<LoadedPlugin>, PluginLoadError>> =
-        BTreeMap::new();
+    let mut plugins: BTreeMap<String, Result<Arc<LoadedPlugin>, PluginLoadError>> = BTreeMap::new();
     let mut jobs = BTreeMap::new();
     let mut job_errors = Vec::new();
     let settings = host_settings(config);
@@ -437,7 +448,8 @@ pub fn create_runner(
         source: spec.source.clone(),
         host: settings.clone(),
     };
-    let json = serde_json::to_string(&config).map_err(|e| format!("cannot encode the job config: {e}"))?;
+    let json =
+        serde_json::to_string(&config).map_err(|e| format!("cannot encode the job config: {e}"))?;
     let host = InitHost::new(&plugin.name);
     let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
     match (plugin.module.new_runner())(RStr::from_str(&json), host_ref) {
@@ -480,7 +492,9 @@ mod tests {
         std::fs::write(&p, b"this is not ELF").unwrap();
         let e = load_library("x", &p).unwrap_err();
         assert!(matches!(e, PluginLoadError::NotALibrary { .. }), "{e}");
-        assert!(e.to_string().starts_with(&format!("{}: cannot be loaded", p.display())));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: cannot be loaded", p.display())));
     }
 
     #[test]

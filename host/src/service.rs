@@ -1,11 +1,27 @@
-//! The daemon's main loop: serve the configured jobs until SIGTERM/SIGINT, then drain.
+//! The daemon's main loop: the Gearman worker speaking the Zuul v2 contract, serving the
+//! configured jobs until SIGTERM/SIGINT, then draining.
+//!
+//! A build: parameters validated → start WORK_DATA (`name`, `number`, `manager`, `url`,
+//! `worker_*`; never `result`) → WORK_STATUS 0 → the plugin runs (its progress and work data are
+//! forwarded) → WORK_DATA with `result` → exactly one WORK_COMPLETE (SUCCESS) or WORK_FAIL.
+//! `stop:<manager>` cancels the named build; `set_description:<manager>` is kept with it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
+use crate::gearman::worker::{AssignedJob, JobReporter, Worker, WorkerConfig};
+use crate::host_context::{CancelToken, JobEvent};
+use crate::jobs::{self, JobRequest};
 use crate::plugins::Registry;
+use crate::zuul::{self, WorkerFacts};
+
+/// How long a stop request waits for the build to end before completing anyway.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +29,12 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[from] std::io::Error),
+    /// The Gearman worker could not start.
+    #[error("cannot start the Gearman worker: {0}")]
+    Worker(#[from] crate::gearman::Error),
+    /// Nothing to connect to.
+    #[error("no Gearman server configured: set zuul_server.gearman_host or gearman_servers")]
+    NoServers,
 }
 
 /// Waits for SIGTERM or SIGINT.
@@ -25,19 +47,309 @@ pub async fn shutdown_signal() -> Result<&'static str, ServeError> {
     })
 }
 
-/// Serves every job of `registry` until a shutdown signal.
+/// A build in progress, as `stop:` and `set_description:` find it (by its number, the unique).
+struct Build {
+    function: String,
+    cancel: CancelToken,
+    results_dir: std::path::PathBuf,
+    finished: Arc<tokio::sync::Notify>,
+}
+
+/// The Zuul side of the worker: turns Gearman jobs into job runs.
+pub struct ZuulHandler {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    builds: Mutex<HashMap<String, Arc<Build>>>,
+    facts: WorkerFacts,
+    stop_function: String,
+    describe_function: String,
+}
+
+impl ZuulHandler {
+    /// A handler for these jobs.
+    pub fn new(config: Arc<Config>, registry: Arc<Registry>) -> Arc<Self> {
+        let hostname = crate::config::hostname();
+        let fqdn = fqdn(&hostname);
+        Arc::new(Self {
+            stop_function: format!("stop:{}", config.manager_name),
+            describe_function: format!("set_description:{}", config.manager_name),
+            facts: WorkerFacts {
+                worker_name: config.worker_name.clone(),
+                hostname,
+                fqdn,
+            },
+            config,
+            registry,
+            builds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The Gearman worker configuration for this handler.
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            servers: self
+                .config
+                .gearman_servers
+                .iter()
+                .map(|s| (s.host.clone(), s.port))
+                .collect(),
+            client_id: self.config.worker_name.clone(),
+            functions: self.registry.functions(),
+            priority_functions: vec![self.stop_function.clone(), self.describe_function.clone()],
+            max_concurrent_jobs: self.config.max_concurrent_jobs,
+            max_packet_body: self.config.max_packet_bytes,
+            ..WorkerConfig::default()
+        }
+    }
+
+    /// Cancels every running build (shutdown after the grace period).
+    pub fn abort_all(&self, reason: &str) -> usize {
+        let builds: Vec<Arc<Build>> = self.lock().values().cloned().collect();
+        for b in &builds {
+            b.cancel.cancel(reason);
+        }
+        builds.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Build>>> {
+        self.builds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one assigned job to its end.
+    pub async fn handle(self: Arc<Self>, job: AssignedJob, reporter: JobReporter) {
+        if job.function == self.stop_function {
+            self.handle_stop(&job, &reporter).await;
+        } else if job.function == self.describe_function {
+            self.handle_description(&job, &reporter);
+        } else {
+            self.handle_build(job, reporter).await;
+        }
+    }
+
+    async fn handle_build(&self, job: AssignedJob, reporter: JobReporter) {
+        let function = job.function.clone();
+        let finish = |result: String, url: Option<&str>| {
+            let mut data = json!({ "result": result });
+            if let Some(url) = url {
+                data["url"] = Value::from(url);
+            }
+            let payload = data.to_string();
+            reporter.work_data(payload.clone());
+            if result == turbo_hipster_sdk::results::SUCCESS {
+                reporter.complete(payload);
+            } else {
+                reporter.fail();
+            }
+        };
+        let unique = match job.unique_str() {
+            Ok(u) => u.to_string(),
+            Err(_) => {
+                finish(
+                    "FAILURE - invalid job parameters: the Gearman unique id is not UTF-8".into(),
+                    None,
+                );
+                return;
+            }
+        };
+        let parameters = match zuul::parse_parameters(&job.data) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%function, %unique, "refused: {e}");
+                finish(e.result(), None);
+                return;
+            }
+        };
+        let request = JobRequest {
+            function: function.clone(),
+            unique: unique.clone(),
+            parameters,
+        };
+        let prepared = match jobs::prepare(&self.config, &self.registry, request) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%function, %unique, "cannot start: {e}");
+                finish(e.result(), None);
+                return;
+            }
+        };
+        let cancel = CancelToken::new();
+        let build = Arc::new(Build {
+            function: function.clone(),
+            cancel: cancel.clone(),
+            results_dir: prepared.job_dir.join("results"),
+            finished: Arc::new(tokio::sync::Notify::new()),
+        });
+        self.lock().insert(unique.clone(), build.clone());
+
+        let start = zuul::start_work_data(
+            &function,
+            &unique,
+            &self.config.manager_name,
+            &prepared.url,
+            &self.facts,
+        );
+        reporter.work_data(start.to_string());
+        reporter.work_status(0, 1);
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let forward = {
+            let reporter = reporter.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    match ev {
+                        JobEvent::Progress(n, d) => {
+                            reporter.work_status(n, d);
+                        }
+                        JobEvent::WorkData(data) => {
+                            reporter.work_data(data);
+                        }
+                    }
+                }
+            })
+        };
+        // A lost connection means nobody waits for this build any more.
+        let watchdog = {
+            let reporter = reporter.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                reporter.connection_lost().await;
+                cancel.cancel("the Gearman connection that assigned the job was lost");
+            })
+        };
+        let outcome = jobs::execute(&self.config, prepared, tx, cancel).await;
+        watchdog.abort();
+        let _ = forward.await;
+        self.lock().remove(&unique);
+        finish(outcome.result.clone(), Some(&outcome.url));
+        build.finished.notify_waiters();
+    }
+
+    async fn handle_stop(&self, job: &AssignedJob, reporter: &JobReporter) {
+        let (name, number) = match serde_json::from_slice::<Value>(&job.data) {
+            Ok(v) => (
+                v.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                v.get("number")
+                    .map(|n| match n {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default(),
+            ),
+            Err(e) => {
+                tracing::warn!("stop request with unreadable data: {e}");
+                reporter.complete("");
+                return;
+            }
+        };
+        let build = self.lock().get(&number).cloned();
+        match build {
+            Some(build) => {
+                tracing::info!(build = %number, name = %name, function = %build.function, "stop requested by Zuul");
+                let finished = build.finished.notified();
+                build.cancel.cancel("stopped by Zuul");
+                let ended = tokio::time::timeout(STOP_WAIT, finished).await.is_ok();
+                if !ended {
+                    tracing::warn!(build = %number, "build still running {} s after the stop", STOP_WAIT.as_secs());
+                }
+            }
+            None => {
+                tracing::info!(build = %number, name = %name, "stop requested for a build this worker does not run")
+            }
+        }
+        reporter.complete("");
+    }
+
+    fn handle_description(&self, job: &AssignedJob, reporter: &JobReporter) {
+        if let Ok(v) = serde_json::from_slice::<Value>(&job.data) {
+            let number = v
+                .get("number")
+                .map(|n| {
+                    n.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| n.to_string())
+                })
+                .unwrap_or_default();
+            let html = v
+                .get("html_description")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            match self.lock().get(&number).cloned() {
+                Some(build) => {
+                    let path = build.results_dir.join("description.html");
+                    if let Err(e) = std::fs::write(&path, html) {
+                        tracing::warn!(build = %number, "cannot keep the description: {e}");
+                    }
+                }
+                None => {
+                    tracing::info!(build = %number, "description for a build this worker does not run")
+                }
+            }
+        }
+        reporter.complete("");
+    }
+}
+
+fn fqdn(hostname: &str) -> String {
+    if hostname.contains('.') {
+        return hostname.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/domainname")
+        .ok()
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty() && d != "(none)")
+        .map(|d| format!("{hostname}.{d}"))
+        .unwrap_or_else(|| hostname.to_string())
+}
+
+/// Serves every job of `registry` until a shutdown signal, then drains: no new jobs, running
+/// ones get `shutdown_grace_seconds` to finish, the rest are aborted (ABORTED).
 ///
 /// # Errors
 /// Only when the daemon cannot run at all.
 pub async fn serve(config: Arc<Config>, registry: Arc<Registry>) -> Result<(), ServeError> {
+    if config.gearman_servers.is_empty() {
+        return Err(ServeError::NoServers);
+    }
+    let handler = ZuulHandler::new(config.clone(), registry.clone());
+    let worker_config = handler.worker_config();
+    let h = handler.clone();
+    let worker = Worker::spawn(
+        worker_config,
+        move |job: AssignedJob, reporter: JobReporter| {
+            let h = h.clone();
+            async move { h.handle(job, reporter).await }
+        },
+    )?;
     tracing::info!(
         worker = %config.worker_name,
         manager = %config.manager_name,
         functions = %registry.functions().join(", "),
         servers = %config.gearman_servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        slots = config.max_concurrent_jobs,
         "turbo-hipster serving"
     );
     let which = shutdown_signal().await?;
-    tracing::info!("{which} received: shutting down");
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    tracing::info!(
+        running = worker.running_jobs(),
+        "{which} received: taking no new jobs, waiting up to {} s for running ones",
+        grace.as_secs()
+    );
+    worker.stop_grabbing();
+    let drained = tokio::select! {
+        _ = worker.wait_idle() => true,
+        _ = tokio::time::sleep(grace) => false,
+        // A second signal cuts the grace period short.
+        r = shutdown_signal() => { r?; false }
+    };
+    if !drained {
+        let n = handler.abort_all("the daemon is shutting down");
+        tracing::warn!("aborting {n} running job(s)");
+        worker.wait_idle().await;
+    }
+    worker.shutdown().await;
     Ok(())
 }

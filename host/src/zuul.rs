@@ -36,8 +36,8 @@ pub fn parse_parameters(data: &[u8]) -> Result<BTreeMap<String, String>, Invalid
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(BTreeMap::new());
     }
-    let value: Value = serde_json::from_slice(data)
-        .map_err(|e| InvalidParameters(format!("not JSON ({e})")))?;
+    let value: Value =
+        serde_json::from_slice(data).map_err(|e| InvalidParameters(format!("not JSON ({e})")))?;
     let Value::Object(map) = value else {
         return Err(InvalidParameters("not a JSON object".into()));
     };
@@ -93,9 +93,8 @@ fn is_safe_ref(s: &str) -> bool {
         && !s.contains("..")
         && !s.contains("//")
         && !s.contains("@{")
-        && s.chars().all(|c| {
-            c.is_ascii_graphic() && !matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
-        })
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
 }
 
 /// Checks every parameter that ends up in a path, a git argument or a process argument.
@@ -142,7 +141,9 @@ pub fn validate(params: &BTreeMap<String, String>) -> Result<(), InvalidParamete
             "ZUUL_COMMIT" | "ZUUL_NEWREV" | "ZUUL_OLDREV" => {
                 v.len() <= 64 && v.chars().all(|c| c.is_ascii_hexdigit())
             }
-            "ZUUL_CHANGE" | "ZUUL_PATCHSET" => v.len() <= 20 && v.chars().all(|c| c.is_ascii_digit()),
+            "ZUUL_CHANGE" | "ZUUL_PATCHSET" => {
+                v.len() <= 20 && v.chars().all(|c| c.is_ascii_digit())
+            }
             "ZUUL_PIPELINE" => is_safe_segment(v),
             _ => true,
         };
@@ -215,8 +216,14 @@ pub fn fill_zuul_parameters(function: &str, params: &mut BTreeMap<String, String
         let short = &uuid[..uuid.len().min(7)];
         let log_path = format!(
             "{}/{}/{}/{}",
-            params.get("BASE_LOG_PATH").map(String::as_str).unwrap_or("manual"),
-            params.get("ZUUL_PIPELINE").map(String::as_str).unwrap_or("check"),
+            params
+                .get("BASE_LOG_PATH")
+                .map(String::as_str)
+                .unwrap_or("manual"),
+            params
+                .get("ZUUL_PIPELINE")
+                .map(String::as_str)
+                .unwrap_or("check"),
             name,
             short
         );
@@ -263,7 +270,10 @@ mod tests {
 
     #[test]
     fn job_names() {
-        assert_eq!(job_name("build:gate-real-db-upgrade"), "gate-real-db-upgrade");
+        assert_eq!(
+            job_name("build:gate-real-db-upgrade"),
+            "gate-real-db-upgrade"
+        );
         assert_eq!(job_name("build:x:node"), "x");
         assert_eq!(job_name("x"), "x");
     }
@@ -285,7 +295,10 @@ mod tests {
         ] {
             let data = json!({ k: v }).to_string();
             let e = parse_parameters(data.as_bytes()).unwrap_err();
-            assert!(e.result().starts_with("FAILURE - invalid job parameters: "), "{e:?}");
+            assert!(
+                e.result().starts_with("FAILURE - invalid job parameters: "),
+                "{e:?}"
+            );
             assert!(e.0.contains(k) || e.0.contains("control"), "{k}={v}: {e}");
         }
         let big = "x".repeat(MAX_VALUE_BYTES + 1);
@@ -340,7 +353,13 @@ mod tests {
             hostname: "h".into(),
             fqdn: "h.example".into(),
         };
-        let v = start_work_data("build:x", "u1", "turbo-hipster-manager-h", "http://l/", &facts);
+        let v = start_work_data(
+            "build:x",
+            "u1",
+            "turbo-hipster-manager-h",
+            "http://l/",
+            &facts,
+        );
         assert!(v.get("result").is_none());
         assert_eq!(v["name"], "x");
         assert_eq!(v["number"], "u1");

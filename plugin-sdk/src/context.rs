@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::tracing_forward::HostApi;
 use crate::job::Job;
+use crate::tracing_forward::HostApi;
 use crate::tracing_forward::{self, ForwardGuard};
 
 /// What a running job can ask of the daemon. Cheap to use from any thread: it is `Sync`, so

@@ -7,7 +7,9 @@ use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RStr, RString};
 
-use crate::abi::{AbiError, AbiPluginInfo, HostRef, Runner, RunnerBox, Runner_TO, TaskMod, TaskModRef};
+use crate::abi::{
+    AbiError, AbiPluginInfo, HostRef, Runner, RunnerBox, Runner_TO, TaskMod, TaskModRef,
+};
 use crate::context::Context;
 use crate::job::{Job, JobConfig};
 use crate::tracing_forward::ForwardGuard;

@@ -36,7 +36,9 @@ fn cargo() -> Command {
 }
 
 fn run_ok(mut cmd: Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run cargo: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run cargo: {e}"));
     assert!(
         out.status.success(),
         "{what} failed:\n{}",
@@ -242,7 +244,12 @@ pub fn text(out: &Output) -> String {
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(["-c", "init.defaultBranch=master", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "init.defaultBranch=master",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()

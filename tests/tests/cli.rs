@@ -17,13 +17,19 @@ fn dash_c_without_value_prints_the_resolved_path() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/etc/turbo-hipster/config.json");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/etc/turbo-hipster/config.json"
+    );
     let out = Command::new(&built().daemon)
         .arg("-c")
         .env("TURBO_HIPSTER_CONFIG", "/srv/th/config.json")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/srv/th/config.json");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/srv/th/config.json"
+    );
 }
 
 #[test]
@@ -36,9 +42,15 @@ fn check_config_reports_every_error_and_fails() {
     let out = setup.run(&["check-config"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("max_concurrent_jobs: expected a whole number >= 1"), "{t}");
+    assert!(
+        t.contains("max_concurrent_jobs: expected a whole number >= 1"),
+        "{t}"
+    );
     assert!(t.contains("jobs[0].name: required"), "{t}");
-    assert!(t.contains("warning: ") && t.contains("flavour: unknown key, ignored"), "{t}");
+    assert!(
+        t.contains("warning: ") && t.contains("flavour: unknown key, ignored"),
+        "{t}"
+    );
     assert!(t.contains("2 error(s)"), "{t}");
 }
 
@@ -64,7 +76,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0); read its state instead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"),
+        Ok(s) => s.split_whitespace().nth(2).is_none_or(|st| st != "Z"),
         Err(_) => false,
     }
 }
@@ -105,18 +117,29 @@ fn background_daemon_holds_its_pid_file_and_stops_on_sigterm() {
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
-        t.contains(&format!("another turbo-hipster is running with PID file {pidfile_s} (pid {pid})")),
+        t.contains(&format!(
+            "another turbo-hipster is running with PID file {pidfile_s} (pid {pid})"
+        )),
         "{t}"
     );
     // The same for a second background start: the error reaches the terminal.
     let out = setup.run(&["-b", "-p", pidfile_s]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("another turbo-hipster is running"), "{}", text(&out));
+    assert!(
+        text(&out).contains("another turbo-hipster is running"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(read_pid(&pidfile), Some(pid));
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    wait_for("the daemon to exit", Duration::from_secs(20), || !alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("the daemon to exit", Duration::from_secs(20), || {
+        !alive(pid)
+    });
     assert!(!pidfile.exists(), "the PID file is removed on a clean exit");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("SIGTERM received"), "{logged}");
@@ -125,7 +148,10 @@ fn background_daemon_holds_its_pid_file_and_stops_on_sigterm() {
 #[test]
 fn foreground_daemon_refuses_a_config_with_nothing_to_serve() {
     let dir = PluginDir::new();
-    let setup = Setup::new(dir.path(), json!({"plugins": ["missing"], "gearman_servers": ["127.0.0.1:9"]}));
+    let setup = Setup::new(
+        dir.path(),
+        json!({"plugins": ["missing"], "gearman_servers": ["127.0.0.1:9"]}),
+    );
     let out = setup.run(&[]);
     let t = text(&out);
     assert!(!out.status.success());

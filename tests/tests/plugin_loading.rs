@@ -30,7 +30,10 @@ fn plugins_command_lists_the_shipped_plugins() {
     assert!(t.contains("gate_real_db_upgrade\n"), "{t}");
     assert!(t.contains("jobs:        build:gate-real-db-upgrade"), "{t}");
     assert!(t.contains("jobs:        build:hello"), "{t}");
-    assert!(t.contains(&format!("sdk version: {}", turbo_hipster_sdk_version())), "{t}");
+    assert!(
+        t.contains(&format!("sdk version: {}", turbo_hipster_sdk_version())),
+        "{t}"
+    );
     assert_eq!(t.matches("status:      OK").count(), 2, "{t}");
 }
 
@@ -46,7 +49,10 @@ fn one_line_error(setup: &Setup, needle: &str) {
         .lines()
         .find(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{t}"));
-    assert!(line.contains("libtask.so") || line.contains("plugin \""), "{line}");
+    assert!(
+        line.contains("libtask.so") || line.contains("plugin \""),
+        "{line}"
+    );
     // `check-config` reports the same and fails too.
     let out = setup.run(&["check-config"]);
     assert!(!out.status.success(), "{}", text(&out));
@@ -57,7 +63,10 @@ fn one_line_error(setup: &Setup, needle: &str) {
 fn missing_plugin_names_where_it_looked() {
     let dir = PluginDir::new();
     let setup = Setup::new(dir.path(), json!({"plugins": ["nosuch"]}));
-    one_line_error(&setup, "plugin \"nosuch\": no libtask.so found (looked for ");
+    one_line_error(
+        &setup,
+        "plugin \"nosuch\": no libtask.so found (looked for ",
+    );
 }
 
 #[test]
@@ -66,7 +75,10 @@ fn a_library_that_is_no_plugin_is_refused() {
     dir.add("notaplugin", &fixture(Fixture::NotAPlugin));
     dir.add_bytes("garbage", b"\x7fELF but not really");
     let setup = Setup::new(dir.path(), json!({"plugins": ["notaplugin", "garbage"]}));
-    one_line_error(&setup, "is not a turbo-hipster plugin (it exports no plugin root module)");
+    one_line_error(
+        &setup,
+        "is not a turbo-hipster plugin (it exports no plugin root module)",
+    );
     one_line_error(&setup, "cannot be loaded as a shared library");
 }
 
@@ -83,7 +95,10 @@ fn incompatible_interface_says_what_and_how_to_fix() {
     let out = setup.run(&["plugins"]);
     let t = text(&out);
     let line = t.lines().find(|l| l.contains(&needle)).unwrap();
-    assert!(line.contains("its plugin interface does not match"), "{line}");
+    assert!(
+        line.contains("its plugin interface does not match"),
+        "{line}"
+    );
     assert!(line.contains("(AbiPluginInfo: "), "{line}");
     // What mismatched is named, briefly: one line, not abi_stable's full report.
     assert!(line.len() < 700, "{line}");
@@ -113,12 +128,20 @@ fn a_panic_while_creating_a_runner_is_reported() {
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
-        t.contains("plugin panicked in initialisation: test plugin panics while creating its runner"),
+        t.contains(
+            "plugin panicked in initialisation: test plugin panics while creating its runner"
+        ),
         "{t}"
     );
     // Every problem of a plugin's config is listed, with the job's place in the file.
-    assert!(t.contains("jobs[1]: plugin test_plugin rejected the job \"build:c\""), "{t}");
-    assert!(t.contains("mode: \"bad_config\" asks for this error"), "{t}");
+    assert!(
+        t.contains("jobs[1]: plugin test_plugin rejected the job \"build:c\""),
+        "{t}"
+    );
+    assert!(
+        t.contains("mode: \"bad_config\" asks for this error"),
+        "{t}"
+    );
     assert!(t.contains("second: another problem"), "{t}");
     assert!(t.contains("1 job(s) OK"), "{t}");
 }
@@ -162,7 +185,10 @@ fn a_panic_in_run_fails_the_job_and_the_next_job_runs() {
     );
     let (second, events) = run("build:works", "u2");
     assert_eq!(second.result, "SUCCESS");
-    assert!(events.contains(&turbo_hipster::host_context::JobEvent::Progress(2, 2)), "{events:?}");
+    assert!(
+        events.contains(&turbo_hipster::host_context::JobEvent::Progress(2, 2)),
+        "{events:?}"
+    );
     // The plugin saw its job, and its results are kept; the work dir is cleaned up.
     let seen = std::fs::read_to_string(second.results_dir.join("job_seen.json")).unwrap();
     assert!(seen.contains("\"unique\": \"u2\""), "{seen}");

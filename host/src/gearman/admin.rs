@@ -73,7 +73,10 @@ fn check_err(line: &str) -> Result<()> {
     if line.contains('\t') {
         return Ok(());
     }
-    if let Some(rest) = line.strip_prefix("ERR ").or(if line == "ERR" { Some("") } else { None }) {
+    if let Some(rest) = line
+        .strip_prefix("ERR ")
+        .or(if line == "ERR" { Some("") } else { None })
+    {
         let rest = rest.trim_start();
         let (code, text) = rest.split_once(' ').unwrap_or((rest, ""));
         return Err(Error::Server {
@@ -118,11 +121,14 @@ impl AdminClient {
         // leaves the client broken.
         self.broken = true;
         let limit = self.timeout;
-        let lines = timeout(limit, self.exchange(command, multi_line))
+        let result = timeout(limit, self.exchange(command, multi_line))
             .await
-            .map_err(|_| Error::Timeout(limit))??;
-        self.broken = false;
-        Ok(lines)
+            .map_err(|_| Error::Timeout(limit))?;
+        // An `ERR` line is a complete answer: the connection stays usable.
+        if matches!(result, Ok(_) | Err(Error::Server { .. })) {
+            self.broken = false;
+        }
+        result
     }
 
     async fn exchange(&mut self, command: &str, multi_line: bool) -> Result<Vec<String>> {
@@ -225,12 +231,12 @@ pub fn parse_status_line(line: &str) -> Result<FunctionStatus> {
 /// [`Error::Protocol`] when the line does not have that shape.
 pub fn parse_workers_line(line: &str) -> Result<WorkerStatus> {
     let bad = || Error::protocol(format!("malformed workers line {line:?}"));
-    // IPv6 addresses contain ':' but never " :", which separates the functions.
-    let (conn, functions) = line.split_once(" :").ok_or_else(bad)?;
-    let mut parts = conn.splitn(3, ' ');
+    let mut parts = line.splitn(3, ' ');
     let fd = parts.next().ok_or_else(bad)?;
     let address = parts.next().ok_or_else(bad)?;
-    let client_id = parts.next().ok_or_else(bad)?;
+    // The address may be IPv6 (even "::1"), so only split the rest: "CLIENT_ID : FUNC ...".
+    let rest = parts.next().ok_or_else(bad)?;
+    let (client_id, functions) = rest.split_once(" :").ok_or_else(bad)?;
     Ok(WorkerStatus {
         fd: fd.to_string(),
         address: address.to_string(),
@@ -249,7 +255,8 @@ pub async fn wait_until_ready(host: &str, port: u16, within: Duration) -> Result
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let attempt = async {
-            let mut admin = AdminClient::connect(host, port, left.max(Duration::from_millis(1))).await?;
+            let mut admin =
+                AdminClient::connect(host, port, left.max(Duration::from_millis(1))).await?;
             admin.status().await.map(|_| ())
         };
         match attempt.await {
@@ -261,6 +268,7 @@ pub async fn wait_until_ready(host: &str, port: u16, within: Duration) -> Result
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -170,6 +170,7 @@ impl PacketCodec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -191,7 +192,10 @@ mod tests {
         let buf = encode(&p);
         assert_eq!(&buf[..], b"\0REQ\0\0\0\x1c\0\0\0\x09H:x:1\0a\0b");
         assert_eq!(Packet::grab_job_uniq().kind.code(), 30);
-        assert_eq!(&encode(&Packet::grab_job_uniq())[..], b"\0REQ\0\0\0\x1e\0\0\0\0");
+        assert_eq!(
+            &encode(&Packet::grab_job_uniq())[..],
+            b"\0REQ\0\0\0\x1e\0\0\0\0"
+        );
     }
 
     #[test]
@@ -217,7 +221,10 @@ mod tests {
             decode_all(b"\0REX\0\0\0\x06\0\0\0\0"),
             Err(Error::Protocol(_))
         ));
-        assert!(matches!(decode_all(b"GET / HTTP/1.1"), Err(Error::Protocol(_))));
+        assert!(matches!(
+            decode_all(b"GET / HTTP/1.1"),
+            Err(Error::Protocol(_))
+        ));
         // Garbage is caught from the first byte, not only once 4 bytes arrived.
         assert!(matches!(decode_all(b"s"), Err(Error::Protocol(_))));
     }
@@ -279,7 +286,7 @@ mod tests {
 
     #[test]
     fn encoder_rejects_bad_arity_and_inner_nul() {
-        let mut codec = PacketCodec::default();
+        let codec = PacketCodec::default();
         let bad = Packet::req(PacketType::WorkData, vec![Bytes::from_static(b"H")]);
         assert!(codec.encode_ref(&bad, &mut BytesMut::new()).is_err());
         let bad = Packet::req(
@@ -294,8 +301,14 @@ mod tests {
         let mut buf = encode(&Packet::res(PacketType::NoJob, vec![]));
         buf.extend_from_slice(&encode(&Packet::res(PacketType::Noop, vec![])));
         let mut codec = PacketCodec::default();
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().kind, PacketType::NoJob);
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().kind, PacketType::Noop);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap().kind,
+            PacketType::NoJob
+        );
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap().kind,
+            PacketType::Noop
+        );
         assert!(codec.decode(&mut buf).unwrap().is_none());
         assert!(buf.is_empty());
     }

@@ -400,7 +400,10 @@ impl JobReporter {
     pub fn work_data(&self, data: impl Into<Bytes>) -> bool {
         let data = data.into();
         if !self.fits(&data) {
-            error!(len = data.len(), "WORK_DATA too large for the packet limit; dropped");
+            error!(
+                len = data.len(),
+                "WORK_DATA too large for the packet limit; dropped"
+            );
             return false;
         }
         self.progress(Packet::work_data(self.state.handle.clone(), data))
@@ -410,7 +413,10 @@ impl JobReporter {
     pub fn work_warning(&self, data: impl Into<Bytes>) -> bool {
         let data = data.into();
         if !self.fits(&data) {
-            error!(len = data.len(), "WORK_WARNING too large for the packet limit; dropped");
+            error!(
+                len = data.len(),
+                "WORK_WARNING too large for the packet limit; dropped"
+            );
             return false;
         }
         self.progress(Packet::work_warning(self.state.handle.clone(), data))
@@ -430,7 +436,10 @@ impl JobReporter {
     pub fn complete(&self, data: impl Into<Bytes>) -> bool {
         let data = data.into();
         if !self.fits(&data) {
-            error!(len = data.len(), "WORK_COMPLETE too large for the packet limit; failing the job");
+            error!(
+                len = data.len(),
+                "WORK_COMPLETE too large for the packet limit; failing the job"
+            );
             return self.fail();
         }
         self.terminal(vec![Packet::work_complete(self.state.handle.clone(), data)])
@@ -441,20 +450,26 @@ impl JobReporter {
         self.terminal(vec![Packet::work_fail(self.state.handle.clone())])
     }
 
-    /// `WORK_EXCEPTION` with `data`, followed by `WORK_FAIL`: gearmand keeps the job running
-    /// after an exception (it expects a `WORK_FAIL` to end it) while Zuul's server ends it at the
-    /// exception and ignores the extra `WORK_FAIL`. Terminal: frees the slot.
+    /// `WORK_EXCEPTION` with `data`. Terminal: frees the slot.
+    ///
+    /// Prefer [`JobReporter::fail`] for Zuul: both servers end the job at the exception, but
+    /// gearmand (1.1.20) forwards it only to clients that enabled the `exceptions` option and
+    /// sends nothing at all to the others (Zuul's `gear` client included), which then wait until
+    /// their status poll finds the job gone. A `WORK_FAIL` after it would only earn an
+    /// `ERROR JOB_NOT_FOUND`.
     pub fn exception(&self, data: impl Into<Bytes>) -> bool {
         let data = data.into();
         if !self.fits(&data) {
-            error!(len = data.len(), "WORK_EXCEPTION too large for the packet limit; failing the job");
+            error!(
+                len = data.len(),
+                "WORK_EXCEPTION too large for the packet limit; failing the job"
+            );
             return self.fail();
         }
-        let handle = &self.state.handle;
-        self.terminal(vec![
-            Packet::work_exception(handle.clone(), data),
-            Packet::work_fail(handle.clone()),
-        ])
+        self.terminal(vec![Packet::work_exception(
+            self.state.handle.clone(),
+            data,
+        )])
     }
 }
 
@@ -552,9 +567,8 @@ impl Worker {
         let cfg = &shared.config;
         let normal_slots = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
         let control_slots = Arc::new(Semaphore::new(cfg.max_concurrent_priority_jobs));
-        let to_bytes = |fs: &[String]| -> Vec<Bytes> {
-            fs.iter().map(|f| Bytes::from(f.clone())).collect()
-        };
+        let to_bytes =
+            |fs: &[String]| -> Vec<Bytes> { fs.iter().map(|f| Bytes::from(f.clone())).collect() };
         let mut tasks = Vec::new();
         for (index, (host, port)) in cfg.servers.iter().enumerate() {
             let server = ServerId {
@@ -576,10 +590,7 @@ impl Worker {
                 let spec = ConnSpec {
                     server,
                     role: Role::Control,
-                    client_id: Bytes::from(format!(
-                        "{}{CONTROL_CLIENT_ID_SUFFIX}",
-                        cfg.client_id
-                    )),
+                    client_id: Bytes::from(format!("{}{CONTROL_CLIENT_ID_SUFFIX}", cfg.client_id)),
                     functions: to_bytes(&cfg.priority_functions),
                     slots: control_slots.clone(),
                 };
@@ -654,12 +665,11 @@ async fn connection_task(shared: Arc<Shared>, spec: ConnSpec) {
     loop {
         let mut healthy = false;
         let started = Instant::now();
-        let outcome = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            r = session(&shared, &spec, &mut healthy) => r,
-        };
-        match outcome {
-            Ok(()) => warn!(server = %spec.server, role, "Gearman server closed the connection"),
+        match session(&shared, &spec, &mut healthy).await {
+            Ok(SessionEnd::Shutdown) => return,
+            Ok(SessionEnd::ServerClosed) => {
+                warn!(server = %spec.server, role, "Gearman server closed the connection")
+            }
             Err(e) => warn!(server = %spec.server, role, error = %e, "Gearman connection failed"),
         }
         if healthy || started.elapsed() >= cfg.reconnect_max {
@@ -679,7 +689,12 @@ fn configure_socket(stream: &TcpStream, keepalive_idle: Duration) -> std::io::Re
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(keepalive_idle)
         .with_interval(Duration::from_secs(10));
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd"))]
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    ))]
     let keepalive = keepalive.with_retries(6);
     socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
@@ -693,17 +708,27 @@ impl Drop for RegisteredGuard<'_> {
     }
 }
 
-/// One connection's life: connect, register, grab and run jobs until the connection ends.
-/// Returns `Ok(())` when the server closed the connection.
-async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> Result<()> {
+/// How a session ended without an error.
+enum SessionEnd {
+    /// The server closed the connection.
+    ServerClosed,
+    /// The worker is shutting down.
+    Shutdown,
+}
+
+/// One connection's life: connect, register, grab and run jobs until the connection ends or the
+/// worker shuts down (then reports already queued are flushed before closing).
+async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> Result<SessionEnd> {
     let cfg = &shared.config;
     let host: &str = &spec.server.host;
-    let stream = tokio::time::timeout(
+    let connect = tokio::time::timeout(
         cfg.connect_timeout,
         TcpStream::connect((host, spec.server.port)),
-    )
-    .await
-    .map_err(|_| Error::Timeout(cfg.connect_timeout))??;
+    );
+    let stream = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+        r = connect => r.map_err(|_| Error::Timeout(cfg.connect_timeout))??,
+    };
     configure_socket(&stream, cfg.keepalive_idle)?;
     let mut framed = Framed::new(stream, PacketCodec::new(cfg.max_packet_body));
 
@@ -735,8 +760,17 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
         let may_grab = wants_grab && grab.is_none() && grabbing_allowed;
         tokio::select! {
             biased;
+            _ = shared.shutdown.cancelled() => {
+                // Deliver what finished jobs already reported, then close.
+                while let Ok(p) = job_rx.try_recv() {
+                    framed.feed(p).await?;
+                }
+                let flush = tokio::time::timeout(cfg.connect_timeout, framed.flush());
+                flush.await.map_err(|_| Error::Timeout(cfg.connect_timeout))??;
+                return Ok(SessionEnd::Shutdown);
+            }
             incoming = framed.next() => {
-                let Some(packet) = incoming else { return Ok(()) };
+                let Some(packet) = incoming else { return Ok(SessionEnd::ServerClosed) };
                 let packet = packet?;
                 *healthy = true;
                 match packet.kind {
@@ -885,6 +919,7 @@ fn start_job(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

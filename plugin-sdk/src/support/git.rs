@@ -4,9 +4,14 @@
 //! prepared, `refs/zuul/master/Z…`), or `ZUUL_NEWREV` (a commit) for ref updates. Each project
 //! has a bare mirror under the git cache directory, `<git_working_dir>/<project>.git`, shared
 //! by all jobs and guarded by an `flock` on `<project>.git.lock` next to it. A job fetches its
-//! ref into the mirror (retrying failures with a growing pause), then makes its own checkout
-//! with `git clone --shared` (no object is copied) and checks the fetched commit out, detached.
-//! Every git command's output goes to the job's `git_prep.log`.
+//! ref into the mirror (retrying failures with a growing pause), then makes its own repository
+//! that borrows the mirror's objects (like `git clone --shared`: nothing is copied) and checks
+//! the fetched commit out, detached. Every git command's output goes to the job's
+//! `git_prep.log`.
+//!
+//! The mirror's [`FETCHED_REF`] holds only the latest fetch; older fetched commits stay in the
+//! mirror as unreachable objects, which `git gc` keeps for two weeks by default. Never run
+//! `git gc --prune=now` on a mirror while jobs use it.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -316,7 +321,10 @@ pub fn prepare_checkout(
     ));
     check_destination(dest)?;
 
-    let mirror = mirror_path(cache_dir, &change.project);
+    // Absolute: the checkout refers to the mirror's objects by path.
+    let cache_dir = std::path::absolute(cache_dir)
+        .map_err(io_error(format!("cannot resolve {}", cache_dir.display())))?;
+    let mirror = mirror_path(&cache_dir, &change.project);
     if let Some(parent) = mirror.parent() {
         fs::create_dir_all(parent)
             .map_err(io_error(format!("cannot create {}", parent.display())))?;
@@ -339,15 +347,32 @@ pub fn prepare_checkout(
             )?;
         }
         git.fetch(change, &mirror)?;
-        let commit = git.rev_parse(&mirror, &format!("{FETCHED_REF}^{{commit}}"))?;
-        let mut args: Vec<&OsStr> = vec!["clone", "--shared", "--no-checkout", "--quiet"]
-            .into_iter()
-            .map(OsStr::new)
-            .collect();
-        args.extend([mirror.as_os_str(), dest.as_os_str()]);
-        git.run_ok("git clone", None, args)?;
-        commit
+        git.rev_parse(&mirror, &format!("{FETCHED_REF}^{{commit}}"))?
     };
+
+    // What `git clone --shared` does, without its "cloned an empty repository" warning (the
+    // mirror has no branches): borrow the mirror's objects through an alternates file.
+    git.run_ok(
+        "git init",
+        None,
+        [
+            OsStr::new("-c"),
+            OsStr::new("init.defaultBranch=master"),
+            OsStr::new("init"),
+            OsStr::new("--quiet"),
+            dest.as_os_str(),
+        ],
+    )?;
+    let alternates = dest.join(".git/objects/info/alternates");
+    let mut objects = mirror.join("objects").into_os_string();
+    objects.push("\n");
+    fs::write(&alternates, objects.as_encoded_bytes())
+        .map_err(io_error(format!("cannot write {}", alternates.display())))?;
+    git.note(&format!(
+        "{} borrows the objects of {}",
+        dest.display(),
+        mirror.display()
+    ));
     git.run_ok(
         "git checkout",
         Some(dest),
@@ -627,7 +652,12 @@ mod tests {
     fn git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")
             .args(["-c", "user.name=Test", "-c", "user.email=t@example.com"])
-            .args(["-c", "init.defaultBranch=master", "-c", "commit.gpgsign=false"])
+            .args([
+                "-c",
+                "init.defaultBranch=master",
+                "-c",
+                "commit.gpgsign=false",
+            ])
             .args(args)
             .current_dir(dir)
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -730,8 +760,7 @@ mod tests {
         let change2 = ZuulChange::new(&up.url, "openstack/nova", "master").unwrap();
         let dest2 = work.path().join("job2/nova");
         let checkout2 =
-            prepare_checkout(&change2, &cache, &dest2, &log2, &options(), &NeverCancelled)
-                .unwrap();
+            prepare_checkout(&change2, &cache, &dest2, &log2, &options(), &NeverCancelled).unwrap();
         assert_eq!(checkout2.commit, master);
         assert_eq!(fs::read_to_string(dest2.join("a.txt")).unwrap(), "three\n");
         assert!(!dest2.join("b.txt").exists());
@@ -739,7 +768,7 @@ mod tests {
         let second = logged(&log2);
         assert!(second
             .iter()
-            .all(|(tag, text)| !(tag == "command" && text.contains(" init "))));
+            .all(|(tag, text)| !(tag == "command" && text.contains("init --bare"))));
         assert!(second
             .iter()
             .any(|(_, text)| text.starts_with("reusing the mirror")));
@@ -790,7 +819,10 @@ mod tests {
                 up.url
             )
         );
-        assert!(matches!(err, GitError::Fetch { attempts: 1, .. }), "{err:?}");
+        assert!(
+            matches!(err, GitError::Fetch { attempts: 1, .. }),
+            "{err:?}"
+        );
         assert!(!work.path().join("dest").exists());
     }
 
@@ -816,7 +848,10 @@ mod tests {
             panic!("{err:?}");
         };
         assert_eq!(*attempts, 3);
-        assert!(message.contains("does not appear to be a git repository"), "{message}");
+        assert!(
+            message.contains("does not appear to be a git repository"),
+            "{message}"
+        );
         let attempts_logged = logged(&log)
             .iter()
             .filter(|(_, text)| text.starts_with("fetching master"))
@@ -901,20 +936,40 @@ mod tests {
         assert!(ZuulChange::new(ok.0, ok.1, ok.2).is_ok());
         assert!(ZuulChange::new(ok.0, "a/b.c_d-e/F9", "0123abcd").is_ok());
         for project in [
-            "", "../x", "a/../b", "a/./b", "./a", "a//b", "/a", "a/", "-a", "a/-b", "a b",
-            "a;b", "a\nb", "x.git/y", "ä",
+            "", "../x", "a/../b", "a/./b", "./a", "a//b", "/a", "a/", "-a", "a/-b", "a b", "a;b",
+            "a\nb", "x.git/y", "ä",
         ] {
             let err = ZuulChange::new(ok.0, project, ok.2).unwrap_err();
-            assert!(err.to_string().contains("ZUUL_PROJECT"), "{project:?}: {err}");
+            assert!(
+                err.to_string().contains("ZUUL_PROJECT"),
+                "{project:?}: {err}"
+            );
         }
         for reference in [
-            "", "-b", "--upload-pack=x", "+x", "a..b", "a b", "a\tb", "a\nb", "a:b", "a~1",
-            "a^", "a*", "a[",
+            "",
+            "-b",
+            "--upload-pack=x",
+            "+x",
+            "a..b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a:b",
+            "a~1",
+            "a^",
+            "a*",
+            "a[",
         ] {
             let err = ZuulChange::new(ok.0, ok.1, reference).unwrap_err();
             assert!(err.to_string().contains("ref "), "{reference:?}: {err}");
         }
-        for url in ["", "-u", "--upload-pack=touch /tmp/x", "http://a b", "http://a\n"] {
+        for url in [
+            "",
+            "-u",
+            "--upload-pack=touch /tmp/x",
+            "http://a b",
+            "http://a\n",
+        ] {
             let err = ZuulChange::new(url, ok.1, ok.2).unwrap_err();
             assert!(err.to_string().contains("ZUUL_URL"), "{url:?}: {err}");
         }

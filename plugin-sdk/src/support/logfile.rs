@@ -235,7 +235,10 @@ mod tests {
         assert_eq!((l.tag.as_str(), l.text.as_str()), ("heartbeat", ""));
 
         let l = parse_line("2014-01-16 06:58:04,000 [script exit code = 0]\r").unwrap();
-        assert_eq!((l.tag.as_str(), l.text.as_str()), ("script exit code = 0", ""));
+        assert_eq!(
+            (l.tag.as_str(), l.text.as_str()),
+            ("script exit code = 0", "")
+        );
 
         let l = parse_line("2014-01-16 07:03:44,307 [sqlerr] 140116  7:03:44 [Note] x").unwrap();
         assert_eq!(l.tag, "sqlerr");
@@ -259,7 +262,9 @@ mod tests {
         };
         let parsed: Vec<LogLine> = text.lines().map(|l| parse_line(l).unwrap()).collect();
         assert!(parsed.iter().filter(|l| l.tag == "output").count() > 600);
-        assert!(parsed.iter().any(|l| l.tag == "heartbeat" && l.text.is_empty()));
+        assert!(parsed
+            .iter()
+            .any(|l| l.tag == "heartbeat" && l.text.is_empty()));
     }
 
     #[test]
@@ -290,10 +295,16 @@ mod tests {
         // Appending keeps what is there; creating truncates.
         let log = LogFile::append(dir.path().join("a.log")).unwrap();
         log.line("output", "more").unwrap();
-        assert_eq!(std::fs::read_to_string(log.path()).unwrap().lines().count(), 6);
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap().lines().count(),
+            6
+        );
         let log = LogFile::create(dir.path().join("a.log")).unwrap();
         log.line("output", "fresh").unwrap();
-        assert_eq!(std::fs::read_to_string(log.path()).unwrap().lines().count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap().lines().count(),
+            1
+        );
     }
 
     #[test]
@@ -305,8 +316,11 @@ mod tests {
                 let log = &log;
                 s.spawn(move || {
                     for i in 0..200 {
-                        log.line("output", &format!("thread {t} line {i} {}", "x".repeat(200)))
-                            .unwrap();
+                        log.line(
+                            "output",
+                            &format!("thread {t} line {i} {}", "x".repeat(200)),
+                        )
+                        .unwrap();
                     }
                 });
             }

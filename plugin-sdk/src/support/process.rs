@@ -603,7 +603,11 @@ fn spawn_reader(
             let mut buf = Vec::new();
             loop {
                 buf.clear();
-                match reader.by_ref().take(MAX_LINE_BYTES).read_until(b'\n', &mut buf) {
+                match reader
+                    .by_ref()
+                    .take(MAX_LINE_BYTES)
+                    .read_until(b'\n', &mut buf)
+                {
                     Ok(0) => break,
                     Ok(_) => {
                         let time = Local::now();
@@ -777,7 +781,11 @@ mod tests {
 
         let logged = log_lines(&log);
         assert_eq!(logged[0].0, "command");
-        assert!(logged[0].1.starts_with("sh -c 'echo one;"), "{}", logged[0].1);
+        assert!(
+            logged[0].1.starts_with("sh -c 'echo one;"),
+            "{}",
+            logged[0].1
+        );
         let output: Vec<&str> = logged
             .iter()
             .filter(|(tag, _)| tag == "output")
@@ -791,7 +799,9 @@ mod tests {
 
     #[test]
     fn reports_exit_codes_and_signals() {
-        let outcome = ProcessRunner::new(sh("exit 3")).run(&NeverCancelled).unwrap();
+        let outcome = ProcessRunner::new(sh("exit 3"))
+            .run(&NeverCancelled)
+            .unwrap();
         assert_eq!(outcome.termination, Termination::Exited(3));
         assert_eq!(outcome.exit_code(), Some(3));
         assert!(!outcome.success());
@@ -801,7 +811,10 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.termination, Termination::Signalled(9));
         assert_eq!(outcome.exit_code(), None);
-        assert_eq!(outcome.termination.to_string(), "killed by signal 9 (SIGKILL)");
+        assert_eq!(
+            outcome.termination.to_string(),
+            "killed by signal 9 (SIGKILL)"
+        );
     }
 
     #[test]
@@ -851,7 +864,11 @@ mod tests {
         assert!(wait_dead(grandchild), "grandchild {grandchild} survived");
         let logged = log_lines(&log);
         assert!(logged.iter().any(|(tag, _)| tag == "timeout"));
-        assert!(logged.last().unwrap().1.starts_with("timed out after 0.5 s"));
+        assert!(logged
+            .last()
+            .unwrap()
+            .1
+            .starts_with("timed out after 0.5 s"));
     }
 
     #[test]

@@ -1,1 +1,779 @@
+//! The `shell_script` plugin: runs a script as a job, as the original turbo-hipster's second
+//! plugin did.
+//!
+//! For a job whose parameters name a Zuul change (`ZUUL_URL`, `ZUUL_PROJECT` and `ZUUL_REF` or
+//! `ZUUL_NEWREV`), the change is first checked out into `<working_dir>/git/<project>` (through
+//! the mirror cache in `git_working_dir`, logging to `git_prep.log`). Then
+//! `<shell_script> <git_path> <working_dir> <unique>` runs in the working directory, with every
+//! job parameter and `TH_JOB_NAME`, `TH_RESULT_FILE`, `TH_WORKING_DIR`, `TH_RESULTS_DIR` in its
+//! environment; its output goes to `shell_script.log`.
+//!
+//! The result: a non-zero exit fails the job with `Return code from test script was non-zero
+//! (N)`; on exit 0 the first line of the result file becomes the result unless it is empty or
+//! starts with `SUCCESS`.
+//!
+//! Job configuration:
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `shell_script` | required: absolute path of the script |
+//! | `timeout` | seconds (> 0) the script may run; unlimited when absent |
+//! | `kill_grace_seconds` | seconds between SIGTERM and SIGKILL when the script is stopped (default 5) |
+//! | `git_retries` | how many times to try fetching the change (default 3) |
 
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
+use turbo_hipster_sdk::support::process::{
+    self, seconds, signal_name, Cancellation, ProcessRunner, Termination,
+};
+use turbo_hipster_sdk::support::LogFile;
+use turbo_hipster_sdk::{export_plugin, Context, Job, JobConfig, Outcome, Plugin, PluginError};
+
+/// The log of the script's output, in the results directory.
+pub const SCRIPT_LOG: &str = "shell_script.log";
+/// The log of the checkout, in the results directory.
+pub const GIT_LOG: &str = "git_prep.log";
+/// The result file the script may write (`TH_RESULT_FILE`), in the working directory.
+pub const RESULT_FILE: &str = "th_result";
+/// The copy of the result file kept with the logs.
+pub const RESULT_COPY: &str = "th_result.txt";
+
+/// Progress steps reported to Zuul.
+const STEPS: u64 = 3;
+
+/// A validated job configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The script to run (absolute).
+    pub script: PathBuf,
+    /// How long the script may run.
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// How many times to try fetching the change.
+    pub git_attempts: u32,
+}
+
+impl Settings {
+    /// Validates a job's configuration keys; unknown keys are ignored (the daemon warns).
+    ///
+    /// # Errors
+    /// [`PluginError::Config`] listing every problem, each naming its key.
+    pub fn from_config(config: &Map<String, Value>) -> Result<Self, PluginError> {
+        let mut problems = Vec::new();
+        let script = match config.get("shell_script") {
+            None | Some(Value::Null) => {
+                problems
+                    .push("shell_script: required: the absolute path of the script to run".into());
+                None
+            }
+            Some(Value::String(s)) if s.is_empty() => {
+                problems.push("shell_script: must not be empty".into());
+                None
+            }
+            Some(Value::String(s)) if !Path::new(s).is_absolute() => {
+                problems.push(format!(
+                    "shell_script: must be an absolute path, found {s:?}"
+                ));
+                None
+            }
+            Some(Value::String(s)) => Some(PathBuf::from(s)),
+            Some(other) => {
+                problems.push(format!("shell_script: expected a path, found {other}"));
+                None
+            }
+        };
+        let timeout = match config.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64().and_then(positive_seconds) {
+                Some(t) => Some(t),
+                None => {
+                    problems.push(format!(
+                        "timeout: expected a number of seconds greater than 0, found {v}"
+                    ));
+                    None
+                }
+            },
+        };
+        let kill_grace = match config.get("kill_grace_seconds") {
+            None | Some(Value::Null) => process::DEFAULT_KILL_GRACE,
+            Some(v) => match v
+                .as_f64()
+                .filter(|s| *s >= 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            {
+                Some(g) => g,
+                None => {
+                    problems.push(format!(
+                        "kill_grace_seconds: expected a number of seconds (0 or more), found {v}"
+                    ));
+                    process::DEFAULT_KILL_GRACE
+                }
+            },
+        };
+        let git_attempts = match config.get("git_retries") {
+            None | Some(Value::Null) => git::DEFAULT_ATTEMPTS,
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n @ 1..=100) => n,
+                _ => {
+                    problems.push(format!(
+                        "git_retries: expected how many times to try the fetch (1 to 100), found {v}"
+                    ));
+                    git::DEFAULT_ATTEMPTS
+                }
+            },
+        };
+        match script {
+            Some(script) if problems.is_empty() => Ok(Self {
+                script,
+                timeout,
+                kill_grace,
+                git_attempts,
+            }),
+            _ => Err(PluginError::Config(problems)),
+        }
+    }
+}
+
+fn positive_seconds(s: f64) -> Option<Duration> {
+    if s > 0.0 {
+        Duration::try_from_secs_f64(s).ok()
+    } else {
+        None
+    }
+}
+
+/// The directories of one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDirs {
+    /// The job's private working directory.
+    pub working_dir: PathBuf,
+    /// The directory published as the job's logs.
+    pub results_dir: PathBuf,
+}
+
+/// The plugin.
+#[derive(Debug)]
+pub struct ShellScript {
+    settings: Settings,
+}
+
+impl Plugin for ShellScript {
+    const NAME: &'static str = "shell_script";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DEFAULT_JOB: &'static str = "build:shell-script";
+    const DESCRIPTION: &'static str =
+        "runs a script against a checkout of the change; its exit code and result file decide";
+
+    fn new(config: &JobConfig) -> Result<Self, PluginError> {
+        Ok(Self {
+            settings: Settings::from_config(&config.config)?,
+        })
+    }
+
+    fn run(&self, ctx: &Context<'_>) -> Result<Outcome, PluginError> {
+        let dirs = JobDirs {
+            working_dir: ctx.working_dir(),
+            results_dir: ctx.results_dir(),
+        };
+        run_job(&self.settings, ctx.job(), &dirs, ctx, &|n, d| {
+            ctx.progress(n, d)
+        })
+    }
+}
+
+export_plugin!(ShellScript);
+
+/// Runs one job: the checkout (when the job names a change), then the script. The daemon's
+/// [`Plugin::run`] calls this with its context; tests call it directly.
+///
+/// # Errors
+/// Problems of the worker rather than of the change: the script is missing or cannot be
+/// started, a directory or log cannot be created.
+pub fn run_job(
+    settings: &Settings,
+    job: &Job,
+    dirs: &JobDirs,
+    cancel: &dyn Cancellation,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Outcome, PluginError> {
+    let working_dir = &dirs.working_dir;
+    let results_dir = &dirs.results_dir;
+    for dir in [working_dir, results_dir] {
+        fs::create_dir_all(dir)
+            .map_err(|e| PluginError::io(format!("cannot create {}", dir.display()), e))?;
+    }
+    let mut details = Map::new();
+    let mut logs = Vec::new();
+
+    // 1. The change.
+    let git_path = match ZuulChange::from_job(job) {
+        None => {
+            tracing::info!("the job names no Zuul change: the script gets an empty git dir");
+            let path = working_dir.join("git");
+            fs::create_dir_all(&path)
+                .map_err(|e| PluginError::io(format!("cannot create {}", path.display()), e))?;
+            path
+        }
+        Some(change) => {
+            logs.push(GIT_LOG);
+            let log_path = results_dir.join(GIT_LOG);
+            let log = LogFile::create(&log_path)
+                .map_err(|e| PluginError::io(format!("cannot create {}", log_path.display()), e))?;
+            match checkout(settings, job, working_dir, &log, change, cancel) {
+                Ok(checkout) => {
+                    details.insert("commit".into(), json!(checkout.commit));
+                    checkout.path
+                }
+                Err(GitError::Cancelled) => {
+                    return Ok(finish(Outcome::aborted(), details, &logs, progress));
+                }
+                Err(e) => {
+                    tracing::warn!("could not prepare the git checkout: {e}");
+                    let outcome = Outcome::failure(format!(
+                        "FAILURE - could not prepare the git checkout: {e}"
+                    ));
+                    return Ok(finish(outcome, details, &logs, progress));
+                }
+            }
+        }
+    };
+    progress(1, STEPS);
+
+    // 2. The script.
+    let script = &settings.script;
+    if !script.is_file() {
+        return Err(PluginError::msg(format!(
+            "the job's shell_script {} does not exist or is not a file",
+            script.display()
+        )));
+    }
+    let result_file = working_dir.join(RESULT_FILE);
+    let mut cmd = Command::new(script);
+    cmd.arg(&git_path)
+        .arg(working_dir)
+        .arg(&job.unique)
+        .current_dir(working_dir);
+    for (key, value) in &job.parameters {
+        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            tracing::warn!("parameter {key:?} cannot be passed in the environment: skipped");
+        } else {
+            cmd.env(key, value);
+        }
+    }
+    let job_name = if job.name.is_empty() {
+        job.function.strip_prefix("build:").unwrap_or(&job.function)
+    } else {
+        job.name.as_str()
+    };
+    cmd.env("TH_JOB_NAME", job_name)
+        .env("TH_RESULT_FILE", &result_file)
+        .env("TH_WORKING_DIR", working_dir)
+        .env("TH_RESULTS_DIR", results_dir);
+
+    logs.push(SCRIPT_LOG);
+    let log_path = results_dir.join(SCRIPT_LOG);
+    let log = LogFile::create(&log_path)
+        .map_err(|e| PluginError::io(format!("cannot create {}", log_path.display()), e))?;
+    progress(2, STEPS);
+    tracing::info!("running {}", script.display());
+    let outcome = ProcessRunner::new(cmd)
+        .log(&log)
+        .timeout(settings.timeout)
+        .kill_grace(settings.kill_grace)
+        .run(cancel)
+        .map_err(|e| PluginError::msg(e.to_string()))?;
+
+    let duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
+    details.insert("duration_ms".into(), json!(duration_ms));
+    details.insert("exit_code".into(), json!(outcome.exit_code()));
+    details.insert("termination".into(), json!(outcome.termination.to_string()));
+    if !outcome.output_complete {
+        details.insert("output_complete".into(), json!(false));
+    }
+    let first_line = match fs::read_to_string(&result_file) {
+        Ok(text) => {
+            let copy = results_dir.join(RESULT_COPY);
+            if let Err(e) = fs::write(&copy, &text) {
+                tracing::warn!("cannot copy the result file to {}: {e}", copy.display());
+            } else {
+                logs.push(RESULT_COPY);
+            }
+            text.lines().next().unwrap_or("").trim().to_string()
+        }
+        Err(_) => String::new(),
+    };
+
+    let result = match outcome.termination {
+        Termination::Cancelled => Outcome::aborted(),
+        Termination::TimedOut(t) => {
+            Outcome::failure(format!("FAILURE - Job timed out after {}", seconds(t)))
+        }
+        Termination::Signalled(sig) => Outcome::failure(format!(
+            "FAILURE - Test script was killed by signal {}",
+            signal_name(sig)
+        )),
+        Termination::Exited(0) => {
+            if first_line.is_empty() || first_line.starts_with("SUCCESS") {
+                Outcome::success()
+            } else {
+                Outcome::failure(first_line)
+            }
+        }
+        Termination::Exited(code) => Outcome::failure(format!(
+            "Return code from test script was non-zero ({code})"
+        )),
+    };
+    tracing::info!("{} ended: {}", script.display(), outcome.termination);
+    Ok(finish(result, details, &logs, progress))
+}
+
+fn checkout(
+    settings: &Settings,
+    job: &Job,
+    working_dir: &Path,
+    log: &LogFile,
+    change: Result<ZuulChange, GitError>,
+    cancel: &dyn Cancellation,
+) -> Result<git::Checkout, GitError> {
+    let change = change.inspect_err(|e| {
+        let _ = log.line("git", &e.to_string());
+    })?;
+    let cache = if job.host.git_working_dir.as_os_str().is_empty() {
+        tracing::warn!("no git_working_dir configured: the mirror is made in the job's directory");
+        working_dir.join("git_cache")
+    } else {
+        job.host.git_working_dir.clone()
+    };
+    let dest = working_dir.join("git").join(change.project());
+    let options = GitOptions {
+        attempts: settings.git_attempts,
+        kill_grace: settings.kill_grace,
+        ..GitOptions::default()
+    };
+    git::prepare_checkout(&change, &cache, &dest, log, &options, cancel)
+}
+
+fn finish(
+    outcome: Outcome,
+    mut details: Map<String, Value>,
+    logs: &[&str],
+    progress: &dyn Fn(u64, u64),
+) -> Outcome {
+    progress(STEPS, STEPS);
+    details.insert("logs".into(), json!(logs));
+    outcome.with_details(Value::Object(details))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+    use turbo_hipster_sdk::support::logfile::parse_line;
+    use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        dirs: JobDirs,
+        settings: Settings,
+        job: Job,
+    }
+
+    /// A job whose script is `body` (run by sh).
+    fn setup(body: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script.sh");
+        fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let dirs = JobDirs {
+            working_dir: dir.path().join("work"),
+            results_dir: dir.path().join("results"),
+        };
+        let mut job = Job {
+            name: "shell-script".into(),
+            function: "build:shell-script".into(),
+            unique: "abc-123".into(),
+            ..Job::default()
+        };
+        job.host.git_working_dir = dir.path().join("cache");
+        Setup {
+            settings: Settings {
+                script,
+                timeout: None,
+                kill_grace: Duration::from_secs(1),
+                git_attempts: 1,
+            },
+            dir,
+            dirs,
+            job,
+        }
+    }
+
+    fn run(s: &Setup) -> Result<Outcome, PluginError> {
+        run_job(&s.settings, &s.job, &s.dirs, &NeverCancelled, &|_, _| {})
+    }
+
+    fn log_texts(path: &Path) -> Vec<(String, String)> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let l = parse_line(l).unwrap();
+                (l.tag, l.text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_passing_script_succeeds_and_logs_its_output() {
+        let s = setup("echo hello; echo oops >&2; exit 0");
+        let progress = RefCell::new(Vec::new());
+        let outcome = run_job(&s.settings, &s.job, &s.dirs, &NeverCancelled, &|n, d| {
+            progress.borrow_mut().push((n, d))
+        })
+        .unwrap();
+        assert_eq!(outcome.result, "SUCCESS");
+        assert_eq!(progress.into_inner(), [(1, 3), (2, 3), (3, 3)]);
+        assert_eq!(outcome.details["exit_code"], 0);
+        assert!(outcome.details["duration_ms"].is_u64());
+        assert_eq!(outcome.details["logs"], json!([SCRIPT_LOG]));
+        let logged = log_texts(&s.dirs.results_dir.join(SCRIPT_LOG));
+        let output: Vec<&str> = logged
+            .iter()
+            .filter(|(tag, _)| tag == "output")
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert_eq!(output.len(), 2);
+        assert!(output.contains(&"hello") && output.contains(&"oops"));
+        // Without a change the script gets an empty git directory.
+        assert!(s.dirs.working_dir.join("git").is_dir());
+    }
+
+    #[test]
+    fn a_non_zero_exit_fails() {
+        let s = setup("echo 'FAILURE - ignored' > \"$TH_RESULT_FILE\"; exit 3");
+        let outcome = run(&s).unwrap();
+        assert_eq!(
+            outcome.result,
+            "Return code from test script was non-zero (3)"
+        );
+        assert_eq!(outcome.details["exit_code"], 3);
+    }
+
+    #[test]
+    fn a_killed_script_says_by_what() {
+        let s = setup("kill -9 $$");
+        let outcome = run(&s).unwrap();
+        assert_eq!(
+            outcome.result,
+            "FAILURE - Test script was killed by signal 9 (SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn the_result_files_first_line_decides() {
+        let s = setup("printf 'FAILURE - 3 tests failed\\nsecond line\\n' > \"$TH_RESULT_FILE\"");
+        let outcome = run(&s).unwrap();
+        assert_eq!(outcome.result, "FAILURE - 3 tests failed");
+        assert_eq!(
+            fs::read_to_string(s.dirs.results_dir.join(RESULT_COPY)).unwrap(),
+            "FAILURE - 3 tests failed\nsecond line\n"
+        );
+        assert_eq!(outcome.details["logs"], json!([SCRIPT_LOG, RESULT_COPY]));
+
+        let s = setup("echo 'SUCCESS - all good' > \"$TH_RESULT_FILE\"");
+        assert_eq!(run(&s).unwrap().result, "SUCCESS");
+
+        let s = setup(": > \"$TH_RESULT_FILE\"");
+        assert_eq!(run(&s).unwrap().result, "SUCCESS");
+    }
+
+    #[test]
+    fn a_script_that_runs_too_long_is_stopped() {
+        let mut s = setup("sleep 100");
+        s.settings.timeout = Some(Duration::from_millis(300));
+        let start = Instant::now();
+        let outcome = run(&s).unwrap();
+        assert_eq!(outcome.result, "FAILURE - Job timed out after 0.3 s");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(outcome.details["exit_code"], Value::Null);
+    }
+
+    #[test]
+    fn a_cancelled_job_is_aborted() {
+        let s = setup("sleep 100");
+        let flag = CancelFlag::new();
+        let canceller = {
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                flag.cancel();
+            })
+        };
+        let start = Instant::now();
+        let outcome = run_job(&s.settings, &s.job, &s.dirs, &flag, &|_, _| {}).unwrap();
+        canceller.join().unwrap();
+        assert_eq!(outcome.result, "ABORTED");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_script_gets_its_arguments_and_environment() {
+        let mut s = setup(
+            "{ echo \"args=$1|$2|$3\"; echo \"pwd=$(pwd)\"; echo \"name=$TH_JOB_NAME\"; \
+             echo \"result=$TH_RESULT_FILE\"; echo \"work=$TH_WORKING_DIR\"; \
+             echo \"results=$TH_RESULTS_DIR\"; echo \"change=$ZUUL_CHANGE\"; \
+             echo \"pipeline=$ZUUL_PIPELINE\"; } > \"$TH_RESULTS_DIR/env.txt\"",
+        );
+        s.job
+            .parameters
+            .insert("ZUUL_CHANGE".into(), "65615".into());
+        s.job
+            .parameters
+            .insert("ZUUL_PIPELINE".into(), "check me".into());
+        s.job
+            .parameters
+            .insert("TH_JOB_NAME".into(), "not this".into());
+        s.job.parameters.insert("BAD=NAME".into(), "x".into());
+        assert!(run(&s).unwrap().is_success());
+        let env = fs::read_to_string(s.dirs.results_dir.join("env.txt")).unwrap();
+        let work = s.dirs.working_dir.display();
+        let results = s.dirs.results_dir.display();
+        let real_work = fs::canonicalize(&s.dirs.working_dir).unwrap();
+        assert_eq!(
+            env,
+            format!(
+                "args={work}/git|{work}|abc-123\npwd={}\nname=shell-script\n\
+                 result={work}/th_result\nwork={work}\nresults={results}\nchange=65615\n\
+                 pipeline=check me\n",
+                real_work.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_script_is_a_clear_error() {
+        let mut s = setup("exit 0");
+        s.settings.script = s.dir.path().join("nowhere.sh");
+        let err = run(&s).unwrap_err();
+        assert!(
+            err.to_string().contains("nowhere.sh does not exist"),
+            "{err}"
+        );
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args([
+                "-c",
+                "init.defaultBranch=master",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// An upstream `<dir>/upstream/openstack/nova` with `refs/zuul/master/Zabc`.
+    fn upstream(s: &Setup) -> (String, String) {
+        let base = s.dir.path().join("upstream");
+        let repo = base.join("openstack/nova");
+        fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        fs::write(repo.join("setup.py"), "print('nova')\n").unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "first"]);
+        let sha = git(&repo, &["rev-parse", "HEAD"]);
+        git(&repo, &["update-ref", "refs/zuul/master/Zabc", &sha]);
+        (base.display().to_string(), sha)
+    }
+
+    #[test]
+    fn a_zuul_change_is_checked_out_first() {
+        let mut s = setup("cat \"$1/setup.py\"; git -C \"$1\" rev-parse HEAD");
+        let (url, sha) = upstream(&s);
+        for (k, v) in [
+            ("ZUUL_URL", url.as_str()),
+            ("ZUUL_PROJECT", "openstack/nova"),
+            ("ZUUL_REF", "refs/zuul/master/Zabc"),
+        ] {
+            s.job.parameters.insert(k.into(), v.into());
+        }
+        let outcome = run(&s).unwrap();
+        assert_eq!(outcome.result, "SUCCESS");
+        assert_eq!(outcome.details["commit"], sha);
+        assert_eq!(outcome.details["logs"], json!([GIT_LOG, SCRIPT_LOG]));
+        let output: Vec<String> = log_texts(&s.dirs.results_dir.join(SCRIPT_LOG))
+            .into_iter()
+            .filter(|(tag, _)| tag == "output")
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(output, ["print('nova')", sha.as_str()]);
+        assert!(s
+            .dirs
+            .working_dir
+            .join("git/openstack/nova/setup.py")
+            .is_file());
+        assert!(s.dir.path().join("cache/openstack/nova.git").is_dir());
+        assert!(log_texts(&s.dirs.results_dir.join(GIT_LOG))
+            .iter()
+            .any(|(_, t)| t.starts_with("checked out")));
+    }
+
+    #[test]
+    fn a_missing_zuul_ref_fails_the_job_without_running_the_script() {
+        let mut s = setup("touch \"$TH_WORKING_DIR/ran\"");
+        let (url, _) = upstream(&s);
+        for (k, v) in [
+            ("ZUUL_URL", url.as_str()),
+            ("ZUUL_PROJECT", "openstack/nova"),
+            ("ZUUL_REF", "refs/zuul/master/Zmissing"),
+        ] {
+            s.job.parameters.insert(k.into(), v.into());
+        }
+        let progress = RefCell::new(Vec::new());
+        let outcome = run_job(&s.settings, &s.job, &s.dirs, &NeverCancelled, &|n, d| {
+            progress.borrow_mut().push((n, d))
+        })
+        .unwrap();
+        assert_eq!(
+            outcome.result,
+            format!(
+                "FAILURE - could not prepare the git checkout: git fetch of \
+                 refs/zuul/master/Zmissing from {url}/openstack/nova failed: couldn't find \
+                 remote ref refs/zuul/master/Zmissing"
+            )
+        );
+        assert_eq!(progress.into_inner(), [(3, 3)]);
+        assert!(!s.dirs.working_dir.join("ran").exists());
+
+        s.job
+            .parameters
+            .insert("ZUUL_PROJECT".into(), "../../etc".into());
+        let outcome = run(&s).unwrap();
+        assert!(
+            outcome
+                .result
+                .starts_with("FAILURE - could not prepare the git checkout: invalid Zuul change"),
+            "{}",
+            outcome.result
+        );
+    }
+
+    #[test]
+    fn a_job_cancelled_during_the_checkout_is_aborted() {
+        let mut s = setup("touch \"$TH_WORKING_DIR/ran\"");
+        let (url, _) = upstream(&s);
+        for (k, v) in [
+            ("ZUUL_URL", url.as_str()),
+            ("ZUUL_PROJECT", "openstack/nova"),
+            ("ZUUL_REF", "refs/zuul/master/Zabc"),
+        ] {
+            s.job.parameters.insert(k.into(), v.into());
+        }
+        let flag = CancelFlag::new();
+        flag.cancel();
+        let outcome = run_job(&s.settings, &s.job, &s.dirs, &flag, &|_, _| {}).unwrap();
+        assert_eq!(outcome.result, "ABORTED");
+        assert!(!s.dirs.working_dir.join("ran").exists());
+    }
+
+    #[test]
+    fn configuration_problems_are_reported_together() {
+        let config = |v: Value| v.as_object().unwrap().clone();
+        let ok = Settings::from_config(&config(json!({
+            "shell_script": "/usr/bin/true",
+            "timeout": 90,
+            "kill_grace_seconds": 0.5,
+            "git_retries": 5,
+            "something_else": true,
+        })))
+        .unwrap();
+        assert_eq!(
+            ok,
+            Settings {
+                script: "/usr/bin/true".into(),
+                timeout: Some(Duration::from_secs(90)),
+                kill_grace: Duration::from_millis(500),
+                git_attempts: 5,
+            }
+        );
+        let defaults = Settings::from_config(&config(json!({"shell_script": "/x"}))).unwrap();
+        assert_eq!(defaults.timeout, None);
+        assert_eq!(defaults.kill_grace, Duration::from_secs(5));
+        assert_eq!(defaults.git_attempts, 3);
+
+        let PluginError::Config(problems) = Settings::from_config(&config(json!({
+            "shell_script": "run.sh",
+            "timeout": 0,
+            "kill_grace_seconds": "5",
+            "git_retries": 0,
+        })))
+        .unwrap_err() else {
+            panic!("not a config error");
+        };
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "shell_script",
+                "timeout",
+                "kill_grace_seconds",
+                "git_retries"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("absolute"), "{problems:?}");
+
+        for (value, word) in [
+            (json!({}), "required"),
+            (json!({"shell_script": 3}), "path"),
+        ] {
+            let PluginError::Config(p) = Settings::from_config(&config(value)).unwrap_err() else {
+                panic!()
+            };
+            assert!(
+                p[0].starts_with("shell_script:") && p[0].contains(word),
+                "{p:?}"
+            );
+        }
+        for timeout in [json!(-1), json!("10"), json!(true), json!(1e300)] {
+            let err =
+                Settings::from_config(&config(json!({"shell_script": "/x", "timeout": timeout})))
+                    .unwrap_err();
+            assert!(err.to_string().starts_with("timeout:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_plugin_validates_its_job_config() {
+        let mut config = JobConfig::default();
+        assert!(ShellScript::new(&config).is_err());
+        config
+            .config
+            .insert("shell_script".into(), json!("/bin/true"));
+        assert!(ShellScript::new(&config).is_ok());
+        assert_eq!(ShellScript::NAME, "shell_script");
+        assert_eq!(ShellScript::DEFAULT_JOB, "build:shell-script");
+    }
+}
