@@ -3,6 +3,11 @@
 //! Not implemented yet: every job fails with a clear result, so the plugin can already be
 //! installed, configured and listed.
 
+pub mod dataset;
+pub mod engine;
+pub mod limits;
+pub mod logparse;
+
 use turbo_hipster_sdk::{export_plugin, Context, JobConfig, Outcome, Plugin, PluginError};
 
 /// The migration tester.
