@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod enqueue;
 pub mod gearman;
 pub mod host_context;
 pub mod jobs;

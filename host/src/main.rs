@@ -14,7 +14,7 @@ use turbo_hipster::daemon::{self, PidFile};
 use turbo_hipster::host_context::{CancelToken, JobEvent};
 use turbo_hipster::jobs::{self, JobRequest};
 use turbo_hipster::plugins::{self, Registry};
-use turbo_hipster::{logging, service, zuul};
+use turbo_hipster::{enqueue, logging, service, zuul};
 
 /// A Gearman worker for Zuul that tests database migrations against real datasets.
 #[derive(Parser, Debug)]
@@ -58,6 +58,26 @@ enum Command {
         #[arg(long = "params-file", value_name = "FILE")]
         params_file: Option<PathBuf>,
     },
+    /// Submit a build through Gearman the way Zuul does and follow it to its result.
+    Enqueue {
+        /// The job (`build:NAME` or `NAME`).
+        job: String,
+        /// The Gearman server.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4730")]
+        server: String,
+        /// A job parameter; repeatable. Missing Zuul parameters are made up as Zuul would.
+        #[arg(long = "param", value_name = "K=V")]
+        params: Vec<String>,
+        /// A JSON object of parameters (given --param values win).
+        #[arg(long = "params-file", value_name = "FILE")]
+        params_file: Option<PathBuf>,
+        /// Abort the build this many seconds after it started, as Zuul does (stop:<manager>).
+        #[arg(long = "stop-after", value_name = "SECS")]
+        stop_after: Option<f64>,
+        /// Give up waiting after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,8 +115,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
             params,
             params_file.as_deref(),
         ),
+        Some(Command::Enqueue {
+            ref job,
+            ref server,
+            ref params,
+            ref params_file,
+            stop_after,
+            timeout,
+        }) => run_enqueue(job, server, params, params_file.as_deref(), stop_after, timeout),
         None => run_daemon(&cli, &config_path),
     }
+}
+
+fn seconds(what: &str, v: Option<f64>) -> Result<Option<std::time::Duration>> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
+        Some(s) => bail!("{what}: {s} is not a number of seconds"),
+    }
+}
+
+fn run_enqueue(
+    job: &str,
+    server: &str,
+    params: &[String],
+    params_file: Option<&Path>,
+    stop_after: Option<f64>,
+    timeout: Option<f64>,
+) -> Result<ExitCode> {
+    let server = config::ServerAddr::parse(server).map_err(|e| anyhow::anyhow!("--server {e}"))?;
+    let opts = enqueue::EnqueueOptions {
+        job: job.to_string(),
+        server,
+        parameters: parse_params(params, params_file)?,
+        stop_after: seconds("--stop-after", stop_after)?,
+        timeout: seconds("--timeout", timeout)?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = rt.block_on(async {
+        let mut out = std::io::stdout();
+        enqueue::enqueue(opts, &mut out).await
+    })?;
+    Ok(if outcome.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn load_config(path: &Path) -> Result<Config> {
