@@ -93,9 +93,10 @@ pub async fn enqueue(
         source,
     };
 
-    let mut admin = AdminClient::connect(&opts.server.host, opts.server.port, Duration::from_secs(10))
-        .await
-        .map_err(gearman)?;
+    let mut admin =
+        AdminClient::connect(&opts.server.host, opts.server.port, Duration::from_secs(10))
+            .await
+            .map_err(gearman)?;
     if !admin.is_registered(&function).await.map_err(gearman)? {
         let _ = writeln!(out, "{function} is not registered on {server}");
         let _ = writeln!(out, "result: NOT_REGISTERED");

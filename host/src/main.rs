@@ -122,7 +122,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ref params_file,
             stop_after,
             timeout,
-        }) => run_enqueue(job, server, params, params_file.as_deref(), stop_after, timeout),
+        }) => run_enqueue(
+            job,
+            server,
+            params,
+            params_file.as_deref(),
+            stop_after,
+            timeout,
+        ),
         None => run_daemon(&cli, &config_path),
     }
 }
@@ -151,12 +158,18 @@ fn run_enqueue(
         stop_after: seconds("--stop-after", stop_after)?,
         timeout: seconds("--timeout", timeout)?,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let outcome = rt.block_on(async {
         let mut out = std::io::stdout();
         enqueue::enqueue(opts, &mut out).await
     })?;
-    Ok(if outcome.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if outcome.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn load_config(path: &Path) -> Result<Config> {

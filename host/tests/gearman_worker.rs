@@ -891,7 +891,7 @@ fn idle_worker_does_not_spin() {
 }
 
 /// Zuul v2's own server (`gear.Server`, Python), when a Python with `gear==0.16.0` is found
-/// (see [`python_with_gear`]); the test is skipped otherwise. Killed on drop.
+/// (see [`python_with_gear`]); the test fails without it. Killed on drop.
 struct GearServer {
     port: u16,
     child: Child,
@@ -930,8 +930,7 @@ impl Drop for GearServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_against_zuuls_gear_server() {
     let Some(gear) = GearServer::start().await else {
-        eprintln!("skipped: python3 module `gear` not installed (pip install gear==0.16.0)");
-        return;
+        panic!("python3 module `gear` not found: run `bash scripts/setup-test-env.sh` first");
     };
     let mut admin = AdminClient::connect("127.0.0.1", gear.port, Duration::from_millis(300))
         .await

@@ -261,3 +261,276 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// The Python of the test venv made by scripts/setup-test-env.sh (gear, alembic, drivers).
+///
+/// # Panics
+/// When the venv is missing: the suite needs it, run `scripts/setup-test-env.sh`.
+pub fn test_python() -> PathBuf {
+    let venv = std::env::var_os("TH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/turbo-hipster/test-venv")
+        });
+    let py = venv.join("bin/python3");
+    assert!(
+        py.exists(),
+        "{} not found: run `bash scripts/setup-test-env.sh` first",
+        py.display()
+    );
+    py
+}
+
+/// Which Gearman server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Debian's gearmand.
+    Gearmand,
+    /// Zuul v2's own server, `gear.Server` from the `gear` package.
+    Gear,
+}
+
+/// A Gearman job server on a free port, stopped on drop; can be restarted on the same port.
+pub struct JobServer {
+    /// Which server.
+    pub kind: ServerKind,
+    /// Its port.
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+fn gearmand_path() -> PathBuf {
+    ["/usr/sbin/gearmand", "/usr/local/sbin/gearmand"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("gearmand not installed: run `bash scripts/setup-test-env.sh` first")
+        })
+}
+
+impl JobServer {
+    /// Starts a server of `kind` on a free port and waits until it answers.
+    pub fn start(kind: ServerKind) -> Self {
+        let mut s = JobServer {
+            kind,
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        use std::process::Stdio;
+        let child = match self.kind {
+            ServerKind::Gearmand => Command::new(gearmand_path())
+                .args([
+                    "-L",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "--log-file",
+                ])
+                .arg(self.dir.path().join("gearmand.log"))
+                .args(["--verbose", "WARNING"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            ServerKind::Gear => Command::new(test_python())
+                .args([
+                    "-c",
+                    "import sys, time, gear\n\
+                     s = gear.Server(port=int(sys.argv[1]), host='127.0.0.1')\n\
+                     while True: time.sleep(60)\n",
+                    &self.port.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while admin(self.port, "status").is_none() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(15),
+                "{:?} on port {} did not start",
+                self.kind,
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+    }
+
+    /// Stops the server (as a crash would: SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Lines of the admin `status`: (function, total, running, workers).
+    pub fn status(&self) -> Vec<(String, u64, u64, u64)> {
+        admin(self.port, "status")
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                if f.len() < 4 {
+                    return None;
+                }
+                Some((
+                    f[0].to_string(),
+                    f[1].parse().ok()?,
+                    f[2].parse().ok()?,
+                    f[3].parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Waits until `function` has a worker.
+    pub fn wait_registered(&self, function: &str, within: std::time::Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            if self
+                .status()
+                .iter()
+                .any(|(f, _, _, w)| f == function && *w > 0)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{function} not registered on {:?} within {within:?}: {:?}",
+                self.kind,
+                self.status()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for JobServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One admin command; the answer's lines up to the `.` line (None if unreachable).
+pub fn admin(port: u16, command: &str) -> Option<Vec<String>> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .ok()?;
+    s.write_all(format!("{command}\n").as_bytes()).ok()?;
+    let mut lines = Vec::new();
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_string();
+        if line == "." {
+            return Some(lines);
+        }
+        if command.starts_with("cancel") || line.starts_with("OK") || line.starts_with("ERR") {
+            return Some(vec![line]);
+        }
+        lines.push(line);
+    }
+}
+
+/// The daemon running in the foreground as a child, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its stderr log.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `turbo-hipster -c config`.
+    pub fn start(setup: &Setup) -> Self {
+        let log = setup.dir.path().join(format!("daemon-{}.log", free_port()));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&built().daemon)
+            .arg("-c")
+            .arg(&setup.config)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit status.
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate(std::time::Duration::from_secs(5));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `turbo-hipster enqueue JOB --server ADDR ARGS...`.
+pub fn enqueue(server: &str, job: &str, args: &[&str]) -> Output {
+    Command::new(&built().daemon)
+        .args(["enqueue", job, "--server", server])
+        .args(args)
+        .output()
+        .unwrap()
+}

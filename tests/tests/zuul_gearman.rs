@@ -1,0 +1,428 @@
+//! The real daemon behind a real Gearman server, driven the way Zuul drives it — the same
+//! scenarios against Debian's gearmand and against Zuul's own server (`gear.Server`).
+#![allow(clippy::unwrap_used)]
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use turbo_hipster_tests::{
+    admin, enqueue, fixture, text, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
+};
+
+struct World {
+    servers: Vec<JobServer>,
+    setup: Setup,
+    daemon: Daemon,
+    _plugins: PluginDir,
+}
+
+fn world(kind: ServerKind, servers: usize, extra: Value) -> World {
+    let plugins = PluginDir::new();
+    plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
+    let servers: Vec<JobServer> = (0..servers).map(|_| JobServer::start(kind)).collect();
+    let mut config = json!({
+        "gearman_servers": servers.iter().map(JobServer::addr).collect::<Vec<_>>(),
+        "jobs": [
+            {"name": "build:ok", "plugin": "test_plugin"},
+            {"name": "build:fail", "plugin": "test_plugin", "mode": "fail"},
+            {"name": "build:wait", "plugin": "test_plugin", "mode": "wait", "wait_ms": 120000},
+            {"name": "build:short", "plugin": "test_plugin", "mode": "wait", "wait_ms": 1500}
+        ]
+    });
+    if let (Some(c), Value::Object(e)) = (config.as_object_mut(), extra) {
+        c.extend(e);
+    }
+    let setup = Setup::new(plugins.path(), config);
+    let daemon = Daemon::start(&setup);
+    for s in &servers {
+        s.wait_registered("build:ok", Duration::from_secs(20));
+    }
+    World {
+        servers,
+        setup,
+        daemon,
+        _plugins: plugins,
+    }
+}
+
+fn out_text(o: &Output) -> String {
+    text(o)
+}
+
+fn started_data(t: &str) -> Value {
+    let line = t
+        .lines()
+        .find_map(|l| l.strip_prefix("started: "))
+        .unwrap_or_else(|| panic!("no start data in:\n{t}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn success(kind: ServerKind) {
+    let w = world(kind, 1, json!({}));
+    let o = enqueue(
+        &w.servers[0].addr(),
+        "ok",
+        &["--param", "ZUUL_PROJECT=example/shop"],
+    );
+    let t = out_text(&o);
+    assert!(o.status.success(), "{t}\n{}", w.daemon.log_text());
+    let start = started_data(&t);
+    assert_eq!(start["name"], "ok");
+    assert_eq!(start["worker_program"], "turbo-hipster");
+    assert!(
+        start.get("result").is_none(),
+        "start data must not carry result"
+    );
+    assert!(start["manager"]
+        .as_str()
+        .unwrap()
+        .starts_with("turbo-hipster-manager-"));
+    assert!(
+        start["url"].as_str().unwrap().contains("/check/ok/"),
+        "{start}"
+    );
+    // WORK_STATUS 0 first, then the plugin's progress, then the result.
+    let progress: Vec<&str> = t.lines().filter(|l| l.starts_with("progress: ")).collect();
+    assert_eq!(
+        progress,
+        ["progress: 0/1", "progress: 1/2", "progress: 2/2"],
+        "{t}"
+    );
+    assert!(t.contains("data: {\"test_plugin\":\"hello\"}"), "{t}");
+    assert!(t.contains("result: SUCCESS"), "{t}");
+}
+
+fn failure(kind: ServerKind) {
+    let w = world(kind, 1, json!({}));
+    let o = enqueue(&w.servers[0].addr(), "build:fail", &[]);
+    let t = out_text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("result: FAILURE - test plugin was asked to fail"),
+        "{t}"
+    );
+}
+
+fn stop_running_build(kind: ServerKind) {
+    let w = world(kind, 1, json!({}));
+    let started = Instant::now();
+    let o = enqueue(&w.servers[0].addr(), "wait", &["--stop-after", "1"]);
+    let t = out_text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("stopping the build through stop:turbo-hipster-manager-"),
+        "{t}"
+    );
+    assert!(
+        t.contains("result: ABORTED"),
+        "{t}\n{}",
+        w.daemon.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(w.daemon.log_text().contains("stop requested by Zuul"));
+    // The build's work dir was cleaned up; its results are kept.
+    let unique = started_data(&t)["number"].as_str().unwrap().to_string();
+    let jobs = w.setup.jobs_dir();
+    let found: Vec<_> = walk(&jobs)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&unique[..7]))
+        .collect();
+    assert!(found.iter().any(|p| p.ends_with("results")), "{found:?}");
+    assert!(!found.iter().any(|p| p.ends_with("work")), "{found:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.push(p.clone());
+                out.extend(walk(&p));
+            }
+        }
+    }
+    out
+}
+
+/// A queued build cancelled before any worker took it (Zuul's admin `cancel job`) never runs.
+fn cancel_queued_job(kind: ServerKind) {
+    let w = world(kind, 1, json!({}));
+    let addr = w.servers[0].addr();
+    // Occupy the only slot.
+    let busy = {
+        let addr = addr.clone();
+        std::thread::spawn(move || enqueue(&addr, "wait", &["--stop-after", "3"]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.servers[0]
+        .status()
+        .iter()
+        .any(|(f, _, r, _)| f == "build:wait" && *r == 1)
+    {
+        assert!(Instant::now() < deadline, "the first build never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Queue a second build with a raw client, then cancel it through the admin protocol.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = rt.block_on(async {
+        let client =
+            turbo_hipster::gearman::client::Client::connect("127.0.0.1", w.servers[0].port)
+                .await
+                .unwrap();
+        let job = client
+            .submit(
+                "build:ok",
+                "queuedcancelled0000000000000000a",
+                json!({"ZUUL_UUID": "queuedcancelled0000000000000000a"}).to_string(),
+                turbo_hipster::gearman::client::Priority::Normal,
+            )
+            .await
+            .unwrap();
+        String::from_utf8_lossy(job.handle()).to_string()
+    });
+    let answer = admin(w.servers[0].port, &format!("cancel job {handle}")).unwrap();
+    assert!(answer.iter().any(|l| l.starts_with("OK")), "{answer:?}");
+    let o = busy.join().unwrap();
+    assert!(out_text(&o).contains("result: ABORTED"), "{}", out_text(&o));
+    // Give the worker a moment to grab anything left, then check nothing ran it.
+    std::thread::sleep(Duration::from_millis(500));
+    let ran = walk(&w.setup.jobs_dir())
+        .iter()
+        .any(|p| p.to_string_lossy().contains("queuedcancelled"));
+    assert!(!ran, "a cancelled queued job ran");
+    assert!(!w.daemon.log_text().contains("queuedcancelled"));
+    // And the worker still takes the next job.
+    assert!(enqueue(&addr, "ok", &[]).status.success());
+}
+
+fn not_registered(kind: ServerKind) {
+    let w = world(kind, 1, json!({}));
+    let o = enqueue(&w.servers[0].addr(), "nosuchjob", &[]);
+    let t = out_text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("result: NOT_REGISTERED"), "{t}");
+}
+
+fn server_restart_while_idle(kind: ServerKind) {
+    let mut w = world(kind, 1, json!({}));
+    w.servers[0].restart();
+    let restarted = Instant::now();
+    w.servers[0].wait_registered("build:ok", Duration::from_secs(5));
+    let o = enqueue(&w.servers[0].addr(), "ok", &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(
+        restarted.elapsed() < Duration::from_secs(5),
+        "took {:?} to take the next job",
+        restarted.elapsed()
+    );
+}
+
+fn two_servers(kind: ServerKind) {
+    let w = world(kind, 2, json!({"max_concurrent_jobs": 2}));
+    let a = w.servers[0].addr();
+    let b = w.servers[1].addr();
+    let ta = std::thread::spawn(move || enqueue(&a, "short", &[]));
+    let tb = std::thread::spawn(move || enqueue(&b, "short", &[]));
+    let started = Instant::now();
+    for o in [ta.join().unwrap(), tb.join().unwrap()] {
+        assert!(o.status.success(), "{}", out_text(&o));
+    }
+    // Both ran at once (two slots shared by both servers).
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+fn invalid_parameters(kind: ServerKind) {
+    let w = world(kind, 1, json!({}));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (data, expected) in [
+        (
+            json!({"ZUUL_PROJECT": "../../etc"}).to_string(),
+            "FAILURE - invalid job parameters: ZUUL_PROJECT: must be a relative path",
+        ),
+        (
+            "[1, 2]".to_string(),
+            "FAILURE - invalid job parameters: not a JSON object",
+        ),
+        (
+            json!({"ZUUL_REF": "--upload-pack=touch /tmp/x"}).to_string(),
+            "FAILURE - invalid job parameters: ZUUL_REF: is not a safe git ref name",
+        ),
+    ] {
+        let events = rt.block_on(async {
+            let client =
+                turbo_hipster::gearman::client::Client::connect("127.0.0.1", w.servers[0].port)
+                    .await
+                    .unwrap();
+            let job = client
+                .submit(
+                    "build:ok",
+                    &turbo_hipster::zuul::random_uuid_hex(),
+                    data.clone(),
+                    turbo_hipster::gearman::client::Priority::Normal,
+                )
+                .await
+                .unwrap();
+            job.wait().await.unwrap()
+        });
+        use turbo_hipster::gearman::client::JobEvent;
+        let datas: Vec<Value> = events
+            .iter()
+            .filter_map(|e| match e {
+                JobEvent::Data(d) => serde_json::from_slice(d).ok(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(datas.len(), 1, "{events:?}");
+        assert!(
+            datas[0]["result"].as_str().unwrap().starts_with(expected),
+            "{datas:?}"
+        );
+        assert_eq!(events.last(), Some(&JobEvent::Fail), "{events:?}");
+        assert_eq!(events.iter().filter(|e| e.is_terminal()).count(), 1);
+    }
+    // Nothing ran: no job directory was made.
+    assert!(walk(&w.setup.jobs_dir()).is_empty());
+}
+
+/// SIGTERM: no new jobs, a running job finishes within the grace period, the daemon exits 0.
+fn sigterm_drains(kind: ServerKind) {
+    let mut w = world(kind, 1, json!({"shutdown_grace_seconds": 30}));
+    let addr = w.servers[0].addr();
+    let running = std::thread::spawn(move || enqueue(&addr, "short", &[]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.servers[0]
+        .status()
+        .iter()
+        .any(|(f, _, r, _)| f == "build:short" && *r == 1)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = w
+        .daemon
+        .terminate(Duration::from_secs(20))
+        .expect("daemon exits");
+    assert!(status.success(), "{}", w.daemon.log_text());
+    let o = running.join().unwrap();
+    assert!(out_text(&o).contains("result: SUCCESS"), "{}", out_text(&o));
+}
+
+/// SIGTERM with a job longer than the grace period: it is aborted, and still reported.
+fn sigterm_aborts_after_grace(kind: ServerKind) {
+    let mut w = world(kind, 1, json!({"shutdown_grace_seconds": 1}));
+    let addr = w.servers[0].addr();
+    let running = std::thread::spawn(move || enqueue(&addr, "wait", &[]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.servers[0]
+        .status()
+        .iter()
+        .any(|(f, _, r, _)| f == "build:wait" && *r == 1)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = w
+        .daemon
+        .terminate(Duration::from_secs(20))
+        .expect("daemon exits");
+    assert!(status.success(), "{}", w.daemon.log_text());
+    let o = running.join().unwrap();
+    assert!(out_text(&o).contains("result: ABORTED"), "{}", out_text(&o));
+}
+
+/// Two daemons on one host with different worker names: both serve, and a stop reaches the
+/// one running the build.
+fn two_daemons_one_host(kind: ServerKind) {
+    let w1 = world(kind, 1, json!({"worker_name": "th-one"}));
+    let plugins = PluginDir::new();
+    plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
+    let setup2 = Setup::new(
+        plugins.path(),
+        json!({
+            "worker_name": "th-two",
+            "gearman_servers": [w1.servers[0].addr()],
+            "jobs": [{"name": "build:wait", "plugin": "test_plugin", "mode": "wait"}]
+        }),
+    );
+    let d2 = Daemon::start(&setup2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = w1.servers[0].status();
+        if st.iter().any(|(f, _, _, n)| f == "build:wait" && *n >= 2)
+            && st
+                .iter()
+                .any(|(f, _, _, n)| f == "stop:turbo-hipster-manager-th-two" && *n == 1)
+            && st
+                .iter()
+                .any(|(f, _, _, n)| f == "stop:turbo-hipster-manager-th-one" && *n == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st:?}\n{}", d2.log_text());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let addr = w1.servers[0].addr();
+    let a = {
+        let addr = addr.clone();
+        std::thread::spawn(move || enqueue(&addr, "wait", &["--stop-after", "1"]))
+    };
+    let b = std::thread::spawn(move || enqueue(&addr, "wait", &["--stop-after", "1"]));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let managers: Vec<String> = [&a, &b]
+        .iter()
+        .map(|o| {
+            started_data(&out_text(o))["manager"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for o in [&a, &b] {
+        assert!(out_text(o).contains("result: ABORTED"), "{}", out_text(o));
+    }
+    let mut sorted = managers.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "turbo-hipster-manager-th-one",
+            "turbo-hipster-manager-th-two"
+        ],
+        "each daemon ran one build"
+    );
+}
+
+macro_rules! on_both_servers {
+    ($($scenario:ident),* $(,)?) => {
+        mod gearmand {
+            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gearmand) })*
+        }
+        mod gear_server {
+            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gear) })*
+        }
+    };
+}
+
+on_both_servers!(
+    success,
+    failure,
+    stop_running_build,
+    cancel_queued_job,
+    not_registered,
+    server_restart_while_idle,
+    two_servers,
+    invalid_parameters,
+    sigterm_drains,
+    sigterm_aborts_after_grace,
+    two_daemons_one_host,
+);
