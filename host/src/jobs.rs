@@ -125,7 +125,7 @@ pub fn prepare(
                 request.unique.clone()
             }
         });
-    let job_dir = unique_dir(&config.jobs_working_dir.join(&log_path));
+    let job_dir = unique_dir(&config.jobs_working_dir.join(&log_path), &request.unique);
     for dir in [job_dir.join("work"), job_dir.join("results")] {
         std::fs::create_dir_all(&dir).map_err(|source| PrepareError::Directory {
             path: dir.clone(),
@@ -148,15 +148,20 @@ pub fn prepare(
     })
 }
 
-/// `dir`, or `dir.2`, `dir.3`… if it exists already (a retried build keeps the old logs).
-fn unique_dir(dir: &Path) -> PathBuf {
+/// `dir`, or `dir.<unique>` if it exists already (a retried build keeps the old logs), then
+/// `dir.<unique>.2`, … as a last resort.
+fn unique_dir(dir: &Path, unique: &str) -> PathBuf {
     if !dir.exists() {
         return dir.to_path_buf();
     }
+    let base = PathBuf::from(format!("{}.{unique}", dir.display()));
+    if !base.exists() {
+        return base;
+    }
     (2..)
-        .map(|n| PathBuf::from(format!("{}.{n}", dir.display())))
+        .map(|n| PathBuf::from(format!("{}.{n}", base.display())))
         .find(|p| !p.exists())
-        .unwrap_or_else(|| dir.to_path_buf())
+        .unwrap_or(base)
 }
 
 /// Runs a prepared job to its end. Progress and work data go to `events`; `cancel` stops it.

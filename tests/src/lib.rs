@@ -54,13 +54,26 @@ pub struct Built {
     pub plugins: BTreeMap<String, PathBuf>,
 }
 
+/// The cargo profile directory matching how this code was built: `release` for benchmarks,
+/// `debug` for tests.
+pub fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 /// Builds (if needed) the daemon and every shipped plugin with the same profile as the tests.
 pub fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
         let mut cmd = cargo();
+        cmd.arg("build");
+        if profile() == "release" {
+            cmd.arg("--release");
+        }
         cmd.args([
-            "build",
             "-p",
             "turbo-hipster",
             "-p",
@@ -69,7 +82,7 @@ pub fn built() -> &'static Built {
             "gate_real_db_upgrade",
         ]);
         run_ok(cmd, "cargo build of the daemon and plugins");
-        let dir = target_dir().join("debug");
+        let dir = target_dir().join(profile());
         let mut plugins = BTreeMap::new();
         for name in ["shell_script", "gate_real_db_upgrade"] {
             plugins.insert(name.to_string(), dir.join(format!("lib{name}.so")));
@@ -133,14 +146,17 @@ pub fn fixture(which: Fixture) -> PathBuf {
     if let Some(f) = features {
         cmd.args(["--features", f]);
     }
+    if profile() == "release" {
+        cmd.arg("--release");
+    }
     if let Some(flags) = rustflags {
         cmd.env("RUSTFLAGS", flags);
     }
     run_ok(cmd, &format!("building fixture {which:?}"));
-    let built = target.join("debug").join(format!("lib{lib}.so"));
+    let built = target.join(profile()).join(format!("lib{lib}.so"));
     let kept = target_dir()
         .join("test-fixtures")
-        .join(format!("{which:?}.so"));
+        .join(format!("{which:?}-{}.so", profile()));
     std::fs::copy(&built, &kept).unwrap();
     guard.insert(which, kept.clone());
     kept

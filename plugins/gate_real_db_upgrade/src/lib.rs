@@ -1,34 +1,147 @@
-//! gate_real_db_upgrade: test a proposed change's database migrations against real datasets.
+//! gate_real_db_upgrade: tests a proposed change's database migrations against real,
+//! production-sized datasets, times every migration, and votes.
 //!
-//! Not implemented yet: every job fails with a clear result, so the plugin can already be
-//! installed, configured and listed.
+//! ## A job
+//!
+//! 1. **The datasets.** Every dataset of the job's `datasets_dir` whose `project` equals the
+//!    job's `ZUUL_PROJECT` runs (the datasets are re-read for every job, so new ones need no
+//!    restart). None → the result is `FAILURE - No dataset found for project <project>`.
+//! 2. **The change.** `ZUUL_URL`/`ZUUL_PROJECT` at `ZUUL_REF` (or `ZUUL_NEWREV`) is fetched
+//!    into the project's cached mirror under the daemon's `git_working_dir` (retried
+//!    `git_retries` times) and checked out into the job's working directory; every git
+//!    command is logged to `git_prep.log`. A failure gives
+//!    `FAILURE - could not prepare the git checkout: <why>`.
+//! 3. **Each dataset** (up to `max_parallel_datasets` at once) gets a database of its own,
+//!    created from the dataset's seed and named `<database>_<unique[:8]>_<index>`; it is
+//!    dropped when the run ends, however it ends (unless `keep_databases`). SQLite files live
+//!    in the job's working directory. The seed itself is never changed.
+//! 4. **The migrations** run either through the project's own tool, started in the checkout
+//!    with the placeholders of [`template`] in its argv, environment and config templates, its
+//!    output stamped line by line into `<dataset>.log` and read as it arrives
+//!    ([`logparse`]); or, in the SQL-files mode ([`sqlfiles`]), by the plugin itself. A
+//!    dataset's `upgrade_path` refs are checked out and migrated through first. A run that
+//!    takes longer than its `timeout` is killed (the tool's whole process group).
+//! 5. **The result** has one line per problem, each prefixed by `<dataset>: ` when the job
+//!    ran several datasets, or `SUCCESS`. The lines are the original turbo-hipster's
+//!    ([`messages`]):
+//!
+//!    | line | when |
+//!    |---|---|
+//!    | `FAILURE - Did not find the end of a migration after a start` | a migration started and never ended (the tool exited, crashed or timed out inside it; an SQL file failed) |
+//!    | `WARNING - Migration <from->to> took too long` | strictly over its `maximum_migration_times` limit ([`limits`]) |
+//!    | `FAILURE - Final schema version does not match expectation` | after a clean run, the database's version (or the tool's `Final schema version is N`) differs from what the change expects ([`version`]) |
+//!    | `FAILURE - Could not setup seed database.` | the seed did not load, or the server refused us |
+//!    | `FAILURE - Could not find seed database.` | the seed file is missing |
+//!    | `FAILURE - Could not import required module.` | the tool printed an import error, or the tool does not exist |
+//!    | `Return code from test script was non-zero (N)` | the tool failed and nothing above explains it |
+//!    | `FAILURE - No dataset found for project <p>` | no dataset tests the project |
+//!    | `FAILURE - Migrations timed out after N s` | the time limit passed between migrations |
+//!
+//!    A cancelled job (Zuul stop, shutdown) ends `ABORTED`.
+//! 6. **The results directory** holds `git_prep.log`, one `<dataset>.log` per dataset,
+//!    `task_output.log` (written by the daemon from the plugin's log lines),
+//!    `summary.json` ([`report`] documents its schema) and `summary.txt` (a table of every
+//!    migration with its duration, limit and status). The outcome's details carry the same
+//!    summary, plus the table as `table`.
+//!
+//! ## Job configuration
+//!
+//! See [`settings`]: `datasets_dir`, `max_parallel_datasets`, `timeout`, `connection`,
+//! `engine`, `git_retries`, `keep_databases`. The original's other keys (`shutdown-th`, …)
+//! are ignored. `turbo-hipster check-config` loads and validates every dataset too.
 
 pub mod dataset;
+pub mod dataset_run;
 pub mod engine;
 pub mod limits;
 pub mod logparse;
+pub mod messages;
+pub mod report;
+pub mod run;
+pub mod settings;
+pub mod sqlfiles;
+pub mod template;
+pub mod version;
 
 use turbo_hipster_sdk::{export_plugin, Context, JobConfig, Outcome, Plugin, PluginError};
 
+use crate::run::{JobDirs, JobEnv};
+use crate::settings::Settings;
+
 /// The migration tester.
-pub struct GateRealDbUpgrade;
+#[derive(Debug)]
+pub struct GateRealDbUpgrade {
+    settings: Settings,
+}
+
+impl GateRealDbUpgrade {
+    /// The validated job configuration.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
 
 impl Plugin for GateRealDbUpgrade {
     const NAME: &'static str = "gate_real_db_upgrade";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DEFAULT_JOB: &'static str = "build:gate-real-db-upgrade";
     const DESCRIPTION: &'static str =
-        "tests a change's database migrations against real datasets (not implemented yet)";
+        "tests a change's database migrations against real datasets, timing each one";
 
-    fn new(_config: &JobConfig) -> Result<Self, PluginError> {
-        Ok(GateRealDbUpgrade)
+    fn new(config: &JobConfig) -> Result<Self, PluginError> {
+        let settings = Settings::from_config(&config.config)?;
+        // Validate the datasets now, so that check-config reports their mistakes; they are
+        // read again for every job. A missing directory may be filled later.
+        if settings.datasets_dir.is_dir() {
+            run::load_datasets(&settings).map_err(PluginError::Config)?;
+        } else {
+            tracing::warn!(
+                "{}: the datasets directory {} does not exist (yet): jobs will find no dataset",
+                config.function,
+                settings.datasets_dir.display()
+            );
+        }
+        Ok(Self { settings })
     }
 
-    fn run(&self, _ctx: &Context<'_>) -> Result<Outcome, PluginError> {
-        Ok(Outcome::failure(
-            "FAILURE - gate_real_db_upgrade is not implemented yet",
-        ))
+    fn run(&self, ctx: &Context<'_>) -> Result<Outcome, PluginError> {
+        let dirs = JobDirs {
+            working_dir: ctx.working_dir(),
+            results_dir: ctx.results_dir(),
+        };
+        let progress = |n, d| ctx.progress(n, d);
+        let env = JobEnv {
+            cancel: ctx,
+            progress: &progress,
+            ctx: Some(ctx),
+        };
+        run::run_job(&self.settings, ctx.job(), &dirs, &env)
     }
 }
 
 export_plugin!(GateRealDbUpgrade);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn new_validates_the_config_and_tolerates_a_missing_datasets_dir() {
+        let mut config = JobConfig::default();
+        config
+            .config
+            .insert("datasets_dir".into(), json!("/nonexistent/th-datasets"));
+        config.config.insert("shutdown-th".into(), json!(true));
+        let plugin = GateRealDbUpgrade::new(&config).unwrap();
+        assert_eq!(plugin.settings().max_parallel, 1);
+
+        config.config.insert("timeout".into(), json!(0));
+        config.config.insert("engine".into(), json!("db2"));
+        let PluginError::Config(problems) = GateRealDbUpgrade::new(&config).unwrap_err() else {
+            panic!("not a config error")
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+}

@@ -3,9 +3,34 @@
 //! `default` otherwise; keys starting with `_` are comments. A limit fails only when strictly
 //! exceeded.
 //!
-//! OWNER: helper A.
+//! Each table, when present in a dataset, must have a `default`. Values are non-negative
+//! numbers (seconds may have a fraction). Comment keys (`"_138_bugs": [1263835]`) may hold any
+//! value and are ignored.
+//!
+//! [`check`] gives the original's warnings:
+//! - time: `WARNING - Migration <from>-><to> took too long` when
+//!   `duration_ms / 1000.0 > limit` (millisecond precision; equal is fine);
+//! - rows changed: `WARNING - Migration <from>-><to> changed too many rows (N)` where N is the
+//!   delta of `Innodb_rows_updated + Innodb_rows_inserted + Innodb_rows_deleted` (for
+//!   PostgreSQL counters: `tup_updated + tup_inserted + tup_deleted`);
+//! - rows read: `WARNING - Migration <from>-><to> read too many rows (N)` where N is the delta
+//!   of `Innodb_rows_read` (PostgreSQL: `tup_returned`).
+//!
+//! Migrations that never ended are skipped (they give their own FAILURE), and so are the counter
+//! checks of a migration whose counters were not seen.
 
 use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::logparse::MigrationRecord;
+
+/// The dataset key of the time limits (seconds per migration).
+pub const KEY_SECONDS: &str = "maximum_migration_times";
+/// The dataset key of the rows-changed limits (the original's spelling, `X` included).
+pub const KEY_ROWS_CHANGED: &str = "XInnodb_rows_changed";
+/// The dataset key of the rows-read limits.
+pub const KEY_ROWS_READ: &str = "Innodb_rows_read";
 
 /// One table of limits.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,6 +50,52 @@ impl LimitTable {
             .copied()
             .or(self.default)
     }
+
+    /// Reads one table as written in a dataset under `key` (e.g. `maximum_migration_times`).
+    ///
+    /// # Errors
+    /// Every problem, one line each, as `<key path>: <what>` (the caller prefixes the file):
+    /// not an object, no `default`, a value that is not a non-negative number, an empty key.
+    pub fn from_json(key: &str, value: &Value) -> Result<Self, Vec<String>> {
+        let Some(object) = value.as_object() else {
+            return Err(vec![format!(
+                "{key}: must be an object of limits ({{\"default\": N, \"from->to\": N, ...}})"
+            )]);
+        };
+        let mut errors = Vec::new();
+        let mut table = LimitTable::default();
+        for (name, limit) in object {
+            if name.starts_with('_') {
+                continue; // a comment, e.g. "_138_bugs": [1263835]
+            }
+            if name.trim().is_empty() {
+                errors.push(format!("{key}: a limit key is empty"));
+                continue;
+            }
+            let number = match limit.as_f64() {
+                Some(n) if n.is_finite() && n >= 0.0 => n,
+                _ => {
+                    errors.push(format!(
+                        "{key}.{name}: must be a non-negative number, not {limit}"
+                    ));
+                    continue;
+                }
+            };
+            if name == "default" {
+                table.default = Some(number);
+            } else {
+                table.keyed.insert(name.clone(), number);
+            }
+        }
+        if !object.contains_key("default") {
+            errors.push(format!("{key}.default: required"));
+        }
+        if errors.is_empty() {
+            Ok(table)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 /// All limits of a dataset.
@@ -38,11 +109,225 @@ pub struct Limits {
     pub rows_read: Option<LimitTable>,
 }
 
+/// Rows changed by a migration from its counter deltas: `Innodb_rows_updated +
+/// Innodb_rows_inserted + Innodb_rows_deleted` (those present), else the PostgreSQL
+/// `tup_updated + tup_inserted + tup_deleted`; `None` when none of them was seen.
+pub fn rows_changed(counters: &BTreeMap<String, i64>) -> Option<i64> {
+    sum_present(
+        counters,
+        &[
+            "Innodb_rows_updated",
+            "Innodb_rows_inserted",
+            "Innodb_rows_deleted",
+        ],
+    )
+    .or_else(|| sum_present(counters, &["tup_updated", "tup_inserted", "tup_deleted"]))
+}
+
+/// Rows read by a migration from its counter deltas: `Innodb_rows_read`, else the PostgreSQL
+/// `tup_returned`; `None` when neither was seen.
+pub fn rows_read(counters: &BTreeMap<String, i64>) -> Option<i64> {
+    counters
+        .get("Innodb_rows_read")
+        .or_else(|| counters.get("tup_returned"))
+        .copied()
+}
+
+fn sum_present(counters: &BTreeMap<String, i64>, names: &[&str]) -> Option<i64> {
+    let mut seen = false;
+    let mut total = 0i64;
+    for name in names {
+        if let Some(v) = counters.get(*name) {
+            seen = true;
+            total = total.saturating_add(*v);
+        }
+    }
+    seen.then_some(total)
+}
+
 /// The original's warnings for these migrations: `WARNING - Migration %s took too long`
 /// (%s = `from->to`), and when counter limits are set, `WARNING - Migration %s changed too many
 /// rows (N)` / `WARNING - Migration %s read too many rows (N)`. Migrations that never ended are
 /// skipped (they give their own FAILURE).
-pub fn check(limits: &Limits, migrations: &[crate::logparse::MigrationRecord]) -> Vec<String> {
-    let _ = (limits, migrations);
-    Vec::new()
+///
+/// Warnings come in migration order; for one migration: time, rows changed, rows read.
+pub fn check(limits: &Limits, migrations: &[MigrationRecord]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for m in migrations {
+        let Some(duration_ms) = m.duration_ms() else {
+            continue;
+        };
+        let name = format!("{}->{}", m.from, m.to);
+        if let Some(limit) = limits.seconds.lookup(&m.from, &m.to) {
+            if duration_ms as f64 / 1000.0 > limit {
+                warnings.push(format!("WARNING - Migration {name} took too long"));
+            }
+        }
+        if let (Some(table), Some(n)) = (&limits.rows_changed, rows_changed(&m.counters)) {
+            if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
+                warnings.push(format!(
+                    "WARNING - Migration {name} changed too many rows ({n})"
+                ));
+            }
+        }
+        if let (Some(table), Some(n)) = (&limits.rows_read, rows_read(&m.counters)) {
+            if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
+                warnings.push(format!(
+                    "WARNING - Migration {name} read too many rows ({n})"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDateTime;
+    use serde_json::json;
+
+    fn t(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.3f").unwrap()
+    }
+
+    fn record(from: &str, to: &str, ms: i64, counters: &[(&str, i64)]) -> MigrationRecord {
+        let start = t("2020-01-01 00:00:00.000");
+        MigrationRecord {
+            from: from.into(),
+            to: to.into(),
+            description: String::new(),
+            start,
+            end: Some(start + chrono::Duration::milliseconds(ms)),
+            counters: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn key_precedence_from_to_over_to_over_default() {
+        let table = LimitTable::from_json(
+            "maximum_migration_times",
+            &json!({"151->152": 10, "152": 20, "153": 30, "default": 60}),
+        )
+        .unwrap();
+        assert_eq!(table.lookup("151", "152"), Some(10.0));
+        assert_eq!(table.lookup("150", "152"), Some(20.0));
+        assert_eq!(table.lookup("152", "153"), Some(30.0));
+        assert_eq!(table.lookup("153", "154"), Some(60.0));
+        // A revision id (alembic) works as a destination key.
+        let table = LimitTable::from_json("x", &json!({"1a2b3c": 5, "default": 1})).unwrap();
+        assert_eq!(table.lookup("base", "1a2b3c"), Some(5.0));
+    }
+
+    #[test]
+    fn underscore_keys_are_comments() {
+        let table = LimitTable::from_json(
+            "maximum_migration_times",
+            &json!({"_138_bugs": [1263835], "_note": "x", "default": 60}),
+        )
+        .unwrap();
+        assert!(table.keyed.is_empty());
+        assert_eq!(table.default, Some(60.0));
+    }
+
+    #[test]
+    fn default_required_and_values_checked() {
+        let errs =
+            LimitTable::from_json("Innodb_rows_read", &json!({"1->2": -1, "3": "x"})).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "Innodb_rows_read.1->2: must be a non-negative number, not -1".to_string(),
+                "Innodb_rows_read.3: must be a non-negative number, not \"x\"".to_string(),
+                "Innodb_rows_read.default: required".to_string(),
+            ]
+        );
+        let errs = LimitTable::from_json("k", &json!({"default": "60"})).unwrap_err();
+        assert_eq!(
+            errs,
+            vec!["k.default: must be a non-negative number, not \"60\"".to_string()]
+        );
+        assert!(LimitTable::from_json("k", &json!([1])).is_err());
+    }
+
+    #[test]
+    fn strictly_greater_with_millisecond_precision() {
+        let limits = Limits {
+            seconds: LimitTable::from_json("s", &json!({"1->2": 1.5, "default": 2})).unwrap(),
+            ..Limits::default()
+        };
+        let migrations = vec![
+            record("1", "2", 1500, &[]), // equal: fine
+            record("1", "2", 1501, &[]), // 1.501 > 1.5
+            record("2", "3", 2000, &[]), // equal to default: fine
+            record("2", "3", 2001, &[]),
+        ];
+        assert_eq!(
+            check(&limits, &migrations),
+            vec![
+                "WARNING - Migration 1->2 took too long".to_string(),
+                "WARNING - Migration 2->3 took too long".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn unfinished_migrations_are_skipped() {
+        let limits = Limits {
+            seconds: LimitTable::from_json("s", &json!({"default": 0})).unwrap(),
+            ..Limits::default()
+        };
+        let mut m = record("1", "2", 5000, &[]);
+        m.end = None;
+        assert!(check(&limits, &[m]).is_empty());
+    }
+
+    #[test]
+    fn counter_warnings() {
+        let limits = Limits {
+            seconds: LimitTable::default(),
+            rows_changed: Some(
+                LimitTable::from_json("c", &json!({"default": 10, "2": 100})).unwrap(),
+            ),
+            rows_read: Some(LimitTable::from_json("r", &json!({"default": 10})).unwrap()),
+        };
+        let migrations = vec![
+            // 4 + 4 + 3 = 11 > 10; read 10 = 10 is fine.
+            record(
+                "0",
+                "1",
+                1,
+                &[
+                    ("Innodb_rows_updated", 4),
+                    ("Innodb_rows_inserted", 4),
+                    ("Innodb_rows_deleted", 3),
+                    ("Innodb_rows_read", 10),
+                ],
+            ),
+            // 11 changed but the "2" key allows 100; read 11 > 10.
+            record(
+                "1",
+                "2",
+                1,
+                &[("Innodb_rows_inserted", 11), ("Innodb_rows_read", 11)],
+            ),
+            // No counters seen: no counter checks.
+            record("2", "3", 1, &[]),
+            // PostgreSQL names.
+            record("3", "4", 1, &[("tup_inserted", 20), ("tup_returned", 30)]),
+        ];
+        assert_eq!(
+            check(&limits, &migrations),
+            vec![
+                "WARNING - Migration 0->1 changed too many rows (11)".to_string(),
+                "WARNING - Migration 1->2 read too many rows (11)".to_string(),
+                "WARNING - Migration 3->4 changed too many rows (20)".to_string(),
+                "WARNING - Migration 3->4 read too many rows (30)".to_string(),
+            ]
+        );
+        // Without counter tables, no counter warnings at all.
+        let no_tables = Limits::default();
+        assert!(check(&no_tables, &migrations).is_empty());
+    }
 }

@@ -1,0 +1,794 @@
+//! One dataset's run: a database of its own made from the seed, the migrations (through the
+//! project's tool, or the SQL-files mode), first along the dataset's `upgrade_path`, then on
+//! the change; the checks; and the database dropped again whatever happened.
+//!
+//! The run's database is named `<database, sanitised, ≤ 40 chars>_<first 8 of the job's
+//! unique>_<dataset index>` (see [`database_name`]), so parallel runs and parallel jobs never
+//! share one and the seed itself is never touched. A [`DbGuard`] drops it when the run ends by
+//! any path: success, failure, cancellation, timeout or panic (unless `keep_databases`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::Local;
+use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
+use turbo_hipster_sdk::support::process::{
+    seconds, signal_name, Cancellation, ProcessError, ProcessRunner, Termination,
+};
+use turbo_hipster_sdk::support::LogFile;
+
+use crate::dataset::{Dataset, Engine, LogFormat, Migration};
+use crate::engine::{EngineError, Server};
+use crate::limits;
+use crate::logparse::{MigrationRecord, StreamParser};
+use crate::messages;
+use crate::report::{DatasetSummary, MigrationSummary};
+use crate::settings::Settings;
+use crate::sqlfiles::{self, ServerSpec, SqlEnd, SqlTarget};
+use crate::template::Placeholders;
+use crate::version;
+
+/// The log tag of the plugin's own notes in a dataset's log.
+pub const NOTE: &str = "th";
+/// The phase name of the run on the change itself.
+pub const CHANGE_PHASE: &str = "change";
+/// The longest database-name prefix taken from the dataset.
+const NAME_PREFIX_MAX: usize = 40;
+
+/// Everything one dataset's run needs from the job.
+pub struct DatasetJob<'a> {
+    /// The dataset.
+    pub dataset: &'a Dataset,
+    /// Its index among the job's datasets (part of the database name).
+    pub index: usize,
+    /// The job's unique id (part of the database name).
+    pub unique: &'a str,
+    /// The job's configuration.
+    pub settings: &'a Settings,
+    /// The change (its URL and project serve the upgrade-path refs too).
+    pub change: &'a ZuulChange,
+    /// The change's checkout.
+    pub checkout: &'a Path,
+    /// The git mirror cache.
+    pub git_cache: &'a Path,
+    /// `git_prep.log`.
+    pub git_log: &'a LogFile,
+    /// The job's working directory.
+    pub work_root: &'a Path,
+    /// The job's results directory.
+    pub results_dir: &'a Path,
+    /// The daemon's pip cache, if any.
+    pub pip_cache: Option<&'a Path>,
+    /// The job's cancellation.
+    pub cancel: &'a dyn Cancellation,
+    /// Called after each of [`STEPS`] steps of the run.
+    pub tick: &'a (dyn Fn() + Sync),
+}
+
+/// Progress steps of one dataset's run: the seed loaded, the run finished.
+pub const STEPS: u64 = 2;
+
+/// How a dataset's run ended.
+#[derive(Debug, Clone)]
+pub struct DatasetOutcome {
+    /// What the summary says about it.
+    pub summary: DatasetSummary,
+    /// The job was cancelled during it.
+    pub cancelled: bool,
+}
+
+/// The name of a dataset's log in the results directory.
+pub fn log_name(dataset: &str) -> String {
+    let safe: String = dataset
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    format!("{safe}.log")
+}
+
+/// The run database's name: `<prefix>_<unique8>_<index>`, lower case, letters, digits and
+/// `_` only, starting with a letter; `prefix` is the dataset's `database` (or its name),
+/// sanitised and cut to 40 characters.
+///
+/// ```
+/// use gate_real_db_upgrade::dataset_run::database_name;
+///
+/// assert_eq!(
+///     database_name("nova_datasets_user_001", "6fd3A2b1-99", 0),
+///     "nova_datasets_user_001_6fd3a2b1_0"
+/// );
+/// assert_eq!(database_name("1-Weird name!", "", 2).len(), "th_1_weird_name_".len() + 10);
+/// ```
+pub fn database_name(database: &str, unique: &str, index: usize) -> String {
+    format!("{}_{index}", database_prefix(database, unique))
+}
+
+/// The part of [`database_name`] before the index: every run database of one job and dataset
+/// name starts with it.
+pub fn database_prefix(database: &str, unique: &str) -> String {
+    let mut prefix: String = database
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !prefix.starts_with(|c: char| c.is_ascii_lowercase()) {
+        prefix.insert_str(0, "th_");
+    }
+    prefix.truncate(NAME_PREFIX_MAX);
+    let mut unique: String = unique
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .take(8)
+        .collect();
+    if unique.is_empty() {
+        unique = fallback_unique();
+    }
+    format!("{prefix}_{unique}")
+}
+
+/// Eight hex digits from the clock and the process id, for jobs without a unique id.
+fn fallback_unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(0);
+    format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
+}
+
+/// Drops the run's database when it goes out of scope, whatever ended the run.
+pub struct DbGuard<'a> {
+    server: &'a Server,
+    name: &'a str,
+    keep: bool,
+    log: &'a LogFile,
+}
+
+impl<'a> DbGuard<'a> {
+    /// Guards database `name` of `server`; `keep` leaves it in place (debugging).
+    pub fn new(server: &'a Server, name: &'a str, keep: bool, log: &'a LogFile) -> Self {
+        Self {
+            server,
+            name,
+            keep,
+            log,
+        }
+    }
+}
+
+impl Drop for DbGuard<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            let _ = self.log.line(
+                NOTE,
+                &format!("keeping database {} (keep_databases)", self.name),
+            );
+            tracing::info!("keeping database {} (keep_databases is set)", self.name);
+            return;
+        }
+        match self.server.drop_database(self.name) {
+            Ok(()) => {
+                let _ = self
+                    .log
+                    .line(NOTE, &format!("dropped database {}", self.name));
+            }
+            Err(e) => {
+                let _ = self
+                    .log
+                    .line(NOTE, &format!("could not drop database {}: {e}", self.name));
+                tracing::warn!("could not drop database {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// What one phase (one tool run or one SQL-files pass) gave.
+#[derive(Debug, Default)]
+struct Phase {
+    records: Vec<MigrationRecord>,
+    lines: Vec<String>,
+    cancelled: bool,
+    printed_final: Option<String>,
+    last_sql_file: Option<String>,
+}
+
+/// What [`Run::execute`] found.
+#[derive(Debug, Default)]
+struct Executed {
+    /// Problems before any migration ran (the seed, directories).
+    setup_lines: Vec<String>,
+    /// Each phase with its name.
+    phases: Vec<(String, Phase)>,
+    /// The final version check.
+    version_lines: Vec<String>,
+    /// The job was cancelled.
+    cancelled: bool,
+}
+
+/// The accumulated state of a dataset's run.
+struct Run<'j, 'a> {
+    job: &'j DatasetJob<'a>,
+    log: &'j LogFile,
+    db: &'j str,
+    server: &'j Server,
+    spec: ServerSpec,
+    work_dir: PathBuf,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// Runs one dataset to its end. Never panics on bad input; every problem becomes a result
+/// line of the outcome.
+pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
+    let started = Instant::now();
+    let ds = job.dataset;
+    let prefix_source = if ds.database.is_empty() {
+        &ds.name
+    } else {
+        &ds.database
+    };
+    let db = database_name(prefix_source, job.unique, job.index);
+    let mut summary = DatasetSummary {
+        name: ds.name.clone(),
+        engine: ds.engine.name().to_string(),
+        database: db.clone(),
+        seed: ds.seed.path.display().to_string(),
+        result_lines: Vec::new(),
+        duration_ms: 0,
+        final_version: None,
+        expected_version: None,
+        migrations: Vec::new(),
+    };
+    let log_path = job.results_dir.join(log_name(&ds.name));
+    let log = match LogFile::create(&log_path) {
+        Ok(log) => log,
+        Err(e) => {
+            summary.result_lines.push(format!(
+                "FAILURE - cannot create {}: {e}",
+                log_path.display()
+            ));
+            return DatasetOutcome {
+                summary,
+                cancelled: false,
+            };
+        }
+    };
+    let timeout = ds.timeout.unwrap_or(job.settings.timeout);
+    let spec = ServerSpec {
+        engine: ds.engine,
+        connection: ds.connection.clone(),
+        sqlite_dir: job.work_root.join("databases"),
+    };
+    let mut executed = Executed::default();
+    {
+        let server = spec.server();
+        let work_dir = job
+            .work_root
+            .join("datasets")
+            .join(format!("{}_{}", job.index, db));
+        let run = Run {
+            job,
+            log: &log,
+            db: &db,
+            server: &server,
+            spec: spec.clone(),
+            work_dir,
+            deadline: started + timeout,
+            timeout,
+        };
+        run.execute(&mut summary, &mut executed);
+        // The guard inside `execute` has dropped the database by now.
+    }
+    let mut all_records = Vec::new();
+    for (phase, p) in &executed.phases {
+        for record in &p.records {
+            let limit = ds.limits.seconds.lookup(&record.from, &record.to);
+            let messages = limits::check(&ds.limits, std::slice::from_ref(record));
+            summary.migrations.push(MigrationSummary::from_record(
+                phase, record, limit, messages,
+            ));
+            all_records.push(record.clone());
+        }
+    }
+    // Set-up failures, the phases' failures, the limits' warnings, the version check.
+    let mut lines = std::mem::take(&mut executed.setup_lines);
+    lines.extend(
+        executed
+            .phases
+            .iter()
+            .flat_map(|(_, p)| p.lines.iter().cloned()),
+    );
+    lines.extend(limits::check(&ds.limits, &all_records));
+    lines.extend(std::mem::take(&mut executed.version_lines));
+    dedup_keep_order(&mut lines);
+    summary.result_lines = lines;
+    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let _ = log.line(
+        NOTE,
+        &if summary.result_lines.is_empty() {
+            format!("dataset {}: SUCCESS", ds.name)
+        } else {
+            format!("dataset {}: {}", ds.name, summary.result_lines.join(" | "))
+        },
+    );
+    DatasetOutcome {
+        summary,
+        cancelled: executed.cancelled,
+    }
+}
+
+fn dedup_keep_order(lines: &mut Vec<String>) {
+    let mut seen = std::collections::BTreeSet::new();
+    lines.retain(|l| seen.insert(l.clone()));
+}
+
+impl Run<'_, '_> {
+    fn note(&self, text: &str) {
+        let _ = self.log.line(NOTE, text);
+    }
+
+    /// The run: fills `summary`'s versions and `out`.
+    fn execute(&self, summary: &mut DatasetSummary, out: &mut Executed) {
+        let ds = self.job.dataset;
+        self.note(&format!(
+            "dataset {} ({}) for {}: engine {}, database {}, seed {}, time limit {}",
+            ds.name,
+            ds.source.display(),
+            ds.project,
+            ds.engine.name(),
+            self.db,
+            ds.seed.path.display(),
+            seconds(self.timeout),
+        ));
+        tracing::info!(
+            "dataset {}: creating database {} from {}",
+            ds.name,
+            self.db,
+            ds.seed.path.display()
+        );
+        if self.job.cancel.is_cancelled() {
+            out.cancelled = true;
+            return;
+        }
+        if let Err(why) = ds.runnable() {
+            self.note(&why);
+            out.setup_lines.push(format!("FAILURE - {why}"));
+            return;
+        }
+        if ds.engine == Engine::Sqlite {
+            if let Err(e) = fs::create_dir_all(&self.spec.sqlite_dir) {
+                out.setup_lines.push(format!(
+                    "FAILURE - cannot create {}: {e}",
+                    self.spec.sqlite_dir.display()
+                ));
+                return;
+            }
+        }
+        // A database of this name can only be a leftover of an earlier run of this very job.
+        let _ = self.server.drop_database(self.db);
+        let _guard = DbGuard::new(
+            self.server,
+            self.db,
+            self.job.settings.keep_databases,
+            self.log,
+        );
+        let seeding = Instant::now();
+        match self
+            .server
+            .create_from_seed_cancellable(self.db, &ds.seed, self.job.cancel)
+        {
+            Ok(()) => self.note(&format!(
+                "database {} created from the seed in {} ms",
+                self.db,
+                seeding.elapsed().as_millis()
+            )),
+            Err(_) if self.job.cancel.is_cancelled() => {
+                self.note("cancelled while loading the seed");
+                out.cancelled = true;
+                return;
+            }
+            Err(e) => {
+                self.note(&format!("could not create database {}: {e}", self.db));
+                tracing::warn!("dataset {}: {e}", ds.name);
+                out.setup_lines.push(
+                    match e {
+                        EngineError::SeedMissing(_) => messages::SEED_MISSING,
+                        EngineError::SeedLoad(_)
+                        | EngineError::Refused(_)
+                        | EngineError::Other(_) => messages::SEED_SETUP,
+                    }
+                    .to_string(),
+                );
+                return;
+            }
+        }
+        (self.job.tick)();
+        if let Err(e) = fs::create_dir_all(&self.work_dir) {
+            out.setup_lines.push(format!(
+                "FAILURE - cannot create {}: {e}",
+                self.work_dir.display()
+            ));
+            return;
+        }
+
+        // The upgrade path, then the change.
+        for (i, reference) in ds.upgrade_path.iter().enumerate() {
+            self.note(&format!(
+                "Database is from an older release: upgrading via {reference} first"
+            ));
+            tracing::info!("dataset {}: upgrading via {reference}", ds.name);
+            let checkout = match self.checkout_ref(i, reference) {
+                Ok(path) => path,
+                Err(GitError::Cancelled) => {
+                    out.cancelled = true;
+                    return;
+                }
+                Err(e) => {
+                    self.note(&format!("could not check out {reference}: {e}"));
+                    out.phases.push((
+                        reference.clone(),
+                        Phase {
+                            lines: vec![messages::git_failure(&format!(
+                                "upgrade path {reference}: {e}"
+                            ))],
+                            ..Phase::default()
+                        },
+                    ));
+                    return;
+                }
+            };
+            let phase = self.run_phase(reference, &checkout);
+            let stop = phase.cancelled || !phase.lines.is_empty();
+            out.cancelled = phase.cancelled;
+            out.phases.push((reference.clone(), phase));
+            if stop {
+                return;
+            }
+        }
+        tracing::info!("dataset {}: migrating to the change", ds.name);
+        let phase = self.run_phase(CHANGE_PHASE, self.job.checkout);
+        let cancelled = phase.cancelled;
+        let failed = !phase.lines.is_empty();
+        let printed = phase.printed_final.clone();
+        let last_sql_file = phase.last_sql_file.clone();
+        out.phases.push((CHANGE_PHASE.to_string(), phase));
+        if cancelled {
+            out.cancelled = true;
+            return;
+        }
+
+        // The final version.
+        let source = version::version_source(&ds.migration, &ds.expected_version);
+        match self.server.schema_version(self.db, &source) {
+            Ok(v) => summary.final_version = v.map(|v| version::normalize(&v)),
+            Err(e) => self.note(&format!("cannot read the schema version: {e}")),
+        }
+        let expected = version::expected_version(
+            &ds.expected_version,
+            self.job.checkout,
+            last_sql_file.as_deref(),
+        );
+        let expected = match expected {
+            Ok(v) => v,
+            Err(e) => {
+                self.note(&format!("cannot tell the expected schema version: {e}"));
+                Some(String::new())
+            }
+        };
+        summary.expected_version = expected.clone().filter(|v| !v.is_empty());
+        self.note(&format!(
+            "final schema version {} (printed: {}), expected {}",
+            summary.final_version.as_deref().unwrap_or("none"),
+            printed.as_deref().unwrap_or("none"),
+            match &expected {
+                None => "unchecked",
+                Some(v) if v.is_empty() => "unknown",
+                Some(v) => v,
+            }
+        ));
+        // A failed run explains a wrong version already: only check after a clean one.
+        if !failed {
+            if let Some(expected) = expected {
+                let db_ok = summary
+                    .final_version
+                    .as_deref()
+                    .is_some_and(|v| !expected.is_empty() && version::same_version(v, &expected));
+                let printed_ok = printed
+                    .as_deref()
+                    .is_none_or(|p| version::same_version(p, &expected));
+                if !(db_ok && printed_ok) {
+                    out.version_lines
+                        .push(messages::VERSION_MISMATCH.to_string());
+                }
+            }
+        }
+    }
+
+    /// Checks out `reference` of the project next to the change.
+    fn checkout_ref(&self, i: usize, reference: &str) -> Result<PathBuf, GitError> {
+        let change = ZuulChange::new(self.job.change.url(), self.job.change.project(), reference)?;
+        let dest = self
+            .job
+            .work_root
+            .join("upgrade")
+            .join(format!("{}_{}_{i}", self.job.index, self.db));
+        let options = GitOptions {
+            attempts: self.job.settings.git_attempts,
+            ..GitOptions::default()
+        };
+        git::prepare_checkout(
+            &change,
+            self.job.git_cache,
+            &dest,
+            self.job.git_log,
+            &options,
+            self.job.cancel,
+        )
+        .map(|c| {
+            self.note(&format!("checked out {reference} at {}", c.commit));
+            c.path
+        })
+    }
+
+    fn placeholders(&self, checkout: &Path) -> Placeholders {
+        let ds = self.job.dataset;
+        // The engine's view of the connection, defaults filled in; empty for SQLite.
+        let (host, port, user, password) = match self.server.endpoint() {
+            Some(ep) => {
+                let host = match (&ds.connection.host, &ep.socket) {
+                    (None, Some(socket)) if ds.engine == Engine::PostgreSql => {
+                        socket.display().to_string()
+                    }
+                    _ => ep.host.clone(),
+                };
+                (
+                    host,
+                    ep.port.to_string(),
+                    ep.user.clone(),
+                    ep.password.clone(),
+                )
+            }
+            None => Default::default(),
+        };
+        let mut p = Placeholders::new();
+        p.set("db_url", self.server.sqlalchemy_url(self.db))
+            .set("db_name", self.db)
+            .set("db_user", user)
+            .set("db_pass", password)
+            .set("db_host", host)
+            .set("db_port", port)
+            .set_path("checkout", checkout)
+            .set_path("work_dir", &self.work_dir)
+            .set_path("dataset_dir", &ds.dir)
+            .set(
+                "logging_conf",
+                ds.logging_conf
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            )
+            .set(
+                "pip_cache",
+                self.job
+                    .pip_cache
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            );
+        p
+    }
+
+    fn run_phase(&self, phase: &str, checkout: &Path) -> Phase {
+        match &self.job.dataset.migration {
+            Migration::Tool {
+                argv,
+                env,
+                templates,
+                log_format,
+            } => self.run_tool(phase, checkout, argv, env, templates, log_format),
+            Migration::SqlFiles { dir, version_table } => {
+                self.run_sql_files(phase, checkout, dir, version_table)
+            }
+        }
+    }
+
+    fn run_tool(
+        &self,
+        phase: &str,
+        checkout: &Path,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        templates: &[(PathBuf, String)],
+        log_format: &LogFormat,
+    ) -> Phase {
+        let ds = self.job.dataset;
+        let mut out = Phase::default();
+        let placeholders = self.placeholders(checkout);
+        for (template, name) in templates {
+            let path = ds.dir.join(template);
+            match placeholders.render_file(&path, &self.work_dir, name) {
+                Ok(written) => self.note(&format!(
+                    "rendered {} into {}",
+                    path.display(),
+                    written.display()
+                )),
+                Err(e) => {
+                    self.note(&e.to_string());
+                    out.lines
+                        .push(format!("FAILURE - could not render a config template: {e}"));
+                    return out;
+                }
+            }
+        }
+        let Some((program, args)) = argv.split_first() else {
+            out.lines
+                .push("FAILURE - the dataset's migration tool has an empty argv".into());
+            return out;
+        };
+        let mut cmd = Command::new(placeholders.render(program));
+        cmd.args(args.iter().map(|a| placeholders.render(a)))
+            .current_dir(checkout);
+        for (key, value) in env {
+            cmd.env(key, placeholders.render(value));
+        }
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            out.lines.push(format!(
+                "FAILURE - Migrations timed out after {}",
+                seconds(self.timeout)
+            ));
+            return out;
+        }
+        self.note(&format!(
+            "phase {phase}: running the migration tool in {}",
+            checkout.display()
+        ));
+        let mut parser = StreamParser::new(log_format.clone());
+        let result = ProcessRunner::new(cmd)
+            .log(self.log)
+            .timeout(Some(remaining))
+            .on_line(|line| parser.feed(line.time.naive_local(), &line.text))
+            .run(self.job.cancel);
+        let finished = Local::now().naive_local();
+        let parsed = parser.finish(finished);
+        out.printed_final = parsed.final_version.clone();
+        // Whether a migration was in progress when the output ended: one never ended, or the
+        // parser closed the last one only because the output ended.
+        let open = parsed.unfinished
+            || parsed
+                .migrations
+                .last()
+                .is_some_and(|m| m.end.is_none() || m.end == Some(finished));
+        out.records = parsed.migrations.clone();
+        match result {
+            Err(ProcessError::Spawn { program, source }) => {
+                self.note(&format!("cannot start {program}: {source}"));
+                if source.kind() == io::ErrorKind::NotFound {
+                    out.lines.push(messages::IMPORT_ERROR.to_string());
+                } else {
+                    out.lines.push(format!(
+                        "FAILURE - could not start the migration tool {program}: {source}"
+                    ));
+                }
+            }
+            Err(e) => out
+                .lines
+                .push(format!("FAILURE - could not run the migration tool: {e}")),
+            Ok(outcome) => match outcome.termination {
+                Termination::Cancelled => out.cancelled = true,
+                Termination::TimedOut(t) => out.lines.push(if open {
+                    messages::DID_NOT_FIND_END.to_string()
+                } else {
+                    format!("FAILURE - Migrations timed out after {}", seconds(t))
+                }),
+                Termination::Signalled(sig) => {
+                    out.lines.push(if open {
+                        messages::DID_NOT_FIND_END.to_string()
+                    } else {
+                        format!(
+                            "FAILURE - The migration tool was killed by signal {}",
+                            signal_name(sig)
+                        )
+                    });
+                }
+                Termination::Exited(code) => {
+                    if parsed.unfinished || (code != 0 && open) {
+                        out.lines.push(messages::DID_NOT_FIND_END.to_string());
+                    }
+                    if parsed.import_error {
+                        out.lines.push(messages::IMPORT_ERROR.to_string());
+                    }
+                    if code != 0 && out.lines.is_empty() {
+                        out.lines.push(messages::return_code(code));
+                    }
+                }
+            },
+        }
+        out
+    }
+
+    fn run_sql_files(
+        &self,
+        phase: &str,
+        checkout: &Path,
+        dir: &Path,
+        version_table: &str,
+    ) -> Phase {
+        let mut out = Phase::default();
+        let dir = checkout.join(dir);
+        self.note(&format!(
+            "phase {phase}: applying the SQL files of {}",
+            dir.display()
+        ));
+        let files = match sqlfiles::list(&dir) {
+            Ok(files) => files,
+            Err(e) => {
+                self.note(&e.to_string());
+                out.lines.push(format!("FAILURE - {e}"));
+                return out;
+            }
+        };
+        let target = SqlTarget {
+            spec: &self.spec,
+            database: self.db,
+            version_table,
+            log: self.log,
+            cancel: self.job.cancel,
+            deadline: self.deadline,
+            timeout: self.timeout,
+        };
+        let run = sqlfiles::apply(&target, &files);
+        out.last_sql_file = run.last_file.clone();
+        let open = run.migrations.last().is_some_and(|m| m.end.is_none());
+        out.records = run.migrations;
+        match run.end {
+            SqlEnd::Completed => {}
+            SqlEnd::Cancelled => out.cancelled = true,
+            SqlEnd::Failed { .. } => out.lines.push(messages::DID_NOT_FIND_END.to_string()),
+            SqlEnd::TimedOut(t) => out.lines.push(if open {
+                messages::DID_NOT_FIND_END.to_string()
+            } else {
+                format!("FAILURE - Migrations timed out after {}", seconds(t))
+            }),
+            SqlEnd::Error(m) => out.lines.push(format!("FAILURE - {m}")),
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_safe_and_unique_per_job_and_index() {
+        assert_eq!(
+            database_name("nova_datasets_user_001", "0123456789abcdef", 3),
+            "nova_datasets_user_001_01234567_3"
+        );
+        let long = database_name(&"x".repeat(100), "ab", 0);
+        assert_eq!(long, format!("{}_ab_0", "x".repeat(40)));
+        assert_eq!(database_name("My-DB", "AB-cd", 1), "my_db_abcd_1");
+        assert_eq!(database_name("42", "u", 0), "th_42_u_0");
+        let fallback = database_name("db", "", 0);
+        assert_eq!(fallback.len(), "db_".len() + 8 + 2, "{fallback}");
+        assert!(fallback
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    }
+
+    #[test]
+    fn log_names() {
+        assert_eq!(log_name("user_001"), "user_001.log");
+        assert_eq!(log_name("a/b"), "a_b.log");
+    }
+}

@@ -1,0 +1,34 @@
+//! The result lines a job reports to Zuul, word for word the original's where it had one
+//! (Zuul users match on them). One line per problem; `SUCCESS` when there is none.
+
+/// A migration started and its end was never seen: the tool exited, crashed or was stopped
+/// (timeout) inside it, or an SQL file failed.
+pub const DID_NOT_FIND_END: &str = "FAILURE - Did not find the end of a migration after a start";
+/// The database's (or the tool's printed) final version is not the one the change expects.
+pub const VERSION_MISMATCH: &str = "FAILURE - Final schema version does not match expectation";
+/// The seed could not be loaded, or the server refused us.
+pub const SEED_SETUP: &str = "FAILURE - Could not setup seed database.";
+/// The seed file is missing.
+pub const SEED_MISSING: &str = "FAILURE - Could not find seed database.";
+/// The tool could not import what it needs, or could not be found.
+pub const IMPORT_ERROR: &str = "FAILURE - Could not import required module.";
+
+/// A migration was slower than its limit (`%s` is `from->to`).
+pub fn took_too_long(migration: &str) -> String {
+    format!("WARNING - Migration {migration} took too long")
+}
+
+/// The tool exited with a non-zero code that nothing else explains.
+pub fn return_code(code: i32) -> String {
+    format!("Return code from test script was non-zero ({code})")
+}
+
+/// No dataset of the datasets directory tests this project.
+pub fn no_dataset(project: &str) -> String {
+    format!("FAILURE - No dataset found for project {project}")
+}
+
+/// The change could not be checked out (as the shell_script plugin says it).
+pub fn git_failure(why: &str) -> String {
+    format!("FAILURE - could not prepare the git checkout: {why}")
+}

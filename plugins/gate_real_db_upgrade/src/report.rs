@@ -1,0 +1,371 @@
+//! What a job leaves in its results directory besides the logs: `summary.json` (for tools)
+//! and `summary.txt` (for people).
+//!
+//! ## `summary.json`, schema 1
+//!
+//! ```json
+//! {
+//!   "schema": 1,
+//!   "project": "openstack/nova",
+//!   "change": {"ZUUL_URL": "…", "ZUUL_PROJECT": "…", "ZUUL_REF": "…", "commit": "<sha>", …},
+//!   "result": "SUCCESS",
+//!   "datasets": [
+//!     {
+//!       "name": "user_001",
+//!       "engine": "mysql",
+//!       "database": "nova_datasets_user_001_1a2b3c4d_0",
+//!       "seed": "/var/lib/turbo-hipster/datasets/user_001/nova.sql",
+//!       "result_lines": [],
+//!       "duration_ms": 81234,
+//!       "final_version": "216",
+//!       "expected_version": "216",
+//!       "migrations": [
+//!         {
+//!           "phase": "change",
+//!           "from": "215", "to": "216", "description": "",
+//!           "start": "2014-01-16 06:58:03,955", "end": "2014-01-16 06:58:05,001",
+//!           "duration_ms": 1046, "limit_seconds": 137.0,
+//!           "status": "ok",
+//!           "messages": [],
+//!           "counters": {"Innodb_rows_read": 1200}
+//!         }
+//!       ]
+//!     }
+//!   ]
+//! }
+//! ```
+//!
+//! - `change` holds the Zuul parameters the job used (those present) and `commit`, the sha
+//!   that was tested.
+//! - `result` is the job's result as sent to Zuul; `result_lines` are one dataset's problems
+//!   (empty when it passed), without the dataset-name prefix.
+//! - `final_version` is what the database recorded after the run (`null` if nothing);
+//!   `expected_version` what the change expects (`null` when unchecked or unknown).
+//! - `phase` is `change` for the run on the change, or the git ref of an `upgrade_path` step.
+//! - `end` and `duration_ms` are `null` for a migration that never ended; `limit_seconds` is
+//!   `null` without a limit. `status`: `ok`, `too_long` (strictly over its limit) or
+//!   `unfinished`. `messages` are the warnings about this migration. `counters` are the work
+//!   counters' deltas over the migration, when known.
+//! - Timestamps are local time, `YYYY-MM-DD HH:MM:SS,mmm`, as in the logs.
+//!
+//! Fields may be added within schema 1; a change of meaning bumps `schema`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::NaiveDateTime;
+use serde::Serialize;
+use serde_json::Value;
+use turbo_hipster_sdk::support::logfile::TIMESTAMP_FORMAT;
+
+use crate::logparse::MigrationRecord;
+
+/// The version of the `summary.json` layout.
+pub const SCHEMA: u32 = 1;
+/// The file names in the results directory.
+pub const SUMMARY_JSON: &str = "summary.json";
+/// The human summary.
+pub const SUMMARY_TXT: &str = "summary.txt";
+
+/// A migration's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationStatus {
+    /// Ended within its limit.
+    Ok,
+    /// Ended, strictly over its time limit.
+    TooLong,
+    /// Never ended.
+    Unfinished,
+}
+
+impl MigrationStatus {
+    /// As written in the summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationStatus::Ok => "ok",
+            MigrationStatus::TooLong => "too_long",
+            MigrationStatus::Unfinished => "unfinished",
+        }
+    }
+}
+
+/// One migration in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationSummary {
+    /// `change`, or the git ref of an upgrade-path step.
+    pub phase: String,
+    /// Version before.
+    pub from: String,
+    /// Version after.
+    pub to: String,
+    /// Description, if known.
+    pub description: String,
+    /// Start, `YYYY-MM-DD HH:MM:SS,mmm`.
+    pub start: String,
+    /// End, if it ended.
+    pub end: Option<String>,
+    /// `end - start`.
+    pub duration_ms: Option<i64>,
+    /// Its time limit.
+    pub limit_seconds: Option<f64>,
+    /// `ok`, `too_long`, `unfinished`.
+    pub status: MigrationStatus,
+    /// Warnings about it.
+    pub messages: Vec<String>,
+    /// Counter deltas.
+    pub counters: BTreeMap<String, i64>,
+}
+
+impl MigrationSummary {
+    /// The summary of `record`, given its limit and the warnings about it.
+    pub fn from_record(
+        phase: &str,
+        record: &MigrationRecord,
+        limit_seconds: Option<f64>,
+        messages: Vec<String>,
+    ) -> Self {
+        let duration_ms = record.duration_ms();
+        let status = match (duration_ms, limit_seconds) {
+            (None, _) => MigrationStatus::Unfinished,
+            // Strictly greater, as the original: compare in milliseconds.
+            #[allow(clippy::cast_precision_loss)]
+            (Some(ms), Some(limit)) if ms as f64 > limit * 1000.0 => MigrationStatus::TooLong,
+            _ => MigrationStatus::Ok,
+        };
+        Self {
+            phase: phase.to_string(),
+            from: record.from.clone(),
+            to: record.to.clone(),
+            description: record.description.clone(),
+            start: timestamp(&record.start),
+            end: record.end.as_ref().map(timestamp),
+            duration_ms,
+            limit_seconds,
+            status,
+            messages,
+            counters: record.counters.clone(),
+        }
+    }
+}
+
+/// One dataset in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatasetSummary {
+    /// The dataset's name.
+    pub name: String,
+    /// Its engine (`mysql`, `mariadb`, `postgresql`, `sqlite`).
+    pub engine: String,
+    /// The run's database.
+    pub database: String,
+    /// The seed file.
+    pub seed: String,
+    /// Its problems, without prefix; empty when it passed.
+    pub result_lines: Vec<String>,
+    /// How long the dataset's run took.
+    pub duration_ms: u64,
+    /// The version the database recorded at the end.
+    pub final_version: Option<String>,
+    /// The version the change expects.
+    pub expected_version: Option<String>,
+    /// Every migration seen.
+    pub migrations: Vec<MigrationSummary>,
+}
+
+/// The whole job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobSummary {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// `ZUUL_PROJECT`.
+    pub project: String,
+    /// The Zuul parameters used, and `commit`.
+    pub change: BTreeMap<String, String>,
+    /// The job's result.
+    pub result: String,
+    /// Every dataset run.
+    pub datasets: Vec<DatasetSummary>,
+}
+
+impl JobSummary {
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The human summary: a table of every migration, then the result.
+    pub fn to_text(&self) -> String {
+        let mut rows: Vec<[String; 7]> = vec![[
+            "dataset".into(),
+            "phase".into(),
+            "migration".into(),
+            "description".into(),
+            "duration ms".into(),
+            "limit s".into(),
+            "status".into(),
+        ]];
+        for d in &self.datasets {
+            for m in &d.migrations {
+                rows.push([
+                    d.name.clone(),
+                    m.phase.clone(),
+                    format!("{}->{}", m.from, m.to),
+                    m.description.clone(),
+                    m.duration_ms
+                        .map_or_else(|| "-".into(), |ms| ms.to_string()),
+                    m.limit_seconds
+                        .map_or_else(|| "-".into(), |l| l.to_string()),
+                    m.status.as_str().to_string(),
+                ]);
+            }
+        }
+        let mut widths = [0usize; 7];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let _ = writeln!(out, "project: {}", self.project);
+        if let Some(commit) = self.change.get("commit") {
+            let _ = writeln!(out, "commit:  {commit}");
+        }
+        out.push('\n');
+        for (i, row) in rows.iter().enumerate() {
+            let mut line = String::new();
+            for (col, (cell, w)) in row.iter().zip(widths).enumerate() {
+                let pad = w.saturating_sub(cell.chars().count());
+                // Numbers right-aligned, text left-aligned.
+                if col == 4 || col == 5 {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+                line.push_str("  ");
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+            if i == 0 {
+                let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+                let _ = writeln!(out, "{}", "-".repeat(total));
+            }
+        }
+        if rows.len() == 1 {
+            let _ = writeln!(out, "(no migration ran)");
+        }
+        out.push('\n');
+        for d in &self.datasets {
+            let _ = writeln!(
+                out,
+                "{}: {} on {} in {} ms, final version {}, expected {}{}",
+                d.name,
+                if d.result_lines.is_empty() {
+                    "passed"
+                } else {
+                    "failed"
+                },
+                d.engine,
+                d.duration_ms,
+                d.final_version.as_deref().unwrap_or("none"),
+                d.expected_version.as_deref().unwrap_or("unchecked"),
+                if d.result_lines.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", d.result_lines.join("; "))
+                }
+            );
+        }
+        let _ = writeln!(out, "\nresult:\n{}", self.result);
+        out
+    }
+}
+
+/// A timestamp as the logs write it.
+pub fn timestamp(t: &NaiveDateTime) -> String {
+    t.format(TIMESTAMP_FORMAT).to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use turbo_hipster_sdk::support::logfile::parse_timestamp;
+
+    fn record(from: &str, to: &str, start: &str, end: Option<&str>) -> MigrationRecord {
+        MigrationRecord {
+            from: from.into(),
+            to: to.into(),
+            description: "d".into(),
+            start: parse_timestamp(start).unwrap(),
+            end: end.map(|e| parse_timestamp(e).unwrap()),
+            counters: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_strict_limit() {
+        let r = record(
+            "1",
+            "2",
+            "2020-01-01 00:00:00,000",
+            Some("2020-01-01 00:00:02,000"),
+        );
+        let m = MigrationSummary::from_record("change", &r, Some(2.0), vec![]);
+        assert_eq!(m.status, MigrationStatus::Ok);
+        assert_eq!(m.duration_ms, Some(2000));
+        assert_eq!(m.start, "2020-01-01 00:00:00,000");
+        let m = MigrationSummary::from_record("change", &r, Some(1.999), vec![]);
+        assert_eq!(m.status, MigrationStatus::TooLong);
+        let m = MigrationSummary::from_record("change", &r, None, vec![]);
+        assert_eq!(m.status, MigrationStatus::Ok);
+        let r = record("2", "3", "2020-01-01 00:00:00,000", None);
+        let m = MigrationSummary::from_record("change", &r, Some(1.0), vec![]);
+        assert_eq!(m.status, MigrationStatus::Unfinished);
+        assert_eq!(m.end, None);
+    }
+
+    #[test]
+    fn renders_json_and_text() {
+        let r = record(
+            "1",
+            "2",
+            "2020-01-01 00:00:00,000",
+            Some("2020-01-01 00:00:01,500"),
+        );
+        let summary = JobSummary {
+            schema: SCHEMA,
+            project: "example/shop".into(),
+            change: BTreeMap::from([("commit".to_string(), "abc".to_string())]),
+            result: "SUCCESS".into(),
+            datasets: vec![DatasetSummary {
+                name: "example".into(),
+                engine: "sqlite".into(),
+                database: "example_1_0".into(),
+                seed: "/s.sql".into(),
+                result_lines: vec![],
+                duration_ms: 10,
+                final_version: Some("2".into()),
+                expected_version: Some("2".into()),
+                migrations: vec![MigrationSummary::from_record(
+                    "change",
+                    &r,
+                    Some(60.0),
+                    vec![],
+                )],
+            }],
+        };
+        let json = summary.to_json();
+        assert_eq!(json["schema"], 1);
+        assert_eq!(json["datasets"][0]["migrations"][0]["status"], "ok");
+        assert_eq!(json["datasets"][0]["migrations"][0]["duration_ms"], 1500);
+        assert_eq!(
+            json["datasets"][0]["migrations"][0]["end"],
+            "2020-01-01 00:00:01,500"
+        );
+        let text = summary.to_text();
+        assert!(text.contains("1->2"), "{text}");
+        assert!(text.contains("1500"), "{text}");
+        assert!(text.ends_with("result:\nSUCCESS\n"), "{text}");
+    }
+}

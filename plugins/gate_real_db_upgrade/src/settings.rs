@@ -1,0 +1,268 @@
+//! The job configuration of the plugin (its entry in the daemon's `config.json`), validated.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `datasets_dir` | directory of datasets | `/var/lib/turbo-hipster/datasets` |
+//! | `max_parallel_datasets` | how many datasets of one job run at once (1 to 64) | 1 |
+//! | `timeout` | seconds one dataset's run may take, unless the dataset sets its own | 3600 |
+//! | `connection` | `{host, port, socket, user, password}`: how to reach the database server; a dataset's own keys win | engine defaults |
+//! | `engine` | `mysql`, `mariadb`, `postgresql` or `sqlite`: the engine of datasets that do not name one | none |
+//! | `git_retries` | how many times to try fetching the change (1 to 100) | 3 |
+//! | `keep_databases` | debugging: keep each run's database instead of dropping it | false |
+//!
+//! Other keys (the original's `shutdown-th`, `function`, …) are ignored.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use turbo_hipster_sdk::support::git;
+use turbo_hipster_sdk::PluginError;
+
+use crate::dataset::{Connection, DatasetDefaults, Engine};
+
+/// Where datasets live unless the job says otherwise.
+pub const DEFAULT_DATASETS_DIR: &str = "/var/lib/turbo-hipster/datasets";
+/// The default limit on one dataset's run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The most datasets a job may run at once.
+pub const MAX_PARALLEL: usize = 64;
+
+/// A validated job configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The datasets directory.
+    pub datasets_dir: PathBuf,
+    /// How many datasets run at once.
+    pub max_parallel: usize,
+    /// The default limit on one dataset's run.
+    pub timeout: Duration,
+    /// Defaults for the datasets: `connection` and `engine`.
+    pub defaults: DatasetDefaults,
+    /// How many times to try fetching the change.
+    pub git_attempts: u32,
+    /// Keep each run's database (debugging).
+    pub keep_databases: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            datasets_dir: PathBuf::from(DEFAULT_DATASETS_DIR),
+            max_parallel: 1,
+            timeout: DEFAULT_TIMEOUT,
+            defaults: DatasetDefaults::default(),
+            git_attempts: git::DEFAULT_ATTEMPTS,
+            keep_databases: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Validates a job's configuration keys.
+    ///
+    /// # Errors
+    /// [`PluginError::Config`] listing every problem, each starting with its key.
+    pub fn from_config(config: &Map<String, Value>) -> Result<Self, PluginError> {
+        let mut problems = Vec::new();
+        let mut s = Settings::default();
+
+        match config.get("datasets_dir") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(d)) if !d.is_empty() => s.datasets_dir = PathBuf::from(d),
+            Some(other) => problems.push(format!(
+                "datasets_dir: expected the path of a directory, found {other}"
+            )),
+        }
+        match config.get("max_parallel_datasets") {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+                Some(n @ 1..=MAX_PARALLEL) => s.max_parallel = n,
+                _ => problems.push(format!(
+                    "max_parallel_datasets: expected a whole number from 1 to {MAX_PARALLEL}, found {v}"
+                )),
+            },
+        }
+        match config.get("timeout") {
+            None | Some(Value::Null) => {}
+            Some(v) => match v
+                .as_f64()
+                .filter(|t| *t > 0.0)
+                .and_then(|t| Duration::try_from_secs_f64(t).ok())
+            {
+                Some(t) => s.timeout = t,
+                None => problems.push(format!(
+                    "timeout: expected a number of seconds greater than 0, found {v}"
+                )),
+            },
+        }
+        match config.get("engine") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(e)) => match Engine::from_name(e) {
+                Some(engine) => s.defaults.engine = Some(engine),
+                None => problems.push(format!(
+                    "engine: expected mysql, mariadb, postgresql or sqlite, found {e:?}"
+                )),
+            },
+            Some(other) => problems.push(format!(
+                "engine: expected mysql, mariadb, postgresql or sqlite, found {other}"
+            )),
+        }
+        match config.get("connection") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(c)) => s.defaults.connection = parse_connection(c, &mut problems),
+            Some(other) => problems.push(format!(
+                "connection: expected an object {{host, port, socket, user, password}}, found {other}"
+            )),
+        }
+        match config.get("git_retries") {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n @ 1..=100) => s.git_attempts = n,
+                _ => problems.push(format!(
+                    "git_retries: expected how many times to try the fetch (1 to 100), found {v}"
+                )),
+            },
+        }
+        match config.get("keep_databases") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => s.keep_databases = *b,
+            Some(other) => problems.push(format!(
+                "keep_databases: expected true or false, found {other}"
+            )),
+        }
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(PluginError::Config(problems))
+        }
+    }
+}
+
+fn parse_connection(c: &Map<String, Value>, problems: &mut Vec<String>) -> Connection {
+    let mut conn = Connection::default();
+    let mut string = |key: &str| -> Option<String> {
+        match c.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                problems.push(format!(
+                    "connection.{key}: expected a string, found {other}"
+                ));
+                None
+            }
+        }
+    };
+    conn.host = string("host").filter(|h| !h.is_empty());
+    conn.user = string("user");
+    conn.password = string("password");
+    conn.socket = string("socket")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    match c.get("port") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()) {
+            Some(p @ 1..) => conn.port = Some(p),
+            _ => problems.push(format!(
+                "connection.port: expected a port number (1 to 65535), found {v}"
+            )),
+        },
+    }
+    for key in c.keys() {
+        if !["host", "port", "socket", "user", "password"].contains(&key.as_str()) {
+            problems.push(format!(
+                "connection.{key}: unknown key (expected host, port, socket, user, password)"
+            ));
+        }
+    }
+    conn
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn defaults_and_ignored_keys() {
+        let s = Settings::from_config(&config(json!({
+            "shutdown-th": true,
+            "function": "build:x",
+        })))
+        .unwrap();
+        assert_eq!(s.datasets_dir, PathBuf::from(DEFAULT_DATASETS_DIR));
+        assert_eq!(s.max_parallel, 1);
+        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(s.git_attempts, 3);
+        assert!(!s.keep_databases);
+        assert_eq!(s.defaults.engine, None);
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let s = Settings::from_config(&config(json!({
+            "datasets_dir": "/d",
+            "max_parallel_datasets": 4,
+            "timeout": 1.5,
+            "engine": "PostgreSQL",
+            "connection": {"host": "db", "port": 5433, "user": "u", "password": "p", "socket": "/run/pg"},
+            "git_retries": 5,
+            "keep_databases": true,
+        })))
+        .unwrap();
+        assert_eq!(s.datasets_dir, PathBuf::from("/d"));
+        assert_eq!(s.max_parallel, 4);
+        assert_eq!(s.timeout, Duration::from_millis(1500));
+        assert_eq!(s.defaults.engine, Some(Engine::PostgreSql));
+        assert_eq!(s.defaults.connection.host.as_deref(), Some("db"));
+        assert_eq!(s.defaults.connection.port, Some(5433));
+        assert_eq!(s.defaults.connection.user.as_deref(), Some("u"));
+        assert_eq!(s.defaults.connection.password.as_deref(), Some("p"));
+        assert_eq!(
+            s.defaults.connection.socket.as_deref(),
+            Some(std::path::Path::new("/run/pg"))
+        );
+        assert_eq!(s.git_attempts, 5);
+        assert!(s.keep_databases);
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let PluginError::Config(problems) = Settings::from_config(&config(json!({
+            "datasets_dir": 3,
+            "max_parallel_datasets": 0,
+            "timeout": -1,
+            "engine": "oracle",
+            "connection": {"port": 70000, "user": 1, "flavour": "x"},
+            "git_retries": 0,
+            "keep_databases": "yes",
+        })))
+        .unwrap_err() else {
+            panic!("not a config error")
+        };
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "datasets_dir",
+                "max_parallel_datasets",
+                "timeout",
+                "engine",
+                "connection.user",
+                "connection.port",
+                "connection.flavour",
+                "git_retries",
+                "keep_databases"
+            ],
+            "{problems:?}"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! End to end on real database servers, MariaDB (127.0.0.1:3306, root, empty password) and
+//! PostgreSQL (127.0.0.1:5432, postgres, trust), as `scripts/setup-test-env.sh` prepares them,
+//! through the real daemon binary and plugin, in the SQL-files mode with the shipped example:
+//! a good change, a slow migration, a broken one, a hanging one (the timeout ends it), bad
+//! credentials, and a missing seed. After every job the seed is unchanged and no database of
+//! the job is left on the server.
+#![allow(clippy::unwrap_used)]
+
+mod e2e_support;
+
+use std::time::Duration;
+
+use e2e_support::{assert_no_databases, example, require, JobRun, World};
+use gate_real_db_upgrade::dataset::Engine;
+use serde_json::{json, Value};
+
+const LOYALTY: &str = "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
+    UPDATE customers SET loyalty_points = \
+    (SELECT COUNT(*) FROM orders WHERE orders.customer_id = customers.id);\n";
+
+fn engine_name(engine: Engine) -> &'static str {
+    match engine {
+        Engine::MariaDb => "mariadb",
+        Engine::PostgreSql => "postgresql",
+        Engine::MySql => "mysql",
+        Engine::Sqlite => "sqlite",
+    }
+}
+
+fn sleep_sql(engine: Engine, seconds: u32) -> String {
+    match engine {
+        Engine::PostgreSql => format!("SELECT pg_sleep({seconds});\n"),
+        _ => format!("SELECT SLEEP({seconds});\n"),
+    }
+}
+
+/// The example project and dataset on `engine`; `edit` changes the dataset's config.
+fn example_world(engine: Engine, edit: impl FnOnce(&mut Value)) -> World {
+    require(engine);
+    let mut world = World::new(json!({"engine": engine_name(engine)}));
+    let dir = world.example_dataset("example");
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    world.project_from("example/shop", &example().join("project"));
+    world
+}
+
+fn run_change(world: &World, engine: Engine, file: &str, sql: &str) -> JobRun {
+    let change = world.propose("example/shop", &[(file, sql)]);
+    let run = world.run("example/shop", &change);
+    assert_no_databases(engine, "example_shop", &run.uuid);
+    run
+}
+
+fn good_change_passes(engine: Engine) {
+    let world = example_world(engine, |_| {});
+    let run = run_change(&world, engine, "migrations/004_add_loyalty_points.sql", LOYALTY);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let ds = &run.summary["datasets"][0];
+    assert_eq!(ds["engine"], engine_name(engine));
+    assert_eq!(ds["final_version"], "4");
+    assert_eq!(ds["expected_version"], "4");
+    let m = run.migrations(0);
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[1]["from"], "3");
+    assert_eq!(m[1]["to"], "4");
+    // The engine's work counters, as deltas over the migration: the UPDATE read the orders.
+    let counters = m[1]["counters"].as_object().unwrap();
+    assert!(
+        counters
+            .get("Innodb_rows_read")
+            .and_then(Value::as_i64)
+            .is_some_and(|n| n > 0),
+        "{counters:?}"
+    );
+}
+
+fn slow_migration_warns(engine: Engine) {
+    let world = example_world(engine, |c| {
+        c["maximum_migration_times"] = json!({"default": 30, "3->4": 1});
+    });
+    let run = run_change(&world, engine, "migrations/004_slow.sql", &sleep_sql(engine, 2));
+    assert_eq!(
+        run.result,
+        "WARNING - Migration 3->4 took too long",
+        "{}",
+        run.describe()
+    );
+    let m = run.migrations(0);
+    assert_eq!(m[1]["status"], "too_long");
+    assert!(m[1]["duration_ms"].as_i64().unwrap() >= 2000, "{m:?}");
+    assert_eq!(m[0]["status"], "ok");
+}
+
+fn broken_migration_fails(engine: Engine) {
+    let world = example_world(engine, |_| {});
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_broken.sql",
+        "ALTER TABLE no_such_table ADD COLUMN x INTEGER;\n",
+    );
+    assert_eq!(
+        run.result,
+        "FAILURE - Did not find the end of a migration after a start",
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.migrations(0)[1]["status"], "unfinished");
+    assert!(run.file("example.log").contains("no_such_table"));
+}
+
+fn hanging_migration_times_out(engine: Engine) {
+    let world = example_world(engine, |c| c["timeout"] = json!(3));
+    let run = run_change(&world, engine, "migrations/004_hangs.sql", &sleep_sql(engine, 600));
+    assert_eq!(
+        run.result,
+        "FAILURE - Did not find the end of a migration after a start",
+        "{}",
+        run.describe()
+    );
+    assert!(run.took < Duration::from_secs(45), "took {:?}", run.took);
+    let log = run.file("example.log");
+    assert!(log.contains("timed out after 3 s"), "{log}");
+    assert!(log.contains("dropped database"), "{log}");
+}
+
+fn bad_credentials_fail_the_seed(engine: Engine) {
+    let world = example_world(engine, |c| {
+        c["connection"] = match engine {
+            // root has an empty password: any other is wrong (ERROR 1045).
+            Engine::PostgreSql => json!({"user": "th_no_such_role", "password": "wrong"}),
+            _ => json!({"user": "root", "password": "definitely-wrong"}),
+        };
+    });
+    let run = run_change(&world, engine, "migrations/004_add_loyalty_points.sql", LOYALTY);
+    assert_eq!(
+        run.result,
+        "FAILURE - Could not setup seed database.",
+        "{}",
+        run.describe()
+    );
+    assert!(!run.file("example.log").contains("wrong"), "the password leaked");
+}
+
+fn missing_seed_fails(engine: Engine) {
+    let world = example_world(engine, |c| c["seed_data"] = json!("nowhere.sql"));
+    let run = run_change(&world, engine, "migrations/004_add_loyalty_points.sql", LOYALTY);
+    assert_eq!(
+        run.result,
+        "FAILURE - Could not find seed database.",
+        "{}",
+        run.describe()
+    );
+}
+
+fn parallel_datasets_get_their_own_databases(engine: Engine) {
+    require(engine);
+    let mut world = World::new(json!({
+        "engine": engine_name(engine),
+        "max_parallel_datasets": 2,
+    }));
+    world.example_dataset("one");
+    world.example_dataset("two");
+    world.project_from("example/shop", &example().join("project"));
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_slow.sql",
+        &sleep_sql(engine, 1),
+    );
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let dbs: Vec<&str> = run.summary["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["database"].as_str().unwrap())
+        .collect();
+    assert_eq!(dbs.len(), 2);
+    assert_ne!(dbs[0], dbs[1]);
+}
+
+#[test]
+fn mariadb_good_change_passes() {
+    good_change_passes(Engine::MariaDb);
+}
+
+#[test]
+fn postgresql_good_change_passes() {
+    good_change_passes(Engine::PostgreSql);
+}
+
+#[test]
+fn mariadb_slow_migration_warns() {
+    slow_migration_warns(Engine::MariaDb);
+}
+
+#[test]
+fn postgresql_slow_migration_warns() {
+    slow_migration_warns(Engine::PostgreSql);
+}
+
+#[test]
+fn mariadb_broken_migration_fails() {
+    broken_migration_fails(Engine::MariaDb);
+}
+
+#[test]
+fn postgresql_broken_migration_fails() {
+    broken_migration_fails(Engine::PostgreSql);
+}
+
+#[test]
+fn mariadb_hanging_migration_times_out() {
+    hanging_migration_times_out(Engine::MariaDb);
+}
+
+#[test]
+fn postgresql_hanging_migration_times_out() {
+    hanging_migration_times_out(Engine::PostgreSql);
+}
+
+#[test]
+fn mariadb_bad_credentials_fail_the_seed() {
+    bad_credentials_fail_the_seed(Engine::MariaDb);
+}
+
+#[test]
+fn postgresql_bad_credentials_fail_the_seed() {
+    bad_credentials_fail_the_seed(Engine::PostgreSql);
+}
+
+#[test]
+fn mariadb_missing_seed_fails() {
+    missing_seed_fails(Engine::MariaDb);
+}
+
+#[test]
+fn postgresql_missing_seed_fails() {
+    missing_seed_fails(Engine::PostgreSql);
+}
+
+#[test]
+fn mariadb_parallel_datasets_get_their_own_databases() {
+    parallel_datasets_get_their_own_databases(Engine::MariaDb);
+}
+
+#[test]
+fn postgresql_parallel_datasets_get_their_own_databases() {
+    parallel_datasets_get_their_own_databases(Engine::PostgreSql);
+}

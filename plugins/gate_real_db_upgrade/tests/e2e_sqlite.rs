@@ -1,0 +1,555 @@
+//! End to end on SQLite, through the real daemon binary (`turbo-hipster run-job`) and the
+//! real plugin: the shipped example, a project with its own migration tool (a small
+//! sqlalchemy-migrate look-alike in Python), the SQL-files mode, every result line, several
+//! datasets, the upgrade path, timeouts and cancellation. After every job: the seeds are
+//! unchanged and no database file is left.
+#![allow(clippy::unwrap_used)]
+
+mod e2e_support;
+
+use std::time::Duration;
+
+use e2e_support::{example, World};
+use serde_json::{json, Value};
+
+/// A sqlalchemy-migrate look-alike for SQLite: applies `versions/NNN_*.py` (each defines
+/// `upgrade(conn)`) above the version in `migrate_version`, printing `N -> M... ` before and
+/// `done` after each, then `Final schema version is N`.
+const MIGRATE_PY: &str = r#"import glob, importlib.util, os, sqlite3, sys
+url = sys.argv[1]
+assert url.startswith("sqlite:///"), url
+conn = sqlite3.connect(url[len("sqlite:///"):])
+conn.execute("CREATE TABLE IF NOT EXISTS migrate_version "
+             "(repository_id VARCHAR(250) PRIMARY KEY, repository_path TEXT, version INTEGER)")
+row = conn.execute("SELECT version FROM migrate_version").fetchone()
+if row is None:
+    conn.execute("INSERT INTO migrate_version VALUES ('shop', 'versions', 0)")
+    conn.commit()
+version = row[0] if row else 0
+files = sorted(glob.glob("versions/[0-9]*_*.py"), key=lambda p: int(os.path.basename(p).split("_")[0]))
+for path in files:
+    n = int(os.path.basename(path).split("_")[0])
+    if n <= version:
+        continue
+    print("%d -> %d... " % (version, n), flush=True)
+    spec = importlib.util.spec_from_file_location("m%d" % n, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.upgrade(conn)
+    conn.execute("UPDATE migrate_version SET version = ?", (n,))
+    conn.commit()
+    print("done", flush=True)
+    version = n
+print("Final schema version is %d" % version, flush=True)
+"#;
+
+const V1_ITEMS: &str =
+    "def upgrade(conn):\n    conn.execute('CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)')\n";
+const V2_SLOW: &str = "import time\n\ndef upgrade(conn):\n    time.sleep(1.5)\n    conn.execute('ALTER TABLE items ADD COLUMN price INTEGER')\n";
+const V2_FAST: &str =
+    "def upgrade(conn):\n    conn.execute('ALTER TABLE items ADD COLUMN price INTEGER')\n";
+const V3_BROKEN: &str =
+    "def upgrade(conn):\n    conn.execute('ALTER TABLE no_such_table ADD COLUMN x INTEGER')\n";
+const V3_HANGS: &str = "import time\n\ndef upgrade(conn):\n    time.sleep(1000)\n";
+
+const TOOL_SEED: &str = "CREATE TABLE placeholder (id INTEGER);\nINSERT INTO placeholder VALUES (1);\n";
+
+/// A tool-mode dataset for `project` with `extra` keys merged in.
+fn tool_dataset(project: &str, extra: Value) -> Value {
+    let mut config = json!({
+        "project": project,
+        "engine": "sqlite",
+        "seed_data": "seed.sql",
+        "migration": {
+            "tool": ["python3", "tools/migrate.py", "{db_url}"],
+            "log_format": "sqlalchemy-migrate",
+        },
+        "expected_version": {"highest_numbered": "versions"},
+        "maximum_migration_times": {"default": 1},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    config
+}
+
+/// A world with project `shop/tool` (the tool and migration 001) and a tool dataset.
+fn tool_world(extra: Value) -> World {
+    let mut world = World::new(json!({}));
+    world.project(
+        "shop/tool",
+        &[
+            ("tools/migrate.py", MIGRATE_PY),
+            ("versions/001_items.py", V1_ITEMS),
+        ],
+    );
+    world.dataset(
+        "shop_tool",
+        tool_dataset("shop/tool", extra),
+        &[("seed.sql", TOOL_SEED)],
+    );
+    world
+}
+
+fn assert_log_line_format(log: &str) {
+    let re = regex::Regex::new(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[[^\]]+\]( .*)?$").unwrap();
+    for line in log.lines() {
+        assert!(re.is_match(line), "not in the log format: {line:?}");
+    }
+}
+
+#[test]
+fn the_shipped_example_passes_on_sqlite() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    world.example_dataset("example");
+    world.project_from("example/shop", &example().join("project"));
+    let change = world.propose(
+        "example/shop",
+        &[(
+            "migrations/004_add_loyalty_points.sql",
+            "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
+             UPDATE customers SET loyalty_points = \
+             (SELECT COUNT(*) FROM orders WHERE orders.customer_id = customers.id);\n",
+        )],
+    );
+    let run = world.run("example/shop", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    // The seed is at version 2: 001 and 002 are skipped, 003 and the change's 004 run.
+    let migrations = run.migrations(0);
+    let steps: Vec<(&str, &str, &str)> = migrations
+        .iter()
+        .map(|m| {
+            (
+                m["from"].as_str().unwrap(),
+                m["to"].as_str().unwrap(),
+                m["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [("2", "3", "ok"), ("3", "4", "ok")]);
+    assert_eq!(migrations[1]["description"], "add_loyalty_points");
+    assert_eq!(migrations[0]["limit_seconds"], 10.0);
+    let ds = &run.summary["datasets"][0];
+    assert_eq!(ds["engine"], "sqlite");
+    assert_eq!(ds["final_version"], "4");
+    assert_eq!(ds["expected_version"], "4");
+    assert_eq!(run.summary["schema"], 1);
+    assert_eq!(run.summary["result"], "SUCCESS");
+    assert_eq!(run.summary["project"], "example/shop");
+    assert_eq!(run.summary["change"]["ZUUL_REF"], change.as_str());
+    assert_eq!(run.summary["change"]["commit"].as_str().unwrap().len(), 40);
+    let log = run.file("example.log");
+    assert_log_line_format(&log);
+    assert!(log.contains("[sql] 3 -> 4... 004_add_loyalty_points.sql"), "{log}");
+    let table = run.file("summary.txt");
+    assert!(table.contains("3->4"), "{table}");
+    assert!(table.contains("add_loyalty_points"), "{table}");
+    assert!(table.trim_end().ends_with("SUCCESS"), "{table}");
+    for file in ["git_prep.log", "task_output.log"] {
+        assert!(!run.file(file).is_empty(), "{file} is empty");
+    }
+    assert!(run.file("task_output.log").contains("dataset example"));
+    // The outcome's details carry the summary and its table.
+    let job: Value = serde_json::from_str(&run.file("job.json")).unwrap();
+    assert_eq!(job["details"]["schema"], 1);
+    assert!(job["details"]["table"].as_str().unwrap().contains("3->4"));
+}
+
+#[test]
+fn a_migration_slower_than_its_limit_warns() {
+    let world = tool_world(json!({}));
+    let change = world.propose("shop/tool", &[("versions/002_slow.py", V2_SLOW)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "WARNING - Migration 1->2 took too long",
+        "{}",
+        run.describe()
+    );
+    let m = run.migrations(0);
+    assert_eq!(m.len(), 2, "{}", run.describe());
+    assert_eq!(m[0]["status"], "ok");
+    assert_eq!(m[1]["status"], "too_long");
+    assert!(m[1]["duration_ms"].as_i64().unwrap() >= 1500, "{m:?}");
+    assert_eq!(m[1]["limit_seconds"], 1.0);
+    assert_eq!(
+        m[1]["messages"],
+        json!(["WARNING - Migration 1->2 took too long"])
+    );
+    assert_eq!(run.summary["datasets"][0]["final_version"], "2");
+    assert_eq!(run.summary["datasets"][0]["expected_version"], "2");
+    // Every line of the tool, stamped with the worker's own clock.
+    let log = run.file("shop_tool.log");
+    assert_log_line_format(&log);
+    assert!(log.contains("[output] 1 -> 2... "), "{log}");
+    assert!(log.contains("[output] Final schema version is 2"), "{log}");
+    let table = run.file("summary.txt");
+    assert!(table.contains("too_long"), "{table}");
+}
+
+#[test]
+fn a_clean_tool_run_passes_and_a_fast_migration_does_not_warn() {
+    let world = tool_world(json!({}));
+    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    assert_eq!(run.migrations(0).len(), 2);
+}
+
+#[test]
+fn a_migration_that_crashes_did_not_end() {
+    let world = tool_world(json!({}));
+    let change = world.propose("shop/tool", &[("versions/002_broken.py", V3_BROKEN)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Did not find the end of a migration after a start",
+        "{}",
+        run.describe()
+    );
+    let m = run.migrations(0);
+    assert_eq!(m.last().unwrap()["status"], "unfinished");
+    assert_eq!(m.last().unwrap()["end"], Value::Null);
+    assert!(run.file("shop_tool.log").contains("no_such_table"));
+}
+
+#[test]
+fn a_hanging_migration_is_ended_by_the_timeout_and_cleaned_up() {
+    let world = tool_world(json!({"timeout": 2}));
+    let change = world.propose("shop/tool", &[("versions/002_hangs.py", V3_HANGS)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Did not find the end of a migration after a start",
+        "{}",
+        run.describe()
+    );
+    assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
+    let log = run.file("shop_tool.log");
+    assert!(log.contains("[timeout]"), "{log}");
+    assert!(log.contains("dropped database"), "{log}");
+    // World::finish checked that no database file is left.
+}
+
+#[test]
+fn a_tool_that_cannot_import_fails_with_the_import_line() {
+    let world = tool_world(json!({
+        "migration": {"tool": ["python3", "-c", "import nonexistent_module_xyz"]},
+    }));
+    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Could not import required module.",
+        "{}",
+        run.describe()
+    );
+
+    let world = tool_world(json!({
+        "migration": {"tool": ["/nonexistent/bin/nova-manage", "db", "sync"]},
+    }));
+    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Could not import required module.",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_failing_tool_reports_its_return_code() {
+    let world = tool_world(json!({
+        "migration": {"tool": ["sh", "-c", "echo checking; exit 3"]},
+    }));
+    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "Return code from test script was non-zero (3)",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_wrong_final_version_fails() {
+    let world = tool_world(json!({"expected_version": {"fixed": "7"}}));
+    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Final schema version does not match expectation",
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.summary["datasets"][0]["final_version"], "2");
+    assert_eq!(run.summary["datasets"][0]["expected_version"], "7");
+}
+
+#[test]
+fn a_missing_seed_fails_with_the_original_line() {
+    let mut world = World::new(json!({}));
+    world.project("shop/tool", &[("tools/migrate.py", MIGRATE_PY)]);
+    world.dataset(
+        "no_seed",
+        tool_dataset("shop/tool", json!({"seed_data": "missing.sql"})),
+        &[],
+    );
+    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Could not find seed database.",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_seed_that_does_not_load_fails_with_the_original_line() {
+    let mut world = World::new(json!({}));
+    world.project("shop/tool", &[("tools/migrate.py", MIGRATE_PY)]);
+    world.dataset(
+        "bad_seed",
+        tool_dataset("shop/tool", json!({})),
+        &[("seed.sql", "CREATE TABLE broken (;\n")],
+    );
+    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Could not setup seed database.",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_broken_sql_file_did_not_end() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    world.example_dataset("example");
+    world.project_from("example/shop", &example().join("project"));
+    let change = world.propose(
+        "example/shop",
+        &[(
+            "migrations/004_broken.sql",
+            "ALTER TABLE no_such_table ADD COLUMN x INTEGER;\n",
+        )],
+    );
+    let run = world.run("example/shop", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - Did not find the end of a migration after a start",
+        "{}",
+        run.describe()
+    );
+    let m = run.migrations(0);
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[1]["to"], "4");
+    assert_eq!(m[1]["status"], "unfinished");
+    let log = run.file("example.log");
+    assert!(log.contains("ERROR in 004_broken.sql"), "{log}");
+}
+
+#[test]
+fn every_dataset_of_the_project_runs_and_lines_name_their_dataset() {
+    let mut world = World::new(json!({"engine": "sqlite", "max_parallel_datasets": 2}));
+    world.example_dataset("alpha");
+    world.example_dataset("beta");
+    // gamma: its seed is missing; other: another project's dataset, which must not run.
+    let gamma = world.example_dataset("gamma");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(gamma.join("config.json")).unwrap())
+            .unwrap();
+    config["seed_data"] = json!("missing.sql");
+    std::fs::write(gamma.join("config.json"), config.to_string()).unwrap();
+    let other = world.example_dataset("other");
+    config["project"] = json!("example/other");
+    config["seed_data"] = json!("seed.sql");
+    std::fs::write(other.join("config.json"), config.to_string()).unwrap();
+    world.project_from("example/shop", &example().join("project"));
+    let change = world.propose(
+        "example/shop",
+        &[(
+            "migrations/004_audit.sql",
+            "CREATE TABLE audit (id INTEGER NOT NULL, note VARCHAR(20));\n",
+        )],
+    );
+    let run = world.run("example/shop", &change);
+    assert_eq!(
+        run.result,
+        "gamma: FAILURE - Could not find seed database.",
+        "{}",
+        run.describe()
+    );
+    let names: Vec<&str> = run.summary["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+    for i in 0..2 {
+        assert_eq!(run.migrations(i).len(), 2, "{}", run.describe());
+        assert_eq!(run.summary["datasets"][i]["result_lines"], json!([]));
+    }
+    // Each run had a database of its own.
+    let a = run.summary["datasets"][0]["database"].as_str().unwrap();
+    let b = run.summary["datasets"][1]["database"].as_str().unwrap();
+    assert_ne!(a, b);
+    assert!(a.starts_with(&format!("example_shop_{}", &run.uuid[..8])), "{a}");
+    for log in ["alpha.log", "beta.log", "gamma.log"] {
+        assert!(!run.file(log).is_empty());
+    }
+    assert!(!run.results.join("other.log").exists());
+}
+
+#[test]
+fn a_project_without_a_dataset_fails_clearly() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    world.example_dataset("example");
+    world.project("nobody/here", &[("README", "x\n")]);
+    let change = world.propose("nobody/here", &[("README", "y\n")]);
+    let run = world.run("nobody/here", &change);
+    assert_eq!(
+        run.result,
+        "FAILURE - No dataset found for project nobody/here",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_missing_ref_fails_the_checkout() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    world.example_dataset("example");
+    world.project_from("example/shop", &example().join("project"));
+    let run = world.run("example/shop", "refs/zuul/master/Zmissing");
+    assert!(
+        run.result.starts_with(
+            "FAILURE - could not prepare the git checkout: git fetch of refs/zuul/master/Zmissing"
+        ),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.result.contains("couldn't find remote ref"),
+        "{}",
+        run.result
+    );
+    assert!(run.file("git_prep.log").contains("Zmissing"));
+}
+
+#[test]
+fn an_old_dataset_is_upgraded_along_its_upgrade_path_first() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    // The seed has no schema at all; the stable branch brings it to version 2, the change to 4.
+    world.dataset(
+        "old",
+        json!({
+            "project": "example/shop",
+            "seed_data": "seed.sql",
+            "migration": {"sql_dir": "migrations"},
+            "upgrade_path": ["stable/old"],
+            "maximum_migration_times": {"default": 30},
+        }),
+        &[("seed.sql", "CREATE TABLE legacy (id INTEGER);\n")],
+    );
+    let project = example().join("project/migrations");
+    let read = |f: &str| std::fs::read_to_string(project.join(f)).unwrap();
+    let (m1, m2, m3) = (
+        read("001_create_customers.sql"),
+        read("002_add_orders.sql"),
+        read("003_index_orders.sql"),
+    );
+    let repo = world.project(
+        "example/shop",
+        &[
+            ("migrations/001_create_customers.sql", &m1),
+            ("migrations/002_add_orders.sql", &m2),
+        ],
+    );
+    e2e_support::git(&repo, &["branch", "stable/old"]);
+    e2e_support::write_files(&repo, &[("migrations/003_index_orders.sql", &m3)]);
+    e2e_support::git(&repo, &["add", "-A"]);
+    e2e_support::git(&repo, &["commit", "-q", "-m", "003"]);
+    let change = world.propose(
+        "example/shop",
+        &[(
+            "migrations/004_drop_legacy.sql",
+            "DROP TABLE legacy;\n",
+        )],
+    );
+    let run = world.run("example/shop", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let steps: Vec<(String, String, String)> = run
+        .migrations(0)
+        .iter()
+        .map(|m| {
+            (
+                m["phase"].as_str().unwrap().to_string(),
+                m["from"].as_str().unwrap().to_string(),
+                m["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        steps,
+        [
+            s("stable/old", "base", "1"),
+            s("stable/old", "1", "2"),
+            s("change", "2", "3"),
+            s("change", "3", "4"),
+        ]
+    );
+    assert!(run.file("git_prep.log").contains("stable/old"));
+}
+
+#[test]
+fn a_stopped_job_is_aborted_and_cleans_up() {
+    let world = tool_world(json!({}));
+    let change = world.propose("shop/tool", &[("versions/002_hangs.py", V3_HANGS)]);
+    let child = world.spawn("shop/tool", &change, &[]);
+    // Wait until the hanging migration has started, then interrupt run-job (as a Zuul stop
+    // would cancel the job).
+    let jobs = world.root.join("jobs");
+    let started = std::time::Instant::now();
+    loop {
+        let found = find_file(&jobs, "shop_tool.log")
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .is_some_and(|log| log.contains("1 -> 2... "));
+        if found {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the migration never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let run = world.finish(child);
+    assert_eq!(run.result, "ABORTED", "{}", run.describe());
+    assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
+    assert_eq!(run.summary["result"], "ABORTED");
+    assert!(run.file("shop_tool.log").contains("dropped database"));
+}
+
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if e.file_name() == name {
+            return Some(p);
+        }
+        if p.is_dir() {
+            if let Some(found) = find_file(&p, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,495 @@
+//! Support for the end-to-end tests of the plugin: they drive the real daemon binary
+//! (`turbo-hipster -c <config> run-job …`) with the real plugin, real git repositories made
+//! here, and real database servers (SQLite files, MariaDB on 127.0.0.1:3306 as root with an
+//! empty password, PostgreSQL on 127.0.0.1:5432 as postgres with trust authentication, as
+//! `scripts/setup-test-env.sh` prepares them).
+//!
+//! After every job the tests check that the seeds are byte-identical to what they were and
+//! that no database of the job is left behind.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gate_real_db_upgrade::dataset::{Connection, Engine};
+use gate_real_db_upgrade::dataset_run::database_prefix;
+use gate_real_db_upgrade::engine::Server;
+use serde_json::{json, Value};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The shipped example (`etc/example`).
+pub fn example() -> PathBuf {
+    root().join("etc/example")
+}
+
+/// The daemon and the plugin, built once per test process.
+pub struct Built {
+    /// `target/debug/turbo-hipster`.
+    pub daemon: PathBuf,
+    /// `target/debug/libgate_real_db_upgrade.so`.
+    pub plugin: PathBuf,
+}
+
+/// Builds the daemon and the plugin (debug) once per test process.
+pub fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "turbo-hipster",
+                "-p",
+                "gate_real_db_upgrade",
+            ])
+            .current_dir(root())
+            .output()
+            .expect("cannot run cargo");
+        assert!(
+            out.status.success(),
+            "cargo build -p turbo-hipster -p gate_real_db_upgrade failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"))
+            .join("debug");
+        Built {
+            daemon: target.join("turbo-hipster"),
+            plugin: target.join("libgate_real_db_upgrade.so"),
+        }
+    })
+}
+
+/// A fresh 32-hex-digit id (a Zuul UUID), different for every call.
+pub fn uuid() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ n.rotate_left(48);
+    // Vary the first 8 digits (the part in database names) with every call.
+    format!(
+        "{:08x}{:08x}{:016x}",
+        (mixed ^ (n.wrapping_mul(0x9E37_79B9))) as u32,
+        std::process::id(),
+        nanos as u64
+    )
+}
+
+/// Runs git in `dir`, panicking on failure; returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
+        .args(["-c", "init.defaultBranch=master", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Writes `files` (path relative to `dir`, content) into `dir`.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
+/// Copies a directory tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// One finished job.
+#[derive(Debug)]
+pub struct JobRun {
+    /// The job's result, whole (all lines).
+    pub result: String,
+    /// `run-job`'s stdout.
+    pub stdout: String,
+    /// `run-job`'s stderr.
+    pub stderr: String,
+    /// The results directory.
+    pub results: PathBuf,
+    /// `summary.json`.
+    pub summary: Value,
+    /// The job's ZUUL_UUID.
+    pub uuid: String,
+    /// How long `run-job` took.
+    pub took: Duration,
+}
+
+impl JobRun {
+    /// A file of the results directory.
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.results.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", self.describe()))
+    }
+
+    /// The result's lines.
+    pub fn lines(&self) -> Vec<&str> {
+        self.result.lines().collect()
+    }
+
+    /// The summary's migrations of dataset `i`.
+    pub fn migrations(&self, i: usize) -> &Vec<Value> {
+        self.summary["datasets"][i]["migrations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no migrations in the summary\n{}", self.describe()))
+    }
+
+    /// Everything about the run, for assertion messages.
+    pub fn describe(&self) -> String {
+        let logs: String = std::fs::read_dir(&self.results)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .map(|e| {
+                        format!(
+                            "--- {}\n{}",
+                            e.file_name().to_string_lossy(),
+                            std::fs::read_to_string(e.path()).unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "result: {}\n--- stdout\n{}\n--- stderr\n{}\n{logs}",
+            self.result, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A test's world: a temp dir with a plugin dir, a daemon config, an upstream of git
+/// repositories (`ZUUL_URL`), a datasets dir, and the seeds to check.
+pub struct World {
+    /// Keeps everything alive.
+    pub tmp: tempfile::TempDir,
+    /// `tmp`'s path.
+    pub root: PathBuf,
+    /// The datasets dir.
+    pub datasets: PathBuf,
+    /// The upstream (ZUUL_URL).
+    pub upstream: PathBuf,
+    /// The daemon's config.
+    pub config: PathBuf,
+    /// Seeds and their bytes when the world was made.
+    seeds: Vec<(PathBuf, Vec<u8>)>,
+    changes: AtomicU64,
+}
+
+impl World {
+    /// A world whose job config is `build:gate-real-db-upgrade` with `job` merged in.
+    pub fn new(job: Value) -> Self {
+        let built = built();
+        let tmp = tempfile::Builder::new()
+            .prefix("th-e2e-")
+            .tempdir()
+            .unwrap();
+        let root = tmp.path().to_path_buf();
+        let plugin_dir = root.join("plugins/gate_real_db_upgrade");
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        std::fs::copy(&built.plugin, plugin_dir.join("libtask.so")).unwrap();
+        let datasets = root.join("datasets");
+        let upstream = root.join("upstream");
+        std::fs::create_dir_all(&datasets).unwrap();
+        std::fs::create_dir_all(&upstream).unwrap();
+        let mut job_config = json!({
+            "name": "build:gate-real-db-upgrade",
+            "plugin": "gate_real_db_upgrade",
+            "datasets_dir": datasets,
+            "git_retries": 1,
+        });
+        for (k, v) in job.as_object().unwrap() {
+            job_config[k] = v.clone();
+        }
+        let config = json!({
+            "jobs_working_dir": root.join("jobs"),
+            "git_working_dir": root.join("git"),
+            "plugin_dirs": [root.join("plugins")],
+            "jobs": [job_config],
+        });
+        let config_path = root.join("config.json");
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        World {
+            tmp,
+            root,
+            datasets,
+            upstream,
+            config: config_path,
+            seeds: Vec::new(),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes the upstream repository of `project` with `files` in its first commit on master.
+    pub fn project(&self, project: &str, files: &[(&str, &str)]) -> PathBuf {
+        let repo = self.upstream.join(project);
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        write_files(&repo, files);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "initial"]);
+        repo
+    }
+
+    /// Makes the upstream repository of `project` from a directory.
+    pub fn project_from(&self, project: &str, dir: &Path) -> PathBuf {
+        let repo = self.upstream.join(project);
+        copy_tree(dir, &repo);
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "initial"]);
+        repo
+    }
+
+    /// Proposes a change to `project` adding `files` on top of master, as Zuul's merger
+    /// would: a commit published as `refs/zuul/master/Z<hex>` (master is left as it was).
+    /// Returns the ref.
+    pub fn propose(&self, project: &str, files: &[(&str, &str)]) -> String {
+        let repo = self.upstream.join(project);
+        let n = self.changes.fetch_add(1, Ordering::SeqCst);
+        let branch = format!("change{n}");
+        git(&repo, &["checkout", "-q", "-b", &branch, "master"]);
+        write_files(&repo, files);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", &format!("change {n}")]);
+        let sha = git(&repo, &["rev-parse", "HEAD"]);
+        let reference = format!("refs/zuul/master/Z{}", &uuid()[..16]);
+        git(&repo, &["update-ref", &reference, &sha]);
+        git(&repo, &["checkout", "-q", "master"]);
+        reference
+    }
+
+    /// Adds dataset `name` (`<datasets>/<name>/config.json` + `files`); remembers every file
+    /// named like a seed (`*.sql`, `*.sql.gz`, `*.dump`) to check it is never changed.
+    pub fn dataset(&mut self, name: &str, config: Value, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.datasets.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        write_files(&dir, files);
+        for (file, _) in files {
+            if file.ends_with(".sql") || file.ends_with(".gz") || file.ends_with(".dump") {
+                self.watch_seed(&dir.join(file));
+            }
+        }
+        dir
+    }
+
+    /// Copies the shipped example dataset in as `name`.
+    pub fn example_dataset(&mut self, name: &str) -> PathBuf {
+        let dir = self.datasets.join(name);
+        copy_tree(&example().join("datasets/example"), &dir);
+        self.watch_seed(&dir.join("seed.sql"));
+        dir
+    }
+
+    /// Remembers `seed`'s bytes now, to check after each job.
+    pub fn watch_seed(&mut self, seed: &Path) {
+        let bytes = std::fs::read(seed).unwrap();
+        self.seeds.push((seed.to_path_buf(), bytes));
+    }
+
+    /// Runs the job on `project` at `reference` through `turbo-hipster run-job`, then checks
+    /// the seeds are untouched.
+    pub fn run(&self, project: &str, reference: &str) -> JobRun {
+        self.run_with(project, reference, &[])
+    }
+
+    /// [`World::run`] with extra job parameters.
+    pub fn run_with(&self, project: &str, reference: &str, extra: &[(&str, &str)]) -> JobRun {
+        let child = self.spawn(project, reference, extra);
+        self.finish(child)
+    }
+
+    /// Starts `run-job` without waiting.
+    pub fn spawn(
+        &self,
+        project: &str,
+        reference: &str,
+        extra: &[(&str, &str)],
+    ) -> (std::process::Child, String, Instant) {
+        let uuid = uuid();
+        let mut cmd = Command::new(&built().daemon);
+        cmd.arg("-c")
+            .arg(&self.config)
+            .args(["run-job", "build:gate-real-db-upgrade"])
+            .arg("--param")
+            .arg(format!("ZUUL_PROJECT={project}"))
+            .arg("--param")
+            .arg(format!("ZUUL_URL={}", self.upstream.display()))
+            .arg("--param")
+            .arg(format!("ZUUL_REF={reference}"))
+            .arg("--param")
+            .arg("ZUUL_BRANCH=master")
+            .arg("--param")
+            .arg(format!("ZUUL_UUID={uuid}"))
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in extra {
+            cmd.arg("--param").arg(format!("{k}={v}"));
+        }
+        (cmd.spawn().unwrap(), uuid, Instant::now())
+    }
+
+    /// Waits for a job started by [`World::spawn`] and reads what it left.
+    pub fn finish(&self, (child, uuid, started): (std::process::Child, String, Instant)) -> JobRun {
+        let out: Output = child.wait_with_output().unwrap();
+        let took = started.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let results = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("logs: file://"))
+            .map(|p| PathBuf::from(p.trim_end_matches('/')))
+            .unwrap_or_else(|| panic!("no logs line\n--- stdout\n{stdout}\n--- stderr\n{stderr}"));
+        let job: Value = std::fs::read_to_string(results.join("job.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let result = job["result"].as_str().unwrap_or_default().to_string();
+        let summary = std::fs::read_to_string(results.join("summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let run = JobRun {
+            result,
+            stdout,
+            stderr,
+            results,
+            summary,
+            uuid,
+            took,
+        };
+        assert_eq!(
+            out.status.success(),
+            run.result == "SUCCESS",
+            "run-job's exit status disagrees with the result\n{}",
+            run.describe()
+        );
+        self.assert_seeds_untouched();
+        self.assert_no_sqlite_files();
+        run
+    }
+
+    /// Every watched seed still has the bytes it had.
+    pub fn assert_seeds_untouched(&self) {
+        for (path, bytes) in &self.seeds {
+            let now = std::fs::read(path).unwrap();
+            assert!(now == *bytes, "seed {} was modified", path.display());
+        }
+    }
+
+    /// No SQLite database file is left anywhere under the world.
+    pub fn assert_no_sqlite_files(&self) {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    walk(&p, found);
+                } else if p.extension().is_some_and(|x| x == "sqlite") {
+                    found.push(p);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.root.join("jobs"), &mut found);
+        assert!(found.is_empty(), "SQLite databases left behind: {found:?}");
+    }
+}
+
+/// The server of `engine` the tests use (defaults: root@127.0.0.1:3306, postgres@127.0.0.1:5432).
+pub fn server(engine: Engine) -> Server {
+    Server::new(engine, Connection::default(), std::env::temp_dir())
+}
+
+/// Panics with a pointer to the set-up script when `engine`'s server is not reachable.
+pub fn require(engine: Engine) {
+    if let Err(e) = server(engine).ping() {
+        panic!(
+            "{engine:?} is not reachable as the tests expect ({e}); run scripts/setup-test-env.sh \
+             (as root) to install and start it"
+        );
+    }
+}
+
+/// No database of job `uuid` for a dataset whose `database` is `database` is left on
+/// `engine`'s server.
+pub fn assert_no_databases(engine: Engine, database: &str, uuid: &str) {
+    let prefix = database_prefix(database, uuid);
+    let left = server(engine).databases_with_prefix(&prefix).unwrap();
+    assert!(
+        left.is_empty(),
+        "databases left behind on {engine:?}: {left:?}"
+    );
+}
+
+/// The test venv with alembic, SQLAlchemy, PyMySQL and psycopg2 (made by
+/// `scripts/setup-test-env.sh`); panics with instructions when it is missing.
+pub fn venv() -> PathBuf {
+    let venv = std::env::var_os("TH_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/turbo-hipster/test-venv")
+        });
+    let alembic = venv.join("bin/alembic");
+    assert!(
+        alembic.is_file(),
+        "the test venv {} has no bin/alembic: run scripts/setup-test-env.sh to make it \
+         (or point TH_TEST_VENV at a venv with alembic, sqlalchemy, pymysql and psycopg2-binary)",
+        venv.display()
+    );
+    let ok = Command::new(venv.join("bin/python"))
+        .args(["-c", "import alembic, sqlalchemy, pymysql, psycopg2"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the test venv {} cannot import alembic, sqlalchemy, pymysql and psycopg2: run \
+         scripts/setup-test-env.sh",
+        venv.display()
+    );
+    venv
+}

@@ -1,0 +1,251 @@
+//! Throughput and added latency of the real daemon behind gearmand, next to a minimal
+//! raw-protocol worker in the same run.
+//!
+//! Run on demand (not in CI): `cargo bench -p turbo-hipster-tests --bench zuul_throughput`
+//! (`TH_BENCH_JOBS=N` jobs per measurement, default 10000).
+//!
+//! Each job is Zuul-shaped: a JSON object of Zuul parameters in, and out a start WORK_DATA,
+//! WORK_STATUS, a result WORK_DATA and WORK_COMPLETE. The daemon runs it through a no-op
+//! plugin (`tests/fixtures/test-plugin`, mode `noop`), so every job crosses the plugin boundary
+//! and gets its working and results directories made, as a real job would.
+//! Printed: jobs/s with 1 and 8 slots for both workers and the ratio; median and p99 round trip
+//! of a single job on an idle system for both and the difference (the added latency); the idle
+//! daemon's RSS.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
+use turbo_hipster::gearman::codec::PacketCodec;
+use turbo_hipster::gearman::packet::{Packet, PacketType};
+use turbo_hipster_tests::{fixture, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup};
+
+const CLIENT_CONNECTIONS: usize = 8;
+const WINDOW_PER_CONNECTION: usize = 32;
+
+fn zuul_params(uuid: &str) -> String {
+    json!({
+        "ZUUL_UUID": uuid,
+        "ZUUL_PROJECT": "openstack/nova",
+        "ZUUL_PIPELINE": "check",
+        "ZUUL_URL": "http://zuul.example.org/p",
+        "ZUUL_REF": "refs/zuul/master/Zfa8228d022314ccd967a79ca3f853198",
+        "ZUUL_COMMIT": "b1856cf0000000000000000000000000000000aa",
+        "ZUUL_BRANCH": "master",
+        "ZUUL_CHANGE": "65615",
+        "ZUUL_PATCHSET": "7",
+        "ZUUL_VOTING": "1",
+        "LOG_PATH": format!("15/65615/7/check/noop/{}", &uuid[..7]),
+    })
+    .to_string()
+}
+
+/// A Zuul-like unique: distinct in its first 7 characters too (LOG_PATH uses them).
+fn uuid(i: usize, tag: u32) -> String {
+    format!("{i:024x}{tag:08x}")
+}
+
+/// A minimal raw-protocol worker: `slots` connections, each GRAB_JOB_UNIQ → the Zuul-shaped
+/// replies → again; PRE_SLEEP/NOOP when idle.
+async fn raw_worker(port: u16, function: &'static str, slots: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..slots {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut conn = Framed::new(stream, PacketCodec::new(1 << 20));
+        tasks.push(tokio::spawn(async move {
+            conn.send(Packet::set_client_id("raw")).await.unwrap();
+            conn.send(Packet::can_do(function)).await.unwrap();
+            conn.send(Packet::grab_job_uniq()).await.unwrap();
+            while let Some(Ok(p)) = conn.next().await {
+                match p.kind {
+                    PacketType::NoJob => conn.send(Packet::pre_sleep()).await.unwrap(),
+                    PacketType::Noop => conn.send(Packet::grab_job_uniq()).await.unwrap(),
+                    PacketType::JobAssignUniq => {
+                        let handle = Bytes::copy_from_slice(p.arg(0));
+                        let unique = String::from_utf8_lossy(p.arg(2)).to_string();
+                        let _params: serde_json::Value =
+                            serde_json::from_slice(p.arg(3)).unwrap_or_default();
+                        let start = json!({"name": "noop", "number": unique, "manager": "raw", "url": "x"});
+                        conn.feed(Packet::work_data(handle.clone(), start.to_string().into()))
+                            .await
+                            .unwrap();
+                        conn.feed(Packet::work_status(handle.clone(), 0, 1)).await.unwrap();
+                        let result = json!({"result": "SUCCESS"}).to_string();
+                        conn.feed(Packet::work_data(handle.clone(), result.clone().into()))
+                            .await
+                            .unwrap();
+                        conn.feed(Packet::work_complete(handle, result.into())).await.unwrap();
+                        conn.feed(Packet::grab_job_uniq()).await.unwrap();
+                        conn.flush().await.unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+async fn run_job(client: &Client, function: &str, id: &str) -> Duration {
+    let start = Instant::now();
+    let mut job = client
+        .submit(function, id, zuul_params(id), Priority::Normal)
+        .await
+        .unwrap();
+    loop {
+        match job.next_event().await {
+            Some(JobEvent::Complete(_)) => break,
+            Some(e) if e.is_terminal() => panic!("job {id} failed: {e:?}"),
+            Some(_) => {}
+            None => panic!("connection lost"),
+        }
+    }
+    start.elapsed()
+}
+
+/// Pushes `n` jobs through with a bounded window; returns jobs/s.
+async fn throughput(port: u16, function: &'static str, n: usize, tag: u32) -> f64 {
+    let mut clients = Vec::new();
+    for _ in 0..CLIENT_CONNECTIONS {
+        clients.push(Client::connect("127.0.0.1", port).await.unwrap());
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, client) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let per = n / CLIENT_CONNECTIONS;
+            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(WINDOW_PER_CONNECTION));
+            let mut inner = Vec::new();
+            for i in 0..per {
+                let permit = sem.clone().acquire_owned().await.unwrap();
+                let client = client.clone();
+                let id = uuid(c * per + i, tag);
+                inner.push(tokio::spawn(async move {
+                    run_job(&client, function, &id).await;
+                    drop(permit);
+                }));
+            }
+            for t in inner {
+                t.await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let per = n / CLIENT_CONNECTIONS * CLIENT_CONNECTIONS;
+    per as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Single jobs one after another on an idle system: (median, p99) round trip.
+async fn latency(port: u16, function: &str, n: usize, tag: u32) -> (Duration, Duration) {
+    let client = Client::connect("127.0.0.1", port).await.unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        samples.push(run_job(&client, function, &uuid(i, tag)).await);
+    }
+    samples.sort();
+    (samples[n / 2], samples[n * 99 / 100])
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: usize = std::env::var("TH_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let lat_n = 500;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let plugins = PluginDir::new();
+    plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
+
+    println!("turbo-hipster throughput, {n} Zuul-shaped no-op jobs per run, gearmand, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("{:<28}{:>12}{:>12}{:>10}", "", "raw worker", "daemon", "ratio");
+    let mut rss = 0;
+    let mut lat = None;
+    for slots in [1usize, 8] {
+        // Raw worker.
+        let server = JobServer::start(ServerKind::Gearmand);
+        let raw = rt.block_on(async {
+            let tasks = raw_worker(server.port, "build:noop", slots).await;
+            server.wait_registered("build:noop", Duration::from_secs(10));
+            let _ = throughput(server.port, "build:noop", n / 10, 1).await; // warm-up
+            let t = throughput(server.port, "build:noop", n, 2).await;
+            let l = if slots == 1 { Some(latency(server.port, "build:noop", lat_n, 3).await) } else { None };
+            for t in tasks {
+                t.abort();
+            }
+            (t, l)
+        });
+        drop(server);
+        // The daemon.
+        let server = JobServer::start(ServerKind::Gearmand);
+        let setup = Setup::new(
+            plugins.path(),
+            json!({
+                "gearman_servers": [server.addr()],
+                "max_concurrent_jobs": slots,
+                "jobs": [{"name": "build:noop", "plugin": "test_plugin", "mode": "noop"}],
+            }),
+        );
+        let daemon = Daemon::start(&setup);
+        server.wait_registered("build:noop", Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(500));
+        if slots == 1 {
+            rss = rss_kb(daemon.child.id());
+        }
+        let th = rt.block_on(async {
+            let _ = throughput(server.port, "build:noop", n / 10, 4).await;
+            let t = throughput(server.port, "build:noop", n, 5).await;
+            let l = if slots == 1 { Some(latency(server.port, "build:noop", lat_n, 6).await) } else { None };
+            (t, l)
+        });
+        drop(daemon);
+        drop(server);
+        println!(
+            "{:<28}{:>12.0}{:>12.0}{:>9.0}%",
+            format!("jobs/s, {slots} slot(s)"),
+            raw.0,
+            th.0,
+            th.0 / raw.0 * 100.0
+        );
+        if let (Some(r), Some(d)) = (raw.1, th.1) {
+            lat = Some((r, d));
+        }
+    }
+    if let Some(((rm, rp), (dm, dp))) = lat {
+        println!(
+            "{:<28}{:>10.0}µs{:>10.0}µs   added {:.0} µs",
+            "median round trip, idle",
+            rm.as_micros(),
+            dm.as_micros(),
+            dm.as_micros() as f64 - rm.as_micros() as f64
+        );
+        println!(
+            "{:<28}{:>10.0}µs{:>10.0}µs",
+            "p99 round trip, idle",
+            rp.as_micros(),
+            dp.as_micros()
+        );
+    }
+    println!("idle daemon RSS: {:.1} MB (target <= 20 MB)", rss as f64 / 1024.0);
+    println!("targets: 1 slot >= 3000 jobs/s and >= 60% of raw; 8 slots >= 50% of raw");
+}
