@@ -147,11 +147,14 @@ pub struct JobHost {
     cancel: CancelToken,
     working_dir: PathBuf,
     results_dir: PathBuf,
+    work_dir_made: std::sync::OnceLock<()>,
+    results_dir_made: std::sync::OnceLock<()>,
     task_log: Mutex<Option<File>>,
 }
 
 impl JobHost {
-    /// A context for one job; plugin log lines also go to `task_log` (in the results dir).
+    /// A context for one job; plugin log lines also go to `task_output.log` in the results
+    /// dir (created with the first line). The working dir is created when first asked for.
     pub fn new(
         plugin: &str,
         job_json: String,
@@ -159,7 +162,6 @@ impl JobHost {
         cancel: CancelToken,
         working_dir: PathBuf,
         results_dir: PathBuf,
-        task_log: Option<File>,
     ) -> Self {
         Self {
             plugin: plugin.to_string(),
@@ -168,7 +170,9 @@ impl JobHost {
             cancel,
             working_dir,
             results_dir,
-            task_log: Mutex::new(task_log),
+            work_dir_made: std::sync::OnceLock::new(),
+            results_dir_made: std::sync::OnceLock::new(),
+            task_log: Mutex::new(None),
         }
     }
 }
@@ -181,6 +185,10 @@ impl Host for JobHost {
     fn log(&self, level: u8, target: RStr<'_>, message: RStr<'_>) {
         forward_log(&self.plugin, level, target.as_str(), message.as_str());
         if let Ok(mut guard) = self.task_log.lock() {
+            if guard.is_none() {
+                self.ensure_results_dir();
+                *guard = File::create(self.results_dir.join(crate::jobs::TASK_LOG)).ok();
+            }
             if let Some(f) = guard.as_mut() {
                 let level = match level {
                     1 => "ERROR",
@@ -224,10 +232,27 @@ impl Host for JobHost {
     }
 
     fn working_dir(&self) -> RString {
+        self.ensure_results_dir();
+        self.work_dir_made.get_or_init(|| {
+            if let Err(e) = std::fs::create_dir_all(&self.working_dir) {
+                tracing::error!(dir = %self.working_dir.display(), "cannot create the work dir: {e}");
+            }
+        });
         RString::from(self.working_dir.display().to_string())
     }
 
     fn results_dir(&self) -> RString {
+        self.ensure_results_dir();
         RString::from(self.results_dir.display().to_string())
+    }
+}
+
+impl JobHost {
+    fn ensure_results_dir(&self) {
+        self.results_dir_made.get_or_init(|| {
+            if let Err(e) = std::fs::create_dir_all(&self.results_dir) {
+                tracing::error!(dir = %self.results_dir.display(), "cannot create the results dir: {e}");
+            }
+        });
     }
 }

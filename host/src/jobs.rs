@@ -18,6 +18,16 @@ use crate::host_context::{CancelToken, JobEvent, JobHost};
 use crate::plugins::{JobRunner, Registry};
 use crate::zuul::{self, InvalidParameters};
 
+/// The job's scratch directory inside its job dir; made when the plugin first asks for it,
+/// removed after the job (unless `keep_work_dirs`), never published.
+pub const WORK_DIR: &str = "work";
+/// The daemon's record of a job, in its results.
+pub const JOB_SUMMARY: &str = "job.json";
+/// Every job's summary, one JSON line each, in `jobs_working_dir`.
+pub const HISTORY_FILE: &str = "jobs.jsonl";
+/// Plugin log lines of the job, in its results.
+pub const TASK_LOG: &str = "task_output.log";
+
 /// A job to run.
 #[derive(Debug, Clone)]
 pub struct JobRequest {
@@ -57,7 +67,7 @@ pub struct PreparedJob {
     pub request: JobRequest,
     /// Its runner.
     pub runner: Arc<JobRunner>,
-    /// `jobs_working_dir/<LOG_PATH or unique>`.
+    /// `jobs_working_dir/<LOG_PATH or unique>`: the results; the work dir is inside.
     pub job_dir: PathBuf,
     /// Where the logs will be.
     pub url: String,
@@ -125,19 +135,21 @@ pub fn prepare(
                 request.unique.clone()
             }
         });
-    let job_dir = unique_dir(&config.jobs_working_dir.join(&log_path), &request.unique);
-    for dir in [job_dir.join("work"), job_dir.join("results")] {
-        std::fs::create_dir_all(&dir).map_err(|source| PrepareError::Directory {
-            path: dir.clone(),
+    std::fs::create_dir_all(&config.jobs_working_dir).map_err(|source| {
+        PrepareError::Directory {
+            path: config.jobs_working_dir.clone(),
             source,
-        })?;
-    }
+        }
+    })?;
+    // The job dir holds the results; it (and the work dir inside it) is made when the plugin
+    // first asks for it, so a job that writes nothing costs no directory.
+    let job_dir = unique_dir(&config.jobs_working_dir.join(&log_path), &request.unique);
     let url = match &config.publish_logs {
         PublishLogs::Local { prepend_url, .. } if !prepend_url.is_empty() => {
             format!("{}/{}/", prepend_url.trim_end_matches('/'), log_path)
         }
         PublishLogs::Local { path, .. } => format!("file://{}/", path.join(&log_path).display()),
-        PublishLogs::None => format!("file://{}/", job_dir.join("results").display()),
+        PublishLogs::None => format!("file://{}/", job_dir.display()),
     };
     Ok(PreparedJob {
         request,
@@ -172,8 +184,8 @@ pub async fn execute(
     cancel: CancelToken,
 ) -> JobOutcome {
     let started = Instant::now();
-    let work_dir = job.job_dir.join("work");
-    let results_dir = job.job_dir.join("results");
+    let work_dir = job.job_dir.join(WORK_DIR);
+    let results_dir = job.job_dir.clone();
     let runner = job.runner.clone();
     let plugin_job = Job {
         schema: JSON_SCHEMA,
@@ -192,7 +204,6 @@ pub async fn execute(
         "job started"
     );
     let job_json = serde_json::to_string(&plugin_job).unwrap_or_else(|_| "{}".into());
-    let task_log = std::fs::File::create(results_dir.join("task_output.log")).ok();
     let host = JobHost::new(
         &runner.plugin.name,
         job_json,
@@ -200,7 +211,6 @@ pub async fn execute(
         cancel.clone(),
         work_dir.clone(),
         results_dir.clone(),
-        task_log,
     );
     let plugin_name = runner.plugin.name.clone();
     let run = tokio::task::spawn_blocking(move || {
@@ -229,6 +239,8 @@ pub async fn execute(
     }
     let duration = started.elapsed();
     let summary = json!({
+        "finished": crate::timestamp_now(),
+        "url": job.url,
         "function": job.request.function,
         "unique": job.request.unique,
         "parameters": job.request.parameters,
@@ -237,13 +249,16 @@ pub async fn execute(
         "worker": config.worker_name,
         "details": details,
     });
-    if let Ok(text) = serde_json::to_string_pretty(&summary) {
-        if let Err(e) = std::fs::write(results_dir.join("job.json"), text) {
-            tracing::warn!("cannot write job.json: {e}");
+    record_history(config, &summary);
+    if results_dir.is_dir() {
+        if let Ok(text) = serde_json::to_string_pretty(&summary) {
+            if let Err(e) = std::fs::write(results_dir.join(JOB_SUMMARY), text) {
+                tracing::warn!("cannot write job.json: {e}");
+            }
         }
+        publish(config, &results_dir, &job.log_path);
     }
-    publish(config, &results_dir, &job.log_path);
-    if !config.keep_work_dirs {
+    if !config.keep_work_dirs && work_dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&work_dir) {
             tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
         }
@@ -264,6 +279,33 @@ pub async fn execute(
     }
 }
 
+/// Appends the job's summary as one JSON line to `jobs_working_dir/jobs.jsonl`: the daemon's
+/// history of every job, whether or not it left files.
+fn record_history(config: &Config, summary: &Value) {
+    use std::io::Write as _;
+    // One handle for the daemon's life (reopened if the path changes, as in tests).
+    static HISTORY: std::sync::Mutex<Option<(PathBuf, std::fs::File)>> =
+        std::sync::Mutex::new(None);
+    let path = config.jobs_working_dir.join(HISTORY_FILE);
+    let line = format!("{summary}\n");
+    let mut guard = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.as_ref().is_none_or(|(p, _)| *p != path) {
+        *guard = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok()
+            .map(|f| (path.clone(), f));
+    }
+    let written = match guard.as_mut() {
+        Some((_, f)) => f.write_all(line.as_bytes()),
+        None => Err(std::io::Error::other("cannot open the history file")),
+    };
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), "cannot record the job in the history: {e}");
+    }
+}
+
 fn publish(config: &Config, results_dir: &Path, log_path: &str) {
     if let PublishLogs::Local { path, .. } = &config.publish_logs {
         let dest = path.join(log_path);
@@ -280,6 +322,9 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         let kind = entry.file_type()?;
         let target = to.join(entry.file_name());
         if kind.is_dir() {
+            if entry.file_name() == WORK_DIR && from.join(JOB_SUMMARY).exists() {
+                continue;
+            }
             copy_dir(&entry.path(), &target)?;
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)?;

@@ -417,9 +417,9 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
     }
     let config = Arc::new(config);
     let registry = Arc::new(registry);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread drives every connection; plugins run on blocking threads of their own.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .worker_threads(2)
         .build()?;
     rt.block_on(async move {
         if background_child {

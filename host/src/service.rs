@@ -176,7 +176,7 @@ impl ZuulHandler {
         let build = Arc::new(Build {
             function: function.clone(),
             cancel: cancel.clone(),
-            results_dir: prepared.job_dir.join("results"),
+            results_dir: prepared.job_dir.clone(),
             finished: Arc::new(tokio::sync::Notify::new()),
         });
         self.lock().insert(unique.clone(), build.clone());

@@ -52,7 +52,11 @@ fn uuid(i: usize, tag: u32) -> String {
 
 /// A minimal raw-protocol worker: `slots` connections, each GRAB_JOB_UNIQ → the Zuul-shaped
 /// replies → again; PRE_SLEEP/NOOP when idle.
-async fn raw_worker(port: u16, function: &'static str, slots: usize) -> Vec<tokio::task::JoinHandle<()>> {
+async fn raw_worker(
+    port: u16,
+    function: &'static str,
+    slots: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for _ in 0..slots {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -71,16 +75,21 @@ async fn raw_worker(port: u16, function: &'static str, slots: usize) -> Vec<toki
                         let unique = String::from_utf8_lossy(p.arg(2)).to_string();
                         let _params: serde_json::Value =
                             serde_json::from_slice(p.arg(3)).unwrap_or_default();
-                        let start = json!({"name": "noop", "number": unique, "manager": "raw", "url": "x"});
+                        let start =
+                            json!({"name": "noop", "number": unique, "manager": "raw", "url": "x"});
                         conn.feed(Packet::work_data(handle.clone(), start.to_string().into()))
                             .await
                             .unwrap();
-                        conn.feed(Packet::work_status(handle.clone(), 0, 1)).await.unwrap();
+                        conn.feed(Packet::work_status(handle.clone(), 0, 1))
+                            .await
+                            .unwrap();
                         let result = json!({"result": "SUCCESS"}).to_string();
                         conn.feed(Packet::work_data(handle.clone(), result.clone().into()))
                             .await
                             .unwrap();
-                        conn.feed(Packet::work_complete(handle, result.into())).await.unwrap();
+                        conn.feed(Packet::work_complete(handle, result.into()))
+                            .await
+                            .unwrap();
                         conn.feed(Packet::grab_job_uniq()).await.unwrap();
                         conn.flush().await.unwrap();
                     }
@@ -177,8 +186,16 @@ fn main() {
     let plugins = PluginDir::new();
     plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
 
-    println!("turbo-hipster throughput, {n} Zuul-shaped no-op jobs per run, gearmand, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("{:<28}{:>12}{:>12}{:>10}", "", "raw worker", "daemon", "ratio");
+    println!(
+        "turbo-hipster throughput, {n} Zuul-shaped no-op jobs per run, gearmand, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "{:<28}{:>12}{:>12}{:>10}",
+        "", "raw worker", "daemon", "ratio"
+    );
     let mut rss = 0;
     let mut lat = None;
     for slots in [1usize, 8] {
@@ -189,7 +206,11 @@ fn main() {
             server.wait_registered("build:noop", Duration::from_secs(10));
             let _ = throughput(server.port, "build:noop", n / 10, 1).await; // warm-up
             let t = throughput(server.port, "build:noop", n, 2).await;
-            let l = if slots == 1 { Some(latency(server.port, "build:noop", lat_n, 3).await) } else { None };
+            let l = if slots == 1 {
+                Some(latency(server.port, "build:noop", lat_n, 3).await)
+            } else {
+                None
+            };
             for t in tasks {
                 t.abort();
             }
@@ -215,7 +236,11 @@ fn main() {
         let th = rt.block_on(async {
             let _ = throughput(server.port, "build:noop", n / 10, 4).await;
             let t = throughput(server.port, "build:noop", n, 5).await;
-            let l = if slots == 1 { Some(latency(server.port, "build:noop", lat_n, 6).await) } else { None };
+            let l = if slots == 1 {
+                Some(latency(server.port, "build:noop", lat_n, 6).await)
+            } else {
+                None
+            };
             (t, l)
         });
         drop(daemon);
@@ -246,6 +271,9 @@ fn main() {
             dp.as_micros()
         );
     }
-    println!("idle daemon RSS: {:.1} MB (target <= 20 MB)", rss as f64 / 1024.0);
+    println!(
+        "idle daemon RSS: {:.1} MB (target <= 20 MB)",
+        rss as f64 / 1024.0
+    );
     println!("targets: 1 slot >= 3000 jobs/s and >= 60% of raw; 8 slots >= 50% of raw");
 }

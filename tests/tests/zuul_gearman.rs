@@ -132,7 +132,10 @@ fn stop_running_build(kind: ServerKind) {
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(&unique[..7]))
         .collect();
-    assert!(found.iter().any(|p| p.ends_with("results")), "{found:?}");
+    assert!(
+        found.iter().any(|p| p.join("job.json").is_file()),
+        "{found:?}"
+    );
     assert!(!found.iter().any(|p| p.ends_with("work")), "{found:?}");
 }
 
@@ -170,7 +173,8 @@ fn cancel_queued_job(kind: ServerKind) {
     }
     // Queue a second build with a raw client, then cancel it through the admin protocol.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let handle = rt.block_on(async {
+    // The submitting client stays connected (gear drops a client's jobs when it leaves).
+    let (_client, queued) = rt.block_on(async {
         let client =
             turbo_hipster::gearman::client::Client::connect("127.0.0.1", w.servers[0].port)
                 .await
@@ -184,8 +188,9 @@ fn cancel_queued_job(kind: ServerKind) {
             )
             .await
             .unwrap();
-        String::from_utf8_lossy(job.handle()).to_string()
+        (client, job)
     });
+    let handle = String::from_utf8_lossy(queued.handle()).to_string();
     let answer = admin(w.servers[0].port, &format!("cancel job {handle}")).unwrap();
     assert!(answer.iter().any(|l| l.starts_with("OK")), "{answer:?}");
     let o = busy.join().unwrap();

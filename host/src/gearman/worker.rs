@@ -884,7 +884,7 @@ fn start_job(
             max_body: shared.config.max_packet_body,
         }),
     };
-    info!(
+    debug!(
         server = %job.server,
         handle = %job.handle_str(),
         function = %job.function,
