@@ -101,7 +101,7 @@ pub fn log_name(dataset: &str) -> String {
 ///     database_name("nova_datasets_user_001", "6fd3A2b1-99", 0),
 ///     "nova_datasets_user_001_6fd3a2b1_0"
 /// );
-/// assert_eq!(database_name("1-Weird name!", "", 2).len(), "th_1_weird_name_".len() + 10);
+/// assert_eq!(database_name("1-Weird name!", "AB-9", 2), "th_1_weird_name__ab9_2");
 /// ```
 pub fn database_name(database: &str, unique: &str, index: usize) -> String {
     format!("{}_{index}", database_prefix(database, unique))
@@ -326,6 +326,31 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     }
 }
 
+/// `text` with every secret replaced by `***`.
+fn mask_secrets(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_string(), |t, secret| {
+        t.replace(secret.as_str(), "***")
+    })
+}
+
+/// A command line for the log, quoted as a shell would need it.
+fn describe_command(program: &str, args: &[String]) -> String {
+    std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,{}".contains(&b));
+            if plain {
+                a.to_string()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn dedup_keep_order(lines: &mut Vec<String>) {
     let mut seen = std::collections::BTreeSet::new();
     lines.retain(|l| seen.insert(l.clone()));
@@ -539,6 +564,28 @@ impl Run<'_, '_> {
         })
     }
 
+    /// What must not appear in published logs: the database password, as given and as it
+    /// appears in the URL (percent-encoded). Very short passwords are not masked (they would
+    /// mask half the log and hide nothing).
+    fn secrets(&self) -> Vec<String> {
+        let Some(ep) = self.server.endpoint() else {
+            return Vec::new();
+        };
+        let mut secrets = vec![ep.password.clone()];
+        let url = self.server.sqlalchemy_url(self.db);
+        if let Some((_, rest)) = url.split_once("://") {
+            if let Some((userinfo, _)) = rest.split_once('@') {
+                if let Some((_, encoded)) = userinfo.split_once(':') {
+                    secrets.push(encoded.to_string());
+                }
+            }
+        }
+        secrets.retain(|s| s.len() >= 3);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        secrets
+    }
+
     fn placeholders(&self, checkout: &Path) -> Placeholders {
         let ds = self.job.dataset;
         // The engine's view of the connection, defaults filled in; empty for SQLite.
@@ -633,9 +680,10 @@ impl Run<'_, '_> {
                 .push("FAILURE - the dataset's migration tool has an empty argv".into());
             return out;
         };
-        let mut cmd = Command::new(placeholders.render(program));
-        cmd.args(args.iter().map(|a| placeholders.render(a)))
-            .current_dir(checkout);
+        let program = placeholders.render(program);
+        let args: Vec<String> = args.iter().map(|a| placeholders.render(a)).collect();
+        let mut cmd = Command::new(&program);
+        cmd.args(&args).current_dir(checkout);
         for (key, value) in env {
             cmd.env(key, placeholders.render(value));
         }
@@ -651,12 +699,44 @@ impl Run<'_, '_> {
             "phase {phase}: running the migration tool in {}",
             checkout.display()
         ));
+        // The logs are published: the tool's command line and output are written here, with
+        // the database password masked, rather than by the runner.
+        let secrets = self.secrets();
+        let mask = |text: &str| mask_secrets(text, &secrets);
+        let _ = self
+            .log
+            .line("command", &mask(&describe_command(&program, &args)));
         let mut parser = StreamParser::new(log_format.clone());
         let result = ProcessRunner::new(cmd)
-            .log(self.log)
             .timeout(Some(remaining))
-            .on_line(|line| parser.feed(line.time.naive_local(), &line.text))
+            .on_line(|line| {
+                let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
+                parser.feed(line.time.naive_local(), &line.text);
+            })
             .run(self.job.cancel);
+        match &result {
+            Ok(o) => {
+                if let Termination::TimedOut(t) = o.termination {
+                    let _ = self.log.line(
+                        "timeout",
+                        &format!(
+                            "the migration tool ran longer than {}: its process group was stopped",
+                            seconds(t)
+                        ),
+                    );
+                }
+                if !o.output_complete {
+                    self.note("stopped reading the output of a process that left the tool's group");
+                }
+                let _ = self.log.line(
+                    "exit",
+                    &format!("{} after {}", o.termination, seconds(o.duration)),
+                );
+            }
+            Err(e) => {
+                let _ = self.log.line("exit", &mask(&e.to_string()));
+            }
+        }
         let finished = Local::now().naive_local();
         let parsed = parser.finish(finished);
         out.printed_final = parsed.final_version.clone();
@@ -670,7 +750,6 @@ impl Run<'_, '_> {
         out.records = parsed.migrations.clone();
         match result {
             Err(ProcessError::Spawn { program, source }) => {
-                self.note(&format!("cannot start {program}: {source}"));
                 if source.kind() == io::ErrorKind::NotFound {
                     out.lines.push(messages::IMPORT_ERROR.to_string());
                 } else {
@@ -790,5 +869,22 @@ mod tests {
     fn log_names() {
         assert_eq!(log_name("user_001"), "user_001.log");
         assert_eq!(log_name("a/b"), "a_b.log");
+    }
+
+    #[test]
+    fn secrets_are_masked_and_commands_quoted() {
+        let secrets = vec!["p%40ss".to_string(), "p@ss".to_string()];
+        assert_eq!(
+            mask_secrets("mysql+pymysql://u:p%40ss@h/db and p@ss", &secrets),
+            "mysql+pymysql://u:***@h/db and ***"
+        );
+        assert_eq!(mask_secrets("nothing", &[]), "nothing");
+        assert_eq!(
+            describe_command(
+                "alembic",
+                &["-c".into(), "/w/a b.ini".into(), "it's".into()]
+            ),
+            r"alembic -c '/w/a b.ini' 'it'\''s'"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The result lines a job reports to Zuul, word for word the original's where it had one
-//! (Zuul users match on them). One line per problem; `SUCCESS` when there is none.
+//! (Zuul users match on them). One line per problem; `SUCCESS` when there is none. The
+//! limits' warnings (`WARNING - Migration %s took too long`, …) come from [`crate::limits`].
 
 /// A migration started and its end was never seen: the tool exited, crashed or was stopped
 /// (timeout) inside it, or an SQL file failed.
@@ -12,11 +13,6 @@ pub const SEED_SETUP: &str = "FAILURE - Could not setup seed database.";
 pub const SEED_MISSING: &str = "FAILURE - Could not find seed database.";
 /// The tool could not import what it needs, or could not be found.
 pub const IMPORT_ERROR: &str = "FAILURE - Could not import required module.";
-
-/// A migration was slower than its limit (`%s` is `from->to`).
-pub fn took_too_long(migration: &str) -> String {
-    format!("WARNING - Migration {migration} took too long")
-}
 
 /// The tool exited with a non-zero code that nothing else explains.
 pub fn return_code(code: i32) -> String {

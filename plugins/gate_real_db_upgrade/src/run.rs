@@ -243,7 +243,9 @@ pub fn run_job(
     } else {
         lines.join("\n")
     };
-    (env.progress)(total, total);
+    if done.load(Ordering::SeqCst) < total {
+        (env.progress)(total, total);
+    }
     Ok(finish(summary, dirs, cancelled))
 }
 

@@ -122,7 +122,10 @@ fn alembic_world(engine: Engine, limits: Value) -> World {
             "maximum_migration_times": limits,
         }),
         &[
-            ("seed.sql", "CREATE TABLE legacy (id INTEGER NOT NULL);\nINSERT INTO legacy VALUES (1);\n"),
+            (
+                "seed.sql",
+                "CREATE TABLE legacy (id INTEGER NOT NULL);\nINSERT INTO legacy VALUES (1);\n",
+            ),
             ("alembic.ini.tmpl", INI_TMPL),
         ],
     );
@@ -194,7 +197,10 @@ fn a_good_alembic_change_passes(engine: Engine) {
     assert_eq!(ds["final_version"], REV_C);
     assert_eq!(ds["expected_version"], REV_C);
     let log = run.file("api.log");
-    assert!(log.contains("Running upgrade 2b3c4d5e6f70 -> 3c4d5e6f7081, index email"), "{log}");
+    assert!(
+        log.contains("Running upgrade 2b3c4d5e6f70 -> 3c4d5e6f7081, index email"),
+        "{log}"
+    );
     // The rendered config went to the work dir, not to the log or the dataset.
     assert!(log.contains("rendered"), "{log}");
 }
@@ -212,7 +218,10 @@ fn mariadb_alembic_change_passes() {
 #[test]
 fn postgresql_slow_alembic_revision_warns() {
     let engine = Engine::PostgreSql;
-    let world = alembic_world(engine, json!({"default": 60, "2b3c4d5e6f70->3c4d5e6f7081": 1}));
+    let world = alembic_world(
+        engine,
+        json!({"default": 60, "2b3c4d5e6f70->3c4d5e6f7081": 1}),
+    );
     let run = propose_c(
         &world,
         engine,

@@ -14,7 +14,8 @@ use e2e_support::{assert_no_databases, example, require, JobRun, World};
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 
-const LOYALTY: &str = "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
+const LOYALTY: &str =
+    "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
     UPDATE customers SET loyalty_points = \
     (SELECT COUNT(*) FROM orders WHERE orders.customer_id = customers.id);\n";
 
@@ -36,8 +37,17 @@ fn sleep_sql(engine: Engine, seconds: u32) -> String {
 
 /// The example project and dataset on `engine`; `edit` changes the dataset's config.
 fn example_world(engine: Engine, edit: impl FnOnce(&mut Value)) -> World {
+    example_world_with(engine, json!({}), edit)
+}
+
+/// [`example_world`] with `job` merged into the job config.
+fn example_world_with(engine: Engine, job: Value, edit: impl FnOnce(&mut Value)) -> World {
     require(engine);
-    let mut world = World::new(json!({"engine": engine_name(engine)}));
+    let mut job_config = json!({"engine": engine_name(engine)});
+    for (k, v) in job.as_object().unwrap() {
+        job_config[k] = v.clone();
+    }
+    let mut world = World::new(job_config);
     let dir = world.example_dataset("example");
     let path = dir.join("config.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -56,7 +66,12 @@ fn run_change(world: &World, engine: Engine, file: &str, sql: &str) -> JobRun {
 
 fn good_change_passes(engine: Engine) {
     let world = example_world(engine, |_| {});
-    let run = run_change(&world, engine, "migrations/004_add_loyalty_points.sql", LOYALTY);
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_add_loyalty_points.sql",
+        LOYALTY,
+    );
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
     let ds = &run.summary["datasets"][0];
     assert_eq!(ds["engine"], engine_name(engine));
@@ -81,7 +96,12 @@ fn slow_migration_warns(engine: Engine) {
     let world = example_world(engine, |c| {
         c["maximum_migration_times"] = json!({"default": 30, "3->4": 1});
     });
-    let run = run_change(&world, engine, "migrations/004_slow.sql", &sleep_sql(engine, 2));
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_slow.sql",
+        &sleep_sql(engine, 2),
+    );
     assert_eq!(
         run.result,
         "WARNING - Migration 3->4 took too long",
@@ -112,9 +132,22 @@ fn broken_migration_fails(engine: Engine) {
     assert!(run.file("example.log").contains("no_such_table"));
 }
 
-fn hanging_migration_times_out(engine: Engine) {
-    let world = example_world(engine, |c| c["timeout"] = json!(3));
-    let run = run_change(&world, engine, "migrations/004_hangs.sql", &sleep_sql(engine, 600));
+/// The dataset's `timeout` (or, with `job_timeout`, the job config's) ends a migration that
+/// hangs.
+fn hanging_migration_times_out(engine: Engine, job_timeout: bool) {
+    let world = if job_timeout {
+        example_world_with(engine, json!({"timeout": 3}), |c| {
+            c.as_object_mut().unwrap().remove("timeout");
+        })
+    } else {
+        example_world(engine, |c| c["timeout"] = json!(3))
+    };
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_hangs.sql",
+        &sleep_sql(engine, 600),
+    );
     assert_eq!(
         run.result,
         "FAILURE - Did not find the end of a migration after a start",
@@ -135,19 +168,32 @@ fn bad_credentials_fail_the_seed(engine: Engine) {
             _ => json!({"user": "root", "password": "definitely-wrong"}),
         };
     });
-    let run = run_change(&world, engine, "migrations/004_add_loyalty_points.sql", LOYALTY);
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_add_loyalty_points.sql",
+        LOYALTY,
+    );
     assert_eq!(
         run.result,
         "FAILURE - Could not setup seed database.",
         "{}",
         run.describe()
     );
-    assert!(!run.file("example.log").contains("wrong"), "the password leaked");
+    assert!(
+        !run.file("example.log").contains("wrong"),
+        "the password leaked"
+    );
 }
 
 fn missing_seed_fails(engine: Engine) {
     let world = example_world(engine, |c| c["seed_data"] = json!("nowhere.sql"));
-    let run = run_change(&world, engine, "migrations/004_add_loyalty_points.sql", LOYALTY);
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_add_loyalty_points.sql",
+        LOYALTY,
+    );
     assert_eq!(
         run.result,
         "FAILURE - Could not find seed database.",
@@ -169,9 +215,19 @@ fn parallel_datasets_get_their_own_databases(engine: Engine) {
         &world,
         engine,
         "migrations/004_slow.sql",
-        &sleep_sql(engine, 1),
+        &sleep_sql(engine, 2),
     );
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    // They ran at the same time: the two slow migrations overlap.
+    let window = |i: usize| {
+        let m = &run.migrations(i)[1];
+        (
+            m["start"].as_str().unwrap().to_string(),
+            m["end"].as_str().unwrap().to_string(),
+        )
+    };
+    let (a, b) = (window(0), window(1));
+    assert!(a.0 < b.1 && b.0 < a.1, "not in parallel: {a:?} {b:?}");
     let dbs: Vec<&str> = run.summary["datasets"]
         .as_array()
         .unwrap()
@@ -214,12 +270,12 @@ fn postgresql_broken_migration_fails() {
 
 #[test]
 fn mariadb_hanging_migration_times_out() {
-    hanging_migration_times_out(Engine::MariaDb);
+    hanging_migration_times_out(Engine::MariaDb, false);
 }
 
 #[test]
 fn postgresql_hanging_migration_times_out() {
-    hanging_migration_times_out(Engine::PostgreSql);
+    hanging_migration_times_out(Engine::PostgreSql, true);
 }
 
 #[test]
@@ -250,4 +306,58 @@ fn mariadb_parallel_datasets_get_their_own_databases() {
 #[test]
 fn postgresql_parallel_datasets_get_their_own_databases() {
     parallel_datasets_get_their_own_databases(Engine::PostgreSql);
+}
+
+#[test]
+fn postgresql_the_password_never_reaches_the_logs() {
+    let engine = Engine::PostgreSql;
+    // Trust authentication takes any password: the run works and the password is set.
+    let world = example_world(engine, |c| {
+        c["connection"] = json!({"user": "postgres", "password": "s3cret-Pa55"});
+        c["migration"] = json!({
+            "tool": ["sh", "-c", "echo \"url={db_url} pass={db_pass} host={db_host}:{db_port}\""],
+        });
+        c["expected_version"] = json!("unchecked");
+    });
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_add_loyalty_points.sql",
+        LOYALTY,
+    );
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let log = run.file("example.log");
+    assert!(!log.contains("s3cret"), "{log}");
+    assert!(
+        log.contains(
+            "[output] url=postgresql+psycopg2://postgres:***@127.0.0.1:5432/example_shop_"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("pass=*** host=127.0.0.1:5432"), "{log}");
+    for file in ["summary.json", "summary.txt", "task_output.log", "job.json"] {
+        assert!(!run.file(file).contains("s3cret"), "{file}");
+    }
+}
+
+#[test]
+fn mariadb_keep_databases_keeps_the_run_database() {
+    let engine = Engine::MariaDb;
+    require(engine);
+    let mut world = World::new(json!({"engine": "mariadb", "keep_databases": true}));
+    world.example_dataset("example");
+    world.project_from("example/shop", &example().join("project"));
+    let change = world.propose(
+        "example/shop",
+        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
+    );
+    let run = world.run("example/shop", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let db = run.summary["datasets"][0]["database"].as_str().unwrap();
+    let server = e2e_support::server(engine);
+    let kept = server.databases_with_prefix(db).unwrap();
+    let _ = server.drop_database(db);
+    assert_eq!(kept, [db.to_string()]);
+    assert!(run.file("example.log").contains("keeping database"));
+    assert_no_databases(engine, "example_shop", &run.uuid);
 }

@@ -52,7 +52,8 @@ const V3_BROKEN: &str =
     "def upgrade(conn):\n    conn.execute('ALTER TABLE no_such_table ADD COLUMN x INTEGER')\n";
 const V3_HANGS: &str = "import time\n\ndef upgrade(conn):\n    time.sleep(1000)\n";
 
-const TOOL_SEED: &str = "CREATE TABLE placeholder (id INTEGER);\nINSERT INTO placeholder VALUES (1);\n";
+const TOOL_SEED: &str =
+    "CREATE TABLE placeholder (id INTEGER);\nINSERT INTO placeholder VALUES (1);\n";
 
 /// A tool-mode dataset for `project` with `extra` keys merged in.
 fn tool_dataset(project: &str, extra: Value) -> Value {
@@ -140,7 +141,10 @@ fn the_shipped_example_passes_on_sqlite() {
     assert_eq!(run.summary["change"]["commit"].as_str().unwrap().len(), 40);
     let log = run.file("example.log");
     assert_log_line_format(&log);
-    assert!(log.contains("[sql] 3 -> 4... 004_add_loyalty_points.sql"), "{log}");
+    assert!(
+        log.contains("[sql] 3 -> 4... 004_add_loyalty_points.sql"),
+        "{log}"
+    );
     let table = run.file("summary.txt");
     assert!(table.contains("3->4"), "{table}");
     assert!(table.contains("add_loyalty_points"), "{table}");
@@ -361,8 +365,7 @@ fn every_dataset_of_the_project_runs_and_lines_name_their_dataset() {
     // gamma: its seed is missing; other: another project's dataset, which must not run.
     let gamma = world.example_dataset("gamma");
     let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(gamma.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(gamma.join("config.json")).unwrap()).unwrap();
     config["seed_data"] = json!("missing.sql");
     std::fs::write(gamma.join("config.json"), config.to_string()).unwrap();
     let other = world.example_dataset("other");
@@ -399,7 +402,10 @@ fn every_dataset_of_the_project_runs_and_lines_name_their_dataset() {
     let a = run.summary["datasets"][0]["database"].as_str().unwrap();
     let b = run.summary["datasets"][1]["database"].as_str().unwrap();
     assert_ne!(a, b);
-    assert!(a.starts_with(&format!("example_shop_{}", &run.uuid[..8])), "{a}");
+    assert!(
+        a.starts_with(&format!("example_shop_{}", &run.uuid[..8])),
+        "{a}"
+    );
     for log in ["alpha.log", "beta.log", "gamma.log"] {
         assert!(!run.file(log).is_empty());
     }
@@ -477,10 +483,7 @@ fn an_old_dataset_is_upgraded_along_its_upgrade_path_first() {
     e2e_support::git(&repo, &["commit", "-q", "-m", "003"]);
     let change = world.propose(
         "example/shop",
-        &[(
-            "migrations/004_drop_legacy.sql",
-            "DROP TABLE legacy;\n",
-        )],
+        &[("migrations/004_drop_legacy.sql", "DROP TABLE legacy;\n")],
     );
     let run = world.run("example/shop", &change);
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
@@ -552,4 +555,103 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
         }
     }
     None
+}
+
+#[test]
+fn the_tool_gets_its_placeholders_templates_and_environment() {
+    let mut world = World::new(json!({}));
+    world.project("shop/tool", &[("README", "x\n")]);
+    let ds_dir = world.dataset(
+        "shop_tool",
+        tool_dataset(
+            "shop/tool",
+            json!({
+                "migration": {
+                    "tool": [
+                        "sh", "-c",
+                        "echo \"name={db_name} host=[{db_host}] port=[{db_port}] user=[{db_user}] \
+                         checkout={checkout} work={work_dir} ds={dataset_dir} pip=[{pip_cache}] \
+                         url={db_url}\"; echo \"pwd=$(pwd)\"; cat {work_dir}/tool.conf; \
+                         echo \"env=$TH_URL\"",
+                    ],
+                    "env": {"TH_URL": "{db_url}"},
+                    "templates": {"tool.conf": "tool.conf.tmpl"},
+                },
+                "expected_version": "unchecked",
+            }),
+        ),
+        &[
+            ("seed.sql", TOOL_SEED),
+            ("tool.conf.tmpl", "conf: db = {db_name}, keep {braces}\n"),
+        ],
+    );
+    let change = world.propose("shop/tool", &[("README", "y\n")]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let db = run.summary["datasets"][0]["database"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        db.starts_with(&format!("shop_tool_{}_0", &run.uuid[..8])),
+        "{db}"
+    );
+    let output: Vec<String> = run
+        .file("shop_tool.log")
+        .lines()
+        .filter_map(|l| l.split_once(" [output] ").map(|(_, t)| t.to_string()))
+        .collect();
+    let first = &output[0];
+    assert!(
+        first.starts_with(&format!("name={db} host=[] port=[] user=[] checkout=/")),
+        "{first}"
+    );
+    assert!(first.contains("/work/git/shop/tool work=/"), "{first}");
+    assert!(
+        first.contains(&format!("ds={} pip=[]", ds_dir.display())),
+        "{first}"
+    );
+    assert!(first.contains("url=sqlite:////"), "{first}");
+    assert!(first.ends_with(&format!("/{db}.sqlite")), "{first}");
+    assert!(output[1].starts_with("pwd=/") && output[1].ends_with("/work/git/shop/tool"));
+    assert_eq!(output[2], format!("conf: db = {db}, keep {{braces}}"));
+    assert!(output[3].starts_with("env=sqlite:////"), "{}", output[3]);
+}
+
+#[test]
+fn check_config_validates_every_dataset() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    world.example_dataset("example");
+    let out = std::process::Command::new(&e2e_support::built().daemon)
+        .arg("-c")
+        .arg(&world.config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    world.dataset(
+        "broken",
+        json!({"seed_data": "seed.sql", "maximum_migration_times": {"no_default": 1}}),
+        &[],
+    );
+    let out = std::process::Command::new(&e2e_support::built().daemon)
+        .arg("-c")
+        .arg(&world.config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("broken/config.json"), "{text}");
+    assert!(text.contains("project"), "{text}");
+    assert!(text.contains("default"), "{text}");
 }

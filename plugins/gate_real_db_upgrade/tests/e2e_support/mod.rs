@@ -46,13 +46,7 @@ pub fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "turbo-hipster",
-                "-p",
-                "gate_real_db_upgrade",
-            ])
+            .args(["build", "-p", "turbo-hipster", "-p", "gate_real_db_upgrade"])
             .current_dir(root())
             .output()
             .expect("cannot run cargo");
@@ -94,7 +88,12 @@ pub fn uuid() -> String {
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
-        .args(["-c", "init.defaultBranch=master", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "init.defaultBranch=master",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
