@@ -407,6 +407,17 @@ fn two_daemons_one_host(kind: ServerKind) {
     );
 }
 
+macro_rules! on_both_servers_extra {
+    ($($scenario:ident),* $(,)?) => {
+        mod gearmand_more {
+            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gearmand) })*
+        }
+        mod gear_server_more {
+            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gear) })*
+        }
+    };
+}
+
 macro_rules! on_both_servers {
     ($($scenario:ident),* $(,)?) => {
         mod gearmand {
@@ -431,3 +442,82 @@ on_both_servers!(
     sigterm_aborts_after_grace,
     two_daemons_one_host,
 );
+
+/// `stop:` for a build this worker does not run completes (with a log line);
+/// `set_description:` is accepted and kept with the build.
+fn stop_unknown_and_set_description(kind: ServerKind) {
+    let w = world(kind, 1, json!({"worker_name": "th-desc"}));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let port = w.servers[0].port;
+    use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
+    let events = rt.block_on(async {
+        let client = Client::connect("127.0.0.1", port).await.unwrap();
+        client
+            .submit(
+                "stop:turbo-hipster-manager-th-desc",
+                "stop1",
+                json!({"name": "wait", "number": "nosuchbuild"}).to_string(),
+                Priority::High,
+            )
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap()
+    });
+    assert!(
+        matches!(events.last(), Some(JobEvent::Complete(_))),
+        "{events:?}"
+    );
+    assert!(w
+        .daemon
+        .log_text()
+        .contains("stop requested for a build this worker does not run"));
+
+    // A running build gets a description.
+    let addr = w.servers[0].addr();
+    let unique = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0".to_string();
+    let param = format!("ZUUL_UUID={unique}");
+    let running = std::thread::spawn(move || {
+        enqueue(&addr, "wait", &["--stop-after", "2", "--param", &param])
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.servers[0]
+        .status()
+        .iter()
+        .any(|(f, _, r, _)| f == "build:wait" && *r == 1)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let events = rt.block_on(async {
+        let client = Client::connect("127.0.0.1", port).await.unwrap();
+        client
+            .submit(
+                "set_description:turbo-hipster-manager-th-desc",
+                "desc1",
+                json!({"name": "wait", "number": unique, "html_description": "<b>hello</b>"})
+                    .to_string(),
+                Priority::High,
+            )
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap()
+    });
+    assert!(
+        matches!(events.last(), Some(JobEvent::Complete(_))),
+        "{events:?}"
+    );
+    let o = running.join().unwrap();
+    assert!(out_text(&o).contains("result: ABORTED"), "{}", out_text(&o));
+    let kept = walk(&w.setup.jobs_dir())
+        .into_iter()
+        .map(|d| d.join("description.html"))
+        .find(|p| p.is_file())
+        .expect("description.html kept with the build");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "<b>hello</b>");
+}
+
+on_both_servers_extra!(stop_unknown_and_set_description);

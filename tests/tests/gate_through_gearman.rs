@@ -1,0 +1,229 @@
+//! gate_real_db_upgrade end to end the way production runs it: Zuul-shaped builds through a real
+//! gearmand into the real daemon, on SQLite, real MariaDB and real PostgreSQL, with the example
+//! project and dataset shipped in `etc/example`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use turbo_hipster_tests::{
+    built, enqueue, git, root, text, Daemon, JobServer, PluginDir, ServerKind, Setup,
+};
+
+/// A git repository of the example project with a proposed change on a Zuul ref.
+fn example_repo(change_sql: &str) -> (tempfile::TempDir, String) {
+    let repos = tempfile::tempdir().unwrap();
+    let repo = repos.path().join("example/shop");
+    std::fs::create_dir_all(repo.join("migrations")).unwrap();
+    for f in std::fs::read_dir(root().join("etc/example/project/migrations")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), repo.join("migrations").join(f.file_name())).unwrap();
+    }
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "the shop so far"]);
+    std::fs::write(repo.join("migrations/004_proposed_change.sql"), change_sql).unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "the proposed change"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let zuul_ref = format!("refs/zuul/master/Z{}", &sha[..12]);
+    git(&repo, &["update-ref", &zuul_ref, &sha]);
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    (repos, zuul_ref)
+}
+
+fn databases(engine: &str, prefix: &str) -> Vec<String> {
+    let out = match engine {
+        "mariadb" => Command::new("mysql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "-N",
+                "-e",
+                "SHOW DATABASES",
+            ])
+            .output()
+            .unwrap(),
+        "postgresql" => Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-At",
+                "-c",
+                "SELECT datname FROM pg_database",
+            ])
+            .output()
+            .unwrap(),
+        _ => return Vec::new(),
+    };
+    assert!(
+        out.status.success(),
+        "cannot list databases: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn results_dir(t: &str) -> PathBuf {
+    let url = t
+        .lines()
+        .find_map(|l| l.strip_prefix("url: file://"))
+        .unwrap_or_else(|| panic!("no url in:\n{t}"));
+    PathBuf::from(url)
+}
+
+/// Runs one build; the returned `Setup` keeps the job directories alive.
+fn run(engine: &str, change_sql: &str) -> (String, Value, PathBuf, Setup) {
+    let seed = root().join("etc/example/datasets/example/seed.sql");
+    let seed_before = std::fs::read(&seed).unwrap();
+    let (repos, zuul_ref) = example_repo(change_sql);
+    let plugins = PluginDir::new();
+    plugins.add(
+        "gate_real_db_upgrade",
+        &built().plugins["gate_real_db_upgrade"],
+    );
+    let server = JobServer::start(ServerKind::Gearmand);
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "jobs": [{
+                "name": "build:gate-real-db-upgrade",
+                "plugin": "gate_real_db_upgrade",
+                "datasets_dir": root().join("etc/example/datasets"),
+                "engine": engine,
+                "timeout": 120
+            }]
+        }),
+    );
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
+    let uuid = turbo_hipster::zuul::random_uuid_hex();
+    let out = enqueue(
+        &server.addr(),
+        "gate-real-db-upgrade",
+        &[
+            "--param",
+            &format!("ZUUL_UUID={uuid}"),
+            "--param",
+            "ZUUL_PROJECT=example/shop",
+            "--param",
+            &format!("ZUUL_URL={}", repos.path().display()),
+            "--param",
+            &format!("ZUUL_REF={zuul_ref}"),
+            "--timeout",
+            "300",
+        ],
+    );
+    let t = text(&out);
+    let dir = results_dir(&t);
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("summary.json")).unwrap_or_else(|e| {
+            panic!(
+                "no summary.json in {}: {e}\n{t}\n{}",
+                dir.display(),
+                daemon.log_text()
+            )
+        }),
+    )
+    .unwrap();
+    // The seed is untouched and no job database is left behind.
+    assert_eq!(
+        std::fs::read(&seed).unwrap(),
+        seed_before,
+        "the seed changed"
+    );
+    let prefix = format!("example_shop_{}", &uuid[..8]);
+    assert_eq!(
+        databases(engine, &prefix),
+        Vec::<String>::new(),
+        "left behind"
+    );
+    drop(daemon);
+    (t, summary, dir, setup)
+}
+
+fn passes(engine: &str) {
+    let (t, summary, dir, _setup) = run(
+        engine,
+        "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n",
+    );
+    assert!(t.contains("result: SUCCESS"), "{t}");
+    assert!(t.contains("started: "), "{t}");
+    let ds = &summary["datasets"][0];
+    assert_eq!(ds["final_version"], "4", "{summary}");
+    let steps: Vec<String> = ds["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}->{}",
+                m["from"].as_str().unwrap(),
+                m["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(steps, ["2->3", "3->4"], "{summary}");
+    for m in ds["migrations"].as_array().unwrap() {
+        assert_eq!(m["status"], "ok");
+        assert!(m["duration_ms"].as_i64().unwrap() >= 0);
+    }
+    for f in [
+        "example.log",
+        "git_prep.log",
+        "summary.txt",
+        "job.json",
+        "task_output.log",
+    ] {
+        let listing: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            Path::new(&dir).join(f).is_file(),
+            "{f} missing in {}: {listing:?}",
+            dir.display()
+        );
+    }
+}
+
+fn broken_change_fails(engine: &str) {
+    let (t, summary, _, _setup) = run(engine, "ALTER TABLE no_such_table ADD COLUMN x INTEGER;\n");
+    assert!(
+        t.contains("result: FAILURE - Did not find the end of a migration after a start"),
+        "{t}"
+    );
+    assert_eq!(
+        summary["datasets"][0]["migrations"][1]["status"], "unfinished",
+        "{summary}"
+    );
+}
+
+#[test]
+fn sqlite_through_gearman() {
+    passes("sqlite");
+    broken_change_fails("sqlite");
+}
+
+#[test]
+fn mariadb_through_gearman() {
+    passes("mariadb");
+    broken_change_fails("mariadb");
+}
+
+#[test]
+fn postgresql_through_gearman() {
+    passes("postgresql");
+    broken_change_fails("postgresql");
+}
