@@ -196,7 +196,7 @@ pub async fn execute(
         config: runner.config.config.clone(),
         host: runner.config.host.clone(),
     };
-    tracing::info!(
+    tracing::debug!(
         function = %job.request.function,
         unique = %job.request.unique,
         plugin = %runner.plugin.name,
@@ -268,6 +268,7 @@ pub async fn execute(
         unique = %job.request.unique,
         duration_ms = duration.as_millis() as u64,
         result = %result.lines().next().unwrap_or(""),
+        dir = %job.job_dir.display(),
         "job finished"
     );
     JobOutcome {

@@ -190,7 +190,7 @@ fn load_config(path: &Path) -> Result<Config> {
 }
 
 fn check_config(path: &Path, level: &str) -> Result<ExitCode> {
-    logging::init(level, true, None)?;
+    let _log = logging::init(level, true, None)?;
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -227,7 +227,7 @@ fn check_config(path: &Path, level: &str) -> Result<ExitCode> {
 }
 
 fn list_plugins(path: &Path, level: &str) -> Result<ExitCode> {
-    logging::init(level, true, None)?;
+    let _log = logging::init(level, true, None)?;
     let config = load_config(path)?;
     let registry = plugins::build_registry(&config);
     let mut ok = true;
@@ -301,7 +301,7 @@ fn run_job(
     params: &[String],
     params_file: Option<&Path>,
 ) -> Result<ExitCode> {
-    logging::init(level, true, None)?;
+    let _log = logging::init(level, true, None)?;
     let config = load_config(path)?;
     let mut parameters = parse_params(params, params_file)?;
     let registry = plugins::build_registry(&config);
@@ -397,7 +397,7 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
         daemon::detach_session();
     }
     let config = config::load(config_path).map_err(anyhow::Error::new)?;
-    logging::init(
+    let _log = logging::init(
         &cli.log_level,
         !background_child,
         config.debug_log.as_deref(),
@@ -417,10 +417,19 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
     }
     let config = Arc::new(config);
     let registry = Arc::new(registry);
-    // One thread drives every connection; plugins run on blocking threads of their own.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // Plugins run on blocking threads of their own either way. With one slot there is no
+    // parallel work for the connections: one thread is fastest (no cross-thread wake-ups);
+    // with more slots, two threads keep up with several jobs reporting at once.
+    let rt = if config.max_concurrent_jobs <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async move {
         if background_child {
             daemon::report_ready();

@@ -501,7 +501,10 @@ impl Daemon {
         let child = Command::new(&built().daemon)
             .arg("-c")
             .arg(&setup.config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TH_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)

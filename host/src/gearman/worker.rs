@@ -14,7 +14,8 @@
 //!
 //! # Slots
 //! Gearman cannot hand a job back, so a connection sends `GRAB_JOB_UNIQ` only after it reserved a
-//! slot from a semaphore shared by *all* servers, and keeps at most one grab outstanding. `NO_JOB`
+//! slot from a semaphore shared by *all* servers; it keeps as many grabs outstanding as it has
+//! reserved slots (answers come back in order), so several free slots fill in one round trip. `NO_JOB`
 //! returns the slot; `JOB_ASSIGN_UNIQ` gives it to the job; the job's terminal packet
 //! (`WORK_COMPLETE`, `WORK_FAIL` or `WORK_EXCEPTION`) frees it.
 //!
@@ -41,6 +42,7 @@
 //! closes the connections. Dropping the [`Worker`] closes the connections at once.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -511,6 +513,8 @@ struct ConnSpec {
     client_id: Bytes,
     functions: Vec<Bytes>,
     slots: Arc<Semaphore>,
+    /// How many grabs may be outstanding at once on this connection (its role's slot count).
+    max_grabs: usize,
 }
 
 struct Shared {
@@ -583,6 +587,7 @@ impl Worker {
                     client_id: Bytes::from(cfg.client_id.clone()),
                     functions: to_bytes(&cfg.functions),
                     slots: normal_slots.clone(),
+                    max_grabs: cfg.max_concurrent_jobs.max(1),
                 };
                 tasks.push(tokio::spawn(connection_task(shared.clone(), spec)));
             }
@@ -593,6 +598,7 @@ impl Worker {
                     client_id: Bytes::from(format!("{}{CONTROL_CLIENT_ID_SUFFIX}", cfg.client_id)),
                     functions: to_bytes(&cfg.priority_functions),
                     slots: control_slots.clone(),
+                    max_grabs: cfg.max_concurrent_priority_jobs.max(1),
                 };
                 tasks.push(tokio::spawn(connection_task(shared.clone(), spec)));
             }
@@ -753,11 +759,12 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<Packet>();
     let mut grabbing_rx = shared.grabbing.subscribe();
     let mut wants_grab = true;
-    let mut grab: Option<Reservation> = None;
+    // Grabs in flight, each with its reserved slot; the server answers them in order.
+    let mut grabs: VecDeque<Reservation> = VecDeque::new();
 
     loop {
         let grabbing_allowed = spec.role == Role::Control || *grabbing_rx.borrow_and_update();
-        let may_grab = wants_grab && grab.is_none() && grabbing_allowed;
+        let may_grab = wants_grab && grabs.len() < spec.max_grabs && grabbing_allowed;
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => {
@@ -775,18 +782,20 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                 *healthy = true;
                 match packet.kind {
                     PacketType::Noop => {
-                        if grab.is_none() {
-                            wants_grab = true;
-                        }
+                        wants_grab = true;
                     }
                     PacketType::NoJob => {
-                        grab = None;
+                        grabs.pop_front();
                         wants_grab = false;
-                        framed.send(Packet::pre_sleep()).await?;
+                        // Sleep only once every grab is answered: the server handles packets
+                        // in order, so an earlier PRE_SLEEP would race the grabs still queued.
+                        if grabs.is_empty() {
+                            framed.send(Packet::pre_sleep()).await?;
+                        }
                     }
                     PacketType::JobAssignUniq | PacketType::JobAssign => {
                         wants_grab = true;
-                        match grab.take() {
+                        match grabs.pop_front() {
                             Some(reservation) => {
                                 start_job(shared, spec, &job_tx, packet, reservation.permit);
                             }
@@ -836,7 +845,7 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                 if spec.role == Role::Normal && !*shared.grabbing.borrow() {
                     continue;
                 }
-                grab = Some(Reservation { permit, _activity: activity });
+                grabs.push_back(Reservation { permit, _activity: activity });
                 framed.send(Packet::grab_job_uniq()).await?;
             }
         }
