@@ -253,7 +253,7 @@ if [ -n "$RESULTS" ] && [ -f "$RESULTS/summary.txt" ]; then
     echo
     cat "$RESULTS/summary.txt"
     echo
-    say "logs in $RESULTS: $(find "$RESULTS" -maxdepth 1 -type f -printf '%f ')"
+    say "the job left: $(find "$RESULTS" -maxdepth 1 -type f -printf '%f ')(run with --keep to keep them)"
 else
     say "no summary.txt was written; the daemon's log follows"
     tail -30 "$WORK/turbo-hipster.log"
