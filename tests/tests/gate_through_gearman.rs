@@ -84,7 +84,35 @@ fn results_dir(t: &str) -> PathBuf {
 
 /// Runs one build; the returned `Setup` keeps the job directories alive.
 fn run(engine: &str, change_sql: &str) -> (String, Value, PathBuf, Setup) {
-    let seed = root().join("etc/example/datasets/example/seed.sql");
+    run_with(engine, change_sql, None, 120)
+}
+
+/// A copy of the example dataset with other limits and no time limit of its own.
+fn example_datasets_with(limits: Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("example");
+    std::fs::create_dir_all(&ds).unwrap();
+    let src = root().join("etc/example/datasets/example");
+    std::fs::copy(src.join("seed.sql"), ds.join("seed.sql")).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["maximum_migration_times"] = limits;
+    // The job's `timeout` applies.
+    config.as_object_mut().unwrap().remove("timeout");
+    std::fs::write(ds.join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+fn run_with(
+    engine: &str,
+    change_sql: &str,
+    datasets: Option<&Path>,
+    timeout: u64,
+) -> (String, Value, PathBuf, Setup) {
+    let datasets_dir = datasets
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root().join("etc/example/datasets"));
+    let seed = datasets_dir.join("example/seed.sql");
     let seed_before = std::fs::read(&seed).unwrap();
     let (repos, zuul_ref) = example_repo(change_sql);
     let plugins = PluginDir::new();
@@ -100,9 +128,9 @@ fn run(engine: &str, change_sql: &str) -> (String, Value, PathBuf, Setup) {
             "jobs": [{
                 "name": "build:gate-real-db-upgrade",
                 "plugin": "gate_real_db_upgrade",
-                "datasets_dir": root().join("etc/example/datasets"),
+                "datasets_dir": datasets_dir,
                 "engine": engine,
-                "timeout": 120
+                "timeout": timeout
             }]
         }),
     );
@@ -208,6 +236,59 @@ fn broken_change_fails(engine: &str) {
         summary["datasets"][0]["migrations"][1]["status"], "unfinished",
         "{summary}"
     );
+}
+
+/// A migration slower than its limit gives the original's WARNING (and the job still
+/// completes); a migration that hangs is ended by the job's timeout and cleaned up.
+fn slow_and_hanging_migrations(engine: &str, sleep: &str) {
+    let datasets = example_datasets_with(json!({"default": 30, "3->4": 1}));
+    let (t, summary, _, _setup) = run_with(
+        engine,
+        &format!(
+            "ALTER TABLE customers ADD COLUMN points INTEGER;\n{sleep};\n",
+            sleep = sleep.replace("N", "2")
+        ),
+        Some(datasets.path()),
+        120,
+    );
+    assert!(
+        t.contains("result: WARNING - Migration 3->4 took too long"),
+        "{t}"
+    );
+    let m = &summary["datasets"][0]["migrations"][1];
+    assert_eq!(m["status"], "too_long", "{summary}");
+    assert!(m["duration_ms"].as_i64().unwrap() >= 2000, "{summary}");
+
+    let started = std::time::Instant::now();
+    let (t, summary, _, _setup) = run_with(
+        engine,
+        &format!("{};\n", sleep.replace("N", "300")),
+        Some(datasets.path()),
+        4,
+    );
+    assert!(
+        t.contains("result: FAILURE - Did not find the end of a migration after a start"),
+        "{t}"
+    );
+    assert_eq!(
+        summary["datasets"][0]["migrations"][1]["status"], "unfinished",
+        "{summary}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn mariadb_slow_and_hanging_migrations_through_gearman() {
+    slow_and_hanging_migrations("mariadb", "SELECT SLEEP(N)");
+}
+
+#[test]
+fn postgresql_slow_and_hanging_migrations_through_gearman() {
+    slow_and_hanging_migrations("postgresql", "SELECT pg_sleep(N)");
 }
 
 #[test]
