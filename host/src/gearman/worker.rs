@@ -830,6 +830,19 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                         Err(_) => break,
                     }
                 }
+                // A job that just ended freed its slot: ask for the next job in the same write.
+                let grabbing_allowed =
+                    spec.role == Role::Control || *grabbing_rx.borrow_and_update();
+                if wants_grab && grabbing_allowed && grabs.len() < spec.max_grabs {
+                    if let Ok(permit) = spec.slots.clone().try_acquire_owned() {
+                        let activity = (spec.role == Role::Normal)
+                            .then(|| ActivityGuard::new(&shared.activity));
+                        if spec.role == Role::Control || *shared.grabbing.borrow() {
+                            grabs.push_back(Reservation { permit, _activity: activity });
+                            framed.feed(Packet::grab_job_uniq()).await?;
+                        }
+                    }
+                }
                 framed.flush().await?;
             }
             _ = grabbing_rx.changed() => {
