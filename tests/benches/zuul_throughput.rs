@@ -8,9 +8,10 @@
 //! WORK_STATUS, a result WORK_DATA and WORK_COMPLETE. The daemon runs it through a no-op
 //! plugin (`tests/fixtures/test-plugin`, mode `noop`), so every job crosses the plugin boundary
 //! and gets its working and results directories made, as a real job would.
-//! Printed: jobs/s with 1 and 8 slots for both workers and the ratio; median and p99 round trip
-//! of a single job on an idle system for both and the difference (the added latency); the idle
-//! daemon's RSS.
+//! Printed: jobs/s with 1 and 8 slots under a saturating load (8 client connections, 32 jobs in
+//! flight each) for both workers and the ratio; jobs/s with one job in flight at a time (strictly
+//! sequential, as the figures in zuul-gearman.md); median and p99 round trip of a single job on
+//! an idle system for both and the difference (the added latency); the idle daemon's RSS.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -152,15 +153,17 @@ async fn throughput(port: u16, function: &'static str, n: usize, tag: u32) -> f6
     per as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Single jobs one after another on an idle system: (median, p99) round trip.
-async fn latency(port: u16, function: &str, n: usize, tag: u32) -> (Duration, Duration) {
+/// Single jobs one after another (one in flight at a time): (median, p99, jobs/s).
+async fn latency(port: u16, function: &str, n: usize, tag: u32) -> (Duration, Duration, f64) {
     let client = Client::connect("127.0.0.1", port).await.unwrap();
     let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
     for i in 0..n {
         samples.push(run_job(&client, function, &uuid(i, tag)).await);
     }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
     samples.sort();
-    (samples[n / 2], samples[n * 99 / 100])
+    (samples[n / 2], samples[n * 99 / 100], rate)
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -256,7 +259,14 @@ fn main() {
             lat = Some((r, d));
         }
     }
-    if let Some(((rm, rp), (dm, dp))) = lat {
+    if let Some(((rm, rp, rr), (dm, dp, dr))) = lat {
+        println!(
+            "{:<28}{:>12.0}{:>12.0}{:>9.0}%",
+            "jobs/s, one at a time",
+            rr,
+            dr,
+            dr / rr * 100.0
+        );
         println!(
             "{:<28}{:>10.0}µs{:>10.0}µs   added {:.0} µs",
             "median round trip, idle",
