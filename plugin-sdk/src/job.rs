@@ -65,6 +65,14 @@ pub struct Job {
 
 impl Job {
     /// A parameter, if present and not empty.
+    ///
+    /// ```
+    /// let mut job = turbo_hipster_sdk::Job::default();
+    /// job.parameters.insert("ZUUL_PROJECT".into(), "openstack/nova".into());
+    /// job.parameters.insert("ZUUL_BRANCH".into(), "".into());
+    /// assert_eq!(job.param("ZUUL_PROJECT"), Some("openstack/nova"));
+    /// assert_eq!(job.param("ZUUL_BRANCH"), None);
+    /// ```
     pub fn param(&self, key: &str) -> Option<&str> {
         self.parameters
             .get(key)
@@ -74,6 +82,17 @@ impl Job {
 }
 
 /// How a job ended, as returned by [`crate::Plugin::run`].
+///
+/// ```
+/// use turbo_hipster_sdk::Outcome;
+///
+/// let passed = Outcome::success();
+/// assert!(passed.is_success());
+/// let failed = Outcome::failure("FAILURE - 2 tests failed")
+///     .with_details(serde_json::json!({"failed": ["a", "b"]}));
+/// assert!(!failed.is_success());
+/// assert_eq!(failed.result, "FAILURE - 2 tests failed");
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Outcome {
     /// The verdict Zuul reads: `SUCCESS`, or lines describing each failure.

@@ -110,6 +110,16 @@ pub mod results {
 ///
 /// A plugin returns this for problems of its own (bad configuration, a missing tool); a job
 /// whose code under test fails is not an error but an [`Outcome`] with a failure result.
+///
+/// ```
+/// use turbo_hipster_sdk::PluginError;
+///
+/// // Every configuration problem at once, one line each, naming the key.
+/// let e = PluginError::Config(vec!["timeout: expected seconds".into(), "script: required".into()]);
+/// assert_eq!(e.to_string(), "timeout: expected seconds\nscript: required");
+/// let e = PluginError::io("reading the seed", std::io::Error::other("gone"));
+/// assert_eq!(e.to_string(), "reading the seed: gone");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// The job configuration is invalid; one entry per problem.
