@@ -248,6 +248,15 @@ impl Host for JobHost {
 }
 
 impl JobHost {
+    /// Whether the job made its results dir and its work dir (the plugin asked for them or
+    /// logged).
+    pub fn dirs_made(&self) -> (bool, bool) {
+        (
+            self.results_dir_made.get().is_some(),
+            self.work_dir_made.get().is_some(),
+        )
+    }
+
     fn ensure_results_dir(&self) {
         self.results_dir_made.get_or_init(|| {
             if let Err(e) = std::fs::create_dir_all(&self.results_dir) {

@@ -135,12 +135,7 @@ pub fn prepare(
                 request.unique.clone()
             }
         });
-    std::fs::create_dir_all(&config.jobs_working_dir).map_err(|source| {
-        PrepareError::Directory {
-            path: config.jobs_working_dir.clone(),
-            source,
-        }
-    })?;
+    ensure_jobs_dir(&config.jobs_working_dir)?;
     // The job dir holds the results; it (and the work dir inside it) is made when the plugin
     // first asks for it, so a job that writes nothing costs no directory.
     let job_dir = unique_dir(&config.jobs_working_dir.join(&log_path), &request.unique);
@@ -158,6 +153,21 @@ pub fn prepare(
         url,
         log_path,
     })
+}
+
+/// Creates `jobs_working_dir` once per daemon (again only if it was removed meanwhile).
+fn ensure_jobs_dir(dir: &Path) -> Result<(), PrepareError> {
+    static MADE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if made.as_deref() == Some(dir) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| PrepareError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    *made = Some(dir.to_path_buf());
+    Ok(())
 }
 
 /// `dir`, or `dir.<unique>` if it exists already (a retried build keeps the old logs), then
@@ -215,16 +225,22 @@ pub async fn execute(
     let plugin_name = runner.plugin.name.clone();
     let run = tokio::task::spawn_blocking(move || {
         let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
-        match runner.runner.run(host_ref) {
+        let outcome = match runner.runner.run(host_ref) {
             RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
                 .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
             RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
-        }
+        };
+        (outcome, host.dirs_made())
     })
     .await;
+    // Without the answer from the job's thread, look at the disk.
+    let (results_made, work_made) = match &run {
+        Ok((_, made)) => *made,
+        Err(_) => (results_dir.is_dir(), work_dir.exists()),
+    };
     let (mut result, details) = match run {
-        Ok(Ok(outcome)) => (outcome.result, outcome.details),
-        Ok(Err(message)) => (format!("FAILURE - {message}"), Value::Null),
+        Ok((Ok(outcome), _)) => (outcome.result, outcome.details),
+        Ok((Err(message), _)) => (format!("FAILURE - {message}"), Value::Null),
         Err(join) => (
             format!("FAILURE - the job's thread failed: {join}"),
             Value::Null,
@@ -250,7 +266,7 @@ pub async fn execute(
         "details": details,
     });
     record_history(config, &summary);
-    if results_dir.is_dir() {
+    if results_made {
         if let Ok(text) = serde_json::to_string_pretty(&summary) {
             if let Err(e) = std::fs::write(results_dir.join(JOB_SUMMARY), text) {
                 tracing::warn!("cannot write job.json: {e}");
@@ -258,7 +274,7 @@ pub async fn execute(
         }
         publish(config, &results_dir, &job.log_path);
     }
-    if !config.keep_work_dirs && work_dir.exists() {
+    if !config.keep_work_dirs && work_made {
         if let Err(e) = std::fs::remove_dir_all(&work_dir) {
             tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
         }
