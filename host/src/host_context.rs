@@ -19,6 +19,16 @@ pub enum JobEvent {
     WorkData(String),
 }
 
+/// Where a running job's events go; called on the job's thread.
+pub type EventSink = Arc<dyn Fn(JobEvent) + Send + Sync>;
+
+/// A sink that queues events on a channel (for callers that consume them elsewhere).
+pub fn channel_sink(tx: UnboundedSender<JobEvent>) -> EventSink {
+    Arc::new(move |ev| {
+        let _ = tx.send(ev);
+    })
+}
+
 #[derive(Default)]
 struct CancelState {
     reason: Option<String>,
@@ -143,7 +153,7 @@ impl Host for InitHost {
 pub struct JobHost {
     plugin: String,
     job_json: String,
-    events: UnboundedSender<JobEvent>,
+    events: EventSink,
     cancel: CancelToken,
     working_dir: PathBuf,
     results_dir: PathBuf,
@@ -158,7 +168,7 @@ impl JobHost {
     pub fn new(
         plugin: &str,
         job_json: String,
-        events: UnboundedSender<JobEvent>,
+        events: EventSink,
         cancel: CancelToken,
         working_dir: PathBuf,
         results_dir: PathBuf,
@@ -203,7 +213,7 @@ impl Host for JobHost {
     }
 
     fn progress(&self, numerator: u64, denominator: u64) {
-        let _ = self.events.send(JobEvent::Progress(numerator, denominator));
+        (self.events)(JobEvent::Progress(numerator, denominator));
     }
 
     fn send_work_data(&self, json: RStr<'_>) {
@@ -213,7 +223,7 @@ impl Host for JobHost {
                 if map.remove("result").is_some() {
                     tracing::warn!(plugin = %self.plugin, "work data may not carry \"result\"; dropped that key");
                 }
-                let _ = self.events.send(JobEvent::WorkData(
+                (self.events)(JobEvent::WorkData(
                     serde_json::Value::Object(map).to_string(),
                 ));
             }

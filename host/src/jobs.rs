@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RResult;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::UnboundedSender;
 use turbo_hipster_sdk::abi::{Host_TO, JSON_SCHEMA};
 use turbo_hipster_sdk::{Job, Outcome};
 
 use crate::config::{Config, PublishLogs};
-use crate::host_context::{CancelToken, JobEvent, JobHost};
+use crate::host_context::{CancelToken, EventSink, JobHost};
 use crate::plugins::{JobRunner, Registry};
 use crate::zuul::{self, InvalidParameters};
 
@@ -190,7 +189,7 @@ fn unique_dir(dir: &Path, unique: &str) -> PathBuf {
 pub async fn execute(
     config: &Config,
     job: PreparedJob,
-    events: UnboundedSender<JobEvent>,
+    events: EventSink,
     cancel: CancelToken,
 ) -> JobOutcome {
     let started = Instant::now();

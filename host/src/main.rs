@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use turbo_hipster::config::{self, Config};
 use turbo_hipster::daemon::{self, PidFile};
-use turbo_hipster::host_context::{CancelToken, JobEvent};
+use turbo_hipster::host_context::{channel_sink, CancelToken, JobEvent};
 use turbo_hipster::jobs::{self, JobRequest};
 use turbo_hipster::plugins::{self, Registry};
 use turbo_hipster::{enqueue, logging, service, zuul};
@@ -351,7 +351,7 @@ fn run_job(
                 }
             }
         });
-        let outcome = jobs::execute(&config, prepared, tx, cancel).await;
+        let outcome = jobs::execute(&config, prepared, channel_sink(tx), cancel).await;
         let _ = printer.await;
         Ok(outcome)
     });

@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
 use crate::gearman::worker::{AssignedJob, JobReporter, Worker, WorkerConfig};
-use crate::host_context::{CancelToken, JobEvent};
+use crate::host_context::{CancelToken, EventSink, JobEvent};
 use crate::jobs::{self, JobRequest};
 use crate::plugins::Registry;
 use crate::zuul::{self, WorkerFacts};
@@ -191,34 +191,31 @@ impl ZuulHandler {
         reporter.work_data(start.to_string());
         reporter.work_status(0, 1);
 
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let forward = {
+        // Progress and work data go straight from the plugin's thread to the connection.
+        let sink: EventSink = {
             let reporter = reporter.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    match ev {
-                        JobEvent::Progress(n, d) => {
-                            reporter.work_status(n, d);
-                        }
-                        JobEvent::WorkData(data) => {
-                            reporter.work_data(data);
-                        }
-                    }
+            Arc::new(move |ev| match ev {
+                JobEvent::Progress(n, d) => {
+                    reporter.work_status(n, d);
+                }
+                JobEvent::WorkData(data) => {
+                    reporter.work_data(data);
                 }
             })
         };
-        // A lost connection means nobody waits for this build any more.
-        let watchdog = {
-            let reporter = reporter.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                reporter.connection_lost().await;
-                cancel.cancel("the Gearman connection that assigned the job was lost");
-            })
+        // A lost connection means nobody waits for this build any more: cancel it.
+        let run = jobs::execute(&self.config, prepared, sink, cancel.clone());
+        tokio::pin!(run);
+        let mut lost = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                _ = reporter.connection_lost(), if !lost => {
+                    lost = true;
+                    cancel.cancel("the Gearman connection that assigned the job was lost");
+                }
+            }
         };
-        let outcome = jobs::execute(&self.config, prepared, tx, cancel).await;
-        watchdog.abort();
-        let _ = forward.await;
         self.lock().remove(&unique);
         finish(outcome.result.clone(), Some(&outcome.url));
         build.finished.notify_waiters();

@@ -175,12 +175,83 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// One measurement of the raw worker with `slots` connections: (saturated jobs/s, sequential
+/// figures when `sequential`).
+fn measure_raw(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    slots: usize,
+    sequential: bool,
+) -> (f64, Option<(Duration, Duration, f64)>) {
+    let server = JobServer::start(ServerKind::Gearmand);
+    rt.block_on(async {
+        let tasks = raw_worker(server.port, "build:noop", slots).await;
+        server.wait_registered("build:noop", Duration::from_secs(10));
+        let _ = throughput(server.port, "build:noop", n / 10, 1).await; // warm-up
+        let t = throughput(server.port, "build:noop", n, 2).await;
+        let l = if sequential {
+            Some(latency(server.port, "build:noop", LATENCY_JOBS, 3).await)
+        } else {
+            None
+        };
+        for t in tasks {
+            t.abort();
+        }
+        (t, l)
+    })
+}
+
+/// The same through the real daemon with `slots` slots; also its idle RSS in kB.
+fn measure_daemon(
+    rt: &tokio::runtime::Runtime,
+    plugins: &PluginDir,
+    n: usize,
+    slots: usize,
+    sequential: bool,
+) -> (f64, Option<(Duration, Duration, f64)>, u64) {
+    let server = JobServer::start(ServerKind::Gearmand);
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "max_concurrent_jobs": slots,
+            "jobs": [{"name": "build:noop", "plugin": "test_plugin", "mode": "noop"}],
+        }),
+    );
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:noop", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_kb(daemon.child.id());
+    let (t, l) = rt.block_on(async {
+        let _ = throughput(server.port, "build:noop", n / 10, 4).await;
+        let t = throughput(server.port, "build:noop", n, 5).await;
+        let l = if sequential {
+            Some(latency(server.port, "build:noop", LATENCY_JOBS, 6).await)
+        } else {
+            None
+        };
+        (t, l)
+    });
+    (t, l, rss)
+}
+
+const LATENCY_JOBS: usize = 500;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     let n: usize = std::env::var("TH_BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let lat_n = 500;
+    let rounds: usize = std::env::var("TH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -190,7 +261,8 @@ fn main() {
     plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
 
     println!(
-        "turbo-hipster throughput, {n} Zuul-shaped no-op jobs per run, gearmand, {} cores",
+        "turbo-hipster throughput: {n} Zuul-shaped no-op jobs per run, gearmand, {} cores, \
+         medians of {rounds} alternating rounds",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
@@ -199,91 +271,67 @@ fn main() {
         "{:<28}{:>12}{:>12}{:>10}",
         "", "raw worker", "daemon", "ratio"
     );
-    let mut rss = 0;
-    let mut lat = None;
+    let mut rss = Vec::new();
+    let (mut seq_raw, mut seq_daemon) = (Vec::new(), Vec::new());
     for slots in [1usize, 8] {
-        // Raw worker.
-        let server = JobServer::start(ServerKind::Gearmand);
-        let raw = rt.block_on(async {
-            let tasks = raw_worker(server.port, "build:noop", slots).await;
-            server.wait_registered("build:noop", Duration::from_secs(10));
-            let _ = throughput(server.port, "build:noop", n / 10, 1).await; // warm-up
-            let t = throughput(server.port, "build:noop", n, 2).await;
-            let l = if slots == 1 {
-                Some(latency(server.port, "build:noop", lat_n, 3).await)
-            } else {
-                None
-            };
-            for t in tasks {
-                t.abort();
+        let (mut raw, mut daemon) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (t, l) = measure_raw(&rt, n, slots, slots == 1);
+            raw.push(t);
+            if let Some(l) = l {
+                seq_raw.push(l);
             }
-            (t, l)
-        });
-        drop(server);
-        // The daemon.
-        let server = JobServer::start(ServerKind::Gearmand);
-        let setup = Setup::new(
-            plugins.path(),
-            json!({
-                "gearman_servers": [server.addr()],
-                "max_concurrent_jobs": slots,
-                "jobs": [{"name": "build:noop", "plugin": "test_plugin", "mode": "noop"}],
-            }),
-        );
-        let daemon = Daemon::start(&setup);
-        server.wait_registered("build:noop", Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(500));
-        if slots == 1 {
-            rss = rss_kb(daemon.child.id());
+            let (t, l, r) = measure_daemon(&rt, &plugins, n, slots, slots == 1);
+            daemon.push(t);
+            if let Some(l) = l {
+                seq_daemon.push(l);
+            }
+            if slots == 1 {
+                rss.push(r as f64);
+            }
         }
-        let th = rt.block_on(async {
-            let _ = throughput(server.port, "build:noop", n / 10, 4).await;
-            let t = throughput(server.port, "build:noop", n, 5).await;
-            let l = if slots == 1 {
-                Some(latency(server.port, "build:noop", lat_n, 6).await)
-            } else {
-                None
-            };
-            (t, l)
-        });
-        drop(daemon);
-        drop(server);
+        let (r, d) = (median(raw.clone()), median(daemon.clone()));
         println!(
-            "{:<28}{:>12.0}{:>12.0}{:>9.0}%",
+            "{:<28}{:>12.0}{:>12.0}{:>9.0}%   (rounds: raw {:?}, daemon {:?})",
             format!("jobs/s, {slots} slot(s)"),
-            raw.0,
-            th.0,
-            th.0 / raw.0 * 100.0
-        );
-        if let (Some(r), Some(d)) = (raw.1, th.1) {
-            lat = Some((r, d));
-        }
-    }
-    if let Some(((rm, rp, rr), (dm, dp, dr))) = lat {
-        println!(
-            "{:<28}{:>12.0}{:>12.0}{:>9.0}%",
-            "jobs/s, one at a time",
-            rr,
-            dr,
-            dr / rr * 100.0
-        );
-        println!(
-            "{:<28}{:>10.0}µs{:>10.0}µs   added {:.0} µs",
-            "median round trip, idle",
-            rm.as_micros(),
-            dm.as_micros(),
-            dm.as_micros() as f64 - rm.as_micros() as f64
-        );
-        println!(
-            "{:<28}{:>10.0}µs{:>10.0}µs",
-            "p99 round trip, idle",
-            rp.as_micros(),
-            dp.as_micros()
+            r,
+            d,
+            d / r * 100.0,
+            raw.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
+            daemon.iter().map(|v| v.round() as u64).collect::<Vec<_>>()
         );
     }
+    let pick = |v: &[(Duration, Duration, f64)], f: fn(&(Duration, Duration, f64)) -> f64| {
+        median(v.iter().map(f).collect())
+    };
+    let (rr, dr) = (pick(&seq_raw, |x| x.2), pick(&seq_daemon, |x| x.2));
+    println!(
+        "{:<28}{:>12.0}{:>12.0}{:>9.0}%",
+        "jobs/s, one at a time",
+        rr,
+        dr,
+        dr / rr * 100.0
+    );
+    let (rm, dm) = (
+        pick(&seq_raw, |x| x.0.as_micros() as f64),
+        pick(&seq_daemon, |x| x.0.as_micros() as f64),
+    );
+    println!(
+        "{:<28}{:>10.0}µs{:>10.0}µs   added {:.0} µs",
+        "median round trip, idle",
+        rm,
+        dm,
+        dm - rm
+    );
+    println!(
+        "{:<28}{:>10.0}µs{:>10.0}µs",
+        "p99 round trip, idle",
+        pick(&seq_raw, |x| x.1.as_micros() as f64),
+        pick(&seq_daemon, |x| x.1.as_micros() as f64)
+    );
     println!(
         "idle daemon RSS: {:.1} MB (target <= 20 MB)",
-        rss as f64 / 1024.0
+        median(rss) / 1024.0
     );
     println!("targets: 1 slot >= 3000 jobs/s and >= 60% of raw; 8 slots >= 50% of raw");
 }

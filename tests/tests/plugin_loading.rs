@@ -171,7 +171,12 @@ fn a_panic_in_run_fails_the_job_and_the_next_job_runs() {
         };
         let prepared = jobs::prepare(&config, &registry, req).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let outcome = rt.block_on(jobs::execute(&config, prepared, tx, CancelToken::new()));
+        let outcome = rt.block_on(jobs::execute(
+            &config,
+            prepared,
+            turbo_hipster::host_context::channel_sink(tx),
+            CancelToken::new(),
+        ));
         let mut events = Vec::new();
         while let Ok(e) = rx.try_recv() {
             events.push(e);
