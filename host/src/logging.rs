@@ -1,56 +1,110 @@
 //! The daemon's own log: tracing to stderr and/or the `debug_log` file.
 //!
 //! Lines are formatted on the thread that logs and written by a background thread, so a busy
-//! daemon never waits on a log write; [`LogGuard`] flushes what is queued when it drops.
+//! daemon never waits on a log write: the first line into an empty buffer wakes the writer,
+//! which lets lines gather for a few milliseconds and writes them in one go (an idle daemon's
+//! writer sleeps until the next line). [`LogGuard`] writes what is left when it drops.
 
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// How many formatted lines may wait for the writer thread before loggers wait.
-const QUEUE: usize = 16 * 1024;
+/// How long the writer lets lines gather once woken.
+const GATHER: Duration = Duration::from_millis(10);
+/// Lines beyond this much unwritten text are dropped (and counted) rather than using memory.
+const MAX_BUFFERED: usize = 64 * 1024 * 1024;
 
 enum Sink {
     Stderr,
     File(std::fs::File),
 }
 
-/// Writes queued lines to one sink, batching whatever is waiting into one write.
-fn writer_thread(mut sink: Sink, rx: Receiver<Vec<u8>>) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Ok(line) = rx.recv() {
-        buf.extend_from_slice(&line);
-        while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
+#[derive(Default)]
+struct Buffer {
+    text: Vec<u8>,
+    dropped: u64,
+}
+
+/// The buffer shared by the loggers and the writer thread.
+#[derive(Default)]
+struct QueueWriter {
+    buffer: Mutex<Buffer>,
+    wake: Condvar,
+    closed: AtomicBool,
+}
+
+impl QueueWriter {
+    fn push(&self, line: &[u8]) {
+        let was_empty = {
+            let Ok(mut b) = self.buffer.lock() else {
+                return;
+            };
+            if b.text.len() + line.len() > MAX_BUFFERED {
+                b.dropped += 1;
+                return;
             }
-        }
-        let _ = match &mut sink {
-            Sink::Stderr => std::io::stderr().write_all(&buf),
-            Sink::File(f) => f.write_all(&buf),
+            let was_empty = b.text.is_empty();
+            b.text.extend_from_slice(line);
+            was_empty
         };
-        buf.clear();
+        if was_empty {
+            self.wake.notify_one();
+        }
     }
 }
 
-/// A `MakeWriter` whose writers queue each formatted event for the writer thread.
-struct QueueWriter {
-    tx: Mutex<Option<SyncSender<Vec<u8>>>>,
+/// Writes what gathers in the buffer until the queue is closed and empty.
+fn writer_thread(mut sink: Sink, q: Arc<QueueWriter>) {
+    let mut out = Vec::new();
+    loop {
+        {
+            let Ok(mut b) = q.buffer.lock() else { return };
+            while b.text.is_empty() && !q.closed.load(Ordering::Acquire) {
+                b = match q.wake.wait(b) {
+                    Ok(b) => b,
+                    Err(_) => return,
+                };
+            }
+            if b.text.is_empty() {
+                return;
+            }
+        }
+        if !q.closed.load(Ordering::Acquire) {
+            std::thread::sleep(GATHER);
+        }
+        {
+            let Ok(mut b) = q.buffer.lock() else { return };
+            std::mem::swap(&mut out, &mut b.text);
+            if b.dropped > 0 {
+                let note = format!(
+                    "turbo-hipster: {} log line(s) dropped: the log could not keep up\n",
+                    b.dropped
+                );
+                out.extend_from_slice(note.as_bytes());
+                b.dropped = 0;
+            }
+        }
+        let _ = match &mut sink {
+            Sink::Stderr => std::io::stderr().write_all(&out),
+            Sink::File(f) => f.write_all(&out),
+        };
+        out.clear();
+    }
 }
 
 /// One event being formatted.
 struct EventBuf {
     buf: Vec<u8>,
-    owner: &'static QueueWriter,
+    owner: Arc<QueueWriter>,
 }
 
 impl Write for EventBuf {
@@ -65,57 +119,49 @@ impl Write for EventBuf {
 
 impl Drop for EventBuf {
     fn drop(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let line = std::mem::take(&mut self.buf);
-        if let Ok(guard) = self.owner.tx.lock() {
-            if let Some(tx) = guard.as_ref() {
-                let _ = tx.send(line);
-            }
+        if !self.buf.is_empty() {
+            self.owner.push(&self.buf);
         }
     }
 }
 
 /// The handle the fmt layers hold.
-#[derive(Clone, Copy)]
-struct QueueMaker(&'static QueueWriter);
+#[derive(Clone)]
+struct QueueMaker(Arc<QueueWriter>);
 
 impl<'a> MakeWriter<'a> for QueueMaker {
     type Writer = EventBuf;
     fn make_writer(&'a self) -> Self::Writer {
         EventBuf {
             buf: Vec::with_capacity(256),
-            owner: self.0,
+            owner: self.0.clone(),
         }
     }
 }
 
-fn spawn_writer(sink: Sink) -> (&'static QueueWriter, JoinHandle<()>) {
-    let (tx, rx) = sync_channel(QUEUE);
+fn spawn_writer(sink: Sink) -> (Arc<QueueWriter>, Option<JoinHandle<()>>) {
+    let q = Arc::new(QueueWriter::default());
+    let for_thread = q.clone();
     let handle = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || writer_thread(sink, rx))
-        .unwrap_or_else(|_| std::thread::spawn(|| {}));
-    // The subscriber is global and lives as long as the process.
-    let writer: &'static QueueWriter = Box::leak(Box::new(QueueWriter {
-        tx: Mutex::new(Some(tx)),
-    }));
-    (writer, handle)
+        .spawn(move || writer_thread(sink, for_thread))
+        .ok();
+    (q, handle)
 }
 
-/// Flushes the log when dropped (at the end of `main`).
+/// Writes out what is buffered when dropped (at the end of `main`).
 pub struct LogGuard {
-    writers: Vec<(&'static QueueWriter, JoinHandle<()>)>,
+    writers: Vec<(Arc<QueueWriter>, Option<JoinHandle<()>>)>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        for (w, handle) in self.writers.drain(..) {
-            if let Ok(mut tx) = w.tx.lock() {
-                tx.take();
+        for (q, handle) in self.writers.drain(..) {
+            q.closed.store(true, Ordering::Release);
+            q.wake.notify_one();
+            if let Some(h) = handle {
+                let _ = h.join();
             }
-            let _ = handle.join();
         }
     }
 }
@@ -134,7 +180,7 @@ pub fn init(
     let mut writers = Vec::new();
     let stderr_layer = if to_stderr {
         let (w, h) = spawn_writer(Sink::Stderr);
-        writers.push((w, h));
+        writers.push((w.clone(), h));
         Some(
             fmt::layer()
                 .with_writer(QueueMaker(w))
@@ -152,7 +198,7 @@ pub fn init(
             }
             let f = OpenOptions::new().create(true).append(true).open(path)?;
             let (w, h) = spawn_writer(Sink::File(f));
-            writers.push((w, h));
+            writers.push((w.clone(), h));
             Some(
                 fmt::layer()
                     .with_writer(QueueMaker(w))

@@ -518,6 +518,21 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until its log contains `needle` (the daemon writes its log a few milliseconds
+    /// late, in batches); false after `within`.
+    pub fn wait_log(&self, needle: &str, within: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if start.elapsed() > within {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then waits up to `within` for the exit status.
     pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

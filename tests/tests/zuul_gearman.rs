@@ -124,7 +124,9 @@ fn stop_running_build(kind: ServerKind) {
         "took {:?}",
         started.elapsed()
     );
-    assert!(w.daemon.log_text().contains("stop requested by Zuul"));
+    assert!(w
+        .daemon
+        .wait_log("stop requested by Zuul", Duration::from_secs(5)));
     // The build's work dir was cleaned up; its results are kept.
     let unique = started_data(&t)["number"].as_str().unwrap().to_string();
     let jobs = w.setup.jobs_dir();
@@ -469,10 +471,10 @@ fn stop_unknown_and_set_description(kind: ServerKind) {
         matches!(events.last(), Some(JobEvent::Complete(_))),
         "{events:?}"
     );
-    assert!(w
-        .daemon
-        .log_text()
-        .contains("stop requested for a build this worker does not run"));
+    assert!(w.daemon.wait_log(
+        "stop requested for a build this worker does not run",
+        Duration::from_secs(5)
+    ));
 
     // A running build gets a description.
     let addr = w.servers[0].addr();
