@@ -185,16 +185,30 @@ fn unique_dir(dir: &Path, unique: &str) -> PathBuf {
         .unwrap_or(base)
 }
 
+/// Called on the job's thread once the job is finished and its logs are in place: how the
+/// daemon tells Zuul the result without a detour through the async runtime.
+pub type OnFinish = Box<dyn FnOnce(&JobOutcome) + Send>;
+
 /// Runs a prepared job to its end. Progress and work data go to `events`; `cancel` stops it.
 pub async fn execute(
-    config: &Config,
+    config: Arc<Config>,
     job: PreparedJob,
     events: EventSink,
     cancel: CancelToken,
 ) -> JobOutcome {
+    execute_then(config, job, events, cancel, None).await
+}
+
+/// As [`execute`], then `on_finish` with the outcome, on the job's thread, after the job's files
+/// are written and published (so that the logs are in place when Zuul hears the result).
+pub async fn execute_then(
+    config: Arc<Config>,
+    job: PreparedJob,
+    events: EventSink,
+    cancel: CancelToken,
+    on_finish: Option<OnFinish>,
+) -> JobOutcome {
     let started = Instant::now();
-    let work_dir = job.job_dir.join(WORK_DIR);
-    let results_dir = job.job_dir.clone();
     let runner = job.runner.clone();
     let plugin_job = Job {
         schema: JSON_SCHEMA,
@@ -218,32 +232,75 @@ pub async fn execute(
         job_json,
         events,
         cancel.clone(),
-        work_dir.clone(),
-        results_dir.clone(),
+        job.job_dir.join(WORK_DIR),
+        job.job_dir.clone(),
     );
-    let plugin_name = runner.plugin.name.clone();
-    let run = tokio::task::spawn_blocking(move || {
+    let fallback = (job.url.clone(), job.job_dir.clone());
+    let on_finish = std::sync::Mutex::new(on_finish);
+    let on_finish = Arc::new(on_finish);
+    let on_finish_here = on_finish.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let plugin_name = &runner.plugin.name;
         let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
         let outcome = match runner.runner.run(host_ref) {
             RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
                 .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
             RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
         };
-        (outcome, host.dirs_made())
+        let (results_made, work_made) = host.dirs_made();
+        drop(host);
+        let outcome = finish(
+            &config,
+            &job,
+            started,
+            outcome,
+            &cancel,
+            results_made,
+            work_made,
+        );
+        if let Some(f) = on_finish.lock().ok().and_then(|mut f| f.take()) {
+            f(&outcome);
+        }
+        outcome
     })
     .await;
-    // Without the answer from the job's thread, look at the disk.
-    let (results_made, work_made) = match &run {
-        Ok((_, made)) => *made,
-        Err(_) => (results_dir.is_dir(), work_dir.exists()),
-    };
-    let (mut result, details) = match run {
-        Ok((Ok(outcome), _)) => (outcome.result, outcome.details),
-        Ok((Err(message), _)) => (format!("FAILURE - {message}"), Value::Null),
-        Err(join) => (
-            format!("FAILURE - the job's thread failed: {join}"),
-            Value::Null,
-        ),
+    match joined {
+        Ok(outcome) => outcome,
+        Err(join) => {
+            // Only a bug of ours gets here (a plugin's panic is caught at the boundary).
+            let (url, results_dir) = fallback;
+            let outcome = JobOutcome {
+                result: format!("FAILURE - the job's thread failed: {join}"),
+                details: Value::Null,
+                url,
+                results_dir,
+                duration: started.elapsed(),
+            };
+            tracing::error!("{}", outcome.result);
+            if let Some(f) = on_finish_here.lock().ok().and_then(|mut f| f.take()) {
+                f(&outcome);
+            }
+            outcome
+        }
+    }
+}
+
+/// After the plugin: the verdict, the job's record (history, `job.json`), publishing, removing
+/// the work dir. Runs on the job's thread: none of this file work holds up the connections.
+fn finish(
+    config: &Config,
+    job: &PreparedJob,
+    started: Instant,
+    outcome: Result<Outcome, String>,
+    cancel: &CancelToken,
+    results_made: bool,
+    work_made: bool,
+) -> JobOutcome {
+    let results_dir = job.job_dir.clone();
+    let work_dir = job.job_dir.join(WORK_DIR);
+    let (mut result, details) = match outcome {
+        Ok(outcome) => (outcome.result, outcome.details),
+        Err(message) => (format!("FAILURE - {message}"), Value::Null),
     };
     if let Some(reason) = cancel.reason() {
         tracing::info!(unique = %job.request.unique, reason, "job was cancelled");
@@ -289,7 +346,7 @@ pub async fn execute(
     JobOutcome {
         result,
         details,
-        url: job.url,
+        url: job.url.clone(),
         results_dir,
         duration,
     }

@@ -327,6 +327,7 @@ fn run_job(
         unique: unique.clone(),
         parameters,
     };
+    let config = Arc::new(config);
     let rt = tokio::runtime::Runtime::new()?;
     let outcome = rt.block_on(async {
         let prepared = match jobs::prepare(&config, &registry, request) {
@@ -351,7 +352,7 @@ fn run_job(
                 }
             }
         });
-        let outcome = jobs::execute(&config, prepared, channel_sink(tx), cancel).await;
+        let outcome = jobs::execute(config.clone(), prepared, channel_sink(tx), cancel).await;
         let _ = printer.await;
         Ok(outcome)
     });

@@ -128,19 +128,7 @@ impl ZuulHandler {
 
     async fn handle_build(&self, job: AssignedJob, reporter: JobReporter) {
         let function = job.function.clone();
-        let finish = |result: String, url: Option<&str>| {
-            let mut data = json!({ "result": result });
-            if let Some(url) = url {
-                data["url"] = Value::from(url);
-            }
-            let payload = data.to_string();
-            reporter.work_data(payload.clone());
-            if result == turbo_hipster_sdk::results::SUCCESS {
-                reporter.complete(payload);
-            } else {
-                reporter.fail();
-            }
-        };
+        let finish = |result: String, url: Option<&str>| send_result(&reporter, &result, url);
         let unique = match job.unique_str() {
             Ok(u) => u.to_string(),
             Err(_) => {
@@ -204,7 +192,18 @@ impl ZuulHandler {
             })
         };
         // A lost connection means nobody waits for this build any more: cancel it.
-        let run = jobs::execute(&self.config, prepared, sink, cancel.clone());
+        // The result goes out from the job's thread as soon as its logs are in place.
+        let on_finish: jobs::OnFinish = {
+            let reporter = reporter.clone();
+            Box::new(move |o: &jobs::JobOutcome| send_result(&reporter, &o.result, Some(&o.url)))
+        };
+        let run = jobs::execute_then(
+            self.config.clone(),
+            prepared,
+            sink,
+            cancel.clone(),
+            Some(on_finish),
+        );
         tokio::pin!(run);
         let mut lost = false;
         let outcome = loop {
@@ -216,8 +215,8 @@ impl ZuulHandler {
                 }
             }
         };
+        let _ = outcome;
         self.lock().remove(&unique);
-        finish(outcome.result.clone(), Some(&outcome.url));
         build.finished.notify_waiters();
     }
 
@@ -286,6 +285,22 @@ impl ZuulHandler {
             }
         }
         reporter.complete("");
+    }
+}
+
+/// The end of a build for Zuul: WORK_DATA with `result` (and `url`), then exactly one terminal
+/// packet: WORK_COMPLETE (carrying the same data) on SUCCESS, WORK_FAIL otherwise.
+fn send_result(reporter: &JobReporter, result: &str, url: Option<&str>) {
+    let mut data = json!({ "result": result });
+    if let Some(url) = url {
+        data["url"] = Value::from(url);
+    }
+    let payload = data.to_string();
+    reporter.work_data(payload.clone());
+    if result == turbo_hipster_sdk::results::SUCCESS {
+        reporter.complete(payload);
+    } else {
+        reporter.fail();
     }
 }
 

@@ -159,7 +159,7 @@ fn a_panic_in_run_fails_the_job_and_the_next_job_runs() {
             {"name": "build:works", "plugin": "test_plugin"}
         ]}),
     );
-    let config = config::load(&setup.config).unwrap();
+    let config = Arc::new(config::load(&setup.config).unwrap());
     let registry = Arc::new(plugins::build_registry(&config));
     assert!(registry.is_complete(), "{:?}", registry.job_errors);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -172,7 +172,7 @@ fn a_panic_in_run_fails_the_job_and_the_next_job_runs() {
         let prepared = jobs::prepare(&config, &registry, req).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let outcome = rt.block_on(jobs::execute(
-            &config,
+            config.clone(),
             prepared,
             turbo_hipster::host_context::channel_sink(tx),
             CancelToken::new(),
