@@ -523,3 +523,33 @@ fn stop_unknown_and_set_description(kind: ServerKind) {
 }
 
 on_both_servers_extra!(stop_unknown_and_set_description);
+
+/// An idle daemon (registered, waiting for work) uses no CPU: no timers, no polling.
+#[test]
+fn idle_daemon_uses_no_cpu() {
+    let w = world(ServerKind::Gearmand, 1, json!({}));
+    // Let start-up settle, then watch it for two seconds.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = w.daemon.child.id();
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        f[10] + f[11]
+    };
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = ticks() - before;
+    assert!(used <= 2, "the idle daemon used {used} clock ticks in 2 s");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kb < 40 * 1024, "idle RSS {rss_kb} kB (debug build)");
+}
