@@ -432,6 +432,24 @@ impl JobServer {
             .collect()
     }
 
+    /// Waits until `function` has `running` jobs running.
+    pub fn wait_running(&self, function: &str, running: u64, within: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while !self
+            .status()
+            .iter()
+            .any(|(f, _, r, _)| f == function && *r == running)
+        {
+            assert!(
+                start.elapsed() < within,
+                "{function} never had {running} running on {:?}: {:?}",
+                self.kind,
+                self.status()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Waits until `function` has a worker.
     pub fn wait_registered(&self, function: &str, within: std::time::Duration) {
         let start = std::time::Instant::now();

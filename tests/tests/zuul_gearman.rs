@@ -164,15 +164,7 @@ fn cancel_queued_job(kind: ServerKind) {
         let addr = addr.clone();
         std::thread::spawn(move || enqueue(&addr, "wait", &["--stop-after", "3"]))
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !w.servers[0]
-        .status()
-        .iter()
-        .any(|(f, _, r, _)| f == "build:wait" && *r == 1)
-    {
-        assert!(Instant::now() < deadline, "the first build never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    w.servers[0].wait_running("build:wait", 1, Duration::from_secs(10));
     // Queue a second build with a raw client, then cancel it through the admin protocol.
     let rt = tokio::runtime::Runtime::new().unwrap();
     // The submitting client stays connected (gear drops a client's jobs when it leaves).
@@ -306,15 +298,7 @@ fn sigterm_drains(kind: ServerKind) {
     let mut w = world(kind, 1, json!({"shutdown_grace_seconds": 30}));
     let addr = w.servers[0].addr();
     let running = std::thread::spawn(move || enqueue(&addr, "short", &[]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !w.servers[0]
-        .status()
-        .iter()
-        .any(|(f, _, r, _)| f == "build:short" && *r == 1)
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    w.servers[0].wait_running("build:short", 1, Duration::from_secs(10));
     let status = w
         .daemon
         .terminate(Duration::from_secs(20))
@@ -329,15 +313,7 @@ fn sigterm_aborts_after_grace(kind: ServerKind) {
     let mut w = world(kind, 1, json!({"shutdown_grace_seconds": 1}));
     let addr = w.servers[0].addr();
     let running = std::thread::spawn(move || enqueue(&addr, "wait", &[]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !w.servers[0]
-        .status()
-        .iter()
-        .any(|(f, _, r, _)| f == "build:wait" && *r == 1)
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    w.servers[0].wait_running("build:wait", 1, Duration::from_secs(10));
     let status = w
         .daemon
         .terminate(Duration::from_secs(20))
@@ -483,15 +459,7 @@ fn stop_unknown_and_set_description(kind: ServerKind) {
     let running = std::thread::spawn(move || {
         enqueue(&addr, "wait", &["--stop-after", "2", "--param", &param])
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !w.servers[0]
-        .status()
-        .iter()
-        .any(|(f, _, r, _)| f == "build:wait" && *r == 1)
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    w.servers[0].wait_running("build:wait", 1, Duration::from_secs(10));
     let events = rt.block_on(async {
         let client = Client::connect("127.0.0.1", port).await.unwrap();
         client

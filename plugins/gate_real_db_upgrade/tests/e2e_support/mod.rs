@@ -84,27 +84,8 @@ pub fn uuid() -> String {
     )
 }
 
-/// Runs git in `dir`, panicking on failure; returns its trimmed stdout.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
-        .args([
-            "-c",
-            "init.defaultBranch=master",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+/// Runs git in `dir` with a fixed identity, panicking on failure; returns its trimmed stdout.
+pub use turbo_hipster_tests::git;
 
 /// Writes `files` (path relative to `dir`, content) into `dir`.
 pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
