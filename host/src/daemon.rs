@@ -131,8 +131,7 @@ pub fn spawn_background(args: &[OsString]) -> Result<u32, DaemonError> {
     };
     let mut line = String::new();
     let _ = BufReader::new(stdout).read_line(&mut line);
-    if let Some(rest) = line.strip_prefix("READY") {
-        let _ = rest;
+    if line.starts_with("READY") {
         return Ok(pid);
     }
     let _ = child.wait();

@@ -283,6 +283,7 @@ fn parse_params(params: &[String], params_file: Option<&Path>) -> Result<BTreeMa
     if let Some(f) = params_file {
         let text = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         out = zuul::parse_parameters(&text)
+            .and_then(|p| zuul::validate(&p).map(|()| p))
             .map_err(|e| anyhow::anyhow!("{}: invalid job parameters: {e}", f.display()))?;
     }
     for p in params {

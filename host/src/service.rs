@@ -206,16 +206,16 @@ impl ZuulHandler {
         );
         tokio::pin!(run);
         let mut lost = false;
-        let outcome = loop {
+        // The result went out from the job's thread (`on_finish`).
+        loop {
             tokio::select! {
-                outcome = &mut run => break outcome,
+                _ = &mut run => break,
                 _ = reporter.connection_lost(), if !lost => {
                     lost = true;
                     cancel.cancel("the Gearman connection that assigned the job was lost");
                 }
             }
-        };
-        let _ = outcome;
+        }
         self.lock().remove(&unique);
         build.finished.notify_waiters();
     }
