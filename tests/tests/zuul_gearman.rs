@@ -293,34 +293,34 @@ fn invalid_parameters(kind: ServerKind) {
     assert!(walk(&w.setup.jobs_dir()).is_empty());
 }
 
-/// SIGTERM: no new jobs, a running job finishes within the grace period, the daemon exits 0.
-fn sigterm_drains(kind: ServerKind) {
-    let mut w = world(kind, 1, json!({"shutdown_grace_seconds": 30}));
+/// SIGTERM while `job` runs, with `grace` seconds to finish: the daemon exits 0 and the build
+/// still gets `expected` as its result.
+fn sigterm_with_a_running_build(kind: ServerKind, grace: u64, job: &'static str, expected: &str) {
+    let mut w = world(kind, 1, json!({ "shutdown_grace_seconds": grace }));
     let addr = w.servers[0].addr();
-    let running = std::thread::spawn(move || enqueue(&addr, "short", &[]));
-    w.servers[0].wait_running("build:short", 1, Duration::from_secs(10));
+    let running = std::thread::spawn(move || enqueue(&addr, job, &[]));
+    w.servers[0].wait_running(&format!("build:{job}"), 1, Duration::from_secs(10));
     let status = w
         .daemon
         .terminate(Duration::from_secs(20))
         .expect("daemon exits");
     assert!(status.success(), "{}", w.daemon.log_text());
     let o = running.join().unwrap();
-    assert!(out_text(&o).contains("result: SUCCESS"), "{}", out_text(&o));
+    assert!(
+        out_text(&o).contains(&format!("result: {expected}")),
+        "{}",
+        out_text(&o)
+    );
+}
+
+/// SIGTERM: no new jobs, a running job finishes within the grace period, the daemon exits 0.
+fn sigterm_drains(kind: ServerKind) {
+    sigterm_with_a_running_build(kind, 30, "short", "SUCCESS");
 }
 
 /// SIGTERM with a job longer than the grace period: it is aborted, and still reported.
 fn sigterm_aborts_after_grace(kind: ServerKind) {
-    let mut w = world(kind, 1, json!({"shutdown_grace_seconds": 1}));
-    let addr = w.servers[0].addr();
-    let running = std::thread::spawn(move || enqueue(&addr, "wait", &[]));
-    w.servers[0].wait_running("build:wait", 1, Duration::from_secs(10));
-    let status = w
-        .daemon
-        .terminate(Duration::from_secs(20))
-        .expect("daemon exits");
-    assert!(status.success(), "{}", w.daemon.log_text());
-    let o = running.join().unwrap();
-    assert!(out_text(&o).contains("result: ABORTED"), "{}", out_text(&o));
+    sigterm_with_a_running_build(kind, 1, "wait", "ABORTED");
 }
 
 /// Two daemons on one host with different worker names: both serve, and a stop reaches the
