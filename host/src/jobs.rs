@@ -189,24 +189,76 @@ fn unique_dir(dir: &Path, unique: &str) -> PathBuf {
 /// daemon tells Zuul the result without a detour through the async runtime.
 pub type OnFinish = Box<dyn FnOnce(&JobOutcome) + Send>;
 
-/// Runs a prepared job to its end. Progress and work data go to `events`; `cancel` stops it.
+/// Runs a prepared job to its end on a blocking thread of the async runtime. Progress and work
+/// data go to `events`; `cancel` stops it.
 pub async fn execute(
     config: Arc<Config>,
     job: PreparedJob,
     events: EventSink,
     cancel: CancelToken,
 ) -> JobOutcome {
-    execute_then(config, job, events, cancel, None).await
+    let fallback = (job.url.clone(), job.job_dir.clone());
+    let started = Instant::now();
+    let run = move || run_to_end(&config, job, events, cancel, &mut |_| {});
+    match tokio::task::spawn_blocking(run).await {
+        Ok(outcome) => outcome,
+        Err(join) => thread_failed(fallback, started, &join.to_string()),
+    }
 }
 
-/// As [`execute`], then `on_finish` with the outcome, on the job's thread, after the job's files
-/// are written and published (so that the logs are in place when Zuul hears the result).
-pub async fn execute_then(
+/// Starts a prepared job on a job thread ([`crate::job_threads`]) and returns at once;
+/// `on_finish` gets the outcome on that thread, after the job's files are written and published
+/// (so that the logs are in place when Zuul hears the result), without a detour through the
+/// async runtime.
+///
+/// # Errors
+/// No thread could be started for the job (`on_finish` is then not called).
+pub fn launch(
     config: Arc<Config>,
     job: PreparedJob,
     events: EventSink,
     cancel: CancelToken,
-    on_finish: Option<OnFinish>,
+    on_finish: OnFinish,
+) -> std::io::Result<()> {
+    crate::job_threads::spawn(Box::new(move || {
+        let fallback = (job.url.clone(), job.job_dir.clone());
+        let started = Instant::now();
+        let mut on_finish = Some(on_finish);
+        let mut report = |o: &JobOutcome| {
+            if let Some(f) = on_finish.take() {
+                f(o);
+            }
+        };
+        let run =
+            std::panic::AssertUnwindSafe(|| run_to_end(&config, job, events, cancel, &mut report));
+        if std::panic::catch_unwind(run).is_err() {
+            report(&thread_failed(fallback, started, "it panicked"));
+        }
+    }))
+}
+
+/// The outcome of a job whose thread failed: only a bug of ours gets here (a plugin's panic is
+/// caught at the plugin boundary).
+fn thread_failed((url, results_dir): (String, PathBuf), started: Instant, why: &str) -> JobOutcome {
+    let outcome = JobOutcome {
+        result: format!("FAILURE - the job's thread failed: {why}"),
+        details: Value::Null,
+        url,
+        results_dir,
+        duration: started.elapsed(),
+    };
+    tracing::error!("{}", outcome.result);
+    outcome
+}
+
+/// Runs the plugin, then [`finish`] (which calls `report` once the job's files are in place).
+/// Blocks the calling thread for the whole job.
+fn run_to_end(
+    config: &Config,
+    job: PreparedJob,
+    events: EventSink,
+    cancel: CancelToken,
+    report: &mut dyn FnMut(&JobOutcome),
 ) -> JobOutcome {
     let started = Instant::now();
     let runner = job.runner.clone();
@@ -235,54 +287,24 @@ pub async fn execute_then(
         job.job_dir.join(WORK_DIR),
         job.job_dir.clone(),
     );
-    let fallback = (job.url.clone(), job.job_dir.clone());
-    let on_finish = std::sync::Mutex::new(on_finish);
-    let on_finish = Arc::new(on_finish);
-    let on_finish_here = on_finish.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let plugin_name = &runner.plugin.name;
-        let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
-        let outcome = match runner.runner.run(host_ref) {
-            RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
-                .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
-            RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
-        };
-        let (results_made, work_made) = host.dirs_made();
-        drop(host);
-        let outcome = finish(
-            &config,
-            &job,
-            started,
-            outcome,
-            &cancel,
-            results_made,
-            work_made,
-        );
-        if let Some(f) = on_finish.lock().ok().and_then(|mut f| f.take()) {
-            f(&outcome);
-        }
-        outcome
-    })
-    .await;
-    match joined {
-        Ok(outcome) => outcome,
-        Err(join) => {
-            // Only a bug of ours gets here (a plugin's panic is caught at the boundary).
-            let (url, results_dir) = fallback;
-            let outcome = JobOutcome {
-                result: format!("FAILURE - the job's thread failed: {join}"),
-                details: Value::Null,
-                url,
-                results_dir,
-                duration: started.elapsed(),
-            };
-            tracing::error!("{}", outcome.result);
-            if let Some(f) = on_finish_here.lock().ok().and_then(|mut f| f.take()) {
-                f(&outcome);
-            }
-            outcome
-        }
-    }
+    let plugin_name = &runner.plugin.name;
+    let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
+    let outcome = match runner.runner.run(host_ref) {
+        RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
+            .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
+        RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
+    };
+    let dirs_made = host.dirs_made();
+    drop(host);
+    finish(
+        config,
+        &job,
+        started,
+        outcome,
+        &cancel,
+        dirs_made,
+        report,
+    )
 }
 
 /// After the plugin: the verdict, the job's record (history, `job.json`), publishing, removing
@@ -293,8 +315,8 @@ fn finish(
     started: Instant,
     outcome: Result<Outcome, String>,
     cancel: &CancelToken,
-    results_made: bool,
-    work_made: bool,
+    (results_made, work_made): (bool, bool),
+    report: &mut dyn FnMut(&JobOutcome),
 ) -> JobOutcome {
     let results_dir = job.job_dir.clone();
     let work_dir = job.job_dir.join(WORK_DIR);
@@ -321,7 +343,6 @@ fn finish(
         "worker": config.worker_name,
         "details": details,
     });
-    record_history(config, &summary);
     if results_made {
         if let Ok(text) = serde_json::to_string_pretty(&summary) {
             if let Err(e) = std::fs::write(results_dir.join(JOB_SUMMARY), text) {
@@ -335,21 +356,26 @@ fn finish(
             tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
         }
     }
-    tracing::info!(
-        function = %job.request.function,
-        unique = %job.request.unique,
-        duration_ms = duration.as_millis() as u64,
-        result = %result.lines().next().unwrap_or(""),
-        dir = %job.job_dir.display(),
-        "job finished"
-    );
-    JobOutcome {
+    let outcome = JobOutcome {
         result,
         details,
         url: job.url.clone(),
         results_dir,
         duration,
-    }
+    };
+    // Zuul hears the result once the job's files are in place; the daemon's own records
+    // (history line, log line) follow, off the path from one job to the next.
+    report(&outcome);
+    record_history(config, &summary);
+    tracing::info!(
+        function = %job.request.function,
+        unique = %job.request.unique,
+        duration_ms = duration.as_millis() as u64,
+        result = %outcome.result.lines().next().unwrap_or(""),
+        dir = %job.job_dir.display(),
+        "job finished"
+    );
+    outcome
 }
 
 /// Appends the job's summary as one JSON line to `jobs_working_dir/jobs.jsonl`: the daemon's

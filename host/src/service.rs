@@ -55,6 +55,27 @@ struct Build {
     finished: Arc<tokio::sync::Notify>,
 }
 
+/// Removes a build from the running ones when its job is over, and tells a stop waiting for it.
+struct BuildGuard {
+    handler: Arc<ZuulHandler>,
+    unique: String,
+    build: Arc<Build>,
+}
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        let mut builds = self.handler.lock();
+        if builds
+            .get(&self.unique)
+            .is_some_and(|b| Arc::ptr_eq(b, &self.build))
+        {
+            builds.remove(&self.unique);
+        }
+        drop(builds);
+        self.build.finished.notify_waiters();
+    }
+}
+
 /// The Zuul side of the worker: turns Gearman jobs into job runs.
 pub struct ZuulHandler {
     config: Arc<Config>,
@@ -126,7 +147,7 @@ impl ZuulHandler {
         }
     }
 
-    async fn handle_build(&self, job: AssignedJob, reporter: JobReporter) {
+    async fn handle_build(self: Arc<Self>, job: AssignedJob, reporter: JobReporter) {
         let function = job.function.clone();
         let finish = |result: String, url: Option<&str>| send_result(&reporter, &result, url);
         let unique = match job.unique_str() {
@@ -168,6 +189,13 @@ impl ZuulHandler {
             finished: Arc::new(tokio::sync::Notify::new()),
         });
         self.lock().insert(unique.clone(), build.clone());
+        // Forgets the build (and wakes a stop waiting for it) when the job is over, however it
+        // ends.
+        let guard = BuildGuard {
+            handler: self.clone(),
+            unique: unique.clone(),
+            build,
+        };
 
         let start = zuul::start_work_data(
             &function,
@@ -179,6 +207,11 @@ impl ZuulHandler {
         reporter.work_data(start.to_string());
         reporter.work_status(0, 1);
 
+        // A lost connection means nobody waits for this build any more: cancel it.
+        reporter.on_connection_lost({
+            let cancel = cancel.clone();
+            move || cancel.cancel("the Gearman connection that assigned the job was lost")
+        });
         // Progress and work data go straight from the plugin's thread to the connection.
         let sink: EventSink = {
             let reporter = reporter.clone();
@@ -191,33 +224,22 @@ impl ZuulHandler {
                 }
             })
         };
-        // A lost connection means nobody waits for this build any more: cancel it.
-        // The result goes out from the job's thread as soon as its logs are in place.
+        // The result goes out from the job's thread as soon as its logs are in place; the
+        // async side does not wait for the job at all.
         let on_finish: jobs::OnFinish = {
             let reporter = reporter.clone();
-            Box::new(move |o: &jobs::JobOutcome| send_result(&reporter, &o.result, Some(&o.url)))
+            Box::new(move |o: &jobs::JobOutcome| {
+                send_result(&reporter, &o.result, Some(&o.url));
+                drop(guard);
+            })
         };
-        let run = jobs::execute_then(
-            self.config.clone(),
-            prepared,
-            sink,
-            cancel.clone(),
-            Some(on_finish),
-        );
-        tokio::pin!(run);
-        let mut lost = false;
-        // The result went out from the job's thread (`on_finish`).
-        loop {
-            tokio::select! {
-                _ = &mut run => break,
-                _ = reporter.connection_lost(), if !lost => {
-                    lost = true;
-                    cancel.cancel("the Gearman connection that assigned the job was lost");
-                }
-            }
+        if let Err(e) = jobs::launch(self.config.clone(), prepared, sink, cancel, on_finish) {
+            tracing::error!(%function, %unique, "cannot start a thread for the job: {e}");
+            finish(
+                format!("FAILURE - cannot start a thread for the job: {e}"),
+                None,
+            );
         }
-        self.lock().remove(&unique);
-        build.finished.notify_waiters();
     }
 
     async fn handle_stop(&self, job: &AssignedJob, reporter: &JobReporter) {
@@ -296,11 +318,10 @@ fn send_result(reporter: &JobReporter, result: &str, url: Option<&str>) {
         data["url"] = Value::from(url);
     }
     let payload = data.to_string();
-    reporter.work_data(payload.clone());
     if result == turbo_hipster_sdk::results::SUCCESS {
-        reporter.complete(payload);
+        reporter.data_and_complete(payload);
     } else {
-        reporter.fail();
+        reporter.data_and_fail(payload);
     }
 }
 

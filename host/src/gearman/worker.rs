@@ -30,10 +30,18 @@
 //!
 //! # Reporting
 //! A job is keyed by (server, handle) because handles are only unique per server. Its
-//! [`JobReporter`] writes to the connection session that assigned it; once that session is gone
-//! (gearmand then re-queues the job, Zuul's server fails it), reports are dropped with a log line.
-//! Exactly one terminal packet is sent per job: if the handler's future ends (or panics) without
-//! one, the worker sends `WORK_FAIL`.
+//! [`JobReporter`] writes to the session that assigned it, from whichever thread reports: the
+//! packets are encoded into the session's outbox and written by that thread at once, so a job
+//! that ends on its own thread sends its result without waking the async runtime. Only what the
+//! socket cannot take at once is left to the session task, which finishes it when the socket is
+//! writable. Progress packets may wait [`PROGRESS_LINGER`] for company (a quick job then goes
+//! out in one write, start data to result); terminal packets go at once. A job's slot passes
+//! from its terminal packet straight to the next `GRAB_JOB_UNIQ` in the same write when its
+//! connection may grab and no other connection waits for a slot; otherwise it goes back to the
+//! budget. Once the session is gone (gearmand then re-queues the job, Zuul's server fails it),
+//! reports are dropped with a log line and the job's [`JobReporter::on_connection_lost`] hook
+//! runs. Exactly one terminal packet is sent per job: when the last clone of a job's reporter
+//! goes without one, the worker sends `WORK_FAIL`.
 //!
 //! # Lifecycle
 //! [`Worker::spawn`] starts everything on the current tokio runtime and returns the handle.
@@ -42,22 +50,24 @@
 //! closes the connections. Dropping the [`Worker`] closes the connections at once.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{FutureExt, SinkExt, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, AcquireError, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -68,8 +78,12 @@ use super::packet::{Packet, PacketType, MAX_FUNCTION_LEN};
 /// Suffix appended to the client id of the per-server control connections.
 pub const CONTROL_CLIENT_ID_SUFFIX: &str = "-control";
 
-/// Most packets written in one batch before flushing.
-const WRITE_BATCH: usize = 64;
+/// How long a job's progress packets (`WORK_DATA`, `WORK_STATUS`, `WORK_WARNING`) may wait in
+/// the connection's buffer for company before they are sent. A job that ends within it goes out
+/// in one write, start data to result (the server and the client then wake once per job, not
+/// twice); for a real build the start data is late by this much at most. Terminal packets and
+/// grabs are sent at once, and take whatever waits with them.
+const PROGRESS_LINGER: Duration = Duration::from_millis(5);
 
 /// Configuration of a [`Worker`]. Build it with struct-update syntax over
 /// [`WorkerConfig::default`] and check it with [`WorkerConfig::validate`] (also done by
@@ -261,12 +275,15 @@ impl AssignedJob {
 pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Runs assigned jobs. The handler reports through the [`JobReporter`] and should end with
-/// [`JobReporter::complete`], [`JobReporter::fail`] or [`JobReporter::exception`]; if its future
-/// ends (or panics) without, the worker sends `WORK_FAIL`.
+/// [`JobReporter::complete`], [`JobReporter::fail`] or [`JobReporter::exception`]. A job lives
+/// as long as a clone of its reporter does: the handler may hand one to a thread of its own
+/// and return at once. When the last clone goes without a terminal packet (the handler
+/// forgot, panicked, or its thread died), the worker sends `WORK_FAIL`.
 ///
 /// Closures `Fn(AssignedJob, JobReporter) -> impl Future<Output = ()>` implement it.
 pub trait JobHandler: Send + Sync + 'static {
-    /// Starts one job. Called on the connection's task: do the work in the returned future.
+    /// Starts one job. Called on the connection's task: do the work in the returned future
+    /// (or on a thread it starts).
     fn run(&self, job: AssignedJob, reporter: JobReporter) -> HandlerFuture;
 }
 
@@ -280,23 +297,306 @@ where
     }
 }
 
+/// What to do with a job when its connection is lost.
+type LostHook = Box<dyn FnOnce() + Send>;
+
+/// The write side of one session, shared by the session task and every job it assigned (jobs
+/// report from any thread). Packets are encoded into one buffer and written by the thread that
+/// reports them, without a hand-over to the runtime; only what the socket cannot take at once
+/// is left to the session task, which it finishes once the socket is writable.
+struct Outbox {
+    state: Mutex<OutState>,
+    /// Wakes the session task: a linger to arm, a write to finish, a slot freed, an error.
+    kick: Notify,
+    codec: PacketCodec,
+}
+
+struct OutState {
+    /// The socket; `None` once the session ended (reports are then dropped).
+    stream: Option<Arc<TcpStream>>,
+    /// Encoded packets not yet written.
+    buf: BytesMut,
+    /// When the progress waiting in `buf` must be written (see [`PROGRESS_LINGER`]).
+    linger: Option<Instant>,
+    /// A write found the socket full; the session task writes the rest once it is writable.
+    blocked: bool,
+    /// A write failed; the session ends with this error.
+    failed: Option<std::io::Error>,
+    /// Grabs in flight, each with its reserved slot; the server answers them in order.
+    grabs: VecDeque<Reservation>,
+    /// Whether the server may have jobs for us (false from `NO_JOB` to `NOOP`).
+    wants_grab: bool,
+    /// Jobs assigned on this session that have not sent their terminal packet.
+    running: usize,
+    /// Per running job (by handle): what to do if the connection is lost.
+    lost_hooks: HashMap<Bytes, LostHook>,
+}
+
+impl Outbox {
+    fn new(stream: Arc<TcpStream>, max_body: usize) -> Self {
+        Outbox {
+            state: Mutex::new(OutState {
+                stream: Some(stream),
+                buf: BytesMut::with_capacity(4096),
+                linger: None,
+                blocked: false,
+                failed: None,
+                grabs: VecDeque::new(),
+                wants_grab: true,
+                running: 0,
+                lost_hooks: HashMap::new(),
+            }),
+            kick: Notify::new(),
+            codec: PacketCodec::new(max_body),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Encodes `packet` into the buffer; false (logged) when it cannot be encoded.
+    fn push(&self, st: &mut OutState, packet: &Packet) -> bool {
+        match self.codec.encode_ref(packet, &mut st.buf) {
+            Ok(()) => true,
+            Err(e) => {
+                error!(packet = %packet.kind, "cannot encode packet, dropped: {e}");
+                false
+            }
+        }
+    }
+
+    /// Writes what the socket takes now. A full socket leaves the rest to the session task; a
+    /// failure is kept for it.
+    fn write_now(&self, st: &mut OutState) {
+        if st.blocked || st.failed.is_some() {
+            return;
+        }
+        let Some(stream) = st.stream.clone() else {
+            st.buf.clear();
+            return;
+        };
+        while !st.buf.is_empty() {
+            match stream.try_write(&st.buf) {
+                Ok(0) => {
+                    st.failed = Some(std::io::ErrorKind::WriteZero.into());
+                    self.kick.notify_one();
+                    return;
+                }
+                Ok(n) => st.buf.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    st.blocked = true;
+                    self.kick.notify_one();
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    st.failed = Some(e);
+                    self.kick.notify_one();
+                    return;
+                }
+            }
+        }
+        st.linger = None;
+    }
+
+    /// Writes everything buffered, waiting for the socket as needed (session task only).
+    async fn finish_writes(&self, stream: &TcpStream) -> Result<()> {
+        loop {
+            {
+                let mut st = self.lock();
+                if let Some(e) = st.failed.take() {
+                    return Err(e.into());
+                }
+                st.linger = None;
+                if !st.blocked {
+                    self.write_now(&mut st);
+                    if !st.blocked {
+                        return match st.failed.take() {
+                            Some(e) => Err(e.into()),
+                            None => Ok(()),
+                        };
+                    }
+                }
+            }
+            stream.writable().await?;
+            self.lock().blocked = false;
+        }
+    }
+
+    /// Ends the session's side: no more writes, running jobs told through their hooks.
+    fn close(&self) {
+        let hooks = {
+            let mut st = self.lock();
+            st.stream = None;
+            st.buf.clear();
+            st.grabs.clear();
+            std::mem::take(&mut st.lost_hooks)
+        };
+        for (_, hook) in hooks {
+            hook();
+        }
+    }
+}
+
+/// The read side of a session's socket (the write side lives in its [`Outbox`]).
+struct ReadSide(Arc<TcpStream>);
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
 struct JobState {
     server: ServerId,
     handle: Bytes,
-    /// The outbound queue of the session that assigned the job.
-    conn: mpsc::UnboundedSender<Packet>,
+    role: Role,
+    /// The session that assigned the job.
+    outbox: Arc<Outbox>,
     finished: AtomicBool,
-    /// The job's slot; released by the terminal packet.
+    /// The job's slot; released (or handed to the next grab) by the terminal packet.
     slot: Mutex<Option<OwnedSemaphorePermit>>,
+    slots: Arc<Slots>,
+    max_grabs: usize,
     max_body: usize,
+    shared: Arc<Shared>,
+    _activity: ActivityGuard,
 }
 
-/// Sends a job's progress and result to the server that assigned it. Cheap to clone and `Send`.
+impl JobState {
+    fn send_progress(&self, packet: Packet) -> bool {
+        if self.finished.load(Ordering::Acquire) {
+            debug!(
+                server = %self.server,
+                handle = %String::from_utf8_lossy(&self.handle),
+                packet = %packet.kind,
+                "job already finished; dropping report"
+            );
+            return false;
+        }
+        let mut st = self.outbox.lock();
+        if st.stream.is_none() {
+            drop(st);
+            self.gone(packet.kind);
+            return false;
+        }
+        let queued = self.outbox.push(&mut st, &packet);
+        if queued && st.linger.is_none() && !st.blocked {
+            st.linger = Some(Instant::now() + PROGRESS_LINGER);
+            self.outbox.kick.notify_one();
+        }
+        queued
+    }
+
+    fn gone(&self, kind: PacketType) {
+        warn!(
+            server = %self.server,
+            handle = %String::from_utf8_lossy(&self.handle),
+            packet = %kind,
+            "connection that assigned the job is gone; dropping report"
+        );
+    }
+
+    /// Sends the job's last packets, at most once per job, and frees its slot: straight into a
+    /// new grab on the same connection (in the same write) when this connection may grab and no
+    /// other connection waits for a slot, else back to the budget.
+    fn terminal(&self, packets: &[Packet]) -> bool {
+        let kind = packets.last().map(|p| p.kind);
+        if self.finished.swap(true, Ordering::AcqRel) {
+            warn!(
+                server = %self.server,
+                handle = %String::from_utf8_lossy(&self.handle),
+                packet = ?kind,
+                "job already finished; dropping second terminal packet"
+            );
+            return false;
+        }
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut st = self.outbox.lock();
+        st.lost_hooks.remove(&self.handle);
+        st.running = st.running.saturating_sub(1);
+        if st.stream.is_none() {
+            drop(st);
+            if let Some(kind) = kind {
+                self.gone(kind);
+            }
+            return false;
+        }
+        let mut sent = true;
+        for p in packets {
+            sent &= self.outbox.push(&mut st, p);
+        }
+        let grabbing = self.role == Role::Control || *self.shared.grabbing.borrow();
+        if grabbing
+            && st.wants_grab
+            && st.grabs.len() + st.running < self.max_grabs
+            && self.slots.waiting.load(Ordering::Acquire) == 0
+        {
+            if let Some(permit) = slot.take() {
+                // Counted before the flag is read again: see the session's grab.
+                let activity =
+                    (self.role == Role::Normal).then(|| ActivityGuard::new(&self.shared.activity));
+                if self.role == Role::Control || *self.shared.grabbing.borrow() {
+                    st.grabs.push_back(Reservation {
+                        permit,
+                        _activity: activity,
+                    });
+                    self.outbox.push(&mut st, &Packet::grab_job_uniq());
+                } else {
+                    slot = Some(permit);
+                }
+            }
+        }
+        self.outbox.write_now(&mut st);
+        drop(st);
+        if slot.is_some() {
+            // The slot goes back to the budget: another connection may take it, and this one
+            // may want to grab again once the server has work.
+            drop(slot);
+            self.outbox.kick.notify_one();
+        }
+        sent
+    }
+}
+
+impl Drop for JobState {
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::Acquire) {
+            warn!(
+                server = %self.server,
+                handle = %String::from_utf8_lossy(&self.handle),
+                "job ended without a result; sending WORK_FAIL"
+            );
+            self.terminal(&[Packet::work_fail(self.handle.clone())]);
+        }
+        self.shared.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends a job's progress and result to the server that assigned it. Cheap to clone, `Send`,
+/// usable from any thread: packets are written by the calling thread.
 ///
 /// Every method returns whether the packet was queued on the job's connection. Packets are
 /// dropped (with a log line) after the terminal packet, when the connection that assigned the job
 /// is gone, or when the data would exceed the packet-size limit (an over-large terminal payload
-/// is turned into `WORK_FAIL` so the job still ends).
+/// is turned into `WORK_FAIL` so the job still ends). Progress (`WORK_DATA`, `WORK_STATUS`,
+/// `WORK_WARNING`) may wait up to [`PROGRESS_LINGER`] to share a write; terminal packets go at
+/// once.
 #[derive(Clone)]
 pub struct JobReporter {
     state: Arc<JobState>,
@@ -330,71 +630,27 @@ impl JobReporter {
 
     /// Whether the connection that assigned the job is still up.
     pub fn is_connected(&self) -> bool {
-        !self.state.conn.is_closed()
+        self.state.outbox.lock().stream.is_some()
     }
 
-    /// Resolves once the connection that assigned the job is gone (gearmand then gives the job
-    /// to another worker, so it may be wise to abort).
-    pub async fn connection_lost(&self) {
-        self.state.conn.closed().await
+    /// Runs `hook` once if the connection that assigned the job is lost before the job ends
+    /// (gearmand then gives the job to another worker, so it may be wise to abort): at once if
+    /// it is already gone. The hook runs on the connection's task and must not block; it must
+    /// not hold this reporter (that would keep the job alive).
+    pub fn on_connection_lost(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut st = self.state.outbox.lock();
+        if st.stream.is_none() {
+            drop(st);
+            hook();
+        } else if !self.is_finished() {
+            st.lost_hooks
+                .insert(self.state.handle.clone(), Box::new(hook));
+        }
     }
 
     fn fits(&self, data: &Bytes) -> bool {
         // handle + NUL + data (+ a little for WORK_STATUS numbers) must fit the limit.
         self.state.handle.len() + 1 + data.len() <= self.state.max_body
-    }
-
-    fn send(&self, packet: Packet) -> bool {
-        let kind = packet.kind;
-        if self.state.conn.send(packet).is_err() {
-            warn!(
-                server = %self.state.server,
-                handle = %String::from_utf8_lossy(&self.state.handle),
-                packet = %kind,
-                "connection that assigned the job is gone; dropping report"
-            );
-            return false;
-        }
-        true
-    }
-
-    fn progress(&self, packet: Packet) -> bool {
-        if self.is_finished() {
-            debug!(
-                server = %self.state.server,
-                handle = %String::from_utf8_lossy(&self.state.handle),
-                packet = %packet.kind,
-                "job already finished; dropping report"
-            );
-            return false;
-        }
-        self.send(packet)
-    }
-
-    /// Sends the job's last packets, at most once per job, and frees its slot.
-    fn terminal(&self, packets: Vec<Packet>) -> bool {
-        let kind = packets.last().map(|p| p.kind);
-        if self.state.finished.swap(true, Ordering::AcqRel) {
-            warn!(
-                server = %self.state.server,
-                handle = %String::from_utf8_lossy(&self.state.handle),
-                packet = ?kind,
-                "job already finished; dropping second terminal packet"
-            );
-            return false;
-        }
-        let mut sent = true;
-        for p in packets {
-            sent &= self.send(p);
-        }
-        let slot = self
-            .state
-            .slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        drop(slot);
-        sent
     }
 
     /// `WORK_DATA` (Zuul: JSON with `name`, `number`, `manager`, `url`, ... and at the end
@@ -408,7 +664,8 @@ impl JobReporter {
             );
             return false;
         }
-        self.progress(Packet::work_data(self.state.handle.clone(), data))
+        self.state
+            .send_progress(Packet::work_data(self.state.handle.clone(), data))
     }
 
     /// `WORK_WARNING`.
@@ -421,12 +678,13 @@ impl JobReporter {
             );
             return false;
         }
-        self.progress(Packet::work_warning(self.state.handle.clone(), data))
+        self.state
+            .send_progress(Packet::work_warning(self.state.handle.clone(), data))
     }
 
     /// `WORK_STATUS numerator/denominator`.
     pub fn work_status(&self, numerator: u64, denominator: u64) -> bool {
-        self.progress(Packet::work_status(
+        self.state.send_progress(Packet::work_status(
             self.state.handle.clone(),
             numerator,
             denominator,
@@ -444,12 +702,50 @@ impl JobReporter {
             );
             return self.fail();
         }
-        self.terminal(vec![Packet::work_complete(self.state.handle.clone(), data)])
+        self.state
+            .terminal(&[Packet::work_complete(self.state.handle.clone(), data)])
+    }
+
+    /// `WORK_DATA` with `data`, then `WORK_COMPLETE` with the same `data`, in one write (how a
+    /// Zuul build reports SUCCESS). Terminal: frees the slot.
+    pub fn data_and_complete(&self, data: impl Into<Bytes>) -> bool {
+        let data = data.into();
+        if !self.fits(&data) {
+            error!(
+                len = data.len(),
+                "WORK_COMPLETE too large for the packet limit; failing the job"
+            );
+            return self.fail();
+        }
+        let handle = self.state.handle.clone();
+        self.state.terminal(&[
+            Packet::work_data(handle.clone(), data.clone()),
+            Packet::work_complete(handle, data),
+        ])
+    }
+
+    /// `WORK_DATA` with `data`, then `WORK_FAIL`, in one write (how a Zuul build reports any
+    /// other result). Terminal: frees the slot.
+    pub fn data_and_fail(&self, data: impl Into<Bytes>) -> bool {
+        let data = data.into();
+        if !self.fits(&data) {
+            error!(
+                len = data.len(),
+                "WORK_DATA too large for the packet limit; failing the job without it"
+            );
+            return self.fail();
+        }
+        let handle = self.state.handle.clone();
+        self.state.terminal(&[
+            Packet::work_data(handle.clone(), data),
+            Packet::work_fail(handle),
+        ])
     }
 
     /// `WORK_FAIL`. Terminal: frees the slot.
     pub fn fail(&self) -> bool {
-        self.terminal(vec![Packet::work_fail(self.state.handle.clone())])
+        self.state
+            .terminal(&[Packet::work_fail(self.state.handle.clone())])
     }
 
     /// `WORK_EXCEPTION` with `data`. Terminal: frees the slot.
@@ -468,14 +764,12 @@ impl JobReporter {
             );
             return self.fail();
         }
-        self.terminal(vec![Packet::work_exception(
-            self.state.handle.clone(),
-            data,
-        )])
+        self.state
+            .terminal(&[Packet::work_exception(self.state.handle.clone(), data)])
     }
 }
 
-/// Counts "busy" things (normal grabs in flight + handler tasks) for [`Worker::wait_idle`].
+/// Counts "busy" things (normal grabs in flight + running jobs) for [`Worker::wait_idle`].
 struct ActivityGuard {
     activity: Arc<watch::Sender<usize>>,
 }
@@ -501,6 +795,39 @@ struct Reservation {
     _activity: Option<ActivityGuard>,
 }
 
+/// The slot budget of one role, over all servers, and how many connections wait for a slot
+/// (an ending job hands its slot to a new grab on its own connection only when none waits, so
+/// that no server starves).
+struct Slots {
+    sem: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl Slots {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Slots {
+            sem: Arc::new(Semaphore::new(n)),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    /// Waits for a slot, counted in `waiting` while it waits (cancel-safe).
+    async fn acquire(&self) -> std::result::Result<OwnedSemaphorePermit, AcquireError> {
+        if let Ok(p) = self.sem.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiting);
+        self.sem.clone().acquire_owned().await
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Normal,
@@ -512,7 +839,7 @@ struct ConnSpec {
     role: Role,
     client_id: Bytes,
     functions: Vec<Bytes>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     /// How many grabs may be outstanding at once on this connection (its role's slot count).
     max_grabs: usize,
 }
@@ -569,8 +896,8 @@ impl Worker {
             config,
         });
         let cfg = &shared.config;
-        let normal_slots = Arc::new(Semaphore::new(cfg.max_concurrent_jobs));
-        let control_slots = Arc::new(Semaphore::new(cfg.max_concurrent_priority_jobs));
+        let normal_slots = Slots::new(cfg.max_concurrent_jobs);
+        let control_slots = Slots::new(cfg.max_concurrent_priority_jobs);
         let to_bytes =
             |fs: &[String]| -> Vec<Bytes> { fs.iter().map(|f| Bytes::from(f.clone())).collect() };
         let mut tasks = Vec::new();
@@ -736,15 +1063,23 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
         r = connect => r.map_err(|_| Error::Timeout(cfg.connect_timeout))??,
     };
     configure_socket(&stream, cfg.keepalive_idle)?;
-    let mut framed = Framed::new(stream, PacketCodec::new(cfg.max_packet_body));
+    let stream = Arc::new(stream);
+    let outbox = Arc::new(Outbox::new(stream.clone(), cfg.max_packet_body));
+    // However the session ends, its jobs learn that their connection is gone.
+    let _close = CloseOnDrop(&outbox);
+    let mut reader = FramedRead::new(
+        ReadSide(stream.clone()),
+        PacketCodec::new(cfg.max_packet_body),
+    );
 
-    framed
-        .feed(Packet::set_client_id(spec.client_id.clone()))
-        .await?;
-    for f in &spec.functions {
-        framed.feed(Packet::can_do(f.clone())).await?;
+    {
+        let mut st = outbox.lock();
+        outbox.push(&mut st, &Packet::set_client_id(spec.client_id.clone()));
+        for f in &spec.functions {
+            outbox.push(&mut st, &Packet::can_do(f.clone()));
+        }
     }
-    framed.flush().await?;
+    outbox.finish_writes(&stream).await?;
     shared.registered.fetch_add(1, Ordering::AcqRel);
     let _registered = RegisteredGuard(&shared.registered);
     info!(
@@ -754,55 +1089,67 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
         "connected to Gearman and registered"
     );
 
-    // Reports of the jobs assigned on this session; the receiver dies with the session, which
-    // is how reporters notice the connection is gone.
-    let (job_tx, mut job_rx) = mpsc::unbounded_channel::<Packet>();
     let mut grabbing_rx = shared.grabbing.subscribe();
-    let mut wants_grab = true;
-    // Grabs in flight, each with its reserved slot; the server answers them in order.
-    let mut grabs: VecDeque<Reservation> = VecDeque::new();
-
     loop {
         let grabbing_allowed = spec.role == Role::Control || *grabbing_rx.borrow_and_update();
-        let may_grab = wants_grab && grabs.len() < spec.max_grabs && grabbing_allowed;
+        let (may_grab, linger, blocked) = {
+            let mut st = outbox.lock();
+            if let Some(e) = st.failed.take() {
+                return Err(e.into());
+            }
+            (
+                grabbing_allowed && st.wants_grab && st.grabs.len() + st.running < spec.max_grabs,
+                st.linger,
+                st.blocked,
+            )
+        };
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => {
-                // Deliver what finished jobs already reported, then close.
-                while let Ok(p) = job_rx.try_recv() {
-                    framed.feed(p).await?;
-                }
-                let flush = tokio::time::timeout(cfg.connect_timeout, framed.flush());
+                // Deliver what jobs already reported, then close.
+                let flush = tokio::time::timeout(cfg.connect_timeout, outbox.finish_writes(&stream));
                 flush.await.map_err(|_| Error::Timeout(cfg.connect_timeout))??;
                 return Ok(SessionEnd::Shutdown);
             }
-            incoming = framed.next() => {
+            incoming = reader.next() => {
                 let Some(packet) = incoming else { return Ok(SessionEnd::ServerClosed) };
                 let packet = packet?;
                 *healthy = true;
                 match packet.kind {
                     PacketType::Noop => {
-                        wants_grab = true;
+                        outbox.lock().wants_grab = true;
                     }
                     PacketType::NoJob => {
-                        grabs.pop_front();
-                        wants_grab = false;
+                        let mut st = outbox.lock();
+                        st.grabs.pop_front();
+                        st.wants_grab = false;
                         // Sleep only once every grab is answered: the server handles packets
                         // in order, so an earlier PRE_SLEEP would race the grabs still queued.
-                        if grabs.is_empty() {
-                            framed.send(Packet::pre_sleep()).await?;
+                        if st.grabs.is_empty() {
+                            outbox.push(&mut st, &Packet::pre_sleep());
+                            outbox.write_now(&mut st);
                         }
                     }
                     PacketType::JobAssignUniq | PacketType::JobAssign => {
-                        wants_grab = true;
-                        match grabs.pop_front() {
+                        let reservation = {
+                            let mut st = outbox.lock();
+                            st.wants_grab = true;
+                            let r = st.grabs.pop_front();
+                            if r.is_some() {
+                                st.running += 1;
+                            }
+                            r
+                        };
+                        match reservation {
                             Some(reservation) => {
-                                start_job(shared, spec, &job_tx, packet, reservation.permit);
+                                start_job(shared, spec, &outbox, packet, reservation.permit);
                             }
                             None => {
                                 // Never expected: we only grab with a reserved slot.
                                 error!(server = %spec.server, ?packet, "job assigned without a grab; failing it");
-                                framed.send(Packet::work_fail(packet.arg_bytes(0))).await?;
+                                let mut st = outbox.lock();
+                                outbox.push(&mut st, &Packet::work_fail(packet.arg_bytes(0)));
+                                outbox.write_now(&mut st);
                             }
                         }
                     }
@@ -822,33 +1169,25 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                     }
                 }
             }
-            Some(first) = job_rx.recv() => {
-                framed.feed(first).await?;
-                for _ in 1..WRITE_BATCH {
-                    match job_rx.try_recv() {
-                        Ok(p) => framed.feed(p).await?,
-                        Err(_) => break,
-                    }
+            _ = outbox.kick.notified() => {
+                // Re-evaluate linger, blocked writes, errors and `may_grab` at the top.
+            }
+            r = stream.writable(), if blocked => {
+                r?;
+                let mut st = outbox.lock();
+                st.blocked = false;
+                outbox.write_now(&mut st);
+            }
+            _ = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now)), if linger.is_some() && !blocked => {
+                let mut st = outbox.lock();
+                if st.linger.is_some_and(|d| d <= Instant::now()) {
+                    outbox.write_now(&mut st);
                 }
-                // A job that just ended freed its slot: ask for the next job in the same write.
-                let grabbing_allowed =
-                    spec.role == Role::Control || *grabbing_rx.borrow_and_update();
-                if wants_grab && grabbing_allowed && grabs.len() < spec.max_grabs {
-                    if let Ok(permit) = spec.slots.clone().try_acquire_owned() {
-                        let activity = (spec.role == Role::Normal)
-                            .then(|| ActivityGuard::new(&shared.activity));
-                        if spec.role == Role::Control || *shared.grabbing.borrow() {
-                            grabs.push_back(Reservation { permit, _activity: activity });
-                            framed.feed(Packet::grab_job_uniq()).await?;
-                        }
-                    }
-                }
-                framed.flush().await?;
             }
             _ = grabbing_rx.changed() => {
                 // Re-evaluate `may_grab` at the top of the loop.
             }
-            permit = spec.slots.clone().acquire_owned(), if may_grab => {
+            permit = spec.slots.acquire(), if may_grab => {
                 let Ok(permit) = permit else {
                     return Err(Error::Closed);
                 };
@@ -858,29 +1197,28 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                 if spec.role == Role::Normal && !*shared.grabbing.borrow() {
                     continue;
                 }
-                grabs.push_back(Reservation { permit, _activity: activity });
-                framed.send(Packet::grab_job_uniq()).await?;
+                let mut st = outbox.lock();
+                st.grabs.push_back(Reservation { permit, _activity: activity });
+                outbox.push(&mut st, &Packet::grab_job_uniq());
+                outbox.write_now(&mut st);
             }
         }
     }
 }
 
-/// Decrements the running counter and then the activity counter when a handler task ends.
-struct TaskGuard {
-    shared: Arc<Shared>,
-    _activity: ActivityGuard,
-}
+/// Closes a session's outbox when the session ends, however it ends.
+struct CloseOnDrop<'a>(&'a Outbox);
 
-impl Drop for TaskGuard {
+impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
-        self.shared.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.close();
     }
 }
 
 fn start_job(
     shared: &Arc<Shared>,
     spec: &ConnSpec,
-    job_tx: &mpsc::UnboundedSender<Packet>,
+    outbox: &Arc<Outbox>,
     packet: Packet,
     permit: OwnedSemaphorePermit,
 ) {
@@ -896,16 +1234,6 @@ fn start_job(
         data,
         priority: spec.role == Role::Control,
     };
-    let reporter = JobReporter {
-        state: Arc::new(JobState {
-            server: spec.server.clone(),
-            handle: job.handle.clone(),
-            conn: job_tx.clone(),
-            finished: AtomicBool::new(false),
-            slot: Mutex::new(Some(permit)),
-            max_body: shared.config.max_packet_body,
-        }),
-    };
     debug!(
         server = %job.server,
         handle = %job.handle_str(),
@@ -914,28 +1242,33 @@ fn start_job(
         "job assigned"
     );
     shared.running.fetch_add(1, Ordering::AcqRel);
-    let guard = TaskGuard {
-        shared: shared.clone(),
-        _activity: ActivityGuard::new(&shared.activity),
+    let reporter = JobReporter {
+        state: Arc::new(JobState {
+            server: spec.server.clone(),
+            handle: job.handle.clone(),
+            role: spec.role,
+            outbox: outbox.clone(),
+            finished: AtomicBool::new(false),
+            slot: Mutex::new(Some(permit)),
+            slots: spec.slots.clone(),
+            max_grabs: spec.max_grabs,
+            max_body: shared.config.max_packet_body,
+            shared: shared.clone(),
+            _activity: ActivityGuard::new(&shared.activity),
+        }),
     };
     let handler = shared.handler.clone();
     tokio::spawn(async move {
-        let _guard = guard;
-        let run = AssertUnwindSafe(async { handler.run(job, reporter.clone()).await });
+        let server = reporter.server().clone();
+        let handle = reporter.handle().clone();
+        // The job ends when the last clone of its reporter goes (see `JobState`'s drop).
+        let run = AssertUnwindSafe(handler.run(job, reporter));
         if run.catch_unwind().await.is_err() {
             error!(
-                server = %reporter.server(),
-                handle = %String::from_utf8_lossy(reporter.handle()),
+                %server,
+                handle = %String::from_utf8_lossy(&handle),
                 "job handler panicked"
             );
-        }
-        if !reporter.is_finished() {
-            warn!(
-                server = %reporter.server(),
-                handle = %String::from_utf8_lossy(reporter.handle()),
-                "job handler ended without a result; sending WORK_FAIL"
-            );
-            reporter.fail();
         }
     });
 }

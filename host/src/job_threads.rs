@@ -1,0 +1,153 @@
+//! The threads that run plugin jobs.
+//!
+//! A job runs on a thread of its own so that a plugin that blocks (for minutes, as a database
+//! migration does) never holds up the Gearman connections. Threads are kept after a job and
+//! reused, the most recently idle first (its stack and caches are still warm); one idle for
+//! [`KEEP_ALIVE`] ends. Handing a job over costs one wake-up of a parked thread, and nothing
+//! comes back to the async runtime: the job reports and finishes from its own thread.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// How long an idle job thread waits for the next job before it ends.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
+/// A job for a job thread.
+pub type Task = Box<dyn FnOnce() + Send + 'static>;
+
+/// An idle thread's mailbox.
+struct Mailbox {
+    task: Mutex<Option<Task>>,
+    thread: Thread,
+}
+
+fn idle() -> &'static Mutex<Vec<Arc<Mailbox>>> {
+    static IDLE: OnceLock<Mutex<Vec<Arc<Mailbox>>>> = OnceLock::new();
+    IDLE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `task` on a job thread: an idle one if there is one, else a new one.
+///
+/// # Errors
+/// The operating system refused a new thread.
+pub fn spawn(task: Task) -> std::io::Result<()> {
+    let parked = lock(idle()).pop();
+    if let Some(mailbox) = parked {
+        *lock(&mailbox.task) = Some(task);
+        mailbox.thread.unpark();
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("job".into())
+        .spawn(move || job_thread(task))
+        .map(drop)
+}
+
+fn job_thread(first: Task) {
+    let mailbox = Arc::new(Mailbox {
+        task: Mutex::new(None),
+        thread: std::thread::current(),
+    });
+    let mut task = Some(first);
+    while let Some(t) = task.take() {
+        // A panic escaping a job is a bug of ours (plugins' panics are caught at the plugin
+        // boundary); whoever waits for the job notices through what the task dropped.
+        if catch_unwind(AssertUnwindSafe(t)).is_err() {
+            tracing::error!("a job's thread panicked");
+        }
+        lock(idle()).push(mailbox.clone());
+        task = wait_for_task(&mailbox);
+    }
+}
+
+/// Parks until a task arrives; `None` after [`KEEP_ALIVE`] without one (the thread then ends).
+fn wait_for_task(mailbox: &Arc<Mailbox>) -> Option<Task> {
+    let deadline = Instant::now() + KEEP_ALIVE;
+    loop {
+        if let Some(t) = lock(&mailbox.task).take() {
+            return Some(t);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let mut idle = lock(idle());
+            if let Some(i) = idle.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
+                idle.remove(i);
+                return None;
+            }
+            // A spawner took this thread and is about to hand it a task: wait for it.
+            drop(idle);
+            std::thread::park();
+            continue;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn runs_tasks_and_reuses_idle_threads() {
+        let (tx, rx) = mpsc::channel();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let t = tx.clone();
+            spawn(Box::new(move || {
+                t.send(std::thread::current().id()).unwrap()
+            }))
+            .unwrap();
+            let id = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_ne!(
+                id,
+                std::thread::current().id(),
+                "ran on the caller's thread"
+            );
+            ids.insert(id);
+            // Let the thread park as idle before the next task.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Sequential tasks reuse parked threads (other tests may hold a few at the same time).
+        assert!(
+            ids.len() <= 5,
+            "20 sequential tasks used {} threads",
+            ids.len()
+        );
+    }
+
+    #[test]
+    fn parallel_tasks_get_their_own_threads_and_a_panic_is_contained() {
+        let (tx, rx) = mpsc::channel();
+        let gate = Arc::new(std::sync::Barrier::new(3));
+        for _ in 0..3 {
+            let (tx, gate) = (tx.clone(), gate.clone());
+            spawn(Box::new(move || {
+                // All three must run at once to pass the barrier.
+                gate.wait();
+                tx.send(std::thread::current().name().map(str::to_string))
+                    .unwrap();
+            }))
+            .unwrap();
+        }
+        for _ in 0..3 {
+            let name = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(name.as_deref(), Some("job"));
+        }
+        spawn(Box::new(|| panic!("a bug in a job"))).unwrap();
+        let tx2 = tx.clone();
+        std::thread::sleep(Duration::from_millis(50));
+        spawn(Box::new(move || tx2.send(Some("after".into())).unwrap())).unwrap();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap().as_deref(),
+            Some("after")
+        );
+    }
+}
