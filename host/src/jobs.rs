@@ -296,15 +296,7 @@ fn run_to_end(
     };
     let dirs_made = host.dirs_made();
     drop(host);
-    finish(
-        config,
-        &job,
-        started,
-        outcome,
-        &cancel,
-        dirs_made,
-        report,
-    )
+    finish(config, &job, started, outcome, &cancel, dirs_made, report)
 }
 
 /// After the plugin: the verdict, the job's record (history, `job.json`), publishing, removing

@@ -848,6 +848,97 @@ async fn worker_speaks_the_expected_packet_sequence() {
     drop(worker);
 }
 
+/// A job reporting from a thread of its own: progress goes out within the linger time even
+/// while the job still runs; reports larger than the socket can take while the server is not
+/// reading wait for the socket and arrive whole and in order; the terminal packet and the next
+/// grab follow in the same write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_from_a_job_thread_survive_a_full_socket() {
+    const CHUNK: usize = 4 << 20;
+    const CHUNKS: u8 = 6;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Arc::new(Mutex::new(Some(go_rx)));
+    let worker = Worker::spawn(
+        WorkerConfig {
+            max_packet_body: 8 << 20,
+            ..config(&[port], &["build:big"], &[], 1)
+        },
+        move |_job: AssignedJob, r: JobReporter| {
+            let go = go_rx.lock().unwrap().take().expect("one job");
+            async move {
+                // The handler returns at once; the job lives on in its thread.
+                std::thread::spawn(move || {
+                    r.work_status(1, 2);
+                    go.recv().expect("go");
+                    for i in 0..CHUNKS {
+                        assert!(r.work_data(vec![b'a' + i; CHUNK]));
+                    }
+                    assert!(r.complete("done"));
+                });
+            }
+        },
+    )
+    .expect("spawn");
+    let (sock, _) = timeout(T, listener.accept())
+        .await
+        .expect("connect")
+        .expect("accept");
+    let mut conn = Framed::new(sock, PacketCodec::new(8 << 20));
+    async fn next(
+        conn: &mut Framed<tokio::net::TcpStream, PacketCodec>,
+        within: Duration,
+    ) -> Packet {
+        timeout(within, conn.next())
+            .await
+            .expect("packet in time")
+            .expect("open")
+            .expect("valid")
+    }
+    for kind in [
+        PacketType::SetClientId,
+        PacketType::CanDo,
+        PacketType::GrabJobUniq,
+    ] {
+        assert_eq!(next(&mut conn, T).await.kind, kind);
+    }
+    conn.send(Packet::res(
+        PacketType::JobAssignUniq,
+        vec![
+            Bytes::from_static(b"H:fake:9"),
+            Bytes::from_static(b"build:big"),
+            Bytes::from_static(b"U"),
+            Bytes::from_static(b"{}"),
+        ],
+    ))
+    .await
+    .expect("send");
+    // The job is still running: its progress must not wait for the end.
+    let p = next(&mut conn, Duration::from_millis(500)).await;
+    assert_eq!(p.kind, PacketType::WorkStatus);
+    go_tx.send(()).expect("go");
+    // Do not read for a while: 24 MiB do not fit in the socket buffers.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for i in 0..CHUNKS {
+        let p = next(&mut conn, T).await;
+        assert_eq!(p.kind, PacketType::WorkData);
+        assert_eq!(p.arg(0), b"H:fake:9");
+        assert_eq!(p.arg(1).len(), CHUNK);
+        assert!(p.arg(1).iter().all(|&b| b == b'a' + i), "chunk {i} garbled");
+    }
+    let p = next(&mut conn, T).await;
+    assert_eq!((p.kind, p.arg(1)), (PacketType::WorkComplete, &b"done"[..]));
+    assert_eq!(next(&mut conn, T).await.kind, PacketType::GrabJobUniq);
+    // The job's thread lets go of its reporter just after.
+    let start = Instant::now();
+    while worker.running_jobs() != 0 {
+        assert!(start.elapsed() < T, "the job never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(worker);
+}
+
 /// An idle worker blocks: its thread neither burns CPU nor wakes up periodically.
 #[test]
 fn idle_worker_does_not_spin() {

@@ -222,6 +222,66 @@ fn server_restart_while_idle(kind: ServerKind) {
     );
 }
 
+/// The daemon's history: one JSON line per finished job in `jobs_working_dir/jobs.jsonl`,
+/// waited for (it is written just after the result goes out).
+fn history(w: &World, lines: usize) -> Vec<Value> {
+    let path = w.setup.jobs_dir().join("jobs.jsonl");
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let records: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if records.len() >= lines || start.elapsed() > Duration::from_secs(10) {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The server goes away while a build runs: nobody waits for that build any more, so it is
+/// cancelled (recorded ABORTED) instead of running on; the daemon reconnects and takes the
+/// next job.
+fn server_lost_during_a_build(kind: ServerKind) {
+    let mut w = world(kind, 1, json!({}));
+    let addr = w.servers[0].addr();
+    let running = std::thread::spawn(move || enqueue(&addr, "wait", &[]));
+    w.servers[0].wait_running("build:wait", 1, Duration::from_secs(10));
+    let lost = Instant::now();
+    w.servers[0].restart();
+    assert!(
+        w.daemon.wait_log(
+            "the Gearman connection that assigned the job was lost",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        w.daemon.log_text()
+    );
+    let records = history(&w, 1);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["function"], "build:wait");
+    assert_eq!(records[0]["result"], "ABORTED", "{records:?}");
+    assert!(
+        lost.elapsed() < Duration::from_secs(10),
+        "the build ran on for {:?}",
+        lost.elapsed()
+    );
+    let _ = running.join().unwrap();
+    w.servers[0].wait_registered("build:ok", Duration::from_secs(10));
+    let o = enqueue(&w.servers[0].addr(), "ok", &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    let records = history(&w, 2);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1]["function"], "build:ok");
+    assert_eq!(records[1]["result"], "SUCCESS");
+    assert_eq!(
+        records[1]["unique"].as_str().map(str::len),
+        Some(32),
+        "{records:?}"
+    );
+}
+
 fn two_servers(kind: ServerKind) {
     let w = world(kind, 2, json!({"max_concurrent_jobs": 2}));
     let a = w.servers[0].addr();
@@ -414,6 +474,7 @@ on_both_servers!(
     cancel_queued_job,
     not_registered,
     server_restart_while_idle,
+    server_lost_during_a_build,
     two_servers,
     invalid_parameters,
     sigterm_drains,

@@ -439,6 +439,9 @@ impl Outbox {
     }
 }
 
+/// Most bytes read from a socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// The read side of a session's socket (the write side lives in its [`Outbox`]).
 struct ReadSide(Arc<TcpStream>);
 
@@ -450,7 +453,10 @@ impl AsyncRead for ReadSide {
     ) -> Poll<std::io::Result<()>> {
         loop {
             std::task::ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
+            // Safe code must initialise what it reads into; a bounded piece keeps that cheap
+            // when the read buffer has grown for a large packet.
+            let n = buf.remaining().min(READ_CHUNK);
+            match self.0.try_read(buf.initialize_unfilled_to(n)) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
