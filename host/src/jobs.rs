@@ -1,5 +1,5 @@
 //! A job's life, the same for Gearman jobs and `run-job`: validate, make its directories, run
-//! the plugin on a blocking thread with a host context, publish its logs, report the outcome.
+//! the plugin on a thread of its own with a host context, publish its logs, report the outcome.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
