@@ -484,6 +484,69 @@ async fn two_servers_share_one_slot_budget() {
     worker.shutdown().await;
 }
 
+/// A job's slot goes straight to the next grab on its own connection only while no other
+/// connection waits for one: a server with a long queue does not starve another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_server_does_not_starve_another() {
+    let g1 = Gearmand::start().await;
+    let g2 = Gearmand::start().await;
+    let c = Arc::new(Concurrency::default());
+    let cc = c.clone();
+    let worker = Worker::spawn(
+        config(&[g1.port, g2.port], &["build:fair"], &[], 1),
+        move |job: AssignedJob, r: JobReporter| {
+            let c = cc.clone();
+            async move { c.run(&job, &r, Duration::from_millis(40)).await }
+        },
+    )
+    .expect("spawn");
+    g1.wait_registered("build:fair").await;
+    g2.wait_registered("build:fair").await;
+    let (c1, c2) = (g1.client().await, g2.client().await);
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        let job = c1
+            .submit("build:fair", &format!("a{i}"), "a", Priority::Normal)
+            .await
+            .expect("submit");
+        jobs.push(job);
+    }
+    // The first server's queue is being worked through when the second one gets jobs.
+    let start = Instant::now();
+    while c.servers.lock().expect("lock").is_empty() {
+        assert!(start.elapsed() < T, "no job started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..4 {
+        let job = c2
+            .submit("build:fair", &format!("b{i}"), "b", Priority::Normal)
+            .await
+            .expect("submit");
+        jobs.push(job);
+    }
+    for job in jobs {
+        let events = timeout(T, job.wait())
+            .await
+            .expect("in time")
+            .expect("events");
+        assert!(
+            matches!(events.last(), Some(JobEvent::Complete(_))),
+            "{events:?}"
+        );
+    }
+    let order = c.servers.lock().expect("lock").clone();
+    assert_eq!(c.max.load(Ordering::SeqCst), 1, "one slot");
+    assert_eq!(order.len(), 12, "{order:?}");
+    // Once the second server has work, the two take turns.
+    let first_b = order.iter().position(|&s| s == 1).expect("server 2 served");
+    assert!(first_b <= 3, "server 2 waited behind server 1: {order:?}");
+    assert!(
+        order[..8].iter().filter(|&&s| s == 1).count() >= 3,
+        "server 2 starved: {order:?}"
+    );
+    worker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_server_restart() {
     let mut g = Gearmand::start().await;
