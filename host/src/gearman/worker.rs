@@ -533,8 +533,10 @@ impl JobState {
             return false;
         }
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Declared before the lock so that it is dropped after it: a hook may own anything.
+        let _hook;
         let mut st = self.outbox.lock();
-        st.lost_hooks.remove(&self.handle);
+        _hook = st.lost_hooks.remove(&self.handle);
         st.running = st.running.saturating_sub(1);
         if st.stream.is_none() {
             drop(st);
@@ -649,8 +651,11 @@ impl JobReporter {
             drop(st);
             hook();
         } else if !self.is_finished() {
-            st.lost_hooks
+            let replaced = st
+                .lost_hooks
                 .insert(self.state.handle.clone(), Box::new(hook));
+            drop(st);
+            drop(replaced);
         }
     }
 
