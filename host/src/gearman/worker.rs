@@ -7,7 +7,8 @@
 //! connects (TCP_NODELAY, TCP keepalive), sends `SET_CLIENT_ID` and one `CAN_DO` per function
 //! (exactly as configured, `build:` prefix included), then loops over
 //! `GRAB_JOB_UNIQ` → `NO_JOB` → `PRE_SLEEP` → `NOOP` → `GRAB_JOB_UNIQ` → `JOB_ASSIGN_UNIQ`.
-//! An idle worker is parked in `PRE_SLEEP` and wakes only for packets: no timers, no polling.
+//! An idle worker is parked in `PRE_SLEEP` and wakes only for packets: no polling, and no timer
+//! but the one a job's progress may arm (see Reporting).
 //! Liveness comes from TCP keepalive; the worker never sends `ECHO_REQ`, `GRAB_JOB`,
 //! `CAN_DO_TIMEOUT`, `CANT_DO` or `RESET_ABILITIES` (Zuul's server ignores the first three and
 //! gearmand re-queues running jobs on the last two).
@@ -45,8 +46,8 @@
 //!
 //! # Lifecycle
 //! [`Worker::spawn`] starts everything on the current tokio runtime and returns the handle.
-//! Graceful drain: [`Worker::stop_grabbing`], then [`Worker::wait_idle`] (every handler
-//! finished and no normal grab in flight), or [`Worker::shutdown`] which does both and then
+//! Graceful drain: [`Worker::stop_grabbing`], then [`Worker::wait_idle`] (every job ended,
+//! that is its last reporter is gone, and no normal grab in flight), or [`Worker::shutdown`] which does both and then
 //! closes the connections. Dropping the [`Worker`] closes the connections at once.
 
 use std::borrow::Cow;
@@ -956,7 +957,7 @@ impl Worker {
         self.shared.grabbing.send_replace(true);
     }
 
-    /// Handlers currently running (normal and priority).
+    /// Jobs currently running (normal and priority): assigned, and a reporter still held.
     pub fn running_jobs(&self) -> usize {
         self.shared.running.load(Ordering::Acquire)
     }
@@ -966,7 +967,7 @@ impl Worker {
         self.shared.registered.load(Ordering::Acquire)
     }
 
-    /// Waits until no handler runs and no normal grab is in flight. After
+    /// Waits until no job runs (every reporter is gone) and no normal grab is in flight. After
     /// [`Worker::stop_grabbing`], once this returns no new normal job will start.
     pub async fn wait_idle(&self) {
         let mut rx = self.shared.activity.subscribe();
