@@ -7,8 +7,9 @@
 //!
 //! Each job is Zuul-shaped: a JSON object of Zuul parameters in, and out a start WORK_DATA,
 //! WORK_STATUS, a result WORK_DATA and WORK_COMPLETE. The daemon runs it through a no-op
-//! plugin (`tests/fixtures/test-plugin`, mode `noop`), so every job crosses the plugin boundary
-//! and gets its working and results directories made, as a real job would.
+//! plugin (`tests/fixtures/test-plugin`, mode `noop`), so every job is validated, crosses the
+//! plugin boundary on a job thread and leaves a history line, as a real job would; the plugin
+//! writes no files, so no directory is made (a job that writes pays for its directories).
 //! Printed: jobs/s with 1 and 8 slots under a saturating load (8 client connections, 32 jobs in
 //! flight each) for both workers and the ratio; jobs/s with one job in flight at a time (strictly
 //! sequential, as the figures in zuul-gearman.md); median and p99 round trip of a single job on
