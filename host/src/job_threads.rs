@@ -23,6 +23,26 @@ struct Mailbox {
     thread: Thread,
 }
 
+thread_local! {
+    /// On a job thread: its mailbox, and whether it is already listed as idle.
+    static CURRENT: std::cell::RefCell<Option<(Arc<Mailbox>, bool)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called by a task on a job thread once what remains of it is short bookkeeping: the thread
+/// may be handed its next task already (which then starts as soon as this one returns) instead
+/// of a new thread being started for it. Does nothing elsewhere or when called twice.
+pub fn release_early() {
+    CURRENT.with(|c| {
+        if let Some((mailbox, listed)) = c.borrow_mut().as_mut() {
+            if !*listed {
+                *listed = true;
+                lock(idle()).push(mailbox.clone());
+            }
+        }
+    });
+}
+
 fn idle() -> &'static Mutex<Vec<Arc<Mailbox>>> {
     static IDLE: OnceLock<Mutex<Vec<Arc<Mailbox>>>> = OnceLock::new();
     IDLE.get_or_init(|| Mutex::new(Vec::new()))
@@ -56,14 +76,16 @@ fn job_thread(first: Task) {
     });
     let mut task = Some(first);
     while let Some(t) = task.take() {
+        CURRENT.with(|c| *c.borrow_mut() = Some((mailbox.clone(), false)));
         // A panic escaping a job is a bug of ours (plugins' panics are caught at the plugin
         // boundary); whoever waits for the job notices through what the task dropped.
         if catch_unwind(AssertUnwindSafe(t)).is_err() {
             tracing::error!("a job's thread panicked");
         }
-        lock(idle()).push(mailbox.clone());
+        release_early();
         task = wait_for_task(&mailbox);
     }
+    CURRENT.with(|c| *c.borrow_mut() = None);
 }
 
 /// Parks until a task arrives; `None` after [`KEEP_ALIVE`] without one (the thread then ends).

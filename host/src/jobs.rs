@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RResult;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use turbo_hipster_sdk::abi::{Host_TO, JSON_SCHEMA};
 use turbo_hipster_sdk::{Job, Outcome};
 
@@ -209,7 +210,8 @@ pub async fn execute(
 /// Starts a prepared job on a job thread ([`crate::job_threads`]) and returns at once;
 /// `on_finish` gets the outcome on that thread, after the job's files are written and published
 /// (so that the logs are in place when Zuul hears the result), without a detour through the
-/// async runtime.
+/// async runtime. `keep` is dropped once the job is completely over (its history line and log
+/// line written after `on_finish`): hold in it what must outlive the job.
 ///
 /// # Errors
 /// No thread could be started for the job (`on_finish` is then not called).
@@ -219,14 +221,20 @@ pub fn launch(
     events: EventSink,
     cancel: CancelToken,
     on_finish: OnFinish,
+    keep: Box<dyn Send>,
 ) -> std::io::Result<()> {
     crate::job_threads::spawn(Box::new(move || {
+        // Dropped last, once the job's history line and log line are written.
+        let _keep = keep;
         let fallback = (job.url.clone(), job.job_dir.clone());
         let started = Instant::now();
         let mut on_finish = Some(on_finish);
         let mut report = |o: &JobOutcome| {
             if let Some(f) = on_finish.take() {
                 f(o);
+                // What is left is the history and log lines: the next job may have this
+                // thread already.
+                crate::job_threads::release_early();
             }
         };
         let run =
@@ -278,7 +286,11 @@ fn run_to_end(
         dir = %job.job_dir.display(),
         "job started"
     );
-    let job_json = serde_json::to_string(&plugin_job).unwrap_or_else(|_| "{}".into());
+    let mut job_json = Vec::with_capacity(2048);
+    let job_json = match serde_json::to_writer(&mut job_json, &plugin_job) {
+        Ok(()) => String::from_utf8(job_json).unwrap_or_else(|_| "{}".into()),
+        Err(_) => "{}".into(),
+    };
     let host = JobHost::new(
         &runner.plugin.name,
         job_json,
@@ -297,6 +309,21 @@ fn run_to_end(
     let dirs_made = host.dirs_made();
     drop(host);
     finish(config, &job, started, outcome, &cancel, dirs_made, report)
+}
+
+/// A job's record: one line of the history, and `job.json` in its results (fields in
+/// alphabetical order).
+#[derive(Serialize)]
+struct JobRecord<'a> {
+    details: &'a Value,
+    duration_ms: u64,
+    finished: &'a str,
+    function: &'a str,
+    parameters: &'a BTreeMap<String, String>,
+    result: &'a str,
+    unique: &'a str,
+    url: &'a str,
+    worker: &'a str,
 }
 
 /// After the plugin: the verdict, the job's record (history, `job.json`), publishing, removing
@@ -324,17 +351,18 @@ fn finish(
         result = "FAILURE - the plugin gave no result".into();
     }
     let duration = started.elapsed();
-    let summary = json!({
-        "finished": crate::timestamp_now(),
-        "url": job.url,
-        "function": job.request.function,
-        "unique": job.request.unique,
-        "parameters": job.request.parameters,
-        "result": result,
-        "duration_ms": duration.as_millis() as u64,
-        "worker": config.worker_name,
-        "details": details,
-    });
+    let finished = crate::timestamp_now();
+    let summary = JobRecord {
+        details: &details,
+        duration_ms: duration.as_millis() as u64,
+        finished: &finished,
+        function: &job.request.function,
+        parameters: &job.request.parameters,
+        result: &result,
+        unique: &job.request.unique,
+        url: &job.url,
+        worker: &config.worker_name,
+    };
     if results_made {
         if let Ok(text) = serde_json::to_string_pretty(&summary) {
             if let Err(e) = std::fs::write(results_dir.join(JOB_SUMMARY), text) {
@@ -348,6 +376,11 @@ fn finish(
             tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
         }
     }
+    let mut history_line = Vec::with_capacity(1024);
+    if let Err(e) = serde_json::to_writer(&mut history_line, &summary) {
+        tracing::warn!("cannot record the job in the history: {e}");
+        history_line.clear();
+    }
     let outcome = JobOutcome {
         result,
         details,
@@ -358,7 +391,10 @@ fn finish(
     // Zuul hears the result once the job's files are in place; the daemon's own records
     // (history line, log line) follow, off the path from one job to the next.
     report(&outcome);
-    record_history(config, &summary);
+    if !history_line.is_empty() {
+        history_line.push(b'\n');
+        record_history(config, &history_line);
+    }
     tracing::info!(
         function = %job.request.function,
         unique = %job.request.unique,
@@ -372,13 +408,12 @@ fn finish(
 
 /// Appends the job's summary as one JSON line to `jobs_working_dir/jobs.jsonl`: the daemon's
 /// history of every job, whether or not it left files.
-fn record_history(config: &Config, summary: &Value) {
+fn record_history(config: &Config, line: &[u8]) {
     use std::io::Write as _;
     // One handle for the daemon's life (reopened if the path changes, as in tests).
     static HISTORY: std::sync::Mutex<Option<(PathBuf, std::fs::File)>> =
         std::sync::Mutex::new(None);
     let path = config.jobs_working_dir.join(HISTORY_FILE);
-    let line = format!("{summary}\n");
     let mut guard = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
     if guard.as_ref().is_none_or(|(p, _)| *p != path) {
         *guard = std::fs::OpenOptions::new()
@@ -389,7 +424,7 @@ fn record_history(config: &Config, summary: &Value) {
             .map(|f| (path.clone(), f));
     }
     let written = match guard.as_mut() {
-        Some((_, f)) => f.write_all(line.as_bytes()),
+        Some((_, f)) => f.write_all(line),
         None => Err(std::io::Error::other("cannot open the history file")),
     };
     if let Err(e) = written {

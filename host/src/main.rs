@@ -10,11 +10,6 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use turbo_hipster::config::{self, Config};
-
-/// Jobs are started on one thread and finished on another, many times a second: mimalloc
-/// frees across threads far more cheaply than glibc's arenas.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use turbo_hipster::daemon::{self, PidFile};
 use turbo_hipster::host_context::{channel_sink, CancelToken, JobEvent};
 use turbo_hipster::jobs::{self, JobRequest};

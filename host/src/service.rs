@@ -228,12 +228,11 @@ impl ZuulHandler {
         // async side does not wait for the job at all.
         let on_finish: jobs::OnFinish = {
             let reporter = reporter.clone();
-            Box::new(move |o: &jobs::JobOutcome| {
-                send_result(&reporter, &o.result, Some(&o.url));
-                drop(guard);
-            })
+            Box::new(move |o: &jobs::JobOutcome| send_result(&reporter, &o.result, Some(&o.url)))
         };
-        if let Err(e) = jobs::launch(self.config.clone(), prepared, sink, cancel, on_finish) {
+        // The job counts as running (a drain waits for it) until its history line is written.
+        let keep = Box::new((reporter.clone(), guard));
+        if let Err(e) = jobs::launch(self.config.clone(), prepared, sink, cancel, on_finish, keep) {
             tracing::error!(%function, %unique, "cannot start a thread for the job: {e}");
             finish(
                 format!("FAILURE - cannot start a thread for the job: {e}"),

@@ -3,7 +3,8 @@
 //!
 //! Run on demand (not in CI): `cargo bench -p turbo-hipster-tests --bench zuul_throughput`
 //! (`TH_BENCH_JOBS=N` jobs per measurement, default 10000; `TH_BENCH_ROUNDS=N` alternating
-//! rounds, default 3; `TH_BENCH_SLOTS=1,8` the slot counts measured).
+//! rounds, default 3; `TH_BENCH_SLOTS=1,8` the slot counts measured; `TH_BENCH_SETTLE=SECS`
+//! also prints the daemon's RSS that long after each load).
 //!
 //! Each job is Zuul-shaped: a JSON object of Zuul parameters in, and out a start WORK_DATA,
 //! WORK_STATUS, a result WORK_DATA and WORK_COMPLETE. The daemon runs it through a no-op
@@ -203,14 +204,18 @@ fn measure_raw(
     })
 }
 
-/// The same through the real daemon with `slots` slots; also its idle RSS in kB.
+/// One-job-at-a-time figures: (median round trip, p99 round trip, jobs/s).
+type Sequential = (Duration, Duration, f64);
+
+/// The same through the real daemon with `slots` slots; also its RSS in kB, idle before the
+/// load and after it.
 fn measure_daemon(
     rt: &tokio::runtime::Runtime,
     plugins: &PluginDir,
     n: usize,
     slots: usize,
     sequential: bool,
-) -> (f64, Option<(Duration, Duration, f64)>, u64) {
+) -> (f64, Option<Sequential>, (u64, u64)) {
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),
@@ -234,7 +239,30 @@ fn measure_daemon(
         };
         (t, l)
     });
-    (t, l, rss)
+    let after = rss_kb(daemon.child.id());
+    if let Some(settle) = settle_secs() {
+        let threads = || {
+            std::fs::read_dir(format!("/proc/{}/task", daemon.child.id()))
+                .map(Iterator::count)
+                .unwrap_or(0)
+        };
+        let threads_after = threads();
+        std::thread::sleep(Duration::from_secs(settle));
+        println!(
+            "  ({slots} slot(s): RSS {:.1} MB and {threads_after} threads right after the load, \
+             {:.1} MB and {} threads {settle} s later)",
+            after as f64 / 1024.0,
+            rss_kb(daemon.child.id()) as f64 / 1024.0,
+            threads()
+        );
+    }
+    (t, l, (rss, after))
+}
+
+/// `TH_BENCH_SETTLE=SECS`: also measure the daemon's RSS that long after each load (idle job
+/// threads end after 60 s).
+fn settle_secs() -> Option<u64> {
+    std::env::var("TH_BENCH_SETTLE").ok()?.parse().ok()
 }
 
 const LATENCY_JOBS: usize = 500;
@@ -289,6 +317,7 @@ fn main() {
         "", "raw worker", "daemon", "ratio"
     );
     let mut rss = Vec::new();
+    let mut rss_after: Vec<(usize, u64)> = Vec::new();
     let (mut seq_raw, mut seq_daemon) = (Vec::new(), Vec::new());
     for slots in slot_counts() {
         let (mut raw, mut daemon) = (Vec::new(), Vec::new());
@@ -304,8 +333,9 @@ fn main() {
                 seq_daemon.push(l);
             }
             if slots == 1 {
-                rss.push(r as f64);
+                rss.push(r.0 as f64);
             }
+            rss_after.push((slots, r.1));
         }
         let (r, d) = (median(raw.clone()), median(daemon.clone()));
         println!(
@@ -350,9 +380,20 @@ fn main() {
         pick(&seq_raw, |x| x.1.as_micros() as f64),
         pick(&seq_daemon, |x| x.1.as_micros() as f64)
     );
+    let mut after: Vec<String> = Vec::new();
+    for slots in slot_counts() {
+        let most = rss_after
+            .iter()
+            .filter(|(s, _)| *s == slots)
+            .map(|(_, kb)| *kb)
+            .max()
+            .unwrap_or(0);
+        after.push(format!("{:.1} MB ({slots} slot(s))", most as f64 / 1024.0));
+    }
     println!(
-        "idle daemon RSS: {:.1} MB (target <= 20 MB)",
-        median(rss) / 1024.0
+        "idle daemon RSS: {:.1} MB (target <= 20 MB); right after the load, at most: {}",
+        median(rss) / 1024.0,
+        after.join(", ")
     );
     println!("targets: 1 slot >= 3000 jobs/s and >= 60% of raw; 8 slots >= 50% of raw");
 }

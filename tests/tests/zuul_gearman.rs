@@ -371,6 +371,10 @@ fn sigterm_with_a_running_build(kind: ServerKind, grace: u64, job: &'static str,
         "{}",
         out_text(&o)
     );
+    // The daemon exited only after the job's history line was written.
+    let records = history(&w, 1);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["result"], expected, "{records:?}");
 }
 
 /// SIGTERM: no new jobs, a running job finishes within the grace period, the daemon exits 0.
