@@ -3,7 +3,7 @@
 //!
 //! Run on demand (not in CI): `cargo bench -p turbo-hipster-tests --bench zuul_throughput`
 //! (`TH_BENCH_JOBS=N` jobs per measurement, default 10000; `TH_BENCH_ROUNDS=N` alternating
-//! rounds, default 3; `TH_BENCH_SLOTS=1,8` the slot counts measured; `TH_BENCH_SETTLE=SECS`
+//! rounds, default 5; `TH_BENCH_SLOTS=1,8` the slot counts measured; `TH_BENCH_SETTLE=SECS`
 //! also prints the daemon's RSS that long after each load).
 //!
 //! Each job is Zuul-shaped: a JSON object of Zuul parameters in, and out a start WORK_DATA,
@@ -12,7 +12,8 @@
 //! plugin boundary on a job thread and leaves a history line, as a real job would; the plugin
 //! writes no files, so no directory is made (a job that writes pays for its directories).
 //! Printed: jobs/s with 1 and 8 slots under a saturating load (8 client connections, 32 jobs in
-//! flight each) for both workers and the ratio; jobs/s with one job in flight at a time (strictly
+//! flight each) for both workers (medians) and the median of the rounds' ratios (each round
+//! measures both back to back); jobs/s with one job in flight at a time (strictly
 //! sequential, as the figures in zuul-gearman.md); median and p99 round trip of a single job on
 //! an idle system for both and the difference (the added latency); the idle daemon's RSS.
 #![allow(clippy::unwrap_used)]
@@ -295,7 +296,7 @@ fn main() {
     let rounds: usize = std::env::var("TH_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(5)
         .max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -337,13 +338,16 @@ fn main() {
             }
             rss_after.push((slots, r.1));
         }
+        // Each round measures both back to back, so the ratio is taken per round (the machine's
+        // speed drifts between rounds) and its median printed.
         let (r, d) = (median(raw.clone()), median(daemon.clone()));
+        let ratio = median(raw.iter().zip(&daemon).map(|(r, d)| d / r).collect());
         println!(
             "{:<28}{:>12.0}{:>12.0}{:>9.0}%   (rounds: raw {:?}, daemon {:?})",
             format!("jobs/s, {slots} slot(s)"),
             r,
             d,
-            d / r * 100.0,
+            ratio * 100.0,
             raw.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
             daemon.iter().map(|v| v.round() as u64).collect::<Vec<_>>()
         );
@@ -356,12 +360,19 @@ fn main() {
         median(v.iter().map(f).collect())
     };
     let (rr, dr) = (pick(&seq_raw, |x| x.2), pick(&seq_daemon, |x| x.2));
+    let seq_ratio = median(
+        seq_raw
+            .iter()
+            .zip(&seq_daemon)
+            .map(|(r, d)| d.2 / r.2)
+            .collect(),
+    );
     println!(
         "{:<28}{:>12.0}{:>12.0}{:>9.0}%",
         "jobs/s, one at a time",
         rr,
         dr,
-        dr / rr * 100.0
+        seq_ratio * 100.0
     );
     let (rm, dm) = (
         pick(&seq_raw, |x| x.0.as_micros() as f64),
