@@ -117,8 +117,52 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// The pool is global: these tests take turns so that one's idle threads do not land in
+    /// another's hands mid-test.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        lock(&SERIAL)
+    }
+
+    #[test]
+    fn a_thread_released_early_takes_the_next_task_after_its_current_one() {
+        let _serial = serial();
+        // Threads of an earlier test may still be on their way back to the idle list.
+        std::thread::sleep(Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel();
+        let (finish_tx, finish_rx) = mpsc::channel::<()>();
+        let t = tx.clone();
+        spawn(Box::new(move || {
+            release_early();
+            release_early(); // harmless twice
+            t.send(("first started", std::thread::current().id()))
+                .unwrap();
+            finish_rx.recv().unwrap();
+            t.send(("first ended", std::thread::current().id()))
+                .unwrap();
+        }))
+        .unwrap();
+        let (what, first) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(what, "first started");
+        let t = tx.clone();
+        spawn(Box::new(move || {
+            t.send(("second", std::thread::current().id())).unwrap();
+        }))
+        .unwrap();
+        // The second task was handed to the busy thread: it waits for the first to end.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        finish_tx.send(()).unwrap();
+        let ended = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(ended, ("first ended", first));
+        assert_eq!(second, ("second", first));
+        // Elsewhere (not on a job thread) it does nothing.
+        release_early();
+    }
+
     #[test]
     fn runs_tasks_and_reuses_idle_threads() {
+        let _serial = serial();
         let (tx, rx) = mpsc::channel();
         let mut ids = std::collections::HashSet::new();
         for _ in 0..20 {
@@ -147,6 +191,7 @@ mod tests {
 
     #[test]
     fn parallel_tasks_get_their_own_threads_and_a_panic_is_contained() {
+        let _serial = serial();
         let (tx, rx) = mpsc::channel();
         let gate = Arc::new(std::sync::Barrier::new(3));
         for _ in 0..3 {
