@@ -4,7 +4,8 @@
 //! migration does) never holds up the Gearman connections. Threads are kept after a job and
 //! reused, the most recently idle first (its stack and caches are still warm); one idle for
 //! [`KEEP_ALIVE`] ends. Handing a job over costs one wake-up of a parked thread, and nothing
-//! comes back to the async runtime: the job reports and finishes from its own thread.
+//! comes back to the async runtime: the job reports and finishes from its own thread. The
+//! threads are named `th-job` (as `top -H` and `ps -L` show them).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -64,7 +65,7 @@ pub fn spawn(task: Task) -> std::io::Result<()> {
         return Ok(());
     }
     std::thread::Builder::new()
-        .name("job".into())
+        .name("th-job".into())
         .spawn(move || job_thread(task))
         .map(drop)
 }
@@ -206,7 +207,7 @@ mod tests {
         }
         for _ in 0..3 {
             let name = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-            assert_eq!(name.as_deref(), Some("job"));
+            assert_eq!(name.as_deref(), Some("th-job"));
         }
         spawn(Box::new(|| panic!("a bug in a job"))).unwrap();
         let tx2 = tx.clone();
