@@ -38,6 +38,11 @@ pub fn parse_parameters(data: &[u8]) -> Result<BTreeMap<String, String>, Invalid
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(BTreeMap::new());
     }
+    // What Zuul sends (an object of strings) straight into the map; anything else takes the
+    // slower path below, which tolerates numbers and booleans and says what is wrong.
+    if let Ok(params) = serde_json::from_slice::<BTreeMap<String, String>>(data) {
+        return Ok(params);
+    }
     let value: Value =
         serde_json::from_slice(data).map_err(|e| InvalidParameters(format!("not JSON ({e})")))?;
     let Value::Object(map) = value else {
@@ -335,6 +340,16 @@ mod tests {
         .to_string();
         let p = checked(data.as_bytes()).unwrap();
         assert_eq!(p["ZUUL_PROJECT"], "openstack/nova");
+    }
+
+    #[test]
+    fn strings_take_the_fast_path_and_other_scalars_are_tolerated() {
+        let p = parse_parameters(br#"{"A": "x", "A2": "\u00e9\n"}"#).unwrap();
+        assert_eq!((p["A"].as_str(), p["A2"].as_str()), ("x", "\u{e9}\n"));
+        let p = parse_parameters(br#"{"A": "x", "N": 5, "B": true, "Z": null}"#).unwrap();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!((p["N"].as_str(), p["B"].as_str()), ("5", "true"));
+        assert!(parse_parameters(b"  \n").unwrap().is_empty());
     }
 
     #[test]
