@@ -179,12 +179,17 @@ mod tests {
                 "ran on the caller's thread"
             );
             ids.insert(id);
-            // Let the thread park as idle before the next task.
-            std::thread::sleep(Duration::from_millis(5));
+            // Wait until the thread is back on the idle list, on top.
+            let start = Instant::now();
+            while lock(idle()).last().map(|m| m.thread.id()) != Some(id) {
+                assert!(start.elapsed() < Duration::from_secs(5), "never idle again");
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
-        // Sequential tasks reuse parked threads (other tests may hold a few at the same time).
-        assert!(
-            ids.len() <= 5,
+        // Sequential tasks all ran on the most recently idle thread.
+        assert_eq!(
+            ids.len(),
+            1,
             "20 sequential tasks used {} threads",
             ids.len()
         );

@@ -496,7 +496,7 @@ async fn a_busy_server_does_not_starve_another() {
         config(&[g1.port, g2.port], &["build:fair"], &[], 1),
         move |job: AssignedJob, r: JobReporter| {
             let c = cc.clone();
-            async move { c.run(&job, &r, Duration::from_millis(40)).await }
+            async move { c.run(&job, &r, Duration::from_millis(100)).await }
         },
     )
     .expect("spawn");
