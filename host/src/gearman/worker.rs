@@ -703,55 +703,60 @@ impl JobReporter {
         ))
     }
 
-    /// `WORK_COMPLETE` with `data` (Zuul reads a non-empty payload as the last work data, so it
-    /// must then carry `result`). Terminal: frees the slot.
-    pub fn complete(&self, data: impl Into<Bytes>) -> bool {
-        let data = data.into();
+    /// Ends the job with `packets(handle, data)`, or with a plain `WORK_FAIL` (logged as
+    /// `what`) when `data` would exceed the packet limit, so that the job still ends.
+    fn terminal_with<const N: usize>(
+        &self,
+        data: Bytes,
+        what: &str,
+        packets: impl FnOnce(Bytes, Bytes) -> [Packet; N],
+    ) -> bool {
         if !self.fits(&data) {
-            error!(
-                len = data.len(),
-                "WORK_COMPLETE too large for the packet limit; failing the job"
-            );
+            error!(len = data.len(), "{what}");
             return self.fail();
         }
         self.state
-            .terminal(&[Packet::work_complete(self.state.handle.clone(), data)])
+            .terminal(&packets(self.state.handle.clone(), data))
+    }
+
+    /// `WORK_COMPLETE` with `data` (Zuul reads a non-empty payload as the last work data, so it
+    /// must then carry `result`). Terminal: frees the slot.
+    pub fn complete(&self, data: impl Into<Bytes>) -> bool {
+        self.terminal_with(
+            data.into(),
+            "WORK_COMPLETE too large for the packet limit; failing the job",
+            |handle, data| [Packet::work_complete(handle, data)],
+        )
     }
 
     /// `WORK_DATA` with `data`, then `WORK_COMPLETE` with the same `data`, in one write (how a
     /// Zuul build reports SUCCESS). Terminal: frees the slot.
     pub fn data_and_complete(&self, data: impl Into<Bytes>) -> bool {
-        let data = data.into();
-        if !self.fits(&data) {
-            error!(
-                len = data.len(),
-                "WORK_COMPLETE too large for the packet limit; failing the job"
-            );
-            return self.fail();
-        }
-        let handle = self.state.handle.clone();
-        self.state.terminal(&[
-            Packet::work_data(handle.clone(), data.clone()),
-            Packet::work_complete(handle, data),
-        ])
+        self.terminal_with(
+            data.into(),
+            "WORK_COMPLETE too large for the packet limit; failing the job",
+            |handle, data| {
+                [
+                    Packet::work_data(handle.clone(), data.clone()),
+                    Packet::work_complete(handle, data),
+                ]
+            },
+        )
     }
 
     /// `WORK_DATA` with `data`, then `WORK_FAIL`, in one write (how a Zuul build reports any
     /// other result). Terminal: frees the slot.
     pub fn data_and_fail(&self, data: impl Into<Bytes>) -> bool {
-        let data = data.into();
-        if !self.fits(&data) {
-            error!(
-                len = data.len(),
-                "WORK_DATA too large for the packet limit; failing the job without it"
-            );
-            return self.fail();
-        }
-        let handle = self.state.handle.clone();
-        self.state.terminal(&[
-            Packet::work_data(handle.clone(), data),
-            Packet::work_fail(handle),
-        ])
+        self.terminal_with(
+            data.into(),
+            "WORK_DATA too large for the packet limit; failing the job without it",
+            |handle, data| {
+                [
+                    Packet::work_data(handle.clone(), data),
+                    Packet::work_fail(handle),
+                ]
+            },
+        )
     }
 
     /// `WORK_FAIL`. Terminal: frees the slot.
@@ -768,16 +773,11 @@ impl JobReporter {
     /// their status poll finds the job gone. A `WORK_FAIL` after it would only earn an
     /// `ERROR JOB_NOT_FOUND`.
     pub fn exception(&self, data: impl Into<Bytes>) -> bool {
-        let data = data.into();
-        if !self.fits(&data) {
-            error!(
-                len = data.len(),
-                "WORK_EXCEPTION too large for the packet limit; failing the job"
-            );
-            return self.fail();
-        }
-        self.state
-            .terminal(&[Packet::work_exception(self.state.handle.clone(), data)])
+        self.terminal_with(
+            data.into(),
+            "WORK_EXCEPTION too large for the packet limit; failing the job",
+            |handle, data| [Packet::work_exception(handle, data)],
+        )
     }
 }
 
