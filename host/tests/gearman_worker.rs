@@ -18,7 +18,7 @@ use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
 use turbo_hipster::gearman::admin::AdminClient;
-use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
+use turbo_hipster::gearman::client::{Client, JobEvent, Priority, SubmittedJob};
 use turbo_hipster::gearman::codec::PacketCodec;
 use turbo_hipster::gearman::packet::{Packet, PacketType};
 use turbo_hipster::gearman::worker::{AssignedJob, JobReporter, Worker, WorkerConfig};
@@ -368,6 +368,43 @@ impl Concurrency {
     }
 }
 
+/// Two fresh gearmand servers and a worker with one slot for both; each job of `function`
+/// records itself in the returned [`Concurrency`] and holds the slot for `hold`.
+async fn one_slot_two_servers(
+    function: &'static str,
+    hold: Duration,
+) -> (Gearmand, Gearmand, Arc<Concurrency>, Worker) {
+    let g1 = Gearmand::start().await;
+    let g2 = Gearmand::start().await;
+    let c = Arc::new(Concurrency::default());
+    let cc = c.clone();
+    let worker = Worker::spawn(
+        config(&[g1.port, g2.port], &[function], &[], 1),
+        move |job: AssignedJob, r: JobReporter| {
+            let c = cc.clone();
+            async move { c.run(&job, &r, hold).await }
+        },
+    )
+    .expect("spawn");
+    g1.wait_registered(function).await;
+    g2.wait_registered(function).await;
+    (g1, g2, c, worker)
+}
+
+/// Waits for every job; each must end with WORK_COMPLETE.
+async fn all_complete(jobs: Vec<SubmittedJob>) {
+    for job in jobs {
+        let events = timeout(T, job.wait())
+            .await
+            .expect("in time")
+            .expect("events");
+        assert!(
+            matches!(events.last(), Some(JobEvent::Complete(_))),
+            "{events:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_slots_run_at_most_two_jobs_at_once() {
     let g = Gearmand::start().await;
@@ -424,20 +461,7 @@ async fn two_slots_run_at_most_two_jobs_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_slot_budget() {
-    let g1 = Gearmand::start().await;
-    let g2 = Gearmand::start().await;
-    let c = Arc::new(Concurrency::default());
-    let cc = c.clone();
-    let worker = Worker::spawn(
-        config(&[g1.port, g2.port], &["build:multi"], &[], 1),
-        move |job: AssignedJob, r: JobReporter| {
-            let c = cc.clone();
-            async move { c.run(&job, &r, Duration::from_millis(150)).await }
-        },
-    )
-    .expect("spawn");
-    g1.wait_registered("build:multi").await;
-    g2.wait_registered("build:multi").await;
+    let (g1, g2, c, worker) = one_slot_two_servers("build:multi", Duration::from_millis(150)).await;
     assert_eq!(worker.registered_connections(), 2);
     let (c1, c2) = (g1.client().await, g2.client().await);
     let mut jobs = Vec::new();
@@ -463,16 +487,7 @@ async fn two_servers_share_one_slot_budget() {
             .expect("submit"),
         );
     }
-    for job in jobs {
-        let events = timeout(T, job.wait())
-            .await
-            .expect("in time")
-            .expect("events");
-        assert!(
-            matches!(events.last(), Some(JobEvent::Complete(_))),
-            "{events:?}"
-        );
-    }
+    all_complete(jobs).await;
     assert_eq!(
         c.max.load(Ordering::SeqCst),
         1,
@@ -488,20 +503,7 @@ async fn two_servers_share_one_slot_budget() {
 /// connection waits for one: a server with a long queue does not starve another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_server_does_not_starve_another() {
-    let g1 = Gearmand::start().await;
-    let g2 = Gearmand::start().await;
-    let c = Arc::new(Concurrency::default());
-    let cc = c.clone();
-    let worker = Worker::spawn(
-        config(&[g1.port, g2.port], &["build:fair"], &[], 1),
-        move |job: AssignedJob, r: JobReporter| {
-            let c = cc.clone();
-            async move { c.run(&job, &r, Duration::from_millis(100)).await }
-        },
-    )
-    .expect("spawn");
-    g1.wait_registered("build:fair").await;
-    g2.wait_registered("build:fair").await;
+    let (g1, g2, c, worker) = one_slot_two_servers("build:fair", Duration::from_millis(100)).await;
     let (c1, c2) = (g1.client().await, g2.client().await);
     let mut jobs = Vec::new();
     for i in 0..8 {
@@ -524,16 +526,7 @@ async fn a_busy_server_does_not_starve_another() {
             .expect("submit");
         jobs.push(job);
     }
-    for job in jobs {
-        let events = timeout(T, job.wait())
-            .await
-            .expect("in time")
-            .expect("events");
-        assert!(
-            matches!(events.last(), Some(JobEvent::Complete(_))),
-            "{events:?}"
-        );
-    }
+    all_complete(jobs).await;
     let order = c.servers.lock().expect("lock").clone();
     assert_eq!(c.max.load(Ordering::SeqCst), 1, "one slot");
     assert_eq!(order.len(), 12, "{order:?}");
