@@ -367,6 +367,29 @@ impl Outbox {
         }
     }
 
+    /// Queues a `GRAB_JOB_UNIQ` that holds `permit` until the server answers it. A normal
+    /// connection's grab is counted as activity *before* the grabbing flag is read again, so that
+    /// [`Worker::wait_idle`] after [`Worker::stop_grabbing`] either sees this grab or this grab
+    /// sees the flag; when grabbing has stopped, nothing is queued and the permit is handed back.
+    fn queue_grab(
+        &self,
+        st: &mut OutState,
+        shared: &Shared,
+        role: Role,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<OwnedSemaphorePermit> {
+        let activity = (role == Role::Normal).then(|| ActivityGuard::new(&shared.activity));
+        if role == Role::Normal && !*shared.grabbing.borrow() {
+            return Some(permit);
+        }
+        st.grabs.push_back(Reservation {
+            permit,
+            _activity: activity,
+        });
+        self.push(st, &Packet::grab_job_uniq());
+        None
+    }
+
     /// Writes what the socket takes now. A full socket leaves the rest to the session task; a
     /// failure is kept for it.
     fn write_now(&self, st: &mut OutState) {
@@ -557,18 +580,9 @@ impl JobState {
             && self.slots.waiting.load(Ordering::Acquire) == 0
         {
             if let Some(permit) = slot.take() {
-                // Counted before the flag is read again: see the session's grab.
-                let activity =
-                    (self.role == Role::Normal).then(|| ActivityGuard::new(&self.shared.activity));
-                if self.role == Role::Control || *self.shared.grabbing.borrow() {
-                    st.grabs.push_back(Reservation {
-                        permit,
-                        _activity: activity,
-                    });
-                    self.outbox.push(&mut st, &Packet::grab_job_uniq());
-                } else {
-                    slot = Some(permit);
-                }
+                slot = self
+                    .outbox
+                    .queue_grab(&mut st, &self.shared, self.role, permit);
             }
         }
         self.outbox.write_now(&mut st);
@@ -1203,16 +1217,11 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                 let Ok(permit) = permit else {
                     return Err(Error::Closed);
                 };
-                // Count the grab before re-checking the flag, so that `wait_idle` after
-                // `stop_grabbing` either sees this grab or this grab sees the flag.
-                let activity = (spec.role == Role::Normal).then(|| ActivityGuard::new(&shared.activity));
-                if spec.role == Role::Normal && !*shared.grabbing.borrow() {
-                    continue;
-                }
                 let mut st = outbox.lock();
-                st.grabs.push_back(Reservation { permit, _activity: activity });
-                outbox.push(&mut st, &Packet::grab_job_uniq());
-                outbox.write_now(&mut st);
+                // A permit handed back (grabbing stopped meanwhile) goes back to the budget.
+                if outbox.queue_grab(&mut st, shared, spec.role, permit).is_none() {
+                    outbox.write_now(&mut st);
+                }
             }
         }
     }
