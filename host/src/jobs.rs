@@ -200,7 +200,7 @@ pub async fn execute(
 ) -> JobOutcome {
     let fallback = (job.url.clone(), job.job_dir.clone());
     let started = Instant::now();
-    let run = move || run_to_end(&config, job, events, cancel, &mut |_| {});
+    let run = move || run_to_end(&config, &job, events, cancel, &mut |_| {});
     match tokio::task::spawn_blocking(run).await {
         Ok(outcome) => outcome,
         Err(join) => thread_failed(fallback, started, &join.to_string()),
@@ -226,7 +226,6 @@ pub fn launch(
     crate::job_threads::spawn(Box::new(move || {
         // Dropped last, once the job's history line and log line are written.
         let _keep = keep;
-        let fallback = (job.url.clone(), job.job_dir.clone());
         let started = Instant::now();
         let mut on_finish = Some(on_finish);
         let mut report = |o: &JobOutcome| {
@@ -238,8 +237,9 @@ pub fn launch(
             }
         };
         let run =
-            std::panic::AssertUnwindSafe(|| run_to_end(&config, job, events, cancel, &mut report));
+            std::panic::AssertUnwindSafe(|| run_to_end(&config, &job, events, cancel, &mut report));
         if std::panic::catch_unwind(run).is_err() {
+            let fallback = (job.url.clone(), job.job_dir.clone());
             report(&thread_failed(fallback, started, "it panicked"));
         }
     }))
@@ -263,7 +263,7 @@ fn thread_failed((url, results_dir): (String, PathBuf), started: Instant, why: &
 /// Blocks the calling thread for the whole job.
 fn run_to_end(
     config: &Config,
-    job: PreparedJob,
+    job: &PreparedJob,
     events: EventSink,
     cancel: CancelToken,
     report: &mut dyn FnMut(&JobOutcome),
@@ -308,7 +308,7 @@ fn run_to_end(
     };
     let dirs_made = host.dirs_made();
     drop(host);
-    finish(config, &job, started, outcome, &cancel, dirs_made, report)
+    finish(config, job, started, outcome, &cancel, dirs_made, report)
 }
 
 /// A job's record: one line of the history, and `job.json` in its results (fields in
