@@ -426,26 +426,27 @@ impl Outbox {
 
     /// Writes everything buffered, waiting for the socket as needed (session task only).
     async fn finish_writes(&self, stream: &TcpStream) -> Result<()> {
+        self.write_now(&mut self.lock());
         loop {
             {
                 let mut st = self.lock();
                 if let Some(e) = st.failed.take() {
                     return Err(e.into());
                 }
-                st.linger = None;
                 if !st.blocked {
-                    self.write_now(&mut st);
-                    if !st.blocked {
-                        return match st.failed.take() {
-                            Some(e) => Err(e.into()),
-                            None => Ok(()),
-                        };
-                    }
+                    return Ok(());
                 }
             }
             stream.writable().await?;
-            self.lock().blocked = false;
+            self.writable_again();
         }
+    }
+
+    /// The socket takes data again after a blocked write: write what waits.
+    fn writable_again(&self) {
+        let mut st = self.lock();
+        st.blocked = false;
+        self.write_now(&mut st);
     }
 
     /// Ends the session's side: no more writes, running jobs told through their hooks.
@@ -1200,9 +1201,7 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
             }
             r = stream.writable(), if blocked => {
                 r?;
-                let mut st = outbox.lock();
-                st.blocked = false;
-                outbox.write_now(&mut st);
+                outbox.writable_again();
             }
             _ = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now)), if linger.is_some() && !blocked => {
                 let mut st = outbox.lock();
