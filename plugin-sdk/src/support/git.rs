@@ -334,17 +334,7 @@ pub fn prepare_checkout(
         if mirror.join("HEAD").is_file() {
             git.note(&format!("reusing the mirror {}", mirror.display()));
         } else {
-            git.run_ok(
-                "git init",
-                None,
-                [
-                    OsStr::new("-c"),
-                    OsStr::new("init.defaultBranch=master"),
-                    OsStr::new("init"),
-                    OsStr::new("--bare"),
-                    mirror.as_os_str(),
-                ],
-            )?;
+            git.init("--bare", &mirror)?;
         }
         git.fetch(change, &mirror)?;
         git.rev_parse(&mirror, &format!("{FETCHED_REF}^{{commit}}"))?
@@ -352,17 +342,7 @@ pub fn prepare_checkout(
 
     // What `git clone --shared` does, without its "cloned an empty repository" warning (the
     // mirror has no branches): borrow the mirror's objects through an alternates file.
-    git.run_ok(
-        "git init",
-        None,
-        [
-            OsStr::new("-c"),
-            OsStr::new("init.defaultBranch=master"),
-            OsStr::new("init"),
-            OsStr::new("--quiet"),
-            dest.as_os_str(),
-        ],
-    )?;
+    git.init("--quiet", dest)?;
     let alternates = dest.join(".git/objects/info/alternates");
     let mut objects = mirror.join("objects").into_os_string();
     objects.push("\n");
@@ -519,6 +499,22 @@ impl Git<'_> {
                 message: run.failure(),
             })
         }
+    }
+
+    /// `git init <flag> <dir>` with `master` as the initial branch.
+    fn init(&self, flag: &str, dir: &Path) -> Result<(), GitError> {
+        self.run_ok(
+            "git init",
+            None,
+            [
+                OsStr::new("-c"),
+                OsStr::new("init.defaultBranch=master"),
+                OsStr::new("init"),
+                OsStr::new(flag),
+                dir.as_os_str(),
+            ],
+        )
+        .map(drop)
     }
 
     fn rev_parse(&self, git_dir: &Path, what: &str) -> Result<String, GitError> {
