@@ -4,12 +4,20 @@
 //! allocating anything for it, splits the body by the type's arity and decodes unknown types as
 //! [`PacketType::Unknown`] (the caller logs and skips them). Encoding checks the arity and that only
 //! the last argument contains NUL, so a bad packet never reaches the wire.
+//!
+//! A worker must not treat an over-large *job* as a broken connection: gearmand would re-queue
+//! the job and hand it straight back, forever. [`WorkerCodec`] therefore consumes the body of an
+//! over-large `JOB_ASSIGN`/`JOB_ASSIGN_UNIQ` as it streams in, keeping only the small
+//! handle/function/unique prefix (never the data), and yields [`Frame::OversizedJob`] so the
+//! worker can fail that one job and carry on. Any other over-large packet stays a protocol error.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::Error;
-use super::packet::{Magic, Packet, PacketType, HEADER_LEN};
+use super::packet::{
+    Magic, Packet, PacketType, HEADER_LEN, MAX_FUNCTION_LEN, MAX_HANDLE_LEN, MAX_UNIQUE_LEN,
+};
 
 /// Default largest body accepted: generous for Zuul's JSON parameters, small enough to be safe.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
@@ -169,6 +177,163 @@ impl PacketCodec {
     }
 }
 
+/// What a worker's connection reads: a packet, or a job too large to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A packet within the size limit.
+    Packet(Packet),
+    /// A `JOB_ASSIGN`/`JOB_ASSIGN_UNIQ` whose body exceeded the limit; its data was discarded.
+    OversizedJob(OversizedJob),
+}
+
+/// The identifying part of an over-large job assignment (its data was read and discarded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OversizedJob {
+    /// `JOB_ASSIGN_UNIQ` or `JOB_ASSIGN`.
+    pub kind: PacketType,
+    /// The job handle (what the failure is reported on).
+    pub handle: Bytes,
+    /// The function.
+    pub function: Bytes,
+    /// The unique id (empty for `JOB_ASSIGN`).
+    pub unique: Bytes,
+    /// Size of the discarded job data.
+    pub data_len: usize,
+}
+
+/// Longest handle/function/unique prefix kept from an over-large job (with its separators);
+/// generous over gearmand's own limits, since Zuul's server has none.
+const MAX_JOB_PREFIX: usize = 4 * (MAX_HANDLE_LEN + MAX_FUNCTION_LEN + MAX_UNIQUE_LEN);
+
+/// The body of an over-large job assignment being consumed.
+#[derive(Debug)]
+struct Skipping {
+    kind: PacketType,
+    /// Body bytes not read yet.
+    remaining: usize,
+    /// Total body length.
+    body_len: usize,
+    /// The arguments before the data, with their NUL separators, as far as read.
+    prefix: Vec<u8>,
+    /// Separators still to find before the data starts.
+    separators: usize,
+}
+
+impl Skipping {
+    fn new(kind: PacketType, body_len: usize) -> Self {
+        Skipping {
+            kind,
+            remaining: body_len,
+            body_len,
+            prefix: Vec::new(),
+            separators: kind.arity() - 1,
+        }
+    }
+
+    /// Takes the next piece of the body: the prefix is kept (bounded), the data dropped.
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        let mut rest = chunk;
+        while self.separators > 0 && !rest.is_empty() {
+            let end = rest.iter().position(|&b| b == 0);
+            let take = end.map_or(rest.len(), |i| i + 1);
+            if self.prefix.len() + take > MAX_JOB_PREFIX {
+                return Err(Error::protocol(format!(
+                    "over-large {} whose handle, function and unique exceed {MAX_JOB_PREFIX} bytes",
+                    self.kind
+                )));
+            }
+            self.prefix.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if end.is_some() {
+                self.separators -= 1;
+            }
+        }
+        self.remaining -= chunk.len();
+        Ok(())
+    }
+
+    fn finish(self) -> Result<OversizedJob, Error> {
+        if self.separators > 0 {
+            return Err(Error::protocol(format!(
+                "over-large {} without its {} arguments",
+                self.kind,
+                self.kind.arity()
+            )));
+        }
+        let data_len = self.body_len - self.prefix.len();
+        let mut args = split_args(self.kind, Bytes::from(self.prefix))?;
+        // The last "argument" is the empty rest after the final separator.
+        args.pop();
+        let mut args = args.into_iter();
+        let mut next = || args.next().unwrap_or_default();
+        let (handle, function) = (next(), next());
+        Ok(OversizedJob {
+            kind: self.kind,
+            handle,
+            function,
+            unique: next(),
+            data_len,
+        })
+    }
+}
+
+/// The worker's decoder: [`PacketCodec`], except that an over-large job assignment is consumed
+/// in a bounded way (its data is never buffered) and yielded as [`Frame::OversizedJob`].
+#[derive(Debug)]
+pub struct WorkerCodec {
+    packets: PacketCodec,
+    skipping: Option<Skipping>,
+}
+
+impl WorkerCodec {
+    /// A decoder with the given body limit.
+    pub fn new(max_body: usize) -> Self {
+        WorkerCodec {
+            packets: PacketCodec::new(max_body),
+            skipping: None,
+        }
+    }
+
+    /// The header of an over-large job assignment at the start of `src`, if that is what it is.
+    fn oversized_job_header(&self, src: &[u8]) -> Option<(PacketType, usize)> {
+        let header = src.get(..HEADER_LEN)?;
+        Magic::from_bytes(&header[..4])?;
+        let code = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let kind = PacketType::from_code(code);
+        let is_job = matches!(kind, PacketType::JobAssign | PacketType::JobAssignUniq);
+        (is_job && len > self.packets.max_body()).then_some((kind, len))
+    }
+}
+
+impl Decoder for WorkerCodec {
+    type Item = Frame;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        if self.skipping.is_none() {
+            let Some((kind, len)) = self.oversized_job_header(src) else {
+                return Ok(self.packets.decode(src)?.map(Frame::Packet));
+            };
+            src.advance(HEADER_LEN);
+            self.skipping = Some(Skipping::new(kind, len));
+        }
+        let Some(skipping) = self.skipping.as_mut() else {
+            return Ok(None);
+        };
+        let take = src.len().min(skipping.remaining);
+        skipping.feed(&src[..take])?;
+        src.advance(take);
+        if skipping.remaining > 0 {
+            return Ok(None);
+        }
+        match self.skipping.take() {
+            Some(done) => Ok(Some(Frame::OversizedJob(done.finish()?))),
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -313,6 +478,126 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// A `JOB_ASSIGN_UNIQ` of `data_len` bytes of data, then a `NOOP`.
+    fn big_job_then_noop(data_len: usize) -> Vec<u8> {
+        let data = Bytes::from(vec![b'x'; data_len]);
+        let p = Packet::res(
+            PacketType::JobAssignUniq,
+            vec![
+                Bytes::from_static(b"H:host:7"),
+                Bytes::from_static(b"build:x"),
+                Bytes::from_static(b"uuid1"),
+                data,
+            ],
+        );
+        let mut wire = BytesMut::new();
+        PacketCodec::new(usize::MAX).encode_ref(&p, &mut wire).unwrap();
+        wire.extend_from_slice(&encode(&Packet::res(PacketType::Noop, vec![])));
+        wire.to_vec()
+    }
+
+    fn expected_oversized(data_len: usize) -> Frame {
+        Frame::OversizedJob(OversizedJob {
+            kind: PacketType::JobAssignUniq,
+            handle: Bytes::from_static(b"H:host:7"),
+            function: Bytes::from_static(b"build:x"),
+            unique: Bytes::from_static(b"uuid1"),
+            data_len,
+        })
+    }
+
+    /// Feeds `wire` to a fresh worker codec in pieces cut at `cuts`, collecting the frames;
+    /// checks that the buffer never holds more than one piece plus a header's worth.
+    fn feed(max: usize, wire: &[u8], cuts: &[usize]) -> Result<Vec<Frame>, Error> {
+        let mut codec = WorkerCodec::new(max);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut bounds: Vec<usize> = cuts.iter().copied().filter(|c| *c < wire.len()).collect();
+        bounds.push(wire.len());
+        bounds.sort_unstable();
+        let mut at = 0;
+        for end in bounds {
+            buf.extend_from_slice(&wire[at..end]);
+            while let Some(f) = codec.decode(&mut buf)? {
+                frames.push(f);
+            }
+            assert!(buf.len() <= HEADER_LEN + max, "buffered {} bytes", buf.len());
+            at = end;
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn oversized_job_is_consumed_and_yielded() {
+        let wire = big_job_then_noop(100_000);
+        let frames = feed(1024, &wire, &[]).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                expected_oversized(100_000),
+                Frame::Packet(Packet::res(PacketType::Noop, vec![]))
+            ]
+        );
+        // Within the limit it is an ordinary packet.
+        let frames = feed(1 << 20, &wire, &[]).unwrap();
+        assert!(matches!(&frames[0], Frame::Packet(p) if p.kind == PacketType::JobAssignUniq));
+    }
+
+    #[test]
+    fn oversized_job_streams_through_in_small_reads() {
+        // 16 KiB reads (what the worker's socket gives) over a 1 MiB job: nothing accumulates.
+        let wire = big_job_then_noop(1 << 20);
+        let cuts: Vec<usize> = (1..wire.len() / 16384 + 1).map(|i| i * 16384).collect();
+        let frames = feed(64 * 1024, &wire, &cuts).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], expected_oversized(1 << 20));
+    }
+
+    #[test]
+    fn oversized_job_assign_without_unique() {
+        let p = Packet::res(
+            PacketType::JobAssign,
+            vec![
+                Bytes::from_static(b"H:1"),
+                Bytes::from_static(b"f"),
+                Bytes::from(vec![0u8; 5000]),
+            ],
+        );
+        let mut wire = BytesMut::new();
+        PacketCodec::new(usize::MAX).encode_ref(&p, &mut wire).unwrap();
+        let frames = feed(1024, &wire, &[13, 14, 15, 16, 17]).unwrap();
+        assert_eq!(
+            frames,
+            vec![Frame::OversizedJob(OversizedJob {
+                kind: PacketType::JobAssign,
+                handle: Bytes::from_static(b"H:1"),
+                function: Bytes::from_static(b"f"),
+                unique: Bytes::new(),
+                data_len: 5000,
+            })]
+        );
+    }
+
+    #[test]
+    fn other_oversized_packets_and_bad_job_prefixes_stay_errors() {
+        // An over-large packet that is not a job.
+        let mut wire = BytesMut::new();
+        let p = Packet::res(PacketType::EchoRes, vec![Bytes::from(vec![1u8; 2000])]);
+        PacketCodec::new(usize::MAX).encode_ref(&p, &mut wire).unwrap();
+        assert!(feed(1024, &wire, &[]).is_err());
+        // A job whose "handle" never ends: refused once the kept prefix would pass its bound.
+        let mut wire = b"\0RES\0\0\0\x1f".to_vec();
+        wire.extend_from_slice(&(100_000u32).to_be_bytes());
+        wire.extend_from_slice(&vec![b'h'; 100_000]);
+        assert!(matches!(feed(1024, &wire, &[]), Err(Error::Protocol(_))));
+        // A job whose body ends before its arguments do.
+        let mut wire = b"\0RES\0\0\0\x1f".to_vec();
+        wire.extend_from_slice(&(2000u32).to_be_bytes());
+        wire.extend_from_slice(b"H\0f");
+        wire.extend_from_slice(&[b'u'; 1997]);
+        assert!(matches!(feed(1024, &wire, &[]), Err(Error::Protocol(_))));
+    }
+
     fn arb_packet() -> impl Strategy<Value = Packet> {
         let kinds: Vec<PacketType> = PacketType::KNOWN
             .iter()
@@ -377,6 +662,32 @@ mod tests {
             wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
             wire.extend_from_slice(&body);
             let _ = decode_all(&wire);
+        }
+
+        /// Cut anywhere (header, prefix, separators, data, the next packet), any number of
+        /// times, an over-large job comes out exactly once, whole, followed by the next packet.
+        #[test]
+        fn oversized_job_survives_any_split(
+            data_len in 1025usize..5000,
+            cuts in proptest::collection::vec(0usize..5100, 0..12),
+        ) {
+            let wire = big_job_then_noop(data_len);
+            let frames = feed(1024, &wire, &cuts).unwrap();
+            prop_assert_eq!(
+                frames,
+                vec![
+                    expected_oversized(data_len),
+                    Frame::Packet(Packet::res(PacketType::Noop, vec![]))
+                ]
+            );
+        }
+
+        #[test]
+        fn oversized_job_split_at_every_boundary_of_its_prefix(cut in 0usize..40, second in 0usize..40) {
+            let wire = big_job_then_noop(2000);
+            let frames = feed(1024, &wire, &[cut, cut + second]).unwrap();
+            prop_assert_eq!(frames[0].clone(), expected_oversized(2000));
+            prop_assert_eq!(frames.len(), 2);
         }
 
         #[test]

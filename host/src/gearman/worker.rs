@@ -20,6 +20,15 @@
 //! returns the slot; `JOB_ASSIGN_UNIQ` gives it to the job; the job's terminal packet
 //! (`WORK_COMPLETE`, `WORK_FAIL` or `WORK_EXCEPTION`) frees it.
 //!
+//! # Over-large jobs
+//! A job assignment over [`WorkerConfig::max_packet_body`] is not a broken connection: closing
+//! it would make gearmand re-queue the job and hand it straight back, starving every other job.
+//! The codec consumes its data without buffering it ([`super::codec::WorkerCodec`]); the job
+//! takes its grab's slot like any other, is answered with `WORK_DATA` carrying a `result`
+//! ([`oversized_job_result`]) and `WORK_FAIL`, and the slot goes on to the next grab. Any other
+//! protocol error closes the connection and keeps the reconnect backoff growing, so a server
+//! that keeps sending what we refuse cannot make us reconnect in a tight loop.
+//!
 //! # Priority functions (`stop:<manager>`)
 //! Gearman has no per-function grab: a grab on a connection that registered both `build:*` and
 //! `stop:*` may return either. So priority functions are registered on a **separate control
@@ -72,7 +81,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::codec::{PacketCodec, DEFAULT_MAX_BODY};
+use super::codec::{Frame, OversizedJob, PacketCodec, WorkerCodec, DEFAULT_MAX_BODY};
 use super::error::{Error, Result};
 use super::packet::{Packet, PacketType, MAX_FUNCTION_LEN};
 
@@ -388,6 +397,18 @@ impl Outbox {
         });
         self.push(st, &Packet::grab_job_uniq());
         None
+    }
+
+    /// The slot reserved by the grab a job assignment answers, counted as running (`None`
+    /// when there was no grab outstanding, which never happens with a well-behaved server).
+    fn take_reservation(&self) -> Option<Reservation> {
+        let mut st = self.lock();
+        st.wants_grab = true;
+        let r = st.grabs.pop_front();
+        if r.is_some() {
+            st.running += 1;
+        }
+        r
     }
 
     /// Writes what the socket takes now. A full socket leaves the rest to the session task; a
@@ -1030,7 +1051,12 @@ async fn connection_task(shared: Arc<Shared>, spec: ConnSpec) {
             Ok(SessionEnd::ServerClosed) => {
                 warn!(server = %spec.server, role, "Gearman server closed the connection")
             }
-            Err(e) => warn!(server = %spec.server, role, error = %e, "Gearman connection failed"),
+            Err(e) => {
+                // A server that keeps sending what we refuse must not make us reconnect at
+                // once, again and again: a protocol error keeps the backoff growing.
+                healthy &= !matches!(e, Error::Protocol(_));
+                warn!(server = %spec.server, role, error = %e, "Gearman connection failed")
+            }
         }
         if healthy || started.elapsed() >= cfg.reconnect_max {
             backoff = cfg.reconnect_initial;
@@ -1096,7 +1122,7 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
     let _close = CloseOnDrop(&outbox);
     let mut reader = FramedRead::new(
         ReadSide(stream.clone()),
-        PacketCodec::new(cfg.max_packet_body),
+        WorkerCodec::new(cfg.max_packet_body),
     );
 
     {
@@ -1139,9 +1165,15 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                 return Ok(SessionEnd::Shutdown);
             }
             incoming = reader.next() => {
-                let Some(packet) = incoming else { return Ok(SessionEnd::ServerClosed) };
-                let packet = packet?;
+                let Some(frame) = incoming else { return Ok(SessionEnd::ServerClosed) };
                 *healthy = true;
+                let packet = match frame? {
+                    Frame::Packet(packet) => packet,
+                    Frame::OversizedJob(job) => {
+                        refuse_oversized(shared, spec, &outbox, job);
+                        continue;
+                    }
+                };
                 match packet.kind {
                     PacketType::Noop => {
                         outbox.lock().wants_grab = true;
@@ -1158,16 +1190,7 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
                         }
                     }
                     PacketType::JobAssignUniq | PacketType::JobAssign => {
-                        let reservation = {
-                            let mut st = outbox.lock();
-                            st.wants_grab = true;
-                            let r = st.grabs.pop_front();
-                            if r.is_some() {
-                                st.running += 1;
-                            }
-                            r
-                        };
-                        match reservation {
+                        match outbox.take_reservation() {
                             Some(reservation) => {
                                 start_job(shared, spec, &outbox, packet, reservation.permit);
                             }
@@ -1235,6 +1258,66 @@ impl Drop for CloseOnDrop<'_> {
     }
 }
 
+/// The reporter of a job assigned on `spec`'s session, holding its slot; the job counts as
+/// running until the reporter's last clone is gone.
+fn new_reporter(
+    shared: &Arc<Shared>,
+    spec: &ConnSpec,
+    outbox: &Arc<Outbox>,
+    handle: Bytes,
+    permit: OwnedSemaphorePermit,
+) -> JobReporter {
+    shared.running.fetch_add(1, Ordering::AcqRel);
+    JobReporter {
+        state: Arc::new(JobState {
+            server: spec.server.clone(),
+            handle,
+            role: spec.role,
+            outbox: outbox.clone(),
+            finished: AtomicBool::new(false),
+            slot: Mutex::new(Some(permit)),
+            slots: spec.slots.clone(),
+            max_grabs: spec.max_grabs,
+            max_body: shared.config.max_packet_body,
+            shared: shared.clone(),
+            _activity: ActivityGuard::new(&shared.activity),
+        }),
+    }
+}
+
+/// The `result` of a job whose data exceeded the packet limit (`max_packet_bytes` in the
+/// daemon's configuration).
+pub fn oversized_job_result(data_len: usize, max_body: usize) -> String {
+    format!("FAILURE - job data of {data_len} bytes exceeds max_packet_bytes ({max_body})")
+}
+
+/// Fails a job whose assignment was too large to take (its data is already discarded): Zuul
+/// gets a `result` saying why, the server gets `WORK_FAIL` (so it does not hand the job out
+/// again), and the slot its grab reserved is free again.
+fn refuse_oversized(shared: &Arc<Shared>, spec: &ConnSpec, outbox: &Arc<Outbox>, job: OversizedJob) {
+    let result = oversized_job_result(job.data_len, shared.config.max_packet_body);
+    warn!(
+        server = %spec.server,
+        handle = %String::from_utf8_lossy(&job.handle),
+        function = %String::from_utf8_lossy(&job.function),
+        unique = %String::from_utf8_lossy(&job.unique),
+        "job refused: {result}"
+    );
+    let payload = serde_json::json!({ "result": result }).to_string();
+    match outbox.take_reservation() {
+        Some(reservation) => {
+            new_reporter(shared, spec, outbox, job.handle, reservation.permit)
+                .data_and_fail(payload);
+        }
+        None => {
+            let mut st = outbox.lock();
+            outbox.push(&mut st, &Packet::work_data(job.handle.clone(), Bytes::from(payload)));
+            outbox.push(&mut st, &Packet::work_fail(job.handle));
+            outbox.write_now(&mut st);
+        }
+    }
+}
+
 fn start_job(
     shared: &Arc<Shared>,
     spec: &ConnSpec,
@@ -1261,22 +1344,7 @@ fn start_job(
         unique = %String::from_utf8_lossy(&job.unique),
         "job assigned"
     );
-    shared.running.fetch_add(1, Ordering::AcqRel);
-    let reporter = JobReporter {
-        state: Arc::new(JobState {
-            server: spec.server.clone(),
-            handle: job.handle.clone(),
-            role: spec.role,
-            outbox: outbox.clone(),
-            finished: AtomicBool::new(false),
-            slot: Mutex::new(Some(permit)),
-            slots: spec.slots.clone(),
-            max_grabs: spec.max_grabs,
-            max_body: shared.config.max_packet_body,
-            shared: shared.clone(),
-            _activity: ActivityGuard::new(&shared.activity),
-        }),
-    };
+    let reporter = new_reporter(shared, spec, outbox, job.handle.clone(), permit);
     let handler = shared.handler.clone();
     tokio::spawn(async move {
         let server = reporter.server().clone();
