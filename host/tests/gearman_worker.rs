@@ -1173,3 +1173,120 @@ async fn works_against_zuuls_gear_server() {
     assert_eq!(rest.last(), Some(&JobEvent::Fail));
     worker.shutdown().await;
 }
+
+/// A server that keeps sending an over-large packet that is not a job (after a valid one, so
+/// the session counts as healthy) cannot make the worker reconnect in a tight loop: a protocol
+/// error keeps the backoff growing. (Before, 120 reconnects in 90 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_non_job_packets_do_not_make_a_reconnect_loop() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let worker = Worker::spawn(
+        WorkerConfig {
+            max_packet_body: 1024,
+            reconnect_initial: Duration::from_millis(100),
+            ..config(&[port], &["build:a"], &[], 1)
+        },
+        |_job: AssignedJob, r: JobReporter| async move {
+            r.complete("");
+        },
+    )
+    .expect("spawn");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut conn = Framed::new(sock, PacketCodec::new(1 << 20));
+            while let Some(Ok(p)) = conn.next().await {
+                if p.kind == PacketType::GrabJobUniq {
+                    let _ = conn.send(Packet::res(PacketType::NoJob, vec![])).await;
+                    let big = Bytes::from(vec![b'x'; 4096]);
+                    let _ = conn.send(Packet::res(PacketType::EchoRes, vec![big])).await;
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = connections.load(Ordering::SeqCst);
+    // 100 ms doubling: connections at about 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s.
+    assert!((2..=6).contains(&n), "{n} connections in 3 s");
+    drop(worker);
+    server.abort();
+}
+
+/// An over-large job from a scripted server: failed with a result on its handle, its slot goes
+/// to the next grab, and the connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_job_is_failed_on_the_same_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = ran.clone();
+    let _worker = Worker::spawn(
+        WorkerConfig {
+            max_packet_body: 1024,
+            ..config(&[port], &["build:a"], &[], 1)
+        },
+        move |_job: AssignedJob, r: JobReporter| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                r.complete("");
+            }
+        },
+    )
+    .expect("spawn");
+    let (sock, _) = timeout(T, listener.accept())
+        .await
+        .expect("connect")
+        .expect("accept");
+    let mut conn = Framed::new(sock, PacketCodec::new(1 << 20));
+    let mut kinds = Vec::new();
+    let mut sent_job = false;
+    while kinds.len() < 4 {
+        let p = timeout(T, conn.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("valid");
+        match p.kind {
+            PacketType::SetClientId | PacketType::CanDo => continue,
+            PacketType::GrabJobUniq if !sent_job => {
+                sent_job = true;
+                let job = Packet::res(
+                    PacketType::JobAssignUniq,
+                    vec![
+                        Bytes::from_static(b"H:fake:9"),
+                        Bytes::from_static(b"build:a"),
+                        Bytes::from_static(b"U9"),
+                        Bytes::from(vec![b'{'; 300_000]),
+                    ],
+                );
+                conn.send(job).await.expect("send");
+            }
+            PacketType::WorkData => {
+                assert_eq!(p.arg(0), b"H:fake:9");
+                assert_eq!(
+                    p.arg(1),
+                    br#"{"result":"FAILURE - job data of 300000 bytes exceeds max_packet_bytes (1024)"}"#
+                );
+            }
+            PacketType::WorkFail => assert_eq!(p.arg(0), b"H:fake:9"),
+            _ => {}
+        }
+        kinds.push(p.kind);
+    }
+    assert_eq!(
+        kinds,
+        [
+            PacketType::GrabJobUniq,
+            PacketType::WorkData,
+            PacketType::WorkFail,
+            PacketType::GrabJobUniq
+        ]
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "the handler never saw it");
+}

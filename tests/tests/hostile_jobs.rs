@@ -86,9 +86,8 @@ fn oversized_job_is_failed_once_and_the_next_runs(kind: ServerKind) {
         let data = json!({"ZUUL_PROJECT": "example/shop", "BIG": "x".repeat(1 << 20)}).to_string();
         let len = data.len();
         let events = run(&client, "0000oversized0000000000000000001", data).await;
-        let expected = format!(
-            "FAILURE - job data of {len} bytes exceeds max_packet_bytes ({MAX_PACKET})"
-        );
+        let expected =
+            format!("FAILURE - job data of {len} bytes exceeds max_packet_bytes ({MAX_PACKET})");
         assert_eq!(result_of(&events), expected, "{events:?}");
         assert_eq!(events.len(), 2, "WORK_DATA then WORK_FAIL only: {events:?}");
         assert!(matches!(events[1], JobEvent::Fail), "{events:?}");
@@ -102,7 +101,11 @@ fn oversized_job_is_failed_once_and_the_next_runs(kind: ServerKind) {
         .daemon
         .wait_log("job refused: FAILURE - job data", Duration::from_secs(5)));
     let log = w.daemon.log_text();
-    assert_eq!(log.matches("job refused: FAILURE - job data").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("job refused: FAILURE - job data").count(),
+        1,
+        "{log}"
+    );
     assert!(!log.contains("Gearman connection failed"), "{log}");
 }
 

@@ -491,7 +491,9 @@ mod tests {
             ],
         );
         let mut wire = BytesMut::new();
-        PacketCodec::new(usize::MAX).encode_ref(&p, &mut wire).unwrap();
+        PacketCodec::new(usize::MAX)
+            .encode_ref(&p, &mut wire)
+            .unwrap();
         wire.extend_from_slice(&encode(&Packet::res(PacketType::Noop, vec![])));
         wire.to_vec()
     }
@@ -521,7 +523,11 @@ mod tests {
             while let Some(f) = codec.decode(&mut buf)? {
                 frames.push(f);
             }
-            assert!(buf.len() <= HEADER_LEN + max, "buffered {} bytes", buf.len());
+            assert!(
+                buf.len() <= HEADER_LEN + max,
+                "buffered {} bytes",
+                buf.len()
+            );
             at = end;
         }
         Ok(frames)
@@ -564,7 +570,9 @@ mod tests {
             ],
         );
         let mut wire = BytesMut::new();
-        PacketCodec::new(usize::MAX).encode_ref(&p, &mut wire).unwrap();
+        PacketCodec::new(usize::MAX)
+            .encode_ref(&p, &mut wire)
+            .unwrap();
         let frames = feed(1024, &wire, &[13, 14, 15, 16, 17]).unwrap();
         assert_eq!(
             frames,
@@ -583,7 +591,9 @@ mod tests {
         // An over-large packet that is not a job.
         let mut wire = BytesMut::new();
         let p = Packet::res(PacketType::EchoRes, vec![Bytes::from(vec![1u8; 2000])]);
-        PacketCodec::new(usize::MAX).encode_ref(&p, &mut wire).unwrap();
+        PacketCodec::new(usize::MAX)
+            .encode_ref(&p, &mut wire)
+            .unwrap();
         assert!(feed(1024, &wire, &[]).is_err());
         // A job whose "handle" never ends: refused once the kept prefix would pass its bound.
         let mut wire = b"\0RES\0\0\0\x1f".to_vec();

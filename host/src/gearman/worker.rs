@@ -1294,7 +1294,12 @@ pub fn oversized_job_result(data_len: usize, max_body: usize) -> String {
 /// Fails a job whose assignment was too large to take (its data is already discarded): Zuul
 /// gets a `result` saying why, the server gets `WORK_FAIL` (so it does not hand the job out
 /// again), and the slot its grab reserved is free again.
-fn refuse_oversized(shared: &Arc<Shared>, spec: &ConnSpec, outbox: &Arc<Outbox>, job: OversizedJob) {
+fn refuse_oversized(
+    shared: &Arc<Shared>,
+    spec: &ConnSpec,
+    outbox: &Arc<Outbox>,
+    job: OversizedJob,
+) {
     let result = oversized_job_result(job.data_len, shared.config.max_packet_body);
     warn!(
         server = %spec.server,
@@ -1311,7 +1316,10 @@ fn refuse_oversized(shared: &Arc<Shared>, spec: &ConnSpec, outbox: &Arc<Outbox>,
         }
         None => {
             let mut st = outbox.lock();
-            outbox.push(&mut st, &Packet::work_data(job.handle.clone(), Bytes::from(payload)));
+            outbox.push(
+                &mut st,
+                &Packet::work_data(job.handle.clone(), Bytes::from(payload)),
+            );
             outbox.push(&mut st, &Packet::work_fail(job.handle));
             outbox.write_now(&mut st);
         }
