@@ -326,6 +326,29 @@ struct JobRecord<'a> {
     worker: &'a str,
 }
 
+impl<'a> JobRecord<'a> {
+    fn of(
+        config: &'a Config,
+        job: &'a PreparedJob,
+        details: &'a Value,
+        duration: Duration,
+        finished: &'a str,
+        result: &'a str,
+    ) -> Self {
+        JobRecord {
+            details,
+            duration_ms: duration.as_millis() as u64,
+            finished,
+            function: &job.request.function,
+            parameters: &job.request.parameters,
+            result,
+            unique: &job.request.unique,
+            url: &job.url,
+            worker: &config.worker_name,
+        }
+    }
+}
+
 /// After the plugin: the verdict, the job's record (history, `job.json`), publishing, removing
 /// the work dir. Runs on the job's thread: none of this file work holds up the connections.
 fn finish(
@@ -352,25 +375,20 @@ fn finish(
     }
     let duration = started.elapsed();
     let finished = crate::timestamp_now();
-    let summary = JobRecord {
-        details: &details,
-        duration_ms: duration.as_millis() as u64,
-        finished: &finished,
-        function: &job.request.function,
-        parameters: &job.request.parameters,
-        result: &result,
-        unique: &job.request.unique,
-        url: &job.url,
-        worker: &config.worker_name,
-    };
     if results_made {
-        if let Ok(text) = serde_json::to_string_pretty(&summary) {
-            if let Err(e) = std::fs::write(results_dir.join(JOB_SUMMARY), text) {
-                tracing::warn!("cannot write job.json: {e}");
-            }
+        // Results that cannot be written (disk full, directory gone) fail the job: Zuul must
+        // not hear SUCCESS for a job whose record or logs are not there.
+        let written = write_summary(
+            &results_dir,
+            &JobRecord::of(config, job, &details, duration, &finished, &result),
+        )
+        .and_then(|()| publish(config, &results_dir, &job.log_path));
+        if let Err(e) = written {
+            tracing::error!(unique = %job.request.unique, "{e}");
+            result = turbo_hipster_sdk::results::cannot_write_results(e);
         }
-        publish(config, &results_dir, &job.log_path);
     }
+    let summary = JobRecord::of(config, job, &details, duration, &finished, &result);
     if !config.keep_work_dirs && work_made {
         if let Err(e) = std::fs::remove_dir_all(&work_dir) {
             tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
@@ -406,39 +424,32 @@ fn finish(
     outcome
 }
 
-/// Appends the job's summary as one JSON line to `jobs_working_dir/jobs.jsonl`: the daemon's
-/// history of every job, whether or not it left files.
-fn record_history(config: &Config, line: &[u8]) {
-    use std::io::Write as _;
-    // One handle for the daemon's life (reopened if the path changes, as in tests).
-    static HISTORY: std::sync::Mutex<Option<(PathBuf, std::fs::File)>> =
-        std::sync::Mutex::new(None);
-    let path = config.jobs_working_dir.join(HISTORY_FILE);
-    let mut guard = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.as_ref().is_none_or(|(p, _)| *p != path) {
-        *guard = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .ok()
-            .map(|f| (path.clone(), f));
-    }
-    let written = match guard.as_mut() {
-        Some((_, f)) => f.write_all(line),
-        None => Err(std::io::Error::other("cannot open the history file")),
-    };
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), "cannot record the job in the history: {e}");
-    }
+/// Writes `job.json` into the results; a file that could not be written whole is removed (an
+/// empty or cut record is worse than none).
+fn write_summary(results_dir: &Path, summary: &JobRecord<'_>) -> Result<(), String> {
+    let path = results_dir.join(JOB_SUMMARY);
+    let text = serde_json::to_string_pretty(summary)
+        .map_err(|e| format!("cannot serialise {}: {e}", path.display()))?;
+    std::fs::write(&path, text).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
-fn publish(config: &Config, results_dir: &Path, log_path: &str) {
+/// Appends the job's summary as one JSON line to `jobs_working_dir/jobs.jsonl`: the daemon's
+/// history of every job, whether or not it left files. See [`crate::history`] for how a line
+/// is never left torn.
+fn record_history(config: &Config, line: &[u8]) {
+    crate::history::append(&config.jobs_working_dir.join(HISTORY_FILE), line);
+}
+
+fn publish(config: &Config, results_dir: &Path, log_path: &str) -> Result<(), String> {
     if let PublishLogs::Local { path, .. } = &config.publish_logs {
         let dest = path.join(log_path);
-        if let Err(e) = copy_dir(results_dir, &dest) {
-            tracing::error!(dest = %dest.display(), "cannot publish the job's logs: {e}");
-        }
+        copy_dir(results_dir, &dest)
+            .map_err(|e| format!("cannot publish the job's logs to {}: {e}", dest.display()))?;
     }
+    Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

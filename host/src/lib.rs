@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod enqueue;
 pub mod gearman;
+pub mod history;
 pub mod host_context;
 pub mod job_threads;
 pub mod jobs;

@@ -104,6 +104,18 @@ pub mod results {
     pub const ABORTED: &str = "ABORTED";
     /// The generic failure.
     pub const FAILURE: &str = "FAILURE";
+
+    /// The result of a job whose results (logs, its record) could not be written, e.g. on a
+    /// full disk: never `SUCCESS`, whatever the job itself found. Built here only, so that
+    /// whoever maps infrastructure failures finds every use.
+    ///
+    /// ```
+    /// let r = turbo_hipster_sdk::results::cannot_write_results("disk full");
+    /// assert_eq!(r, "FAILURE - cannot write the job's results: disk full");
+    /// ```
+    pub fn cannot_write_results(error: impl std::fmt::Display) -> String {
+        format!("FAILURE - cannot write the job's results: {error}")
+    }
 }
 
 /// Why a plugin could not be set up or could not run a job.

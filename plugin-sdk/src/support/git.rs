@@ -424,9 +424,8 @@ struct Git<'a> {
 
 impl Git<'_> {
     fn note(&self, text: &str) {
-        if let Err(e) = self.log.line(TAG, text) {
-            tracing::warn!("cannot write to {}: {e}", self.log.path().display());
-        }
+        // A log that cannot be written reports it itself, once, with a count.
+        let _ = self.log.line(TAG, text);
     }
 
     /// Runs git; `Err` only when it could not run or the job was cancelled.

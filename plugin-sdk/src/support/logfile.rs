@@ -113,6 +113,12 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
 /// threads never interleave and the file is always complete up to the last line (nothing is
 /// buffered in the process).
 ///
+/// A log that cannot be written (a full disk) says so once, not once per line: the first
+/// failure is logged (`tracing` warning), later ones are only counted, and when the file is
+/// dropped one more warning gives the count (`... (repeated N times)`). Every write still
+/// returns its error, and [`LogFile::failures`] tells whether lines were lost, so a job can
+/// refuse to report success over an incomplete log.
+///
 /// ```
 /// use turbo_hipster_sdk::support::logfile::{parse_line, LogFile};
 ///
@@ -125,7 +131,45 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Output>,
+}
+
+/// The file and how writing to it went.
+#[derive(Debug)]
+struct Output {
+    file: File,
+    /// Writes that failed, and the first failure's message.
+    failed: u64,
+    first_error: Option<String>,
+}
+
+/// Lines lost from a [`LogFile`]: how many writes failed, and the first error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFailures {
+    /// Writes that failed (each one or more lines).
+    pub count: u64,
+    /// The first failure, e.g. `No space left on device (os error 28)`.
+    pub first_error: String,
+}
+
+impl std::fmt::Display for LogFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (", self.first_error)?;
+        match self.count {
+            1 => write!(f, "1 write failed)"),
+            n => write!(f, "{n} writes failed)"),
+        }
+    }
+}
+
+impl Output {
+    fn new(file: File) -> Mutex<Self> {
+        Mutex::new(Output {
+            file,
+            failed: 0,
+            first_error: None,
+        })
+    }
 }
 
 impl LogFile {
@@ -138,7 +182,7 @@ impl LogFile {
         let file = File::create(&path)?;
         Ok(Self {
             path,
-            file: Mutex::new(file),
+            file: Output::new(file),
         })
     }
 
@@ -151,7 +195,7 @@ impl LogFile {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(Self {
             path,
-            file: Mutex::new(file),
+            file: Output::new(file),
         })
     }
 
@@ -185,9 +229,45 @@ impl LogFile {
                 let _ = writeln!(out, "{stamp} [{tag}] {part}");
             }
         }
+        let mut output = self.lock();
+        let written = output.file.write_all(out.as_bytes());
+        if let Err(e) = &written {
+            output.failed += 1;
+            if output.first_error.is_none() {
+                output.first_error = Some(e.to_string());
+                tracing::warn!(
+                    "cannot write to {}: {e} (further failures of this log are counted)",
+                    self.path.display()
+                );
+            }
+        }
+        written
+    }
+
+    /// The writes that failed so far (`None` when every line was written).
+    pub fn failures(&self) -> Option<LogFailures> {
+        let output = self.lock();
+        output.first_error.as_ref().map(|first| LogFailures {
+            count: output.failed,
+            first_error: first.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Output> {
         // A poisoned lock only means another thread panicked mid-write; the file is still usable.
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(out.as_bytes())
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        let output = self.lock();
+        if let (Some(first), n @ 2..) = (&output.first_error, output.failed) {
+            tracing::warn!(
+                "cannot write to {}: {first} (repeated {n} times)",
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -304,6 +384,23 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(log.path()).unwrap().lines().count(),
             1
+        );
+    }
+
+    #[test]
+    fn a_full_device_is_reported_once_with_a_count() {
+        // /dev/full takes no byte; the log says so, counts, and never panics.
+        let log = LogFile::append("/dev/full").unwrap();
+        assert_eq!(log.failures(), None);
+        for i in 0..1000 {
+            assert!(log.line("output", &format!("line {i}")).is_err());
+        }
+        let failures = log.failures().unwrap();
+        assert_eq!(failures.count, 1000);
+        assert!(failures.first_error.contains("No space left"), "{failures}");
+        assert!(
+            failures.to_string().ends_with("(1000 writes failed)"),
+            "{failures}"
         );
     }
 

@@ -510,9 +510,8 @@ impl<'a> ProcessRunner<'a> {
             match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(Event::Line(line)) => {
                     if let Some(log) = self.log {
-                        if let Err(e) = log.line_at(&line.time, &self.tag, &line.text) {
-                            warn_log_failure(log, &e);
-                        }
+                        // A log that cannot be written reports it itself, once, with a count.
+                        let _ = log.line_at(&line.time, &self.tag, &line.text);
                     }
                     if let Some(f) = self.on_line.as_mut() {
                         f(&line);
@@ -561,9 +560,8 @@ impl<'a> ProcessRunner<'a> {
 
     fn note(&self, tag: &str, text: &str) {
         if let Some(log) = self.log {
-            if let Err(e) = log.line(tag, text) {
-                warn_log_failure(log, &e);
-            }
+            // A log that cannot be written reports it itself, once, with a count.
+            let _ = log.line(tag, text);
         }
     }
 
@@ -672,10 +670,6 @@ fn group_has_live_member(pgid: Pid) -> io::Result<bool> {
 
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn warn_log_failure(log: &LogFile, error: &io::Error) {
-    tracing::warn!("cannot write to {}: {error}", log.path().display());
 }
 
 /// The command line for the log, quoted like a shell would need it.

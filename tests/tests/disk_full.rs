@@ -1,0 +1,164 @@
+//! The jobs directory on a real, tiny filesystem (a tmpfs the test mounts; the tests run as
+//! root, and skip with a message where mounting is not permitted), filled by a job's own
+//! script, driven through gearmand: the job is not reported as SUCCESS, the daemon says once
+//! (with a count) that the log cannot be written, keeps serving, and once there is room again
+//! the history (`jobs.jsonl`) is whole: every line parses, none is lost or glued to another.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use turbo_hipster_tests::{built, enqueue, text, Daemon, JobServer, PluginDir, ServerKind, Setup};
+
+/// A tmpfs mounted on a temp dir, unmounted on drop.
+struct TinyFs {
+    dir: tempfile::TempDir,
+}
+
+impl TinyFs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!("SKIPPED: cannot mount a tmpfs: {}", text(&out));
+            return None;
+        }
+        Some(TinyFs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+    path
+}
+
+#[test]
+fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
+    let Some(fs) = TinyFs::mount("1m") else {
+        return;
+    };
+    let filler = fs.path().join("filler");
+    let scripts = tempfile::tempdir().unwrap();
+    // Fills the filesystem, then writes 3000 lines that cannot be logged, and exits 0.
+    let fill = script(
+        scripts.path(),
+        "fill.sh",
+        &format!(
+            "#!/bin/sh\necho before\nhead -c 4000000 /dev/zero > '{}' 2>/dev/null\n\
+             i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done\nexit 0\n",
+            filler.display()
+        ),
+    );
+    let ok = script(scripts.path(), "ok.sh", "#!/bin/sh\necho fine\n");
+    let fill_and_free = script(
+        scripts.path(),
+        "fill-and-free.sh",
+        &format!(
+            "#!/bin/sh\nhead -c 4000000 /dev/zero > '{0}' 2>/dev/null\n\
+             i=0; while [ $i -lt 100 ]; do echo \"line $i\"; i=$((i+1)); done\nrm '{0}'\n",
+            filler.display()
+        ),
+    );
+    let plugins = PluginDir::new();
+    plugins.add("shell_script", &built().plugins["shell_script"]);
+    let server = JobServer::start(ServerKind::Gearmand);
+    let jobs_dir = fs.path().join("jobs");
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "jobs_working_dir": jobs_dir,
+            "jobs": [
+                {"name": "build:fill", "shell_script": fill, "timeout": 60},
+                {"name": "build:ok", "shell_script": ok, "timeout": 60},
+                {"name": "build:fill-and-free", "shell_script": fill_and_free, "timeout": 60},
+            ],
+        }),
+    );
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:fill", Duration::from_secs(20));
+
+    let o = enqueue(&server.addr(), "fill", &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}\n{}", daemon.log_text());
+    assert!(
+        t.contains("result: FAILURE - cannot write the job's results: "),
+        "{t}\n{}",
+        daemon.log_text()
+    );
+    assert!(daemon.wait_log("repeated", Duration::from_secs(5)));
+    let log = daemon.log_text();
+    let about_the_log: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot write to") && l.contains("shell_script.log"))
+        .collect();
+    assert_eq!(about_the_log.len(), 2, "{about_the_log:#?}\n{t}\n{log}");
+    assert!(
+        about_the_log[0].contains("No space left on device"),
+        "{log}"
+    );
+    assert!(about_the_log[1].contains("(repeated "), "{log}");
+    assert!(
+        log.contains("cannot record the job in the history"),
+        "{log}"
+    );
+
+    // Room again: the daemon still serves, and the history holds both records, whole.
+    std::fs::remove_file(&filler).unwrap();
+    let o = enqueue(&server.addr(), "ok", &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}\n{}", daemon.log_text());
+    assert!(t.contains("result: SUCCESS"), "{t}");
+    // The history line follows the result: wait for it.
+    let read_history = || std::fs::read_to_string(jobs_dir.join("jobs.jsonl")).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while read_history().lines().count() < 2 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let history = read_history();
+    let records: Vec<Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(records.len(), 2, "{history}");
+    assert!(records[0]["result"]
+        .as_str()
+        .unwrap()
+        .starts_with("FAILURE - cannot write the job's results: "));
+    assert_eq!(records[1]["result"], "SUCCESS");
+    assert!(!jobs_dir.join("jobs.jsonl.torn").exists());
+
+    // A script that fills the disk and frees it before it ends: the job's record is written,
+    // but its log lost lines, so it is still not a SUCCESS.
+    let o = enqueue(&server.addr(), "fill-and-free", &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}\n{}", daemon.log_text());
+    assert!(
+        t.contains("result: FAILURE - cannot write the job's results: ")
+            && t.contains("shell_script.log: No space left on device")
+            && t.contains("writes failed)"),
+        "{t}"
+    );
+    drop(daemon);
+}
