@@ -76,7 +76,8 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
         "fill-and-free.sh",
         &format!(
             "#!/bin/sh\nhead -c 4000000 /dev/zero > '{0}' 2>/dev/null\n\
-             i=0; while [ $i -lt 100 ]; do echo \"line $i\"; i=$((i+1)); done\nrm '{0}'\n",
+             i=0; while [ $i -lt 100 ]; do echo \"line $i\"; i=$((i+1)); done\n\
+             sleep 1\nrm '{0}'\n",
             filler.display()
         ),
     );
@@ -149,8 +150,9 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
     assert_eq!(records[1]["result"], "SUCCESS");
     assert!(!jobs_dir.join("jobs.jsonl.torn").exists());
 
-    // A script that fills the disk and frees it before it ends: the job's record is written,
-    // but its log lost lines, so it is still not a SUCCESS.
+    // A script that fills the disk and frees it before it ends (after a pause, so that its
+    // output reached the log while the disk was full): the job's record is written, but its log
+    // lost lines, so it is still not a SUCCESS.
     let o = enqueue(&server.addr(), "fill-and-free", &[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}\n{}", daemon.log_text());

@@ -114,7 +114,9 @@ pub struct WorkerConfig {
     pub max_concurrent_jobs: usize,
     /// Jobs of `priority_functions` running at once, over all servers together.
     pub max_concurrent_priority_jobs: usize,
-    /// Largest packet body accepted from a server (and sent to it).
+    /// Largest packet body accepted from a server (and sent to it). A larger job is failed
+    /// with [`oversized_job_result`] (see the module documentation); any other larger packet
+    /// is a protocol error.
     pub max_packet_body: usize,
     /// First reconnect delay; doubles after every failed attempt.
     pub reconnect_initial: Duration,
@@ -1166,8 +1168,9 @@ async fn session(shared: &Arc<Shared>, spec: &ConnSpec, healthy: &mut bool) -> R
             }
             incoming = reader.next() => {
                 let Some(frame) = incoming else { return Ok(SessionEnd::ServerClosed) };
+                let frame = frame?;
                 *healthy = true;
-                let packet = match frame? {
+                let packet = match frame {
                     Frame::Packet(packet) => packet,
                     Frame::OversizedJob(job) => {
                         refuse_oversized(shared, spec, &outbox, job);
