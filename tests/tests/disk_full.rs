@@ -120,9 +120,14 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
         "{log}"
     );
     assert!(about_the_log[1].contains("(repeated "), "{log}");
+    // The history line follows the result: wait for its warning.
     assert!(
-        log.contains("cannot record the job in the history"),
-        "{log}"
+        daemon.wait_log(
+            "cannot record the job in the history (kept for the next record)",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        daemon.log_text()
     );
 
     // Room again: the daemon still serves, and the history holds both records, whole.
