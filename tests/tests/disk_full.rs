@@ -169,3 +169,45 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
     );
     drop(daemon);
 }
+
+/// Logs that cannot be published (the publish directory was replaced by a file after the
+/// daemon started) fail the job with the same result line; the daemon keeps serving.
+#[test]
+fn logs_that_cannot_be_published_fail_the_job() {
+    let scripts = tempfile::tempdir().unwrap();
+    let ok = script(scripts.path(), "ok.sh", "#!/bin/sh\necho fine\n");
+    let plugins = PluginDir::new();
+    plugins.add("shell_script", &built().plugins["shell_script"]);
+    let server = JobServer::start(ServerKind::Gearmand);
+    let publish = scripts.path().join("published");
+    std::fs::create_dir(&publish).unwrap();
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "publish_logs": {"type": "local", "path": publish, "prepend_url": "http://logs/"},
+            "jobs": [{"name": "build:ok", "shell_script": ok, "timeout": 60}],
+        }),
+    );
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:ok", Duration::from_secs(20));
+    let o = enqueue(&server.addr(), "ok", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The publish directory becomes a file: nothing can be copied below it.
+    std::fs::remove_dir_all(&publish).unwrap();
+    std::fs::write(&publish, "not a directory").unwrap();
+    let o = enqueue(&server.addr(), "ok", &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}\n{}", daemon.log_text());
+    assert!(
+        t.contains(
+            "result: FAILURE - cannot write the job's results: cannot publish the job's logs to "
+        ),
+        "{t}"
+    );
+    // Back to a directory: the next job publishes and passes.
+    std::fs::remove_file(&publish).unwrap();
+    std::fs::create_dir(&publish).unwrap();
+    let o = enqueue(&server.addr(), "ok", &[]);
+    assert!(o.status.success(), "{}\n{}", text(&o), daemon.log_text());
+}
