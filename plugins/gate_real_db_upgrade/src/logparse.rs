@@ -332,7 +332,7 @@ impl StreamParser {
 
 /// Parses a whole log in the original's line format (`YYYY-MM-DD HH:MM:SS,mmm [tag] text`),
 /// sqlalchemy-migrate output with InnoDB counters between migrations (as in
-/// `../shared/fixtures/turbo-hipster/user_001.log`).
+/// `tests/fixtures/original/user_001.log`).
 ///
 /// Only `[output]` lines are fed, each with its own timestamp; the output finishes at the last
 /// line's timestamp (any tag). Lines that do not parse are skipped.
