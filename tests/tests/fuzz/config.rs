@@ -59,6 +59,10 @@ fn load_text(dir: &Path, text: &[u8]) -> Result<config::Config, ConfigError> {
         for issue in &e.issues {
             assert!(!issue.message.is_empty(), "{issue}");
             assert!(
+                !issue.to_string().contains('\n'),
+                "a multi-line error: {issue:?}"
+            );
+            assert!(
                 issue.file.starts_with(dir),
                 "{issue}: names a file outside the config"
             );
