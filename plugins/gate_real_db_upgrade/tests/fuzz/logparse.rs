@@ -187,7 +187,7 @@ fn original_lines() -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(fuzz::config(256))]
+    #![proptest_config(fuzz::config(128))]
 
     /// Any output, in every format, at non-decreasing times.
     #[test]
@@ -216,6 +216,12 @@ proptest! {
         }
     }
 
+}
+
+proptest! {
+    // A 52 kB log per case: fewer cases.
+    #![proptest_config(fuzz::config(64))]
+
     /// The original's log, edited.
     #[test]
     fn original_log_edited(edits in prop::collection::vec(line_edit(), 1..12), cut in any::<usize>()) {
@@ -232,6 +238,11 @@ proptest! {
         }
         assert_sane(&parse_original_log(&text));
     }
+
+}
+
+proptest! {
+    #![proptest_config(fuzz::config(256))]
 
     /// Any bytes as a log.
     #[test]
