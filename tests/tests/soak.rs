@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
 use turbo_hipster::jobs::WORK_DIR;
 use turbo_hipster_tests::{
-    built, fixture, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
+    built, fixture, git, root, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
 };
 
 /// Jobs the daemon runs at once, and builds kept in flight by the client.
@@ -40,6 +40,19 @@ enum Kind {
     ShellOk,
     ShellFail,
     Stopped,
+    /// gate_real_db_upgrade on SQLite with the example project and dataset.
+    Gate,
+}
+
+/// A gate build every this many builds (in place of an `Ok`).
+const GATE_EVERY: usize = 100;
+
+fn kind_of(i: usize) -> Kind {
+    if i % GATE_EVERY == GATE_EVERY / 2 {
+        Kind::Gate
+    } else {
+        CYCLE[i % CYCLE.len()]
+    }
 }
 
 const CYCLE: [Kind; 10] = [
@@ -64,12 +77,13 @@ impl Kind {
             Kind::ShellOk => "build:soak-shell",
             Kind::ShellFail => "build:soak-shell-fail",
             Kind::Stopped => "build:soak-wait",
+            Kind::Gate => "build:soak-gate",
         }
     }
 
     fn result_ok(self, result: &str) -> bool {
         match self {
-            Kind::Ok | Kind::Noop | Kind::ShellOk => result == "SUCCESS",
+            Kind::Ok | Kind::Noop | Kind::ShellOk | Kind::Gate => result == "SUCCESS",
             Kind::Fail => result == "FAILURE - test plugin was asked to fail",
             Kind::Invalid => result.starts_with("FAILURE - invalid job parameters: ZUUL_PROJECT"),
             Kind::ShellFail => result.contains("non-zero (3)"),
@@ -85,18 +99,30 @@ struct Outcome {
     terminals: usize,
 }
 
-async fn run_build(client: &Client, kind: Kind, uuid: &str) -> Outcome {
-    let project = if kind == Kind::Invalid {
-        "../etc"
-    } else {
-        "example/soak"
+/// The change gate builds test: the example project's repository and the proposed change's
+/// Zuul ref.
+#[derive(Debug, Clone)]
+struct Change {
+    url: String,
+    zuul_ref: String,
+}
+
+async fn run_build(client: &Client, kind: Kind, uuid: &str, change: &Change) -> Outcome {
+    let project = match kind {
+        Kind::Invalid => "../etc",
+        Kind::Gate => "example/shop",
+        _ => "example/soak",
     };
-    let params = json!({
+    let mut params = json!({
         "ZUUL_UUID": uuid,
         "ZUUL_PROJECT": project,
         "ZUUL_PIPELINE": "check",
         "LOG_PATH": format!("soak/{}", uuid),
     });
+    if kind == Kind::Gate {
+        params["ZUUL_URL"] = json!(change.url);
+        params["ZUUL_REF"] = json!(change.zuul_ref);
+    }
     let mut job = client
         .submit(kind.function(), uuid, params.to_string(), Priority::Normal)
         .await
@@ -144,7 +170,7 @@ async fn run_build(client: &Client, kind: Kind, uuid: &str) -> Outcome {
 }
 
 /// Runs `n` builds starting at `first`, `IN_FLIGHT` at a time; returns them by kind.
-fn run_builds(port: u16, first: usize, n: usize) -> Vec<(Kind, String, Outcome)> {
+fn run_builds(port: u16, change: &Change, first: usize, n: usize) -> Vec<(Kind, String, Outcome)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -157,11 +183,12 @@ fn run_builds(port: u16, first: usize, n: usize) -> Vec<(Kind, String, Outcome)>
         for i in first..first + n {
             let permit = sem.clone().acquire_owned().await.unwrap();
             let client = client.clone();
-            let kind = CYCLE[i % CYCLE.len()];
+            let change = change.clone();
+            let kind = kind_of(i);
             // Distinct in its first 7 characters, as Zuul's.
             let uuid = format!("{i:07x}{:025x}", i * 7919);
             tasks.push(tokio::spawn(async move {
-                let out = run_build(&client, kind, &uuid).await;
+                let out = run_build(&client, kind, &uuid, &change).await;
                 drop(permit);
                 (kind, uuid, out)
             }));
@@ -242,6 +269,32 @@ fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     p
 }
 
+/// A git repository of the example project with a proposed change on a Zuul ref, as Zuul's
+/// merger publishes it.
+fn example_change(repos: &Path) -> Change {
+    let repo = repos.join("example/shop");
+    std::fs::create_dir_all(repo.join("migrations")).unwrap();
+    for f in std::fs::read_dir(root().join("etc/example/project/migrations")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), repo.join("migrations").join(f.file_name())).unwrap();
+    }
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "the shop so far"]);
+    let sql = "ALTER TABLE customers ADD COLUMN soak INTEGER NOT NULL DEFAULT 0;\n";
+    std::fs::write(repo.join("migrations/004_soak.sql"), sql).unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "the proposed change"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let zuul_ref = format!("refs/zuul/master/Z{}", &sha[..12]);
+    git(&repo, &["update-ref", &zuul_ref, &sha]);
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    Change {
+        url: repos.display().to_string(),
+        zuul_ref,
+    }
+}
+
 fn soak_jobs() -> usize {
     std::env::var("TH_SOAK_JOBS")
         .ok()
@@ -285,9 +338,15 @@ fn soak_through_gearmand_stays_flat() {
         "fail.sh",
         "#!/bin/sh\necho failing >&2\nexit 3\n",
     );
+    let repos = tempfile::tempdir().unwrap();
+    let change = example_change(repos.path());
     let plugins = PluginDir::new();
     plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
     plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add(
+        "gate_real_db_upgrade",
+        &built().plugins["gate_real_db_upgrade"],
+    );
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),
@@ -300,12 +359,19 @@ fn soak_through_gearmand_stays_flat() {
                 {"name": "build:soak-fail", "plugin": "test_plugin", "mode": "fail"},
                 {"name": "build:soak-wait", "plugin": "test_plugin", "mode": "wait", "wait_ms": 60000},
                 {"name": "build:soak-shell", "plugin": "shell_script", "shell_script": ok, "timeout": 60},
-                {"name": "build:soak-shell-fail", "plugin": "shell_script", "shell_script": fail, "timeout": 60}
+                {"name": "build:soak-shell-fail", "plugin": "shell_script", "shell_script": fail, "timeout": 60},
+                {"name": "build:soak-gate", "plugin": "gate_real_db_upgrade", "engine": "sqlite",
+                 "datasets_dir": root().join("etc/example/datasets"), "timeout": 60}
             ]
         }),
     );
     let daemon = Daemon::start(&setup);
-    for f in ["build:soak-ok", "build:soak-wait", "build:soak-shell-fail"] {
+    for f in [
+        "build:soak-ok",
+        "build:soak-wait",
+        "build:soak-shell-fail",
+        "build:soak-gate",
+    ] {
         server.wait_registered(f, Duration::from_secs(20));
     }
     let pid = daemon.child.id();
@@ -313,23 +379,19 @@ fn soak_through_gearmand_stays_flat() {
 
     // Warm-up: every kind, with every slot busy, so the job threads and lazy state exist.
     let warm = 4 * IN_FLIGHT;
-    check_outcomes(&run_builds(server.port, 0, warm));
+    check_outcomes(&run_builds(server.port, &change, 0, warm));
     settle(&server, Duration::from_secs(1));
     let before = sample(pid, &jobs_dir);
 
     let started = Instant::now();
-    let outcomes = run_builds(server.port, warm, n);
+    let outcomes = run_builds(server.port, &change, warm, n);
     let elapsed = started.elapsed();
     settle(&server, Duration::from_secs(2));
     let after = sample(pid, &jobs_dir);
 
     let per_kind = check_outcomes(&outcomes);
     assert_eq!(outcomes.len(), n);
-    let invalid = |count: usize| {
-        (0..count)
-            .filter(|i| CYCLE[i % CYCLE.len()] == Kind::Invalid)
-            .count()
-    };
+    let invalid = |count: usize| (0..count).filter(|&i| kind_of(i) == Kind::Invalid).count();
     let recorded = history_lines(&jobs_dir);
     let expected_records = warm + n - invalid(warm + n);
 
