@@ -114,6 +114,16 @@ fn load(bytes: &[u8]) -> (Result<Dataset, Vec<String>>, tempfile::TempDir, PathB
     std::fs::create_dir(&dir).unwrap();
     let source = dir.join("config.json");
     std::fs::write(&source, bytes).unwrap();
+    // The files the valid configs name, so that only the mutations can make them wrong.
+    for f in [
+        "nova_user_001.sql",
+        "seed.sql",
+        "seed.sql.gz",
+        "logging.conf",
+        "alembic.ini.in",
+    ] {
+        std::fs::write(dir.join(f), "-- fuzz\n").unwrap();
+    }
     let got = load_dataset(&source, "fuzzset", &dir, &DatasetDefaults::default());
     let got = match got {
         Ok((d, _warnings)) => {
