@@ -187,6 +187,22 @@ pub fn random_uuid_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The first `n` characters of `s` (the values are not validated yet: any UTF-8).
+fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
+/// The last `n` characters of `s`.
+fn last_chars(s: &str, n: usize) -> &str {
+    let start = s
+        .char_indices()
+        .rev()
+        .take(n)
+        .last()
+        .map_or(s.len(), |(i, _)| i);
+    &s[start..]
+}
+
 /// Fills what Zuul v2 would send and the caller did not give: `ZUUL_UUID`, `ZUUL_PIPELINE`,
 /// `ZUUL_VOTING`, `ZUUL_BRANCH`, `BASE_LOG_PATH`, `LOG_PATH`.
 pub fn fill_zuul_parameters(function: &str, params: &mut BTreeMap<String, String>) {
@@ -207,11 +223,11 @@ pub fn fill_zuul_parameters(function: &str, params: &mut BTreeMap<String, String
     if missing(params, "BASE_LOG_PATH") {
         let base = match (params.get("ZUUL_CHANGE"), params.get("ZUUL_PATCHSET")) {
             (Some(c), Some(p)) if !c.is_empty() && !p.is_empty() => {
-                let last2 = &c[c.len().saturating_sub(2)..];
+                let last2 = last_chars(c, 2);
                 format!("{last2}/{c}/{p}")
             }
             _ => match params.get("ZUUL_NEWREV").filter(|r| r.len() >= 2) {
-                Some(rev) => format!("{}/{rev}", &rev[..2]),
+                Some(rev) => format!("{}/{rev}", first_chars(rev, 2)),
                 None => "manual".to_string(),
             },
         };
@@ -219,7 +235,7 @@ pub fn fill_zuul_parameters(function: &str, params: &mut BTreeMap<String, String
     }
     if missing(params, "LOG_PATH") {
         let uuid = params.get("ZUUL_UUID").cloned().unwrap_or_default();
-        let short = &uuid[..uuid.len().min(7)];
+        let short = first_chars(&uuid, 7);
         let log_path = format!(
             "{}/{}/{}/{}",
             params

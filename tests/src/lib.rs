@@ -9,17 +9,14 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
+pub mod fuzz;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
-}
-
-/// `../shared` beside the checkout (real files from the original project).
-pub fn shared() -> PathBuf {
-    root().join("../shared")
 }
 
 /// The cargo target directory.

@@ -481,9 +481,32 @@ pub fn load_dataset(
     };
     let dataset = parse_dataset(&mut c, &value, source, name, dir, defaults);
     match dataset {
-        Some(d) if c.errors.is_empty() => Ok((d, c.warnings)),
-        _ => Err(c.errors),
+        Some(d) if c.errors.is_empty() => Ok((d, one_line_each(c.warnings))),
+        _ => Err(one_line_each(c.errors)),
     }
+}
+
+/// Problems as one printable line each: the key paths in them come from the file and may hold
+/// anything (a newline, a terminal escape).
+fn one_line_each(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| {
+            if l.chars().any(char::is_control) {
+                l.chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            c.escape_debug().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect()
+            } else {
+                l
+            }
+        })
+        .collect()
 }
 
 /// Collects problems, each prefixed with the file.
@@ -677,7 +700,8 @@ fn parse_dataset(
             None
         }
         Some(v) => c.nonempty("project", v).and_then(|p| {
-            if p.split('/').all(is_safe_name) {
+            // ZUUL_PROJECT never starts a segment with `-`: such a project could never match.
+            if p.split('/').all(|s| is_safe_name(s) && !s.starts_with('-')) {
                 Some(p)
             } else {
                 c.err(

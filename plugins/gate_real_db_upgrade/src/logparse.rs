@@ -217,7 +217,8 @@ impl StreamParser {
         if let Some((idx, before)) = self.awaiting.take() {
             let deltas = after
                 .iter()
-                .filter_map(|(k, a)| before.get(k).map(|b| (k.clone(), a - b)))
+                // The tool prints what it likes: extreme values saturate instead of overflowing.
+                .filter_map(|(k, a)| before.get(k).map(|b| (k.clone(), a.saturating_sub(*b))))
                 .collect();
             if let Some(m) = self.run.migrations.get_mut(idx) {
                 m.counters = deltas;
@@ -232,7 +233,9 @@ impl StreamParser {
             match time {
                 Some(t) => {
                     if let Some(m) = self.run.migrations.get_mut(idx) {
-                        m.end = Some(t);
+                        // Never before its start, even if the clock (or a log's timestamps)
+                        // went back: no negative duration.
+                        m.end = Some(t.max(m.start));
                     }
                     if await_counters {
                         self.awaiting = Some((idx, before));
@@ -332,7 +335,7 @@ impl StreamParser {
 
 /// Parses a whole log in the original's line format (`YYYY-MM-DD HH:MM:SS,mmm [tag] text`),
 /// sqlalchemy-migrate output with InnoDB counters between migrations (as in
-/// `../shared/fixtures/turbo-hipster/user_001.log`).
+/// `tests/fixtures/original/user_001.log`).
 ///
 /// Only `[output]` lines are fed, each with its own timestamp; the output finishes at the last
 /// line's timestamp (any tag). Lines that do not parse are skipped.

@@ -1,5 +1,5 @@
-//! The original's real job log (`shared/fixtures/turbo-hipster/user_001.log`) and its dataset
-//! config (`user_001.config.json`): parsed and checked with figures worked out by hand from the
+//! The original's real job log (`tests/fixtures/original/user_001.log`, copied from the original
+//! turbo-hipster) and its dataset config (`user_001.config.json`): parsed and checked with figures worked out by hand from the
 //! log (with grep), never with the code under test.
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +14,7 @@ use gate_real_db_upgrade::limits;
 use gate_real_db_upgrade::logparse::{parse_original_log, ParsedRun};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/turbo-hipster")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/original")
 }
 
 fn parsed() -> ParsedRun {
