@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use turbo_hipster::config::{self, Config};
+use turbo_hipster::config_check;
 use turbo_hipster::daemon::{self, PidFile};
 use turbo_hipster::host_context::{channel_sink, CancelToken, JobEvent};
 use turbo_hipster::jobs::{self, JobRequest};
@@ -204,8 +205,12 @@ fn check_config(path: &Path, level: &str) -> Result<ExitCode> {
     for w in &config.warnings {
         println!("warning: {w}");
     }
-    let registry = plugins::build_registry(&config);
+    let registry = plugins::check_registry(&config);
     let mut errors = 0;
+    for issue in config_check::check_environment(&config) {
+        println!("error: {issue}");
+        errors += 1;
+    }
     for (source, message) in &registry.job_errors {
         println!("error: {source}: {message}");
         errors += 1;
