@@ -308,3 +308,65 @@ fn postgresql_through_gearman() {
     passes("postgresql");
     broken_change_fails("postgresql");
 }
+
+/// A dataset whose `seed_data` reaches outside the datasets dir, added while the daemon
+/// serves the job, fails the build with an error naming the dataset file and the key; the
+/// file is never read.
+#[test]
+fn a_seed_outside_the_datasets_dir_fails_the_build_through_gearman() {
+    let datasets = example_datasets_with(json!({"default": 60}));
+    let (repos, zuul_ref) = example_repo("CREATE TABLE x (id INTEGER);\n");
+    let plugins = PluginDir::new();
+    plugins.add(
+        "gate_real_db_upgrade",
+        &built().plugins["gate_real_db_upgrade"],
+    );
+    let server = JobServer::start(ServerKind::Gearmand);
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "jobs": [{
+                "name": "build:gate-real-db-upgrade",
+                "plugin": "gate_real_db_upgrade",
+                "datasets_dir": datasets.path(),
+                "engine": "sqlite"
+            }]
+        }),
+    );
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
+    let shadow = datasets.path().join("shadow");
+    std::fs::create_dir(&shadow).unwrap();
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(datasets.path().join("example/config.json")).unwrap(),
+    )
+    .unwrap();
+    config["seed_data"] = json!("../../../../../../../../../etc/shadow");
+    std::fs::write(shadow.join("config.json"), config.to_string()).unwrap();
+    let out = enqueue(
+        &server.addr(),
+        "gate-real-db-upgrade",
+        &[
+            "--param",
+            "ZUUL_PROJECT=example/shop",
+            "--param",
+            &format!("ZUUL_URL={}", repos.path().display()),
+            "--param",
+            &format!("ZUUL_REF={zuul_ref}"),
+            "--timeout",
+            "120",
+        ],
+    );
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "result: FAILURE - invalid datasets: {}: seed_data: must name a file in the \
+             dataset's directory",
+            shadow.join("config.json").display()
+        )),
+        "{t}\n{}",
+        daemon.log_text()
+    );
+    drop(daemon);
+}
