@@ -428,6 +428,19 @@ fn a_project_without_a_dataset_fails_clearly() {
 }
 
 #[test]
+fn a_job_without_zuul_project_says_so() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    world.example_dataset("example");
+    let run = world.run("", "refs/zuul/master/Zx");
+    assert_eq!(
+        run.result,
+        "FAILURE - No dataset found: the job has no ZUUL_PROJECT parameter (the project to test)",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
 fn a_missing_ref_fails_the_checkout() {
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
