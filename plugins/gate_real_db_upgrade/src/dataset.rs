@@ -371,6 +371,53 @@ impl Seed {
     }
 }
 
+impl Dataset {
+    /// What a job would find missing among the files this dataset names and that can be
+    /// known before a job runs: the seed ([`Seed::check_file`]), the config templates, and a
+    /// migration tool given as an absolute path without placeholders (a relative tool, or one
+    /// with placeholders, is resolved in the checkout at run time and cannot be checked here).
+    /// One line each, starting with the key.
+    pub fn check_files(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self.seed.check_file().err().into_iter().collect();
+        if let Migration::Tool {
+            argv, templates, ..
+        } = &self.migration
+        {
+            if let Some(tool) = argv
+                .first()
+                .filter(|t| t.starts_with('/') && !t.contains('{'))
+            {
+                if let Err(why) = executable(Path::new(tool)) {
+                    problems.push(format!("migration.tool[0]: {why}"));
+                }
+            }
+            for (template, output) in templates {
+                if let Err(e) = std::fs::File::open(template) {
+                    problems.push(format!(
+                        "migration.templates.{output}: cannot read {}: {e}",
+                        template.display()
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// A regular file (symlinks followed) this user may execute.
+fn executable(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{shown} does not exist"))
+        }
+        Err(e) => Err(format!("cannot read {shown}: {e}")),
+        Ok(m) if !m.is_file() => Err(format!("{shown} is not a regular file")),
+        Ok(_) => nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
+            .map_err(|e| format!("{shown} is not executable: {e}")),
+    }
+}
+
 /// Defaults a job config supplies for its datasets.
 #[derive(Debug, Clone, Default)]
 pub struct DatasetDefaults {

@@ -50,7 +50,8 @@
 //! See [`settings`]: `datasets_dir`, `max_parallel_datasets`, `timeout`, `connection`,
 //! `engine`, `git_retries`, `keep_databases`. The original's other keys (`shutdown-th`, …)
 //! are ignored. `turbo-hipster check-config` loads and validates every dataset too, and
-//! checks that each seed is a readable regular file.
+//! checks the files a dataset names ([`dataset::Dataset::check_files`]: seed, templates, a tool
+//! given by absolute path).
 
 pub mod dataset;
 pub mod dataset_run;
@@ -96,14 +97,16 @@ impl Plugin for GateRealDbUpgrade {
         // read again for every job. A missing directory may be filled later.
         if settings.datasets_dir.is_dir() {
             let datasets = run::load_datasets(&settings).map_err(PluginError::Config)?;
-            // check-config also reports seeds a job would not find (the daemon starts anyway:
-            // such a dataset fails its runs with `Could not find seed database.`).
+            // check-config also reports files a job would not find (the daemon starts anyway:
+            // such a dataset fails its runs, e.g. with `Could not find seed database.`).
             if config.host.check_only {
                 let problems: Vec<String> = datasets
                     .iter()
-                    .filter_map(|d| {
-                        let why = d.seed.check_file().err()?;
-                        Some(format!("{}: {why}", d.source.display()))
+                    .flat_map(|d| {
+                        let file = d.source.display().to_string();
+                        d.check_files()
+                            .into_iter()
+                            .map(move |why| format!("{file}: {why}"))
                     })
                     .collect();
                 if !problems.is_empty() {

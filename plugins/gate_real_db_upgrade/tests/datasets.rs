@@ -206,6 +206,62 @@ fn seed_file_checks_name_the_key() {
 }
 
 #[test]
+fn check_files_checks_what_can_be_known_before_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = write(tmp.path(), "bin/migrate", "#!/bin/sh\n");
+    for (name, tool, templates) in [
+        (
+            "missing",
+            json!(["/nonexistent/th-migrate", "up"]),
+            json!({}),
+        ),
+        ("plain", json!([script, "up"]), json!({"a.ini": "a.ini.in"})),
+        (
+            "placeholder",
+            json!(["{checkout}/tools/migrate"]),
+            json!({}),
+        ),
+        ("relative", json!(["tools/migrate"]), json!({})),
+    ] {
+        write_json(
+            tmp.path(),
+            &format!("{name}/config.json"),
+            minimal(json!({"migration": {"tool": tool, "templates": templates}})),
+        );
+        write(tmp.path(), &format!("{name}/seed.sql"), "SELECT 1;\n");
+    }
+    let datasets = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap();
+    let problems: Vec<(String, Vec<String>)> = datasets
+        .iter()
+        .map(|d| (d.name.clone(), d.check_files()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "missing".to_string(),
+                vec!["migration.tool[0]: /nonexistent/th-migrate does not exist".to_string()]
+            ),
+            (
+                "placeholder".to_string(),
+                vec![]
+            ),
+            (
+                "plain".to_string(),
+                vec![
+                    format!("migration.tool[0]: {} is not executable: EACCES: Permission denied", script.display()),
+                    format!(
+                        "migration.templates.a.ini: cannot read {}: No such file or directory (os error 2)",
+                        tmp.path().join("plain/a.ini.in").display()
+                    ),
+                ]
+            ),
+            ("relative".to_string(), vec![]),
+        ]
+    );
+}
+
+#[test]
 fn type_and_engine_mapping() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
