@@ -223,6 +223,14 @@ fn spawn_gunzip(file: File, mut stdin: ChildStdin) -> io::Result<JoinHandle<io::
         })
 }
 
+/// psql's messages (after `psql:<file>:<line>: `) for a server that went away mid-load.
+const CONNECTION_LOST: &[&str] = &[
+    "server closed the connection unexpectedly",
+    "error: connection to server was lost",
+    "connection to server was lost",
+    "FATAL:  terminating connection due to administrator command",
+];
+
 /// The longest summary of one error line.
 const SUMMARY_LINE_CHARS: usize = 200;
 
@@ -270,12 +278,20 @@ fn summarise_line(line: &str) -> Option<String> {
         };
         return Some(cut(format!("ERROR {code} {state}{at_line}: {what}")));
     }
+    // psql without a location: `psql: error: connection to server at "h", port 5432 failed`.
+    if let Some(message) = line.strip_prefix("psql: error: ") {
+        return Some(cut(format!("psql: error: {}", unquoted(message))));
+    }
     // psql: `psql:<stdin>:3: ERROR:  syntax error at or near "..."`.
     if let Some(rest) = line.strip_prefix("psql:") {
         let (_file, rest) = rest.split_once(':')?;
         let (n, rest) = rest.split_once(": ")?;
         if !is_digits(n) {
             return None;
+        }
+        // The server went away: psql's own words, kept (no seed text in them).
+        if let Some(lost) = CONNECTION_LOST.iter().find(|m| rest.starts_with(*m)) {
+            return Some(format!("at line {n}: {lost}"));
         }
         let (level, message) = rest.split_once(':')?;
         if !["ERROR", "FATAL", "PANIC"].contains(&level) {
@@ -393,6 +409,30 @@ mod tests {
             s.starts_with("pg_restore: error: could not execute query: ERROR:  relation;"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_lost_server_is_still_said() {
+        let stderr = "psql:<stdin>:5: server closed the connection unexpectedly\n\
+                      \tThis probably means the server terminated abnormally\n\
+                      psql:<stdin>:5: error: connection to server was lost";
+        assert_eq!(
+            summarise(stderr),
+            "at line 5: server closed the connection unexpectedly; at line 5: error: connection \
+             to server was lost; (1 other line(s) of error output not shown: they may quote the \
+             seed)"
+        );
+        let s = summarise("ERROR 2013 (HY000) at line 9: Lost connection to server during query");
+        assert_eq!(
+            s,
+            "ERROR 2013 (HY000) at line 9: Lost connection to server during query"
+        );
+        let s = summarise(
+            "psql: error: connection to server at \"127.0.0.1\", port 1 failed: Connection refused",
+        );
+        assert_eq!(s, "psql: error: connection to server at");
+        let s = summarise(&format!("psql:<stdin>:3: invalid command \\{SECRET}"));
+        assert!(!s.contains(SECRET), "{s}");
     }
 
     #[test]
