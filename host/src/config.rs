@@ -2,7 +2,13 @@
 //!
 //! The original's keys load unchanged. Every problem is collected with its place (file and key
 //! path) and reported at once; unknown top-level keys are warnings. `conf_d` snippets merge in
-//! sorted file-name order: `plugins` and `jobs` lists are appended, other keys replace.
+//! sorted file-name order: `plugins` and `jobs` lists are appended, other keys replace; the file
+//! each key was last set in is remembered, so a problem is blamed on the snippet that holds it.
+//!
+//! Every number has a range (`max_concurrent_jobs` 1 to [`MAX_CONCURRENT_JOBS`], …): a value
+//! that would pass here and then exhaust the machine (a thread and a grab per job slot) is a
+//! config error, not a surprise at start. What the files cannot tell (are the directories
+//! writable, is there a server) is [`crate::config_check`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

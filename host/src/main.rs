@@ -46,7 +46,8 @@ struct Cli {
 enum Command {
     /// Load every configured plugin and show what it serves.
     Plugins,
-    /// Validate the configuration and every job's plugin configuration.
+    /// Validate the configuration and every job's plugin configuration, and check what the
+    /// daemon or a job would refuse later (servers, writable directories, seeds, scripts).
     CheckConfig,
     /// Run one job now, without Gearman, as the daemon would.
     RunJob {

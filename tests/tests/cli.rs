@@ -207,6 +207,17 @@ fn run_job_and_enqueue_name_a_bad_zuul_uuid_once() {
         );
         assert!(!t.contains("LOG_PATH"), "{t}");
     }
+    // An unreachable server is said once too.
+    let port = turbo_hipster_tests::free_port();
+    let out = turbo_hipster_tests::enqueue(&format!("127.0.0.1:{port}"), "test-plugin", &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.starts_with(&format!("turbo-hipster: Gearman server 127.0.0.1:{port}: ")),
+        "{t}"
+    );
+    let cause = t.trim_end().rsplit(": ").next().unwrap();
+    assert_eq!(t.matches(cause).count(), 1, "the cause is said once:\n{t}");
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
