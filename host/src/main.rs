@@ -136,11 +136,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The longest `--timeout`/`--stop-after` (a week), so a typo cannot overflow a clock.
+const MAX_CLI_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
 fn seconds(what: &str, v: Option<f64>) -> Result<Option<std::time::Duration>> {
     match v {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
-        Some(s) => bail!("{what}: {s} is not a number of seconds"),
+        Some(s) if (0.0..=MAX_CLI_SECONDS).contains(&s) => {
+            Ok(Some(std::time::Duration::from_secs_f64(s)))
+        }
+        Some(s) => bail!("{what}: {s:?} is not a number of seconds from 0 to {MAX_CLI_SECONDS}"),
     }
 }
 

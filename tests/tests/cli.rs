@@ -207,6 +207,14 @@ fn run_job_and_enqueue_name_a_bad_zuul_uuid_once() {
         );
         assert!(!t.contains("LOG_PATH"), "{t}");
     }
+    // Seconds that would overflow a clock are refused, not a panic.
+    let out = turbo_hipster_tests::enqueue("127.0.0.1:9", "test-plugin", &["--timeout", "1e300"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("--timeout: 1e300 is not a number of seconds from 0 to 604800"),
+        "{t}"
+    );
     // An unreachable server is said once too.
     let port = turbo_hipster_tests::free_port();
     let out = turbo_hipster_tests::enqueue(&format!("127.0.0.1:{port}"), "test-plugin", &[]);
