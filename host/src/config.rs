@@ -2,10 +2,17 @@
 //!
 //! The original's keys load unchanged. Every problem is collected with its place (file and key
 //! path) and reported at once; unknown top-level keys are warnings. `conf_d` snippets merge in
-//! sorted file-name order: `plugins` and `jobs` lists are appended, other keys replace.
+//! sorted file-name order: `plugins` and `jobs` lists are appended, other keys replace; the file
+//! each key was last set in is remembered, so a problem is blamed on the snippet that holds it.
+//!
+//! Every number has a range (`max_concurrent_jobs` 1 to [`MAX_CONCURRENT_JOBS`], …): a value
+//! that would pass here and then exhaust the machine (a thread and a grab per job slot) is a
+//! config error, not a surprise at start. What the files cannot tell (are the directories
+//! writable, is there a server) is [`crate::config_check`]'s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -18,6 +25,17 @@ pub const CONFIG_ENV: &str = "TURBO_HIPSTER_CONFIG";
 pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/turbo-hipster/plugins";
 /// The default Gearman port.
 pub const DEFAULT_GEARMAN_PORT: u16 = 4730;
+/// The most jobs one daemon runs at once (`max_concurrent_jobs`): each holds a thread, a
+/// Gearman grab and usually a database.
+pub const MAX_CONCURRENT_JOBS: u64 = 1024;
+/// The longest `shutdown_grace_seconds` (a day).
+pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 24 * 3600;
+/// The smallest `max_packet_bytes`: room for a Zuul job's parameters.
+pub const MIN_PACKET_BYTES: u64 = 1024;
+/// The largest `max_packet_bytes` (256 MiB): a packet is held in memory whole.
+pub const MAX_PACKET_BYTES: u64 = 256 * 1024 * 1024;
+/// The default `max_packet_bytes` (16 MiB).
+pub const DEFAULT_PACKET_BYTES: usize = 16 * 1024 * 1024;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "zuul_server",
@@ -207,6 +225,8 @@ pub struct Config {
     pub jobs: Vec<JobSpec>,
     /// Warnings (unknown keys, unsupported settings).
     pub warnings: Vec<ConfigIssue>,
+    /// The `conf_d` snippet each top-level key was last set in (absent: the main file).
+    pub origins: BTreeMap<String, PathBuf>,
 }
 
 /// The config path to use: `-c PATH`, else `$TURBO_HIPSTER_CONFIG`, else the default.
@@ -231,25 +251,37 @@ pub fn hostname() -> String {
 
 struct Checker {
     file: PathBuf,
+    /// The file each top-level key was last set in (a `conf_d` snippet overrides the main
+    /// file), so that a problem is blamed on the file that holds it.
+    origins: BTreeMap<String, PathBuf>,
     issues: Vec<ConfigIssue>,
     warnings: Vec<ConfigIssue>,
 }
 
 impl Checker {
+    fn issue(&self, path: String, message: String) -> ConfigIssue {
+        // An entry of `plugins`/`jobs` (`jobs[2]...`) is blamed on its own file, set in
+        // `self.file` while the entries are checked; a whole key on the file that set it last.
+        let entry = path.contains('[') && ["plugins", "jobs"].contains(&top_key(&path));
+        let file = match self.origins.get(top_key(&path)) {
+            Some(origin) if !entry => origin.clone(),
+            _ => self.file.clone(),
+        };
+        ConfigIssue {
+            file,
+            path,
+            message,
+        }
+    }
+
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.issues.push(ConfigIssue {
-            file: self.file.clone(),
-            path: path.into(),
-            message: message.into(),
-        });
+        let issue = self.issue(path.into(), message.into());
+        self.issues.push(issue);
     }
 
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(ConfigIssue {
-            file: self.file.clone(),
-            path: path.into(),
-            message: message.into(),
-        });
+        let issue = self.issue(path.into(), message.into());
+        self.warnings.push(issue);
     }
 
     fn string(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
@@ -278,15 +310,27 @@ impl Checker {
         Some(absolutise(base, &s))
     }
 
-    fn uint(&mut self, obj: &Map<String, Value>, key: &str, path: &str, min: u64) -> Option<u64> {
+    /// A whole number in `range` (both ends included).
+    fn uint(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+        range: RangeInclusive<u64>,
+    ) -> Option<u64> {
         match obj.get(key) {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_u64() {
-                Some(n) if n >= min => Some(n),
+                Some(n) if range.contains(&n) => Some(n),
                 _ => {
                     self.error(
                         path,
-                        format!("expected a whole number >= {min}, found {}", show(v)),
+                        format!(
+                            "expected a whole number from {} to {}, found {}",
+                            range.start(),
+                            range.end(),
+                            show(v)
+                        ),
                     );
                     None
                 }
@@ -307,6 +351,11 @@ impl Checker {
             }
         }
     }
+}
+
+/// The top-level key of a key path: `zuul_server` of `zuul_server.gearman_port`.
+fn top_key(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or(path)
 }
 
 fn absolutise(base: &Path, s: &str) -> PathBuf {
@@ -402,6 +451,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
     // conf_d: merge snippets in sorted order.
     let mut merged_files = Vec::new();
+    let mut origins = BTreeMap::new();
     if let Some(conf_d) = root.get("conf_d").cloned() {
         match conf_d {
             Value::String(dir) if !dir.is_empty() => {
@@ -419,6 +469,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                                 collect_entries(&f, &mut snippet, &mut entries);
                                 snippet.remove("conf_d");
                                 for (k, v) in snippet {
+                                    origins.insert(k.clone(), f.clone());
                                     root.insert(k, v);
                                 }
                                 merged_files.push(f);
@@ -445,6 +496,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
     let mut c = Checker {
         file: path.to_path_buf(),
+        origins,
         issues,
         warnings: Vec::new(),
     };
@@ -452,6 +504,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     if c.issues.is_empty() {
         let mut config = config;
         config.warnings = c.warnings;
+        config.origins = c.origins;
         Ok(config)
     } else {
         Err(ConfigError {
@@ -632,16 +685,31 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         );
     }
     let max_concurrent_jobs = c
-        .uint(root, "max_concurrent_jobs", "max_concurrent_jobs", 1)
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .uint(
+            root,
+            "max_concurrent_jobs",
+            "max_concurrent_jobs",
+            1..=MAX_CONCURRENT_JOBS,
+        )
+        .map(|n| usize::try_from(n).unwrap_or(1))
         .unwrap_or(1);
     let shutdown_grace_seconds = c
-        .uint(root, "shutdown_grace_seconds", "shutdown_grace_seconds", 0)
+        .uint(
+            root,
+            "shutdown_grace_seconds",
+            "shutdown_grace_seconds",
+            0..=MAX_SHUTDOWN_GRACE_SECONDS,
+        )
         .unwrap_or(300);
     let max_packet_bytes = c
-        .uint(root, "max_packet_bytes", "max_packet_bytes", 1024)
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-        .unwrap_or(16 * 1024 * 1024);
+        .uint(
+            root,
+            "max_packet_bytes",
+            "max_packet_bytes",
+            MIN_PACKET_BYTES..=MAX_PACKET_BYTES,
+        )
+        .map(|n| usize::try_from(n).unwrap_or(DEFAULT_PACKET_BYTES))
+        .unwrap_or(DEFAULT_PACKET_BYTES);
     let keep_work_dirs = c
         .boolean(root, "keep_work_dirs", "keep_work_dirs")
         .unwrap_or(false);
@@ -667,6 +735,7 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         publish_logs,
         jobs,
         warnings: Vec::new(),
+        origins: BTreeMap::new(),
     }
 }
 
@@ -978,7 +1047,7 @@ mod tests {
         let text = err.to_string();
         for needle in [
             "zuul_server.gearman_port: 99999 is not a port number",
-            "max_concurrent_jobs: expected a whole number >= 1, found 0",
+            "max_concurrent_jobs: expected a whole number from 1 to 1024, found 0",
             "plugin_dirs[0]: expected a directory path",
             "jobs[0].name: required",
             "jobs[1].function: \"build:a b\" contains spaces",
@@ -991,6 +1060,82 @@ mod tests {
         assert_eq!(err.issues.len(), 8, "{text}");
         assert!(err.warnings.iter().any(|w| w.path == "colour"));
         assert!(text.contains(&p.display().to_string()));
+    }
+
+    #[test]
+    fn numbers_are_bounded_both_ways() {
+        let d = tempfile::tempdir().unwrap();
+        for (key, value, range) in [
+            (
+                "max_concurrent_jobs",
+                "18446744073709551615",
+                "from 1 to 1024",
+            ),
+            ("max_concurrent_jobs", "10000000", "from 1 to 1024"),
+            ("max_concurrent_jobs", "-1", "from 1 to 1024"),
+            ("max_concurrent_jobs", "1.5", "from 1 to 1024"),
+            ("max_packet_bytes", "1023", "from 1024 to 268435456"),
+            ("max_packet_bytes", "268435457", "from 1024 to 268435456"),
+            ("shutdown_grace_seconds", "86401", "from 0 to 86400"),
+        ] {
+            let p = write(d.path(), "config.json", &format!("{{\"{key}\": {value}}}"));
+            let err = load(&p).unwrap_err();
+            assert_eq!(err.issues.len(), 1, "{err}");
+            assert_eq!(
+                err.issues[0].to_string(),
+                format!(
+                    "{}: {key}: expected a whole number {range}, found {value}",
+                    p.display()
+                )
+            );
+        }
+        let p = write(
+            d.path(),
+            "config.json",
+            r#"{"max_concurrent_jobs": 1024, "max_packet_bytes": 1024, "shutdown_grace_seconds": 0}"#,
+        );
+        let c = load(&p).unwrap();
+        assert_eq!(
+            (
+                c.max_concurrent_jobs,
+                c.max_packet_bytes,
+                c.shutdown_grace_seconds
+            ),
+            (1024, 1024, 0)
+        );
+    }
+
+    #[test]
+    fn a_key_set_in_a_conf_d_snippet_is_blamed_on_the_snippet() {
+        let d = tempfile::tempdir().unwrap();
+        let confd = d.path().join("conf.d");
+        std::fs::create_dir(&confd).unwrap();
+        let snippet = write(
+            &confd,
+            "50-limits.json",
+            r#"{"max_concurrent_jobs": 10000000, "zuul_server": {"gearman_port": 0}, "jobs": 5}"#,
+        );
+        let p = write(
+            d.path(),
+            "config.json",
+            r#"{"conf_d": "conf.d", "max_packet_bytes": 1, "jobs": [{"name": "build:x", "shell_script": "/x"}]}"#,
+        );
+        let err = load(&p).unwrap_err();
+        let text: Vec<String> = err.issues.iter().map(ToString::to_string).collect();
+        let s = snippet.display();
+        let m = p.display();
+        for needle in [
+            format!("{s}: max_concurrent_jobs: expected a whole number from 1 to 1024"),
+            format!("{s}: zuul_server.gearman_port: 0 is not a port number"),
+            format!("{s}: jobs: expected a list"),
+            format!("{m}: max_packet_bytes: expected a whole number"),
+        ] {
+            assert!(
+                text.iter().any(|t| t.starts_with(&needle)),
+                "{needle}\n{text:#?}"
+            );
+        }
+        assert_eq!(text.len(), 4, "{text:#?}");
     }
 
     #[test]

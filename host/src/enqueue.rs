@@ -54,17 +54,19 @@ impl EnqueueOutcome {
 /// Why the build could not be followed.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
+    // The causes are part of the message and deliberately not `source`s: `{:#}` would print
+    // them a second time.
     /// The server could not be reached or broke off.
-    #[error("Gearman server {server}: {source}")]
+    #[error("Gearman server {server}: {error}")]
     Gearman {
         /// Which server.
         server: String,
         /// Why.
-        source: crate::gearman::Error,
+        error: crate::gearman::Error,
     },
     /// Parameters invalid.
     #[error("invalid job parameters: {0}")]
-    Parameters(#[from] zuul::InvalidParameters),
+    Parameters(zuul::InvalidParameters),
     /// No result in time.
     #[error("no result within {} s", .0.as_secs())]
     Timeout(Duration),
@@ -85,12 +87,12 @@ pub async fn enqueue(
     };
     let mut params = opts.parameters.clone();
     zuul::fill_zuul_parameters(&function, &mut params);
-    zuul::validate(&params)?;
+    zuul::validate(&params).map_err(EnqueueError::Parameters)?;
     let unique = params.get("ZUUL_UUID").cloned().unwrap_or_default();
     let server = opts.server.to_string();
-    let gearman = |source| EnqueueError::Gearman {
+    let gearman = |error| EnqueueError::Gearman {
         server: server.clone(),
-        source,
+        error,
     };
 
     let mut admin =

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod config_check;
 pub mod daemon;
 pub mod enqueue;
 pub mod gearman;

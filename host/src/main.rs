@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use turbo_hipster::config::{self, Config};
+use turbo_hipster::config_check;
 use turbo_hipster::daemon::{self, PidFile};
 use turbo_hipster::host_context::{channel_sink, CancelToken, JobEvent};
 use turbo_hipster::jobs::{self, JobRequest};
@@ -45,7 +46,8 @@ struct Cli {
 enum Command {
     /// Load every configured plugin and show what it serves.
     Plugins,
-    /// Validate the configuration and every job's plugin configuration.
+    /// Validate the configuration and every job's plugin configuration, and check what the
+    /// daemon or a job would refuse later (servers, writable directories, seeds, scripts).
     CheckConfig,
     /// Run one job now, without Gearman, as the daemon would.
     RunJob {
@@ -134,11 +136,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The longest `--timeout`/`--stop-after` (a week), so a typo cannot overflow a clock.
+const MAX_CLI_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
 fn seconds(what: &str, v: Option<f64>) -> Result<Option<std::time::Duration>> {
     match v {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
-        Some(s) => bail!("{what}: {s} is not a number of seconds"),
+        Some(s) if (0.0..=MAX_CLI_SECONDS).contains(&s) => {
+            Ok(Some(std::time::Duration::from_secs_f64(s)))
+        }
+        Some(s) => bail!("{what}: {s:?} is not a number of seconds from 0 to {MAX_CLI_SECONDS}"),
     }
 }
 
@@ -204,8 +211,12 @@ fn check_config(path: &Path, level: &str) -> Result<ExitCode> {
     for w in &config.warnings {
         println!("warning: {w}");
     }
-    let registry = plugins::build_registry(&config);
+    let registry = plugins::check_registry(&config);
     let mut errors = 0;
+    for issue in config_check::check_environment(&config) {
+        println!("error: {issue}");
+        errors += 1;
+    }
     for (source, message) in &registry.job_errors {
         println!("error: {source}: {message}");
         errors += 1;

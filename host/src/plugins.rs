@@ -382,15 +382,27 @@ pub fn host_settings(config: &Config) -> HostSettings {
         git_working_dir: config.git_working_dir.clone(),
         pip_download_cache: config.pip_download_cache.clone(),
         git_origin: config.git_origin.clone(),
+        check_only: false,
     }
 }
 
 /// Loads every plugin the config names and creates a runner for every job.
 pub fn build_registry(config: &Config) -> Registry {
+    registry_with(config, host_settings(config))
+}
+
+/// [`build_registry`] for `check-config`: plugins also report, as errors, what their jobs
+/// would refuse later ([`HostSettings::check_only`]).
+pub fn check_registry(config: &Config) -> Registry {
+    let mut settings = host_settings(config);
+    settings.check_only = true;
+    registry_with(config, settings)
+}
+
+fn registry_with(config: &Config, settings: HostSettings) -> Registry {
     let mut plugins: BTreeMap<String, Result<Arc<LoadedPlugin>, PluginLoadError>> = BTreeMap::new();
     let mut jobs = BTreeMap::new();
     let mut job_errors = Vec::new();
-    let settings = host_settings(config);
     for spec in &config.jobs {
         let plugin = plugins
             .entry(spec.plugin.clone())

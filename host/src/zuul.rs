@@ -103,10 +103,14 @@ fn is_safe_ref(s: &str) -> bool {
             .all(|c| c.is_ascii_graphic() && !matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
 }
 
+/// Parameters [`fill_zuul_parameters`] derives from others: checked last, so that a bad
+/// source (`ZUUL_UUID`) is named rather than the path made from it.
+const DERIVED: &[&str] = &["BASE_LOG_PATH", "LOG_PATH"];
+
 /// Checks every parameter that ends up in a path, a git argument or a process argument.
 ///
 /// # Errors
-/// The first unsafe parameter, named.
+/// The first unsafe parameter, named (derived ones after those they are made from).
 pub fn validate(params: &BTreeMap<String, String>) -> Result<(), InvalidParameters> {
     if params.len() > MAX_PARAMETERS {
         return Err(InvalidParameters(format!(
@@ -114,7 +118,10 @@ pub fn validate(params: &BTreeMap<String, String>) -> Result<(), InvalidParamete
             params.len()
         )));
     }
-    for (k, v) in params {
+    let is_derived = |k: &&String| DERIVED.contains(&k.as_str());
+    let sources = params.iter().filter(|(k, _)| !is_derived(k));
+    let derived = params.iter().filter(|(k, _)| is_derived(k));
+    for (k, v) in sources.chain(derived) {
         if k.is_empty()
             || k.len() > 128
             || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -226,7 +233,7 @@ pub fn fill_zuul_parameters(function: &str, params: &mut BTreeMap<String, String
                 let last2 = last_chars(c, 2);
                 format!("{last2}/{c}/{p}")
             }
-            _ => match params.get("ZUUL_NEWREV").filter(|r| r.len() >= 2) {
+            _ => match params.get("ZUUL_NEWREV").filter(|r| r.chars().count() >= 2) {
                 Some(rev) => format!("{}/{rev}", first_chars(rev, 2)),
                 None => "manual".to_string(),
             },
@@ -335,6 +342,26 @@ mod tests {
         assert!(parse_parameters(b"[1,2]").is_err());
         assert!(parse_parameters(b"{\"A\": [1]}").is_err());
         assert!(parse_parameters(b"not json").is_err());
+    }
+
+    #[test]
+    fn a_bad_uuid_is_named_not_the_log_path_made_from_it() {
+        for uuid in ["../../x", "a/b/c", "ééééééé", "x y"] {
+            let mut p = BTreeMap::from([("ZUUL_UUID".to_string(), uuid.to_string())]);
+            fill_zuul_parameters("build:job", &mut p);
+            let e = validate(&p).unwrap_err();
+            assert!(e.0.starts_with("ZUUL_UUID: "), "{uuid}: {e}");
+        }
+        // Multi-byte change numbers and revisions do not panic the filling either.
+        let mut p = BTreeMap::from([
+            ("ZUUL_CHANGE".to_string(), "1é".to_string()),
+            ("ZUUL_PATCHSET".to_string(), "1".to_string()),
+        ]);
+        fill_zuul_parameters("build:job", &mut p);
+        assert!(validate(&p).unwrap_err().0.starts_with("ZUUL_CHANGE: "));
+        let mut p = BTreeMap::from([("ZUUL_NEWREV".to_string(), "éé".to_string())]);
+        fill_zuul_parameters("build:job", &mut p);
+        assert!(validate(&p).unwrap_err().0.starts_with("ZUUL_NEWREV: "));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct HostSettings {
     pub pip_download_cache: Option<PathBuf>,
     /// The default git origin (`zuul_server.git_origin`), if configured.
     pub git_origin: Option<String>,
+    /// Set by `turbo-hipster check-config`: the plugin is asked to also report what a job
+    /// would refuse later but the daemon's start tolerates (files that may appear later, such
+    /// as a dataset's seed), as configuration errors.
+    pub check_only: bool,
 }
 
 /// One configured job, as handed to [`crate::Plugin::new`].

@@ -308,3 +308,162 @@ fn postgresql_through_gearman() {
     passes("postgresql");
     broken_change_fails("postgresql");
 }
+
+/// A dataset whose `seed_data` reaches outside the datasets dir, added while the daemon
+/// serves the job, fails the build with an error naming the dataset file and the key; the
+/// file is never read.
+#[test]
+fn a_seed_outside_the_datasets_dir_fails_the_build_through_gearman() {
+    let datasets = example_datasets_with(json!({"default": 60}));
+    let (repos, zuul_ref) = example_repo("CREATE TABLE x (id INTEGER);\n");
+    let plugins = PluginDir::new();
+    plugins.add(
+        "gate_real_db_upgrade",
+        &built().plugins["gate_real_db_upgrade"],
+    );
+    let server = JobServer::start(ServerKind::Gearmand);
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "jobs": [{
+                "name": "build:gate-real-db-upgrade",
+                "plugin": "gate_real_db_upgrade",
+                "datasets_dir": datasets.path(),
+                "engine": "sqlite"
+            }]
+        }),
+    );
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
+    let shadow = datasets.path().join("shadow");
+    std::fs::create_dir(&shadow).unwrap();
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(datasets.path().join("example/config.json")).unwrap(),
+    )
+    .unwrap();
+    config["seed_data"] = json!("../../../../../../../../../etc/shadow");
+    std::fs::write(shadow.join("config.json"), config.to_string()).unwrap();
+    let out = enqueue(
+        &server.addr(),
+        "gate-real-db-upgrade",
+        &[
+            "--param",
+            "ZUUL_PROJECT=example/shop",
+            "--param",
+            &format!("ZUUL_URL={}", repos.path().display()),
+            "--param",
+            &format!("ZUUL_REF={zuul_ref}"),
+            "--timeout",
+            "120",
+        ],
+    );
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "result: FAILURE - invalid datasets: {}: seed_data: must name a file in the \
+             dataset's directory",
+            shadow.join("config.json").display()
+        )),
+        "{t}\n{}",
+        daemon.log_text()
+    );
+    drop(daemon);
+}
+
+/// Every file under `dir` (recursively) whose bytes contain `marker`.
+fn files_containing(dir: &Path, marker: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            found.extend(files_containing(&p, marker));
+        } else if String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(marker) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// A seed with a secret and a syntax error, through gearmand into the daemon, with logs
+/// published: the build fails with the original's line and the secret is in no file of the
+/// jobs dir or the published dir, nor in what the daemon logged.
+fn a_seed_error_never_reaches_the_published_logs(engine: &str) {
+    let marker = format!(
+        "TH_SECRET_MARKER_{}",
+        turbo_hipster::zuul::random_uuid_hex()
+    );
+    let datasets = example_datasets_with(json!({"default": 60}));
+    std::fs::write(
+        datasets.path().join("example/seed.sql"),
+        format!("CREATE TABLE kept (id INTEGER);\n\n{marker} is not sql 'at all {marker}';\n"),
+    )
+    .unwrap();
+    let (repos, zuul_ref) = example_repo("CREATE TABLE x (id INTEGER);\n");
+    let plugins = PluginDir::new();
+    plugins.add(
+        "gate_real_db_upgrade",
+        &built().plugins["gate_real_db_upgrade"],
+    );
+    let server = JobServer::start(ServerKind::Gearmand);
+    let published = tempfile::tempdir().unwrap();
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "publish_logs": {"type": "local", "path": published.path(),
+                             "prepend_url": "http://logs.example/"},
+            "jobs": [{
+                "name": "build:gate-real-db-upgrade",
+                "plugin": "gate_real_db_upgrade",
+                "datasets_dir": datasets.path(),
+                "engine": engine
+            }]
+        }),
+    );
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
+    let out = enqueue(
+        &server.addr(),
+        "gate-real-db-upgrade",
+        &[
+            "--param",
+            "ZUUL_PROJECT=example/shop",
+            "--param",
+            &format!("ZUUL_URL={}", repos.path().display()),
+            "--param",
+            &format!("ZUUL_REF={zuul_ref}"),
+            "--timeout",
+            "120",
+        ],
+    );
+    let t = text(&out);
+    assert!(
+        t.contains("result: FAILURE - Could not setup seed database."),
+        "{t}\n{}",
+        daemon.log_text()
+    );
+    let logs = files_containing(published.path(), "at line 3: ");
+    assert!(
+        !logs.is_empty(),
+        "no summary with the line number published"
+    );
+    for dir in [published.path(), setup.jobs_dir().as_path()] {
+        let leaked = files_containing(dir, &marker);
+        assert!(leaked.is_empty(), "the seed leaked into {leaked:?}");
+    }
+    drop(daemon);
+    let leaked = files_containing(setup.dir.path(), &marker);
+    assert!(leaked.is_empty(), "the seed leaked into {leaked:?}");
+    assert!(!t.contains(&marker), "{t}");
+}
+
+#[test]
+fn mariadb_a_seed_error_never_reaches_the_published_logs() {
+    a_seed_error_never_reaches_the_published_logs("mariadb");
+}
+
+#[test]
+fn postgresql_a_seed_error_never_reaches_the_published_logs() {
+    a_seed_error_never_reaches_the_published_logs("postgresql");
+}

@@ -19,14 +19,14 @@
 //! | `connection` | `{host, port, socket, user, password}`; each missing field falls back to the job config's `connection` |
 //! | `db_user`, `db_pass` | the original's spelling of `connection.user` / `connection.password` |
 //! | `database` | the name prefix of the run databases (`[A-Za-z0-9_]`, at most 48 characters); default: the dataset name with other characters as `_` |
-//! | `seed_data` (required) | the dump, relative to the dataset's directory: `.sql`, `.sql.gz`, `.dump`/`.pgdump` (PostgreSQL custom format). Its existence is checked when a job runs, not here |
+//! | `seed_data` (required) | the dump, a relative path without `..` inside the dataset's directory (a seed kept elsewhere is linked in by a symlink placed there): `.sql`, `.sql.gz`, `.dump`/`.pgdump` (PostgreSQL custom format). Whether it is a readable regular file is checked by [`Seed::check_file`] (`check-config`) and when a job runs, not here |
 //! | `seed_format` | overrides the extension: `sql`, `sql_gz` (or `sql.gz`), `pg_custom` (PostgreSQL only) |
 //! | `logging_conf` | the original's logging config handed to the tool (`{logging_conf}`) |
 //! | `migration` | how to migrate, see below |
 //! | `expected_version` | `{"highest_numbered": dir}`, `{"alembic_heads": dir}`, `{"fixed": "42"}`, `"last_sql_file"`, `"unchecked"` |
 //! | `upgrade_path` | git refs to migrate through, in order, before the change |
 //! | `maximum_migration_times`, `XInnodb_rows_changed`, `Innodb_rows_read` | limits as in the original (see [`crate::limits`]); `default` required in each |
-//! | `timeout` | seconds for the whole run (default: the job's) |
+//! | `timeout` | seconds for the whole run, over 0 and at most a week (default: the job's) |
 //!
 //! Keys starting with `_` are comments. Other unknown keys are warnings, not errors.
 //!
@@ -290,6 +290,14 @@ pub const DEFAULT_VERSION_TABLE: &str = "th_schema_version";
 /// character limits of PostgreSQL and MySQL).
 pub const MAX_DATABASE_PREFIX: usize = 48;
 
+/// The longest `timeout` accepted, in seconds (a week), here and in the job config.
+pub const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Where a seed must be: what `seed_data` errors say. A seed kept elsewhere is linked in by
+/// the administrator (a symlink placed in the dataset's directory), never reached by a path.
+pub const SEED_INSIDE: &str = "must name a file in the dataset's directory (a relative path \
+     without `..`; to use a seed kept elsewhere, place a symlink to it there)";
+
 /// What [`Dataset::runnable`] says about a dataset without `migration`.
 pub const MIGRATION_REQUIRED: &str =
     "migration: required to run this dataset (the original's nova scripts are not shipped)";
@@ -338,6 +346,75 @@ impl Dataset {
             Migration::Tool { argv, .. } if argv.is_empty() => Err(MIGRATION_REQUIRED.to_string()),
             _ => Ok(()),
         }
+    }
+}
+
+impl Seed {
+    /// What a job would find wrong with the seed file: it must exist, be a regular file
+    /// (symlinks followed) and be readable. `check-config` reports this; a job whose seed is
+    /// missing reports `FAILURE - Could not find seed database.` instead.
+    ///
+    /// # Errors
+    /// Why not, as one line starting with the key (`seed_data: ...`).
+    pub fn check_file(&self) -> Result<(), String> {
+        let path = self.path.display();
+        let meta = std::fs::metadata(&self.path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("seed_data: {path} does not exist"),
+            _ => format!("seed_data: cannot read {path}: {e}"),
+        })?;
+        if !meta.is_file() {
+            return Err(format!("seed_data: {path} is not a regular file"));
+        }
+        std::fs::File::open(&self.path)
+            .map(drop)
+            .map_err(|e| format!("seed_data: cannot read {path}: {e}"))
+    }
+}
+
+impl Dataset {
+    /// What a job would find missing among the files this dataset names and that can be
+    /// known before a job runs: the seed ([`Seed::check_file`]), the config templates, and a
+    /// migration tool given as an absolute path without placeholders (a relative tool, or one
+    /// with placeholders, is resolved in the checkout at run time and cannot be checked here).
+    /// One line each, starting with the key.
+    pub fn check_files(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self.seed.check_file().err().into_iter().collect();
+        if let Migration::Tool {
+            argv, templates, ..
+        } = &self.migration
+        {
+            if let Some(tool) = argv
+                .first()
+                .filter(|t| t.starts_with('/') && !t.contains('{'))
+            {
+                if let Err(why) = executable(Path::new(tool)) {
+                    problems.push(format!("migration.tool[0]: {why}"));
+                }
+            }
+            for (template, output) in templates {
+                if let Err(e) = std::fs::File::open(template) {
+                    problems.push(format!(
+                        "migration.templates.{output}: cannot read {}: {e}",
+                        template.display()
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// A regular file (symlinks followed) this user may execute.
+fn executable(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{shown} does not exist"))
+        }
+        Err(e) => Err(format!("cannot read {shown}: {e}")),
+        Ok(m) if !m.is_file() => Err(format!("{shown} is not a regular file")),
+        Ok(_) => nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
+            .map_err(|e| format!("{shown} is not executable: {e}")),
     }
 }
 
@@ -804,7 +881,14 @@ fn parse_dataset(
             );
             None
         }
-        Some(v) => c.nonempty("seed_data", v).map(|s| dir.join(s)),
+        Some(v) => c.nonempty("seed_data", v).and_then(|s| {
+            if is_inner_path(&s) {
+                Some(dir.join(s))
+            } else {
+                c.err("seed_data", format!("{SEED_INSIDE}, not {s:?}"));
+                None
+            }
+        }),
     };
     let seed_format = match obj.get("seed_format") {
         None => seed_path.as_deref().map(SeedFormat::from_path),
@@ -907,14 +991,17 @@ fn parse_dataset(
         None => None,
         Some(v) => match v
             .as_f64()
-            .filter(|s| *s > 0.0)
+            .filter(|s| *s > 0.0 && *s <= MAX_TIMEOUT_SECONDS)
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
         {
             Some(d) => Some(d),
             None => {
                 c.err(
                     "timeout",
-                    format!("must be a positive number of seconds, not {v}"),
+                    format!(
+                        "must be a number of seconds greater than 0 and at most \
+                         {MAX_TIMEOUT_SECONDS} (a week), not {v}"
+                    ),
                 );
                 None
             }

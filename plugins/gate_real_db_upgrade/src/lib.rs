@@ -35,6 +35,7 @@
 //!    | `FAILURE - Could not import required module.` | the tool printed an import error, or the tool does not exist |
 //!    | `Return code from test script was non-zero (N)` | the tool failed and nothing above explains it |
 //!    | `FAILURE - No dataset found for project <p>` | no dataset tests the project |
+//!    | `FAILURE - No dataset found: the job has no ZUUL_PROJECT parameter (the project to test)` | the job named no project |
 //!    | `FAILURE - Migrations timed out after N s` | the time limit passed between migrations |
 //!
 //!    A cancelled job (Zuul stop, shutdown) ends `ABORTED`.
@@ -48,7 +49,9 @@
 //!
 //! See [`settings`]: `datasets_dir`, `max_parallel_datasets`, `timeout`, `connection`,
 //! `engine`, `git_retries`, `keep_databases`. The original's other keys (`shutdown-th`, …)
-//! are ignored. `turbo-hipster check-config` loads and validates every dataset too.
+//! are ignored. `turbo-hipster check-config` loads and validates every dataset too, and
+//! checks the files a dataset names ([`dataset::Dataset::check_files`]: seed, templates, a tool
+//! given by absolute path).
 
 pub mod dataset;
 pub mod dataset_run;
@@ -93,7 +96,23 @@ impl Plugin for GateRealDbUpgrade {
         // Validate the datasets now, so that check-config reports their mistakes; they are
         // read again for every job. A missing directory may be filled later.
         if settings.datasets_dir.is_dir() {
-            run::load_datasets(&settings).map_err(PluginError::Config)?;
+            let datasets = run::load_datasets(&settings).map_err(PluginError::Config)?;
+            // check-config also reports files a job would not find (the daemon starts anyway:
+            // such a dataset fails its runs, e.g. with `Could not find seed database.`).
+            if config.host.check_only {
+                let problems: Vec<String> = datasets
+                    .iter()
+                    .flat_map(|d| {
+                        let file = d.source.display().to_string();
+                        d.check_files()
+                            .into_iter()
+                            .map(move |why| format!("{file}: {why}"))
+                    })
+                    .collect();
+                if !problems.is_empty() {
+                    return Err(PluginError::Config(problems));
+                }
+            }
         } else {
             tracing::warn!(
                 "{}: the datasets directory {} does not exist (yet): jobs will find no dataset",

@@ -19,12 +19,35 @@ pub fn return_code(code: i32) -> String {
     format!("Return code from test script was non-zero ({code})")
 }
 
-/// No dataset of the datasets directory tests this project.
+/// No dataset of the datasets directory tests this project; a job without `ZUUL_PROJECT`
+/// says so rather than naming a blank project.
 pub fn no_dataset(project: &str) -> String {
-    format!("FAILURE - No dataset found for project {project}")
+    if project.is_empty() {
+        NO_PROJECT.to_string()
+    } else {
+        format!("FAILURE - No dataset found for project {project}")
+    }
 }
+
+/// The job has no `ZUUL_PROJECT`: no dataset can be chosen.
+pub const NO_PROJECT: &str =
+    "FAILURE - No dataset found: the job has no ZUUL_PROJECT parameter (the project to test)";
 
 /// The change could not be checked out (as the shell_script plugin says it).
 pub fn git_failure(why: &str) -> String {
     format!("FAILURE - could not prepare the git checkout: {why}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_project_is_said_not_left_blank() {
+        assert_eq!(
+            no_dataset("a/b"),
+            "FAILURE - No dataset found for project a/b"
+        );
+        assert!(no_dataset("").contains("no ZUUL_PROJECT parameter"));
+    }
 }

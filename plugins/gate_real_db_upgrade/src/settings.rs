@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `datasets_dir` | directory of datasets | `/var/lib/turbo-hipster/datasets` |
 //! | `max_parallel_datasets` | how many datasets of one job run at once (1 to 64) | 1 |
-//! | `timeout` | seconds one dataset's run may take, unless the dataset sets its own | 3600 |
+//! | `timeout` | seconds one dataset's run may take, unless the dataset sets its own (over 0, at most 604800: a week) | 3600 |
 //! | `connection` | `{host, port, socket, user, password}`: how to reach the database server; a dataset's own keys win | engine defaults |
 //! | `engine` | `mysql`, `mariadb`, `postgresql` or `sqlite`: the engine of datasets that do not name one | none |
 //! | `git_retries` | how many times to try fetching the change (1 to 100) | 3 |
@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use turbo_hipster_sdk::support::git;
 use turbo_hipster_sdk::PluginError;
 
-use crate::dataset::{Connection, DatasetDefaults, Engine};
+use crate::dataset::{Connection, DatasetDefaults, Engine, MAX_TIMEOUT_SECONDS};
 
 /// Where datasets live unless the job says otherwise.
 pub const DEFAULT_DATASETS_DIR: &str = "/var/lib/turbo-hipster/datasets";
@@ -87,12 +87,13 @@ impl Settings {
             None | Some(Value::Null) => {}
             Some(v) => match v
                 .as_f64()
-                .filter(|t| *t > 0.0)
+                .filter(|t| *t > 0.0 && *t <= MAX_TIMEOUT_SECONDS)
                 .and_then(|t| Duration::try_from_secs_f64(t).ok())
             {
                 Some(t) => s.timeout = t,
                 None => problems.push(format!(
-                    "timeout: expected a number of seconds greater than 0, found {v}"
+                    "timeout: expected a number of seconds greater than 0 and at most \
+                     {MAX_TIMEOUT_SECONDS} (a week), found {v}"
                 )),
             },
         }
@@ -236,7 +237,7 @@ mod tests {
         let PluginError::Config(problems) = Settings::from_config(&config(json!({
             "datasets_dir": 3,
             "max_parallel_datasets": 0,
-            "timeout": -1,
+            "timeout": 1e9,
             "engine": "oracle",
             "connection": {"port": 70000, "user": 1, "flavour": "x"},
             "git_retries": 0,

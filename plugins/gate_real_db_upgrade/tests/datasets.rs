@@ -134,6 +134,134 @@ fn missing_seed_is_not_a_load_error() {
 }
 
 #[test]
+fn a_seed_must_stay_inside_its_dataset_dir() {
+    for seed in [
+        "/etc/shadow",
+        "../../../../etc/shadow",
+        "sub/../../x.sql",
+        "..",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = write_json(
+            tmp.path(),
+            "d/config.json",
+            minimal(json!({"seed_data": seed})),
+        );
+        let errors = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![format!(
+                "{}: seed_data: must name a file in the dataset's directory (a relative path \
+                 without `..`; to use a seed kept elsewhere, place a symlink to it there), not \
+                 {seed:?}",
+                f.display()
+            )]
+        );
+    }
+    // A symlink placed in the dataset's directory is how a seed kept elsewhere is used.
+    let tmp = tempfile::tempdir().unwrap();
+    write_json(
+        tmp.path(),
+        "d/config.json",
+        minimal(json!({"seed_data": "seed.sql"})),
+    );
+    let elsewhere = write(tmp.path(), "elsewhere/seed.sql", "SELECT 1;\n");
+    std::os::unix::fs::symlink(&elsewhere, tmp.path().join("d/seed.sql")).unwrap();
+    let datasets = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap();
+    assert_eq!(datasets[0].seed.check_file(), Ok(()));
+}
+
+#[test]
+fn seed_file_checks_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_json(
+        tmp.path(),
+        "a/config.json",
+        minimal(json!({"seed_data": "missing.sql"})),
+    );
+    write_json(
+        tmp.path(),
+        "b/config.json",
+        minimal(json!({"seed_data": "dir"})),
+    );
+    std::fs::create_dir(tmp.path().join("b/dir")).unwrap();
+    let datasets = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap();
+    let problems: Vec<String> = datasets
+        .iter()
+        .map(|d| d.seed.check_file().unwrap_err())
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            format!(
+                "seed_data: {} does not exist",
+                tmp.path().join("a/missing.sql").display()
+            ),
+            format!(
+                "seed_data: {} is not a regular file",
+                tmp.path().join("b/dir").display()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn check_files_checks_what_can_be_known_before_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = write(tmp.path(), "bin/migrate", "#!/bin/sh\n");
+    for (name, tool, templates) in [
+        (
+            "missing",
+            json!(["/nonexistent/th-migrate", "up"]),
+            json!({}),
+        ),
+        ("plain", json!([script, "up"]), json!({"a.ini": "a.ini.in"})),
+        (
+            "placeholder",
+            json!(["{checkout}/tools/migrate"]),
+            json!({}),
+        ),
+        ("relative", json!(["tools/migrate"]), json!({})),
+    ] {
+        write_json(
+            tmp.path(),
+            &format!("{name}/config.json"),
+            minimal(json!({"migration": {"tool": tool, "templates": templates}})),
+        );
+        write(tmp.path(), &format!("{name}/seed.sql"), "SELECT 1;\n");
+    }
+    let datasets = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap();
+    let problems: Vec<(String, Vec<String>)> = datasets
+        .iter()
+        .map(|d| (d.name.clone(), d.check_files()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "missing".to_string(),
+                vec!["migration.tool[0]: /nonexistent/th-migrate does not exist".to_string()]
+            ),
+            (
+                "placeholder".to_string(),
+                vec![]
+            ),
+            (
+                "plain".to_string(),
+                vec![
+                    format!("migration.tool[0]: {} is not executable: EACCES: Permission denied", script.display()),
+                    format!(
+                        "migration.templates.a.ini: cannot read {}: No such file or directory (os error 2)",
+                        tmp.path().join("plain/a.ini.in").display()
+                    ),
+                ]
+            ),
+            ("relative".to_string(), vec![]),
+        ]
+    );
+}
+
+#[test]
 fn type_and_engine_mapping() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -381,7 +509,10 @@ fn every_error_at_once() {
         format!("{b}: upgrade_path[3]: must be a string, not 3"),
         format!("{b}: maximum_migration_times.default: required"),
         format!("{b}: Innodb_rows_read.default: must be a non-negative number, not -1"),
-        format!("{b}: timeout: must be a positive number of seconds, not 0"),
+        format!(
+            "{b}: timeout: must be a number of seconds greater than 0 and at most 604800 (a \
+             week), not 0"
+        ),
         format!("{}: project: required (e.g. \"openstack/nova\")", other.display()),
         format!("{}: (name): dataset name \"sp ace\" is not a safe name ([A-Za-z0-9._-])", unsafe_name.display()),
     ];

@@ -202,6 +202,55 @@ fn missing_seed_fails(engine: Engine) {
     );
 }
 
+/// Every file under `dir` (recursively) whose bytes contain `marker`.
+fn files_containing(dir: &std::path::Path, marker: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            found.extend(files_containing(&p, marker));
+        } else if String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(marker) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// A seed holding a secret and a syntax error: the job fails with the original's line, the
+/// log says where the load failed (code and line number), and the secret reaches no file of
+/// the job and no output of run-job, although the clients quote the failing statement.
+fn a_seed_error_never_echoes_the_seed(engine: Engine, summary: &str) {
+    let marker = format!("TH_SECRET_MARKER_{}", std::process::id());
+    let seed = format!(
+        "-- {marker} in a comment\nCREATE TABLE kept (id INTEGER);\n\
+         {marker} is not sql at all 'quoted {marker}';\n"
+    );
+    let mut world = example_world(engine, |c| c["seed_data"] = json!("secret.sql"));
+    let seed_path = world.datasets.join("example/secret.sql");
+    std::fs::write(&seed_path, &seed).unwrap();
+    world.watch_seed(&seed_path);
+    let run = run_change(
+        &world,
+        engine,
+        "migrations/004_add_loyalty_points.sql",
+        LOYALTY,
+    );
+    assert_eq!(
+        run.result,
+        "FAILURE - Could not setup seed database.",
+        "{}",
+        run.describe()
+    );
+    let log = run.file("example.log");
+    assert!(log.contains(summary), "{log}");
+    let leaked = files_containing(&world.root.join("jobs"), &marker);
+    assert!(leaked.is_empty(), "the seed leaked into {leaked:?}\n{log}");
+    assert!(!run.stdout.contains(&marker) && !run.stderr.contains(&marker));
+}
+
 fn parallel_datasets_get_their_own_databases(engine: Engine) {
     require(engine);
     let mut world = World::new(json!({
@@ -296,6 +345,22 @@ fn mariadb_missing_seed_fails() {
 #[test]
 fn postgresql_missing_seed_fails() {
     missing_seed_fails(Engine::PostgreSql);
+}
+
+#[test]
+fn mariadb_a_seed_error_never_echoes_the_seed() {
+    a_seed_error_never_echoes_the_seed(
+        Engine::MariaDb,
+        "ERROR 1064 (42000) at line 3: syntax error",
+    );
+}
+
+#[test]
+fn postgresql_a_seed_error_never_echoes_the_seed() {
+    a_seed_error_never_echoes_the_seed(
+        Engine::PostgreSql,
+        "ERROR at line 3: syntax error; (2 other line(s) of error output not shown",
+    );
 }
 
 #[test]

@@ -428,6 +428,19 @@ fn a_project_without_a_dataset_fails_clearly() {
 }
 
 #[test]
+fn a_job_without_zuul_project_says_so() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    world.example_dataset("example");
+    let run = world.run("", "refs/zuul/master/Zx");
+    assert_eq!(
+        run.result,
+        "FAILURE - No dataset found: the job has no ZUUL_PROJECT parameter (the project to test)",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
 fn a_missing_ref_fails_the_checkout() {
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
@@ -618,10 +631,132 @@ fn the_tool_gets_its_placeholders_templates_and_environment() {
     assert!(output[3].starts_with("env=sqlite:////"), "{}", output[3]);
 }
 
+/// `turbo-hipster check-config` on the world's config, with a Gearman server named (a config
+/// without one is an error of its own): (success, stdout + stderr).
+fn check_config(world: &World) -> (bool, String) {
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&world.config).unwrap()).unwrap();
+    config["gearman_servers"] = json!(["127.0.0.1:4730"]);
+    std::fs::write(&world.config, config.to_string()).unwrap();
+    let out = std::process::Command::new(&e2e_support::built().daemon)
+        .arg("-c")
+        .arg(&world.config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The example dataset copied in as `name` with its `seed_data` set to `seed`; returns its
+/// config file.
+fn example_with_seed(world: &mut World, name: &str, seed: &str) -> std::path::PathBuf {
+    let dir = world.example_dataset(name);
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["seed_data"] = json!(seed);
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// `seed_data` of `/etc/shadow`, directly or through `..`, is refused by check-config and by a
+/// job, naming the dataset file and the key; a symlink placed in the dataset dir is the way
+/// to use a seed kept elsewhere.
+#[test]
+fn a_seed_outside_the_dataset_dir_is_refused() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    let absolute = example_with_seed(&mut world, "absolute", "/etc/shadow");
+    let dotdot = example_with_seed(&mut world, "dotdot", "../../../../../../../../etc/shadow");
+    let linked = world.example_dataset("linked");
+    let elsewhere = world.root.join("elsewhere.sql");
+    std::fs::rename(linked.join("seed.sql"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, linked.join("seed.sql")).unwrap();
+    let (ok, text) = check_config(&world);
+    assert!(!ok, "{text}");
+    for file in [&absolute, &dotdot] {
+        let needle = format!(
+            "{}: seed_data: must name a file in the dataset's directory",
+            file.display()
+        );
+        assert!(text.contains(&needle), "{needle}\n{text}");
+    }
+    assert!(!text.contains("linked/config.json"), "{text}");
+
+    world.project_from("example/shop", &example().join("project"));
+    let change = world.propose(
+        "example/shop",
+        &[("migrations/004_x.sql", "CREATE TABLE x (id INTEGER);\n")],
+    );
+    // run-job refuses the job with the same errors (through Gearman, a daemon that already
+    // serves the job fails the build: tests/tests/gate_through_gearman.rs).
+    let (child, _, _) = world.spawn("example/shop", &change, &[]);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    let needle = format!("{}: seed_data: must name a file", dotdot.display());
+    assert!(text.contains(&needle), "{text}");
+
+    // With the bad ones mended, every dataset runs, the linked seed too.
+    for (file, name) in [(&absolute, "absolute"), (&dotdot, "dotdot")] {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut config: Value = serde_json::from_str(&text).unwrap();
+        config["seed_data"] = json!("seed.sql");
+        std::fs::write(file, config.to_string()).unwrap();
+        assert!(file.ends_with(format!("{name}/config.json")));
+    }
+    let (ok, text) = check_config(&world);
+    assert!(ok, "{text}");
+    let run = world.run("example/shop", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+}
+
+/// check-config reports a seed a job would not find or not read; the job itself keeps the
+/// original's line.
+#[test]
+fn check_config_reports_seeds_a_job_would_not_find() {
+    let mut world = World::new(json!({"engine": "sqlite"}));
+    let missing = example_with_seed(&mut world, "missing", "nowhere.sql");
+    let directory = example_with_seed(&mut world, "directory", "adir");
+    std::fs::create_dir(directory.parent().unwrap().join("adir")).unwrap();
+    let dangling = example_with_seed(&mut world, "dangling", "link.sql");
+    std::os::unix::fs::symlink(
+        "/nonexistent/seed.sql",
+        dangling.parent().unwrap().join("link.sql"),
+    )
+    .unwrap();
+    let (ok, text) = check_config(&world);
+    assert!(!ok, "{text}");
+    let dir_of = |p: &std::path::Path| p.parent().unwrap().to_path_buf();
+    for needle in [
+        format!(
+            "{}: seed_data: {} does not exist",
+            missing.display(),
+            dir_of(&missing).join("nowhere.sql").display()
+        ),
+        format!(
+            "{}: seed_data: {} is not a regular file",
+            directory.display(),
+            dir_of(&directory).join("adir").display()
+        ),
+        format!(
+            "{}: seed_data: {} does not exist",
+            dangling.display(),
+            dir_of(&dangling).join("link.sql").display()
+        ),
+    ] {
+        assert!(text.contains(&needle), "{needle}\n{text}");
+    }
+}
+
 #[test]
 fn check_config_validates_every_dataset() {
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
+    check_config(&world);
     let out = std::process::Command::new(&e2e_support::built().daemon)
         .arg("-c")
         .arg(&world.config)

@@ -16,10 +16,10 @@
 //!
 //! | key | meaning |
 //! |---|---|
-//! | `shell_script` | required: absolute path of the script |
-//! | `timeout` | seconds (> 0) the script may run; unlimited when absent |
-//! | `kill_grace_seconds` | seconds between SIGTERM and SIGKILL when the script is stopped (default 5) |
-//! | `git_retries` | how many times to try fetching the change (default 3) |
+//! | `shell_script` | required: absolute path of the script (`check-config` also checks it is an executable regular file) |
+//! | `timeout` | seconds (over 0, at most 604800: a week) the script may run; unlimited when absent |
+//! | `kill_grace_seconds` | seconds (0 to 3600) between SIGTERM and SIGKILL when the script is stopped (default 5) |
+//! | `git_retries` | how many times to try fetching the change (1 to 100, default 3) |
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -94,7 +94,8 @@ impl Settings {
                 Some(t) => Some(t),
                 None => {
                     problems.push(format!(
-                        "timeout: expected a number of seconds greater than 0, found {v}"
+                        "timeout: expected a number of seconds greater than 0 and at most \
+                         {MAX_TIMEOUT_SECONDS} (a week), found {v}"
                     ));
                     None
                 }
@@ -104,13 +105,14 @@ impl Settings {
             None | Some(Value::Null) => process::DEFAULT_KILL_GRACE,
             Some(v) => match v
                 .as_f64()
-                .filter(|s| *s >= 0.0)
+                .filter(|s| (0.0..=MAX_KILL_GRACE_SECONDS).contains(s))
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
             {
                 Some(g) => g,
                 None => {
                     problems.push(format!(
-                        "kill_grace_seconds: expected a number of seconds (0 or more), found {v}"
+                        "kill_grace_seconds: expected a number of seconds from 0 to \
+                         {MAX_KILL_GRACE_SECONDS}, found {v}"
                     ));
                     process::DEFAULT_KILL_GRACE
                 }
@@ -140,8 +142,33 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// What a job would find wrong with the script: it must be a regular file (symlinks
+    /// followed) the daemon's user may execute.
+    ///
+    /// # Errors
+    /// Why not, as one line starting with the key.
+    pub fn check_script(&self) -> Result<(), String> {
+        let path = self.script.display();
+        match fs::metadata(&self.script) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("shell_script: {path} does not exist"))
+            }
+            Err(e) => Err(format!("shell_script: cannot read {path}: {e}")),
+            Ok(m) if !m.is_file() => Err(format!("shell_script: {path} is not a regular file")),
+            Ok(_) => nix::unistd::access(&self.script, nix::unistd::AccessFlags::X_OK)
+                .map_err(|e| format!("shell_script: {path} is not executable: {e}")),
+        }
+    }
+}
+
+/// The longest `timeout` accepted, in seconds (a week).
+pub const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+/// The longest `kill_grace_seconds` accepted (an hour).
+pub const MAX_KILL_GRACE_SECONDS: f64 = 3600.0;
+
 fn positive_seconds(s: f64) -> Option<Duration> {
-    if s > 0.0 {
+    if s > 0.0 && s <= MAX_TIMEOUT_SECONDS {
         Duration::try_from_secs_f64(s).ok()
     } else {
         None
@@ -171,9 +198,15 @@ impl Plugin for ShellScript {
         "runs a script against a checkout of the change; its exit code and result file decide";
 
     fn new(config: &JobConfig) -> Result<Self, PluginError> {
-        Ok(Self {
-            settings: Settings::from_config(&config.config)?,
-        })
+        let settings = Settings::from_config(&config.config)?;
+        // check-config also reports a script a job could not start (the daemon starts anyway:
+        // the script may be installed after the config).
+        if config.host.check_only {
+            settings
+                .check_script()
+                .map_err(|why| PluginError::Config(vec![why]))?;
+        }
+        Ok(Self { settings })
     }
 
     fn run(&self, ctx: &Context<'_>) -> Result<Outcome, PluginError> {

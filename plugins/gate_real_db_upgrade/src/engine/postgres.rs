@@ -154,7 +154,8 @@ pub(super) fn load_seed(
             .env_remove("PGOPTIONS");
     };
     let psql = |cmd: &mut Command| {
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+        // `-f -`: stdin read as a script, so that errors carry their line (`psql:<stdin>:3:`).
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
         connection_args(cmd);
     };
     match seed.format {

@@ -102,7 +102,12 @@ pub(super) async fn create_from_sql(path: &Path, sql: &str) -> Result<(), Engine
     match result {
         Ok(_) => Ok(()),
         Err(e) => {
-            let error = EngineError::SeedLoad(format!("{}: {}", path.display(), describe(&e)));
+            // Summarised: SQLite quotes the seed text it chokes on.
+            let error = EngineError::SeedLoad(format!(
+                "{}: {}",
+                path.display(),
+                super::client::summarise_sqlite(&describe(&e))
+            ));
             match remove(path) {
                 Ok(()) => Err(error),
                 Err(remove_error) => Err(super::append(
