@@ -104,6 +104,27 @@ pub mod results {
     pub const ABORTED: &str = "ABORTED";
     /// The generic failure.
     pub const FAILURE: &str = "FAILURE";
+    /// How the result of a build that failed for reasons outside the change starts (see
+    /// [`crate::Outcome::infrastructure`]).
+    pub const INFRASTRUCTURE_PREFIX: &str = "ERROR - infrastructure: ";
+
+    /// `ERROR - infrastructure: <what>`.
+    pub fn infrastructure(what: &str) -> String {
+        format!("{INFRASTRUCTURE_PREFIX}{what}")
+    }
+
+    /// What failed, when `result` is an infrastructure failure's (its first line).
+    ///
+    /// ```
+    /// use turbo_hipster_sdk::results::infrastructure_failure;
+    /// assert_eq!(infrastructure_failure("ERROR - infrastructure: disk full\nmore"), Some("disk full"));
+    /// assert_eq!(infrastructure_failure("FAILURE - x"), None);
+    /// ```
+    pub fn infrastructure_failure(result: &str) -> Option<&str> {
+        result
+            .strip_prefix(INFRASTRUCTURE_PREFIX)
+            .map(|rest| rest.lines().next().unwrap_or(""))
+    }
 }
 
 /// Why a plugin could not be set up or could not run a job.

@@ -199,6 +199,9 @@ struct Phase {
     cancelled: bool,
     printed_final: Option<String>,
     last_sql_file: Option<String>,
+    /// The first line of the tool's output (or the server's message in the SQL-files mode)
+    /// that speaks of a lost server or a full disk.
+    unavailable_hint: Option<String>,
 }
 
 /// What [`Run::execute`] found.
@@ -212,6 +215,9 @@ struct Executed {
     version_lines: Vec<String>,
     /// The job was cancelled.
     cancelled: bool,
+    /// Not the change's fault: what failed (the server lost, the disk full, git unreachable).
+    /// Replaces every other line of the dataset.
+    infrastructure: Option<String>,
 }
 
 /// The accumulated state of a dataset's run.
@@ -252,10 +258,12 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     let log = match LogFile::create(&log_path) {
         Ok(log) => log,
         Err(e) => {
-            summary.result_lines.push(format!(
-                "FAILURE - cannot create {}: {e}",
-                log_path.display()
-            ));
+            let what = format!("cannot create {}: {e}", log_path.display());
+            summary.result_lines.push(if is_disk_full(&e) {
+                messages::infrastructure(&format!("disk full: {what}"))
+            } else {
+                format!("FAILURE - {what}")
+            });
             return DatasetOutcome {
                 summary,
                 cancelled: false,
@@ -309,6 +317,12 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     );
     lines.extend(limits::check(&ds.limits, &all_records));
     lines.extend(std::mem::take(&mut executed.version_lines));
+    if let Some(what) = &executed.infrastructure {
+        // The other lines are consequences: the change is not judged.
+        tracing::warn!("dataset {}: infrastructure failure: {what}", ds.name);
+        let _ = log.line(NOTE, &format!("infrastructure failure, not the change's: {what}"));
+        lines = vec![messages::infrastructure(what)];
+    }
     dedup_keep_order(&mut lines);
     summary.result_lines = lines;
     summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -349,6 +363,19 @@ fn describe_command(program: &str, args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Where a phase was when it ended, for messages: its last migration.
+fn phase_point(phase: &Phase) -> String {
+    match phase.records.last() {
+        Some(m) => format!("migration {}->{}", m.from, m.to),
+        None => "the migration tool's start".to_string(),
+    }
+}
+
+/// ENOSPC (or EDQUOT): the disk is full, not the change wrong.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == io::ErrorKind::StorageFull
 }
 
 fn dedup_keep_order(lines: &mut Vec<String>) {
@@ -424,11 +451,16 @@ impl Run<'_, '_> {
             Err(e) => {
                 self.note(&format!("could not create database {}: {e}", self.db));
                 tracing::warn!("dataset {}: {e}", ds.name);
+                if let Some(what) = e.infrastructure() {
+                    out.infrastructure = Some(format!("creating database {}: {what}", self.db));
+                    return;
+                }
                 out.setup_lines.push(
                     match e {
                         EngineError::SeedMissing(_) => messages::SEED_MISSING,
                         EngineError::SeedLoad(_)
                         | EngineError::Refused(_)
+                        | EngineError::Unavailable(_)
                         | EngineError::Other(_) => messages::SEED_SETUP,
                     }
                     .to_string(),
@@ -438,10 +470,12 @@ impl Run<'_, '_> {
         }
         (self.job.tick)();
         if let Err(e) = fs::create_dir_all(&self.work_dir) {
-            out.setup_lines.push(format!(
-                "FAILURE - cannot create {}: {e}",
-                self.work_dir.display()
-            ));
+            let what = format!("cannot create {}: {e}", self.work_dir.display());
+            if is_disk_full(&e) {
+                out.infrastructure = Some(format!("disk full: {what}"));
+            } else {
+                out.setup_lines.push(format!("FAILURE - {what}"));
+            }
             return;
         }
 
@@ -459,6 +493,11 @@ impl Run<'_, '_> {
                 }
                 Err(e) => {
                     self.note(&format!("could not check out {reference}: {e}"));
+                    if messages::git_unreachable(&e.to_string()) {
+                        out.infrastructure =
+                            Some(format!("git: upgrade path {reference}: {e}"));
+                        return;
+                    }
                     out.phases.push((
                         reference.clone(),
                         Phase {
@@ -472,6 +511,7 @@ impl Run<'_, '_> {
                 }
             };
             let phase = self.run_phase(reference, &checkout);
+            out.infrastructure = self.infrastructure_after(&phase);
             let stop = phase.cancelled || !phase.lines.is_empty();
             out.cancelled = phase.cancelled;
             out.phases.push((reference.clone(), phase));
@@ -481,13 +521,14 @@ impl Run<'_, '_> {
         }
         tracing::info!("dataset {}: migrating to the change", ds.name);
         let phase = self.run_phase(CHANGE_PHASE, self.job.checkout);
+        out.infrastructure = self.infrastructure_after(&phase);
         let cancelled = phase.cancelled;
         let failed = !phase.lines.is_empty();
         let printed = phase.printed_final.clone();
         let last_sql_file = phase.last_sql_file.clone();
         out.phases.push((CHANGE_PHASE.to_string(), phase));
-        if cancelled {
-            out.cancelled = true;
+        if cancelled || out.infrastructure.is_some() {
+            out.cancelled = cancelled;
             return;
         }
 
@@ -495,7 +536,13 @@ impl Run<'_, '_> {
         let source = version::version_source(&ds.migration, &ds.expected_version);
         match self.server.schema_version(self.db, &source) {
             Ok(v) => summary.final_version = v.map(|v| version::normalize(&v)),
-            Err(e) => self.note(&format!("cannot read the schema version: {e}")),
+            Err(e) => {
+                self.note(&format!("cannot read the schema version: {e}"));
+                if let Some(what) = e.infrastructure() {
+                    out.infrastructure = Some(format!("reading the schema version: {what}"));
+                    return;
+                }
+            }
         }
         let expected = version::expected_version(
             &ds.expected_version,
@@ -535,6 +582,31 @@ impl Run<'_, '_> {
                         .push(messages::VERSION_MISMATCH.to_string());
                 }
             }
+        }
+    }
+
+    /// After a phase that failed: whether the infrastructure rather than the change is to
+    /// blame. The tool's output (or the server's message) speaking of a full disk says so; so
+    /// does a server that no longer answers a ping (whatever the tool printed: a tool killed
+    /// with its server dies inside a migration). A migration that fails while the server is
+    /// fine stays the change's fault.
+    fn infrastructure_after(&self, phase: &Phase) -> Option<String> {
+        if phase.cancelled || phase.lines.is_empty() {
+            return None;
+        }
+        if let Some(hint) = &phase.unavailable_hint {
+            if crate::engine::unavailable_kind(hint) == Some("disk full") {
+                self.note(&format!("the migration failed on a full disk: {hint}"));
+                return Some(format!("disk full: {hint}"));
+            }
+        }
+        match self.server.ping() {
+            Err(e) => {
+                self.note(&format!("the migration failed and the server does not answer: {e}"));
+                e.infrastructure()
+                    .map(|what| format!("{what} (during {})", phase_point(phase)))
+            }
+            Ok(()) => None,
         }
     }
 
@@ -707,13 +779,18 @@ impl Run<'_, '_> {
             .log
             .line("command", &mask(&describe_command(&program, &args)));
         let mut parser = StreamParser::new(log_format.clone());
+        let mut hint = None;
         let result = ProcessRunner::new(cmd)
             .timeout(Some(remaining))
             .on_line(|line| {
                 let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
                 parser.feed(line.time.naive_local(), &line.text);
+                if hint.is_none() && crate::engine::unavailable_kind(&line.text).is_some() {
+                    hint = Some(mask(&line.text));
+                }
             })
             .run(self.job.cancel);
+        out.unavailable_hint = hint;
         match &result {
             Ok(o) => {
                 if let Termination::TimedOut(t) = o.termination {
@@ -828,6 +905,9 @@ impl Run<'_, '_> {
         out.last_sql_file = run.last_file.clone();
         let open = run.migrations.last().is_some_and(|m| m.end.is_none());
         out.records = run.migrations;
+        if let SqlEnd::Failed { message, .. } | SqlEnd::Error(message) = &run.end {
+            out.unavailable_hint = Some(message.clone());
+        }
         match run.end {
             SqlEnd::Completed => {}
             SqlEnd::Cancelled => out.cancelled = true,

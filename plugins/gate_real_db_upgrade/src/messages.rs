@@ -28,3 +28,47 @@ pub fn no_dataset(project: &str) -> String {
 pub fn git_failure(why: &str) -> String {
     format!("FAILURE - could not prepare the git checkout: {why}")
 }
+
+/// Not the change's fault: a database server lost, a full disk, an unreachable git server.
+/// The job's outcome becomes [`turbo_hipster_sdk::Outcome::infrastructure`], which the daemon
+/// reports to Zuul without a verdict (Zuul runs the build again).
+pub fn infrastructure(what: &str) -> String {
+    turbo_hipster_sdk::results::infrastructure(what)
+}
+
+/// What failed, when `line` is an [`infrastructure`] line (possibly after `<dataset>: `).
+pub fn infrastructure_of(line: &str) -> Option<&str> {
+    turbo_hipster_sdk::results::infrastructure_failure(line)
+}
+
+/// Whether a git failure is the network's or the file system's rather than the change's (a
+/// bad ref, a bad project): git could not reach the server, the connection broke, or the disk
+/// is full. Judged on git's own error text, which names the cause.
+///
+/// ```
+/// use gate_real_db_upgrade::messages::git_unreachable;
+/// assert!(git_unreachable("fatal: unable to access 'http://127.0.0.1:9/x/': Failed to connect to 127.0.0.1 port 9 after 0 ms: Couldn't connect to server"));
+/// assert!(git_unreachable("fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused"));
+/// assert!(!git_unreachable("fatal: couldn't find remote ref refs/zuul/master/Zdead"));
+/// assert!(!git_unreachable("fatal: '/nonexistent/p' does not appear to be a git repository"));
+/// ```
+pub fn git_unreachable(message: &str) -> bool {
+    const NETWORK: [&str; 14] = [
+        "could not resolve host",
+        "couldn't connect to server",
+        "failed to connect",
+        "unable to connect",
+        "connection refused",
+        "connection reset",
+        "timed out",
+        "no progress",
+        "network is unreachable",
+        "no route to host",
+        "the remote end hung up unexpectedly",
+        "early eof",
+        "temporary failure in name resolution",
+        "no space left on device",
+    ];
+    let message = message.to_ascii_lowercase();
+    NETWORK.iter().any(|p| message.contains(p))
+}

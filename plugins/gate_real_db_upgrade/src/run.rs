@@ -190,7 +190,12 @@ pub fn run_job(
             }
             Err(e) => {
                 tracing::warn!("could not prepare the git checkout: {e}");
-                summary.result = messages::git_failure(&e.to_string());
+                summary.result = if messages::git_unreachable(&e.to_string()) {
+                    let _ = git_log.line("git", "the git server is unreachable: not the change's fault");
+                    messages::infrastructure(&format!("git server unreachable: {e}"))
+                } else {
+                    messages::git_failure(&e.to_string())
+                };
                 return Ok(finish(summary, dirs, false));
             }
         };
@@ -226,8 +231,19 @@ pub fn run_job(
     let cancelled = outcomes.iter().any(|o| o.cancelled) || env.cancel.is_cancelled();
     let several = datasets.len() > 1;
     let mut lines = Vec::new();
+    // The first dataset that failed for the infrastructure decides: the change is not judged.
+    let mut infrastructure = None;
     for o in &outcomes {
         for line in &o.summary.result_lines {
+            if let Some(what) = messages::infrastructure_of(line) {
+                infrastructure.get_or_insert_with(|| {
+                    if several {
+                        format!("dataset {}: {what}", o.summary.name)
+                    } else {
+                        what.to_string()
+                    }
+                });
+            }
             lines.push(if several {
                 format!("{}: {line}", o.summary.name)
             } else {
@@ -238,6 +254,8 @@ pub fn run_job(
     summary.datasets = outcomes.into_iter().map(|o| o.summary).collect();
     summary.result = if cancelled {
         Outcome::aborted().result
+    } else if let Some(what) = infrastructure {
+        messages::infrastructure(&what)
     } else if lines.is_empty() {
         Outcome::success().result
     } else {
@@ -415,6 +433,8 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
     details.insert("logs".into(), serde_json::json!(logs));
     let outcome = if cancelled {
         Outcome::aborted()
+    } else if let Some(what) = messages::infrastructure_of(&summary.result) {
+        Outcome::infrastructure(what)
     } else {
         Outcome::with_result(summary.result)
     };
