@@ -9,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
+pub mod db_servers;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
