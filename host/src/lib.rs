@@ -12,6 +12,7 @@ pub mod gearman;
 pub mod host_context;
 pub mod job_threads;
 pub mod jobs;
+pub mod leftovers;
 pub mod logging;
 pub mod plugins;
 pub mod service;

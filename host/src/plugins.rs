@@ -382,15 +382,31 @@ pub fn host_settings(config: &Config) -> HostSettings {
         git_working_dir: config.git_working_dir.clone(),
         pip_download_cache: config.pip_download_cache.clone(),
         git_origin: config.git_origin.clone(),
+        clean_leftovers: false,
     }
 }
 
 /// Loads every plugin the config names and creates a runner for every job.
 pub fn build_registry(config: &Config) -> Registry {
+    build_registry_with(config, &host_settings(config))
+}
+
+/// [`build_registry`] for a process about to serve jobs (the daemon, `run-job`): first removes
+/// the work dirs killed runs left ([`crate::leftovers`]), and lets each plugin's runner remove
+/// its own leftovers (`clean_leftovers`).
+pub fn build_serving_registry(config: &Config) -> Registry {
+    crate::leftovers::remove_stale_work_dirs(&config.jobs_working_dir);
+    let settings = HostSettings {
+        clean_leftovers: true,
+        ..host_settings(config)
+    };
+    build_registry_with(config, &settings)
+}
+
+fn build_registry_with(config: &Config, settings: &HostSettings) -> Registry {
     let mut plugins: BTreeMap<String, Result<Arc<LoadedPlugin>, PluginLoadError>> = BTreeMap::new();
     let mut jobs = BTreeMap::new();
     let mut job_errors = Vec::new();
-    let settings = host_settings(config);
     for spec in &config.jobs {
         let plugin = plugins
             .entry(spec.plugin.clone())
@@ -407,7 +423,7 @@ pub fn build_registry(config: &Config) -> Registry {
                 continue;
             }
         };
-        match create_runner(&plugin, spec, &settings) {
+        match create_runner(&plugin, spec, settings) {
             Ok(runner) => {
                 if jobs.contains_key(&runner.function) {
                     job_errors.push((

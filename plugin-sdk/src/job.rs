@@ -22,6 +22,10 @@ pub struct HostSettings {
     pub pip_download_cache: Option<PathBuf>,
     /// The default git origin (`zuul_server.git_origin`), if configured.
     pub git_origin: Option<String>,
+    /// Set when the host is about to serve jobs (the daemon, `run-job`; not `check-config` or
+    /// `plugins`): a plugin's runner may then remove what runs of killed predecessors left
+    /// (see [`crate::support::owner`]).
+    pub clean_leftovers: bool,
 }
 
 /// One configured job, as handed to [`crate::Plugin::new`].

@@ -3,9 +3,15 @@
 //! the change; the checks; and the database dropped again whatever happened.
 //!
 //! The run's database is named `<database, sanitised, ≤ 40 chars>_<first 8 of the job's
-//! unique>_<dataset index>` (see [`database_name`]), so parallel runs and parallel jobs never
-//! share one and the seed itself is never touched. A [`DbGuard`] drops it when the run ends by
-//! any path: success, failure, cancellation, timeout or panic (unless `keep_databases`).
+//! unique>_<dataset index>_<worker>` (see [`run_database_name`]), so parallel runs and parallel
+//! jobs never share one, the seed itself is never touched, and whose it is shows. A [`DbGuard`]
+//! drops it when the run ends by any path: success, failure, cancellation, timeout or panic
+//! (unless `keep_databases`); a claim file ([`crate::leftovers`]) covers the one path no guard
+//! survives, the process killed.
+//!
+//! A failure the change did not cause (the server lost, a full disk, git unreachable) becomes
+//! the dataset's only line, `ERROR - infrastructure: …`: after a phase fails the server is
+//! pinged, and a server that no longer answers is to blame, not the migration.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,6 +44,8 @@ pub const NOTE: &str = "th";
 pub const CHANGE_PHASE: &str = "change";
 /// The longest database-name prefix taken from the dataset.
 const NAME_PREFIX_MAX: usize = 40;
+/// The longest part of a run database's name taken from the worker's name.
+const WORKER_TAG_MAX: usize = 12;
 
 /// Everything one dataset's run needs from the job.
 pub struct DatasetJob<'a> {
@@ -47,6 +55,10 @@ pub struct DatasetJob<'a> {
     pub index: usize,
     /// The job's unique id (part of the database name).
     pub unique: &'a str,
+    /// The worker's name (the end of the database name).
+    pub worker: &'a str,
+    /// Where run databases are claimed ([`crate::leftovers`]); `None`: not recorded.
+    pub claims: Option<&'a Path>,
     /// The job's configuration.
     pub settings: &'a Settings,
     /// The change (its URL and project serve the upgrade-path refs too).
@@ -136,6 +148,35 @@ pub fn database_prefix(database: &str, unique: &str) -> String {
     format!("{prefix}_{unique}")
 }
 
+/// The run database's name: [`database_name`], then `_` and the worker's name (lower case,
+/// letters and digits, at most 12), as far as the 63 characters allow: whose run a database
+/// on a shared server is shows in its name.
+///
+/// ```
+/// use gate_real_db_upgrade::dataset_run::run_database_name;
+///
+/// assert_eq!(
+///     run_database_name("nova", "6fd3a2b1-99", 0, "TH-worker.01"),
+///     "nova_6fd3a2b1_0_thworker01"
+/// );
+/// assert_eq!(run_database_name("nova", "6fd3a2b1", 0, ""), "nova_6fd3a2b1_0");
+/// ```
+pub fn run_database_name(database: &str, unique: &str, index: usize, worker: &str) -> String {
+    let name = database_name(database, unique, index);
+    let room = crate::engine::MAX_DATABASE_NAME_LEN.saturating_sub(name.len() + 1);
+    let tag: String = worker
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .take(WORKER_TAG_MAX.min(room))
+        .collect();
+    if tag.is_empty() {
+        name
+    } else {
+        format!("{name}_{tag}")
+    }
+}
+
 /// Eight hex digits from the clock and the process id, for jobs without a unique id.
 fn fallback_unique() -> String {
     let nanos = std::time::SystemTime::now()
@@ -151,6 +192,7 @@ pub struct DbGuard<'a> {
     name: &'a str,
     keep: bool,
     log: &'a LogFile,
+    claim: Option<PathBuf>,
 }
 
 impl<'a> DbGuard<'a> {
@@ -161,6 +203,20 @@ impl<'a> DbGuard<'a> {
             name,
             keep,
             log,
+            claim: None,
+        }
+    }
+
+    /// Also removes the database's claim ([`crate::leftovers`]) once it is dropped or kept; a
+    /// database that could not be dropped keeps its claim, for the next start.
+    pub fn with_claim(mut self, claim: Option<PathBuf>) -> Self {
+        self.claim = claim;
+        self
+    }
+
+    fn release_claim(&self) {
+        if let Some(claim) = &self.claim {
+            turbo_hipster_sdk::support::owner::release(claim);
         }
     }
 }
@@ -173,10 +229,12 @@ impl Drop for DbGuard<'_> {
                 &format!("keeping database {} (keep_databases)", self.name),
             );
             tracing::info!("keeping database {} (keep_databases is set)", self.name);
+            self.release_claim();
             return;
         }
         match self.server.drop_database(self.name) {
             Ok(()) => {
+                self.release_claim();
                 let _ = self
                     .log
                     .line(NOTE, &format!("dropped database {}", self.name));
@@ -242,7 +300,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     } else {
         &ds.database
     };
-    let db = database_name(prefix_source, job.unique, job.index);
+    let db = run_database_name(prefix_source, job.unique, job.index, job.worker);
     let mut summary = DatasetSummary {
         name: ds.name.clone(),
         engine: ds.engine.name().to_string(),
@@ -425,6 +483,14 @@ impl Run<'_, '_> {
                 return;
             }
         }
+        // Claimed before it exists: if this process dies, the next start drops it.
+        let claim = match (self.job.claims, ds.engine) {
+            (Some(dir), engine) if engine != Engine::Sqlite => crate::leftovers::claim(
+                dir,
+                &crate::leftovers::RunDatabase::new(engine, &ds.connection, self.db),
+            ),
+            _ => None,
+        };
         // A database of this name can only be a leftover of an earlier run of this very job.
         let _ = self.server.drop_database(self.db);
         let _guard = DbGuard::new(
@@ -432,7 +498,8 @@ impl Run<'_, '_> {
             self.db,
             self.job.settings.keep_databases,
             self.log,
-        );
+        )
+        .with_claim(claim);
         let seeding = Instant::now();
         match self
             .server

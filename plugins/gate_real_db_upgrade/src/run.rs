@@ -211,11 +211,14 @@ pub fn run_job(
         .filter(|u| !u.is_empty())
         .unwrap_or(job.unique.as_str())
         .to_string();
+    let claims = crate::leftovers::claims_dir(&job.host);
     let outcomes = run_datasets(
         settings,
         &datasets,
         &DatasetJobBase {
             unique: &unique,
+            worker: &job.host.worker_name,
+            claims: claims.as_deref(),
             change: &change,
             checkout: &checkout.path,
             git_cache: &git_cache,
@@ -270,6 +273,8 @@ pub fn run_job(
 /// What every dataset's run shares.
 struct DatasetJobBase<'a> {
     unique: &'a str,
+    worker: &'a str,
+    claims: Option<&'a Path>,
     change: &'a ZuulChange,
     checkout: &'a Path,
     git_cache: &'a Path,
@@ -306,6 +311,8 @@ fn run_datasets(
                 dataset,
                 index,
                 unique: base.unique,
+                worker: base.worker,
+                claims: base.claims,
                 settings,
                 change: base.change,
                 checkout: base.checkout,
