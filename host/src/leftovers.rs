@@ -60,7 +60,9 @@ fn walk(dir: &Path, depth: usize, removed: &mut usize) {
                         tracing::info!(dir = %path.display(), "removed a work dir left by a killed run");
                         *removed += 1;
                     }
-                    Err(e) => tracing::warn!(dir = %path.display(), "cannot remove a leftover work dir: {e}"),
+                    Err(e) => {
+                        tracing::warn!(dir = %path.display(), "cannot remove a leftover work dir: {e}")
+                    }
                 }
             }
         } else if depth < MAX_DEPTH {

@@ -39,13 +39,19 @@ fn example_repo(change_sql: &str) -> (tempfile::TempDir, String) {
 /// A daemon serving the gate job with `job` settings, behind a fresh gearmand.
 struct World {
     server: JobServer,
-    setup: Setup,
+    jobs_dir: std::path::PathBuf,
     daemon: Daemon,
+    _setup: Setup,
     _plugins: PluginDir,
 }
 
 impl World {
     fn new(job: Value) -> Self {
+        Self::with_config(job, json!({}))
+    }
+
+    /// With `top` merged into the daemon's config.
+    fn with_config(job: Value, top: Value) -> Self {
         let plugins = PluginDir::new();
         plugins.add(
             "gate_real_db_upgrade",
@@ -59,16 +65,26 @@ impl World {
             "timeout": 120,
             "git_retries": 1
         });
-        entry.as_object_mut().unwrap().extend(job.as_object().unwrap().clone());
-        let setup = Setup::new(
-            plugins.path(),
-            json!({"gearman_servers": [server.addr()], "jobs": [entry]}),
-        );
+        entry
+            .as_object_mut()
+            .unwrap()
+            .extend(job.as_object().unwrap().clone());
+        let mut config = json!({"gearman_servers": [server.addr()], "jobs": [entry]});
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(top.as_object().unwrap().clone());
+        let setup = Setup::new(plugins.path(), config);
+        let jobs_dir = top["jobs_working_dir"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| setup.jobs_dir());
         let daemon = Daemon::start(&setup);
         server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
         World {
             server,
-            setup,
+            jobs_dir,
+            _setup: setup,
             daemon,
             _plugins: plugins,
         }
@@ -129,7 +145,7 @@ impl World {
 
     /// The history lines of the daemon.
     fn history(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.setup.jobs_dir().join("jobs.jsonl"))
+        std::fs::read_to_string(self.jobs_dir.join("jobs.jsonl"))
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -149,7 +165,12 @@ fn params(uuid: &str, url: &str, zuul_ref: &str) -> Value {
 
 /// Asserts the build ended the Zuul-retry way: last data without `result`, with `error`
 /// containing `error_has`, then WORK_FAIL. Returns the history record.
-fn assert_retried(w: &World, uuid: &str, (data, end): (Vec<Value>, &str), error_has: &str) -> Value {
+fn assert_retried(
+    w: &World,
+    uuid: &str,
+    (data, end): (Vec<Value>, &str),
+    error_has: &str,
+) -> Value {
     let last = data.last().unwrap();
     let log = w.daemon.log_text();
     assert_eq!(end, "fail", "{data:?}\n{log}");
@@ -179,7 +200,11 @@ fn server_killed_mid_migration(kind: DbKind, sleep_sql: &str, sleeping: &str) {
     let (repos, zuul_ref) = example_repo(&format!("{sleep_sql};\n"));
     let w = World::new(json!({"engine": db.engine(), "connection": db.connection()}));
     let uuid = turbo_hipster::zuul::random_uuid_hex();
-    let build = w.submit(params(&uuid, &repos.path().display().to_string(), &zuul_ref));
+    let build = w.submit(params(
+        &uuid,
+        &repos.path().display().to_string(),
+        &zuul_ref,
+    ));
     // Wait for the migration to be inside the server, then kill the server.
     let start = Instant::now();
     while !db.query(sleeping).is_some_and(|n| n.trim() != "0") {
@@ -201,10 +226,16 @@ fn server_killed_mid_migration(kind: DbKind, sleep_sql: &str, sleeping: &str) {
     let lost = format!("database server lost: {}", label(kind));
     let record = assert_retried(&w, &uuid, ended, &lost);
     let endpoint = format!("127.0.0.1:{}", db.port);
-    assert!(record["result"].as_str().unwrap().contains(&endpoint), "{record}");
+    assert!(
+        record["result"].as_str().unwrap().contains(&endpoint),
+        "{record}"
+    );
     // The dataset's log says what failed, and the job is not judged.
     let log = std::fs::read_to_string(results_dir(&record).join("example.log")).unwrap();
-    assert!(log.contains("infrastructure failure, not the change's"), "{log}");
+    assert!(
+        log.contains("infrastructure failure, not the change's"),
+        "{log}"
+    );
     assert!(log.contains(&endpoint), "{log}");
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(results_dir(&record).join("summary.json")).unwrap(),
@@ -249,7 +280,11 @@ fn a_broken_migration_on_a_healthy_private_server_stays_a_failure() {
     let w = World::new(json!({"engine": db.engine(), "connection": db.connection()}));
     let uuid = turbo_hipster::zuul::random_uuid_hex();
     let (data, end) = w
-        .submit(params(&uuid, &repos.path().display().to_string(), &zuul_ref))
+        .submit(params(
+            &uuid,
+            &repos.path().display().to_string(),
+            &zuul_ref,
+        ))
         .join()
         .unwrap();
     assert_eq!(end, "fail");
@@ -290,4 +325,88 @@ fn an_unreachable_git_server_is_not_the_changes_fault() {
         result.starts_with("FAILURE - could not prepare the git checkout"),
         "{result}"
     );
+}
+
+/// A small tmpfs of the test's own (the test runs as root), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The jobs dir on a disk too small for the run's database: the seed cannot be loaded because
+/// the disk is full, which is not the change's fault.
+#[test]
+fn a_full_disk_is_not_the_changes_fault() {
+    let disk = SmallDisk::mount("4m");
+    let datasets = tempfile::tempdir().unwrap();
+    let ds = datasets.path().join("big");
+    std::fs::create_dir_all(&ds).unwrap();
+    // About 30 MB of rows once loaded.
+    std::fs::write(
+        ds.join("seed.sql"),
+        "CREATE TABLE blobs (b BLOB);\n\
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 30000)\n\
+         INSERT INTO blobs SELECT randomblob(1000) FROM c;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ds.join("config.json"),
+        json!({
+            "project": "example/shop",
+            "database": "big",
+            "engine": "sqlite",
+            "seed_data": "seed.sql",
+            "migration": {"sql_dir": "migrations", "version_table": "th_schema_version"},
+            "expected_version": "last_sql_file"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (repos, zuul_ref) = example_repo("SELECT 1;\n");
+    // Only the jobs dir is on the small disk.
+    let w = World::with_config(
+        json!({"engine": "sqlite", "datasets_dir": datasets.path()}),
+        json!({"jobs_working_dir": disk.path().join("jobs")}),
+    );
+    let uuid = turbo_hipster::zuul::random_uuid_hex();
+    let ended = w
+        .submit(params(
+            &uuid,
+            &repos.path().display().to_string(),
+            &zuul_ref,
+        ))
+        .join()
+        .unwrap();
+    let record = assert_retried(&w, &uuid, ended, "disk full");
+    let result = record["result"].as_str().unwrap();
+    assert!(result.contains("database or disk is full"), "{result}");
 }

@@ -89,7 +89,12 @@ impl Worker {
     /// Submits a build with `enqueue` (a process of its own, killed by the caller).
     fn submit(&self, uuid: &str, repos: &Path, zuul_ref: &str) -> Child {
         Command::new(&built().daemon)
-            .args(["enqueue", "gate-real-db-upgrade", "--server", &self.server.addr()])
+            .args([
+                "enqueue",
+                "gate-real-db-upgrade",
+                "--server",
+                &self.server.addr(),
+            ])
             .args(["--param", &format!("ZUUL_UUID={uuid}")])
             .args(["--param", "ZUUL_PROJECT=example/shop"])
             .args(["--param", &format!("ZUUL_URL={}", repos.display())])
@@ -169,24 +174,35 @@ fn killed_daemon_leftovers_are_removed_at_its_next_start(kind: DbKind, sleep_sql
     client_a.kill().unwrap();
     client_a.wait().unwrap();
     a.kill9();
-    assert!(db.databases("example_shop_").contains(&db_a), "no leftover to clean");
+    assert!(
+        db.databases("example_shop_").contains(&db_a),
+        "no leftover to clean"
+    );
     let work_a = a.work_dirs();
     assert_eq!(work_a.len(), 1, "no leftover work dir");
 
     // A starts again: its leftovers go; B's live run is untouched.
     let started = Instant::now();
     a.restart();
-    wait_for("A's leftovers to be dropped", Duration::from_secs(30), || {
-        !db.databases("example_shop_").contains(&db_a)
-    });
+    wait_for(
+        "A's leftovers to be dropped",
+        Duration::from_secs(30),
+        || !db.databases("example_shop_").contains(&db_a),
+    );
     let took = started.elapsed();
     assert!(
-        a.log()
-            .contains(&format!("dropped database {db_a} ({}) left by a killed run", db.engine())),
+        a.log().contains(&format!(
+            "dropped database {db_a} ({}) left by a killed run",
+            db.engine()
+        )),
         "{}",
         a.log()
     );
-    assert!(!work_a[0].exists(), "{} is still there", work_a[0].display());
+    assert!(
+        !work_a[0].exists(),
+        "{} is still there",
+        work_a[0].display()
+    );
     assert!(
         work_a[0].parent().unwrap().exists(),
         "the job's results are kept"

@@ -197,7 +197,11 @@ mod tests {
             },
             what: "db_b",
         };
-        std::fs::write(dir.path().join("b.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("b.json"),
+            serde_json::to_vec(&dead).unwrap(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("junk.json"), "{").unwrap();
         let found: Vec<(PathBuf, String)> = orphaned(dir.path());
         assert_eq!(found, vec![(dir.path().join("b.json"), "db_b".to_string())]);

@@ -378,7 +378,10 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     if let Some(what) = &executed.infrastructure {
         // The other lines are consequences: the change is not judged.
         tracing::warn!("dataset {}: infrastructure failure: {what}", ds.name);
-        let _ = log.line(NOTE, &format!("infrastructure failure, not the change's: {what}"));
+        let _ = log.line(
+            NOTE,
+            &format!("infrastructure failure, not the change's: {what}"),
+        );
         lines = vec![messages::infrastructure(what)];
     }
     dedup_keep_order(&mut lines);
@@ -560,9 +563,8 @@ impl Run<'_, '_> {
                 }
                 Err(e) => {
                     self.note(&format!("could not check out {reference}: {e}"));
-                    if messages::git_unreachable(&e.to_string()) {
-                        out.infrastructure =
-                            Some(format!("git: upgrade path {reference}: {e}"));
+                    if let Some(what) = messages::git_infrastructure(&e.to_string()) {
+                        out.infrastructure = Some(format!("{what}: upgrade path {reference}: {e}"));
                         return;
                     }
                     out.phases.push((
@@ -669,7 +671,9 @@ impl Run<'_, '_> {
         }
         match self.server.ping() {
             Err(e) => {
-                self.note(&format!("the migration failed and the server does not answer: {e}"));
+                self.note(&format!(
+                    "the migration failed and the server does not answer: {e}"
+                ));
                 e.infrastructure()
                     .map(|what| format!("{what} (during {})", phase_point(phase)))
             }

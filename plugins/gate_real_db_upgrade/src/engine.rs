@@ -79,12 +79,14 @@ impl EngineError {
 /// assert_eq!(unavailable_kind("FATAL:  terminating connection due to administrator command"), Some("database server lost"));
 /// assert_eq!(unavailable_kind("ERROR 1021 (HY000): Disk full (/tmp/x); waiting"), Some("disk full"));
 /// assert_eq!(unavailable_kind("ERROR:  could not extend file: No space left on device"), Some("disk full"));
+/// assert_eq!(unavailable_kind("x.sqlite: database or disk is full"), Some("disk full"));
 /// assert_eq!(unavailable_kind("ERROR 1064 (42000): You have an error in your SQL syntax"), None);
 /// ```
 pub fn unavailable_kind(text: &str) -> Option<&'static str> {
-    const DISK_FULL: [&str; 6] = [
+    const DISK_FULL: [&str; 7] = [
         "no space left on device",
         "disk full",
+        "disk is full",
         "error 1021 ",
         "errno: 28",
         "errno 28",

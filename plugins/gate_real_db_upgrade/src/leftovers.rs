@@ -75,8 +75,7 @@ impl RunDatabase {
 
 /// Where the claims of this host's runs live; `None` without a jobs dir.
 pub fn claims_dir(host: &HostSettings) -> Option<PathBuf> {
-    (!host.jobs_working_dir.as_os_str().is_empty())
-        .then(|| host.jobs_working_dir.join(CLAIMS_DIR))
+    (!host.jobs_working_dir.as_os_str().is_empty()).then(|| host.jobs_working_dir.join(CLAIMS_DIR))
 }
 
 /// Claims database `db` for the current process; the claim's path, or `None` (logged) when it

@@ -42,18 +42,24 @@ pub fn infrastructure_of(line: &str) -> Option<&str> {
 }
 
 /// Whether a git failure is the network's or the file system's rather than the change's (a
-/// bad ref, a bad project): git could not reach the server, the connection broke, or the disk
-/// is full. Judged on git's own error text, which names the cause.
+/// bad ref, a bad project): `Some("disk full")`, `Some("git server unreachable")` (git could
+/// not reach the server, the connection broke or stalled), else `None`. Judged on git's own
+/// error text, which names the cause.
 ///
 /// ```
-/// use gate_real_db_upgrade::messages::git_unreachable;
-/// assert!(git_unreachable("fatal: unable to access 'http://127.0.0.1:9/x/': Failed to connect to 127.0.0.1 port 9 after 0 ms: Couldn't connect to server"));
-/// assert!(git_unreachable("fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused"));
-/// assert!(!git_unreachable("fatal: couldn't find remote ref refs/zuul/master/Zdead"));
-/// assert!(!git_unreachable("fatal: '/nonexistent/p' does not appear to be a git repository"));
+/// use gate_real_db_upgrade::messages::git_infrastructure;
+/// let unreachable = Some("git server unreachable");
+/// assert_eq!(git_infrastructure("fatal: unable to access 'http://127.0.0.1:9/x/': Failed to connect to 127.0.0.1 port 9 after 0 ms: Couldn't connect to server"), unreachable);
+/// assert_eq!(git_infrastructure("fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused"), unreachable);
+/// assert_eq!(git_infrastructure("error: unable to write file x: No space left on device"), Some("disk full"));
+/// assert_eq!(git_infrastructure("fatal: couldn't find remote ref refs/zuul/master/Zdead"), None);
+/// assert_eq!(git_infrastructure("fatal: '/nonexistent/p' does not appear to be a git repository"), None);
 /// ```
-pub fn git_unreachable(message: &str) -> bool {
-    const NETWORK: [&str; 14] = [
+pub fn git_infrastructure(message: &str) -> Option<&'static str> {
+    if crate::engine::unavailable_kind(message) == Some("disk full") {
+        return Some("disk full");
+    }
+    const NETWORK: [&str; 13] = [
         "could not resolve host",
         "couldn't connect to server",
         "failed to connect",
@@ -67,8 +73,10 @@ pub fn git_unreachable(message: &str) -> bool {
         "the remote end hung up unexpectedly",
         "early eof",
         "temporary failure in name resolution",
-        "no space left on device",
     ];
     let message = message.to_ascii_lowercase();
-    NETWORK.iter().any(|p| message.contains(p))
+    NETWORK
+        .iter()
+        .any(|p| message.contains(p))
+        .then_some("git server unreachable")
 }

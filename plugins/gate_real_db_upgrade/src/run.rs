@@ -190,9 +190,9 @@ pub fn run_job(
             }
             Err(e) => {
                 tracing::warn!("could not prepare the git checkout: {e}");
-                summary.result = if messages::git_unreachable(&e.to_string()) {
-                    let _ = git_log.line("git", "the git server is unreachable: not the change's fault");
-                    messages::infrastructure(&format!("git server unreachable: {e}"))
+                summary.result = if let Some(what) = messages::git_infrastructure(&e.to_string()) {
+                    let _ = git_log.line("git", &format!("{what}: not the change's fault"));
+                    messages::infrastructure(&format!("{what}: {e}"))
                 } else {
                     messages::git_failure(&e.to_string())
                 };

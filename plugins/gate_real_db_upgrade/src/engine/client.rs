@@ -158,7 +158,10 @@ fn supervise(
         };
         // The client says the server went away or is full: not the seed's fault.
         return Err(super::unavailable_or(
-            format!("{program} failed ({how}) loading {}: {detail}", seed.display()),
+            format!(
+                "{program} failed ({how}) loading {}: {detail}",
+                seed.display()
+            ),
             EngineError::SeedLoad,
         ));
     }

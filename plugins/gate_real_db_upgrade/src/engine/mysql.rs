@@ -76,7 +76,11 @@ fn unavailable(ep: &Endpoint, e: &sqlx::Error) -> Option<EngineError> {
         Some(kind) => Some(EngineError::Unavailable(format!("{kind}: {message}"))),
         None if lost || number(e) == Some(DISK_FULL) => Some(EngineError::Unavailable(format!(
             "{}: {message}",
-            if lost { "database server lost" } else { "disk full" }
+            if lost {
+                "database server lost"
+            } else {
+                "disk full"
+            }
         ))),
         None => None,
     }

@@ -86,7 +86,11 @@ fn unavailable(ep: &Endpoint, e: &sqlx::Error) -> Option<EngineError> {
         Some(kind) => Some(EngineError::Unavailable(format!("{kind}: {message}"))),
         None if lost || full => Some(EngineError::Unavailable(format!(
             "{}: {message}",
-            if full { "disk full" } else { "database server lost" }
+            if full {
+                "disk full"
+            } else {
+                "database server lost"
+            }
         ))),
         None => None,
     }
