@@ -207,7 +207,7 @@ fn server_killed_mid_migration(kind: DbKind, sleep_sql: &str, sleeping: &str) {
     ));
     // Wait for the migration to be inside the server, then kill the server.
     let start = Instant::now();
-    while !db.query(sleeping).is_some_and(|n| n.trim() != "0") {
+    while db.query(sleeping).is_none_or(|n| n.trim() == "0") {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "the migration never started\n{}",

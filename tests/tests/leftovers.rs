@@ -207,7 +207,7 @@ fn killed_daemon_leftovers_are_removed_at_its_next_start(kind: DbKind, sleep_sql
         work_a[0].parent().unwrap().exists(),
         "the job's results are kept"
     );
-    assert_eq!(db.databases("example_shop_"), [db_b.clone()], "{}", a.log());
+    assert_eq!(db.databases("example_shop_"), vec![db_b], "{}", a.log());
     // The build was not handed to A again (its client is gone): nothing re-made the database.
     std::thread::sleep(Duration::from_millis(500));
     assert!(!a.log().contains("fetching"), "{}", a.log());
