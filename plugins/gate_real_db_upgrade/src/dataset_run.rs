@@ -1017,6 +1017,22 @@ mod tests {
     }
 
     #[test]
+    fn run_database_names_carry_the_worker_within_the_limit() {
+        let long = run_database_name(
+            &"x".repeat(100),
+            "0123456789",
+            123,
+            "worker-with-a-long-name",
+        );
+        assert!(long.len() <= crate::engine::MAX_DATABASE_NAME_LEN, "{long}");
+        assert!(long.starts_with(&database_name(&"x".repeat(100), "0123456789", 123)));
+        assert_eq!(long.len(), 63, "{long}");
+        assert!(long.ends_with("_123_workerwit"), "{long}");
+        crate::engine::check_database_name(&long).unwrap();
+        assert_eq!(run_database_name("db", "ab", 1, "--"), "db_ab_1");
+    }
+
+    #[test]
     fn log_names() {
         assert_eq!(log_name("user_001"), "user_001.log");
         assert_eq!(log_name("a/b"), "a_b.log");
