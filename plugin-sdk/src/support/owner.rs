@@ -45,7 +45,8 @@ impl Owner {
 
     /// Whether this owner ran on this host and no longer runs. Unknown → not gone.
     pub fn is_gone(&self) -> bool {
-        if self.host != host_name() {
+        // Another host's process, or no /proc to look at: cannot judge.
+        if self.host != host_name() || start_ticks(std::process::id()).is_none() {
             return false;
         }
         if self.boot_id != boot_id() {
