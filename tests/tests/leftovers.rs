@@ -232,3 +232,52 @@ fn postgresql_killed_daemon_leftovers_are_removed_at_its_next_start() {
         "SELECT pg_sleep(120)",
     );
 }
+
+/// `run-job` killed mid-run leaves its database and work dir; the next `run-job` (here one for
+/// a project without datasets, which ends at once) removes them before running.
+#[test]
+fn a_killed_run_job_leaves_nothing_after_the_next_run_job() {
+    let db = PrivateDb::start(DbKind::MariaDb);
+    let (repos, zuul_ref) = example_repo("SELECT SLEEP(120);\n");
+    let w = Worker::start("runjob-w", &db);
+    let uuid = turbo_hipster::zuul::random_uuid_hex();
+    let mut run = Command::new(&built().daemon)
+        .arg("-c")
+        .arg(&w.setup.config)
+        .args(["run-job", "build:gate-real-db-upgrade"])
+        .args(["--param", &format!("ZUUL_UUID={uuid}")])
+        .args(["--param", "ZUUL_PROJECT=example/shop"])
+        .args(["--param", &format!("ZUUL_URL={}", repos.path().display())])
+        .args(["--param", &format!("ZUUL_REF={zuul_ref}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let name = format!("example_shop_{}_0_runjobw", &uuid[..8]);
+    wait_for("the run's migration", Duration::from_secs(90), || {
+        db.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(120)%'")
+            .is_some_and(|n| n.trim() != "0")
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(db.databases("example_shop_"), vec![name.clone()]);
+    let work = w.work_dirs();
+    assert_eq!(work.len(), 1, "no leftover work dir");
+    let out = w.setup.run(&[
+        "run-job",
+        "build:gate-real-db-upgrade",
+        "--param",
+        "ZUUL_PROJECT=no/datasets",
+    ]);
+    let text = turbo_hipster_tests::text(&out);
+    assert!(
+        text.contains("No dataset found for project no/datasets"),
+        "{text}"
+    );
+    assert_eq!(
+        db.databases("example_shop_"),
+        Vec::<String>::new(),
+        "{text}"
+    );
+    assert!(!work[0].exists(), "{text}");
+}
