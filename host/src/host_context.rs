@@ -244,8 +244,12 @@ impl Host for JobHost {
     fn working_dir(&self) -> RString {
         self.ensure_results_dir();
         self.work_dir_made.get_or_init(|| {
-            if let Err(e) = std::fs::create_dir_all(&self.working_dir) {
-                tracing::error!(dir = %self.working_dir.display(), "cannot create the work dir: {e}");
+            match std::fs::create_dir_all(&self.working_dir) {
+                // Whoever starts next removes it if this process dies with the job.
+                Ok(()) => crate::leftovers::claim_work_dir(&self.working_dir),
+                Err(e) => {
+                    tracing::error!(dir = %self.working_dir.display(), "cannot create the work dir: {e}")
+                }
             }
         });
         RString::from(self.working_dir.display().to_string())

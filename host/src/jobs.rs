@@ -363,7 +363,7 @@ fn finish(
     let results_dir = job.job_dir.clone();
     let work_dir = job.job_dir.join(WORK_DIR);
     let (mut result, details) = match outcome {
-        Ok(outcome) => (outcome.result, outcome.details),
+        Ok(outcome) => outcome.into_parts(),
         Err(message) => (format!("FAILURE - {message}"), Value::Null),
     };
     if let Some(reason) = cancel.reason() {

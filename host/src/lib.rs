@@ -14,6 +14,7 @@ pub mod history;
 pub mod host_context;
 pub mod job_threads;
 pub mod jobs;
+pub mod leftovers;
 pub mod logging;
 pub mod plugins;
 pub mod service;

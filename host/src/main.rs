@@ -316,7 +316,7 @@ fn run_job(
     let _log = logging::init(level, true, None)?;
     let config = load_config(path)?;
     let mut parameters = parse_params(params, params_file)?;
-    let registry = plugins::build_registry(&config);
+    let registry = plugins::build_serving_registry(&config);
     for (source, message) in &registry.job_errors {
         tracing::warn!("{source}: {message}");
     }
@@ -423,7 +423,7 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
         Some(p) => Some(PidFile::acquire(p)?),
         None => None,
     };
-    let registry = plugins::build_registry(&config);
+    let registry = plugins::build_serving_registry(&config);
     report_registry(&registry);
     if registry.jobs.is_empty() {
         bail!("no job could be set up; nothing to serve (see the errors above)");

@@ -383,23 +383,38 @@ pub fn host_settings(config: &Config) -> HostSettings {
         pip_download_cache: config.pip_download_cache.clone(),
         git_origin: config.git_origin.clone(),
         check_only: false,
+        clean_leftovers: false,
     }
 }
 
 /// Loads every plugin the config names and creates a runner for every job.
 pub fn build_registry(config: &Config) -> Registry {
-    registry_with(config, host_settings(config))
+    build_registry_with(config, &host_settings(config))
 }
 
 /// [`build_registry`] for `check-config`: plugins also report, as errors, what their jobs
 /// would refuse later ([`HostSettings::check_only`]).
 pub fn check_registry(config: &Config) -> Registry {
-    let mut settings = host_settings(config);
-    settings.check_only = true;
-    registry_with(config, settings)
+    let settings = HostSettings {
+        check_only: true,
+        ..host_settings(config)
+    };
+    build_registry_with(config, &settings)
 }
 
-fn registry_with(config: &Config, settings: HostSettings) -> Registry {
+/// [`build_registry`] for a process about to serve jobs (the daemon, `run-job`): first removes
+/// the work dirs killed runs left ([`crate::leftovers`]), and lets each plugin's runner remove
+/// its own leftovers (`clean_leftovers`).
+pub fn build_serving_registry(config: &Config) -> Registry {
+    crate::leftovers::remove_stale_work_dirs(&config.jobs_working_dir);
+    let settings = HostSettings {
+        clean_leftovers: true,
+        ..host_settings(config)
+    };
+    build_registry_with(config, &settings)
+}
+
+fn build_registry_with(config: &Config, settings: &HostSettings) -> Registry {
     let mut plugins: BTreeMap<String, Result<Arc<LoadedPlugin>, PluginLoadError>> = BTreeMap::new();
     let mut jobs = BTreeMap::new();
     let mut job_errors = Vec::new();
@@ -419,7 +434,7 @@ fn registry_with(config: &Config, settings: HostSettings) -> Registry {
                 continue;
             }
         };
-        match create_runner(&plugin, spec, &settings) {
+        match create_runner(&plugin, spec, settings) {
             Ok(runner) => {
                 if jobs.contains_key(&runner.function) {
                     job_errors.push((

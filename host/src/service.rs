@@ -3,7 +3,8 @@
 //!
 //! A build: parameters validated → start WORK_DATA (`name`, `number`, `manager`, `url`,
 //! `worker_*`; never `result`) → WORK_STATUS 0 → the plugin runs (its progress and work data are
-//! forwarded) → WORK_DATA with `result` → exactly one WORK_COMPLETE (SUCCESS) or WORK_FAIL.
+//! forwarded) → WORK_DATA with `result` → exactly one WORK_COMPLETE (SUCCESS) or WORK_FAIL
+//! (an infrastructure failure: WORK_DATA with `error` and no `result`, then WORK_FAIL: Zuul retries).
 //! `stop:<manager>` cancels the named build; `set_description:<manager>` is kept with it.
 
 use std::collections::HashMap;
@@ -311,7 +312,21 @@ impl ZuulHandler {
 
 /// The end of a build for Zuul: WORK_DATA with `result` (and `url`), then exactly one terminal
 /// packet: WORK_COMPLETE (carrying the same data) on SUCCESS, WORK_FAIL otherwise.
+///
+/// An infrastructure failure (`ERROR - infrastructure: …`) is not a verdict on the change: its
+/// last WORK_DATA carries `error` (what failed) and no `result`, then WORK_FAIL. Zuul v2
+/// (`zuul/launcher/gearman.py`, `onBuildCompleted`) reads `result` from a build's last data
+/// packet; without one it sets `build.retry`, and the pipeline launches the build again (up to
+/// the job's `attempts`, then `RETRY_LIMIT`, from Zuul 2.5.2 on).
 fn send_result(reporter: &JobReporter, result: &str, url: Option<&str>) {
+    if let Some(what) = turbo_hipster_sdk::results::infrastructure_failure(result) {
+        let mut data = json!({ "error": what });
+        if let Some(url) = url {
+            data["url"] = Value::from(url);
+        }
+        reporter.data_and_fail(data.to_string());
+        return;
+    }
     let mut data = json!({ "result": result });
     if let Some(url) = url {
         data["url"] = Value::from(url);

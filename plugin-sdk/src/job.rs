@@ -26,6 +26,10 @@ pub struct HostSettings {
     /// would refuse later but the daemon's start tolerates (files that may appear later, such
     /// as a dataset's seed), as configuration errors.
     pub check_only: bool,
+    /// Set when the host is about to serve jobs (the daemon, `run-job`; not `check-config` or
+    /// `plugins`): a plugin's runner may then remove what runs of killed predecessors left
+    /// (see [`crate::support::owner`]).
+    pub clean_leftovers: bool,
 }
 
 /// One configured job, as handed to [`crate::Plugin::new`].
@@ -96,7 +100,16 @@ impl Job {
 ///     .with_details(serde_json::json!({"failed": ["a", "b"]}));
 /// assert!(!failed.is_success());
 /// assert_eq!(failed.result, "FAILURE - 2 tests failed");
+///
+/// // Not the change's fault: the host has Zuul run the build again instead of voting.
+/// let lost = Outcome::infrastructure("database server lost: MariaDB at 127.0.0.1:3306");
+/// assert_eq!(lost.result, "ERROR - infrastructure: database server lost: MariaDB at 127.0.0.1:3306");
+/// assert_eq!(lost.infrastructure.as_deref(), Some("database server lost: MariaDB at 127.0.0.1:3306"));
 /// ```
+///
+/// The JSON form only grows: `infrastructure` is left out when unset and defaults to unset, so
+/// hosts and plugins of either side of the change read each other's outcomes (an older host
+/// reports an infrastructure outcome as an ordinary failure, under its `ERROR - …` result).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Outcome {
     /// The verdict Zuul reads: `SUCCESS`, or lines describing each failure.
@@ -104,6 +117,11 @@ pub struct Outcome {
     /// Structured details kept with the build (summaries, figures).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub details: Value,
+    /// Set when the build could not be judged because something outside the change failed
+    /// (database server lost, disk full, git server unreachable): what failed. The daemon then
+    /// reports no verdict, and Zuul runs the build again (see `docs/troubleshooting.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<String>,
 }
 
 impl Outcome {
@@ -122,12 +140,36 @@ impl Outcome {
         Self::with_result(message)
     }
 
+    /// The build could not be judged because something outside the change failed; `what`
+    /// says what (one line). The result is `ERROR - infrastructure: <what>`.
+    pub fn infrastructure(what: impl Into<String>) -> Self {
+        let what = what.into().replace('\n', " ");
+        Self {
+            infrastructure: Some(what.clone()),
+            ..Self::with_result(results::infrastructure(&what))
+        }
+    }
+
     /// Any result string.
     pub fn with_result(result: impl Into<String>) -> Self {
         Self {
             result: result.into(),
             details: Value::Null,
+            infrastructure: None,
         }
+    }
+
+    /// The result as the host records and reports it, with the details: an infrastructure
+    /// outcome's result always carries the `ERROR - infrastructure: ` prefix, whatever the
+    /// plugin put in `result`.
+    pub fn into_parts(self) -> (String, Value) {
+        let result = match &self.infrastructure {
+            Some(what) if results::infrastructure_failure(&self.result).is_none() => {
+                results::infrastructure(what)
+            }
+            _ => self.result,
+        };
+        (result, self.details)
     }
 
     /// Attaches structured details.
@@ -139,5 +181,34 @@ impl Outcome {
     /// Whether the result is `SUCCESS`.
     pub fn is_success(&self) -> bool {
         self.result == results::SUCCESS
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infrastructure_outcomes_round_trip_and_old_json_still_reads() {
+        let lost = Outcome::infrastructure("disk full\nwriting x");
+        let json = serde_json::to_string(&lost).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), lost);
+        assert_eq!(lost.result, "ERROR - infrastructure: disk full writing x");
+        // An outcome from a plugin built before the field existed.
+        let old: Outcome = serde_json::from_str(r#"{"result":"FAILURE - x"}"#).unwrap();
+        assert_eq!(old.infrastructure, None);
+        // An ordinary outcome serialises as before.
+        let json = serde_json::to_string(&Outcome::success()).unwrap();
+        assert_eq!(json, r#"{"result":"SUCCESS"}"#);
+        // The host's result always carries the prefix.
+        let odd: Outcome =
+            serde_json::from_str(r#"{"result":"FAILURE - x","infrastructure":"git down"}"#)
+                .unwrap();
+        assert_eq!(odd.into_parts().0, "ERROR - infrastructure: git down");
+        assert_eq!(
+            Outcome::failure("FAILURE - y").into_parts().0,
+            "FAILURE - y"
+        );
     }
 }

@@ -116,6 +116,28 @@ pub mod results {
     pub fn cannot_write_results(error: impl std::fmt::Display) -> String {
         format!("FAILURE - cannot write the job's results: {error}")
     }
+
+    /// How the result of a build that failed for reasons outside the change starts (see
+    /// [`crate::Outcome::infrastructure`]).
+    pub const INFRASTRUCTURE_PREFIX: &str = "ERROR - infrastructure: ";
+
+    /// `ERROR - infrastructure: <what>`.
+    pub fn infrastructure(what: &str) -> String {
+        format!("{INFRASTRUCTURE_PREFIX}{what}")
+    }
+
+    /// What failed, when `result` is an infrastructure failure's (its first line).
+    ///
+    /// ```
+    /// use turbo_hipster_sdk::results::infrastructure_failure;
+    /// assert_eq!(infrastructure_failure("ERROR - infrastructure: disk full\nmore"), Some("disk full"));
+    /// assert_eq!(infrastructure_failure("FAILURE - x"), None);
+    /// ```
+    pub fn infrastructure_failure(result: &str) -> Option<&str> {
+        result
+            .strip_prefix(INFRASTRUCTURE_PREFIX)
+            .map(|rest| rest.lines().next().unwrap_or(""))
+    }
 }
 
 /// Why a plugin could not be set up or could not run a job.

@@ -9,6 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
+pub mod db_servers;
 pub mod fuzz;
 
 /// The workspace root.

@@ -5,9 +5,12 @@
 //! - [`process`]: run a command in its own process group with timestamped output capture,
 //!   cancellation and a timeout.
 //! - [`git`]: prepare a checkout of a Zuul change from a cached mirror.
+//! - [`owner`]: claim files naming the process that made a thing, so that a later start can
+//!   remove what a killed process left.
 
 pub mod git;
 pub mod logfile;
+pub mod owner;
 pub mod process;
 
 pub use logfile::LogFile;

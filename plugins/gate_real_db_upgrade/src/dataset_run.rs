@@ -3,9 +3,15 @@
 //! the change; the checks; and the database dropped again whatever happened.
 //!
 //! The run's database is named `<database, sanitised, ≤ 40 chars>_<first 8 of the job's
-//! unique>_<dataset index>` (see [`database_name`]), so parallel runs and parallel jobs never
-//! share one and the seed itself is never touched. A [`DbGuard`] drops it when the run ends by
-//! any path: success, failure, cancellation, timeout or panic (unless `keep_databases`).
+//! unique>_<dataset index>_<worker>` (see [`run_database_name`]), so parallel runs and parallel
+//! jobs never share one, the seed itself is never touched, and whose it is shows. A [`DbGuard`]
+//! drops it when the run ends by any path: success, failure, cancellation, timeout or panic
+//! (unless `keep_databases`); a claim file ([`crate::leftovers`]) covers the one path no guard
+//! survives, the process killed.
+//!
+//! A failure the change did not cause (the server lost, a full disk, git unreachable) becomes
+//! the dataset's only line, `ERROR - infrastructure: …`: after a phase fails the server is
+//! pinged, and a server that no longer answers is to blame, not the migration.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,6 +44,8 @@ pub const NOTE: &str = "th";
 pub const CHANGE_PHASE: &str = "change";
 /// The longest database-name prefix taken from the dataset.
 const NAME_PREFIX_MAX: usize = 40;
+/// The longest part of a run database's name taken from the worker's name.
+const WORKER_TAG_MAX: usize = 12;
 
 /// Everything one dataset's run needs from the job.
 pub struct DatasetJob<'a> {
@@ -47,6 +55,10 @@ pub struct DatasetJob<'a> {
     pub index: usize,
     /// The job's unique id (part of the database name).
     pub unique: &'a str,
+    /// The worker's name (the end of the database name).
+    pub worker: &'a str,
+    /// Where run databases are claimed ([`crate::leftovers`]); `None`: not recorded.
+    pub claims: Option<&'a Path>,
     /// The job's configuration.
     pub settings: &'a Settings,
     /// The change (its URL and project serve the upgrade-path refs too).
@@ -136,6 +148,35 @@ pub fn database_prefix(database: &str, unique: &str) -> String {
     format!("{prefix}_{unique}")
 }
 
+/// The run database's name: [`database_name`], then `_` and the worker's name (lower case,
+/// letters and digits, at most 12), as far as the 63 characters allow: whose run a database
+/// on a shared server is shows in its name.
+///
+/// ```
+/// use gate_real_db_upgrade::dataset_run::run_database_name;
+///
+/// assert_eq!(
+///     run_database_name("nova", "6fd3a2b1-99", 0, "TH-worker.01"),
+///     "nova_6fd3a2b1_0_thworker01"
+/// );
+/// assert_eq!(run_database_name("nova", "6fd3a2b1", 0, ""), "nova_6fd3a2b1_0");
+/// ```
+pub fn run_database_name(database: &str, unique: &str, index: usize, worker: &str) -> String {
+    let name = database_name(database, unique, index);
+    let room = crate::engine::MAX_DATABASE_NAME_LEN.saturating_sub(name.len() + 1);
+    let tag: String = worker
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .take(WORKER_TAG_MAX.min(room))
+        .collect();
+    if tag.is_empty() {
+        name
+    } else {
+        format!("{name}_{tag}")
+    }
+}
+
 /// Eight hex digits from the clock and the process id, for jobs without a unique id.
 fn fallback_unique() -> String {
     let nanos = std::time::SystemTime::now()
@@ -151,6 +192,7 @@ pub struct DbGuard<'a> {
     name: &'a str,
     keep: bool,
     log: &'a LogFile,
+    claim: Option<PathBuf>,
 }
 
 impl<'a> DbGuard<'a> {
@@ -161,6 +203,20 @@ impl<'a> DbGuard<'a> {
             name,
             keep,
             log,
+            claim: None,
+        }
+    }
+
+    /// Also removes the database's claim ([`crate::leftovers`]) once it is dropped or kept; a
+    /// database that could not be dropped keeps its claim, for the next start.
+    pub fn with_claim(mut self, claim: Option<PathBuf>) -> Self {
+        self.claim = claim;
+        self
+    }
+
+    fn release_claim(&self) {
+        if let Some(claim) = &self.claim {
+            turbo_hipster_sdk::support::owner::release(claim);
         }
     }
 }
@@ -173,10 +229,12 @@ impl Drop for DbGuard<'_> {
                 &format!("keeping database {} (keep_databases)", self.name),
             );
             tracing::info!("keeping database {} (keep_databases is set)", self.name);
+            self.release_claim();
             return;
         }
         match self.server.drop_database(self.name) {
             Ok(()) => {
+                self.release_claim();
                 let _ = self
                     .log
                     .line(NOTE, &format!("dropped database {}", self.name));
@@ -199,6 +257,9 @@ struct Phase {
     cancelled: bool,
     printed_final: Option<String>,
     last_sql_file: Option<String>,
+    /// The first line of the tool's output (or the server's message in the SQL-files mode)
+    /// that speaks of a lost server or a full disk.
+    unavailable_hint: Option<String>,
 }
 
 /// What [`Run::execute`] found.
@@ -212,6 +273,9 @@ struct Executed {
     version_lines: Vec<String>,
     /// The job was cancelled.
     cancelled: bool,
+    /// Not the change's fault: what failed (the server lost, the disk full, git unreachable).
+    /// Replaces every other line of the dataset.
+    infrastructure: Option<String>,
 }
 
 /// The accumulated state of a dataset's run.
@@ -236,7 +300,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     } else {
         &ds.database
     };
-    let db = database_name(prefix_source, job.unique, job.index);
+    let db = run_database_name(prefix_source, job.unique, job.index, job.worker);
     let mut summary = DatasetSummary {
         name: ds.name.clone(),
         engine: ds.engine.name().to_string(),
@@ -252,10 +316,12 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     let log = match LogFile::create(&log_path) {
         Ok(log) => log,
         Err(e) => {
-            summary.result_lines.push(format!(
-                "FAILURE - cannot create {}: {e}",
-                log_path.display()
-            ));
+            let what = format!("cannot create {}: {e}", log_path.display());
+            summary.result_lines.push(if is_disk_full(&e) {
+                messages::infrastructure(&format!("disk full: {what}"))
+            } else {
+                format!("FAILURE - {what}")
+            });
             return DatasetOutcome {
                 summary,
                 cancelled: false,
@@ -309,6 +375,15 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     );
     lines.extend(limits::check(&ds.limits, &all_records));
     lines.extend(std::mem::take(&mut executed.version_lines));
+    if let Some(what) = &executed.infrastructure {
+        // The other lines are consequences: the change is not judged.
+        tracing::warn!("dataset {}: infrastructure failure: {what}", ds.name);
+        let _ = log.line(
+            NOTE,
+            &format!("infrastructure failure, not the change's: {what}"),
+        );
+        lines = vec![messages::infrastructure(what)];
+    }
     dedup_keep_order(&mut lines);
     summary.result_lines = lines;
     summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -349,6 +424,19 @@ fn describe_command(program: &str, args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Where a phase was when it ended, for messages: its last migration.
+fn phase_point(phase: &Phase) -> String {
+    match phase.records.last() {
+        Some(m) => format!("migration {}->{}", m.from, m.to),
+        None => "the migration tool's start".to_string(),
+    }
+}
+
+/// ENOSPC (or EDQUOT): the disk is full, not the change wrong.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == io::ErrorKind::StorageFull
 }
 
 fn dedup_keep_order(lines: &mut Vec<String>) {
@@ -398,6 +486,14 @@ impl Run<'_, '_> {
                 return;
             }
         }
+        // Claimed before it exists: if this process dies, the next start drops it.
+        let claim = match (self.job.claims, ds.engine) {
+            (Some(dir), engine) if engine != Engine::Sqlite => crate::leftovers::claim(
+                dir,
+                &crate::leftovers::RunDatabase::new(engine, &ds.connection, self.db),
+            ),
+            _ => None,
+        };
         // A database of this name can only be a leftover of an earlier run of this very job.
         let _ = self.server.drop_database(self.db);
         let _guard = DbGuard::new(
@@ -405,7 +501,8 @@ impl Run<'_, '_> {
             self.db,
             self.job.settings.keep_databases,
             self.log,
-        );
+        )
+        .with_claim(claim);
         let seeding = Instant::now();
         match self
             .server
@@ -424,11 +521,16 @@ impl Run<'_, '_> {
             Err(e) => {
                 self.note(&format!("could not create database {}: {e}", self.db));
                 tracing::warn!("dataset {}: {e}", ds.name);
+                if let Some(what) = e.infrastructure() {
+                    out.infrastructure = Some(format!("creating database {}: {what}", self.db));
+                    return;
+                }
                 out.setup_lines.push(
                     match e {
                         EngineError::SeedMissing(_) => messages::SEED_MISSING,
                         EngineError::SeedLoad(_)
                         | EngineError::Refused(_)
+                        | EngineError::Unavailable(_)
                         | EngineError::Other(_) => messages::SEED_SETUP,
                     }
                     .to_string(),
@@ -438,10 +540,12 @@ impl Run<'_, '_> {
         }
         (self.job.tick)();
         if let Err(e) = fs::create_dir_all(&self.work_dir) {
-            out.setup_lines.push(format!(
-                "FAILURE - cannot create {}: {e}",
-                self.work_dir.display()
-            ));
+            let what = format!("cannot create {}: {e}", self.work_dir.display());
+            if is_disk_full(&e) {
+                out.infrastructure = Some(format!("disk full: {what}"));
+            } else {
+                out.setup_lines.push(format!("FAILURE - {what}"));
+            }
             return;
         }
 
@@ -459,6 +563,10 @@ impl Run<'_, '_> {
                 }
                 Err(e) => {
                     self.note(&format!("could not check out {reference}: {e}"));
+                    if let Some(what) = messages::git_infrastructure(&e.to_string()) {
+                        out.infrastructure = Some(format!("{what}: upgrade path {reference}: {e}"));
+                        return;
+                    }
                     out.phases.push((
                         reference.clone(),
                         Phase {
@@ -472,6 +580,7 @@ impl Run<'_, '_> {
                 }
             };
             let phase = self.run_phase(reference, &checkout);
+            out.infrastructure = self.infrastructure_after(&phase);
             let stop = phase.cancelled || !phase.lines.is_empty();
             out.cancelled = phase.cancelled;
             out.phases.push((reference.clone(), phase));
@@ -481,13 +590,14 @@ impl Run<'_, '_> {
         }
         tracing::info!("dataset {}: migrating to the change", ds.name);
         let phase = self.run_phase(CHANGE_PHASE, self.job.checkout);
+        out.infrastructure = self.infrastructure_after(&phase);
         let cancelled = phase.cancelled;
         let failed = !phase.lines.is_empty();
         let printed = phase.printed_final.clone();
         let last_sql_file = phase.last_sql_file.clone();
         out.phases.push((CHANGE_PHASE.to_string(), phase));
-        if cancelled {
-            out.cancelled = true;
+        if cancelled || out.infrastructure.is_some() {
+            out.cancelled = cancelled;
             return;
         }
 
@@ -495,7 +605,13 @@ impl Run<'_, '_> {
         let source = version::version_source(&ds.migration, &ds.expected_version);
         match self.server.schema_version(self.db, &source) {
             Ok(v) => summary.final_version = v.map(|v| version::normalize(&v)),
-            Err(e) => self.note(&format!("cannot read the schema version: {e}")),
+            Err(e) => {
+                self.note(&format!("cannot read the schema version: {e}"));
+                if let Some(what) = e.infrastructure() {
+                    out.infrastructure = Some(format!("reading the schema version: {what}"));
+                    return;
+                }
+            }
         }
         let expected = version::expected_version(
             &ds.expected_version,
@@ -535,6 +651,33 @@ impl Run<'_, '_> {
                         .push(messages::VERSION_MISMATCH.to_string());
                 }
             }
+        }
+    }
+
+    /// After a phase that failed: whether the infrastructure rather than the change is to
+    /// blame. The tool's output (or the server's message) speaking of a full disk says so; so
+    /// does a server that no longer answers a ping (whatever the tool printed: a tool killed
+    /// with its server dies inside a migration). A migration that fails while the server is
+    /// fine stays the change's fault.
+    fn infrastructure_after(&self, phase: &Phase) -> Option<String> {
+        if phase.cancelled || phase.lines.is_empty() {
+            return None;
+        }
+        if let Some(hint) = &phase.unavailable_hint {
+            if crate::engine::unavailable_kind(hint) == Some("disk full") {
+                self.note(&format!("the migration failed on a full disk: {hint}"));
+                return Some(format!("disk full: {hint}"));
+            }
+        }
+        match self.server.ping() {
+            Err(e) => {
+                self.note(&format!(
+                    "the migration failed and the server does not answer: {e}"
+                ));
+                e.infrastructure()
+                    .map(|what| format!("{what} (during {})", phase_point(phase)))
+            }
+            Ok(()) => None,
         }
     }
 
@@ -707,13 +850,18 @@ impl Run<'_, '_> {
             .log
             .line("command", &mask(&describe_command(&program, &args)));
         let mut parser = StreamParser::new(log_format.clone());
+        let mut hint = None;
         let result = ProcessRunner::new(cmd)
             .timeout(Some(remaining))
             .on_line(|line| {
                 let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
                 parser.feed(line.time.naive_local(), &line.text);
+                if hint.is_none() && crate::engine::unavailable_kind(&line.text).is_some() {
+                    hint = Some(mask(&line.text));
+                }
             })
             .run(self.job.cancel);
+        out.unavailable_hint = hint;
         match &result {
             Ok(o) => {
                 if let Termination::TimedOut(t) = o.termination {
@@ -828,6 +976,9 @@ impl Run<'_, '_> {
         out.last_sql_file = run.last_file.clone();
         let open = run.migrations.last().is_some_and(|m| m.end.is_none());
         out.records = run.migrations;
+        if let SqlEnd::Failed { message, .. } | SqlEnd::Error(message) = &run.end {
+            out.unavailable_hint = Some(message.clone());
+        }
         match run.end {
             SqlEnd::Completed => {}
             SqlEnd::Cancelled => out.cancelled = true,
@@ -863,6 +1014,22 @@ mod tests {
         assert!(fallback
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    }
+
+    #[test]
+    fn run_database_names_carry_the_worker_within_the_limit() {
+        let long = run_database_name(
+            &"x".repeat(100),
+            "0123456789",
+            123,
+            "worker-with-a-long-name",
+        );
+        assert!(long.len() <= crate::engine::MAX_DATABASE_NAME_LEN, "{long}");
+        assert!(long.starts_with(&database_name(&"x".repeat(100), "0123456789", 123)));
+        assert_eq!(long.len(), 63, "{long}");
+        assert!(long.ends_with("_123_workerwit"), "{long}");
+        crate::engine::check_database_name(&long).unwrap();
+        assert_eq!(run_database_name("db", "ab", 1, "--"), "db_ab_1");
     }
 
     #[test]

@@ -48,9 +48,85 @@ pub enum EngineError {
     /// The server refused us (credentials, unreachable) → `FAILURE - Could not setup seed database.`
     #[error("the database server refused the connection: {0}")]
     Refused(String),
+    /// Not the change's fault: the server is unreachable, went away, or has no room left
+    /// (connection refused/reset/timed out, MySQL 2002/2003/2006/2013/1053, PostgreSQL class
+    /// 08 and 57P01–57P03; disk full: MySQL 1021 or errno 28, PostgreSQL 53100, ENOSPC). The
+    /// message says which server and what happened → `ERROR - infrastructure: …`.
+    #[error("{0}")]
+    Unavailable(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Other(String),
+}
+
+impl EngineError {
+    /// What failed, when the error is the infrastructure's rather than the change's.
+    pub fn infrastructure(&self) -> Option<&str> {
+        match self {
+            EngineError::Unavailable(what) => Some(what),
+            _ => None,
+        }
+    }
+}
+
+/// A server or client message, classified: `Some(kind)` when it says the server went away
+/// (`"database server lost"`) or ran out of room (`"disk full"`), `None` otherwise. Matches
+/// what the `mysql`/`mariadb`, `psql` and `pg_restore` clients, the server and the OS print.
+///
+/// ```
+/// use gate_real_db_upgrade::engine::unavailable_kind;
+/// assert_eq!(unavailable_kind("ERROR 2013 (HY000): Lost connection to server during query"), Some("database server lost"));
+/// assert_eq!(unavailable_kind("FATAL:  terminating connection due to administrator command"), Some("database server lost"));
+/// assert_eq!(unavailable_kind("ERROR 1021 (HY000): Disk full (/tmp/x); waiting"), Some("disk full"));
+/// assert_eq!(unavailable_kind("ERROR:  could not extend file: No space left on device"), Some("disk full"));
+/// assert_eq!(unavailable_kind("x.sqlite: database or disk is full"), Some("disk full"));
+/// assert_eq!(unavailable_kind("ERROR 1064 (42000): You have an error in your SQL syntax"), None);
+/// ```
+pub fn unavailable_kind(text: &str) -> Option<&'static str> {
+    const DISK_FULL: [&str; 7] = [
+        "no space left on device",
+        "disk full",
+        "disk is full",
+        "error 1021 ",
+        "errno: 28",
+        "errno 28",
+        "(53100)",
+    ];
+    const LOST: [&str; 17] = [
+        "error 2002 ",
+        "error 2003 ",
+        "error 2006 ",
+        "error 2013 ",
+        "error 1053 ",
+        "can't connect to",
+        "lost connection to",
+        "server has gone away",
+        "connection refused",
+        "connection reset",
+        "could not connect to server",
+        "connection to server at",
+        "connection to server on socket",
+        "server closed the connection unexpectedly",
+        "terminating connection due to administrator command",
+        "the database system is shutting down",
+        "the database system is starting up",
+    ];
+    let text = text.to_ascii_lowercase();
+    if DISK_FULL.iter().any(|p| text.contains(p)) {
+        Some("disk full")
+    } else if LOST.iter().any(|p| text.contains(p)) {
+        Some("database server lost")
+    } else {
+        None
+    }
+}
+
+/// `EngineError::Unavailable` for `message` when it says the server is gone or full.
+fn unavailable_or(message: String, otherwise: impl FnOnce(String) -> EngineError) -> EngineError {
+    match unavailable_kind(&message) {
+        Some(kind) => EngineError::Unavailable(format!("{kind}: {message}")),
+        None => otherwise(message),
+    }
 }
 
 /// Where the schema version is recorded.
@@ -623,6 +699,7 @@ fn append(error: EngineError, more: &str) -> EngineError {
         EngineError::SeedMissing(path) => EngineError::SeedMissing(path),
         EngineError::SeedLoad(m) => EngineError::SeedLoad(m + more),
         EngineError::Refused(m) => EngineError::Refused(m + more),
+        EngineError::Unavailable(m) => EngineError::Unavailable(m + more),
         EngineError::Other(m) => EngineError::Other(m + more),
     }
 }

@@ -12,8 +12,9 @@
 //!    command is logged to `git_prep.log`. A failure gives
 //!    `FAILURE - could not prepare the git checkout: <why>`.
 //! 3. **Each dataset** (up to `max_parallel_datasets` at once) gets a database of its own,
-//!    created from the dataset's seed and named `<database>_<unique[:8]>_<index>`; it is
-//!    dropped when the run ends, however it ends (unless `keep_databases`). SQLite files live
+//!    created from the dataset's seed and named `<database>_<unique[:8]>_<index>_<worker>`; it
+//!    is dropped when the run ends, however it ends (unless `keep_databases`); one left by a
+//!    killed daemon is dropped when the next one starts ([`leftovers`]). SQLite files live
 //!    in the job's working directory. The seed itself is never changed.
 //! 4. **The migrations** run either through the project's own tool, started in the checkout
 //!    with the placeholders of [`template`] in its argv, environment and config templates, its
@@ -37,6 +38,7 @@
 //!    | `FAILURE - No dataset found for project <p>` | no dataset tests the project |
 //!    | `FAILURE - No dataset found: the job has no ZUUL_PROJECT parameter (the project to test)` | the job named no project |
 //!    | `FAILURE - Migrations timed out after N s` | the time limit passed between migrations |
+//!    | `ERROR - infrastructure: <what>` | not the change's fault: the database server was lost (unreachable, or no longer answering after a migration failed), a disk is full, or the git server cannot be reached. The daemon reports it to Zuul without a `result`, so Zuul runs the build again. |
 //!
 //!    A cancelled job (Zuul stop, shutdown) ends `ABORTED`.
 //! 6. **The results directory** holds `git_prep.log`, one `<dataset>.log` per dataset,
@@ -56,6 +58,7 @@
 pub mod dataset;
 pub mod dataset_run;
 pub mod engine;
+pub mod leftovers;
 pub mod limits;
 pub mod logparse;
 pub mod messages;
@@ -119,6 +122,12 @@ impl Plugin for GateRealDbUpgrade {
                 config.function,
                 settings.datasets_dir.display()
             );
+        }
+        // The daemon (or run-job) is starting: drop the run databases killed runs left.
+        if config.host.clean_leftovers {
+            if let Some(dir) = leftovers::claims_dir(&config.host) {
+                leftovers::drop_orphaned(&dir);
+            }
         }
         Ok(Self { settings })
     }

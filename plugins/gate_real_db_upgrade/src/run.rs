@@ -190,7 +190,12 @@ pub fn run_job(
             }
             Err(e) => {
                 tracing::warn!("could not prepare the git checkout: {e}");
-                summary.result = messages::git_failure(&e.to_string());
+                summary.result = if let Some(what) = messages::git_infrastructure(&e.to_string()) {
+                    let _ = git_log.line("git", &format!("{what}: not the change's fault"));
+                    messages::infrastructure(&format!("{what}: {e}"))
+                } else {
+                    messages::git_failure(&e.to_string())
+                };
                 return Ok(finish(summary, dirs, false));
             }
         };
@@ -206,11 +211,14 @@ pub fn run_job(
         .filter(|u| !u.is_empty())
         .unwrap_or(job.unique.as_str())
         .to_string();
+    let claims = crate::leftovers::claims_dir(&job.host);
     let outcomes = run_datasets(
         settings,
         &datasets,
         &DatasetJobBase {
             unique: &unique,
+            worker: &job.host.worker_name,
+            claims: claims.as_deref(),
             change: &change,
             checkout: &checkout.path,
             git_cache: &git_cache,
@@ -226,8 +234,19 @@ pub fn run_job(
     let cancelled = outcomes.iter().any(|o| o.cancelled) || env.cancel.is_cancelled();
     let several = datasets.len() > 1;
     let mut lines = Vec::new();
+    // The first dataset that failed for the infrastructure decides: the change is not judged.
+    let mut infrastructure = None;
     for o in &outcomes {
         for line in &o.summary.result_lines {
+            if let Some(what) = messages::infrastructure_of(line) {
+                infrastructure.get_or_insert_with(|| {
+                    if several {
+                        format!("dataset {}: {what}", o.summary.name)
+                    } else {
+                        what.to_string()
+                    }
+                });
+            }
             lines.push(if several {
                 format!("{}: {line}", o.summary.name)
             } else {
@@ -238,6 +257,8 @@ pub fn run_job(
     summary.datasets = outcomes.into_iter().map(|o| o.summary).collect();
     summary.result = if cancelled {
         Outcome::aborted().result
+    } else if let Some(what) = infrastructure {
+        messages::infrastructure(&what)
     } else if lines.is_empty() {
         Outcome::success().result
     } else {
@@ -252,6 +273,8 @@ pub fn run_job(
 /// What every dataset's run shares.
 struct DatasetJobBase<'a> {
     unique: &'a str,
+    worker: &'a str,
+    claims: Option<&'a Path>,
     change: &'a ZuulChange,
     checkout: &'a Path,
     git_cache: &'a Path,
@@ -288,6 +311,8 @@ fn run_datasets(
                 dataset,
                 index,
                 unique: base.unique,
+                worker: base.worker,
+                claims: base.claims,
                 settings,
                 change: base.change,
                 checkout: base.checkout,
@@ -415,6 +440,8 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
     details.insert("logs".into(), serde_json::json!(logs));
     let outcome = if cancelled {
         Outcome::aborted()
+    } else if let Some(what) = messages::infrastructure_of(&summary.result) {
+        Outcome::infrastructure(what)
     } else {
         Outcome::with_result(summary.result)
     };

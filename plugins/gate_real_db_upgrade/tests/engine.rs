@@ -673,8 +673,9 @@ fn mariadb_server_is_shared_by_threads_and_works_inside_a_runtime() {
     }
 }
 
+/// A server that is not there is the infrastructure's fault, not the seed's or the change's.
 #[test]
-fn refused_when_the_server_is_not_there() {
+fn unavailable_when_the_server_is_not_there() {
     let tmp = TempDir::new().unwrap();
     let seed = write_seed(tmp.path(), "nova.sql", MYSQL_DUMP);
     for engine in [Engine::MariaDb, Engine::PostgreSql] {
@@ -682,10 +683,13 @@ fn refused_when_the_server_is_not_there() {
         let server = Server::new(engine, tcp("127.0.0.1", 1), tmp.path().to_path_buf());
         let err = server.create_from_seed(&unique_name(), &seed).unwrap_err();
         assert!(
-            matches!(&err, EngineError::Refused(m) if m.contains("127.0.0.1:1")),
+            matches!(&err, EngineError::Unavailable(m)
+                if m.starts_with("database server lost: ") && m.contains("127.0.0.1:1")),
             "{}: {err}",
             engine.label()
         );
+        assert!(err.infrastructure().is_some());
+        assert!(server.ping().unwrap_err().infrastructure().is_some());
     }
 }
 

@@ -164,10 +164,14 @@ fn supervise(
         } else {
             summarise(&stderr_tail)
         };
-        return Err(EngineError::SeedLoad(format!(
-            "{program} failed ({how}) loading {}: {detail}",
-            seed.display()
-        )));
+        // The client says the server went away or is full: not the seed's fault.
+        return Err(super::unavailable_or(
+            format!(
+                "{program} failed ({how}) loading {}: {detail}",
+                seed.display()
+            ),
+            EngineError::SeedLoad,
+        ));
     }
     if let Some(Err(e)) = written {
         // The client saw a clean end of input, but the seed was cut short.

@@ -21,6 +21,8 @@ const ACCESS_DENIED: [u16; 4] = [1044, 1045, 1142, 1227];
 const BAD_DB: u16 = 1049;
 /// `ER_NO_SUCH_TABLE`.
 const NO_SUCH_TABLE: u16 = 1146;
+/// `ER_DISK_FULL`.
+const DISK_FULL: u16 = 1021;
 
 fn options(ep: &Endpoint, database: Option<&str>) -> MySqlConnectOptions {
     let mut options = MySqlConnectOptions::new().username(&ep.user);
@@ -62,8 +64,33 @@ fn other(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
     EngineError::Other(format!("{ep}: {}", describe(e)))
 }
 
-/// Access denied → refused, anything else → other.
+/// The server is gone (the connection broke: an I/O or protocol error rather than an answer)
+/// or full (`ER_DISK_FULL` 1021, errno 28, `ER_RECORD_FILE_FULL` 1114 on a full disk).
+fn unavailable(ep: &Endpoint, e: &sqlx::Error) -> Option<EngineError> {
+    let lost = matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+    );
+    let message = format!("{ep}: {}", describe(e));
+    match super::unavailable_kind(&message) {
+        Some(kind) => Some(EngineError::Unavailable(format!("{kind}: {message}"))),
+        None if lost || number(e) == Some(DISK_FULL) => Some(EngineError::Unavailable(format!(
+            "{}: {message}",
+            if lost {
+                "database server lost"
+            } else {
+                "disk full"
+            }
+        ))),
+        None => None,
+    }
+}
+
+/// Access denied → refused, server gone or full → unavailable, anything else → other.
 fn classify(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
+    if let Some(gone) = unavailable(ep, e) {
+        return gone;
+    }
     match number(e) {
         Some(n) if ACCESS_DENIED.contains(&n) => {
             EngineError::Refused(format!("{ep}: {}", describe(e)))
@@ -78,9 +105,10 @@ async fn connect(ep: &Endpoint, database: Option<&str>) -> Result<MySqlConnectio
         Ok(Ok(conn)) => Ok(conn),
         // A database that is not there is not the server refusing us.
         Ok(Err(e)) if number(&e) == Some(BAD_DB) => Err(other(ep, &e)),
-        Ok(Err(e)) => Err(EngineError::Refused(format!("{ep}: {}", describe(&e)))),
-        Err(_) => Err(EngineError::Refused(format!(
-            "{ep}: no answer within {} s",
+        Ok(Err(e)) => Err(unavailable(ep, &e)
+            .unwrap_or_else(|| EngineError::Refused(format!("{ep}: {}", describe(&e))))),
+        Err(_) => Err(EngineError::Unavailable(format!(
+            "database server lost: {ep}: no answer within {} s",
             CONNECT_TIMEOUT.as_secs()
         ))),
     }

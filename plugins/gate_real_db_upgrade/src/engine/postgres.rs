@@ -69,7 +69,37 @@ fn other(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
     EngineError::Other(format!("{ep}: {}", describe(e)))
 }
 
+/// The server is gone (an I/O or protocol error rather than an answer; SQLSTATE class 08,
+/// `admin_shutdown` 57P01, `crash_shutdown` 57P02, `cannot_connect_now` 57P03) or full
+/// (`disk_full` 53100).
+fn unavailable(ep: &Endpoint, e: &sqlx::Error) -> Option<EngineError> {
+    let code = code(e);
+    let lost = matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+    ) || code
+        .as_deref()
+        .is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03"));
+    let full = code.as_deref() == Some("53100");
+    let message = format!("{ep}: {}", describe(e));
+    match super::unavailable_kind(&message) {
+        Some(kind) => Some(EngineError::Unavailable(format!("{kind}: {message}"))),
+        None if lost || full => Some(EngineError::Unavailable(format!(
+            "{}: {message}",
+            if full {
+                "disk full"
+            } else {
+                "database server lost"
+            }
+        ))),
+        None => None,
+    }
+}
+
 fn classify(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
+    if let Some(gone) = unavailable(ep, e) {
+        return gone;
+    }
     match code(e).as_deref() {
         Some(INSUFFICIENT_PRIVILEGE) => EngineError::Refused(format!("{ep}: {}", describe(e))),
         _ => other(ep, e),
@@ -84,9 +114,10 @@ async fn connect(ep: &Endpoint, database: Option<&str>) -> Result<PgConnection, 
         Ok(Err(e)) if database.is_some() && code(&e).as_deref() == Some(INVALID_CATALOG_NAME) => {
             Err(other(ep, &e))
         }
-        Ok(Err(e)) => Err(EngineError::Refused(format!("{ep}: {}", describe(&e)))),
-        Err(_) => Err(EngineError::Refused(format!(
-            "{ep}: no answer within {} s",
+        Ok(Err(e)) => Err(unavailable(ep, &e)
+            .unwrap_or_else(|| EngineError::Refused(format!("{ep}: {}", describe(&e))))),
+        Err(_) => Err(EngineError::Unavailable(format!(
+            "database server lost: {ep}: no answer within {} s",
             CONNECT_TIMEOUT.as_secs()
         ))),
     }

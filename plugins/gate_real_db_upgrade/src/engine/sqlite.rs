@@ -102,12 +102,16 @@ pub(super) async fn create_from_sql(path: &Path, sql: &str) -> Result<(), Engine
     match result {
         Ok(_) => Ok(()),
         Err(e) => {
-            // Summarised: SQLite quotes the seed text it chokes on.
-            let error = EngineError::SeedLoad(format!(
-                "{}: {}",
-                path.display(),
-                super::client::summarise_sqlite(&describe(&e))
-            ));
+            // Summarised: SQLite quotes the seed text it chokes on. SQLITE_FULL ("database or
+            // disk is full") is the disk's fault, not the seed's.
+            let error = super::unavailable_or(
+                format!(
+                    "{}: {}",
+                    path.display(),
+                    super::client::summarise_sqlite(&describe(&e))
+                ),
+                EngineError::SeedLoad,
+            );
             match remove(path) {
                 Ok(()) => Err(error),
                 Err(remove_error) => Err(super::append(
@@ -172,9 +176,12 @@ pub(super) async fn execute(path: &Path, sql: &str) -> Result<(), EngineError> {
     let mut conn = connect_existing(path).await?;
     let result = sqlx::raw_sql(sql).execute(&mut conn).await;
     close(conn).await;
-    result
-        .map(drop)
-        .map_err(|e| EngineError::Other(format!("{}: {}", path.display(), describe(&e))))
+    result.map(drop).map_err(|e| {
+        super::unavailable_or(
+            format!("{}: {}", path.display(), describe(&e)),
+            EngineError::Other,
+        )
+    })
 }
 
 /// The names of the `*.sqlite` files in `dir` (none when it does not exist).
