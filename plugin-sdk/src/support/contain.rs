@@ -464,8 +464,8 @@ pub fn read_regular_file(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
 
 /// Copies the regular files and directories under `from` into `to` (created), skipping
 /// symbolic links and special files, without following links: to publish what a contained
-/// process wrote. Files larger than `max_file` bytes are cut there. Returns how many files
-/// were copied.
+/// process wrote. A file never replaces anything already in `to`; files larger than
+/// `max_file` bytes are cut there. Returns how many files were copied.
 ///
 /// # Errors
 /// A directory could not be read or a file could not be written.
@@ -480,9 +480,10 @@ pub fn copy_regular_tree(from: &Path, to: &Path, max_file: u64) -> io::Result<us
         let entry = entry?;
         let kind = entry.file_type()?;
         let target = to.join(entry.file_name());
-        if kind.is_dir() {
+        let taken = fs::symlink_metadata(&target).is_ok();
+        if kind.is_dir() && (!taken || fs::symlink_metadata(&target)?.is_dir()) {
             copied += copy_regular_tree(&entry.path(), &target, max_file)?;
-        } else if kind.is_file() {
+        } else if kind.is_file() && !taken {
             if let Some(bytes) = read_regular_file(&entry.path(), max_file)? {
                 fs::write(&target, bytes)?;
                 copied += 1;
@@ -730,7 +731,10 @@ mod tests {
         assert_eq!(read_regular_file(&src.join("none"), 100).unwrap(), None);
         assert_eq!(read_regular_file(&src, 100).unwrap(), None);
         let dst = dir.path().join("dst");
-        assert_eq!(copy_regular_tree(&src, &dst, 1 << 20).unwrap(), 2);
+        fs::create_dir_all(&dst).unwrap();
+        fs::write(dst.join("a.txt"), "mine").unwrap();
+        assert_eq!(copy_regular_tree(&src, &dst, 1 << 20).unwrap(), 1);
+        assert_eq!(fs::read_to_string(dst.join("a.txt")).unwrap(), "mine");
         assert_eq!(fs::read_to_string(dst.join("sub/b.txt")).unwrap(), "b");
         assert!(!dst.join("leak").exists() && !dst.join("dirleak").exists());
     }
