@@ -219,7 +219,10 @@ mod tests {
         );
         use std::os::unix::fs::PermissionsExt;
         let out = dir.path().join("alembic.ini");
-        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // A link left where the output goes is replaced, not followed.
         let victim = dir.path().join("victim");
         fs::write(&victim, "untouched").unwrap();
