@@ -281,3 +281,95 @@ fn the_script_runs_contained_with_and_without_a_network_namespace() {
         "the script in its own namespace reached the host"
     );
 }
+
+#[test]
+fn a_stalled_git_server_fails_its_job_and_frees_the_mirror_for_the_next() {
+    // A "git server" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                held.lock().unwrap().push(conn);
+            }
+        });
+    }
+    // A real upstream with the change, for the second job.
+    let upstream = tempfile::tempdir().unwrap();
+    let repo = upstream.path().join("example/shop");
+    std::fs::create_dir_all(&repo).unwrap();
+    turbo_hipster_tests::git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("README"), "base\n").unwrap();
+    turbo_hipster_tests::git(&repo, &["add", "."]);
+    turbo_hipster_tests::git(&repo, &["commit", "-qm", "base"]);
+    let sha = turbo_hipster_tests::git(&repo, &["rev-parse", "HEAD"]);
+    turbo_hipster_tests::git(&repo, &["update-ref", "refs/zuul/master/Zabc", &sha]);
+
+    let plugins = PluginDir::new();
+    plugins.add("shell_script", &built().plugins["shell_script"]);
+    let server = JobServer::start(ServerKind::Gearmand);
+    let scripts = tempfile::tempdir().unwrap();
+    let s = script(scripts.path(), "ok.sh", "#!/bin/sh\nexit 0\n");
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "max_concurrent_jobs": 2,
+            "jobs": [{
+                "name": "build:fetch", "plugin": "shell_script", "shell_script": s,
+                "timeout": 60, "git_retries": 1, "git_stall_timeout": 2
+            }]
+        }),
+    );
+    let _daemon = Daemon::start(&setup);
+    server.wait_registered("build:fetch", Duration::from_secs(20));
+
+    let start = Instant::now();
+    let addr = server.addr();
+    let stalled = std::thread::spawn(move || {
+        let out = enqueue(
+            &addr,
+            "fetch",
+            &[
+                "--param",
+                &format!("ZUUL_URL=git://127.0.0.1:{port}/"),
+                "--param",
+                "ZUUL_PROJECT=example/shop",
+                "--param",
+                "ZUUL_REF=refs/zuul/master/Zabc",
+            ],
+        );
+        (result_of(&out), start.elapsed())
+    });
+    // The second job for the project starts while the first holds the mirror.
+    let until = Instant::now() + Duration::from_secs(10);
+    while held.lock().unwrap().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!held.lock().unwrap().is_empty(), "git never connected");
+    let out = enqueue(
+        &server.addr(),
+        "fetch",
+        &[
+            "--param",
+            &format!("ZUUL_URL={}", upstream.path().display()),
+            "--param",
+            "ZUUL_PROJECT=example/shop",
+            "--param",
+            "ZUUL_REF=refs/zuul/master/Zabc",
+        ],
+    );
+    let second = (result_of(&out), start.elapsed());
+    let first = stalled.join().unwrap();
+    assert!(
+        first.0.starts_with("FAILURE - could not prepare the git checkout: git fetch of")
+            && first.0.ends_with("failed: stalled: no progress for 2 s"),
+        "{}",
+        first.0
+    );
+    assert!(first.1 < Duration::from_secs(20), "{:?}", first.1);
+    assert_eq!(second.0, "SUCCESS", "{}", text(&out));
+    assert!(second.1 >= Duration::from_secs(2), "{:?}", second.1);
+}
