@@ -364,7 +364,9 @@ fn a_stalled_git_server_fails_its_job_and_frees_the_mirror_for_the_next() {
     let second = (result_of(&out), start.elapsed());
     let first = stalled.join().unwrap();
     assert!(
-        first.0.starts_with("FAILURE - could not prepare the git checkout: git fetch of")
+        first
+            .0
+            .starts_with("FAILURE - could not prepare the git checkout: git fetch of")
             && first.0.ends_with("failed: stalled: no progress for 2 s"),
         "{}",
         first.0

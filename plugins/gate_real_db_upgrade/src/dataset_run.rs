@@ -648,9 +648,10 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Resolves the job's containment for the tool and hands it the checkout and the run's
-    /// work directory (the rendered templates with the database password included: they are
-    /// written 0600, so only the tool's user can read them).
+    /// Resolves the job's containment for the tool and hands it the checkout, the run's work
+    /// directory (the rendered templates with the database password included: they are
+    /// written 0600, so only the tool's user can read them) and, for SQLite, the database's
+    /// directory.
     fn contain(&self, checkout: &Path, program: &str) -> Result<Contained, ContainError> {
         let contained = self.job.settings.containment.prepare()?;
         contained.check_reachable(checkout)?;
@@ -659,6 +660,13 @@ impl Run<'_, '_> {
         }
         contained.grant(checkout)?;
         contained.grant(&self.work_dir)?;
+        if self.server.endpoint().is_none() {
+            // SQLite: the tool writes the database file and its journal next to it.
+            let file = self.server.sqlite_path(self.db);
+            if let Some(dir) = file.parent() {
+                contained.grant(dir)?;
+            }
+        }
         self.note(&format!("the migration tool runs {}", contained.describe()));
         Ok(contained)
     }

@@ -108,25 +108,28 @@ fn alembic_world_in(engine: Engine, limits: Value, job: Value, connection: Value
     require(engine);
     let venv = venv();
     let mut world = World::new(job);
+    let mut dataset = json!({
+        "project": "acme/api",
+        "engine": engine_name(engine),
+        "database": "acme_api",
+        "seed_data": "seed.sql",
+        "migration": {
+            "tool": [
+                venv.join("bin/alembic"),
+                "-c", "{work_dir}/alembic.ini", "upgrade", "head"
+            ],
+            "templates": {"alembic.ini": "alembic.ini.tmpl"},
+            "log_format": "alembic",
+        },
+        "expected_version": {"alembic_heads": "alembic/versions"},
+        "maximum_migration_times": limits,
+    });
+    if !connection.is_null() {
+        dataset["connection"] = connection;
+    }
     world.dataset(
         "api",
-        json!({
-            "connection": connection,
-            "project": "acme/api",
-            "engine": engine_name(engine),
-            "database": "acme_api",
-            "seed_data": "seed.sql",
-            "migration": {
-                "tool": [
-                    venv.join("bin/alembic"),
-                    "-c", "{work_dir}/alembic.ini", "upgrade", "head"
-                ],
-                "templates": {"alembic.ini": "alembic.ini.tmpl"},
-                "log_format": "alembic",
-            },
-            "expected_version": {"alembic_heads": "alembic/versions"},
-            "maximum_migration_times": limits,
-        }),
+        dataset,
         &[
             (
                 "seed.sql",
