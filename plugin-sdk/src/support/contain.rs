@@ -143,8 +143,9 @@ impl Containment {
     /// One line per problem, each starting with its key path (`containment.processes: …`).
     pub fn from_config(config: &Map<String, Value>) -> Result<Self, Vec<String>> {
         let mut c = Self::default();
+        let empty = Map::new();
         let object = match config.get(CONTAINMENT_KEY) {
-            None | Some(Value::Null) => return Ok(c),
+            None | Some(Value::Null) => &empty,
             Some(Value::Object(o)) => o,
             Some(other) => {
                 return Err(vec![format!(
@@ -178,6 +179,14 @@ impl Containment {
             };
             if let Err(why) = result {
                 problems.push(format!("{path}: {why}"));
+            }
+        }
+        if c.run_as.is_none() && Uid::effective().is_root() {
+            if let Ok(None) = User::from_name(DEFAULT_USER) {
+                problems.push(format!(
+                    "{CONTAINMENT_KEY}.run_as: not set, and the default user {DEFAULT_USER} \
+                     does not exist on this host: name an unprivileged user"
+                ));
             }
         }
         if problems.is_empty() {
