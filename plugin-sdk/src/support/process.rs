@@ -1,6 +1,9 @@
 //! Runs a command as a job step: in a process group of its own, with every line of its output
 //! stamped the moment it is read, written to a [`LogFile`] and handed to the caller, and with
-//! the whole group killed on cancellation or timeout.
+//! the whole group killed on cancellation, timeout, or (when asked) a stall: no output and no
+//! change of a caller's progress probe for a while ([`ProcessRunner::stall_timeout`]; git uses
+//! it with the size of the directory it writes, so a server that accepts a connection and
+//! never answers cannot hold a job for the whole timeout).
 //!
 //! Output is read by one blocking thread per pipe; the calling thread receives the lines over a
 //! channel, so a line callback may borrow from the caller and need not be `Send`. The caller's
