@@ -5,7 +5,7 @@
 //! - [`process`]: run a command in its own process group with timestamped output capture,
 //!   cancellation and a timeout.
 //! - [`git`]: prepare a checkout of a Zuul change from a cached mirror.
-//! - [`env`]: which build parameters may reach a process's environment.
+//! - [`env`](mod@env): which build parameters may reach a process's environment.
 //! - [`contain`]: run the change's code as an unprivileged user, with limits, optionally in a
 //!   network namespace of its own.
 
