@@ -9,6 +9,24 @@
 //! the fetched commit out, detached. Every git command's output goes to the job's
 //! `git_prep.log`.
 //!
+//! ## Transports and stalls
+//!
+//! `ZUUL_URL` comes from the network. git can reach a repository through transports that run
+//! commands (`ext::sh -c …`) or read a file descriptor (`fd::7`, which made a fetch wait for
+//! ever): a job allows only [`GitOptions::protocols`] (default [`DEFAULT_PROTOCOLS`],
+//! configurable with `git_protocols`). The URL's transport is worked out the way git does it
+//! ([`transport_of`]) and a URL with any other is refused before git runs; git itself gets
+//! the same list as `GIT_ALLOW_PROTOCOL`, so a redirect or a submodule cannot use another
+//! one either.
+//!
+//! A git command is stopped when it runs longer than [`GitOptions::command_timeout`]
+//! (`git_timeout`, default 30 min), and also when it makes no progress for
+//! [`GitOptions::stall_timeout`] (`git_stall_timeout`, default 5 min): no output and no
+//! growth of the directory it writes (the mirror's objects for a fetch, the checkout for a
+//! checkout). Over HTTP git stops by itself first (`http.lowSpeedLimit` of 1 byte/s for the
+//! same time). A stalled fetch counts as a failed attempt, and the mirror's lock is released
+//! when the job's preparation ends, so the next job for the project proceeds.
+//!
 //! The mirror's [`FETCHED_REF`] holds only the latest fetch; older fetched commits stay in the
 //! mirror as unreachable objects, which `git gc` keeps for two weeks by default. Never run
 //! `git gc --prune=now` on a mirror while jobs use it.
@@ -35,6 +53,12 @@ pub const DEFAULT_ATTEMPTS: u32 = 3;
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(2);
 /// The default limit on one git command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The default limit on a git command that makes no progress.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// The transports a job may fetch through unless its configuration says otherwise.
+pub const DEFAULT_PROTOCOLS: [&str; 5] = ["http", "https", "git", "ssh", "file"];
+/// Transports that can never be allowed: they run a command or use a descriptor.
+pub const NEVER_PROTOCOLS: [&str; 2] = ["ext", "fd"];
 /// The ref in the mirror that keeps the last fetched commit from being garbage-collected.
 pub const FETCHED_REF: &str = "refs/turbo-hipster/fetched";
 
@@ -245,6 +269,11 @@ pub struct GitOptions {
     pub command_timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when a git command is stopped.
     pub kill_grace: Duration,
+    /// Stop a git command that makes no progress for this long (a stalled fetch counts as a
+    /// failed attempt).
+    pub stall_timeout: Option<Duration>,
+    /// The transports allowed (`http`, `https`, `git`, `ssh`, `file`, …).
+    pub protocols: Vec<String>,
 }
 
 impl Default for GitOptions {
@@ -254,8 +283,147 @@ impl Default for GitOptions {
             backoff: DEFAULT_BACKOFF,
             command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
             kill_grace: super::process::DEFAULT_KILL_GRACE,
+            stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
+            protocols: DEFAULT_PROTOCOLS.map(String::from).to_vec(),
         }
     }
+}
+
+impl GitOptions {
+    /// Reads the job configuration keys `git_timeout` (seconds one git command may run),
+    /// `git_stall_timeout` (seconds without progress) and `git_protocols` (a list of
+    /// transport names) into `self`, adding one line per problem to `problems`.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use turbo_hipster_sdk::support::git::GitOptions;
+    ///
+    /// let config = json!({"git_stall_timeout": 60, "git_protocols": ["https"]});
+    /// let mut options = GitOptions::default();
+    /// let mut problems = Vec::new();
+    /// options.read_config(config.as_object().unwrap(), &mut problems);
+    /// assert!(problems.is_empty());
+    /// assert_eq!(options.protocols, ["https"]);
+    /// let bad = json!({"git_protocols": ["ext"], "git_timeout": 0});
+    /// options.read_config(bad.as_object().unwrap(), &mut problems);
+    /// assert_eq!(problems.len(), 2, "{problems:?}");
+    /// ```
+    pub fn read_config(
+        &mut self,
+        config: &serde_json::Map<String, serde_json::Value>,
+        problems: &mut Vec<String>,
+    ) {
+        use serde_json::Value;
+        let seconds = |key: &str, v: &Value, problems: &mut Vec<String>| {
+            let d = v
+                .as_f64()
+                .filter(|s| *s >= 1.0 && *s <= 86_400.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok());
+            if d.is_none() {
+                problems.push(format!(
+                    "{key}: expected a number of seconds from 1 to 86400, found {v}"
+                ));
+            }
+            d
+        };
+        if let Some(v) = config.get("git_timeout").filter(|v| !v.is_null()) {
+            if let Some(d) = seconds("git_timeout", v, problems) {
+                self.command_timeout = Some(d);
+            }
+        }
+        if let Some(v) = config.get("git_stall_timeout").filter(|v| !v.is_null()) {
+            if let Some(d) = seconds("git_stall_timeout", v, problems) {
+                self.stall_timeout = Some(d);
+            }
+        }
+        match config.get("git_protocols") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) if !items.is_empty() => {
+                let mut protocols = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(p) if NEVER_PROTOCOLS.contains(&p) => problems.push(format!(
+                            "git_protocols[{i}]: {p} is never allowed: it runs a command or \
+                             reads a file descriptor"
+                        )),
+                        Some(p)
+                            if !p.is_empty()
+                                && p.bytes().all(|b| {
+                                    b.is_ascii_lowercase()
+                                        || b.is_ascii_digit()
+                                        || b"+.-".contains(&b)
+                                }) =>
+                        {
+                            protocols.push(p.to_string());
+                        }
+                        _ => problems.push(format!(
+                            "git_protocols[{i}]: expected a transport name such as https, \
+                             found {item}"
+                        )),
+                    }
+                }
+                self.protocols = protocols;
+            }
+            Some(other) => problems.push(format!(
+                "git_protocols: expected a non-empty list of transport names (http, https, \
+                 git, ssh, file), found {other}"
+            )),
+        }
+    }
+}
+
+/// The transport git uses for `url`, as git works it out: `<name>::…` is the remote helper
+/// `<name>` (`fd::7` → `fd`, `ext::…` → `ext`); a URL without a colon, or with a slash before
+/// its first colon, is a local path (`file`); `<scheme>://…` is the scheme (`git+ssh` and
+/// `ssh+git` are `ssh`); anything else (`host:path`) is `ssh`.
+///
+/// ```
+/// use turbo_hipster_sdk::support::git::transport_of;
+///
+/// assert_eq!(transport_of("https://review.example.org/p"), "https");
+/// assert_eq!(transport_of("fd::7"), "fd");
+/// assert_eq!(transport_of("/srv/git"), "file");
+/// assert_eq!(transport_of("git@host:repo"), "ssh");
+/// ```
+pub fn transport_of(url: &str) -> String {
+    let scheme_len = url
+        .bytes()
+        .enumerate()
+        .take_while(|&(i, b)| {
+            b.is_ascii_alphabetic() || (i > 0 && (b.is_ascii_digit() || b"+.-".contains(&b)))
+        })
+        .count();
+    let (scheme, rest) = url.split_at(scheme_len);
+    if scheme_len > 0 && rest.starts_with("::") {
+        return scheme.to_ascii_lowercase();
+    }
+    match (url.find(':'), url.find('/')) {
+        (None, _) => return "file".into(),
+        (Some(colon), Some(slash)) if slash < colon => return "file".into(),
+        _ => {}
+    }
+    if scheme_len > 0 && rest.starts_with("://") {
+        match scheme.to_ascii_lowercase().as_str() {
+            "git+ssh" | "ssh+git" => "ssh".into(),
+            other => other.into(),
+        }
+    } else {
+        "ssh".into()
+    }
+}
+
+/// Refuses a change whose `ZUUL_URL` uses a transport `options` does not allow.
+fn check_transport(change: &ZuulChange, options: &GitOptions) -> Result<(), GitError> {
+    let transport = transport_of(&change.url);
+    if options.protocols.contains(&transport) && !NEVER_PROTOCOLS.contains(&transport.as_str()) {
+        return Ok(());
+    }
+    Err(GitError::Invalid(vec![format!(
+        "ZUUL_URL {:?} uses the git transport {transport:?}, which this job does not allow \
+         (allowed: {})",
+        change.url,
+        options.protocols.join(", ")
+    )]))
 }
 
 /// A prepared checkout.
@@ -319,6 +487,7 @@ pub fn prepare_checkout(
         dest.display(),
         change.remote()
     ));
+    check_transport(change, options).inspect_err(|e| git.note(&e.to_string()))?;
     check_destination(dest)?;
 
     // Absolute: the checkout refers to the mirror's objects by path.
@@ -403,6 +572,7 @@ impl GitRun {
     fn failure(&self) -> String {
         match (&self.outcome.termination, &self.reason) {
             (Termination::TimedOut(t), _) => format!("timed out after {}", seconds(*t)),
+            (Termination::Stalled(t), _) => format!("stalled: no progress for {}", seconds(*t)),
             (_, Some(line)) => {
                 let line = line.trim();
                 ["fatal: ", "error: "]
@@ -428,15 +598,27 @@ impl Git<'_> {
         let _ = self.log.line(TAG, text);
     }
 
-    /// Runs git; `Err` only when it could not run or the job was cancelled.
-    fn run<I, S>(&self, cwd: Option<&Path>, args: I) -> Result<GitRun, GitError>
+    /// Runs git; `Err` only when it could not run or the job was cancelled. `watch` is the
+    /// directory whose growth counts as progress for the stall watchdog.
+    fn run<I, S>(
+        &self,
+        cwd: Option<&Path>,
+        watch: Option<&Path>,
+        args: I,
+    ) -> Result<GitRun, GitError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         let mut cmd = Command::new("git");
+        if let Some(stall) = self.options.stall_timeout {
+            // Over HTTP, git gives up by itself on a connection slower than 1 byte/s.
+            cmd.args(["-c", "http.lowSpeedLimit=1", "-c"])
+                .arg(format!("http.lowSpeedTime={}", stall.as_secs().max(1)));
+        }
         cmd.args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ALLOW_PROTOCOL", self.options.protocols.join(":"))
             .env("LC_ALL", "C");
         for var in [
             "GIT_DIR",
@@ -445,6 +627,10 @@ impl Git<'_> {
             "GIT_OBJECT_DIRECTORY",
             "GIT_ALTERNATE_OBJECT_DIRECTORIES",
             "GIT_CEILING_DIRECTORIES",
+            "GIT_SSH_COMMAND",
+            "GIT_PROXY_COMMAND",
+            "GIT_EXEC_PATH",
+            "GIT_CONFIG_PARAMETERS",
         ] {
             cmd.env_remove(var);
         }
@@ -458,6 +644,13 @@ impl Git<'_> {
             .log(self.log)
             .tag(TAG)
             .timeout(self.options.command_timeout)
+            .stall_timeout(
+                self.options.stall_timeout,
+                watch.map(|dir| {
+                    let dir = dir.to_path_buf();
+                    Box::new(move || tree_size(&dir)) as Box<dyn FnMut() -> u64>
+                }),
+            )
             .kill_grace(self.options.kill_grace)
             .on_line(|line| match line.stream {
                 Stream::Stdout => stdout.push(line.text.clone()),
@@ -489,7 +682,7 @@ impl Git<'_> {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let run = self.run(cwd, args)?;
+        let run = self.run(cwd, cwd, args)?;
         if run.outcome.success() {
             Ok(run)
         } else {
@@ -553,6 +746,7 @@ impl Git<'_> {
             ));
             let run = self.run(
                 None,
+                Some(&mirror.join("objects")),
                 [
                     OsStr::new("--git-dir"),
                     mirror.as_os_str(),
@@ -627,6 +821,33 @@ impl Git<'_> {
             }
         }
     }
+}
+
+/// The bytes and entries under `dir` (at most 100,000 entries looked at), without following
+/// links: a measure that grows while git writes there.
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut seen = 0u32;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > 100_000 {
+                return total;
+            }
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            total = total.saturating_add(meta.len()).saturating_add(1);
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
 }
 
 /// Whether git said the ref does not exist (no point in trying again).
@@ -902,6 +1123,223 @@ mod tests {
         for r in results {
             assert_eq!(r.unwrap().commit, sha);
         }
+    }
+
+    #[test]
+    fn transports_are_recognised_like_git_does() {
+        for (url, t) in [
+            ("https://h/p", "https"),
+            ("HTTP://h/p", "http"),
+            ("git://h/p", "git"),
+            ("ssh://h/p", "ssh"),
+            ("git+ssh://h/p", "ssh"),
+            ("git@h:p", "ssh"),
+            ("h:p/q", "ssh"),
+            ("file:///srv/git", "file"),
+            ("/srv/git", "file"),
+            ("relative/dir", "file"),
+            ("./a:b", "file"),
+            ("fd::7", "fd"),
+            ("ext::sh", "ext"),
+            ("FD::7", "fd"),
+            ("foo://x", "foo"),
+            ("persistent-https::x", "persistent-https"),
+        ] {
+            assert_eq!(transport_of(url), t, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_a_transport_not_allowed_is_refused_before_git_runs() {
+        let work = tempfile::tempdir().unwrap();
+        let log = LogFile::create(work.path().join("git_prep.log")).unwrap();
+        for url in ["fd::7", "ext::sh", "foo://host/x"] {
+            let change = ZuulChange::new(url, "openstack/nova", "master").unwrap();
+            let start = std::time::Instant::now();
+            let err = prepare_checkout(
+                &change,
+                &work.path().join("cache"),
+                &work.path().join("dest"),
+                &log,
+                &options(),
+                &NeverCancelled,
+            )
+            .unwrap_err();
+            assert!(start.elapsed() < Duration::from_secs(2));
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "invalid Zuul change: ZUUL_URL {url:?} uses the git transport"
+                )),
+                "{text}"
+            );
+        }
+        assert!(!work.path().join("cache").exists());
+        let logged = logged(&log);
+        assert!(logged.iter().all(|(tag, _)| tag != "command"), "{logged:?}");
+
+        // A job that allows only https refuses a local path too.
+        let (up, _) = upstream();
+        let change = ZuulChange::new(&up.url, "openstack/nova", "master").unwrap();
+        let only_https = GitOptions {
+            protocols: vec!["https".into()],
+            ..options()
+        };
+        let err = prepare_checkout(
+            &change,
+            &work.path().join("cache"),
+            &work.path().join("dest"),
+            &log,
+            &only_https,
+            &NeverCancelled,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"file\""), "{err}");
+    }
+
+    #[test]
+    fn git_itself_refuses_a_transport_not_allowed() {
+        // The second wall: even a URL that passed the check cannot make git use another
+        // transport (here: the check is bypassed by allowing "file" in our list but not
+        // in git's, which a redirect or submodule would hit the same way).
+        let (up, _) = upstream();
+        let work = tempfile::tempdir().unwrap();
+        let log = LogFile::create(work.path().join("git_prep.log")).unwrap();
+        let git = Git {
+            log: &log,
+            cancel: &NeverCancelled,
+            options: &GitOptions {
+                protocols: vec!["https".into()],
+                ..options()
+            },
+        };
+        let mirror = work.path().join("m.git");
+        git.init("--bare", &mirror).unwrap();
+        let change = ZuulChange::new(&up.url, "openstack/nova", "master").unwrap();
+        let err = git.fetch(&change, &mirror).unwrap_err();
+        assert!(
+            err.to_string().contains("transport 'file' not allowed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_stalled_fetch_ends_and_releases_the_mirror_for_the_next_job() {
+        use std::net::TcpListener;
+        // A "git server" that accepts connections and never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            let held = held.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    held.lock().unwrap().push(conn);
+                }
+            });
+        }
+        let (up, sha) = upstream();
+        let work = tempfile::tempdir().unwrap();
+        let cache = work.path().join("cache");
+        let stalling = GitOptions {
+            attempts: 2,
+            stall_timeout: Some(Duration::from_secs(1)),
+            kill_grace: Duration::from_millis(200),
+            ..options()
+        };
+        let start = std::time::Instant::now();
+        let (first, second) = std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                let log = LogFile::create(work.path().join("1.log")).unwrap();
+                let url = format!("git://127.0.0.1:{port}/");
+                let change = ZuulChange::new(&url, "openstack/nova", "master").unwrap();
+                let r = prepare_checkout(
+                    &change,
+                    &cache,
+                    &work.path().join("dest1"),
+                    &log,
+                    &stalling,
+                    &NeverCancelled,
+                );
+                (r, start.elapsed())
+            });
+            // The second job for the same project waits for the mirror, then proceeds.
+            std::thread::sleep(Duration::from_millis(300));
+            let second = s.spawn(|| {
+                let log = LogFile::create(work.path().join("2.log")).unwrap();
+                let change =
+                    ZuulChange::new(&up.url, "openstack/nova", "refs/zuul/master/Zabc").unwrap();
+                let r = prepare_checkout(
+                    &change,
+                    &cache,
+                    &work.path().join("dest2"),
+                    &log,
+                    &options(),
+                    &NeverCancelled,
+                );
+                (r, start.elapsed())
+            });
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        let (err, took) = (first.0.unwrap_err(), first.1);
+        assert!(
+            matches!(&err, GitError::Fetch { attempts: 2, message, .. } if message.starts_with("stalled: no progress for 1 s")),
+            "{err:?}"
+        );
+        // Two stalls of 1 s, a pause of 10 ms, the kill grace: well under 10 s.
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(!held.lock().unwrap().is_empty(), "git never connected");
+        assert_eq!(second.0.unwrap().commit, sha);
+        assert!(
+            second.1 >= took,
+            "the second job ran while the first held the mirror"
+        );
+        let first_log = logged(&LogFile::append(work.path().join("1.log")).unwrap());
+        assert!(
+            first_log.iter().any(|(tag, _)| tag == "stall"),
+            "{first_log:?}"
+        );
+    }
+
+    #[test]
+    fn git_options_from_the_job_config() {
+        let config = serde_json::json!({
+            "git_timeout": 600, "git_stall_timeout": 30, "git_protocols": ["https", "ssh"]
+        });
+        let mut o = GitOptions::default();
+        let mut problems = Vec::new();
+        o.read_config(config.as_object().unwrap(), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(o.command_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(o.stall_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(o.protocols, ["https", "ssh"]);
+        let bad = serde_json::json!({
+            "git_timeout": "x", "git_stall_timeout": 0, "git_protocols": ["fd", "HTTPS", 3]
+        });
+        o.read_config(bad.as_object().unwrap(), &mut problems);
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "git_timeout",
+                "git_stall_timeout",
+                "git_protocols[0]",
+                "git_protocols[1]",
+                "git_protocols[2]"
+            ],
+            "{problems:?}"
+        );
+        let mut problems = Vec::new();
+        o.read_config(
+            serde_json::json!({"git_protocols": []})
+                .as_object()
+                .unwrap(),
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 1);
     }
 
     #[test]

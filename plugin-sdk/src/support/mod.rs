@@ -7,7 +7,12 @@
 //! - [`git`]: prepare a checkout of a Zuul change from a cached mirror.
 //! - [`owner`]: claim files naming the process that made a thing, so that a later start can
 //!   remove what a killed process left.
+//! - [`env`](mod@env): which build parameters may reach a process's environment.
+//! - [`contain`]: run the change's code as an unprivileged user, with limits, optionally in a
+//!   network namespace of its own.
 
+pub mod contain;
+pub mod env;
 pub mod git;
 pub mod logfile;
 pub mod owner;

@@ -1,6 +1,9 @@
 //! Runs a command as a job step: in a process group of its own, with every line of its output
 //! stamped the moment it is read, written to a [`LogFile`] and handed to the caller, and with
-//! the whole group killed on cancellation or timeout.
+//! the whole group killed on cancellation, timeout, or (when asked) a stall: no output and no
+//! change of a caller's progress probe for a while ([`ProcessRunner::stall_timeout`]; git uses
+//! it with the size of the directory it writes, so a server that accepts a connection and
+//! never answers cannot hold a job for the whole timeout).
 //!
 //! Output is read by one blocking thread per pipe; the calling thread receives the lines over a
 //! channel, so a line callback may borrow from the caller and need not be `Send`. The caller's
@@ -156,6 +159,9 @@ pub enum Termination {
     Cancelled,
     /// It ran longer than this; we killed its process group.
     TimedOut(Duration),
+    /// It made no progress (no output, no change seen by its progress probe) for this long;
+    /// we killed its process group.
+    Stalled(Duration),
 }
 
 impl fmt::Display for Termination {
@@ -165,6 +171,7 @@ impl fmt::Display for Termination {
             Termination::Signalled(sig) => write!(f, "killed by signal {}", signal_name(sig)),
             Termination::Cancelled => f.write_str("cancelled"),
             Termination::TimedOut(t) => write!(f, "timed out after {}", seconds(t)),
+            Termination::Stalled(t) => write!(f, "stalled: no progress for {}", seconds(t)),
         }
     }
 }
@@ -239,6 +246,45 @@ pub enum ProcessError {
 }
 
 type LineCallback<'a> = Box<dyn FnMut(&Line) + 'a>;
+type ProgressProbe<'a> = Box<dyn FnMut() -> u64 + 'a>;
+
+/// How often a stall watchdog's progress probe is called, at most.
+pub const STALL_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A stall watchdog: the command is stopped when it neither writes output nor changes the
+/// probe's value for `limit`.
+struct Stall<'a> {
+    limit: Duration,
+    probe: Option<ProgressProbe<'a>>,
+    last_value: u64,
+    last_progress: Instant,
+    next_probe: Instant,
+}
+
+impl Stall<'_> {
+    fn interval(&self) -> Duration {
+        STALL_PROBE_INTERVAL.min(self.limit / 4)
+    }
+
+    /// Calls the probe when due; returns whether the command stalled.
+    fn check(&mut self, now: Instant) -> bool {
+        if now >= self.next_probe {
+            if let Some(probe) = self.probe.as_mut() {
+                let value = probe();
+                if value != self.last_value {
+                    self.last_value = value;
+                    self.last_progress = now;
+                }
+            }
+            self.next_probe = now + self.interval();
+        }
+        now >= self.last_progress + self.limit
+    }
+
+    fn wake(&self) -> Instant {
+        self.next_probe.min(self.last_progress + self.limit)
+    }
+}
 
 /// Runs one command with output capture, cancellation and an optional timeout.
 ///
@@ -272,6 +318,7 @@ pub struct ProcessRunner<'a> {
     kill_grace: Duration,
     drain_timeout: Duration,
     on_line: Option<LineCallback<'a>>,
+    stall: Option<(Duration, Option<ProgressProbe<'a>>)>,
 }
 
 impl fmt::Debug for ProcessRunner<'_> {
@@ -299,6 +346,7 @@ impl<'a> ProcessRunner<'a> {
             kill_grace: DEFAULT_KILL_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             on_line: None,
+            stall: None,
         }
     }
 
@@ -330,6 +378,19 @@ impl<'a> ProcessRunner<'a> {
     /// [`DEFAULT_DRAIN_TIMEOUT`]).
     pub fn drain_timeout(mut self, drain: Duration) -> Self {
         self.drain_timeout = drain;
+        self
+    }
+
+    /// Stops the command when it makes no progress for `limit`: no output line and no change
+    /// of `probe`'s value (called at most every [`STALL_PROBE_INTERVAL`] on the calling
+    /// thread; e.g. the size of the directory the command writes). The outcome is then
+    /// [`Termination::Stalled`]. `None` turns the watchdog off.
+    pub fn stall_timeout(
+        mut self,
+        limit: Option<Duration>,
+        probe: Option<Box<dyn FnMut() -> u64 + 'a>>,
+    ) -> Self {
+        self.stall = limit.map(|l| (l, probe));
         self
     }
 
@@ -415,6 +476,13 @@ impl<'a> ProcessRunner<'a> {
 
         // `tx` stays alive here so that `recv_timeout` always waits instead of failing.
         let deadline = self.timeout.map(|t| start + t);
+        let mut stall = self.stall.take().map(|(limit, mut probe)| Stall {
+            limit,
+            last_value: probe.as_mut().map_or(0, |p| p()),
+            probe,
+            last_progress: start,
+            next_probe: start,
+        });
         let mut exit: Option<(io::Result<ExitStatus>, Instant)> = None;
         let mut reason: Option<Termination> = None;
         let mut kill = Kill::NotYet;
@@ -447,6 +515,14 @@ impl<'a> ProcessRunner<'a> {
                     self.note(
                         "timeout",
                         &format!("still running after {}: stopping it", seconds(timeout)),
+                    );
+                    kill = self.terminate(pgid, now);
+                } else if exit.is_none() && stall.as_mut().is_some_and(|s| s.check(now)) {
+                    let limit = stall.as_ref().map(|s| s.limit).unwrap_or_default();
+                    reason = Some(Termination::Stalled(limit));
+                    self.note(
+                        "stall",
+                        &format!("no progress for {}: stopping it", seconds(limit)),
                     );
                     kill = self.terminate(pgid, now);
                 }
@@ -490,6 +566,9 @@ impl<'a> ProcessRunner<'a> {
                     if let Some(d) = deadline {
                         wake = wake.min(d);
                     }
+                    if let Some(s) = &stall {
+                        wake = wake.min(s.wake());
+                    }
                 }
             }
             match (kill, &exit) {
@@ -509,6 +588,9 @@ impl<'a> ProcessRunner<'a> {
             }
             match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(Event::Line(line)) => {
+                    if let Some(s) = stall.as_mut() {
+                        s.last_progress = line.instant;
+                    }
                     if let Some(log) = self.log {
                         // A log that cannot be written reports it itself, once, with a count.
                         let _ = log.line_at(&line.time, &self.tag, &line.text);
@@ -892,6 +974,54 @@ mod tests {
         for pid in pids {
             assert!(wait_dead(pid), "{pid} survived");
         }
+    }
+
+    #[test]
+    fn a_silent_command_is_stopped_as_stalled_and_progress_keeps_it_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::create(dir.path().join("p.log")).unwrap();
+        let limit = Duration::from_millis(400);
+        let start = Instant::now();
+        let outcome = ProcessRunner::new(sh("echo start; sleep 100"))
+            .log(&log)
+            .kill_grace(Duration::from_millis(500))
+            .stall_timeout(Some(limit), None)
+            .run(&NeverCancelled)
+            .unwrap();
+        assert_eq!(outcome.termination, Termination::Stalled(limit));
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            outcome.termination.to_string(),
+            "stalled: no progress for 0.4 s"
+        );
+        assert!(log_lines(&log).iter().any(|(tag, _)| tag == "stall"));
+
+        // Output, or a growing file the probe watches, is progress.
+        let outcome = ProcessRunner::new(sh("for i in 1 2 3 4 5 6; do echo $i; sleep 0.2; done"))
+            .stall_timeout(Some(limit), None)
+            .run(&NeverCancelled)
+            .unwrap();
+        assert_eq!(outcome.termination, Termination::Exited(0));
+        let file = dir.path().join("growing");
+        let script = format!(
+            "for i in 1 2 3 4 5 6; do echo $i >> '{}'; sleep 0.2; done",
+            file.display()
+        );
+        let watched = file.clone();
+        let outcome = ProcessRunner::new(sh(&script))
+            .stall_timeout(
+                Some(limit),
+                Some(Box::new(move || {
+                    std::fs::metadata(&watched).map_or(0, |m| m.len())
+                })),
+            )
+            .run(&NeverCancelled)
+            .unwrap();
+        assert_eq!(outcome.termination, Termination::Exited(0));
     }
 
     #[test]

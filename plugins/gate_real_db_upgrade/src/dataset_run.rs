@@ -21,7 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::Local;
-use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
+use turbo_hipster_sdk::support::contain::{ContainError, Contained};
+use turbo_hipster_sdk::support::git::{self, GitError, ZuulChange};
 use turbo_hipster_sdk::support::process::{
     seconds, signal_name, Cancellation, ProcessError, ProcessRunner, Termination,
 };
@@ -75,6 +76,9 @@ pub struct DatasetJob<'a> {
     pub results_dir: &'a Path,
     /// The daemon's pip cache, if any.
     pub pip_cache: Option<&'a Path>,
+    /// The build parameters the tool gets in its environment (already filtered by the
+    /// job's allow-list, [`Settings::parameters`]).
+    pub parameters: &'a [(String, String)],
     /// The job's cancellation.
     pub cancel: &'a dyn Cancellation,
     /// Called after each of [`STEPS`] steps of the run.
@@ -689,10 +693,7 @@ impl Run<'_, '_> {
             .work_root
             .join("upgrade")
             .join(format!("{}_{}_{i}", self.job.index, self.db));
-        let options = GitOptions {
-            attempts: self.job.settings.git_attempts,
-            ..GitOptions::default()
-        };
+        let options = self.job.settings.git_options();
         git::prepare_checkout(
             &change,
             self.job.git_cache,
@@ -790,6 +791,29 @@ impl Run<'_, '_> {
         }
     }
 
+    /// Resolves the job's containment for the tool and hands it the checkout, the run's work
+    /// directory (the rendered templates with the database password included: they are
+    /// written 0600, so only the tool's user can read them) and, for SQLite, the database's
+    /// directory.
+    fn contain(&self, checkout: &Path, program: &str) -> Result<Contained, ContainError> {
+        let contained = self.job.settings.containment.prepare()?;
+        contained.check_reachable(checkout)?;
+        if Path::new(program).is_absolute() {
+            contained.check_reachable(Path::new(program))?;
+        }
+        contained.grant(checkout)?;
+        contained.grant(&self.work_dir)?;
+        if self.server.endpoint().is_none() {
+            // SQLite: the tool writes the database file and its journal next to it.
+            let file = self.server.sqlite_path(self.db);
+            if let Some(dir) = file.parent() {
+                contained.grant(dir)?;
+            }
+        }
+        self.note(&format!("the migration tool runs {}", contained.describe()));
+        Ok(contained)
+    }
+
     fn run_tool(
         &self,
         phase: &str,
@@ -825,11 +849,25 @@ impl Run<'_, '_> {
         };
         let program = placeholders.render(program);
         let args: Vec<String> = args.iter().map(|a| placeholders.render(a)).collect();
+        let contained = match self.contain(checkout, &program) {
+            Ok(c) => c,
+            Err(e) => {
+                self.note(&e.to_string());
+                out.lines.push(format!("FAILURE - {e}"));
+                return out;
+            }
+        };
         let mut cmd = Command::new(&program);
         cmd.args(&args).current_dir(checkout);
+        // The build's allowed parameters, then the dataset's own environment (configuration,
+        // whose values are placeholders the worker fills in), which wins.
+        for (key, value) in self.job.parameters {
+            cmd.env(key, value);
+        }
         for (key, value) in env {
             cmd.env(key, placeholders.render(value));
         }
+        contained.apply(&mut cmd);
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             out.lines.push(format!(
@@ -911,7 +949,7 @@ impl Run<'_, '_> {
                 .push(format!("FAILURE - could not run the migration tool: {e}")),
             Ok(outcome) => match outcome.termination {
                 Termination::Cancelled => out.cancelled = true,
-                Termination::TimedOut(t) => out.lines.push(if open {
+                Termination::TimedOut(t) | Termination::Stalled(t) => out.lines.push(if open {
                     messages::DID_NOT_FIND_END.to_string()
                 } else {
                     format!("FAILURE - Migrations timed out after {}", seconds(t))

@@ -50,10 +50,12 @@
 //! ## Job configuration
 //!
 //! See [`settings`]: `datasets_dir`, `max_parallel_datasets`, `timeout`, `connection`,
-//! `engine`, `git_retries`, `keep_databases`. The original's other keys (`shutdown-th`, …)
-//! are ignored. `turbo-hipster check-config` loads and validates every dataset too, and
-//! checks the files a dataset names ([`dataset::Dataset::check_files`]: seed, templates, a tool
-//! given by absolute path).
+//! `engine`, `git_retries`, `keep_databases`, `git_timeout`, `git_stall_timeout`,
+//! `git_protocols`, `pass_parameters`, `containment` (the migration tool runs as `nobody`
+//! under a root daemon, with limits, optionally in a network namespace: see the plugin's
+//! README). The original's other keys (`shutdown-th`, …) are ignored. `turbo-hipster
+//! check-config` loads and validates every dataset too, and checks the files a dataset names
+//! ([`dataset::Dataset::check_files`]: seed, templates, a tool given by absolute path).
 
 pub mod dataset;
 pub mod dataset_run;

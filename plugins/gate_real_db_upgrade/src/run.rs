@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde_json::Value;
-use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
+use turbo_hipster_sdk::support::env::describe_dropped;
+use turbo_hipster_sdk::support::git::{self, GitError, ZuulChange};
 use turbo_hipster_sdk::support::process::Cancellation;
 use turbo_hipster_sdk::support::LogFile;
 use turbo_hipster_sdk::{Context, Job, Outcome, PluginError};
@@ -75,6 +76,10 @@ pub fn load_datasets(settings: &Settings) -> Result<Vec<Dataset>, Vec<String>> {
     }
     let (datasets, warnings) =
         dataset::load_datasets_with_warnings(&settings.datasets_dir, &settings.defaults)?;
+    let refused = settings.dataset_problems(&datasets);
+    if !refused.is_empty() {
+        return Err(refused);
+    }
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -175,10 +180,7 @@ pub fn run_job(
             return Ok(finish(summary, dirs, false));
         }
     };
-    let options = GitOptions {
-        attempts: settings.git_attempts,
-        ..GitOptions::default()
-    };
+    let options = settings.git_options();
     let dest = dirs.working_dir.join("git").join(change.project());
     tracing::info!("fetching {} from {}", change.reference(), change.remote());
     let checkout =
@@ -212,6 +214,15 @@ pub fn run_job(
         .unwrap_or(job.unique.as_str())
         .to_string();
     let claims = crate::leftovers::claims_dir(&job.host);
+    let split = settings.parameters.split(&job.parameters);
+    if !split.dropped.is_empty() {
+        tracing::info!("{}", describe_dropped(&split.dropped));
+    }
+    let parameters: Vec<(String, String)> = split
+        .passed
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let outcomes = run_datasets(
         settings,
         &datasets,
@@ -225,6 +236,7 @@ pub fn run_job(
             git_log: &git_log,
             dirs,
             pip_cache: job.host.pip_download_cache.as_deref(),
+            parameters: &parameters,
         },
         env,
         &step,
@@ -281,6 +293,7 @@ struct DatasetJobBase<'a> {
     git_log: &'a LogFile,
     dirs: &'a JobDirs,
     pip_cache: Option<&'a Path>,
+    parameters: &'a [(String, String)],
 }
 
 /// Runs the datasets on up to `settings.max_parallel` threads; outcomes in dataset order.
@@ -321,6 +334,7 @@ fn run_datasets(
                 work_root: &base.dirs.working_dir,
                 results_dir: &base.dirs.results_dir,
                 pip_cache: base.pip_cache,
+                parameters: base.parameters,
                 cancel: env.cancel,
                 tick: &tick,
             };

@@ -9,6 +9,16 @@
 //! | `engine` | `mysql`, `mariadb`, `postgresql` or `sqlite`: the engine of datasets that do not name one | none |
 //! | `git_retries` | how many times to try fetching the change (1 to 100) | 3 |
 //! | `keep_databases` | debugging: keep each run's database instead of dropping it | false |
+//! | `git_timeout` | seconds one git command may run | 1800 |
+//! | `git_stall_timeout` | seconds a git command may go without progress | 300 |
+//! | `git_protocols` | transports `ZUUL_URL` may use | `["http", "https", "git", "ssh", "file"]` |
+//! | `pass_parameters` | build parameters (`NAME` or `PREFIX*`) passed to the migration tool besides Zuul's; never one that changes how programs start | none |
+//! | `containment` | `{run_as, memory_mib, processes, open_files, network_namespace}`: how the migration tool runs ([`turbo_hipster_sdk::support::contain`]) | `nobody` when root, 4096, 512, 4096, false |
+//!
+//! With `containment.network_namespace`, the tool has only loopback: every tool-mode dataset
+//! on MySQL/MariaDB or PostgreSQL must reach its server through `connection.socket` (TCP,
+//! even to 127.0.0.1, reaches the namespace's own loopback, not the host's server), else the
+//! configuration is refused ([`Settings::dataset_problems`]).
 //!
 //! Other keys (the original's `shutdown-th`, `function`, …) are ignored.
 
@@ -16,10 +26,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use turbo_hipster_sdk::support::git;
+use turbo_hipster_sdk::support::contain::Containment;
+use turbo_hipster_sdk::support::env::ParameterFilter;
+use turbo_hipster_sdk::support::git::{self, GitOptions};
 use turbo_hipster_sdk::PluginError;
 
-use crate::dataset::{Connection, DatasetDefaults, Engine, MAX_TIMEOUT_SECONDS};
+use crate::dataset::{
+    Connection, Dataset, DatasetDefaults, Engine, Migration, MAX_TIMEOUT_SECONDS,
+};
 
 /// Where datasets live unless the job says otherwise.
 pub const DEFAULT_DATASETS_DIR: &str = "/var/lib/turbo-hipster/datasets";
@@ -43,6 +57,12 @@ pub struct Settings {
     pub git_attempts: u32,
     /// Keep each run's database (debugging).
     pub keep_databases: bool,
+    /// The git limits and transports (`git_timeout`, `git_stall_timeout`, `git_protocols`).
+    pub git: GitOptions,
+    /// Which build parameters reach the migration tool (`pass_parameters`).
+    pub parameters: ParameterFilter,
+    /// How the migration tool is contained (`containment`).
+    pub containment: Containment,
 }
 
 impl Default for Settings {
@@ -54,6 +74,9 @@ impl Default for Settings {
             defaults: DatasetDefaults::default(),
             git_attempts: git::DEFAULT_ATTEMPTS,
             keep_databases: false,
+            git: GitOptions::default(),
+            parameters: ParameterFilter::zuul_only(),
+            containment: Containment::default(),
         }
     }
 }
@@ -132,11 +155,54 @@ impl Settings {
                 "keep_databases: expected true or false, found {other}"
             )),
         }
+        s.git.read_config(config, &mut problems);
+        match ParameterFilter::from_config(config) {
+            Ok(p) => s.parameters = p,
+            Err(p) => problems.extend(p),
+        }
+        match Containment::from_config(config) {
+            Ok(c) => s.containment = c,
+            Err(p) => problems.extend(p),
+        }
         if problems.is_empty() {
             Ok(s)
         } else {
             Err(PluginError::Config(problems))
         }
+    }
+
+    /// The git options of a fetch: the configured ones with the job's `git_retries`.
+    pub fn git_options(&self) -> GitOptions {
+        GitOptions {
+            attempts: self.git_attempts,
+            ..self.git.clone()
+        }
+    }
+
+    /// What this configuration refuses in `datasets`, one line each (`<file>: <key>: <what>`):
+    /// with a network namespace, a tool-mode dataset on a database server must use its
+    /// unix socket.
+    pub fn dataset_problems(&self, datasets: &[Dataset]) -> Vec<String> {
+        if !self.containment.network_namespace {
+            return Vec::new();
+        }
+        datasets
+            .iter()
+            .filter(|d| {
+                d.engine.default_port().is_some()
+                    && d.connection.socket.is_none()
+                    && matches!(d.migration, Migration::Tool { .. })
+            })
+            .map(|d| {
+                format!(
+                    "{}: connection.socket: required with containment.network_namespace: the \
+                     migration tool reaches the {} server only through its unix socket (TCP, \
+                     even to 127.0.0.1, stays inside the tool's own network namespace)",
+                    d.source.display(),
+                    d.engine.name()
+                )
+            })
+            .collect()
     }
 }
 

@@ -151,12 +151,34 @@ impl Placeholders {
             source,
         })?;
         let path = out_dir.join(out_name);
-        fs::write(&path, self.render(&text)).map_err(|source| TemplateError::Write {
-            path: path.clone(),
-            source,
+        write_private(&path, self.render(&text).as_bytes()).map_err(|source| {
+            TemplateError::Write {
+                path: path.clone(),
+                source,
+            }
         })?;
         Ok(path)
     }
+}
+
+/// Writes a new file readable by its owner only (it may hold a database password; the
+/// contained tool's user gets it by a change of owner). Whatever was at `path` is removed
+/// first, and the file is created exclusively: a link the tool left there from an earlier
+/// phase is never followed.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 #[cfg(test)]
@@ -195,6 +217,20 @@ mod tests {
             fs::read_to_string(out).unwrap(),
             "[alembic]\nsqlalchemy.url = sqlite:////x.db\n"
         );
+        use std::os::unix::fs::PermissionsExt;
+        let out = dir.path().join("alembic.ini");
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // A link left where the output goes is replaced, not followed.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        fs::remove_file(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        p.render_file(&tmpl, dir.path(), "alembic.ini").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(fs::symlink_metadata(&out).unwrap().is_file());
         assert!(matches!(
             p.render_file(&tmpl, dir.path(), "../x"),
             Err(TemplateError::OutputName(_))

@@ -100,27 +100,36 @@ fn engine_name(engine: Engine) -> &'static str {
 
 /// Project `acme/api` with revisions A and B on master and a dataset running alembic.
 fn alembic_world(engine: Engine, limits: Value) -> World {
+    alembic_world_in(engine, limits, json!({}), Value::Null)
+}
+
+/// [`alembic_world`] with extra job configuration and the dataset's `connection`.
+fn alembic_world_in(engine: Engine, limits: Value, job: Value, connection: Value) -> World {
     require(engine);
     let venv = venv();
-    let mut world = World::new(json!({}));
+    let mut world = World::new(job);
+    let mut dataset = json!({
+        "project": "acme/api",
+        "engine": engine_name(engine),
+        "database": "acme_api",
+        "seed_data": "seed.sql",
+        "migration": {
+            "tool": [
+                venv.join("bin/alembic"),
+                "-c", "{work_dir}/alembic.ini", "upgrade", "head"
+            ],
+            "templates": {"alembic.ini": "alembic.ini.tmpl"},
+            "log_format": "alembic",
+        },
+        "expected_version": {"alembic_heads": "alembic/versions"},
+        "maximum_migration_times": limits,
+    });
+    if !connection.is_null() {
+        dataset["connection"] = connection;
+    }
     world.dataset(
         "api",
-        json!({
-            "project": "acme/api",
-            "engine": engine_name(engine),
-            "database": "acme_api",
-            "seed_data": "seed.sql",
-            "migration": {
-                "tool": [
-                    venv.join("bin/alembic"),
-                    "-c", "{work_dir}/alembic.ini", "upgrade", "head"
-                ],
-                "templates": {"alembic.ini": "alembic.ini.tmpl"},
-                "log_format": "alembic",
-            },
-            "expected_version": {"alembic_heads": "alembic/versions"},
-            "maximum_migration_times": limits,
-        }),
+        dataset,
         &[
             (
                 "seed.sql",
@@ -254,4 +263,72 @@ fn mariadb_broken_alembic_revision_did_not_end() {
         run.describe()
     );
     assert!(run.file("api.log").contains("no_such_table"));
+}
+
+/// The tool runs as nobody in a network namespace of its own (only loopback) and reaches the
+/// server through its unix socket, as the original did.
+fn through_the_socket_in_a_network_namespace(engine: Engine, socket: &str) {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: a network namespace needs root");
+        return;
+    }
+    let world = alembic_world_in(
+        engine,
+        json!({"default": 60}),
+        json!({"containment": {"network_namespace": true}}),
+        json!({"socket": socket}),
+    );
+    let run = propose_c(
+        &world,
+        engine,
+        "    op.create_index('users_email', 'users', ['email'])",
+    );
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let log = run.file("api.log");
+    assert!(
+        log.contains(
+            "the migration tool runs as nobody (uid 65534), memory 4096 MiB, processes 512"
+        ) && log.contains("own network namespace (loopback only)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Running upgrade 2b3c4d5e6f70 -> 3c4d5e6f7081, index email"),
+        "{log}"
+    );
+}
+
+#[test]
+fn mariadb_alembic_through_the_socket_in_a_network_namespace() {
+    through_the_socket_in_a_network_namespace(Engine::MariaDb, "/run/mysqld/mysqld.sock");
+}
+
+#[test]
+fn postgresql_alembic_through_the_socket_in_a_network_namespace() {
+    through_the_socket_in_a_network_namespace(Engine::PostgreSql, "/var/run/postgresql");
+}
+
+#[test]
+fn a_tcp_connection_with_a_network_namespace_is_a_config_error() {
+    let world = alembic_world_in(
+        Engine::MariaDb,
+        json!({"default": 60}),
+        json!({"containment": {"network_namespace": true}}),
+        json!({"host": "127.0.0.1", "port": 3306}),
+    );
+    let out = std::process::Command::new(&e2e_support::built().daemon)
+        .arg("-c")
+        .arg(&world.config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("connection.socket: required with containment.network_namespace"),
+        "{text}"
+    );
 }

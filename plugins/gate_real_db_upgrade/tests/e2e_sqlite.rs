@@ -790,3 +790,60 @@ fn check_config_validates_every_dataset() {
     assert!(text.contains("project"), "{text}");
     assert!(text.contains("default"), "{text}");
 }
+
+#[test]
+fn the_tool_gets_only_allowed_parameters_and_runs_contained() {
+    let mut world = World::new(json!({"pass_parameters": ["MY_VAR"]}));
+    world.project(
+        "shop/tool",
+        &[
+            ("tools/migrate.py", MIGRATE_PY),
+            ("versions/001_items.py", V1_ITEMS),
+        ],
+    );
+    world.dataset(
+        "shop_tool",
+        tool_dataset(
+            "shop/tool",
+            json!({"migration": {
+                "tool": [
+                    "sh", "-c",
+                    "echo \"env: project=$ZUUL_PROJECT bash_env=${BASH_ENV-unset} \
+                     ld=${LD_PRELOAD-unset} mine=${MY_VAR-unset} other=${OTHER-unset} \
+                     uid=$(id -u)\"; exec python3 tools/migrate.py \"$0\"",
+                    "{db_url}"
+                ],
+                "log_format": "sqlalchemy-migrate",
+            }}),
+        ),
+        &[("seed.sql", TOOL_SEED)],
+    );
+    let change = world.propose("shop/tool", &[("versions/002_price.py", V2_FAST)]);
+    let run = world.run_with(
+        "shop/tool",
+        &change,
+        &[
+            ("BASH_ENV", "/nonexistent/evil.sh"),
+            ("LD_PRELOAD", "/nonexistent/evil.so"),
+            ("MY_VAR", "mine"),
+            ("OTHER", "x"),
+        ],
+    );
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let uid = if nix::unistd::Uid::effective().is_root() {
+        nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .unwrap()
+            .uid
+            .to_string()
+    } else {
+        nix::unistd::Uid::effective().to_string()
+    };
+    let log = run.file("shop_tool.log");
+    assert!(
+        log.contains(&format!(
+            "env: project=shop/tool bash_env=unset ld=unset mine=mine other=unset uid={uid}"
+        )),
+        "{log}"
+    );
+}

@@ -4,9 +4,25 @@
 //! For a job whose parameters name a Zuul change (`ZUUL_URL`, `ZUUL_PROJECT` and `ZUUL_REF` or
 //! `ZUUL_NEWREV`), the change is first checked out into `<working_dir>/git/<project>` (through
 //! the mirror cache in `git_working_dir`, logging to `git_prep.log`). Then
-//! `<shell_script> <git_path> <working_dir> <unique>` runs in the working directory, with every
-//! job parameter and `TH_JOB_NAME`, `TH_RESULT_FILE`, `TH_WORKING_DIR`, `TH_RESULTS_DIR` in its
-//! environment; its output goes to `shell_script.log`.
+//! `<shell_script> <git_path> <working_dir> <unique>` runs in the working directory, with
+//! `TH_JOB_NAME`, `TH_RESULT_FILE`, `TH_WORKING_DIR`, `TH_RESULTS_DIR` and the job's allowed
+//! parameters in its environment; its output goes to `shell_script.log`.
+//!
+//! ## What the script gets
+//!
+//! The script runs the change's code, and a build's parameters come from whoever reaches the
+//! Gearman server. So only the parameters Zuul defines (`ZUUL_*`, `LOG_PATH`,
+//! `BASE_LOG_PATH`) and those the job's `pass_parameters` names reach its environment, never
+//! one that changes how programs start (`BASH_ENV`, `LD_*`, `PATH`, …:
+//! [`turbo_hipster_sdk::support::env`]); the others are named once in `shell_script.log`.
+//!
+//! It runs contained ([`turbo_hipster_sdk::support::contain`]): when the daemon is root, as
+//! `containment.run_as` (default `nobody`), never as root; with memory, process and open-file
+//! limits; optionally in a network namespace with only loopback. Its working directory (with
+//! the checkout) is handed over to that user. It then does not write the published results
+//! directory itself: `TH_RESULTS_DIR` is `<working_dir>/script_results`, whose regular files
+//! are copied into the results directory after it ended (symbolic links and special files are
+//! left out; a file never replaces one the job wrote). The result file is read the same way.
 //!
 //! The result: a non-zero exit fails the job with `Return code from test script was non-zero
 //! (N)`; on exit 0 the first line of the result file becomes the result unless it is empty or
@@ -20,6 +36,11 @@
 //! | `timeout` | seconds (over 0, at most 604800: a week) the script may run; unlimited when absent |
 //! | `kill_grace_seconds` | seconds (0 to 3600) between SIGTERM and SIGKILL when the script is stopped (default 5) |
 //! | `git_retries` | how many times to try fetching the change (1 to 100, default 3) |
+//! | `git_timeout` | seconds one git command may run (default 1800) |
+//! | `git_stall_timeout` | seconds a git command may go without progress (default 300) |
+//! | `git_protocols` | transports `ZUUL_URL` may use (default `["http", "https", "git", "ssh", "file"]`) |
+//! | `pass_parameters` | extra parameter names (`NAME` or `PREFIX*`) to pass to the script; a name that changes how programs start is a configuration error |
+//! | `containment` | `{run_as, memory_mib, processes, open_files, network_namespace}` (defaults `nobody` when root, 4096, 512, 4096, false) |
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +48,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
+use turbo_hipster_sdk::support::contain::{self, Contained, Containment};
+use turbo_hipster_sdk::support::env::{describe_dropped, ParameterFilter};
 use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
 use turbo_hipster_sdk::support::process::{
     self, seconds, signal_name, Cancellation, ProcessRunner, Termination,
@@ -42,6 +65,10 @@ pub const GIT_LOG: &str = "git_prep.log";
 pub const RESULT_FILE: &str = "th_result";
 /// The copy of the result file kept with the logs.
 pub const RESULT_COPY: &str = "th_result.txt";
+/// The script's `TH_RESULTS_DIR` when it runs as another user, in the working directory.
+pub const SCRIPT_RESULTS: &str = "script_results";
+/// The most bytes of one file the script wrote that are read back or published.
+const MAX_SCRIPT_FILE: u64 = 256 << 20;
 
 /// Progress steps reported to Zuul.
 const STEPS: u64 = 3;
@@ -57,6 +84,12 @@ pub struct Settings {
     pub kill_grace: Duration,
     /// How many times to try fetching the change.
     pub git_attempts: u32,
+    /// The git limits and transports (`git_timeout`, `git_stall_timeout`, `git_protocols`).
+    pub git: GitOptions,
+    /// Which build parameters reach the script (`pass_parameters`).
+    pub parameters: ParameterFilter,
+    /// How the script is contained (`containment`).
+    pub containment: Containment,
 }
 
 impl Settings {
@@ -130,12 +163,23 @@ impl Settings {
                 }
             },
         };
+        let mut git = GitOptions::default();
+        git.read_config(config, &mut problems);
+        let parameters = ParameterFilter::from_config(config)
+            .map_err(|p| problems.extend(p))
+            .unwrap_or_default();
+        let containment = Containment::from_config(config)
+            .map_err(|p| problems.extend(p))
+            .unwrap_or_default();
         match script {
             Some(script) if problems.is_empty() => Ok(Self {
                 script,
                 timeout,
                 kill_grace,
                 git_attempts,
+                git,
+                parameters,
+                containment,
             }),
             _ => Err(PluginError::Config(problems)),
         }
@@ -286,18 +330,32 @@ pub fn run_job(
             script.display()
         )));
     }
+    let contained = settings
+        .containment
+        .prepare()
+        .map_err(|e| PluginError::msg(e.to_string()))?;
+    let script_results = if contained.switches_user() {
+        let dir = working_dir.join(SCRIPT_RESULTS);
+        fs::create_dir_all(&dir)
+            .map_err(|e| PluginError::io(format!("cannot create {}", dir.display()), e))?;
+        contained
+            .check_reachable(script)
+            .and_then(|()| contained.check_reachable(working_dir))
+            .and_then(|()| contained.grant(working_dir))
+            .map_err(|e| PluginError::msg(e.to_string()))?;
+        dir
+    } else {
+        results_dir.clone()
+    };
     let result_file = working_dir.join(RESULT_FILE);
     let mut cmd = Command::new(script);
     cmd.arg(&git_path)
         .arg(working_dir)
         .arg(&job.unique)
         .current_dir(working_dir);
-    for (key, value) in &job.parameters {
-        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
-            tracing::warn!("parameter {key:?} cannot be passed in the environment: skipped");
-        } else {
-            cmd.env(key, value);
-        }
+    let parameters = settings.parameters.split(&job.parameters);
+    for (key, value) in &parameters.passed {
+        cmd.env(key, value);
     }
     let job_name = if job.name.is_empty() {
         job.function.strip_prefix("build:").unwrap_or(&job.function)
@@ -307,12 +365,22 @@ pub fn run_job(
     cmd.env("TH_JOB_NAME", job_name)
         .env("TH_RESULT_FILE", &result_file)
         .env("TH_WORKING_DIR", working_dir)
-        .env("TH_RESULTS_DIR", results_dir);
+        .env("TH_RESULTS_DIR", &script_results);
+    contained.apply(&mut cmd);
 
     logs.push(SCRIPT_LOG);
     let log_path = results_dir.join(SCRIPT_LOG);
     let log = LogFile::create(&log_path)
         .map_err(|e| PluginError::io(format!("cannot create {}", log_path.display()), e))?;
+    if !parameters.dropped.is_empty() {
+        let line = describe_dropped(&parameters.dropped);
+        tracing::warn!("{line}");
+        let _ = log.line("th", &line);
+    }
+    let _ = log.line(
+        "th",
+        &format!("running contained: {}", contained.describe()),
+    );
     progress(2, STEPS);
     tracing::info!("running {}", script.display());
     let outcome = ProcessRunner::new(cmd)
@@ -329,23 +397,29 @@ pub fn run_job(
     if !outcome.output_complete {
         details.insert("output_complete".into(), json!(false));
     }
-    let first_line = match fs::read_to_string(&result_file) {
-        Ok(text) => {
+    publish_script_results(&contained, &script_results, results_dir);
+    // The script may have made the result file a link to a file it cannot read itself.
+    let first_line = match contain::read_regular_file(&result_file, MAX_SCRIPT_FILE) {
+        Ok(Some(bytes)) => {
+            let text = String::from_utf8_lossy(&bytes);
             let copy = results_dir.join(RESULT_COPY);
-            if let Err(e) = fs::write(&copy, &text) {
+            if let Err(e) = fs::write(&copy, text.as_bytes()) {
                 tracing::warn!("cannot copy the result file to {}: {e}", copy.display());
             } else {
                 logs.push(RESULT_COPY);
             }
             text.lines().next().unwrap_or("").trim().to_string()
         }
-        Err(_) => String::new(),
+        Ok(None) | Err(_) => String::new(),
     };
 
     let result = match outcome.termination {
         Termination::Cancelled => Outcome::aborted(),
         Termination::TimedOut(t) => {
             Outcome::failure(format!("FAILURE - Job timed out after {}", seconds(t)))
+        }
+        Termination::Stalled(t) => {
+            Outcome::failure(format!("FAILURE - Job made no progress for {}", seconds(t)))
         }
         Termination::Signalled(sig) => Outcome::failure(format!(
             "FAILURE - Test script was killed by signal {}",
@@ -376,6 +450,19 @@ pub fn run_job(
     Ok(finish(result, details, &logs, progress))
 }
 
+/// Copies what a script that ran as another user wrote to its `TH_RESULTS_DIR` into the
+/// results directory: regular files only, never replacing one that is there.
+fn publish_script_results(contained: &Contained, from: &Path, results_dir: &Path) {
+    if !contained.switches_user() {
+        return;
+    }
+    match contain::copy_regular_tree(from, results_dir, MAX_SCRIPT_FILE) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("published {n} files the script wrote"),
+        Err(e) => tracing::warn!("cannot publish the files the script wrote: {e}"),
+    }
+}
+
 fn checkout(
     settings: &Settings,
     job: &Job,
@@ -397,7 +484,7 @@ fn checkout(
     let options = GitOptions {
         attempts: settings.git_attempts,
         kill_grace: settings.kill_grace,
-        ..GitOptions::default()
+        ..settings.git.clone()
     };
     git::prepare_checkout(&change, &cache, &dest, log, &options, cancel)
 }
@@ -453,6 +540,9 @@ mod tests {
                 timeout: None,
                 kill_grace: Duration::from_secs(1),
                 git_attempts: 1,
+                git: GitOptions::default(),
+                parameters: ParameterFilter::zuul_only(),
+                containment: Containment::default(),
             },
             dir,
             dirs,
@@ -589,7 +679,13 @@ mod tests {
         assert!(run(&s).unwrap().is_success());
         let env = fs::read_to_string(s.dirs.results_dir.join("env.txt")).unwrap();
         let work = s.dirs.working_dir.display();
-        let results = s.dirs.results_dir.display();
+        // A root daemon runs the script as nobody, which writes its own results directory.
+        let results = if nix::unistd::Uid::effective().is_root() {
+            s.dirs.working_dir.join(SCRIPT_RESULTS)
+        } else {
+            s.dirs.results_dir.clone()
+        };
+        let results = results.display();
         let real_work = fs::canonicalize(&s.dirs.working_dir).unwrap();
         assert_eq!(
             env,
@@ -600,6 +696,72 @@ mod tests {
                 real_work.display()
             )
         );
+    }
+
+    #[test]
+    fn only_allowed_parameters_reach_the_script() {
+        let mut s = setup(
+            "{ echo \"bash_env=${BASH_ENV-unset}\"; echo \"ld=${LD_PRELOAD-unset}\"; \
+             echo \"mine=${MY_VAR-unset}\"; echo \"other=${OTHER-unset}\"; \
+             echo \"log=$LOG_PATH\"; echo \"path_is_ours=$([ \"$PATH\" != /evil ] && echo yes)\"; \
+             } > \"$TH_RESULTS_DIR/env.txt\"",
+        );
+        // Where the script's user (nobody, under a root daemon) could create the marker.
+        let open_dir = s.dir.path().join("open");
+        fs::create_dir(&open_dir).unwrap();
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let marker = open_dir.join("evil-ran");
+        let evil = s.dir.path().join("evil.sh");
+        fs::write(&evil, format!("touch '{}'\n", marker.display())).unwrap();
+        s.settings.parameters = ParameterFilter::from_config(
+            json!({"pass_parameters": ["MY_VAR"]}).as_object().unwrap(),
+        )
+        .unwrap();
+        for (k, v) in [
+            ("BASH_ENV", evil.to_str().unwrap()),
+            ("ENV", evil.to_str().unwrap()),
+            ("LD_PRELOAD", "/nonexistent.so"),
+            ("PATH", "/evil"),
+            ("MY_VAR", "mine"),
+            ("OTHER", "x"),
+            ("LOG_PATH", "12/34/1/check/x/abc"),
+        ] {
+            s.job.parameters.insert(k.into(), v.into());
+        }
+        // The script runs under bash, which honours BASH_ENV.
+        let script = fs::read_to_string(&s.settings.script).unwrap();
+        fs::write(
+            &s.settings.script,
+            script.replacen("#!/bin/sh", "#!/bin/bash", 1),
+        )
+        .unwrap();
+        assert!(run(&s).unwrap().is_success());
+        assert!(!marker.exists(), "BASH_ENV ran");
+        let env = fs::read_to_string(s.dirs.results_dir.join("env.txt")).unwrap();
+        assert_eq!(
+            env,
+            "bash_env=unset\nld=unset\nmine=mine\nother=unset\nlog=12/34/1/check/x/abc\n\
+             path_is_ours=yes\n"
+        );
+        let logged = log_texts(&s.dirs.results_dir.join(SCRIPT_LOG));
+        let dropped = logged
+            .iter()
+            .find(|(_, t)| t.starts_with("build parameters not passed"))
+            .unwrap();
+        assert!(
+            dropped
+                .1
+                .ends_with("\"BASH_ENV\", \"ENV\", \"LD_PRELOAD\", \"OTHER\", \"PATH\""),
+            "{dropped:?}"
+        );
+    }
+
+    #[test]
+    fn a_result_file_linked_elsewhere_is_not_read() {
+        let s = setup("ln -s /etc/passwd \"$TH_RESULT_FILE\"");
+        let outcome = run(&s).unwrap();
+        assert_eq!(outcome.result, "SUCCESS");
+        assert!(!s.dirs.results_dir.join(RESULT_COPY).exists());
     }
 
     #[test]
@@ -756,6 +918,9 @@ mod tests {
                 timeout: Some(Duration::from_secs(90)),
                 kill_grace: Duration::from_millis(500),
                 git_attempts: 5,
+                git: GitOptions::default(),
+                parameters: ParameterFilter::zuul_only(),
+                containment: Containment::default(),
             }
         );
         let defaults = Settings::from_config(&config(json!({"shell_script": "/x"}))).unwrap();

@@ -471,5 +471,67 @@ pub fn venv() -> PathBuf {
          scripts/setup-test-env.sh",
         venv.display()
     );
-    venv
+    reachable_by_all(&venv)
+}
+
+/// The venv itself when everyone can reach it; else (a venv under a root's 0700 home, and a
+/// root daemon running the tool as `nobody`) a copy in /tmp readable by all, made once and
+/// shared by the test processes, with its scripts' `#!` lines pointing at the copy.
+fn reachable_by_all(venv: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let reachable = venv
+        .ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0));
+    if reachable {
+        return venv.to_path_buf();
+    }
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let stamp = std::fs::metadata(venv.join("pyvenv.cfg"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let copy = PathBuf::from(format!("/tmp/th-test-venv-{stamp}"));
+        if copy.join(".complete").exists() {
+            return copy;
+        }
+        let staging = PathBuf::from(format!("/tmp/th-test-venv-{stamp}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(venv)
+            .arg(&staging)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot copy the test venv to {}", staging.display());
+        let old = format!("#!{}/", venv.display());
+        let new = format!("#!{}/", copy.display());
+        for entry in std::fs::read_dir(staging.join("bin")).unwrap().flatten() {
+            let path = entry.path();
+            if !entry.file_type().unwrap().is_file() {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if text.starts_with(&old) {
+                std::fs::write(&path, text.replacen(&old, &new, 1)).unwrap();
+            }
+        }
+        assert!(Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&staging)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::write(staging.join(".complete"), "").unwrap();
+        // Another test process may have finished first: keep whichever is there.
+        if std::fs::rename(&staging, &copy).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        copy
+    })
+    .clone()
 }
