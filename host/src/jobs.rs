@@ -376,8 +376,9 @@ fn finish(
     let duration = started.elapsed();
     let finished = crate::timestamp_now();
     if results_made {
-        // Results that cannot be written (disk full, directory gone) fail the job: Zuul must
-        // not hear SUCCESS for a job whose record or logs are not there.
+        // Results that cannot be written (disk full, directory gone): Zuul must not hear
+        // SUCCESS for a job whose record or logs are not there, nor a verdict on the change
+        // for the worker's fault (an infrastructure result: Zuul runs the build again).
         let written = write_summary(
             &results_dir,
             &JobRecord::of(config, job, &details, duration, &finished, &result),
@@ -385,15 +386,12 @@ fn finish(
         .and_then(|()| publish(config, &results_dir, &job.log_path));
         if let Err(e) = written {
             tracing::error!(unique = %job.request.unique, "{e}");
-            result = turbo_hipster_sdk::results::cannot_write_results(e);
+            result = turbo_hipster_sdk::results::infrastructure(
+                &turbo_hipster_sdk::results::cannot_write_results(e),
+            );
         }
     }
     let summary = JobRecord::of(config, job, &details, duration, &finished, &result);
-    if !config.keep_work_dirs && work_made {
-        if let Err(e) = std::fs::remove_dir_all(&work_dir) {
-            tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
-        }
-    }
     let mut history_line = Vec::with_capacity(1024);
     if let Err(e) = serde_json::to_writer(&mut history_line, &summary) {
         tracing::warn!("cannot record the job in the history: {e}");
@@ -407,11 +405,18 @@ fn finish(
         duration,
     };
     // Zuul hears the result once the job's files are in place; the daemon's own records
-    // (history line, log line) follow, off the path from one job to the next.
+    // (history line, log line) and removing the work dir follow, off the path from one job to
+    // the next. The history line goes first: removing the work dir may free space a full disk
+    // lacked, and the record must not depend on that.
     report(&outcome);
     if !history_line.is_empty() {
         history_line.push(b'\n');
         record_history(config, &history_line);
+    }
+    if !config.keep_work_dirs && work_made {
+        if let Err(e) = std::fs::remove_dir_all(&work_dir) {
+            tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
+        }
     }
     tracing::info!(
         function = %job.request.function,

@@ -105,16 +105,18 @@ pub mod results {
     /// The generic failure.
     pub const FAILURE: &str = "FAILURE";
 
-    /// The result of a job whose results (logs, its record) could not be written, e.g. on a
-    /// full disk: never `SUCCESS`, whatever the job itself found. Built here only, so that
-    /// whoever maps infrastructure failures finds every use.
+    /// What failed when a job's results (logs, its record) could not be written, e.g. on a
+    /// full disk: the worker's fault, never the change's, and never `SUCCESS`. Built here only;
+    /// the job's result is then [`infrastructure`] of it (Zuul gets no verdict and retries).
     ///
     /// ```
-    /// let r = turbo_hipster_sdk::results::cannot_write_results("disk full");
-    /// assert_eq!(r, "FAILURE - cannot write the job's results: disk full");
+    /// use turbo_hipster_sdk::results::{cannot_write_results, infrastructure};
+    /// let what = cannot_write_results("disk full");
+    /// assert_eq!(what, "cannot write the job's results: disk full");
+    /// assert_eq!(infrastructure(&what), "ERROR - infrastructure: cannot write the job's results: disk full");
     /// ```
     pub fn cannot_write_results(error: impl std::fmt::Display) -> String {
-        format!("FAILURE - cannot write the job's results: {error}")
+        format!("cannot write the job's results: {error}")
     }
 
     /// How the result of a build that failed for reasons outside the change starts (see

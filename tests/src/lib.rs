@@ -584,3 +584,50 @@ pub fn enqueue(server: &str, job: &str, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// A small tmpfs of the test's own, unmounted (lazily) on drop: a disk that fills up. Writable
+/// by every user (mode 1777, like /tmp), since contained scripts run as `nobody`. Mounting needs
+/// root: `None` (after saying `SKIPPED`) where it is not permitted.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it, e.g. `1m`).
+    pub fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=1777"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs (the test needs root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

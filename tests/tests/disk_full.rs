@@ -10,41 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use turbo_hipster_tests::{built, enqueue, text, Daemon, JobServer, PluginDir, ServerKind, Setup};
-
-/// A tmpfs mounted on a temp dir, unmounted on drop.
-struct TinyFs {
-    dir: tempfile::TempDir,
-}
-
-impl TinyFs {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!("SKIPPED: cannot mount a tmpfs: {}", text(&out));
-            return None;
-        }
-        Some(TinyFs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for TinyFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+use turbo_hipster_tests::{
+    built, enqueue, text, Daemon, JobServer, PluginDir, ServerKind, Setup, SmallDisk,
+};
 
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
@@ -55,7 +23,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 #[test]
 fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
-    let Some(fs) = TinyFs::mount("1m") else {
+    let Some(fs) = SmallDisk::mount("1m") else {
         return;
     };
     let filler = fs.path().join("filler");
@@ -104,7 +72,7 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}\n{}", daemon.log_text());
     assert!(
-        t.contains("result: FAILURE - cannot write the job's results: "),
+        t.contains("\"error\":\"cannot write the job's results: "),
         "{t}\n{}",
         daemon.log_text()
     );
@@ -151,7 +119,7 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
     assert!(records[0]["result"]
         .as_str()
         .unwrap()
-        .starts_with("FAILURE - cannot write the job's results: "));
+        .starts_with("ERROR - infrastructure: cannot write the job's results: "));
     assert_eq!(records[1]["result"], "SUCCESS");
     assert!(!jobs_dir.join("jobs.jsonl.torn").exists());
 
@@ -162,7 +130,7 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}\n{}", daemon.log_text());
     assert!(
-        t.contains("result: FAILURE - cannot write the job's results: ")
+        t.contains("\"error\":\"cannot write the job's results: ")
             && t.contains("shell_script.log: No space left on device")
             && t.contains("writes failed)"),
         "{t}"
@@ -200,9 +168,7 @@ fn logs_that_cannot_be_published_fail_the_job() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}\n{}", daemon.log_text());
     assert!(
-        t.contains(
-            "result: FAILURE - cannot write the job's results: cannot publish the job's logs to "
-        ),
+        t.contains("\"error\":\"cannot write the job's results: cannot publish the job's logs to "),
         "{t}"
     );
     // Back to a directory: the next job publishes and passes.

@@ -440,7 +440,7 @@ pub fn run_job(
     // A script whose output could not be logged (a full disk) did not leave its results.
     let result = match log.failures() {
         Some(lost) if result.is_success() => {
-            Outcome::failure(turbo_hipster_sdk::results::cannot_write_results(format!(
+            Outcome::infrastructure(turbo_hipster_sdk::results::cannot_write_results(format!(
                 "{}: {lost}",
                 log_path.display()
             )))
