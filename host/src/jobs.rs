@@ -10,11 +10,13 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RResult;
 use serde::Serialize;
 use serde_json::Value;
-use turbo_hipster_sdk::abi::{Host_TO, JSON_SCHEMA};
+use turbo_hipster_sdk::abi::{HostRef, Host_TO, JSON_SCHEMA};
 use turbo_hipster_sdk::{Job, Outcome};
 
 use crate::config::{Config, PublishLogs};
 use crate::host_context::{CancelToken, EventSink, JobHost};
+use crate::isolation::{self, Isolation};
+use crate::journal;
 use crate::plugins::{JobRunner, Registry};
 use crate::zuul::{self, InvalidParameters};
 
@@ -200,7 +202,7 @@ pub async fn execute(
 ) -> JobOutcome {
     let fallback = (job.url.clone(), job.job_dir.clone());
     let started = Instant::now();
-    let run = move || run_to_end(&config, &job, events, cancel, &mut |_| {});
+    let run = move || run_to_end(&config, &job, (events, cancel), false, &mut |_| {});
     match tokio::task::spawn_blocking(run).await {
         Ok(outcome) => outcome,
         Err(join) => thread_failed(fallback, started, &join.to_string()),
@@ -236,8 +238,9 @@ pub fn launch(
                 crate::job_threads::release_early();
             }
         };
-        let run =
-            std::panic::AssertUnwindSafe(|| run_to_end(&config, &job, events, cancel, &mut report));
+        let run = std::panic::AssertUnwindSafe(|| {
+            run_to_end(&config, &job, (events, cancel), true, &mut report)
+        });
         if std::panic::catch_unwind(run).is_err() {
             let fallback = (job.url.clone(), job.job_dir.clone());
             report(&thread_failed(fallback, started, "it panicked"));
@@ -264,8 +267,8 @@ fn thread_failed((url, results_dir): (String, PathBuf), started: Instant, why: &
 fn run_to_end(
     config: &Config,
     job: &PreparedJob,
-    events: EventSink,
-    cancel: CancelToken,
+    (events, cancel): (EventSink, CancelToken),
+    journal: bool,
     report: &mut dyn FnMut(&JobOutcome),
 ) -> JobOutcome {
     let started = Instant::now();
@@ -291,24 +294,50 @@ fn run_to_end(
         Ok(()) => String::from_utf8(job_json).unwrap_or_else(|_| "{}".into()),
         Err(_) => "{}".into(),
     };
-    let host = JobHost::new(
-        &runner.plugin.name,
-        job_json,
-        events,
-        cancel.clone(),
-        job.job_dir.join(WORK_DIR),
-        job.job_dir.clone(),
-    );
+    let work_dir = job.job_dir.join(WORK_DIR);
+    let (outcome, dirs_made) = match Isolation::of(&runner, config.job_isolation) {
+        Isolation::Process => {
+            let outcome = isolation::run_in_child(
+                &runner,
+                job_json,
+                &events,
+                &cancel,
+                &work_dir,
+                &job.job_dir,
+            );
+            (outcome, (job.job_dir.exists(), work_dir.exists()))
+        }
+        Isolation::InProcess => {
+            let journal = journal.then(|| journal::Entry::start(config, &job.request));
+            if let Some(Err(refused)) = &journal {
+                tracing::error!(function = %job.request.function, unique = %job.request.unique, "{refused}");
+                (Err(refused.clone()), (false, false))
+            } else {
+                let host = JobHost::new(
+                    &runner.plugin.name,
+                    job_json,
+                    events,
+                    cancel.clone(),
+                    work_dir,
+                    job.job_dir.clone(),
+                );
+                let outcome = run_plugin(&runner, Host_TO::from_ptr(&host, TD_Opaque));
+                drop(journal);
+                (outcome, host.dirs_made())
+            }
+        }
+    };
+    finish(config, job, started, outcome, &cancel, dirs_made, report)
+}
+
+/// Runs the plugin's runner with `host`; its outcome, or why there is none.
+pub fn run_plugin(runner: &JobRunner, host: HostRef<'_>) -> Result<Outcome, String> {
     let plugin_name = &runner.plugin.name;
-    let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
-    let outcome = match runner.runner.run(host_ref) {
+    match runner.runner.run(host) {
         RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
             .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
         RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
-    };
-    let dirs_made = host.dirs_made();
-    drop(host);
-    finish(config, job, started, outcome, &cancel, dirs_made, report)
+    }
 }
 
 /// A job's record: one line of the history, and `job.json` in its results (fields in
