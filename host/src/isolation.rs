@@ -479,6 +479,52 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_job_isolation_is_named_with_its_place() {
+        let d = tempfile::tempdir().unwrap();
+        let main = d.path().join("config.json");
+        std::fs::create_dir(d.path().join("conf.d")).unwrap();
+        std::fs::write(
+            &main,
+            r#"{"job_isolation": 1, "conf_d": "conf.d", "jobs": [{"name": "build:a"}]}"#,
+        )
+        .unwrap();
+        let snippet = d.path().join("conf.d/b.json");
+        std::fs::write(
+            &snippet,
+            r#"{"jobs": [{"name": "build:b", "job_isolation": "thread"}]}"#,
+        )
+        .unwrap();
+        let e = crate::config::load(&main).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "{}: job_isolation: expected \"process\" or \"in-process\", found 1",
+                main.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!(
+                "{}: jobs[0].job_isolation: expected \"process\" or \"in-process\", found \"thread\"",
+                snippet.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(
+            &snippet,
+            r#"{"jobs": [{"name": "build:b", "job_isolation": "in-process"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &main,
+            r#"{"conf_d": "conf.d", "jobs": [{"name": "build:a"}]}"#,
+        )
+        .unwrap();
+        let c = crate::config::load(&main).unwrap();
+        assert_eq!(c.job_isolation, Isolation::default());
+        assert_eq!(c.jobs[1].config["job_isolation"], "in-process");
+    }
+
+    #[test]
     fn a_signal_is_a_crash_named_after_it_whatever_was_said() {
         let pid = Pid::from_raw(1);
         let said = Some(Ok(Outcome::success()));
