@@ -83,17 +83,54 @@ impl Isolation {
         }
     }
 
-    /// A job's isolation: its config entry's `job_isolation`, else the daemon's.
+    /// A job's isolation: its config entry's `job_isolation`, else the daemon's; in-process
+    /// when this program cannot run jobs in children (see [`child_program`]).
     pub fn of(runner: &JobRunner, default: Self) -> Self {
-        runner
+        let wanted = runner
             .config
             .config
             .get("job_isolation")
             .and_then(|v| v.as_str())
             .and_then(Self::parse)
-            .unwrap_or(default)
+            .unwrap_or(default);
+        if wanted == Self::Process && child_program().is_none() {
+            return Self::InProcess;
+        }
+        wanted
     }
 }
+
+/// The program a job's child runs: this one if it is the `turbo-hipster` binary (as
+/// `/proc/self/exe`: the running version even if the file was replaced), else
+/// `$TURBO_HIPSTER_BIN`. `None` in another program using this library without that variable
+/// (a test binary): its jobs run in-process, with a warning once.
+pub fn child_program() -> Option<PathBuf> {
+    static PROGRAM: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            let exe = std::env::current_exe().ok();
+            let name = exe
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy());
+            if name.is_some_and(|n| n.starts_with("turbo-hipster")) {
+                return Some(PathBuf::from("/proc/self/exe"));
+            }
+            let program = std::env::var_os(CHILD_PROGRAM_ENV).map(PathBuf::from);
+            if program.is_none() {
+                tracing::warn!(
+                    program = ?exe,
+                    "this program is not turbo-hipster and ${CHILD_PROGRAM_ENV} is not set: \
+                     jobs run in-process"
+                );
+            }
+            program
+        })
+        .clone()
+}
+
+/// Names the `turbo-hipster` binary for programs other than it that run jobs in children.
+pub const CHILD_PROGRAM_ENV: &str = "TURBO_HIPSTER_BIN";
 
 /// What the daemon tells a job's child: one JSON line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -149,7 +186,8 @@ pub fn run_in_child(
     let mut line =
         serde_json::to_vec(&request).map_err(|e| format!("cannot encode the job: {e}"))?;
     line.push(b'\n');
-    let mut child = Command::new("/proc/self/exe")
+    let program = child_program().ok_or("this program cannot run jobs in child processes")?;
+    let mut child = Command::new(program)
         .arg(CHILD_COMMAND)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -113,25 +113,28 @@ impl Drop for Entry {
 
 static JOURNAL: Mutex<Option<Journal>> = Mutex::new(None);
 
+/// A job: (function, unique).
+type Key = (String, String);
+/// Crash counts by job, oldest first.
+type Crashes = Vec<(Key, u32)>;
+/// A start line: pid, id, function, unique.
+type Start = (u32, u64, String, String);
+
 struct Journal {
     path: PathBuf,
     file: Option<File>,
     bytes: u64,
     next_id: u64,
     /// This daemon's running jobs by id.
-    running: HashMap<u64, (String, String)>,
+    running: HashMap<u64, Key>,
     /// Crash counts, oldest first.
-    crashes: Vec<((String, String), u32)>,
+    crashes: Crashes,
 }
 
-fn parse(
-    text: &str,
-) -> (
-    Vec<((String, String), u32)>,
-    Vec<(u32, u64, String, String)>,
-) {
-    let mut crashes: Vec<((String, String), u32)> = Vec::new();
-    let mut starts: Vec<(u32, u64, String, String)> = Vec::new();
+/// What a journal's text says: crash counts and the starts without an end.
+fn parse(text: &str) -> (Crashes, Vec<Start>) {
+    let mut crashes: Crashes = Vec::new();
+    let mut starts: Vec<Start> = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         match f.as_slice() {
@@ -157,7 +160,7 @@ fn parse(
     (crashes, starts)
 }
 
-fn add_crash(crashes: &mut Vec<((String, String), u32)>, key: (String, String), n: u32) {
+fn add_crash(crashes: &mut Crashes, key: Key, n: u32) {
     if let Some(i) = crashes.iter().position(|(k, _)| *k == key) {
         let (k, count) = crashes.remove(i);
         crashes.push((k, count.saturating_add(n)));
@@ -215,7 +218,7 @@ impl Journal {
         journal
     }
 
-    fn crash_count(&self, key: &(String, String)) -> u32 {
+    fn crash_count(&self, key: &Key) -> u32 {
         self.crashes
             .iter()
             .find(|(k, _)| k == key)
