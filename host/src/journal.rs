@@ -304,6 +304,36 @@ mod tests {
     }
 
     #[test]
+    fn a_job_costs_two_short_lines_and_the_file_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir(&jobs).unwrap();
+        let text = serde_json::json!({"jobs_working_dir": jobs, "worker_name": "bench"});
+        std::fs::write(&file, text.to_string()).unwrap();
+        let config = crate::config::load(&file).unwrap();
+        let n = 20_000;
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let request = JobRequest {
+                function: "build:noop".into(),
+                unique: format!("{i:032x}"),
+                parameters: Default::default(),
+            };
+            drop(Entry::start(&config, &request).unwrap());
+        }
+        let per_job = started.elapsed() / n;
+        println!("journal: {per_job:?} per job");
+        // Generous for a debug build on a loaded machine; a release build takes a few µs.
+        assert!(
+            per_job < std::time::Duration::from_micros(200),
+            "{per_job:?}"
+        );
+        let len = std::fs::metadata(path(&jobs, "bench")).unwrap().len();
+        assert!(len <= COMPACT_BYTES + 200, "{len}");
+    }
+
+    #[test]
     fn dead_daemons_open_jobs_become_crashes_and_the_file_is_compacted() {
         let dir = tempfile::tempdir().unwrap();
         let p = path(dir.path(), "w/1");
