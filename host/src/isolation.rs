@@ -29,6 +29,13 @@
 //!
 //! The host crate forbids unsafe code, so the child does `setsid` and `prctl` itself at the
 //! start of its `main` rather than between fork and exec.
+//!
+//! Cost: an exec of the daemon's binary, loading the plugin and creating its runner again, and
+//! the sweep of `/proc` — about 3–4 ms per job on the 2-core development machine (the benchmark
+//! `zuul_throughput` prints it), nothing next to a real job's minutes; hence the default. A
+//! program other than `turbo-hipster` that uses this library (a test binary) has no
+//! subcommand to re-execute: its jobs run in-process unless `$TURBO_HIPSTER_BIN` names the
+//! daemon's binary.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;

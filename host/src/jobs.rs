@@ -1,5 +1,6 @@
 //! A job's life, the same for Gearman jobs and `run-job`: validate, make its directories, run
-//! the plugin on a thread of its own with a host context, publish its logs, report the outcome.
+//! the plugin on a thread of its own with a host context (in a child process of its own by
+//! default, [`crate::isolation`]), publish its logs, report the outcome.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,7 +203,7 @@ pub async fn execute(
 ) -> JobOutcome {
     let fallback = (job.url.clone(), job.job_dir.clone());
     let started = Instant::now();
-    let run = move || run_to_end(&config, &job, (events, cancel), false, &mut |_| {});
+    let run = move || run_to_end(&config, &job, events, cancel, false, &mut |_| {});
     match tokio::task::spawn_blocking(run).await {
         Ok(outcome) => outcome,
         Err(join) => thread_failed(fallback, started, &join.to_string()),
@@ -239,7 +240,7 @@ pub fn launch(
             }
         };
         let run = std::panic::AssertUnwindSafe(|| {
-            run_to_end(&config, &job, (events, cancel), true, &mut report)
+            run_to_end(&config, &job, events, cancel, true, &mut report)
         });
         if std::panic::catch_unwind(run).is_err() {
             let fallback = (job.url.clone(), job.job_dir.clone());
@@ -267,7 +268,8 @@ fn thread_failed((url, results_dir): (String, PathBuf), started: Instant, why: &
 fn run_to_end(
     config: &Config,
     job: &PreparedJob,
-    (events, cancel): (EventSink, CancelToken),
+    events: EventSink,
+    cancel: CancelToken,
     journal: bool,
     report: &mut dyn FnMut(&JobOutcome),
 ) -> JobOutcome {
@@ -308,26 +310,39 @@ fn run_to_end(
             (outcome, (job.job_dir.exists(), work_dir.exists()))
         }
         Isolation::InProcess => {
-            let journal = journal.then(|| journal::Entry::start(config, &job.request));
-            if let Some(Err(refused)) = &journal {
-                tracing::error!(function = %job.request.function, unique = %job.request.unique, "{refused}");
-                (Err(refused.clone()), (false, false))
-            } else {
-                let host = JobHost::new(
-                    &runner.plugin.name,
-                    job_json,
-                    events,
-                    cancel.clone(),
-                    work_dir,
-                    job.job_dir.clone(),
-                );
-                let outcome = run_plugin(&runner, Host_TO::from_ptr(&host, TD_Opaque));
-                drop(journal);
-                (outcome, host.dirs_made())
-            }
+            let host = JobHost::new(
+                &runner.plugin.name,
+                job_json,
+                events,
+                cancel.clone(),
+                work_dir,
+                job.job_dir.clone(),
+            );
+            run_in_process(config, &job.request, &runner, &host, journal)
         }
     };
     finish(config, job, started, outcome, &cancel, dirs_made, report)
+}
+
+/// Runs the job on this thread, in the [`journal`] if `journal` (the daemon's jobs), which
+/// refuses a job that crashed the daemon twice; the outcome and which dirs were made.
+fn run_in_process(
+    config: &Config,
+    request: &JobRequest,
+    runner: &JobRunner,
+    host: &JobHost,
+    journal: bool,
+) -> (Result<Outcome, String>, (bool, bool)) {
+    let entry = match journal.then(|| journal::Entry::start(config, request)) {
+        Some(Err(refused)) => {
+            tracing::error!(function = %request.function, unique = %request.unique, "{refused}");
+            return (Err(refused), (false, false));
+        }
+        entry => entry,
+    };
+    let outcome = run_plugin(runner, Host_TO::from_ptr(host, TD_Opaque));
+    drop(entry);
+    (outcome, host.dirs_made())
 }
 
 /// Runs the plugin's runner with `host`; its outcome, or why there is none.
