@@ -22,7 +22,12 @@ fn jobs(isolation: &str) -> Value {
             {"name": "build:exit", "plugin": "test_plugin", "mode": "exit"},
             {"name": "build:spawn-segv", "plugin": "test_plugin", "mode": "spawn_segfault"},
             {"name": "build:spawn-wait", "plugin": "test_plugin", "mode": "spawn_wait",
-             "wait_ms": 120000}
+             "wait_ms": 120000},
+            // Per-job overrides of the daemon's `job_isolation`.
+            {"name": "build:ok-in-process", "plugin": "test_plugin",
+             "job_isolation": "in-process"},
+            {"name": "build:segv-in-child", "plugin": "test_plugin", "mode": "segfault",
+             "job_isolation": "process"}
         ]
     })
 }
@@ -157,6 +162,11 @@ fn process_mode_a_crash_fails_only_its_job_and_the_daemon_keeps_serving() {
         "{history}"
     );
     assert!(children(pid).is_empty(), "{:?}", children(pid));
+    // A job whose entry says "in-process" runs in the daemon: in its journal.
+    let journal = w.setup.jobs_dir().join("running-th-crash.journal");
+    assert!(!journal.exists());
+    run(&w, "ok-in-process", &[], "SUCCESS");
+    assert!(journal.exists());
 }
 
 #[test]
@@ -255,6 +265,14 @@ fn in_process_a_job_that_crashed_the_daemon_twice_is_refused_at_the_next_start()
         .wait_log("counted as a crash of the daemon", Duration::from_secs(5)));
     still_running(&mut w.daemon);
     run(&w, "ok", &[], "SUCCESS");
+    // A job whose entry says "process" crashes in its child only.
+    run(
+        &w,
+        "segv-in-child",
+        &[],
+        "FAILURE - plugin crashed: SIGSEGV",
+    );
+    still_running(&mut w.daemon);
     let journal =
         std::fs::read_to_string(w.setup.jobs_dir().join("running-th-crash.journal")).unwrap();
     assert!(
