@@ -269,7 +269,7 @@ fn spawn_canceller(
     }
 }
 
-/// Reads the child's events until it closes its end; returns its outcome line, if any.
+/// Reads the child's events until its outcome (the last line) or until it closes its end.
 fn relay(child: &mut Child, plugin: &str, events: &EventSink) -> Option<Result<Outcome, String>> {
     let stdout = child.stdout.take()?;
     let mut outcome = None;
@@ -282,7 +282,10 @@ fn relay(child: &mut Child, plugin: &str, events: &EventSink) -> Option<Result<O
             }
             Ok(ChildEvent::Progress(n, d)) => events(JobEvent::Progress(n, d)),
             Ok(ChildEvent::WorkData(data)) => events(JobEvent::WorkData(data)),
-            Ok(ChildEvent::Outcome(o)) => outcome = Some(o),
+            Ok(ChildEvent::Outcome(o)) => {
+                outcome = Some(o);
+                break;
+            }
             Err(_) => garbled += 1,
         }
     }
@@ -392,6 +395,7 @@ pub fn child_main() -> ExitCode {
         Err(e) => Err(e.to_string()),
     };
     let out = Arc::new(Mutex::new(out));
+    forward_tracing(out.clone());
     let request = match request {
         Ok(r) if nix::unistd::getppid().as_raw() as u32 == r.daemon_pid => r,
         Ok(_) => return ExitCode::FAILURE,
@@ -418,6 +422,54 @@ fn take_protocol_fds() -> Option<(std::fs::File, std::fs::File)> {
     nix::unistd::dup2(null.as_raw_fd(), 0).ok()?;
     nix::unistd::dup2(2, 1).ok()?;
     Some((input.into(), out.into()))
+}
+
+/// The child's own log events (the host context's warnings, the loader's) go to the daemon's
+/// log as [`ChildEvent::Log`] lines; `RUST_LOG` (inherited) filters them, default `info`.
+fn forward_tracing(out: Arc<Mutex<std::fs::File>>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(Forward(out).with_filter(filter))
+        .try_init();
+}
+
+struct Forward(Arc<Mutex<std::fs::File>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Forward {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            tracing::Level::ERROR => 1,
+            tracing::Level::WARN => 2,
+            tracing::Level::INFO => 3,
+            tracing::Level::DEBUG => 4,
+            tracing::Level::TRACE => 5,
+        };
+        send(
+            &self.0,
+            &ChildEvent::Log(level, meta.target().into(), text.0),
+        );
+    }
+}
+
+/// An event's message, then its other fields as `key=value`.
+struct Text(String);
+
+impl tracing::field::Visit for Text {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let sep = if self.0.is_empty() { "" } else { " " };
+        if field.name() == "message" {
+            self.0.insert_str(0, &format!("{value:?}{sep}"));
+        } else {
+            let _ = write!(self.0, "{sep}{}={value:?}", field.name());
+        }
+    }
 }
 
 fn send(out: &Mutex<std::fs::File>, event: &ChildEvent) {

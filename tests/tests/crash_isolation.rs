@@ -20,6 +20,7 @@ fn jobs(isolation: &str) -> Value {
             {"name": "build:segv", "plugin": "test_plugin", "mode": "segfault"},
             {"name": "build:abrt", "plugin": "test_plugin", "mode": "abort"},
             {"name": "build:exit", "plugin": "test_plugin", "mode": "exit"},
+            {"name": "build:noisy", "plugin": "test_plugin", "mode": "noisy"},
             {"name": "build:spawn-segv", "plugin": "test_plugin", "mode": "spawn_segfault"},
             {"name": "build:spawn-wait", "plugin": "test_plugin", "mode": "spawn_wait",
              "wait_ms": 120000},
@@ -162,6 +163,20 @@ fn process_mode_a_crash_fails_only_its_job_and_the_daemon_keeps_serving() {
         "{history}"
     );
     assert!(children(pid).is_empty(), "{:?}", children(pid));
+    // What a plugin prints cannot pass for the child's protocol; the child's own warnings
+    // reach the daemon's log.
+    run(&w, "noisy", &[], "SUCCESS");
+    assert!(w
+        .daemon
+        .wait_log("forged by the plugin", Duration::from_secs(5)));
+    assert!(
+        w.daemon.wait_log(
+            "ignored work data that is not a JSON object",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        w.daemon.log_text()
+    );
     // A job whose entry says "in-process" runs in the daemon: in its journal.
     let journal = w.setup.jobs_dir().join("running-th-crash.journal");
     assert!(!journal.exists());
