@@ -302,7 +302,12 @@ fn relay(child: &mut Child, plugin: &str, events: &EventSink) -> Option<Result<O
 /// Waits for the child to end, kills what is left in its session, reaps it.
 fn end_child(child: &mut Child, pid: Pid, watch: &Watch) -> Option<WaitStatus> {
     // Not reaped yet: the pid (= the session id) stays the child's while its session is swept.
-    let status = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).ok();
+    let status = loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.ok(),
+        }
+    };
     kill_session(pid);
     watch.done.store(true, Ordering::Release);
     *watch.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;

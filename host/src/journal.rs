@@ -226,11 +226,11 @@ impl Journal {
     }
 
     fn append(&mut self, line: &str) {
-        let written = match self.file.as_mut() {
-            Some(f) => f.write_all(line.as_bytes()),
-            None => Err(std::io::Error::other("not open")),
+        // Not open: said once, when it could not be opened or written.
+        let Some(f) = self.file.as_mut() else {
+            return;
         };
-        match written {
+        match f.write_all(line.as_bytes()) {
             Ok(()) => self.bytes += line.len() as u64,
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), "cannot write the job journal: {e}");
