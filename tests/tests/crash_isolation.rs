@@ -351,3 +351,27 @@ fn process_mode_the_jobs_process_dies_with_the_daemon() {
     );
     let _ = client.join();
 }
+
+/// `run-job` runs a job as the daemon does: in a child process by default.
+#[test]
+fn run_job_reports_a_crash_in_its_child() {
+    let plugins = PluginDir::new();
+    plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
+    let mut config = jobs("process");
+    config.as_object_mut().unwrap().remove("job_isolation");
+    let setup = Setup::new(plugins.path(), config);
+    let o = setup.run(&["run-job", "abrt"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("result: FAILURE - plugin crashed: SIGABRT\n"),
+        "{t}"
+    );
+    let o = setup.run(&["run-job", "ok"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("progress: 2/2") && t.contains("work data: {\"test_plugin\":\"hello\"}"),
+        "{t}"
+    );
+}
