@@ -55,6 +55,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "shutdown_grace_seconds",
     "max_packet_bytes",
     "keep_work_dirs",
+    "job_isolation",
 ];
 
 /// One problem in the configuration, with its place.
@@ -221,6 +222,9 @@ pub struct Config {
     pub keep_work_dirs: bool,
     /// Where logs go.
     pub publish_logs: PublishLogs,
+    /// How jobs run: in a child process each, or on the daemon's threads (a job's config entry
+    /// may override it with its own `job_isolation`).
+    pub job_isolation: crate::isolation::Isolation,
     /// The jobs, in config order.
     pub jobs: Vec<JobSpec>,
     /// Warnings (unknown keys, unsupported settings).
@@ -716,6 +720,7 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
 
     let publish_logs = check_publish(c, root, base);
     let jobs = check_entries(c, entries);
+    let job_isolation = check_isolation(c, root, &jobs);
 
     Config {
         source: c.file.clone(),
@@ -733,9 +738,43 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         max_packet_bytes,
         keep_work_dirs,
         publish_logs,
+        job_isolation,
         jobs,
         warnings: Vec::new(),
         origins: BTreeMap::new(),
+    }
+}
+
+/// `job_isolation` at the top level and in job entries (where it stays in the entry's keys:
+/// plugins ignore it, the daemon reads it per job).
+fn check_isolation(
+    c: &mut Checker,
+    root: &Map<String, Value>,
+    jobs: &[JobSpec],
+) -> crate::isolation::Isolation {
+    use crate::isolation::Isolation;
+    let mut parse = |v: &Value, file: PathBuf, path: String| match v.as_str().map(Isolation::parse)
+    {
+        Some(Some(i)) => Some(i),
+        _ => {
+            c.issues.push(ConfigIssue {
+                file,
+                path,
+                message: format!("expected \"process\" or \"in-process\", found {}", show(v)),
+            });
+            None
+        }
+    };
+    for spec in jobs {
+        if let Some(v) = spec.config.get("job_isolation") {
+            // `source` is "<file>: <entry>".
+            let (file, entry) = spec.source.rsplit_once(": ").unwrap_or(("", &spec.source));
+            parse(v, PathBuf::from(file), format!("{entry}.job_isolation"));
+        }
+    }
+    match root.get("job_isolation") {
+        None | Some(Value::Null) => Isolation::default(),
+        Some(v) => parse(v, c.file.clone(), "job_isolation".into()).unwrap_or_default(),
     }
 }
 

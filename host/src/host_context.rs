@@ -100,7 +100,8 @@ impl CancelToken {
     }
 }
 
-fn forward_log(plugin: &str, level: u8, target: &str, message: &str) {
+/// Logs a plugin's log line in the daemon's log at its level.
+pub fn forward_log(plugin: &str, level: u8, target: &str, message: &str) {
     let target = if target.is_empty() { plugin } else { target };
     match level {
         1 => tracing::error!(plugin, target_ = target, "{message}"),
@@ -194,22 +195,7 @@ impl Host for JobHost {
 
     fn log(&self, level: u8, target: RStr<'_>, message: RStr<'_>) {
         forward_log(&self.plugin, level, target.as_str(), message.as_str());
-        if let Ok(mut guard) = self.task_log.lock() {
-            if guard.is_none() {
-                self.ensure_results_dir();
-                *guard = File::create(self.results_dir.join(crate::jobs::TASK_LOG)).ok();
-            }
-            if let Some(f) = guard.as_mut() {
-                let level = match level {
-                    1 => "ERROR",
-                    2 => "WARNING",
-                    3 => "INFO",
-                    4 => "DEBUG",
-                    _ => "TRACE",
-                };
-                let _ = writeln!(f, "{} {level} {}", crate::timestamp_now(), message.as_str());
-            }
-        }
+        self.write_task_log(level, message.as_str());
     }
 
     fn progress(&self, numerator: u64, denominator: u64) {
@@ -269,6 +255,26 @@ impl JobHost {
             self.results_dir_made.get().is_some(),
             self.work_dir_made.get().is_some(),
         )
+    }
+
+    /// Appends a plugin log line to the job's `task_output.log` (made with the first line).
+    pub fn write_task_log(&self, level: u8, message: &str) {
+        if let Ok(mut guard) = self.task_log.lock() {
+            if guard.is_none() {
+                self.ensure_results_dir();
+                *guard = File::create(self.results_dir.join(crate::jobs::TASK_LOG)).ok();
+            }
+            if let Some(f) = guard.as_mut() {
+                let level = match level {
+                    1 => "ERROR",
+                    2 => "WARNING",
+                    3 => "INFO",
+                    4 => "DEBUG",
+                    _ => "TRACE",
+                };
+                let _ = writeln!(f, "{} {level} {}", crate::timestamp_now(), message);
+            }
+        }
     }
 
     fn ensure_results_dir(&self) {

@@ -1,5 +1,6 @@
 //! A job's life, the same for Gearman jobs and `run-job`: validate, make its directories, run
-//! the plugin on a thread of its own with a host context, publish its logs, report the outcome.
+//! the plugin on a thread of its own with a host context (in a child process of its own by
+//! default, [`crate::isolation`]), publish its logs, report the outcome.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,13 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RResult;
 use serde::Serialize;
 use serde_json::Value;
-use turbo_hipster_sdk::abi::{Host_TO, JSON_SCHEMA};
+use turbo_hipster_sdk::abi::{HostRef, Host_TO, JSON_SCHEMA};
 use turbo_hipster_sdk::{Job, Outcome};
 
 use crate::config::{Config, PublishLogs};
 use crate::host_context::{CancelToken, EventSink, JobHost};
+use crate::isolation::{self, Isolation};
+use crate::journal;
 use crate::plugins::{JobRunner, Registry};
 use crate::zuul::{self, InvalidParameters};
 
@@ -200,7 +203,7 @@ pub async fn execute(
 ) -> JobOutcome {
     let fallback = (job.url.clone(), job.job_dir.clone());
     let started = Instant::now();
-    let run = move || run_to_end(&config, &job, events, cancel, &mut |_| {});
+    let run = move || run_to_end(&config, &job, events, cancel, false, &mut |_| {});
     match tokio::task::spawn_blocking(run).await {
         Ok(outcome) => outcome,
         Err(join) => thread_failed(fallback, started, &join.to_string()),
@@ -236,8 +239,9 @@ pub fn launch(
                 crate::job_threads::release_early();
             }
         };
-        let run =
-            std::panic::AssertUnwindSafe(|| run_to_end(&config, &job, events, cancel, &mut report));
+        let run = std::panic::AssertUnwindSafe(|| {
+            run_to_end(&config, &job, events, cancel, true, &mut report)
+        });
         if std::panic::catch_unwind(run).is_err() {
             let fallback = (job.url.clone(), job.job_dir.clone());
             report(&thread_failed(fallback, started, "it panicked"));
@@ -266,6 +270,7 @@ fn run_to_end(
     job: &PreparedJob,
     events: EventSink,
     cancel: CancelToken,
+    journal: bool,
     report: &mut dyn FnMut(&JobOutcome),
 ) -> JobOutcome {
     let started = Instant::now();
@@ -291,24 +296,63 @@ fn run_to_end(
         Ok(()) => String::from_utf8(job_json).unwrap_or_else(|_| "{}".into()),
         Err(_) => "{}".into(),
     };
-    let host = JobHost::new(
-        &runner.plugin.name,
-        job_json,
-        events,
-        cancel.clone(),
-        job.job_dir.join(WORK_DIR),
-        job.job_dir.clone(),
-    );
+    let work_dir = job.job_dir.join(WORK_DIR);
+    let (outcome, dirs_made) = match Isolation::of(&runner, config.job_isolation) {
+        Isolation::Process => {
+            let outcome = isolation::run_in_child(
+                &runner,
+                job_json,
+                &events,
+                &cancel,
+                &work_dir,
+                &job.job_dir,
+            );
+            (outcome, (job.job_dir.exists(), work_dir.exists()))
+        }
+        Isolation::InProcess => {
+            let host = JobHost::new(
+                &runner.plugin.name,
+                job_json,
+                events,
+                cancel.clone(),
+                work_dir,
+                job.job_dir.clone(),
+            );
+            run_in_process(config, &job.request, &runner, &host, journal)
+        }
+    };
+    finish(config, job, started, outcome, &cancel, dirs_made, report)
+}
+
+/// Runs the job on this thread, in the [`journal`] if `journal` (the daemon's jobs), which
+/// refuses a job that crashed the daemon twice; the outcome and which dirs were made.
+fn run_in_process(
+    config: &Config,
+    request: &JobRequest,
+    runner: &JobRunner,
+    host: &JobHost,
+    journal: bool,
+) -> (Result<Outcome, String>, (bool, bool)) {
+    let entry = match journal.then(|| journal::Entry::start(config, request)) {
+        Some(Err(refused)) => {
+            tracing::error!(function = %request.function, unique = %request.unique, "{refused}");
+            return (Err(refused), (false, false));
+        }
+        entry => entry,
+    };
+    let outcome = run_plugin(runner, Host_TO::from_ptr(host, TD_Opaque));
+    drop(entry);
+    (outcome, host.dirs_made())
+}
+
+/// Runs the plugin's runner with `host`; its outcome, or why there is none.
+pub fn run_plugin(runner: &JobRunner, host: HostRef<'_>) -> Result<Outcome, String> {
     let plugin_name = &runner.plugin.name;
-    let host_ref = Host_TO::from_ptr(&host, TD_Opaque);
-    let outcome = match runner.runner.run(host_ref) {
+    match runner.runner.run(host) {
         RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
             .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
         RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
-    };
-    let dirs_made = host.dirs_made();
-    drop(host);
-    finish(config, job, started, outcome, &cancel, dirs_made, report)
+    }
 }
 
 /// A job's record: one line of the history, and `job.json` in its results (fields in

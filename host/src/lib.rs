@@ -1,7 +1,8 @@
 //! turbo-hipster: a Gearman worker for Zuul that loads its job runners as plugins.
 //!
 //! The binary (`main.rs`) is a thin CLI over these modules; read them top to bottom:
-//! [`config`] → [`plugins`] → [`jobs`] (with [`host_context`] and [`zuul`]) → [`gearman`] →
+//! [`config`] → [`plugins`] → [`jobs`] (with [`host_context`] and [`zuul`]; a job runs in a
+//! child process, [`isolation`], or in the daemon, guarded by the [`journal`]) → [`gearman`] →
 //! [`daemon`].
 #![forbid(unsafe_code)]
 
@@ -12,8 +13,10 @@ pub mod enqueue;
 pub mod gearman;
 pub mod history;
 pub mod host_context;
+pub mod isolation;
 pub mod job_threads;
 pub mod jobs;
+pub mod journal;
 pub mod leftovers;
 pub mod logging;
 pub mod plugins;

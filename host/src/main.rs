@@ -80,6 +80,9 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
     },
+    /// Runs one job for the daemon in a child process (`job_isolation: "process"`).
+    #[command(name = "__run-job-child", hide = true)]
+    RunJobChild,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let config_path = config::resolve_config_path(cli.config.as_deref().map(Path::new));
     match cli.command {
+        Some(Command::RunJobChild) => Ok(turbo_hipster::isolation::child_main()),
         Some(Command::CheckConfig) => check_config(&config_path, &cli.log_level),
         Some(Command::Plugins) => list_plugins(&config_path, &cli.log_level),
         Some(Command::RunJob {

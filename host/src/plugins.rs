@@ -475,6 +475,13 @@ pub fn create_runner(
         source: spec.source.clone(),
         host: settings.clone(),
     };
+    new_runner(plugin, config)
+}
+
+/// Asks the plugin for a runner for the job `config` describes (the daemon at start; a job's
+/// child process, [`crate::isolation`], once per job).
+pub fn new_runner(plugin: &Arc<LoadedPlugin>, config: JobConfig) -> Result<JobRunner, String> {
+    let function = config.function.clone();
     let json =
         serde_json::to_string(&config).map_err(|e| format!("cannot encode the job config: {e}"))?;
     let host = InitHost::new(&plugin.name);

@@ -16,6 +16,12 @@
 //! measures both back to back); jobs/s with one job in flight at a time (strictly
 //! sequential, as the figures in zuul-gearman.md); median and p99 round trip of a single job on
 //! an idle system for both and the difference (the added latency); the idle daemon's RSS.
+//!
+//! These figures are the daemon's own overhead, so its jobs run `job_isolation: "in-process"`
+//! (on its threads): with the default `"process"`, every job also pays for a child process
+//! (exec, loading the plugin), which is the plugin's start-up, not the daemon's. That cost is
+//! measured next, on its own: the same jobs in process mode, one at a time and saturating one
+//! slot (`TH_BENCH_PROCESS_JOBS=N` jobs, default 300), and the cost per job against in-process.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -217,12 +223,32 @@ fn measure_daemon(
     slots: usize,
     sequential: bool,
 ) -> (f64, Option<Sequential>, (u64, u64)) {
+    measure_daemon_in(
+        rt,
+        plugins,
+        (n, LATENCY_JOBS),
+        slots,
+        sequential,
+        "in-process",
+    )
+}
+
+/// [`measure_daemon`] with the given `job_isolation` and job counts (saturated, sequential).
+fn measure_daemon_in(
+    rt: &tokio::runtime::Runtime,
+    plugins: &PluginDir,
+    (n, latency_jobs): (usize, usize),
+    slots: usize,
+    sequential: bool,
+    isolation: &str,
+) -> (f64, Option<Sequential>, (u64, u64)) {
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),
         json!({
             "gearman_servers": [server.addr()],
             "max_concurrent_jobs": slots,
+            "job_isolation": isolation,
             "jobs": [{"name": "build:noop", "plugin": "test_plugin", "mode": "noop"}],
         }),
     );
@@ -234,7 +260,7 @@ fn measure_daemon(
         let _ = throughput(server.port, "build:noop", n / 10, 4).await;
         let t = throughput(server.port, "build:noop", n, 5).await;
         let l = if sequential {
-            Some(latency(server.port, "build:noop", LATENCY_JOBS, 6).await)
+            Some(latency(server.port, "build:noop", latency_jobs, 6).await)
         } else {
             None
         };
@@ -407,4 +433,28 @@ fn main() {
         after.join(", ")
     );
     println!("targets: 1 slot >= 3000 jobs/s and >= 60% of raw; 8 slots >= 50% of raw");
+    process_mode(&rt, &plugins, dm);
+}
+
+/// The cost of `job_isolation: "process"`: the same no-op jobs, each in a child process,
+/// against `in_process_us`, the in-process median round trip measured above.
+fn process_mode(rt: &tokio::runtime::Runtime, plugins: &PluginDir, in_process_us: f64) {
+    let n: usize = std::env::var("TH_BENCH_PROCESS_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+        .max(10);
+    let (t, l, _) = measure_daemon_in(rt, plugins, (n, n), 1, true, "process");
+    let (median, p99, rate) = l.unwrap_or_default();
+    let cost_ms = (median.as_micros() as f64 - in_process_us) / 1000.0;
+    println!(
+        "process mode ({n} jobs): {t:.0} jobs/s saturating 1 slot, {rate:.0} jobs/s one at a \
+         time; median round trip {:.2} ms (p99 {:.2} ms)",
+        median.as_micros() as f64 / 1000.0,
+        p99.as_micros() as f64 / 1000.0
+    );
+    println!(
+        "process mode costs {cost_ms:.2} ms per job more than in-process (default \"process\" \
+         if under 5 ms)"
+    );
 }
