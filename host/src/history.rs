@@ -29,6 +29,27 @@ struct History {
 /// The history of this daemon, shared by every job (reopened when the path changes, as in tests).
 static HISTORY: Mutex<Option<History>> = Mutex::new(None);
 
+/// Opens the history at `path` when the daemon starts, so that a torn last line left by a
+/// predecessor (killed mid-write, or on a full disk) is moved aside at once, not at the first
+/// job. A history that does not exist yet is left to the first job to create.
+pub fn open_at_start(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let mut guard = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
+    match open_repaired(path) {
+        Ok(file) => {
+            *guard = Some(History {
+                path: path.to_path_buf(),
+                file: Some(file),
+                pending: Vec::new(),
+                failures: 0,
+            });
+        }
+        Err(e) => tracing::warn!(path = %path.display(), "cannot open the job history: {e}"),
+    }
+}
+
 /// Appends `line` (one JSON record ending with `\n`) to the history at `path`, with whatever
 /// earlier records could not be written. Failures are logged, never returned: the history is
 /// the daemon's record, not the job's result.

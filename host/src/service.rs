@@ -360,6 +360,7 @@ pub async fn serve(config: Arc<Config>, registry: Arc<Registry>) -> Result<(), S
     if config.gearman_servers.is_empty() {
         return Err(ServeError::NoServers);
     }
+    crate::history::open_at_start(&config.jobs_working_dir.join(crate::jobs::HISTORY_FILE));
     let handler = ZuulHandler::new(config.clone(), registry.clone());
     let worker_config = handler.worker_config();
     let h = handler.clone();

@@ -177,3 +177,55 @@ fn logs_that_cannot_be_published_fail_the_job() {
     let o = enqueue(&server.addr(), "ok", &[]);
     assert!(o.status.success(), "{}\n{}", text(&o), daemon.log_text());
 }
+
+/// A history left ending in a torn line (a predecessor killed mid-write) is repaired when the
+/// daemon starts, before any job: the torn piece moves to `jobs.jsonl.torn`, and the next
+/// record starts on a line of its own.
+#[test]
+fn a_torn_history_is_repaired_when_the_daemon_starts() {
+    let scripts = tempfile::tempdir().unwrap();
+    let ok = script(scripts.path(), "ok.sh", "#!/bin/sh\necho fine\n");
+    let plugins = PluginDir::new();
+    plugins.add("shell_script", &built().plugins["shell_script"]);
+    let server = JobServer::start(ServerKind::Gearmand);
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "gearman_servers": [server.addr()],
+            "jobs": [{"name": "build:ok", "shell_script": ok, "timeout": 60}],
+        }),
+    );
+    let jobs_dir = setup.dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let history = jobs_dir.join("jobs.jsonl");
+    std::fs::write(&history, "{\"result\":\"SUCCESS\"}\n{\"result\":\"FAIL").unwrap();
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:ok", Duration::from_secs(20));
+    // Repaired at start, before any job ran.
+    assert_eq!(
+        std::fs::read_to_string(&history).unwrap(),
+        "{\"result\":\"SUCCESS\"}\n",
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(jobs_dir.join("jobs.jsonl.torn")).unwrap(),
+        "{\"result\":\"FAIL\n"
+    );
+    assert!(daemon
+        .log_text()
+        .contains("the job history ended in a torn line"));
+    let o = enqueue(&server.addr(), "ok", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let started = std::time::Instant::now();
+    let read = || std::fs::read_to_string(&history).unwrap_or_default();
+    while read().lines().count() < 2 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines: Vec<Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["result"], "SUCCESS");
+}
