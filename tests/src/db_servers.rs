@@ -148,19 +148,34 @@ fn log_file(dir: &Path) -> std::fs::File {
 
 fn start_mariadb(dir: &Path, port: u16) -> Child {
     let data = dir.join("data");
-    let out = Command::new("mariadb-install-db")
-        .arg("--no-defaults")
-        .arg(format!("--datadir={}", data.display()))
-        .args([
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-            "--user=root",
-        ])
-        .output()
-        .unwrap();
+    let install = || {
+        Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ])
+            .output()
+            .unwrap()
+    };
+    let mut out = install();
+    if !out.status.success() {
+        // Seen once with several private servers starting at once: one more try on a clean
+        // data directory, then the whole output.
+        eprintln!(
+            "mariadb-install-db failed, trying once more: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&data);
+        out = install();
+    }
     assert!(
         out.status.success(),
-        "mariadb-install-db failed: {}",
+        "mariadb-install-db failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     let log = log_file(dir);

@@ -631,3 +631,34 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// A git repository of the example project (`etc/example/project`) at `<dir>/example/shop`,
+/// with a proposed change adding `migrations/<file>` holding `sql`, published on a Zuul ref as
+/// Zuul's merger does (the branch stays at the commit before the change). Returns the ref.
+pub fn example_change_in(dir: &Path, file: &str, sql: &str) -> String {
+    let repo = dir.join("example/shop");
+    std::fs::create_dir_all(repo.join("migrations")).unwrap();
+    for f in std::fs::read_dir(root().join("etc/example/project/migrations")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), repo.join("migrations").join(f.file_name())).unwrap();
+    }
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "the shop so far"]);
+    std::fs::write(repo.join("migrations").join(file), sql).unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "the proposed change"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let zuul_ref = format!("refs/zuul/master/Z{}", &sha[..12]);
+    git(&repo, &["update-ref", &zuul_ref, &sha]);
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    zuul_ref
+}
+
+/// [`example_change_in`] in a new temporary directory (the git base URL for `ZUUL_URL`), with
+/// the change as `migrations/004_proposed_change.sql`.
+pub fn example_repo(change_sql: &str) -> (tempfile::TempDir, String) {
+    let repos = tempfile::tempdir().unwrap();
+    let zuul_ref = example_change_in(repos.path(), "004_proposed_change.sql", change_sql);
+    (repos, zuul_ref)
+}

@@ -9,30 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use turbo_hipster_tests::{
-    built, enqueue, git, root, text, Daemon, JobServer, PluginDir, ServerKind, Setup,
+    built, enqueue, example_repo, root, text, Daemon, JobServer, PluginDir, ServerKind, Setup,
 };
-
-/// A git repository of the example project with a proposed change on a Zuul ref.
-fn example_repo(change_sql: &str) -> (tempfile::TempDir, String) {
-    let repos = tempfile::tempdir().unwrap();
-    let repo = repos.path().join("example/shop");
-    std::fs::create_dir_all(repo.join("migrations")).unwrap();
-    for f in std::fs::read_dir(root().join("etc/example/project/migrations")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), repo.join("migrations").join(f.file_name())).unwrap();
-    }
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the shop so far"]);
-    std::fs::write(repo.join("migrations/004_proposed_change.sql"), change_sql).unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the proposed change"]);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    let zuul_ref = format!("refs/zuul/master/Z{}", &sha[..12]);
-    git(&repo, &["update-ref", &zuul_ref, &sha]);
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
-    (repos, zuul_ref)
-}
 
 fn databases(engine: &str, prefix: &str) -> Vec<String> {
     let out = match engine {
@@ -359,10 +337,13 @@ fn a_seed_outside_the_datasets_dir_fails_the_build_through_gearman() {
         ],
     );
     let t = text(&out);
+    // In a job's child process the plugin validates its datasets when it makes the job's
+    // runner ("rejected the job"); in the daemon's process when the run loads them ("invalid
+    // datasets"): either way a FAILURE naming the file and the key.
+    assert!(t.contains("result: FAILURE - "), "{t}");
     assert!(
         t.contains(&format!(
-            "result: FAILURE - invalid datasets: {}: seed_data: must name a file in the \
-             dataset's directory",
+            "{}: seed_data: must name a file in the dataset's directory",
             shadow.join("config.json").display()
         )),
         "{t}\n{}",

@@ -12,29 +12,9 @@ use serde_json::{json, Value};
 use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
 use turbo_hipster_tests::db_servers::{DbKind, PrivateDb};
 use turbo_hipster_tests::{
-    built, free_port, git, root, Daemon, JobServer, PluginDir, ServerKind, Setup, SmallDisk,
+    built, example_repo, free_port, root, Daemon, JobServer, PluginDir, ServerKind, Setup,
+    SmallDisk,
 };
-
-/// A git repository of the example project whose proposed change is `change_sql`.
-fn example_repo(change_sql: &str) -> (tempfile::TempDir, String) {
-    let repos = tempfile::tempdir().unwrap();
-    let repo = repos.path().join("example/shop");
-    std::fs::create_dir_all(repo.join("migrations")).unwrap();
-    for f in std::fs::read_dir(root().join("etc/example/project/migrations")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), repo.join("migrations").join(f.file_name())).unwrap();
-    }
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the shop so far"]);
-    std::fs::write(repo.join("migrations/004_proposed_change.sql"), change_sql).unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the proposed change"]);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    let zuul_ref = format!("refs/zuul/master/Z{}", &sha[..12]);
-    git(&repo, &["update-ref", &zuul_ref, &sha]);
-    (repos, zuul_ref)
-}
 
 /// A daemon serving the gate job with `job` settings, behind a fresh gearmand.
 struct World {

@@ -10,28 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use turbo_hipster_tests::db_servers::{DbKind, PrivateDb};
-use turbo_hipster_tests::{built, git, root, Daemon, JobServer, PluginDir, ServerKind, Setup};
-
-/// A git repository of the example project whose proposed change is `change_sql`.
-fn example_repo(change_sql: &str) -> (tempfile::TempDir, String) {
-    let repos = tempfile::tempdir().unwrap();
-    let repo = repos.path().join("example/shop");
-    std::fs::create_dir_all(repo.join("migrations")).unwrap();
-    for f in std::fs::read_dir(root().join("etc/example/project/migrations")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), repo.join("migrations").join(f.file_name())).unwrap();
-    }
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the shop so far"]);
-    std::fs::write(repo.join("migrations/004_proposed_change.sql"), change_sql).unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the proposed change"]);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    let zuul_ref = format!("refs/zuul/master/Z{}", &sha[..12]);
-    git(&repo, &["update-ref", &zuul_ref, &sha]);
-    (repos, zuul_ref)
-}
+use turbo_hipster_tests::{
+    built, example_repo, root, Daemon, JobServer, PluginDir, ServerKind, Setup,
+};
 
 /// One worker: its own gearmand, config (worker name, jobs dir) and daemon.
 struct Worker {
@@ -132,12 +113,15 @@ impl Worker {
     }
 }
 
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        if start.elapsed() >= within {
+            return Err(format!("timed out waiting for {what}"));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
 }
 
 fn killed_daemon_leftovers_are_removed_at_its_next_start(kind: DbKind, sleep_sql: &str) {
@@ -188,7 +172,8 @@ fn killed_daemon_leftovers_are_removed_at_its_next_start(kind: DbKind, sleep_sql
         "A's leftovers to be dropped",
         Duration::from_secs(30),
         || !db.databases("example_shop_").contains(&db_a),
-    );
+    )
+    .unwrap_or_else(|e| panic!("{e}\nA after its restart:\n{}", a.log()));
     let took = started.elapsed();
     assert!(
         a.log().contains(&format!(
@@ -257,7 +242,8 @@ fn a_killed_run_job_leaves_nothing_after_the_next_run_job() {
     wait_for("the run's migration", Duration::from_secs(90), || {
         db.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(120)%'")
             .is_some_and(|n| n.trim() != "0")
-    });
+    })
+    .unwrap();
     run.kill().unwrap();
     run.wait().unwrap();
     assert_eq!(db.databases("example_shop_"), vec![name.clone()]);

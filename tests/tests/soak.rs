@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
 use turbo_hipster::jobs::WORK_DIR;
 use turbo_hipster_tests::{
-    built, fixture, git, root, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
+    built, fixture, root, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
 };
 
 /// Jobs the daemon runs at once, and builds kept in flight by the client.
@@ -269,29 +269,12 @@ fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     p
 }
 
-/// A git repository of the example project with a proposed change on a Zuul ref, as Zuul's
-/// merger publishes it.
+/// The example project with a proposed change on a Zuul ref, as Zuul's merger publishes it.
 fn example_change(repos: &Path) -> Change {
-    let repo = repos.join("example/shop");
-    std::fs::create_dir_all(repo.join("migrations")).unwrap();
-    for f in std::fs::read_dir(root().join("etc/example/project/migrations")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), repo.join("migrations").join(f.file_name())).unwrap();
-    }
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the shop so far"]);
     let sql = "ALTER TABLE customers ADD COLUMN soak INTEGER NOT NULL DEFAULT 0;\n";
-    std::fs::write(repo.join("migrations/004_soak.sql"), sql).unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "the proposed change"]);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    let zuul_ref = format!("refs/zuul/master/Z{}", &sha[..12]);
-    git(&repo, &["update-ref", &zuul_ref, &sha]);
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
     Change {
         url: repos.display().to_string(),
-        zuul_ref,
+        zuul_ref: turbo_hipster_tests::example_change_in(repos, "004_soak.sql", sql),
     }
 }
 

@@ -52,19 +52,30 @@ impl Owner {
         if self.boot_id != boot_id() {
             return true;
         }
-        match start_ticks(self.pid) {
+        match stat_fields(self.pid) {
             None => true,
-            Some(ticks) => ticks != self.start_ticks,
+            // A zombie has exited; only its parent (or init, slow to reap, after the parent
+            // was killed) has not collected it yet.
+            Some((state, _)) if matches!(state, 'Z' | 'X' | 'x') => true,
+            Some((_, ticks)) => ticks != self.start_ticks,
         }
     }
 }
 
 fn start_ticks(pid: u32) -> Option<u64> {
+    stat_fields(pid).map(|(_, ticks)| ticks)
+}
+
+/// A process's state letter and start time, from `/proc/<pid>/stat`.
+fn stat_fields(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid …`: comm may hold spaces and parentheses; fields after the last
-    // `)` start at field 3, so the start time (field 22) is the 20th of them.
+    // `)` start at field 3 (the state), so the start time (field 22) is the 20th of them.
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ticks = fields.nth(18)?.parse().ok()?;
+    Some((state, ticks))
 }
 
 fn boot_id() -> String {
@@ -164,6 +175,23 @@ mod tests {
         child.wait().unwrap();
         let dead = Owner { pid, ..me.clone() };
         assert!(dead.is_gone());
+        // A process that has exited but is not reaped yet (a zombie) is gone too: after a
+        // daemon's kill -9, init may take a while to collect its job's child process.
+        let zombie = std::process::Command::new("true").spawn().unwrap();
+        let zpid = zombie.id();
+        let waited = std::time::Instant::now();
+        while stat_fields(zpid).is_some_and(|(state, _)| state != 'Z') {
+            assert!(waited.elapsed() < std::time::Duration::from_secs(5));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let ticks = start_ticks(zpid).unwrap();
+        assert!(Owner {
+            pid: zpid,
+            start_ticks: ticks,
+            ..me.clone()
+        }
+        .is_gone());
+        drop(zombie);
         // The same pid with another start time: a reused pid is not the owner.
         let reused = Owner {
             start_ticks: me.start_ticks + 1,
