@@ -56,7 +56,7 @@ impl Owner {
             None => true,
             // A zombie has exited; only its parent (or init, slow to reap, after the parent
             // was killed) has not collected it yet.
-            Some((state, _)) if matches!(state, 'Z' | 'X' | 'x') => true,
+            Some(('Z' | 'X' | 'x', _)) => true,
             Some((_, ticks)) => ticks != self.start_ticks,
         }
     }
