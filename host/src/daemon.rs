@@ -24,7 +24,7 @@ pub enum DaemonError {
     AlreadyRunning {
         /// The PID file.
         path: PathBuf,
-        /// What it says.
+        /// The pid the file holds.
         pid: String,
     },
     /// The PID file cannot be used.
@@ -32,7 +32,6 @@ pub enum DaemonError {
     PidFile {
         /// The PID file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The background child could not be started or failed to start up.

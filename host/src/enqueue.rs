@@ -59,12 +59,11 @@ pub enum EnqueueError {
     /// The server could not be reached or broke off.
     #[error("Gearman server {server}: {error}")]
     Gearman {
-        /// Which server.
+        /// `host:port` as given.
         server: String,
-        /// Why.
         error: crate::gearman::Error,
     },
-    /// Parameters invalid.
+    /// The parameters would be refused by the worker; nothing was submitted.
     #[error("invalid job parameters: {0}")]
     Parameters(zuul::InvalidParameters),
     /// No result in time.

@@ -144,7 +144,7 @@ pub const CHILD_PROGRAM_ENV: &str = "TURBO_HIPSTER_BIN";
 pub struct ChildRequest {
     /// The plugin's name.
     pub plugin: String,
-    /// Its library.
+    /// The plugin's `libtask.so`, loaded again in the child.
     pub plugin_path: PathBuf,
     /// The job's config as given to the plugin's `new_runner`.
     pub job_config: JobConfig,

@@ -34,7 +34,7 @@ pub enum PluginLoadError {
     /// dlopen failed.
     #[error("{}: cannot be loaded as a shared library: {reason}", .path.display())]
     NotALibrary {
-        /// The file.
+        /// The `libtask.so` tried.
         path: PathBuf,
         /// The loader's reason.
         reason: String,
@@ -42,7 +42,7 @@ pub enum PluginLoadError {
     /// A shared library without our root module.
     #[error("{}: is not a turbo-hipster plugin (it exports no plugin root module)", .path.display())]
     NotAPlugin {
-        /// The file.
+        /// The `libtask.so` tried.
         path: PathBuf,
     },
     /// Built against another SDK series.
@@ -51,11 +51,11 @@ pub enum PluginLoadError {
         .path.display()
     )]
     VersionMismatch {
-        /// The file.
+        /// The `libtask.so` tried.
         path: PathBuf,
         /// The plugin's SDK version.
         found: String,
-        /// Ours.
+        /// This daemon's SDK version.
         expected: String,
         /// `X.Y` to rebuild against.
         series: String,
@@ -66,7 +66,7 @@ pub enum PluginLoadError {
         .path.display()
     )]
     LayoutMismatch {
-        /// The file.
+        /// The `libtask.so` tried.
         path: PathBuf,
         /// What mismatched, in short.
         what: String,
@@ -76,11 +76,11 @@ pub enum PluginLoadError {
     /// The plugin panicked or failed while initialising.
     #[error("{}: {what} while initialising: {reason}", .path.display())]
     InitFailed {
-        /// The file.
+        /// The `libtask.so` tried.
         path: PathBuf,
         /// "panicked" or "failed".
         what: &'static str,
-        /// Details.
+        /// The panic's or the plugin's message.
         reason: String,
     },
 }
@@ -105,9 +105,9 @@ pub fn sdk_series() -> String {
 /// Static facts a plugin reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
-    /// Its name.
+    /// The plugin's name as it reports it (`info`).
     pub name: String,
-    /// Its version.
+    /// The plugin's own version.
     pub version: String,
     /// The SDK it was built against.
     pub sdk_version: String,
@@ -356,7 +356,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Whether everything loaded.
+    /// Whether every plugin loaded and every job got its runner.
     pub fn is_complete(&self) -> bool {
         self.job_errors.is_empty() && self.plugins.values().all(Result::is_ok)
     }

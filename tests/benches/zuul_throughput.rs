@@ -14,8 +14,8 @@
 //! Printed: jobs/s with 1 and 8 slots under a saturating load (8 client connections, 32 jobs in
 //! flight each) for both workers (medians) and the median of the rounds' ratios (each round
 //! measures both back to back); jobs/s with one job in flight at a time (strictly
-//! sequential, as the figures in zuul-gearman.md); median and p99 round trip of a single job on
-//! an idle system for both and the difference (the added latency); the idle daemon's RSS.
+//! sequential); median and p99 round trip of a single job on an idle system for both and the
+//! difference (the added latency); the idle daemon's RSS.
 //!
 //! These figures are the daemon's own overhead, so its jobs run `job_isolation: "in-process"`
 //! (on its threads): with the default `"process"`, every job also pays for a child process

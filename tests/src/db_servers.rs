@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use crate::free_port;
 
-/// Which server.
+/// The kind of a private database server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
     /// MariaDB (`mariadbd`).
@@ -28,7 +28,6 @@ pub enum DbKind {
 
 /// A private database server, killed and removed on drop.
 pub struct PrivateDb {
-    /// Which server.
     pub kind: DbKind,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,

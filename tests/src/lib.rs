@@ -162,7 +162,6 @@ pub fn fixture(which: Fixture) -> PathBuf {
 
 /// A plugin directory laid out as the daemon expects: `<dir>/<name>/libtask.so`.
 pub struct PluginDir {
-    /// The temp dir.
     pub dir: tempfile::TempDir,
 }
 
@@ -190,7 +189,7 @@ impl PluginDir {
         self
     }
 
-    /// The directory.
+    /// The directory to name in `plugin_dirs`.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -204,9 +203,8 @@ impl Default for PluginDir {
 
 /// A scratch installation: a config file, job and git dirs, in one temp dir.
 pub struct Setup {
-    /// Holds everything.
+    /// The temp dir holding the config, the job and git dirs; removed on drop.
     pub dir: tempfile::TempDir,
-    /// The config file.
     pub config: PathBuf,
 }
 
@@ -315,9 +313,9 @@ pub enum ServerKind {
 
 /// A Gearman job server on a free port, stopped on drop; can be restarted on the same port.
 pub struct JobServer {
-    /// Which server.
+    /// gearmand or Zuul's `gear.Server`.
     pub kind: ServerKind,
-    /// Its port.
+    /// Its port on 127.0.0.1.
     pub port: u16,
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
@@ -503,9 +501,8 @@ pub fn admin(port: u16, command: &str) -> Option<Vec<String>> {
 
 /// The daemon running in the foreground as a child, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Daemon {
-    /// The process.
     pub child: std::process::Child,
-    /// Its stderr log.
+    /// The file its stderr goes to (read it when a test fails).
     pub log: PathBuf,
 }
 

@@ -53,9 +53,8 @@ pub enum JobEvent {
     Warning(Bytes),
     /// `WORK_STATUS` (unparsable numbers are reported as 0).
     Status {
-        /// Numerator.
+        /// Work done so far, out of `denominator`.
         numerator: u64,
-        /// Denominator.
         denominator: u64,
     },
     /// `WORK_COMPLETE` (terminal).

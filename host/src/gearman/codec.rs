@@ -193,7 +193,7 @@ pub struct OversizedJob {
     pub kind: PacketType,
     /// The job handle (what the failure is reported on).
     pub handle: Bytes,
-    /// The function.
+    /// The Gearman function it was assigned for.
     pub function: Bytes,
     /// The unique id (empty for `JOB_ASSIGN`).
     pub unique: Bytes,

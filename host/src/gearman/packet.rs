@@ -185,9 +185,8 @@ impl fmt::Display for PacketType {
 /// contain NUL; the encoder refuses anything else.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Packet {
-    /// Direction marker.
+    /// `\0REQ` (to the server) or `\0RES` (from it).
     pub magic: Magic,
-    /// Packet type.
     pub kind: PacketType,
     /// Arguments, in order.
     pub args: Vec<Bytes>,

@@ -104,7 +104,7 @@ pub enum ContainError {
     User {
         /// The user's name.
         user: String,
-        /// Why.
+        /// Why the user cannot be used (unknown, root, lookup failed).
         why: String,
     },
     /// The daemon is not root and cannot do what the settings ask.
@@ -123,11 +123,11 @@ pub enum ContainError {
     /// Handing files over failed.
     #[error("containment: cannot hand {path} over to {user}: {source}")]
     Grant {
-        /// The user.
+        /// The user the files go to.
         user: String,
-        /// The file.
+        /// The file or directory that could not be handed over.
         path: PathBuf,
-        /// Why.
+        /// The `chown` error.
         #[source]
         source: io::Error,
     },

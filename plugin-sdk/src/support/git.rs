@@ -102,7 +102,7 @@ pub enum GitError {
     Io {
         /// What was being done.
         context: String,
-        /// Why it failed.
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },

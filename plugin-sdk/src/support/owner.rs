@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// A process, identified so that it cannot be confused with a later one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
-    /// Process id.
+    /// Its pid (reused pids are told apart by `start_ticks` and `boot_id`).
     pub pid: u32,
     /// Its start time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
     pub start_ticks: u64,

@@ -228,18 +228,18 @@ pub enum ProcessError {
     /// The command could not be started (not found, not executable, …).
     #[error("cannot start {program}: {source}")]
     Spawn {
-        /// The program.
+        /// The program, as given to the runner.
         program: String,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
     /// Running it failed after the start (no thread could be started, waiting failed).
     #[error("running {program} failed: {source}")]
     Io {
-        /// The program.
+        /// The program, as given to the runner.
         program: String,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },

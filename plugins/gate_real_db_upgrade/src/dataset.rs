@@ -313,13 +313,13 @@ pub struct Dataset {
     pub source: PathBuf,
     /// The project it tests (`openstack/nova`), matched against ZUUL_PROJECT.
     pub project: String,
-    /// The engine.
+    /// `engine`, else `type`, else the job's `engine`, else MySQL.
     pub engine: Engine,
     /// How to connect (dataset keys over the job config's `connection`).
     pub connection: Connection,
     /// The original's `database`: the name prefix for the run databases.
     pub database: String,
-    /// The seed.
+    /// The seed dump (`seed_data`) and its format.
     pub seed: Seed,
     /// The original's `logging_conf`, absolute, if given.
     pub logging_conf: Option<PathBuf>,

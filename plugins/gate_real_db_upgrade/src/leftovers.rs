@@ -32,15 +32,13 @@ pub const CLAIMS_DIR: &str = ".gate_real_db_upgrade";
 pub struct RunDatabase {
     /// The engine's name (`mariadb`, `postgresql`, …).
     pub engine: String,
-    /// The database.
+    /// The run database's name.
     pub database: String,
-    /// How to reach the server.
+    /// The server's host; with `port`, `socket` and `user`, the connection the run used
+    /// (unset: the engine's default).
     pub host: Option<String>,
-    /// Port.
     pub port: Option<u16>,
-    /// Socket.
     pub socket: Option<PathBuf>,
-    /// User.
     pub user: Option<String>,
     /// Password (the claim file is private).
     pub password: Option<String>,

@@ -76,7 +76,7 @@ use turbo_hipster_sdk::{export_plugin, Context, JobConfig, Outcome, Plugin, Plug
 use crate::run::{JobDirs, JobEnv};
 use crate::settings::Settings;
 
-/// The migration tester.
+/// The plugin: one per configured job, holding its validated settings.
 #[derive(Debug)]
 pub struct GateRealDbUpgrade {
     settings: Settings,

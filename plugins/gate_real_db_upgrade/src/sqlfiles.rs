@@ -52,20 +52,18 @@ pub enum SqlFilesError {
     /// The directory cannot be read.
     #[error("cannot read the SQL migrations directory {}: {source}", path.display())]
     Read {
-        /// The directory.
+        /// The SQL directory in the checkout.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// Two files have the same number.
     #[error("two SQL migrations are numbered {number}: {first} and {second}")]
     Duplicate {
-        /// The number.
+        /// The number both files start with.
         number: String,
-        /// One file.
+        /// The file names, in directory order.
         first: String,
-        /// The other.
         second: String,
     },
     /// The version table's name is not a plain SQL identifier.
@@ -135,7 +133,6 @@ pub fn is_identifier(name: &str) -> bool {
 /// uses its own [`Server`]).
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
-    /// The engine.
     pub engine: Engine,
     /// How to reach it.
     pub connection: Connection,
@@ -191,7 +188,7 @@ pub struct SqlTarget<'a> {
     pub spec: &'a ServerSpec,
     /// The run's database.
     pub database: &'a str,
-    /// The version table.
+    /// The table recording the last applied file's number (made when missing).
     pub version_table: &'a str,
     /// The dataset's log.
     pub log: &'a LogFile,

@@ -41,9 +41,8 @@ pub enum TemplateError {
     /// The template could not be read.
     #[error("cannot read the template {}: {source}", path.display())]
     Read {
-        /// The template.
+        /// The template file in the dataset's directory.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -53,9 +52,8 @@ pub enum TemplateError {
     /// The rendered file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
-        /// The output file.
+        /// The rendered file in the run's work directory.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },

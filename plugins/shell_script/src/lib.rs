@@ -228,7 +228,7 @@ pub struct JobDirs {
     pub results_dir: PathBuf,
 }
 
-/// The plugin.
+/// The plugin: one per configured job, holding its validated settings.
 #[derive(Debug)]
 pub struct ShellScript {
     settings: Settings,

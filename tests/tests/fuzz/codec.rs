@@ -152,7 +152,7 @@ enum Piece {
     Packet(Packet),
     /// A header of any magic, type and claimed length, and a body that may not match it.
     Header([u8; 4], u32, u32, Vec<u8>),
-    /// Anything.
+    /// Random bytes.
     Garbage(Vec<u8>),
 }
 
