@@ -148,7 +148,9 @@ fn log_file(dir: &Path) -> std::fs::File {
 fn start_mariadb(dir: &Path, port: u16) -> Child {
     let data = dir.join("data");
     let install = || {
+        // Its own TMPDIR: runs started at once collided on a temporary file in /tmp.
         Command::new("mariadb-install-db")
+            .env("TMPDIR", dir)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args([
