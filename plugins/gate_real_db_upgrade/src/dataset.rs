@@ -428,6 +428,16 @@ impl Dataset {
                 }
             }
         }
+        if let ExpectedVersion::Command(argv) = &self.expected_version {
+            if let Some(program) = argv
+                .first()
+                .filter(|t| t.starts_with('/') && !t.contains('{'))
+            {
+                if let Err(why) = executable(Path::new(program)) {
+                    problems.push(format!("expected_version.command[0]: {why}"));
+                }
+            }
+        }
         problems
     }
 }

@@ -212,8 +212,9 @@ pub fn alembic_heads(
     }
     let heads: Vec<String> = scan.heads.into_iter().collect();
     note(&format!(
-        "alembic scripts: {} revisions in {}{}; heads: {}",
+        "alembic scripts: {} revision{} in {}{}; heads: {}",
         scan.scripts,
+        if scan.scripts == 1 { "" } else { "s" },
         locations.join(", "),
         if tree.recursive {
             " and subfolders"

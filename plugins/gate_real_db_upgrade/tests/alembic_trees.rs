@@ -165,3 +165,27 @@ fn unknown_keys_and_placeholders_are_warnings() {
         ]
     );
 }
+
+#[test]
+fn check_files_checks_the_heads_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::write(root.join("seed.sql"), "").unwrap();
+    write_dataset(
+        root,
+        "missing",
+        json!({"expected_version": {"command": ["/nonexistent/th-alembic", "heads"]}}),
+    );
+    write_dataset(
+        root,
+        "placeholder",
+        json!({"expected_version": {"command": ["{checkout}/bin/alembic", "heads"]}}),
+    );
+    let d = load_datasets(root, &DatasetDefaults::default()).unwrap();
+    assert_eq!(
+        d[0].check_files(),
+        ["expected_version.command[0]: /nonexistent/th-alembic does not exist"]
+    );
+    // Resolved in the checkout at run time: not checked here.
+    assert!(d[1].check_files().is_empty(), "{:?}", d[1].check_files());
+}
