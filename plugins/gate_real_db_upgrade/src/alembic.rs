@@ -121,10 +121,33 @@ pub fn scan(checkout: &Path, locations: &[PathBuf], recursive: bool) -> Result<S
         let depth = if recursive { MAX_DEPTH } else { 0 };
         script_files(&root, &real, depth, &mut files, &mut notes)?;
     }
+    // Folders that overlap give a file once, as alembic reads it once.
+    let mut seen = BTreeSet::new();
+    files.retain(|f| seen.insert(f.clone()));
+    let scripts = read_scripts(&root, &files, &mut notes)?;
+    if scripts.is_empty() {
+        let shown: Vec<String> = locations.iter().map(|l| l.display().to_string()).collect();
+        return Err(AlembicError::Empty(shown.join(", ")));
+    }
+    let heads = heads(&scripts, &mut notes);
+    Ok(Scan {
+        heads,
+        scripts: scripts.len(),
+        notes,
+    })
+}
+
+/// Each file's declarations, shown by its path in the checkout; a file without a revision is
+/// noted and left out.
+fn read_scripts(
+    root: &Path,
+    files: &[PathBuf],
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, Script)>, AlembicError> {
     let mut scripts = Vec::new();
-    for file in &files {
+    for file in files {
         let shown = file
-            .strip_prefix(&root)
+            .strip_prefix(root)
             .unwrap_or(file)
             .display()
             .to_string();
@@ -144,16 +167,7 @@ pub fn scan(checkout: &Path, locations: &[PathBuf], recursive: bool) -> Result<S
             None => notes.push(format!("{shown}: no `revision = '…'`, skipped")),
         }
     }
-    if scripts.is_empty() {
-        let shown: Vec<String> = locations.iter().map(|l| l.display().to_string()).collect();
-        return Err(AlembicError::Empty(shown.join(", ")));
-    }
-    let heads = heads(&scripts, &mut notes);
-    Ok(Scan {
-        heads,
-        scripts: scripts.len(),
-        notes,
-    })
+    Ok(scripts)
 }
 
 /// Adds the scripts of `dir` to `files`, sorted, then those of its subfolders down to `depth`
@@ -726,6 +740,10 @@ mod tests {
             scan_of(&["db/missing"], true),
             Err(AlembicError::Empty(_))
         ));
+        // Overlapping folders: each file once.
+        let s = scan_of(&["db/versions", "db/versions/2024.1"], true).unwrap();
+        assert_eq!(s.scripts, 3);
+        assert_eq!(s.heads, BTreeSet::from(["c1".to_string()]));
         // A link is skipped, never followed, and a folder may not lead out.
         let outside = tempfile::tempdir().unwrap();
         fs::write(outside.path().join("z.py"), "revision = 'z'\n").unwrap();
