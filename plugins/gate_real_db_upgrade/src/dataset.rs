@@ -23,7 +23,7 @@
 //! | `seed_format` | overrides the extension: `sql`, `sql_gz` (or `sql.gz`), `pg_custom` (PostgreSQL only) |
 //! | `logging_conf` | the original's logging config handed to the tool (`{logging_conf}`) |
 //! | `migration` | how to migrate, see below |
-//! | `expected_version` | `{"highest_numbered": dir}`, `{"alembic_heads": dir}`, `{"fixed": "42"}`, `"last_sql_file"`, `"unchecked"` |
+//! | `expected_version` | `{"highest_numbered": dir}`, `{"alembic_heads": dir}` (or a list of dirs, or `{"version_locations": [dirs], "recursive": true}`), `{"command": argv}`, `{"fixed": "42"}`, `"last_sql_file"`, `"unchecked"` |
 //! | `upgrade_path` | git refs to migrate through, in order, before the change |
 //! | `maximum_migration_times`, `XInnodb_rows_changed`, `Innodb_rows_read` | limits as in the original (see [`crate::limits`]); `default` required in each |
 //! | `timeout` | seconds for the whole run, over 0 and at most a week (default: the job's) |
@@ -54,6 +54,11 @@
 //! ## `expected_version` default
 //! `last_sql_file` with `sql_dir`; otherwise `unchecked`. `last_sql_file` is only valid with
 //! `sql_dir`; `highest_numbered` / `alembic_heads` name directories of the checkout.
+//! `alembic_heads` reads its folders and their subfolders (alembic's
+//! `recursive_version_locations`, unless `"recursive": false`) and expects the set of heads
+//! (see [`crate::alembic`]). `command` (only with `migration.tool`) is an argv with the tool's
+//! placeholders, run like the tool after the change's migrations; the heads are read from its
+//! output, one a line as `alembic heads` prints them.
 //!
 //! ## Engine
 //! `engine`, else `type`, else the job config's engine, else MySQL (the original's only
@@ -230,14 +235,37 @@ pub enum ExpectedVersion {
     /// The highest numbered migration file (`NNN_name.py`) in this directory of the checkout
     /// (sqlalchemy-migrate's versions directory).
     HighestNumbered(PathBuf),
-    /// The alembic head revision(s) read from this versions directory of the checkout.
-    AlembicHeads(PathBuf),
+    /// The alembic head revisions read from the scripts of the checkout.
+    AlembicHeads(AlembicTree),
+    /// The heads printed by this command (argv with the tool's placeholders), run like the
+    /// migration tool.
+    Command(Vec<String>),
     /// The last SQL file of the SQL-files mode.
     LastSqlFile,
     /// A fixed value.
     Fixed(String),
     /// Not checked.
     Unchecked,
+}
+
+/// Where an alembic project's scripts are: alembic's `version_locations` and
+/// `recursive_version_locations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlembicTree {
+    /// Folders of the checkout.
+    pub locations: Vec<PathBuf>,
+    /// Whether their subfolders are read too (the default).
+    pub recursive: bool,
+}
+
+impl AlembicTree {
+    /// One folder and its subfolders.
+    pub fn folder(location: impl Into<PathBuf>) -> Self {
+        AlembicTree {
+            locations: vec![location.into()],
+            recursive: true,
+        }
+    }
 }
 
 /// How the migrations are run.
@@ -397,6 +425,16 @@ impl Dataset {
                         "migration.templates.{output}: cannot read {}: {e}",
                         template.display()
                     ));
+                }
+            }
+        }
+        if let ExpectedVersion::Command(argv) = &self.expected_version {
+            if let Some(program) = argv
+                .first()
+                .filter(|t| t.starts_with('/') && !t.contains('{'))
+            {
+                if let Err(why) = executable(Path::new(program)) {
+                    problems.push(format!("expected_version.command[0]: {why}"));
                 }
             }
         }
@@ -1152,7 +1190,7 @@ fn parse_migration(c: &mut Checker, value: &Value, dir: &Path) -> Option<Migrati
                     "only used with `sql_dir`, not with `tool`",
                 );
             }
-            let argv = parse_argv(c, tool);
+            let argv = parse_argv(c, "migration.tool", tool);
             let env = parse_env(c, obj.get("env"));
             let templates = parse_templates(c, obj.get("templates"), dir);
             let log_format = match obj.get("log_format") {
@@ -1169,22 +1207,22 @@ fn parse_migration(c: &mut Checker, value: &Value, dir: &Path) -> Option<Migrati
     }
 }
 
-fn parse_argv(c: &mut Checker, value: &Value) -> Option<Vec<String>> {
+fn parse_argv(c: &mut Checker, at: &str, value: &Value) -> Option<Vec<String>> {
     let Some(items) = value.as_array() else {
         c.err(
-            "migration.tool",
+            at,
             format!("must be an argv list of strings, e.g. [\"alembic\", \"upgrade\", \"head\"], not {value}"),
         );
         return None;
     };
     if items.is_empty() {
-        c.err("migration.tool", "must not be empty");
+        c.err(at, "must not be empty");
         return None;
     }
     let mut argv = Vec::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
-        let key = format!("migration.tool[{i}]");
+        let key = format!("{at}[{i}]");
         match c.string(&key, item) {
             Some(s) if i == 0 && s.trim().is_empty() => {
                 c.err(&key, "the program must not be empty");
@@ -1348,7 +1386,7 @@ fn parse_log_format(c: &mut Checker, value: &Value) -> Option<LogFormat> {
 
 fn parse_expected(c: &mut Checker, value: &Value, sql_mode: bool) -> Option<ExpectedVersion> {
     const KEY: &str = "expected_version";
-    const CHOICES: &str = "{\"highest_numbered\": dir}, {\"alembic_heads\": dir}, {\"fixed\": \"V\"}, \"last_sql_file\" or \"unchecked\"";
+    const CHOICES: &str = "{\"highest_numbered\": dir}, {\"alembic_heads\": dir or [dirs]}, {\"command\": argv}, {\"fixed\": \"V\"}, \"last_sql_file\" or \"unchecked\"";
     match value {
         Value::String(s) => match s.as_str() {
             "unchecked" => Some(ExpectedVersion::Unchecked),
@@ -1369,9 +1407,14 @@ fn parse_expected(c: &mut Checker, value: &Value, sql_mode: bool) -> Option<Expe
                 "highest_numbered" => c
                     .inner_path(&key, v, "the directory in the checkout")
                     .map(ExpectedVersion::HighestNumbered),
-                "alembic_heads" => c
-                    .inner_path(&key, v, "the directory in the checkout")
-                    .map(ExpectedVersion::AlembicHeads),
+                "alembic_heads" => {
+                    parse_alembic_tree(c, &key, v).map(ExpectedVersion::AlembicHeads)
+                }
+                "command" if sql_mode => {
+                    c.err(&key, "only used with `migration.tool`, not with `sql_dir`");
+                    None
+                }
+                "command" => parse_argv(c, &key, v).map(ExpectedVersion::Command),
                 "fixed" => {
                     let s = match v {
                         Value::Number(n) => Some(n.to_string()),
@@ -1389,6 +1432,60 @@ fn parse_expected(c: &mut Checker, value: &Value, sql_mode: bool) -> Option<Expe
             c.err(KEY, format!("must be one of {CHOICES}, not {other}"));
             None
         }
+    }
+}
+
+/// `dir`, `[dirs]`, or `{"version_locations": dir or [dirs], "recursive": bool}`.
+fn parse_alembic_tree(c: &mut Checker, key: &str, value: &Value) -> Option<AlembicTree> {
+    let (locations, recursive) = match value {
+        Value::Object(obj) => {
+            c.unknown_keys(key, obj, &["version_locations", "recursive"]);
+            let recursive = match obj.get("recursive") {
+                None => Some(true),
+                Some(Value::Bool(b)) => Some(*b),
+                Some(other) => {
+                    c.err(
+                        &join(key, "recursive"),
+                        format!("must be true or false, not {other}"),
+                    );
+                    None
+                }
+            };
+            let at = join(key, "version_locations");
+            let locations = match obj.get("version_locations") {
+                None => {
+                    c.err(&at, "required");
+                    None
+                }
+                Some(v) => parse_locations(c, &at, v),
+            };
+            (locations, recursive)
+        }
+        other => (parse_locations(c, key, other), Some(true)),
+    };
+    Some(AlembicTree {
+        locations: locations?,
+        recursive: recursive?,
+    })
+}
+
+/// A folder of the checkout, or a non-empty list of them.
+fn parse_locations(c: &mut Checker, key: &str, value: &Value) -> Option<Vec<PathBuf>> {
+    const WHAT: &str = "a folder of the checkout";
+    match value {
+        Value::Array(items) if items.is_empty() => {
+            c.err(key, "must name at least one folder");
+            None
+        }
+        Value::Array(items) => {
+            let all: Vec<Option<PathBuf>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| c.inner_path(&format!("{key}[{i}]"), v, WHAT))
+                .collect();
+            all.into_iter().collect()
+        }
+        other => c.inner_path(key, other, WHAT).map(|p| vec![p]),
     }
 }
 
@@ -1529,7 +1626,7 @@ mod tests {
         assert_eq!(d.connection.password.as_deref(), Some("pw"));
         assert_eq!(
             d.expected_version,
-            ExpectedVersion::AlembicHeads("app/migrations/versions".into())
+            ExpectedVersion::AlembicHeads(AlembicTree::folder("app/migrations/versions"))
         );
         assert_eq!(d.upgrade_path, vec!["stable/1.0", "v2.0"]);
         assert_eq!(d.timeout, Some(Duration::from_millis(90_500)));

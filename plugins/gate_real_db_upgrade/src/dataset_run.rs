@@ -24,11 +24,12 @@ use chrono::Local;
 use turbo_hipster_sdk::support::contain::{ContainError, Contained};
 use turbo_hipster_sdk::support::git::{self, GitError, ZuulChange};
 use turbo_hipster_sdk::support::process::{
-    seconds, signal_name, Cancellation, ProcessError, ProcessRunner, Termination,
+    seconds, signal_name, Cancellation, ProcessError, ProcessRunner, Stream, Termination,
 };
 use turbo_hipster_sdk::support::LogFile;
 
-use crate::dataset::{Dataset, Engine, LogFormat, Migration};
+use crate::alembic;
+use crate::dataset::{Dataset, Engine, ExpectedVersion, LogFormat, Migration};
 use crate::engine::{EngineError, Server};
 use crate::limits;
 use crate::logparse::{MigrationRecord, StreamParser};
@@ -47,6 +48,10 @@ pub const CHANGE_PHASE: &str = "change";
 const NAME_PREFIX_MAX: usize = 40;
 /// The longest part of a run database's name taken from the worker's name.
 const WORKER_TAG_MAX: usize = 12;
+/// The most lines of an `expected_version.command`'s output read for heads.
+const MAX_HEAD_LINES: usize = 10_000;
+/// The most notes about the heads command's output written to the log.
+const MAX_HEAD_NOTES: usize = 40;
 
 /// Everything one dataset's run needs from the job.
 pub struct DatasetJob<'a> {
@@ -617,18 +622,17 @@ impl Run<'_, '_> {
                 }
             }
         }
-        let expected = version::expected_version(
-            &ds.expected_version,
-            self.job.checkout,
-            last_sql_file.as_deref(),
-        );
-        let expected = match expected {
+        let expected = match self.expected(last_sql_file.as_deref()) {
             Ok(v) => v,
             Err(e) => {
                 self.note(&format!("cannot tell the expected schema version: {e}"));
                 Some(String::new())
             }
         };
+        if self.job.cancel.is_cancelled() {
+            out.cancelled = true;
+            return;
+        }
         summary.expected_version = expected.clone().filter(|v| !v.is_empty());
         self.note(&format!(
             "final schema version {} (printed: {}), expected {}",
@@ -651,11 +655,91 @@ impl Run<'_, '_> {
                     .as_deref()
                     .is_none_or(|p| version::same_version(p, &expected));
                 if !(db_ok && printed_ok) {
+                    self.note(&version::mismatch(
+                        summary.final_version.as_deref(),
+                        &expected,
+                    ));
                     out.version_lines
                         .push(messages::VERSION_MISMATCH.to_string());
                 }
             }
         }
+    }
+
+    /// The expected final version: read from the change's checkout, or printed by the
+    /// dataset's command. `Ok(None)`: unchecked.
+    fn expected(&self, last_sql_file: Option<&str>) -> Result<Option<String>, String> {
+        let ds = self.job.dataset;
+        if let ExpectedVersion::Command(argv) = &ds.expected_version {
+            return self.heads_from_command(argv).map(Some);
+        }
+        let mut note = |text: &str| self.note(text);
+        version::expected_version(
+            &ds.expected_version,
+            self.job.checkout,
+            last_sql_file,
+            &mut note,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Runs `expected_version.command` in the change's checkout as the migration tool runs
+    /// (contained, same environment and placeholders, within the run's time limit) and reads
+    /// the heads from its standard output ([`alembic::parse_heads_output`]).
+    fn heads_from_command(&self, argv: &[String]) -> Result<String, String> {
+        let checkout = self.job.checkout;
+        let placeholders = self.placeholders(checkout);
+        let (program, args) = argv.split_first().ok_or("the command is empty")?;
+        let program = placeholders.render(program);
+        let args: Vec<String> = args.iter().map(|a| placeholders.render(a)).collect();
+        let contained = self
+            .contain(checkout, &program)
+            .map_err(|e| e.to_string())?;
+        let no_env = BTreeMap::new();
+        let env = match &self.job.dataset.migration {
+            Migration::Tool { env, .. } => env,
+            Migration::SqlFiles { .. } => &no_env,
+        };
+        let cmd = self.tool_command(&program, &args, checkout, env, &placeholders, &contained);
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err("no time left to run the command".into());
+        }
+        let secrets = self.secrets();
+        let mask = |text: &str| mask_secrets(text, &secrets);
+        let _ = self
+            .log
+            .line("command", &mask(&describe_command(&program, &args)));
+        let mut stdout = Vec::new();
+        let outcome = ProcessRunner::new(cmd)
+            .timeout(Some(remaining))
+            .on_line(|line| {
+                let _ = self.log.line_at(&line.time, "heads", &mask(&line.text));
+                if line.stream == Stream::Stdout && stdout.len() < MAX_HEAD_LINES {
+                    stdout.push(line.text.clone());
+                }
+            })
+            .run(self.job.cancel)
+            .map_err(|e| mask(&e.to_string()))?;
+        let ended = format!(
+            "{} after {}",
+            outcome.termination,
+            seconds(outcome.duration)
+        );
+        let _ = self.log.line("exit", &ended);
+        if !outcome.success() {
+            return Err(format!("the command {program} ended with {ended}"));
+        }
+        let (heads, notes) = alembic::parse_heads_output(stdout.iter().map(String::as_str));
+        for line in notes.iter().take(MAX_HEAD_NOTES) {
+            self.note(&format!("heads command: {line}"));
+        }
+        let heads: Vec<String> = heads.into_iter().collect();
+        if heads.is_empty() {
+            return Err(format!("the command {program} printed no head"));
+        }
+        self.note(&format!("heads command: heads {}", heads.join(", ")));
+        Ok(heads.join(","))
     }
 
     /// After a phase that failed: whether the infrastructure rather than the change is to
@@ -814,6 +898,30 @@ impl Run<'_, '_> {
         Ok(contained)
     }
 
+    /// The tool's command (or the heads command's): run in `checkout`, with the build's
+    /// allowed parameters, then the dataset's own environment (configuration, whose values are
+    /// placeholders the worker fills in), which wins; contained.
+    fn tool_command(
+        &self,
+        program: &str,
+        args: &[String],
+        checkout: &Path,
+        env: &BTreeMap<String, String>,
+        placeholders: &Placeholders,
+        contained: &Contained,
+    ) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(args).current_dir(checkout);
+        for (key, value) in self.job.parameters {
+            cmd.env(key, value);
+        }
+        for (key, value) in env {
+            cmd.env(key, placeholders.render(value));
+        }
+        contained.apply(&mut cmd);
+        cmd
+    }
+
     fn run_tool(
         &self,
         phase: &str,
@@ -857,17 +965,7 @@ impl Run<'_, '_> {
                 return out;
             }
         };
-        let mut cmd = Command::new(&program);
-        cmd.args(&args).current_dir(checkout);
-        // The build's allowed parameters, then the dataset's own environment (configuration,
-        // whose values are placeholders the worker fills in), which wins.
-        for (key, value) in self.job.parameters {
-            cmd.env(key, value);
-        }
-        for (key, value) in env {
-            cmd.env(key, placeholders.render(value));
-        }
-        contained.apply(&mut cmd);
+        let cmd = self.tool_command(&program, &args, checkout, env, &placeholders, &contained);
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             out.lines.push(format!(

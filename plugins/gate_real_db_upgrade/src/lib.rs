@@ -57,6 +57,7 @@
 //! check-config` loads and validates every dataset too, and checks the files a dataset names
 //! ([`dataset::Dataset::check_files`]: seed, templates, a tool given by absolute path).
 
+pub mod alembic;
 pub mod dataset;
 pub mod dataset_run;
 pub mod engine;

@@ -3,22 +3,24 @@
 //!
 //! - [`ExpectedVersion::HighestNumbered`]: the highest `NNN` of the files `NNN_*.py` in that
 //!   directory of the checkout (sqlalchemy-migrate's `versions/`), as the original did.
-//! - [`ExpectedVersion::AlembicHeads`]: the head revisions of the alembic scripts in that
-//!   directory: every `revision` that no script names in its `down_revision` (a string, a
-//!   tuple or list of strings for merges, or `None`), sorted and joined by `,`.
+//! - [`ExpectedVersion::AlembicHeads`]: the head revisions of the alembic scripts in those
+//!   folders and their subfolders, as [`crate::alembic`] finds them: the rows `alembic upgrade
+//!   heads` leaves in `alembic_version`, sorted and joined by `,`.
+//! - [`ExpectedVersion::Command`]: what a command prints (`alembic heads`); run by
+//!   [`crate::dataset_run`] like the migration tool, parsed by
+//!   [`crate::alembic::parse_heads_output`].
 //! - [`ExpectedVersion::LastSqlFile`]: the number of the last file of the SQL-files mode.
 //! - [`ExpectedVersion::Fixed`], [`ExpectedVersion::Unchecked`].
 //!
-//! Numbers compare as numbers: `007` and `7` are the same version.
+//! Numbers compare as numbers: `007` and `7` are the same version; lists of heads compare as
+//! sets, and a mismatch says which heads each side lacks ([`mismatch`]).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::sync::OnceLock;
 
-use regex::Regex;
-
-use crate::dataset::{ExpectedVersion, LogFormat, Migration};
+use crate::alembic::{self, AlembicError};
+use crate::dataset::{AlembicTree, ExpectedVersion, LogFormat, Migration};
 use crate::engine::VersionSource;
 
 /// The default version table of the SQL-files mode.
@@ -39,7 +41,16 @@ pub enum VersionError {
     /// Nothing in the directory gives a version.
     #[error("no migration found in {}", .0.display())]
     Empty(std::path::PathBuf),
+    /// The alembic scripts could not be read.
+    #[error(transparent)]
+    Alembic(#[from] AlembicError),
+    /// The version comes from a command, which only a dataset's run can run.
+    #[error("the expected version comes from a command")]
+    FromCommand,
 }
+
+/// The most notes about an alembic tree written to a dataset's log.
+const MAX_NOTES: usize = 40;
 
 /// `v` with leading zeros removed when it is a number (`007` → `7`, `000` → `0`); other
 /// versions (alembic revisions) are kept, trimmed.
@@ -57,16 +68,43 @@ pub fn normalize(v: &str) -> String {
     }
 }
 
+/// A version as a set: its comma-separated heads, normalized.
+fn version_set(v: &str) -> BTreeSet<String> {
+    v.split(',')
+        .map(normalize)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// Whether two versions are the same (numbers as numbers; comma-separated head lists as
 /// sets).
 pub fn same_version(a: &str, b: &str) -> bool {
-    let set = |v: &str| -> BTreeSet<String> {
-        v.split(',')
-            .map(normalize)
-            .filter(|s| !s.is_empty())
-            .collect()
+    version_set(a) == version_set(b)
+}
+
+/// What differs between the database's version and the expected one, for the dataset's log:
+/// both sets, and the heads each lacks.
+pub fn mismatch(database: Option<&str>, expected: &str) -> String {
+    let db = version_set(database.unwrap_or_default());
+    let want = version_set(expected);
+    let show = |set: &BTreeSet<String>| {
+        if set.is_empty() {
+            "{}".to_string()
+        } else {
+            let items: Vec<&str> = set.iter().map(String::as_str).collect();
+            format!("{{{}}}", items.join(", "))
+        }
     };
-    set(a) == set(b)
+    let missing: BTreeSet<String> = want.difference(&db).cloned().collect();
+    let extra: BTreeSet<String> = db.difference(&want).cloned().collect();
+    format!(
+        "schema version mismatch: the database has {}, expected {}; expected but not in the \
+         database: {}; in the database but not expected: {}",
+        show(&db),
+        show(&want),
+        show(&missing),
+        show(&extra)
+    )
 }
 
 /// Orders two numbers given as digit strings (any length) without overflow.
@@ -75,7 +113,9 @@ pub fn cmp_numbers(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(&b))
 }
 
-/// Where the database records the version for this migration mode.
+/// Where the database records the version for this migration mode: with a log format of
+/// regexes, `alembic_version` when the expected version is alembic's heads (read or printed),
+/// else `migrate_version`.
 pub fn version_source(migration: &Migration, expected: &ExpectedVersion) -> VersionSource {
     match migration {
         Migration::SqlFiles { version_table, .. } => VersionSource::Table(version_table.clone()),
@@ -83,7 +123,9 @@ pub fn version_source(migration: &Migration, expected: &ExpectedVersion) -> Vers
             LogFormat::SqlalchemyMigrate => VersionSource::MigrateVersion,
             LogFormat::Alembic => VersionSource::AlembicVersion,
             LogFormat::Regex { .. } => match expected {
-                ExpectedVersion::AlembicHeads(_) => VersionSource::AlembicVersion,
+                ExpectedVersion::AlembicHeads(_) | ExpectedVersion::Command(_) => {
+                    VersionSource::AlembicVersion
+                }
                 _ => VersionSource::MigrateVersion,
             },
         },
@@ -91,14 +133,17 @@ pub fn version_source(migration: &Migration, expected: &ExpectedVersion) -> Vers
 }
 
 /// The expected final version for `expected`, resolved against `checkout`; `last_sql_file`
-/// is the number of the last SQL file (SQL-files mode). `Ok(None)` means unchecked.
+/// is the number of the last SQL file (SQL-files mode). `Ok(None)` means unchecked. What is
+/// worth telling (scripts skipped, heads found) goes to `note`.
 ///
 /// # Errors
-/// The directory cannot be read or holds no migration.
+/// The directory cannot be read or holds no migration; a command is not run here
+/// ([`VersionError::FromCommand`]).
 pub fn expected_version(
     expected: &ExpectedVersion,
     checkout: &Path,
     last_sql_file: Option<&str>,
+    note: &mut dyn FnMut(&str),
 ) -> Result<Option<String>, VersionError> {
     match expected {
         ExpectedVersion::Unchecked => Ok(None),
@@ -108,7 +153,8 @@ pub fn expected_version(
             None => Err(VersionError::Empty(checkout.to_path_buf())),
         },
         ExpectedVersion::HighestNumbered(dir) => highest_numbered(&checkout.join(dir)).map(Some),
-        ExpectedVersion::AlembicHeads(dir) => alembic_heads(&checkout.join(dir)).map(Some),
+        ExpectedVersion::AlembicHeads(tree) => alembic_heads(checkout, tree, note).map(Some),
+        ExpectedVersion::Command(_) => Err(VersionError::FromCommand),
     }
 }
 
@@ -139,75 +185,45 @@ pub fn highest_numbered(dir: &Path) -> Result<String, VersionError> {
     best.ok_or_else(|| VersionError::Empty(dir.to_path_buf()))
 }
 
-/// The head revisions of the alembic scripts (`*.py`) in `dir`, sorted, joined by `,`.
+/// The heads of the alembic scripts of `tree` in `checkout`, sorted, joined by `,`; the
+/// count, the heads and what was skipped go to `note`.
 ///
 /// # Errors
-/// `dir` or a script cannot be read, or no script names a revision.
-pub fn alembic_heads(dir: &Path) -> Result<String, VersionError> {
-    let mut revisions = BTreeSet::new();
-    let mut pointed_to = BTreeSet::new();
-    for name in file_names(dir)? {
-        if !name.ends_with(".py") {
-            continue;
-        }
-        let path = dir.join(&name);
-        let text = fs::read_to_string(&path).map_err(|source| VersionError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let Some((revision, down)) = parse_alembic_script(&text) else {
-            continue;
-        };
-        revisions.insert(revision);
-        pointed_to.extend(down);
-    }
-    if revisions.is_empty() {
-        return Err(VersionError::Empty(dir.to_path_buf()));
-    }
-    let heads: Vec<String> = revisions
-        .into_iter()
-        .filter(|r| !pointed_to.contains(r))
+/// A folder or script cannot be read, or no script names a revision.
+pub fn alembic_heads(
+    checkout: &Path,
+    tree: &AlembicTree,
+    note: &mut dyn FnMut(&str),
+) -> Result<String, VersionError> {
+    let scan = alembic::scan(checkout, &tree.locations, tree.recursive)?;
+    let locations: Vec<String> = tree
+        .locations
+        .iter()
+        .map(|l| l.display().to_string())
         .collect();
+    for line in scan.notes.iter().take(MAX_NOTES) {
+        note(&format!("alembic scripts: {line}"));
+    }
+    if scan.notes.len() > MAX_NOTES {
+        note(&format!(
+            "alembic scripts: {} more notes not shown",
+            scan.notes.len() - MAX_NOTES
+        ));
+    }
+    let heads: Vec<String> = scan.heads.into_iter().collect();
+    note(&format!(
+        "alembic scripts: {} revision{} in {}{}; heads: {}",
+        scan.scripts,
+        if scan.scripts == 1 { "" } else { "s" },
+        locations.join(", "),
+        if tree.recursive {
+            " and subfolders"
+        } else {
+            ""
+        },
+        heads.join(", ")
+    ));
     Ok(heads.join(","))
-}
-
-/// `(revision, down_revisions)` of one alembic script, if it names a revision.
-///
-/// Accepts the classic `revision = 'abc'` and the typed form of newer templates
-/// (`revision: str = "abc"`, `down_revision: Union[str, None] = ('a', 'b')`).
-pub fn parse_alembic_script(text: &str) -> Option<(String, Vec<String>)> {
-    static REVISION: OnceLock<Option<Regex>> = OnceLock::new();
-    static DOWN: OnceLock<Option<Regex>> = OnceLock::new();
-    static QUOTED: OnceLock<Option<Regex>> = OnceLock::new();
-    let revision_re = REVISION
-        .get_or_init(|| Regex::new(r#"(?m)^revision\s*(?::[^=\n]*)?=\s*['"]([^'"]+)['"]"#).ok())
-        .as_ref()?;
-    let down_re = DOWN
-        .get_or_init(|| Regex::new(r"(?m)^down_revision\s*(?::[^=\n]*)?=\s*(.*)$").ok())
-        .as_ref()?;
-    let quoted_re = QUOTED
-        .get_or_init(|| Regex::new(r#"['"]([^'"]+)['"]"#).ok())
-        .as_ref()?;
-    let revision = revision_re.captures(text)?.get(1)?.as_str().to_string();
-    let down = match down_re.captures(text).and_then(|c| c.get(1)) {
-        None => Vec::new(),
-        Some(value) => {
-            // A tuple may continue over several lines: take up to the closing bracket.
-            let start = value.start();
-            let rest = &text[start..];
-            let value = if rest.starts_with(['(', '[']) {
-                let close = rest.find([')', ']']).map_or(rest.len(), |i| i + 1);
-                &rest[..close]
-            } else {
-                value.as_str()
-            };
-            quoted_re
-                .captures_iter(value)
-                .filter_map(|c| c.get(1).map(|m| m.as_str().to_string()))
-                .collect()
-        }
-    };
-    Some((revision, down))
 }
 
 fn file_names(dir: &Path) -> Result<Vec<String>, VersionError> {
@@ -241,6 +257,12 @@ mod tests {
         assert!(cmp_numbers("10", "9").is_gt());
         assert!(cmp_numbers("0010", "9").is_gt());
         assert!(cmp_numbers("99999999999999999999999", "1").is_gt());
+        assert_eq!(
+            mismatch(Some("c2"), "e3,c2"),
+            "schema version mismatch: the database has {c2}, expected {c2, e3}; expected but \
+             not in the database: {e3}; in the database but not expected: {}"
+        );
+        assert!(mismatch(None, "1").starts_with("schema version mismatch: the database has {},"));
     }
 
     #[test]
@@ -269,27 +291,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_alembic_scripts() {
-        let classic = "\"\"\"x\n\nRevision ID: b\n\"\"\"\nrevision = 'b'\ndown_revision = 'a'\n";
-        assert_eq!(
-            parse_alembic_script(classic).unwrap(),
-            ("b".to_string(), vec!["a".to_string()])
-        );
-        let typed = "revision: str = \"c\"\ndown_revision: Union[str, None] = None\n";
-        assert_eq!(
-            parse_alembic_script(typed).unwrap(),
-            ("c".to_string(), vec![])
-        );
-        let merge =
-            "revision = 'm'\ndown_revision = (\n    'x',\n    'y',\n)\nbranch_labels = None\n";
-        assert_eq!(
-            parse_alembic_script(merge).unwrap().1,
-            vec!["x".to_string(), "y".to_string()]
-        );
-        assert!(parse_alembic_script("import os\n").is_none());
-    }
-
-    #[test]
     fn finds_alembic_heads() {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: &str| fs::write(dir.path().join(name), text).unwrap();
@@ -297,8 +298,15 @@ mod tests {
         write("2_b.py", "revision = 'b'\ndown_revision = 'a'\n");
         write("3_c.py", "revision = 'c'\ndown_revision = 'a'\n");
         write("__init__.py", "");
-        assert_eq!(alembic_heads(dir.path()).unwrap(), "b,c");
+        let tree = AlembicTree::folder(".");
+        let mut notes = Vec::new();
+        let mut note = |n: &str| notes.push(n.to_string());
+        assert_eq!(alembic_heads(dir.path(), &tree, &mut note).unwrap(), "b,c");
         write("4_m.py", "revision = 'm'\ndown_revision = ('b', 'c')\n");
-        assert_eq!(alembic_heads(dir.path()).unwrap(), "m");
+        assert_eq!(alembic_heads(dir.path(), &tree, &mut note).unwrap(), "m");
+        assert_eq!(
+            notes.last().unwrap(),
+            "alembic scripts: 4 revisions in . and subfolders; heads: m"
+        );
     }
 }

@@ -583,7 +583,7 @@ fn more_validation() {
         format!("{a}: migration: give either `tool` or `sql_dir`, not both"),
         format!("{b}: migration.log_format: only used with `tool`, not with `sql_dir`"),
         format!("{b}: migration.sql_dir: the SQL directory in the checkout must be a relative path without `..`, not \"../outside\""),
-        format!("{b}: expected_version: must be one of {{\"highest_numbered\": dir}}, {{\"alembic_heads\": dir}}, {{\"fixed\": \"V\"}}, \"last_sql_file\" or \"unchecked\", not {{\"alembic_heads\":\"/abs\",\"fixed\":\"1\"}}"),
+        format!("{b}: expected_version: must be one of {{\"highest_numbered\": dir}}, {{\"alembic_heads\": dir or [dirs]}}, {{\"command\": argv}}, {{\"fixed\": \"V\"}}, \"last_sql_file\" or \"unchecked\", not {{\"alembic_heads\":\"/abs\",\"fixed\":\"1\"}}"),
         format!("{c}: migration.tool: must be an argv list of strings, e.g. [\"alembic\", \"upgrade\", \"head\"], not \"alembic upgrade head\""),
         format!("{c}: migration.log_format: unknown format \"flyway\" (\"sqlalchemy-migrate\", \"alembic\" or {{\"start\": regex, ...}})"),
         format!("{c}: expected_version.highest_numbered: the directory in the checkout must be a relative path without `..`, not \"a/../../b\""),

@@ -91,9 +91,12 @@ fn assert_safe(d: &Dataset, dir: &Path) {
             }
         }
     }
-    if let ExpectedVersion::HighestNumbered(p) | ExpectedVersion::AlembicHeads(p) =
-        &d.expected_version
-    {
+    let folders = match &d.expected_version {
+        ExpectedVersion::HighestNumbered(p) => std::slice::from_ref(p),
+        ExpectedVersion::AlembicHeads(tree) => &tree.locations[..],
+        _ => &[],
+    };
+    for p in folders {
         assert!(is_plain_relative(p), "expected_version {p:?}: {what}");
     }
     let limits = d.limits.rows_changed.iter().chain(&d.limits.rows_read);
