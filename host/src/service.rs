@@ -296,8 +296,11 @@ impl ZuulHandler {
                 .unwrap_or("");
             match self.lock().get(&number).cloned() {
                 Some(build) => {
+                    // The job dir is made when the plugin first asks for it: maybe not yet.
                     let path = build.results_dir.join("description.html");
-                    if let Err(e) = std::fs::write(&path, html) {
+                    let written = std::fs::create_dir_all(&build.results_dir)
+                        .and_then(|()| std::fs::write(&path, html));
+                    if let Err(e) = written {
                         tracing::warn!(build = %number, "cannot keep the description: {e}");
                     }
                 }
