@@ -45,7 +45,9 @@ impl History {
         if path.exists() {
             match open_repaired(path) {
                 Ok(file) => state.file = Some(file),
-                Err(e) => tracing::warn!(path = %path.display(), "cannot open the job history: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot open the job history: {e}")
+                }
             }
         }
         History {

@@ -207,7 +207,11 @@ impl PreparedJob {
 
 /// The outcome of a job whose thread failed or could not start: only a bug of ours or a
 /// refused thread gets here (a plugin's panic is caught at the plugin boundary).
-pub fn thread_failed((url, results_dir): (String, PathBuf), started: Instant, why: &str) -> JobOutcome {
+pub fn thread_failed(
+    (url, results_dir): (String, PathBuf),
+    started: Instant,
+    why: &str,
+) -> JobOutcome {
     let outcome = JobOutcome {
         result: format!("FAILURE - the job's thread failed: {why}"),
         details: Value::Null,
@@ -325,7 +329,11 @@ pub fn finish(
 
 /// The `result` Zuul gets and the plugin's details: a cancelled job is ABORTED whatever the
 /// plugin said, a plugin without an outcome or with an empty result fails.
-fn verdict(outcome: Result<Outcome, String>, cancel: &CancelToken, unique: &str) -> (String, Value) {
+fn verdict(
+    outcome: Result<Outcome, String>,
+    cancel: &CancelToken,
+    unique: &str,
+) -> (String, Value) {
     let (result, details) = match outcome {
         Ok(outcome) => outcome.into_parts(),
         Err(message) => (format!("FAILURE - {message}"), Value::Null),

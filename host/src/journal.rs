@@ -27,7 +27,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-
 /// How many crashes of the daemon a job may cause before it is refused.
 pub const REFUSE_AFTER: u32 = 2;
 /// The journal is rewritten with only what matters once it is this large.

@@ -28,9 +28,7 @@ use crate::history::History;
 use crate::host_context::{CancelToken, EventSink, JobHost};
 use crate::isolation::{self, Isolation};
 use crate::job_threads::{JobThreads, Release};
-use crate::jobs::{
-    self, JobOutcome, JobRequest, PrepareError, PreparedJob, Ran, HISTORY_FILE,
-};
+use crate::jobs::{self, JobOutcome, JobRequest, PrepareError, PreparedJob, Ran, HISTORY_FILE};
 use crate::journal::Journal;
 use crate::plugins::Registry;
 
@@ -172,9 +170,8 @@ impl Pipeline {
                 release.now();
             }
         };
-        let run = std::panic::AssertUnwindSafe(|| {
-            self.run_to_end(job, events, cancel, &mut report)
-        });
+        let run =
+            std::panic::AssertUnwindSafe(|| self.run_to_end(job, events, cancel, &mut report));
         let outcome = std::panic::catch_unwind(run).unwrap_or_else(|_| {
             let fallback = (job.url.clone(), job.job_dir.clone());
             let failed = jobs::thread_failed(fallback, started, "it panicked");
@@ -205,14 +202,26 @@ impl Pipeline {
             Isolation::Process => run_in_child(job, &events, &cancel),
             Isolation::InProcess => self.run_in_process(job, events, &cancel),
         };
-        jobs::finish(&self.config, &self.history, job, started, ran, &cancel, report)
+        jobs::finish(
+            &self.config,
+            &self.history,
+            job,
+            started,
+            ran,
+            &cancel,
+            report,
+        )
     }
 
     /// Runs the job on this thread, in the journal if there is one (which refuses a job that
     /// crashed the daemon twice).
     fn run_in_process(&self, job: &PreparedJob, events: EventSink, cancel: &CancelToken) -> Ran {
         let request = &job.request;
-        let entry = match self.journal.as_ref().map(|j| j.start(&request.function, &request.unique)) {
+        let entry = match self
+            .journal
+            .as_ref()
+            .map(|j| j.start(&request.function, &request.unique))
+        {
             Some(Err(refused)) => {
                 tracing::error!(function = %request.function, unique = %request.unique, "{refused}");
                 return Ran {
