@@ -205,22 +205,21 @@ impl PreparedJob {
     }
 }
 
-/// The outcome of a job whose thread failed or could not start: only a bug of ours or a
-/// refused thread gets here (a plugin's panic is caught at the plugin boundary).
+/// The outcome of a job whose thread failed or could not start, with its `result`: only a bug
+/// of ours or a refused thread gets here (a plugin's panic is caught at the plugin boundary).
 pub fn thread_failed(
     (url, results_dir): (String, PathBuf),
     started: Instant,
-    why: &str,
+    result: String,
 ) -> JobOutcome {
-    let outcome = JobOutcome {
-        result: format!("FAILURE - the job's thread failed: {why}"),
+    tracing::error!("{result}");
+    JobOutcome {
+        result,
         details: Value::Null,
         url,
         results_dir,
         duration: started.elapsed(),
-    };
-    tracing::error!("{}", outcome.result);
-    outcome
+    }
 }
 
 /// Runs the plugin's runner with `host`; its outcome, or why there is none.

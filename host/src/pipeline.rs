@@ -140,14 +140,14 @@ impl Pipeline {
         };
         let started = Instant::now();
         let fallback = (job.url.clone(), job.job_dir.clone());
-        let why = match self.launch(job, events, cancel, hooks) {
+        let result = match self.launch(job, events, cancel, hooks) {
             Ok(()) => match rx.await {
                 Ok(outcome) => return outcome,
-                Err(_) => "it ended without an outcome".to_string(),
+                Err(_) => "FAILURE - the job's thread failed: it ended without an outcome".into(),
             },
-            Err(e) => format!("it could not start: {e}"),
+            Err(e) => format!("FAILURE - cannot start a thread for the job: {e}"),
         };
-        jobs::thread_failed(fallback, started, &why)
+        jobs::thread_failed(fallback, started, result)
     }
 
     /// The job thread's work: the job to its end, the hooks called, the thread released to the
@@ -174,7 +174,8 @@ impl Pipeline {
             std::panic::AssertUnwindSafe(|| self.run_to_end(job, events, cancel, &mut report));
         let outcome = std::panic::catch_unwind(run).unwrap_or_else(|_| {
             let fallback = (job.url.clone(), job.job_dir.clone());
-            let failed = jobs::thread_failed(fallback, started, "it panicked");
+            let why = "FAILURE - the job's thread failed: it panicked";
+            let failed = jobs::thread_failed(fallback, started, why.into());
             report(&failed);
             failed
         });

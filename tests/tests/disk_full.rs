@@ -212,9 +212,12 @@ fn a_torn_history_is_repaired_when_the_daemon_starts() {
         std::fs::read_to_string(jobs_dir.join("jobs.jsonl.torn")).unwrap(),
         "{\"result\":\"FAIL\n"
     );
-    assert!(daemon
-        .log_text()
-        .contains("the job history ended in a torn line"));
+    // The daemon writes its log in batches, a few milliseconds late.
+    assert!(
+        daemon.wait_log("the job history ended in a torn line", Duration::from_secs(5)),
+        "{}",
+        daemon.log_text()
+    );
     let o = enqueue(&server.addr(), "ok", &[]);
     assert!(o.status.success(), "{}", text(&o));
     let started = std::time::Instant::now();
