@@ -214,7 +214,10 @@ fn a_torn_history_is_repaired_when_the_daemon_starts() {
     );
     // The daemon writes its log in batches, a few milliseconds late.
     assert!(
-        daemon.wait_log("the job history ended in a torn line", Duration::from_secs(5)),
+        daemon.wait_log(
+            "the job history ended in a torn line",
+            Duration::from_secs(5)
+        ),
         "{}",
         daemon.log_text()
     );
