@@ -452,52 +452,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
     let mut entries = Vec::new();
     collect_entries(path, &mut root, &mut entries);
-
-    // conf_d: merge snippets in sorted order.
-    let mut merged_files = Vec::new();
-    let mut origins = BTreeMap::new();
-    if let Some(conf_d) = root.get("conf_d").cloned() {
-        match conf_d {
-            Value::String(dir) if !dir.is_empty() => {
-                let dir = absolutise(&base, &dir);
-                match std::fs::read_dir(&dir) {
-                    Ok(rd) => {
-                        let mut files: Vec<PathBuf> = rd
-                            .filter_map(Result::ok)
-                            .map(|e| e.path())
-                            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                            .collect();
-                        files.sort();
-                        for f in files {
-                            if let Some(mut snippet) = read_json(&f, &mut issues) {
-                                collect_entries(&f, &mut snippet, &mut entries);
-                                snippet.remove("conf_d");
-                                for (k, v) in snippet {
-                                    origins.insert(k.clone(), f.clone());
-                                    root.insert(k, v);
-                                }
-                                merged_files.push(f);
-                            }
-                        }
-                    }
-                    // A missing conf.d is normal on a fresh install.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => issues.push(ConfigIssue {
-                        file: path.to_path_buf(),
-                        path: "conf_d".into(),
-                        message: format!("cannot read directory {}: {e}", dir.display()),
-                    }),
-                }
-            }
-            Value::String(_) | Value::Null => {}
-            other => issues.push(ConfigIssue {
-                file: path.to_path_buf(),
-                path: "conf_d".into(),
-                message: format!("expected a directory path, found {}", kind(&other)),
-            }),
-        }
-    }
-
+    let origins = merge_conf_d(path, &base, &mut root, &mut entries, &mut issues);
     let mut c = Checker {
         file: path.to_path_buf(),
         origins,
@@ -518,6 +473,68 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// Merges the `conf_d` snippets into `root` in sorted order (their entries into `entries`);
+/// which file set each top-level key that a snippet set.
+fn merge_conf_d(
+    path: &Path,
+    base: &Path,
+    root: &mut Map<String, Value>,
+    entries: &mut Vec<Entry>,
+    issues: &mut Vec<ConfigIssue>,
+) -> BTreeMap<String, PathBuf> {
+    let mut origins = BTreeMap::new();
+    let issue = |message: String| ConfigIssue {
+        file: path.to_path_buf(),
+        path: "conf_d".into(),
+        message,
+    };
+    let dir = match root.get("conf_d") {
+        Some(Value::String(dir)) if !dir.is_empty() => absolutise(base, dir),
+        None | Some(Value::String(_)) | Some(Value::Null) => return origins,
+        Some(other) => {
+            issues.push(issue(format!(
+                "expected a directory path, found {}",
+                kind(other)
+            )));
+            return origins;
+        }
+    };
+    let files = match conf_d_files(&dir) {
+        Ok(files) => files,
+        // A missing conf.d is normal on a fresh install.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return origins,
+        Err(e) => {
+            issues.push(issue(format!(
+                "cannot read directory {}: {e}",
+                dir.display()
+            )));
+            return origins;
+        }
+    };
+    for f in files {
+        if let Some(mut snippet) = read_json(&f, issues) {
+            collect_entries(&f, &mut snippet, entries);
+            snippet.remove("conf_d");
+            for (k, v) in snippet {
+                origins.insert(k.clone(), f.clone());
+                root.insert(k, v);
+            }
+        }
+    }
+    origins
+}
+
+/// The `*.json` files of a `conf_d` directory, sorted.
+fn conf_d_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 fn collect_entries(file: &Path, obj: &mut Map<String, Value>, out: &mut Vec<Entry>) {
     for list in ["plugins", "jobs"] {
         if let Some(Value::Array(items)) = obj.get(list) {
@@ -534,7 +551,53 @@ fn collect_entries(file: &Path, obj: &mut Map<String, Value>, out: &mut Vec<Entr
     }
 }
 
+/// The whole configuration, checked key by key (every problem recorded in `c`, in the order
+/// of the keys below).
 fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<Entry>) -> Config {
+    check_top_level(c, root);
+    let (gearman_servers, git_origin) = check_servers(c, root);
+    let debug_log = c.path(root, "debug_log", "debug_log", base);
+    let jobs_working_dir = c
+        .path(root, "jobs_working_dir", "jobs_working_dir", base)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/turbo-hipster/jobs"));
+    let git_working_dir = c
+        .path(root, "git_working_dir", "git_working_dir", base)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/turbo-hipster/git"));
+    let pip_download_cache = c.path(root, "pip_download_cache", "pip_download_cache", base);
+    let plugin_dirs = check_plugin_dirs(c, root, base);
+    let (worker_name, manager_name) = check_names(c, root);
+    let limits = check_limits(c, root);
+    let keep_work_dirs = c
+        .boolean(root, "keep_work_dirs", "keep_work_dirs")
+        .unwrap_or(false);
+    let publish_logs = check_publish(c, root, base);
+    let jobs = check_entries(c, entries);
+    let job_isolation = check_isolation(c, root, &jobs);
+    Config {
+        source: c.file.clone(),
+        gearman_servers,
+        git_origin,
+        debug_log,
+        jobs_working_dir,
+        git_working_dir,
+        pip_download_cache,
+        plugin_dirs,
+        worker_name,
+        manager_name,
+        max_concurrent_jobs: limits.max_concurrent_jobs,
+        shutdown_grace_seconds: limits.shutdown_grace_seconds,
+        max_packet_bytes: limits.max_packet_bytes,
+        keep_work_dirs,
+        publish_logs,
+        job_isolation,
+        jobs,
+        warnings: Vec::new(),
+        origins: BTreeMap::new(),
+    }
+}
+
+/// Unknown top-level keys (warnings) and `plugins`/`jobs` that are not lists.
+fn check_top_level(c: &mut Checker, root: &Map<String, Value>) {
     for key in root.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
             c.warn(key.clone(), "unknown key, ignored");
@@ -547,131 +610,157 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
             }
         }
     }
+}
 
+/// The Gearman servers (`zuul_server` first, then `gearman_servers`, each once) and the git
+/// origin.
+fn check_servers(c: &mut Checker, root: &Map<String, Value>) -> (Vec<ServerAddr>, Option<String>) {
     let mut servers = Vec::new();
+    let git_origin = match root.get("zuul_server") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(zs)) => check_zuul_server(c, zs, &mut servers),
+        Some(other) => {
+            c.error(
+                "zuul_server",
+                format!("expected an object, found {}", kind(other)),
+            );
+            None
+        }
+    };
+    check_gearman_servers(c, root, &mut servers);
+    (servers, git_origin)
+}
+
+/// The keys `zuul_server` knows.
+const ZUUL_SERVER_KEYS: [&str; 6] = [
+    "gearman_host",
+    "gearman_port",
+    "git_origin",
+    "git_url",
+    "zuul_site",
+    "gerrit_site",
+];
+
+/// `zuul_server`: its Gearman server goes into `servers`; the git origin is returned.
+fn check_zuul_server(
+    c: &mut Checker,
+    zs: &Map<String, Value>,
+    servers: &mut Vec<ServerAddr>,
+) -> Option<String> {
+    let host = c.string(zs, "gearman_host", "zuul_server.gearman_host");
+    let port = gearman_port(c, zs);
+    if let (Some(host), Some(port)) = (host, port) {
+        match ServerAddr::parse(&format!("{host}:{port}")) {
+            Ok(addr) => servers.push(addr),
+            Err(e) => c.error("zuul_server.gearman_host", e),
+        }
+    }
     let mut git_origin = None;
-    match root.get("zuul_server") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(zs)) => {
-            let host = c.string(zs, "gearman_host", "zuul_server.gearman_host");
-            let port = match zs.get("gearman_port") {
-                None | Some(Value::Null) => Some(DEFAULT_GEARMAN_PORT),
-                // The original's example wrote the port as a number; strings are tolerated.
-                Some(Value::String(s)) => s.parse::<u16>().ok().filter(|p| *p > 0).or_else(|| {
-                    c.error(
-                        "zuul_server.gearman_port",
-                        format!("'{s}' is not a port number from 1 to 65535"),
-                    );
-                    None
-                }),
-                Some(v) => v
-                    .as_u64()
-                    .and_then(|n| u16::try_from(n).ok())
-                    .filter(|p| *p > 0)
-                    .or_else(|| {
-                        c.error(
-                            "zuul_server.gearman_port",
-                            format!("{} is not a port number from 1 to 65535", show(v)),
-                        );
-                        None
-                    }),
-            };
-            if let (Some(host), Some(port)) = (host, port) {
-                match ServerAddr::parse(&format!("{host}:{port}")) {
-                    Ok(addr) => servers.push(addr),
-                    Err(e) => c.error("zuul_server.gearman_host", e),
-                }
-            }
-            for key in ["git_origin", "git_url", "zuul_site", "gerrit_site"] {
-                if let Some(v) = c.string(zs, key, &format!("zuul_server.{key}")) {
-                    if git_origin.is_none() && !v.is_empty() {
-                        git_origin = Some(v);
-                    }
-                }
-            }
-            for key in zs.keys() {
-                if ![
-                    "gearman_host",
-                    "gearman_port",
-                    "git_origin",
-                    "git_url",
-                    "zuul_site",
-                    "gerrit_site",
-                ]
-                .contains(&key.as_str())
-                {
-                    c.warn(format!("zuul_server.{key}"), "unknown key, ignored");
-                }
+    for key in ["git_origin", "git_url", "zuul_site", "gerrit_site"] {
+        if let Some(v) = c.string(zs, key, &format!("zuul_server.{key}")) {
+            if git_origin.is_none() && !v.is_empty() {
+                git_origin = Some(v);
             }
         }
-        Some(other) => c.error(
-            "zuul_server",
-            format!("expected an object, found {}", kind(other)),
-        ),
     }
-    match root.get("gearman_servers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(list)) => {
-            for (i, v) in list.iter().enumerate() {
-                let p = format!("gearman_servers[{i}]");
-                match v {
-                    Value::String(s) => match ServerAddr::parse(s) {
-                        Ok(a) if !servers.contains(&a) => servers.push(a),
-                        Ok(_) => c.warn(p, "listed twice, connecting once"),
-                        Err(e) => c.error(p, e),
-                    },
-                    other => c.error(p, format!("expected \"host:port\", found {}", kind(other))),
-                }
-            }
+    for key in zs.keys() {
+        if !ZUUL_SERVER_KEYS.contains(&key.as_str()) {
+            c.warn(format!("zuul_server.{key}"), "unknown key, ignored");
         }
-        Some(other) => c.error(
-            "gearman_servers",
-            format!("expected a list of \"host:port\", found {}", kind(other)),
-        ),
     }
+    git_origin
+}
 
-    let debug_log = c.path(root, "debug_log", "debug_log", base);
-    let jobs_working_dir = c
-        .path(root, "jobs_working_dir", "jobs_working_dir", base)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/turbo-hipster/jobs"));
-    let git_working_dir = c
-        .path(root, "git_working_dir", "git_working_dir", base)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/turbo-hipster/git"));
-    let pip_download_cache = c.path(root, "pip_download_cache", "pip_download_cache", base);
+/// `zuul_server.gearman_port`, 4730 when absent.
+fn gearman_port(c: &mut Checker, zs: &Map<String, Value>) -> Option<u16> {
+    const PATH: &str = "zuul_server.gearman_port";
+    match zs.get("gearman_port") {
+        None | Some(Value::Null) => Some(DEFAULT_GEARMAN_PORT),
+        // The original's example wrote the port as a number; strings are tolerated.
+        Some(Value::String(s)) => s.parse::<u16>().ok().filter(|p| *p > 0).or_else(|| {
+            c.error(PATH, format!("'{s}' is not a port number from 1 to 65535"));
+            None
+        }),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|p| *p > 0)
+            .or_else(|| {
+                c.error(
+                    PATH,
+                    format!("{} is not a port number from 1 to 65535", show(v)),
+                );
+                None
+            }),
+    }
+}
 
-    let plugin_dirs = match root.get("plugin_dirs") {
-        None | Some(Value::Null) => vec![PathBuf::from(DEFAULT_PLUGIN_DIR)],
-        Some(Value::Array(list)) => {
-            let mut dirs = Vec::new();
-            for (i, v) in list.iter().enumerate() {
-                match v.as_str() {
-                    Some(s) if !s.is_empty() => dirs.push(absolutise(base, s)),
-                    _ => c.error(
-                        format!("plugin_dirs[{i}]"),
-                        format!("expected a directory path, found {}", show(v)),
-                    ),
-                }
-            }
-            if list.is_empty() {
-                c.error("plugin_dirs", "must name at least one directory");
-            }
-            dirs
+/// `gearman_servers`: each `"host:port"` not listed yet goes into `servers`.
+fn check_gearman_servers(
+    c: &mut Checker,
+    root: &Map<String, Value>,
+    servers: &mut Vec<ServerAddr>,
+) {
+    let list = match root.get("gearman_servers") {
+        None | Some(Value::Null) => return,
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return c.error(
+                "gearman_servers",
+                format!("expected a list of \"host:port\", found {}", kind(other)),
+            )
         }
-        Some(Value::String(s)) => vec![absolutise(base, s)],
+    };
+    for (i, v) in list.iter().enumerate() {
+        let p = format!("gearman_servers[{i}]");
+        match v {
+            Value::String(s) => match ServerAddr::parse(s) {
+                Ok(a) if !servers.contains(&a) => servers.push(a),
+                Ok(_) => c.warn(p, "listed twice, connecting once"),
+                Err(e) => c.error(p, e),
+            },
+            other => c.error(p, format!("expected \"host:port\", found {}", kind(other))),
+        }
+    }
+}
+
+/// `plugin_dirs`: a list of directories (or one), the default when absent.
+fn check_plugin_dirs(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Vec<PathBuf> {
+    let list = match root.get("plugin_dirs") {
+        None | Some(Value::Null) => return vec![PathBuf::from(DEFAULT_PLUGIN_DIR)],
+        Some(Value::Array(list)) => list,
+        Some(Value::String(s)) => return vec![absolutise(base, s)],
         Some(other) => {
             c.error(
                 "plugin_dirs",
                 format!("expected a list of directories, found {}", kind(other)),
             );
-            Vec::new()
+            return Vec::new();
         }
     };
+    let mut dirs = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        match v.as_str() {
+            Some(s) if !s.is_empty() => dirs.push(absolutise(base, s)),
+            _ => c.error(
+                format!("plugin_dirs[{i}]"),
+                format!("expected a directory path, found {}", show(v)),
+            ),
+        }
+    }
+    if list.is_empty() {
+        c.error("plugin_dirs", "must name at least one directory");
+    }
+    dirs
+}
 
-    let host = hostname();
+/// `worker_name` (the host name by default) and `manager_name` (derived from it by default):
+/// both are Gearman tokens.
+fn check_names(c: &mut Checker, root: &Map<String, Value>) -> (String, String) {
     let worker_name = c
         .string(root, "worker_name", "worker_name")
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| host.clone());
+        .unwrap_or_else(hostname);
     if !is_gearman_token(&worker_name) {
         c.error(
             "worker_name",
@@ -688,6 +777,17 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
             "must be 1 to 64 printable characters without spaces",
         );
     }
+    (worker_name, manager_name)
+}
+
+/// The bounded numbers of the top level.
+struct Limits {
+    max_concurrent_jobs: usize,
+    shutdown_grace_seconds: u64,
+    max_packet_bytes: usize,
+}
+
+fn check_limits(c: &mut Checker, root: &Map<String, Value>) -> Limits {
     let max_concurrent_jobs = c
         .uint(
             root,
@@ -714,34 +814,10 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         )
         .map(|n| usize::try_from(n).unwrap_or(DEFAULT_PACKET_BYTES))
         .unwrap_or(DEFAULT_PACKET_BYTES);
-    let keep_work_dirs = c
-        .boolean(root, "keep_work_dirs", "keep_work_dirs")
-        .unwrap_or(false);
-
-    let publish_logs = check_publish(c, root, base);
-    let jobs = check_entries(c, entries);
-    let job_isolation = check_isolation(c, root, &jobs);
-
-    Config {
-        source: c.file.clone(),
-        gearman_servers: servers,
-        git_origin,
-        debug_log,
-        jobs_working_dir,
-        git_working_dir,
-        pip_download_cache,
-        plugin_dirs,
-        worker_name,
-        manager_name,
+    Limits {
         max_concurrent_jobs,
         shutdown_grace_seconds,
         max_packet_bytes,
-        keep_work_dirs,
-        publish_logs,
-        job_isolation,
-        jobs,
-        warnings: Vec::new(),
-        origins: BTreeMap::new(),
     }
 }
 

@@ -6,6 +6,9 @@
 //! opened again: a last line without its `\n` is moved to `jobs.jsonl.torn`, so it can never be
 //! glued to the next record. A record that could not be written is kept in memory (bounded)
 //! and written with the next one, so the history is complete once the disk has room again.
+//!
+//! One [`History`] per service (its [`crate::pipeline::Pipeline`] owns it): every job of the
+//! service appends through it, one at a time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
@@ -16,9 +19,15 @@ use std::sync::Mutex;
 /// Most bytes of records kept for a later write while the history cannot be written.
 const MAX_PENDING: usize = 4 * 1024 * 1024;
 
-/// The open history file and what waits to be written to it.
-struct History {
+/// A service's job history.
+pub struct History {
     path: PathBuf,
+    state: Mutex<State>,
+}
+
+/// The open history file and what waits to be written to it.
+#[derive(Default)]
+struct State {
     file: Option<File>,
     /// Whole lines not written yet (oldest first).
     pending: Vec<u8>,
@@ -26,69 +35,64 @@ struct History {
     failures: usize,
 }
 
-/// The history of this daemon, shared by every job (reopened when the path changes, as in tests).
-static HISTORY: Mutex<Option<History>> = Mutex::new(None);
-
-/// Opens the history at `path` when the daemon starts, so that a torn last line left by a
-/// predecessor (killed mid-write, or on a full disk) is moved aside at once, not at the first
-/// job. A history that does not exist yet is left to the first job to create.
-pub fn open_at_start(path: &Path) {
-    if !path.exists() {
-        return;
-    }
-    let mut guard = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
-    match open_repaired(path) {
-        Ok(file) => {
-            *guard = Some(History {
-                path: path.to_path_buf(),
-                file: Some(file),
-                pending: Vec::new(),
-                failures: 0,
-            });
+impl History {
+    /// The history at `path`, opened at once if it exists, so that a torn last line left by a
+    /// predecessor (killed mid-write, or on a full disk) is moved aside when the service
+    /// starts, not at the first job. A history that does not exist yet is left to the first
+    /// job to create.
+    pub fn open(path: &Path) -> Self {
+        let mut state = State::default();
+        if path.exists() {
+            match open_repaired(path) {
+                Ok(file) => state.file = Some(file),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot open the job history: {e}")
+                }
+            }
         }
-        Err(e) => tracing::warn!(path = %path.display(), "cannot open the job history: {e}"),
-    }
-}
-
-/// Appends `line` (one JSON record ending with `\n`) to the history at `path`, with whatever
-/// earlier records could not be written. Failures are logged, never returned: the history is
-/// the daemon's record, not the job's result.
-pub fn append(path: &Path, line: &[u8]) {
-    let mut guard = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.as_ref().is_none_or(|h| h.path != path) {
-        *guard = Some(History {
+        History {
             path: path.to_path_buf(),
-            file: None,
-            pending: Vec::new(),
-            failures: 0,
-        });
-    }
-    let Some(h) = guard.as_mut() else { return };
-    h.pending.extend_from_slice(line);
-    match h.write_pending() {
-        Ok(()) if h.failures > 0 => {
-            tracing::info!(path = %path.display(), records = h.failures + 1, "the job history is writable again: records that had failed are written now");
-            h.failures = 0;
+            state: Mutex::new(state),
         }
-        Ok(()) => {}
-        Err(e) => {
-            h.failures += 1;
-            h.file = None;
-            tracing::warn!(path = %path.display(), "cannot record the job in the history (kept for the next record): {e}");
-            if h.pending.len() > MAX_PENDING {
-                tracing::error!(path = %path.display(), records = h.failures, "the job history cannot be written: records dropped");
-                h.pending.clear();
+    }
+
+    /// Where the history is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `line` (one JSON record ending with `\n`), with whatever earlier records could
+    /// not be written. Failures are logged, never returned: the history is the daemon's record,
+    /// not the job's result.
+    pub fn append(&self, line: &[u8]) {
+        let path = &self.path;
+        let mut h = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        h.pending.extend_from_slice(line);
+        match h.write_pending(path) {
+            Ok(()) if h.failures > 0 => {
+                tracing::info!(path = %path.display(), records = h.failures + 1, "the job history is writable again: records that had failed are written now");
                 h.failures = 0;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                h.failures += 1;
+                h.file = None;
+                tracing::warn!(path = %path.display(), "cannot record the job in the history (kept for the next record): {e}");
+                if h.pending.len() > MAX_PENDING {
+                    tracing::error!(path = %path.display(), records = h.failures, "the job history cannot be written: records dropped");
+                    h.pending.clear();
+                    h.failures = 0;
+                }
             }
         }
     }
 }
 
-impl History {
-    fn write_pending(&mut self) -> io::Result<()> {
+impl State {
+    fn write_pending(&mut self, path: &Path) -> io::Result<()> {
         let file = match &mut self.file {
             Some(f) => f,
-            None => self.file.insert(open_repaired(&self.path)?),
+            None => self.file.insert(open_repaired(path)?),
         };
         append_whole(file, &self.pending)?;
         self.pending.clear();

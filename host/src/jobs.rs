@@ -1,23 +1,21 @@
-//! A job's life, the same for Gearman jobs and `run-job`: validate, make its directories, run
-//! the plugin on a thread of its own with a host context (in a child process of its own by
-//! default, [`crate::isolation`]), publish its logs, report the outcome.
+//! What a job is and what it leaves: its request, where its files go, its verdict, its record
+//! (`job.json`, the history line) and its published logs. How a job runs, the same for
+//! Gearman jobs and `run-job`, is the service's [`crate::pipeline`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RResult;
 use serde::Serialize;
 use serde_json::Value;
-use turbo_hipster_sdk::abi::{HostRef, Host_TO, JSON_SCHEMA};
-use turbo_hipster_sdk::{Job, Outcome};
+use turbo_hipster_sdk::abi::{HostRef, JSON_SCHEMA};
+use turbo_hipster_sdk::{results, Job, Outcome};
 
 use crate::config::{Config, PublishLogs};
-use crate::host_context::{CancelToken, EventSink, JobHost};
-use crate::isolation::{self, Isolation};
-use crate::journal;
+use crate::history::History;
+use crate::host_context::CancelToken;
 use crate::plugins::{JobRunner, Registry};
 use crate::zuul::{self, InvalidParameters};
 
@@ -64,7 +62,7 @@ impl JobOutcome {
     }
 }
 
-/// A job whose directories exist and whose runner is known; ready to execute.
+/// A job whose request is valid and whose runner is known: ready to run.
 pub struct PreparedJob {
     /// The request.
     pub request: JobRequest,
@@ -86,12 +84,12 @@ pub enum PrepareError {
     /// No such job here.
     #[error("FAILURE - this worker has no job \"{0}\"")]
     UnknownJob(String),
-    /// The working directory could not be made.
+    /// `jobs_working_dir` could not be made.
     #[error("FAILURE - cannot create the job directory {}: {source}", .path.display())]
     Directory {
-        /// Which.
+        /// The directory.
         path: PathBuf,
-        /// Why.
+        /// The error that stopped it.
         source: std::io::Error,
     },
 }
@@ -103,52 +101,26 @@ impl PrepareError {
     }
 }
 
-/// Validates a request and makes the job's directories.
+/// Validates a request and works out where its files go (nothing is made yet: the job dir
+/// is made when the plugin first asks for it, so a job that writes nothing costs no
+/// directory; `jobs_working_dir` is the caller's).
 ///
 /// # Errors
-/// Invalid parameters, an unknown job, or a directory that cannot be made.
+/// Invalid parameters or an unknown job.
 pub fn prepare(
     config: &Config,
     registry: &Registry,
     request: JobRequest,
 ) -> Result<PreparedJob, PrepareError> {
     zuul::validate(&request.parameters)?;
-    if request.unique.len() > 64
-        || !request
-            .unique
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || request.unique.starts_with('.')
-    {
-        return Err(InvalidParameters("the Gearman unique id is not a plain name".into()).into());
-    }
+    check_unique(&request.unique)?;
     let runner = registry
         .find(&request.function)
         .cloned()
         .ok_or_else(|| PrepareError::UnknownJob(request.function.clone()))?;
-    let log_path = request
-        .parameters
-        .get("LOG_PATH")
-        .filter(|p| !p.is_empty())
-        .cloned()
-        .unwrap_or_else(|| {
-            if request.unique.is_empty() {
-                zuul::random_uuid_hex()
-            } else {
-                request.unique.clone()
-            }
-        });
-    ensure_jobs_dir(&config.jobs_working_dir)?;
-    // The job dir holds the results; it (and the work dir inside it) is made when the plugin
-    // first asks for it, so a job that writes nothing costs no directory.
+    let log_path = log_path(&request);
     let job_dir = unique_dir(&config.jobs_working_dir.join(&log_path), &request.unique);
-    let url = match &config.publish_logs {
-        PublishLogs::Local { prepend_url, .. } if !prepend_url.is_empty() => {
-            format!("{}/{}/", prepend_url.trim_end_matches('/'), log_path)
-        }
-        PublishLogs::Local { path, .. } => format!("file://{}/", path.join(&log_path).display()),
-        PublishLogs::None => format!("file://{}/", job_dir.display()),
-    };
+    let url = logs_url(config, &log_path, &job_dir);
     Ok(PreparedJob {
         request,
         runner,
@@ -158,19 +130,38 @@ pub fn prepare(
     })
 }
 
-/// Creates `jobs_working_dir` once per daemon (again only if it was removed meanwhile).
-fn ensure_jobs_dir(dir: &Path) -> Result<(), PrepareError> {
-    static MADE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if made.as_deref() == Some(dir) {
-        return Ok(());
+/// The Gearman unique names the job's directory: a plain name only.
+fn check_unique(unique: &str) -> Result<(), InvalidParameters> {
+    let plain = unique
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if unique.len() > 64 || !plain || unique.starts_with('.') {
+        return Err(InvalidParameters(
+            "the Gearman unique id is not a plain name".into(),
+        ));
     }
-    std::fs::create_dir_all(dir).map_err(|source| PrepareError::Directory {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    *made = Some(dir.to_path_buf());
     Ok(())
+}
+
+/// Where the job's files go under `jobs_working_dir`: `LOG_PATH`, else the unique, else a
+/// random name.
+fn log_path(request: &JobRequest) -> String {
+    match request.parameters.get("LOG_PATH") {
+        Some(p) if !p.is_empty() => p.clone(),
+        _ if request.unique.is_empty() => zuul::random_uuid_hex(),
+        _ => request.unique.clone(),
+    }
+}
+
+/// Where Zuul will find the job's logs.
+fn logs_url(config: &Config, log_path: &str, job_dir: &Path) -> String {
+    match &config.publish_logs {
+        PublishLogs::Local { prepend_url, .. } if !prepend_url.is_empty() => {
+            format!("{}/{}/", prepend_url.trim_end_matches('/'), log_path)
+        }
+        PublishLogs::Local { path, .. } => format!("file://{}/", path.join(log_path).display()),
+        PublishLogs::None => format!("file://{}/", job_dir.display()),
+    }
 }
 
 /// `dir`, or `dir.<unique>` if it exists already (a retried build keeps the old logs), then
@@ -189,160 +180,46 @@ fn unique_dir(dir: &Path, unique: &str) -> PathBuf {
         .unwrap_or(base)
 }
 
-/// Called on the job's thread once the job is finished and its logs are in place: how the
-/// daemon tells Zuul the result without a detour through the async runtime.
-pub type OnFinish = Box<dyn FnOnce(&JobOutcome) + Send>;
+impl PreparedJob {
+    /// The job as the plugin gets it, in JSON.
+    pub fn plugin_job_json(&self) -> String {
+        let plugin_job = Job {
+            schema: JSON_SCHEMA,
+            name: zuul::job_name(&self.request.function).to_string(),
+            function: self.request.function.clone(),
+            unique: self.request.unique.clone(),
+            parameters: self.request.parameters.clone(),
+            config: self.runner.config.config.clone(),
+            host: self.runner.config.host.clone(),
+        };
+        let mut json = Vec::with_capacity(2048);
+        match serde_json::to_writer(&mut json, &plugin_job) {
+            Ok(()) => String::from_utf8(json).unwrap_or_else(|_| "{}".into()),
+            Err(_) => "{}".into(),
+        }
+    }
 
-/// Runs a prepared job to its end on a blocking thread of the async runtime. Progress and work
-/// data go to `events`; `cancel` stops it.
-pub async fn execute(
-    config: Arc<Config>,
-    job: PreparedJob,
-    events: EventSink,
-    cancel: CancelToken,
-) -> JobOutcome {
-    let fallback = (job.url.clone(), job.job_dir.clone());
-    let started = Instant::now();
-    let run = move || run_to_end(&config, &job, events, cancel, false, &mut |_| {});
-    match tokio::task::spawn_blocking(run).await {
-        Ok(outcome) => outcome,
-        Err(join) => thread_failed(fallback, started, &join.to_string()),
+    /// The job's scratch directory.
+    pub fn work_dir(&self) -> PathBuf {
+        self.job_dir.join(WORK_DIR)
     }
 }
 
-/// Starts a prepared job on a job thread ([`crate::job_threads`]) and returns at once;
-/// `on_finish` gets the outcome on that thread, after the job's files are written and published
-/// (so that the logs are in place when Zuul hears the result), without a detour through the
-/// async runtime. `keep` is dropped once the job is completely over (its history line and log
-/// line written after `on_finish`): hold in it what must outlive the job.
-///
-/// # Errors
-/// No thread could be started for the job (`on_finish` is then not called).
-pub fn launch(
-    config: Arc<Config>,
-    job: PreparedJob,
-    events: EventSink,
-    cancel: CancelToken,
-    on_finish: OnFinish,
-    keep: Box<dyn Send>,
-) -> std::io::Result<()> {
-    crate::job_threads::spawn(Box::new(move || {
-        // Dropped last, once the job's history line and log line are written.
-        let _keep = keep;
-        let started = Instant::now();
-        let mut on_finish = Some(on_finish);
-        let mut report = |o: &JobOutcome| {
-            if let Some(f) = on_finish.take() {
-                f(o);
-                // What is left is the history and log lines: the next job may have this
-                // thread already.
-                crate::job_threads::release_early();
-            }
-        };
-        let run = std::panic::AssertUnwindSafe(|| {
-            run_to_end(&config, &job, events, cancel, true, &mut report)
-        });
-        if std::panic::catch_unwind(run).is_err() {
-            let fallback = (job.url.clone(), job.job_dir.clone());
-            report(&thread_failed(fallback, started, "it panicked"));
-        }
-    }))
-}
-
-/// The outcome of a job whose thread failed: only a bug of ours gets here (a plugin's panic is
-/// caught at the plugin boundary).
-fn thread_failed((url, results_dir): (String, PathBuf), started: Instant, why: &str) -> JobOutcome {
-    let outcome = JobOutcome {
-        result: format!("FAILURE - the job's thread failed: {why}"),
+/// The outcome of a job whose thread failed or could not start, with its `result`: only a bug
+/// of ours or a refused thread gets here (a plugin's panic is caught at the plugin boundary).
+pub fn thread_failed(
+    (url, results_dir): (String, PathBuf),
+    started: Instant,
+    result: String,
+) -> JobOutcome {
+    tracing::error!("{result}");
+    JobOutcome {
+        result,
         details: Value::Null,
         url,
         results_dir,
         duration: started.elapsed(),
-    };
-    tracing::error!("{}", outcome.result);
-    outcome
-}
-
-/// Runs the plugin, then [`finish`] (which calls `report` once the job's files are in place).
-/// Blocks the calling thread for the whole job.
-fn run_to_end(
-    config: &Config,
-    job: &PreparedJob,
-    events: EventSink,
-    cancel: CancelToken,
-    journal: bool,
-    report: &mut dyn FnMut(&JobOutcome),
-) -> JobOutcome {
-    let started = Instant::now();
-    let runner = job.runner.clone();
-    let plugin_job = Job {
-        schema: JSON_SCHEMA,
-        name: zuul::job_name(&job.request.function).to_string(),
-        function: job.request.function.clone(),
-        unique: job.request.unique.clone(),
-        parameters: job.request.parameters.clone(),
-        config: runner.config.config.clone(),
-        host: runner.config.host.clone(),
-    };
-    tracing::debug!(
-        function = %job.request.function,
-        unique = %job.request.unique,
-        plugin = %runner.plugin.name,
-        dir = %job.job_dir.display(),
-        "job started"
-    );
-    let mut job_json = Vec::with_capacity(2048);
-    let job_json = match serde_json::to_writer(&mut job_json, &plugin_job) {
-        Ok(()) => String::from_utf8(job_json).unwrap_or_else(|_| "{}".into()),
-        Err(_) => "{}".into(),
-    };
-    let work_dir = job.job_dir.join(WORK_DIR);
-    let (outcome, dirs_made) = match Isolation::of(&runner, config.job_isolation) {
-        Isolation::Process => {
-            let outcome = isolation::run_in_child(
-                &runner,
-                job_json,
-                &events,
-                &cancel,
-                &work_dir,
-                &job.job_dir,
-            );
-            (outcome, (job.job_dir.exists(), work_dir.exists()))
-        }
-        Isolation::InProcess => {
-            let host = JobHost::new(
-                &runner.plugin.name,
-                job_json,
-                events,
-                cancel.clone(),
-                work_dir,
-                job.job_dir.clone(),
-            );
-            run_in_process(config, &job.request, &runner, &host, journal)
-        }
-    };
-    finish(config, job, started, outcome, &cancel, dirs_made, report)
-}
-
-/// Runs the job on this thread, in the [`journal`] if `journal` (the daemon's jobs), which
-/// refuses a job that crashed the daemon twice; the outcome and which dirs were made.
-fn run_in_process(
-    config: &Config,
-    request: &JobRequest,
-    runner: &JobRunner,
-    host: &JobHost,
-    journal: bool,
-) -> (Result<Outcome, String>, (bool, bool)) {
-    let entry = match journal.then(|| journal::Entry::start(config, request)) {
-        Some(Err(refused)) => {
-            tracing::error!(function = %request.function, unique = %request.unique, "{refused}");
-            return (Err(refused), (false, false));
-        }
-        entry => entry,
-    };
-    let outcome = run_plugin(runner, Host_TO::from_ptr(host, TD_Opaque));
-    drop(entry);
-    (outcome, host.dirs_made())
+    }
 }
 
 /// Runs the plugin's runner with `host`; its outcome, or why there is none.
@@ -393,84 +270,118 @@ impl<'a> JobRecord<'a> {
     }
 }
 
+/// What a plugin's run left: its outcome (or why there is none) and which of the job's
+/// directories were made.
+pub struct Ran {
+    /// The plugin's outcome, or why there is none.
+    pub outcome: Result<Outcome, String>,
+    /// Whether the job dir (its results) exists.
+    pub results_made: bool,
+    /// Whether its work dir exists.
+    pub work_made: bool,
+}
+
 /// After the plugin: the verdict, the job's record (history, `job.json`), publishing, removing
 /// the work dir. Runs on the job's thread: none of this file work holds up the connections.
-fn finish(
+/// `report` gets the outcome as soon as the job's files are in place; the daemon's own records
+/// (history line, log line) and removing the work dir follow, off the path from one job to the
+/// next. The history line goes first: removing the work dir may free space a full disk lacked,
+/// and the record must not depend on that.
+pub fn finish(
     config: &Config,
+    history: &History,
     job: &PreparedJob,
     started: Instant,
-    outcome: Result<Outcome, String>,
+    ran: Ran,
     cancel: &CancelToken,
-    (results_made, work_made): (bool, bool),
     report: &mut dyn FnMut(&JobOutcome),
 ) -> JobOutcome {
-    let results_dir = job.job_dir.clone();
-    let work_dir = job.job_dir.join(WORK_DIR);
-    let (mut result, details) = match outcome {
-        Ok(outcome) => outcome.into_parts(),
-        Err(message) => (format!("FAILURE - {message}"), Value::Null),
-    };
-    if let Some(reason) = cancel.reason() {
-        tracing::info!(unique = %job.request.unique, reason, "job was cancelled");
-        result = turbo_hipster_sdk::results::ABORTED.to_string();
-    }
-    if result.trim().is_empty() {
-        result = "FAILURE - the plugin gave no result".into();
-    }
+    let (mut result, details) = verdict(ran.outcome, cancel, &job.request.unique);
     let duration = started.elapsed();
     let finished = crate::timestamp_now();
-    if results_made {
-        // Results that cannot be written (disk full, directory gone): Zuul must not hear
-        // SUCCESS for a job whose record or logs are not there, nor a verdict on the change
-        // for the worker's fault (an infrastructure result: Zuul runs the build again).
-        let written = write_summary(
-            &results_dir,
-            &JobRecord::of(config, job, &details, duration, &finished, &result),
-        )
-        .and_then(|()| publish(config, &results_dir, &job.log_path));
-        if let Err(e) = written {
+    if ran.results_made {
+        let record = JobRecord::of(config, job, &details, duration, &finished, &result);
+        if let Err(e) = write_results(config, job, &record) {
             tracing::error!(unique = %job.request.unique, "{e}");
-            result = turbo_hipster_sdk::results::infrastructure(
-                &turbo_hipster_sdk::results::cannot_write_results(e),
-            );
+            result = results::infrastructure(&results::cannot_write_results(e));
         }
     }
-    let summary = JobRecord::of(config, job, &details, duration, &finished, &result);
-    let mut history_line = Vec::with_capacity(1024);
-    if let Err(e) = serde_json::to_writer(&mut history_line, &summary) {
-        tracing::warn!("cannot record the job in the history: {e}");
-        history_line.clear();
-    }
+    let record = JobRecord::of(config, job, &details, duration, &finished, &result);
+    let history_line = history_line(&record);
     let outcome = JobOutcome {
         result,
         details,
         url: job.url.clone(),
-        results_dir,
+        results_dir: job.job_dir.clone(),
         duration,
     };
-    // Zuul hears the result once the job's files are in place; the daemon's own records
-    // (history line, log line) and removing the work dir follow, off the path from one job to
-    // the next. The history line goes first: removing the work dir may free space a full disk
-    // lacked, and the record must not depend on that.
     report(&outcome);
-    if !history_line.is_empty() {
-        history_line.push(b'\n');
-        record_history(config, &history_line);
+    if let Some(line) = history_line {
+        history.append(&line);
     }
-    if !config.keep_work_dirs && work_made {
-        if let Err(e) = std::fs::remove_dir_all(&work_dir) {
-            tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
-        }
+    if !config.keep_work_dirs && ran.work_made {
+        remove_work_dir(&job.work_dir());
     }
+    log_finished(job, &outcome);
+    outcome
+}
+
+/// The `result` Zuul gets and the plugin's details: a cancelled job is ABORTED whatever the
+/// plugin said, a plugin without an outcome or with an empty result fails.
+fn verdict(
+    outcome: Result<Outcome, String>,
+    cancel: &CancelToken,
+    unique: &str,
+) -> (String, Value) {
+    let (result, details) = match outcome {
+        Ok(outcome) => outcome.into_parts(),
+        Err(message) => (format!("FAILURE - {message}"), Value::Null),
+    };
+    if let Some(reason) = cancel.reason() {
+        tracing::info!(unique, reason, "job was cancelled");
+        return (results::ABORTED.to_string(), details);
+    }
+    if result.trim().is_empty() {
+        return ("FAILURE - the plugin gave no result".into(), details);
+    }
+    (result, details)
+}
+
+/// Writes `job.json` into the results and publishes them. Results that cannot be written (disk
+/// full, directory gone) fail: Zuul must not hear SUCCESS for a job whose record or logs are
+/// not there, nor a verdict on the change for the worker's fault (the caller makes it an
+/// infrastructure result: Zuul runs the build again).
+fn write_results(config: &Config, job: &PreparedJob, record: &JobRecord<'_>) -> Result<(), String> {
+    write_summary(&job.job_dir, record)?;
+    publish(config, &job.job_dir, &job.log_path)
+}
+
+/// The job's history line (ending with `\n`); `None` (logged) if it cannot be serialised.
+fn history_line(record: &JobRecord<'_>) -> Option<Vec<u8>> {
+    let mut line = Vec::with_capacity(1024);
+    if let Err(e) = serde_json::to_writer(&mut line, record) {
+        tracing::warn!("cannot record the job in the history: {e}");
+        return None;
+    }
+    line.push(b'\n');
+    Some(line)
+}
+
+fn remove_work_dir(work_dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(work_dir) {
+        tracing::warn!(dir = %work_dir.display(), "cannot remove the work dir: {e}");
+    }
+}
+
+fn log_finished(job: &PreparedJob, outcome: &JobOutcome) {
     tracing::info!(
         function = %job.request.function,
         unique = %job.request.unique,
-        duration_ms = duration.as_millis() as u64,
+        duration_ms = outcome.duration.as_millis() as u64,
         result = %outcome.result.lines().next().unwrap_or(""),
         dir = %job.job_dir.display(),
         "job finished"
     );
-    outcome
 }
 
 /// Writes `job.json` into the results; a file that could not be written whole is removed (an
@@ -483,13 +394,6 @@ fn write_summary(results_dir: &Path, summary: &JobRecord<'_>) -> Result<(), Stri
         let _ = std::fs::remove_file(&path);
         format!("cannot write {}: {e}", path.display())
     })
-}
-
-/// Appends the job's summary as one JSON line to `jobs_working_dir/jobs.jsonl`: the daemon's
-/// history of every job, whether or not it left files. See [`crate::history`] for how a line
-/// is never left torn.
-fn record_history(config: &Config, line: &[u8]) {
-    crate::history::append(&config.jobs_working_dir.join(HISTORY_FILE), line);
 }
 
 fn publish(config: &Config, results_dir: &Path, log_path: &str) -> Result<(), String> {

@@ -17,15 +17,15 @@
 //! running. Cheap: two short `write`s per job on a file kept open, no fsync (a crash of the
 //! daemon does not lose what the kernel has). A daemon killed by the operator (`kill -9`)
 //! mid-job also counts as a crash of that job: a job is refused only after the second.
+//!
+//! One [`Journal`] per daemon (its [`crate::pipeline::Pipeline`] owns it); `run-job` keeps
+//! none: nothing hands its job to it again after a crash.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-use crate::config::Config;
-use crate::jobs::JobRequest;
 
 /// How many crashes of the daemon a job may cause before it is refused.
 pub const REFUSE_AFTER: u32 = 2;
@@ -61,57 +61,67 @@ pub fn path(jobs_dir: &Path, worker_name: &str) -> PathBuf {
     jobs_dir.join(format!("running-{worker}.journal"))
 }
 
+/// A daemon's journal of its in-process jobs, read at its first in-process job.
+pub struct Journal {
+    path: PathBuf,
+    ledger: Mutex<Option<Ledger>>,
+}
+
 /// A running in-process job's place in the journal; its end is written when it is dropped.
-pub struct Entry {
+pub struct Entry<'a> {
+    journal: &'a Journal,
     id: u64,
 }
 
-impl Entry {
-    /// Records that the job starts, or refuses it (`Err`: the reason for its result).
+impl Journal {
+    /// The journal of the daemon `worker_name` in `jobs_dir` (nothing is read yet).
+    pub fn new(jobs_dir: &Path, worker_name: &str) -> Self {
+        Journal {
+            path: path(jobs_dir, worker_name),
+            ledger: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Ledger>> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the job `(function, unique)` starts, or refuses it (`Err`: the reason for
+    /// its result).
     ///
     /// # Errors
     /// The job crashed the daemon [`REFUSE_AFTER`] times.
-    pub fn start(config: &Config, request: &JobRequest) -> Result<Self, String> {
-        let path = path(&config.jobs_working_dir, &config.worker_name);
-        let mut guard = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_none_or(|j| j.path != path) {
-            *guard = Some(Journal::open(path));
-        }
-        let Some(journal) = guard.as_mut() else {
-            return Ok(Entry { id: 0 });
-        };
-        let key = (request.function.clone(), request.unique.clone());
-        if !request.unique.is_empty() && journal.crash_count(&key) >= REFUSE_AFTER {
+    pub fn start(&self, function: &str, unique: &str) -> Result<Entry<'_>, String> {
+        let mut guard = self.lock();
+        let ledger = guard.get_or_insert_with(|| Ledger::open(self.path.clone()));
+        let key = (function.to_string(), unique.to_string());
+        if !unique.is_empty() && ledger.crash_count(&key) >= REFUSE_AFTER {
             return Err(refused_message());
         }
-        journal.next_id += 1;
-        let id = journal.next_id;
-        journal.append(&format!(
-            "S {} {id} {} {}\n",
-            std::process::id(),
-            key.0,
-            key.1
+        ledger.next_id += 1;
+        let id = ledger.next_id;
+        ledger.append(&format!(
+            "S {} {id} {function} {unique}\n",
+            std::process::id()
         ));
-        journal.running.insert(id, key);
-        Ok(Entry { id })
+        ledger.running.insert(id, key);
+        Ok(Entry { journal: self, id })
     }
 }
 
-impl Drop for Entry {
+impl Drop for Entry<'_> {
     fn drop(&mut self) {
-        let mut guard = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(journal) = guard.as_mut() {
-            if journal.running.remove(&self.id).is_some() {
-                journal.append(&format!("E {} {}\n", std::process::id(), self.id));
-                if journal.bytes > COMPACT_BYTES {
-                    journal.rewrite(&[]);
+        let mut guard = self.journal.lock();
+        if let Some(ledger) = guard.as_mut() {
+            if ledger.running.remove(&self.id).is_some() {
+                ledger.append(&format!("E {} {}\n", std::process::id(), self.id));
+                if ledger.bytes > COMPACT_BYTES {
+                    ledger.rewrite(&[]);
                 }
             }
         }
     }
 }
-
-static JOURNAL: Mutex<Option<Journal>> = Mutex::new(None);
 
 /// A job: (function, unique).
 type Key = (String, String);
@@ -120,7 +130,8 @@ type Crashes = Vec<(Key, u32)>;
 /// A start line: pid, id, function, unique.
 type Start = (u32, u64, String, String);
 
-struct Journal {
+/// The journal's file as read, and this daemon's running jobs.
+struct Ledger {
     path: PathBuf,
     file: Option<File>,
     bytes: u64,
@@ -179,7 +190,7 @@ fn is_live_daemon(pid: u32) -> bool {
             .is_ok_and(|c| c.trim_end() == "turbo-hipster")
 }
 
-impl Journal {
+impl Ledger {
     /// Reads the journal (counting the crashes it shows), rewrites it compacted, opens it.
     fn open(path: PathBuf) -> Self {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -206,7 +217,7 @@ impl Journal {
                 }
             );
         }
-        let mut journal = Journal {
+        let mut ledger = Ledger {
             path,
             file: None,
             bytes: 0,
@@ -214,8 +225,8 @@ impl Journal {
             running: HashMap::new(),
             crashes,
         };
-        journal.rewrite(&live);
-        journal
+        ledger.rewrite(&live);
+        ledger
     }
 
     fn crash_count(&self, key: &Key) -> u32 {
@@ -306,21 +317,13 @@ mod tests {
     #[test]
     fn a_job_costs_two_short_lines_and_the_file_stays_small() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("config.json");
         let jobs = dir.path().join("jobs");
         std::fs::create_dir(&jobs).unwrap();
-        let text = serde_json::json!({"jobs_working_dir": jobs, "worker_name": "bench"});
-        std::fs::write(&file, text.to_string()).unwrap();
-        let config = crate::config::load(&file).unwrap();
+        let journal = Journal::new(&jobs, "bench");
         let n = 20_000;
         let started = std::time::Instant::now();
         for i in 0..n {
-            let request = JobRequest {
-                function: "build:noop".into(),
-                unique: format!("{i:032x}"),
-                parameters: Default::default(),
-            };
-            drop(Entry::start(&config, &request).unwrap());
+            drop(journal.start("build:noop", &format!("{i:032x}")).unwrap());
         }
         let per_job = started.elapsed() / n;
         println!("journal: {per_job:?} per job");
@@ -344,7 +347,7 @@ mod tests {
             "C 1 build:x u1\nS 0 1 build:x u1\nS 0 2 build:y u2\nE 0 2\n",
         )
         .unwrap();
-        let j = Journal::open(p.clone());
+        let j = Ledger::open(p.clone());
         assert_eq!(j.crash_count(&key("build:x", "u1")), 2);
         assert_eq!(j.crash_count(&key("build:y", "u2")), 0);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "C 2 build:x u1\n");

@@ -1,9 +1,10 @@
 //! turbo-hipster: a Gearman worker for Zuul that loads its job runners as plugins.
 //!
 //! The binary (`main.rs`) is a thin CLI over these modules; read them top to bottom:
-//! [`config`] → [`plugins`] → [`jobs`] (with [`host_context`] and [`zuul`]; a job runs in a
-//! child process, [`isolation`], or in the daemon, guarded by the [`journal`]) → [`gearman`] →
-//! [`daemon`].
+//! [`config`] → [`plugins`] → [`jobs`] (with [`host_context`] and [`zuul`]) → [`pipeline`]
+//! (the service's jobs: a job runs on one of its [`job_threads`], in a child process,
+//! [`isolation`], or in the daemon, guarded by the [`journal`], and is recorded in the
+//! [`history`]) → [`gearman`] → [`service`] → [`daemon`].
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod jobs;
 pub mod journal;
 pub mod leftovers;
 pub mod logging;
+pub mod pipeline;
 pub mod plugins;
 pub mod service;
 pub mod zuul;

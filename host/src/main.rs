@@ -13,9 +13,11 @@ use turbo_hipster::config::{self, Config};
 use turbo_hipster::config_check;
 use turbo_hipster::daemon::{self, PidFile};
 use turbo_hipster::host_context::{channel_sink, CancelToken, JobEvent};
-use turbo_hipster::jobs::{self, JobRequest};
+use turbo_hipster::jobs::{JobOutcome, JobRequest};
+use turbo_hipster::pipeline::Pipeline;
 use turbo_hipster::plugins::{self, Registry};
-use turbo_hipster::{enqueue, logging, service, zuul};
+use turbo_hipster::service::{self, Shutdown};
+use turbo_hipster::{enqueue, logging, zuul};
 
 /// A Gearman worker for Zuul that tests database migrations against real datasets.
 #[derive(Parser, Debug)]
@@ -310,6 +312,7 @@ fn parse_params(params: &[String], params_file: Option<&Path>) -> Result<BTreeMa
     Ok(out)
 }
 
+/// `run-job`: the job through the same pipeline as the daemon's jobs, its progress printed.
 fn run_job(
     path: &Path,
     level: &str,
@@ -318,12 +321,45 @@ fn run_job(
     params_file: Option<&Path>,
 ) -> Result<ExitCode> {
     let _log = logging::init(level, true, None)?;
-    let config = load_config(path)?;
-    let mut parameters = parse_params(params, params_file)?;
-    let registry = plugins::build_serving_registry(&config);
+    let config = Arc::new(load_config(path)?);
+    let parameters = parse_params(params, params_file)?;
+    let registry = Arc::new(plugins::build_serving_registry(&config));
     for (source, message) in &registry.job_errors {
         tracing::warn!("{source}: {message}");
     }
+    let request = job_request(path, &registry, job, parameters)?;
+    let pipeline = Arc::new(Pipeline::new(config, registry));
+    let rt = tokio::runtime::Runtime::new()?;
+    let outcome = rt.block_on(run_one(&pipeline, request));
+    Ok(match outcome {
+        Ok(o) => {
+            println!("result: {}", o.result);
+            println!("logs: {}", o.url);
+            println!("duration: {} ms", o.duration.as_millis());
+            exit_code(o.is_success())
+        }
+        Err(result) => {
+            println!("result: {result}");
+            exit_code(false)
+        }
+    })
+}
+
+fn exit_code(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The request for `job` with the Zuul parameters a real build would have filled in.
+fn job_request(
+    path: &Path,
+    registry: &Registry,
+    job: &str,
+    mut parameters: BTreeMap<String, String>,
+) -> Result<JobRequest> {
     let Some(runner) = registry.find(job) else {
         bail!(
             "no job \"{job}\" in {} (jobs: {})",
@@ -338,56 +374,39 @@ fn run_job(
     let function = runner.function.clone();
     zuul::fill_zuul_parameters(&function, &mut parameters);
     let unique = parameters.get("ZUUL_UUID").cloned().unwrap_or_default();
-    let request = JobRequest {
-        function: function.clone(),
-        unique: unique.clone(),
+    Ok(JobRequest {
+        function,
+        unique,
         parameters,
-    };
-    let config = Arc::new(config);
-    let rt = tokio::runtime::Runtime::new()?;
-    let outcome = rt.block_on(async {
-        let prepared = match jobs::prepare(&config, &registry, request) {
-            Ok(p) => p,
-            Err(e) => return Err(e.result()),
-        };
-        println!("job {function} ({unique}) started; logs: {}", prepared.url);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let cancel = CancelToken::new();
-        let canceller = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping the job");
-                canceller.cancel("interrupted");
-            }
-        });
-        let printer = tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                match ev {
-                    JobEvent::Progress(n, d) => println!("progress: {n}/{d}"),
-                    JobEvent::WorkData(data) => println!("work data: {data}"),
-                }
-            }
-        });
-        let outcome = jobs::execute(config.clone(), prepared, channel_sink(tx), cancel).await;
-        let _ = printer.await;
-        Ok(outcome)
+    })
+}
+
+/// Prepares and runs the job, printing its events; Ctrl-C cancels it. `Err`: the result of a
+/// job that could not start.
+async fn run_one(pipeline: &Arc<Pipeline>, request: JobRequest) -> Result<JobOutcome, String> {
+    let (function, unique) = (request.function.clone(), request.unique.clone());
+    let prepared = pipeline.prepare(request).map_err(|e| e.result())?;
+    println!("job {function} ({unique}) started; logs: {}", prepared.url);
+    let cancel = CancelToken::new();
+    let canceller = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping the job");
+            canceller.cancel("interrupted");
+        }
     });
-    match outcome {
-        Ok(o) => {
-            println!("result: {}", o.result);
-            println!("logs: {}", o.url);
-            println!("duration: {} ms", o.duration.as_millis());
-            Ok(if o.is_success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                JobEvent::Progress(n, d) => println!("progress: {n}/{d}"),
+                JobEvent::WorkData(data) => println!("work data: {data}"),
+            }
         }
-        Err(result) => {
-            println!("result: {result}");
-            Ok(ExitCode::from(1))
-        }
-    }
+    });
+    let outcome = pipeline.run(prepared, channel_sink(tx), cancel).await;
+    let _ = printer.await;
+    Ok(outcome)
 }
 
 fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
@@ -444,7 +463,7 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
         if background_child {
             daemon::report_ready();
         }
-        service::serve(config, registry).await
+        service::serve(config, registry, Shutdown::on_signals()?).await
     })?;
     tracing::info!("turbo-hipster stopped");
     Ok(ExitCode::SUCCESS)

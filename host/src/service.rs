@@ -6,6 +6,11 @@
 //! forwarded) → WORK_DATA with `result` → exactly one WORK_COMPLETE (SUCCESS) or WORK_FAIL
 //! (an infrastructure failure: WORK_DATA with `error` and no `result`, then WORK_FAIL: Zuul retries).
 //! `stop:<manager>` cancels the named build; `set_description:<manager>` is kept with it.
+//!
+//! [`serve`] owns the service's [`Pipeline`] (its jobs' threads, history and journal) and takes
+//! its [`Shutdown`] as a parameter: the daemon's comes from SIGTERM/SIGINT
+//! ([`Shutdown::on_signals`]), a test's from a [`ShutdownHandle`], so the drain runs the same
+//! in both.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +22,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::gearman::worker::{AssignedJob, JobReporter, Worker, WorkerConfig};
 use crate::host_context::{CancelToken, EventSink, JobEvent};
-use crate::jobs::{self, JobRequest};
+use crate::jobs::{JobOutcome, JobRequest, PreparedJob};
+use crate::pipeline::{JobHooks, Pipeline};
 use crate::plugins::Registry;
 use crate::zuul::{self, WorkerFacts};
 
@@ -38,14 +44,60 @@ pub enum ServeError {
     NoServers,
 }
 
-/// Waits for SIGTERM or SIGINT.
-pub async fn shutdown_signal() -> Result<&'static str, ServeError> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// The requests to stop a service, in order: the first drains it, a second cuts the grace
+/// period short. Once every [`ShutdownHandle`] is gone without a request, none comes.
+pub struct Shutdown {
+    requests: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Asks a service to stop; cloneable.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    requests: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl ShutdownHandle {
+    /// Asks the service to stop (again: to stop waiting for its jobs); `why` is logged.
+    pub fn request(&self, why: &str) {
+        // A service that is gone needs no request.
+        let _ = self.requests.send(why.to_string());
+    }
+}
+
+impl Shutdown {
+    /// A shutdown requested through the handle.
+    pub fn channel() -> (ShutdownHandle, Shutdown) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (ShutdownHandle { requests: tx }, Shutdown { requests: rx })
+    }
+
+    /// A shutdown requested by SIGTERM or SIGINT; call it in the runtime that serves.
+    ///
+    /// # Errors
+    /// The signal handlers could not be installed.
+    pub fn on_signals() -> Result<Shutdown, ServeError> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let (handle, shutdown) = Self::channel();
+        tokio::spawn(async move {
+            loop {
+                let which = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                handle.request(which);
+            }
+        });
+        Ok(shutdown)
+    }
+
+    /// The next request (what asked for it).
+    async fn requested(&mut self) -> String {
+        match self.requests.recv().await {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// A build in progress, as `stop:` and `set_description:` find it (by its number, the unique).
@@ -81,6 +133,7 @@ impl Drop for BuildGuard {
 pub struct ZuulHandler {
     config: Arc<Config>,
     registry: Arc<Registry>,
+    pipeline: Arc<Pipeline>,
     builds: Mutex<HashMap<String, Arc<Build>>>,
     facts: WorkerFacts,
     stop_function: String,
@@ -88,8 +141,10 @@ pub struct ZuulHandler {
 }
 
 impl ZuulHandler {
-    /// A handler for these jobs.
-    pub fn new(config: Arc<Config>, registry: Arc<Registry>) -> Arc<Self> {
+    /// A handler for the jobs of `pipeline`.
+    pub fn new(pipeline: Arc<Pipeline>) -> Arc<Self> {
+        let config = pipeline.config().clone();
+        let registry = pipeline.registry().clone();
         let hostname = crate::config::hostname();
         let fqdn = fqdn(&hostname);
         Arc::new(Self {
@@ -102,6 +157,7 @@ impl ZuulHandler {
             },
             config,
             registry,
+            pipeline,
             builds: Mutex::new(HashMap::new()),
         })
     }
@@ -149,55 +205,15 @@ impl ZuulHandler {
     }
 
     async fn handle_build(self: Arc<Self>, job: AssignedJob, reporter: JobReporter) {
-        let function = job.function.clone();
-        let finish = |result: String, url: Option<&str>| send_result(&reporter, &result, url);
-        let unique = match job.unique_str() {
-            Ok(u) => u.to_string(),
-            Err(_) => {
-                finish(
-                    "FAILURE - invalid job parameters: the Gearman unique id is not UTF-8".into(),
-                    None,
-                );
-                return;
-            }
-        };
-        let parameters = match zuul::parse_parameters(&job.data) {
+        let prepared = match self.prepare(&job) {
             Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(%function, %unique, "refused: {e}");
-                finish(e.result(), None);
-                return;
-            }
+            Err(result) => return send_result(&reporter, &result, None),
         };
-        let request = JobRequest {
-            function: function.clone(),
-            unique: unique.clone(),
-            parameters,
-        };
-        let prepared = match jobs::prepare(&self.config, &self.registry, request) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(%function, %unique, "cannot start: {e}");
-                finish(e.result(), None);
-                return;
-            }
-        };
+        let (function, unique) = (job.function, prepared.request.unique.clone());
         let cancel = CancelToken::new();
-        let build = Arc::new(Build {
-            function: function.clone(),
-            cancel: cancel.clone(),
-            results_dir: prepared.job_dir.clone(),
-            finished: Arc::new(tokio::sync::Notify::new()),
-        });
-        self.lock().insert(unique.clone(), build.clone());
         // Forgets the build (and wakes a stop waiting for it) when the job is over, however it
         // ends.
-        let guard = BuildGuard {
-            handler: self.clone(),
-            unique: unique.clone(),
-            build,
-        };
-
+        let guard = self.register(&function, &unique, &cancel, &prepared);
         let start = zuul::start_work_data(
             &function,
             &unique,
@@ -207,38 +223,62 @@ impl ZuulHandler {
         );
         reporter.work_data(start.to_string());
         reporter.work_status(0, 1);
-
         // A lost connection means nobody waits for this build any more: cancel it.
         reporter.on_connection_lost({
             let cancel = cancel.clone();
             move || cancel.cancel("the Gearman connection that assigned the job was lost")
         });
-        // Progress and work data go straight from the plugin's thread to the connection.
-        let sink: EventSink = {
-            let reporter = reporter.clone();
-            Arc::new(move |ev| match ev {
-                JobEvent::Progress(n, d) => {
-                    reporter.work_status(n, d);
-                }
-                JobEvent::WorkData(data) => {
-                    reporter.work_data(data);
-                }
-            })
-        };
-        // The result goes out from the job's thread as soon as its logs are in place; the
-        // async side does not wait for the job at all.
-        let on_finish: jobs::OnFinish = {
-            let reporter = reporter.clone();
-            Box::new(move |o: &jobs::JobOutcome| send_result(&reporter, &o.result, Some(&o.url)))
-        };
-        // The job counts as running (a drain waits for it) until its history line is written.
-        let keep = Box::new((reporter.clone(), guard));
-        if let Err(e) = jobs::launch(self.config.clone(), prepared, sink, cancel, on_finish, keep) {
+        let hooks = gearman_hooks(&reporter, guard);
+        let launched = self
+            .pipeline
+            .launch(prepared, event_sink(&reporter), cancel, hooks);
+        if let Err(e) = launched {
             tracing::error!(%function, %unique, "cannot start a thread for the job: {e}");
-            finish(
-                format!("FAILURE - cannot start a thread for the job: {e}"),
-                None,
-            );
+            let result = format!("FAILURE - cannot start a thread for the job: {e}");
+            send_result(&reporter, &result, None);
+        }
+    }
+
+    /// The assigned job as a prepared one, or the result that refuses it.
+    fn prepare(&self, job: &AssignedJob) -> Result<PreparedJob, String> {
+        let function = &job.function;
+        let unique = job.unique_str().map_err(|_| {
+            "FAILURE - invalid job parameters: the Gearman unique id is not UTF-8".to_string()
+        })?;
+        let parameters = zuul::parse_parameters(&job.data).map_err(|e| {
+            tracing::warn!(%function, %unique, "refused: {e}");
+            e.result()
+        })?;
+        let request = JobRequest {
+            function: function.clone(),
+            unique: unique.to_string(),
+            parameters,
+        };
+        self.pipeline.prepare(request).map_err(|e| {
+            tracing::warn!(%function, %unique, "cannot start: {e}");
+            e.result()
+        })
+    }
+
+    /// Lists the build for `stop:` and `set_description:` until the returned guard goes.
+    fn register(
+        self: &Arc<Self>,
+        function: &str,
+        unique: &str,
+        cancel: &CancelToken,
+        prepared: &PreparedJob,
+    ) -> BuildGuard {
+        let build = Arc::new(Build {
+            function: function.to_string(),
+            cancel: cancel.clone(),
+            results_dir: prepared.job_dir.clone(),
+            finished: Arc::new(tokio::sync::Notify::new()),
+        });
+        self.lock().insert(unique.to_string(), build.clone());
+        BuildGuard {
+            handler: self.clone(),
+            unique: unique.to_string(),
+            build,
         }
     }
 
@@ -313,6 +353,32 @@ impl ZuulHandler {
     }
 }
 
+/// Progress and work data go straight from the plugin's thread to the connection.
+fn event_sink(reporter: &JobReporter) -> EventSink {
+    let reporter = reporter.clone();
+    Arc::new(move |ev| match ev {
+        JobEvent::Progress(n, d) => {
+            reporter.work_status(n, d);
+        }
+        JobEvent::WorkData(data) => {
+            reporter.work_data(data);
+        }
+    })
+}
+
+/// The result goes out from the job's thread as soon as its logs are in place; the async side
+/// does not wait for the job at all. The job counts as running (a drain waits for it, a stop
+/// finds it) until its history line is written: the reporter and the build's guard are held
+/// until then.
+fn gearman_hooks(reporter: &JobReporter, guard: BuildGuard) -> JobHooks {
+    let keep = (reporter.clone(), guard);
+    let reporter = reporter.clone();
+    JobHooks {
+        on_result: Box::new(move |o: &JobOutcome| send_result(&reporter, &o.result, Some(&o.url))),
+        on_done: Box::new(move |_| drop(keep)),
+    }
+}
+
 /// The end of a build for Zuul: WORK_DATA with `result` (and `url`), then exactly one terminal
 /// packet: WORK_COMPLETE (carrying the same data) on SUCCESS, WORK_FAIL otherwise.
 ///
@@ -354,26 +420,23 @@ fn fqdn(hostname: &str) -> String {
         .unwrap_or_else(|| hostname.to_string())
 }
 
-/// Serves every job of `registry` until a shutdown signal, then drains: no new jobs, running
-/// ones get `shutdown_grace_seconds` to finish, the rest are aborted (ABORTED).
+/// Serves every job of `registry` until `shutdown` asks it to stop, then drains: no new jobs,
+/// running ones get `shutdown_grace_seconds` to finish (a second request cuts that short), the
+/// rest are aborted (ABORTED). Returns once every job is over, its history line written.
 ///
 /// # Errors
 /// Only when the daemon cannot run at all.
-pub async fn serve(config: Arc<Config>, registry: Arc<Registry>) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    mut shutdown: Shutdown,
+) -> Result<(), ServeError> {
     if config.gearman_servers.is_empty() {
         return Err(ServeError::NoServers);
     }
-    crate::history::open_at_start(&config.jobs_working_dir.join(crate::jobs::HISTORY_FILE));
-    let handler = ZuulHandler::new(config.clone(), registry.clone());
-    let worker_config = handler.worker_config();
-    let h = handler.clone();
-    let worker = Worker::spawn(
-        worker_config,
-        move |job: AssignedJob, reporter: JobReporter| {
-            let h = h.clone();
-            async move { h.handle(job, reporter).await }
-        },
-    )?;
+    let pipeline = Arc::new(Pipeline::new(config.clone(), registry.clone()).with_journal());
+    let handler = ZuulHandler::new(pipeline);
+    let worker = spawn_worker(&handler)?;
     tracing::info!(
         worker = %config.worker_name,
         manager = %config.manager_name,
@@ -382,7 +445,33 @@ pub async fn serve(config: Arc<Config>, registry: Arc<Registry>) -> Result<(), S
         slots = config.max_concurrent_jobs,
         "turbo-hipster serving"
     );
-    let which = shutdown_signal().await?;
+    let which = shutdown.requested().await;
+    drain(&config, &handler, &worker, &mut shutdown, &which).await;
+    worker.shutdown().await;
+    Ok(())
+}
+
+fn spawn_worker(handler: &Arc<ZuulHandler>) -> Result<Worker, ServeError> {
+    let h = handler.clone();
+    let worker = Worker::spawn(
+        handler.worker_config(),
+        move |job: AssignedJob, reporter: JobReporter| {
+            let h = h.clone();
+            async move { h.handle(job, reporter).await }
+        },
+    )?;
+    Ok(worker)
+}
+
+/// Takes no new jobs and waits for the running ones, up to the grace period or a second
+/// shutdown request; then aborts what still runs and waits for it to end.
+async fn drain(
+    config: &Config,
+    handler: &ZuulHandler,
+    worker: &Worker,
+    shutdown: &mut Shutdown,
+    which: &str,
+) {
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     tracing::info!(
         running = worker.running_jobs(),
@@ -393,14 +482,11 @@ pub async fn serve(config: Arc<Config>, registry: Arc<Registry>) -> Result<(), S
     let drained = tokio::select! {
         _ = worker.wait_idle() => true,
         _ = tokio::time::sleep(grace) => false,
-        // A second signal cuts the grace period short.
-        r = shutdown_signal() => { r?; false }
+        _ = shutdown.requested() => false,
     };
     if !drained {
         let n = handler.abort_all("the daemon is shutting down");
         tracing::warn!("aborting {n} running job(s)");
         worker.wait_idle().await;
     }
-    worker.shutdown().await;
-    Ok(())
 }

@@ -212,6 +212,7 @@ fn a_torn_history_is_repaired_when_the_daemon_starts() {
         std::fs::read_to_string(jobs_dir.join("jobs.jsonl.torn")).unwrap(),
         "{\"result\":\"FAIL\n"
     );
+    // The daemon writes its log in batches, a few milliseconds late.
     assert!(
         daemon.wait_log(
             "the job history ended in a torn line",

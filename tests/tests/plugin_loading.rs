@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 use turbo_hipster::config;
 use turbo_hipster::host_context::CancelToken;
-use turbo_hipster::jobs::{self, JobRequest};
+use turbo_hipster::jobs::JobRequest;
+use turbo_hipster::pipeline::Pipeline;
 use turbo_hipster::plugins::{self, PluginLoadError};
 use turbo_hipster_tests::{built, fixture, text, Fixture, PluginDir, Setup};
 
@@ -162,6 +163,7 @@ fn a_panic_in_run_fails_the_job_and_the_next_job_runs() {
     let config = Arc::new(config::load(&setup.config).unwrap());
     let registry = Arc::new(plugins::build_registry(&config));
     assert!(registry.is_complete(), "{:?}", registry.job_errors);
+    let pipeline = Arc::new(Pipeline::new(config.clone(), registry.clone()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let run = |function: &str, unique: &str| {
         let req = JobRequest {
@@ -169,10 +171,9 @@ fn a_panic_in_run_fails_the_job_and_the_next_job_runs() {
             unique: unique.into(),
             parameters: BTreeMap::new(),
         };
-        let prepared = jobs::prepare(&config, &registry, req).unwrap();
+        let prepared = pipeline.prepare(req).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let outcome = rt.block_on(jobs::execute(
-            config.clone(),
+        let outcome = rt.block_on(pipeline.run(
             prepared,
             turbo_hipster::host_context::channel_sink(tx),
             CancelToken::new(),
