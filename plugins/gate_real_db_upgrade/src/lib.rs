@@ -64,6 +64,7 @@ pub mod leftovers;
 pub mod limits;
 pub mod logparse;
 pub mod messages;
+pub mod provisioning;
 pub mod report;
 pub mod run;
 pub mod settings;
