@@ -29,6 +29,7 @@
 mod checksum;
 mod copy;
 mod lock;
+mod registry;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -366,6 +367,7 @@ impl Provider<'_> {
                 built
             }
         }
+        .inspect(|()| registry::record(state, self.dataset, golden))
     }
 
     /// Drops the dataset's golden copies other than `keep` (other checksums, leftover builds).
@@ -391,7 +393,9 @@ impl Provider<'_> {
         match self.dataset.engine {
             Engine::Sqlite => sqlite_remove(&self.golden_server(state), name),
             _ => self.server.drop_database(name),
-        }
+        }?;
+        registry::forget(state, name);
+        Ok(())
     }
 
     /// Copies the golden copy as `db`; the method's name.
@@ -421,6 +425,74 @@ impl Provider<'_> {
             }
         }
     }
+}
+
+/// What `turbo-hipster prepare-datasets` asks of a job's datasets
+/// ([`turbo_hipster_sdk::PrepareDatasets`]): build the golden copy of every dataset that has a
+/// fast path (again, with `rebuild`), then with `prune` remove this jobs dir's golden copies
+/// of datasets that no longer exist (their config file is gone, or it is in `datasets_dir`
+/// and no longer defines them). Returns what was done, one line each, and the failures.
+pub fn prepare_datasets(
+    datasets: &[Dataset],
+    datasets_dir: &Path,
+    state: &Path,
+    claims: Option<&Path>,
+    options: turbo_hipster_sdk::PrepareDatasets,
+) -> (Vec<String>, Vec<String>) {
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    for dataset in datasets {
+        let server = Server::new(dataset.engine, dataset.connection.clone(), PathBuf::new());
+        let note = |text: &str| tracing::info!("dataset {}: {text}", dataset.name);
+        let provider = Provider {
+            server: &server,
+            dataset,
+            state: Some(state),
+            claims,
+            cancel: &turbo_hipster_sdk::support::process::NeverCancelled,
+            note: &note,
+        };
+        if dataset.provisioning == Provisioning::Reload
+            || !Provisioning::fast_path_for(dataset.engine)
+        {
+            done.push(format!(
+                "dataset {}: reloads its seed, nothing to prepare",
+                dataset.name
+            ));
+            continue;
+        }
+        match provider.prepare(options.rebuild) {
+            Ok(golden) => done.push(format!(
+                "dataset {}: golden copy {golden} ready",
+                dataset.name
+            )),
+            Err(e) => failed.push(format!(
+                "dataset {} ({}): {e}",
+                dataset.name,
+                dataset.source.display()
+            )),
+        }
+    }
+    if options.prune {
+        for record in registry::all(state) {
+            let exists = record.source.is_file()
+                && (!record.source.starts_with(datasets_dir)
+                    || datasets
+                        .iter()
+                        .any(|d| d.name == record.dataset && d.source == record.source));
+            if exists {
+                continue;
+            }
+            let name = record.golden.database.clone();
+            match registry::remove(state, &record) {
+                Ok(()) => done.push(format!(
+                    "pruned the golden copy {name} of the removed dataset {}",
+                    record.dataset
+                )),
+                Err(e) => failed.push(format!("cannot prune the golden copy {name}: {e}")),
+            }
+        }
+    }
+    (done, failed)
 }
 
 /// A read-only golden file from the loaded `from`, renamed into place at `to`.

@@ -3,7 +3,8 @@
 //! (`summary.json` says how and how long); the golden copy's contents (every table's rows, the
 //! schema) are the same before and after a job whose migration fails and a job whose
 //! `run-job` is killed (`SIGKILL`) in the middle of a migration; the killed job's clone is
-//! dropped by the next start, like any run database.
+//! dropped by the next start, like any run database. `turbo-hipster prepare-datasets` builds
+//! golden copies ahead of time, `--rebuild` again, `--prune` removes those of removed datasets.
 #![allow(clippy::unwrap_used)]
 
 mod e2e_support;
@@ -11,7 +12,7 @@ mod e2e_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_support::{assert_no_databases, example, require, server, World};
+use e2e_support::{assert_no_databases, built, example, require, server, World};
 use gate_real_db_upgrade::dataset::Engine;
 use gate_real_db_upgrade::dataset_run::database_prefix;
 use serde_json::json;
@@ -157,4 +158,70 @@ fn postgresql_golden_copy_survives_a_failing_run_and_a_killed_run() {
         golden.as_str()
     );
     assert_eq!(golden_content(&golden), before);
+}
+
+/// `turbo-hipster -c <world config> prepare-datasets <args>`: exit status and stdout.
+fn prepare(world: &World, args: &[&str]) -> (bool, String) {
+    let out = Command::new(&built().daemon)
+        .arg("-c")
+        .arg(&world.config)
+        .arg("prepare-datasets")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.success(),
+        format!("{stdout}\n--- stderr\n{stderr}"),
+    )
+}
+
+#[test]
+fn prepare_datasets_builds_rebuilds_and_prunes_golden_copies() {
+    require(Engine::PostgreSql);
+    let mut world = World::new(json!({"engine": "postgresql"}));
+    let name = format!("prep{:x}", std::process::id());
+    let dir = world.example_dataset(&name);
+    world.project_from("example/shop", &example().join("project"));
+    let _cleanup = DropGoldens(format!("th_golden_{name}_"));
+    let pg = server(Engine::PostgreSql);
+    let goldens = || {
+        pg.databases_with_prefix(&format!("th_golden_{name}_"))
+            .unwrap()
+    };
+
+    let (ok, out) = prepare(&world, &[]);
+    assert!(ok, "{out}");
+    let golden = goldens();
+    assert_eq!(golden.len(), 1, "{out}");
+    assert!(
+        out.contains(&format!("golden copy {} ready", golden[0])),
+        "{out}"
+    );
+    assert!(out.contains("building the golden copy"), "{out}");
+    // Up to date: nothing built; --rebuild builds again.
+    let (ok, out) = prepare(&world, &[]);
+    assert!(ok && !out.contains("building the golden copy"), "{out}");
+    let (ok, out) = prepare(&world, &["--rebuild"]);
+    assert!(ok && out.contains("building the golden copy"), "{out}");
+    assert_eq!(goldens(), golden);
+
+    // A job uses the prepared copy without building it.
+    let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
+    let run = world.run("example/shop", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    assert!(!run
+        .file(&format!("{name}.log"))
+        .contains("building the golden copy"));
+
+    // The dataset removed: --prune drops its golden copy.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (ok, out) = prepare(&world, &["--prune"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("pruned the golden copy {}", golden[0])),
+        "{out}"
+    );
+    assert!(goldens().is_empty(), "{:?}", goldens());
 }
