@@ -8,9 +8,9 @@
 //!   … TEMPLATE` never finds a session on it). It is loaded under a temporary name claimed like
 //!   a run database ([`crate::leftovers`], so a killed build is dropped at the next start),
 //!   then sealed and renamed: a database with the golden name is always complete. Each run
-//!   gets `CREATE DATABASE <run> TEMPLATE <golden> STRATEGY FILE_COPY`
-//!   ([`Server::clone_database`]); FILE_COPY measured faster than WAL_LOG here and writes no
-//!   WAL for the copy.
+//!   gets `CREATE DATABASE <run> TEMPLATE <golden> STRATEGY FILE_COPY` (`WAL_LOG` below
+//!   256 MB, which skips FILE_COPY's checkpoint: see [`Server::clone_database`] for the
+//!   figures).
 //! - SQLite: the file `<state>/sqlite/<golden>.sqlite`, read-only, renamed into place once
 //!   loaded; each run gets a reflink or plain copy of it.
 //! - MySQL/MariaDB: no fast path yet; they reload.
