@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
-use gate_real_db_upgrade::engine::Server;
+use gate_real_db_upgrade::engine::{Server, VersionSource};
 use gate_real_db_upgrade::provisioning::{Provider, Provisioned};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::NeverCancelled;
@@ -216,6 +216,20 @@ fn report(engine: &str, mb: f64, t: &Timed) -> f64 {
     ratio
 }
 
+/// Drops the benchmark's PostgreSQL databases (scratch, runs, golden copy), even on a panic.
+struct DropDatabases(Vec<String>);
+
+impl Drop for DropDatabases {
+    fn drop(&mut self) {
+        let server = Server::new(Engine::PostgreSql, Connection::default(), "/".into());
+        for prefix in &self.0 {
+            for name in server.databases_with_prefix(prefix).unwrap_or_default() {
+                let _ = server.drop_database(&name);
+            }
+        }
+    }
+}
+
 fn assert_targets() -> bool {
     std::env::var("TH_BENCH_ASSERT").is_ok_and(|v| v == "1")
 }
@@ -226,6 +240,7 @@ fn postgresql_reload_versus_clone() {
     let tag = format!("thb{:x}", std::process::id());
     let server = Server::new(Engine::PostgreSql, Connection::default(), tmp.path().into());
     server.ping().unwrap();
+    let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
     let scratch = format!("{tag}_gen");
     let _ = server.drop_database(&scratch);
     server
@@ -248,15 +263,6 @@ fn postgresql_reload_versus_clone() {
     let content =
         "SELECT count(*) || md5(string_agg(id::text || email, ',' ORDER BY id)) FROM customers";
     let same = psql(&format!("{tag}_r"), content) == psql(&format!("{tag}_c"), content);
-    for name in server.databases_with_prefix(&tag).unwrap() {
-        server.drop_database(&name).unwrap();
-    }
-    for name in server
-        .databases_with_prefix(&format!("th_golden_{tag}_"))
-        .unwrap()
-    {
-        server.drop_database(&name).unwrap();
-    }
     assert!(same, "reload and clone differ");
     let ratio = report("PostgreSQL", mb, &timed);
     assert_eq!(timed.clone.method, "clone");
@@ -279,8 +285,26 @@ fn sqlite_reload_versus_copy() {
     std::fs::create_dir_all(&dbs).unwrap();
     let server = Server::new(Engine::Sqlite, Connection::default(), dbs);
     let timed = measure(&server, &ds, &tmp.path().join("state"), "bench");
-    let same = std::fs::read(server.sqlite_path("bench_c")).unwrap().len() > 0;
-    assert!(same);
+    // Row counts and a sum over the rows, read back through the version-table reader.
+    let digest = |db: &str| {
+        server
+            .execute(
+                db,
+                "CREATE TABLE th_check AS SELECT (SELECT count(*) || ':' || sum(length(email) * id) \
+                 FROM customers) || '/' || (SELECT count(*) FROM order_events) AS version",
+            )
+            .unwrap();
+        server
+            .schema_version(db, &VersionSource::Table("th_check".into()))
+            .unwrap()
+            .unwrap()
+    };
+    let (reloaded, copied) = (digest("bench_r"), digest("bench_c"));
+    assert_eq!(reloaded, copied, "reload and copy differ");
+    assert!(
+        reloaded.starts_with(&format!("{}:", rows_for(size_mb()))),
+        "{reloaded}"
+    );
     let ratio = report("SQLite", mb, &timed);
     assert!(["reflink", "copy"].contains(&timed.clone.method.as_str()));
     if assert_targets() {
