@@ -51,6 +51,17 @@ enum Command {
     /// Validate the configuration and every job's plugin configuration, and check what the
     /// daemon or a job would refuse later (servers, writable directories, seeds, scripts).
     CheckConfig,
+    /// Build the datasets' golden copies now (what the first job needing one would do), so no
+    /// job waits for it; `--rebuild` builds them again, `--prune` removes those of datasets
+    /// that no longer exist.
+    PrepareDatasets {
+        /// Build again even golden copies that are up to date.
+        #[arg(long)]
+        rebuild: bool,
+        /// Remove golden copies of datasets that no longer exist.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Run one job now, without Gearman, as the daemon would.
     RunJob {
         /// The job (`build:NAME` or `NAME`).
@@ -112,6 +123,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::RunJobChild) => Ok(turbo_hipster::isolation::child_main()),
         Some(Command::CheckConfig) => check_config(&config_path, &cli.log_level),
         Some(Command::Plugins) => list_plugins(&config_path, &cli.log_level),
+        Some(Command::PrepareDatasets { rebuild, prune }) => {
+            prepare_datasets(&config_path, &cli.log_level, rebuild, prune)
+        }
         Some(Command::RunJob {
             ref job,
             ref params,
@@ -240,6 +254,23 @@ fn check_config(path: &Path, level: &str) -> Result<ExitCode> {
         registry.jobs.len(),
         registry.functions().join(", ")
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prepare-datasets`: every job's plugin prepares its datasets while it loads; what failed
+/// is printed and makes the exit status 1.
+fn prepare_datasets(path: &Path, level: &str, rebuild: bool, prune: bool) -> Result<ExitCode> {
+    let _log = logging::init(level, true, None)?;
+    let config = load_config(path)?;
+    let prepare = turbo_hipster_sdk::PrepareDatasets { rebuild, prune };
+    let registry = plugins::prepare_registry(&config, prepare);
+    for (source, message) in &registry.job_errors {
+        println!("error: {source}: {message}");
+    }
+    if !registry.job_errors.is_empty() {
+        return Ok(ExitCode::from(1));
+    }
+    println!("datasets prepared for {} job(s)", registry.jobs.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -384,7 +384,18 @@ pub fn host_settings(config: &Config) -> HostSettings {
         git_origin: config.git_origin.clone(),
         check_only: false,
         clean_leftovers: false,
+        prepare_datasets: None,
     }
+}
+
+/// [`build_registry`] for `prepare-datasets`: plugins prepare their data while they load
+/// ([`HostSettings::prepare_datasets`]); a failure is one of the registry's job errors.
+pub fn prepare_registry(config: &Config, prepare: turbo_hipster_sdk::PrepareDatasets) -> Registry {
+    let settings = HostSettings {
+        prepare_datasets: Some(prepare),
+        ..host_settings(config)
+    };
+    build_registry_with(config, &settings)
 }
 
 /// Loads every plugin the config names and creates a runner for every job.

@@ -30,6 +30,20 @@ pub struct HostSettings {
     /// `plugins`): a plugin's runner may then remove what runs of killed predecessors left
     /// (see [`crate::support::owner`]).
     pub clean_leftovers: bool,
+    /// Set by `turbo-hipster prepare-datasets`: a plugin that keeps prepared copies of its data
+    /// (the gate plugin's golden copies) makes them now, in [`crate::Plugin::new`], and
+    /// reports a failure as a configuration error.
+    pub prepare_datasets: Option<PrepareDatasets>,
+}
+
+/// What `turbo-hipster prepare-datasets` asks for.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct PrepareDatasets {
+    /// Build again even what is up to date (`--rebuild`).
+    pub rebuild: bool,
+    /// Remove what belongs to data that no longer exists (`--prune`).
+    pub prune: bool,
 }
 
 /// One configured job, as handed to [`crate::Plugin::new`].

@@ -361,6 +361,8 @@ pub struct Dataset {
     pub limits: Limits,
     /// The whole run's time limit (default: the job's).
     pub timeout: Option<Duration>,
+    /// How a run's database is made (`provisioning`: golden copy and clone, or reload).
+    pub provisioning: crate::provisioning::Provisioning,
 }
 
 impl Dataset {
@@ -784,6 +786,7 @@ const TOP_KEYS: &[&str] = &[
     KEY_ROWS_CHANGED,
     KEY_ROWS_READ,
     "timeout",
+    "provisioning",
 ];
 
 fn parse_dataset(
@@ -1046,6 +1049,8 @@ fn parse_dataset(
         },
     };
 
+    let provisioning = parse_provisioning(c, obj.get("provisioning"), engine);
+
     Some(Dataset {
         name: name.to_string(),
         dir: dir.to_path_buf(),
@@ -1064,7 +1069,45 @@ fn parse_dataset(
         upgrade_path,
         limits,
         timeout,
+        provisioning,
     })
+}
+
+/// `provisioning`: `auto` (default), `clone` (only where the engine has a fast path) or
+/// `reload`.
+fn parse_provisioning(
+    c: &mut Checker,
+    value: Option<&Value>,
+    engine: Engine,
+) -> crate::provisioning::Provisioning {
+    use crate::provisioning::Provisioning;
+    let Some(value) = value else {
+        return Provisioning::Auto;
+    };
+    match value.as_str().and_then(Provisioning::parse) {
+        Some(Provisioning::Clone) if !Provisioning::fast_path_for(engine) => {
+            c.err(
+                "provisioning",
+                format!(
+                    "\"clone\" is not available for {} (only PostgreSQL and SQLite have \
+                     golden copies); use \"auto\" or \"reload\"",
+                    engine.name()
+                ),
+            );
+            Provisioning::Auto
+        }
+        Some(p) => p,
+        None => {
+            c.err(
+                "provisioning",
+                format!(
+                    "must be one of {}, not {value}",
+                    Provisioning::NAMES.join(", ")
+                ),
+            );
+            Provisioning::Auto
+        }
+    }
 }
 
 fn parse_connection(c: &mut Checker, path: &str, value: &Value) -> Connection {

@@ -65,6 +65,8 @@ pub struct DatasetJob<'a> {
     pub worker: &'a str,
     /// Where run databases are claimed ([`crate::leftovers`]); `None`: not recorded.
     pub claims: Option<&'a Path>,
+    /// Where golden copies are kept ([`crate::provisioning`]); `None`: always reload.
+    pub golden: Option<&'a Path>,
     /// The job's configuration.
     pub settings: &'a Settings,
     /// The change (its URL and project serve the upgrade-path refs too).
@@ -320,6 +322,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         final_version: None,
         expected_version: None,
         migrations: Vec::new(),
+        provisioning: None,
     };
     let log_path = job.results_dir.join(log_name(&ds.name));
     let log = match LogFile::create(&log_path) {
@@ -512,16 +515,29 @@ impl Run<'_, '_> {
             self.log,
         )
         .with_claim(claim);
-        let seeding = Instant::now();
-        match self
-            .server
-            .create_from_seed_cancellable(self.db, &ds.seed, self.job.cancel)
-        {
-            Ok(()) => self.note(&format!(
-                "database {} created from the seed in {} ms",
-                self.db,
-                seeding.elapsed().as_millis()
-            )),
+        let note = |text: &str| self.note(text);
+        let provider = crate::provisioning::Provider {
+            server: self.server,
+            dataset: ds,
+            state: self.job.golden,
+            claims: self.job.claims,
+            cancel: self.job.cancel,
+            note: &note,
+        };
+        match provider.provide(self.db) {
+            Ok(done) => {
+                self.note(&format!(
+                    "database {} created by {}{} in {:.3} s",
+                    self.db,
+                    done.method,
+                    done.golden
+                        .as_deref()
+                        .map(|g| format!(" of the golden copy {g}"))
+                        .unwrap_or_default(),
+                    done.seconds
+                ));
+                summary.provisioning = Some(done);
+            }
             Err(_) if self.job.cancel.is_cancelled() => {
                 self.note("cancelled while loading the seed");
                 out.cancelled = true;

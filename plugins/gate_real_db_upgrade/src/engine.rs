@@ -14,6 +14,7 @@
 //! `Send + Sync`; several dataset threads may use one at once.
 
 mod client;
+mod golden;
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -26,6 +27,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
+
+pub use golden::GoldenState;
 
 use crate::dataset::{Connection, Engine, Seed, SeedFormat};
 

@@ -58,7 +58,8 @@ impl RunDatabase {
         }
     }
 
-    fn server(&self) -> Option<Server> {
+    /// The server this database lives on; `None` for an unknown engine.
+    pub fn server(&self) -> Option<Server> {
         let engine = Engine::from_name(&self.engine)?;
         let connection = Connection {
             host: self.host.clone(),

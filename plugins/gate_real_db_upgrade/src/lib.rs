@@ -65,6 +65,7 @@ pub mod leftovers;
 pub mod limits;
 pub mod logparse;
 pub mod messages;
+pub mod provisioning;
 pub mod report;
 pub mod run;
 pub mod settings;
@@ -132,6 +133,9 @@ impl Plugin for GateRealDbUpgrade {
                 leftovers::drop_orphaned(&dir);
             }
         }
+        if let Some(options) = config.host.prepare_datasets {
+            prepare(&settings, config, options)?;
+        }
         Ok(Self { settings })
     }
 
@@ -147,6 +151,37 @@ impl Plugin for GateRealDbUpgrade {
             ctx: Some(ctx),
         };
         run::run_job(&self.settings, ctx.job(), &dirs, &env)
+    }
+}
+
+/// `turbo-hipster prepare-datasets` ([`provisioning::prepare_datasets`]): each dataset's line
+/// printed; failures are the job's configuration errors.
+fn prepare(
+    settings: &Settings,
+    config: &JobConfig,
+    options: turbo_hipster_sdk::PrepareDatasets,
+) -> Result<(), PluginError> {
+    let Some(state) = provisioning::state_dir(&config.host) else {
+        return Err(PluginError::Config(vec![
+            "prepare-datasets: no jobs_working_dir to keep golden copies in".into(),
+        ]));
+    };
+    let datasets = run::load_datasets(settings).map_err(PluginError::Config)?;
+    let claims = leftovers::claims_dir(&config.host);
+    let (done, failed) = provisioning::prepare_datasets(
+        &datasets,
+        &settings.datasets_dir,
+        &state,
+        claims.as_deref(),
+        options,
+    );
+    for line in &done {
+        println!("{}: {line}", config.function);
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::Config(failed))
     }
 }
 

@@ -170,6 +170,9 @@ pub struct DatasetSummary {
     pub expected_version: Option<String>,
     /// Every migration seen.
     pub migrations: Vec<MigrationSummary>,
+    /// How the run's database was made (`{method, seconds, golden}`); absent when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<crate::provisioning::Provisioned>,
 }
 
 /// The whole job.
@@ -353,11 +356,18 @@ mod tests {
                     Some(60.0),
                     vec![],
                 )],
+                provisioning: Some(crate::provisioning::Provisioned {
+                    method: "copy".into(),
+                    seconds: 0.5,
+                    golden: None,
+                }),
             }],
         };
         let json = summary.to_json();
         assert_eq!(json["schema"], 1);
         assert_eq!(json["datasets"][0]["migrations"][0]["status"], "ok");
+        assert_eq!(json["datasets"][0]["provisioning"]["method"], "copy");
+        assert_eq!(json["datasets"][0]["provisioning"]["seconds"], 0.5);
         assert_eq!(json["datasets"][0]["migrations"][0]["duration_ms"], 1500);
         assert_eq!(
             json["datasets"][0]["migrations"][0]["end"],

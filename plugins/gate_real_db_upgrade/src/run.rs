@@ -214,6 +214,7 @@ pub fn run_job(
         .unwrap_or(job.unique.as_str())
         .to_string();
     let claims = crate::leftovers::claims_dir(&job.host);
+    let golden = crate::provisioning::state_dir(&job.host);
     let split = settings.parameters.split(&job.parameters);
     if !split.dropped.is_empty() {
         tracing::info!("{}", describe_dropped(&split.dropped));
@@ -230,6 +231,7 @@ pub fn run_job(
             unique: &unique,
             worker: &job.host.worker_name,
             claims: claims.as_deref(),
+            golden: golden.as_deref(),
             change: &change,
             checkout: &checkout.path,
             git_cache: &git_cache,
@@ -287,6 +289,7 @@ struct DatasetJobBase<'a> {
     unique: &'a str,
     worker: &'a str,
     claims: Option<&'a Path>,
+    golden: Option<&'a Path>,
     change: &'a ZuulChange,
     checkout: &'a Path,
     git_cache: &'a Path,
@@ -326,6 +329,7 @@ fn run_datasets(
                 unique: base.unique,
                 worker: base.worker,
                 claims: base.claims,
+                golden: base.golden,
                 settings,
                 change: base.change,
                 checkout: base.checkout,
@@ -411,6 +415,7 @@ fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
         final_version: None,
         expected_version: None,
         migrations: Vec::new(),
+        provisioning: None,
     }
 }
 

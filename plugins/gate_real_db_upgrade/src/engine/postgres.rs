@@ -41,7 +41,7 @@ fn options(ep: &Endpoint, database: &str) -> PgConnectOptions {
     options.disable_statement_logging()
 }
 
-fn code(e: &sqlx::Error) -> Option<String> {
+pub(super) fn code(e: &sqlx::Error) -> Option<String> {
     e.as_database_error()
         .and_then(|db| db.code())
         .map(|c| c.into_owned())
@@ -96,7 +96,7 @@ fn unavailable(ep: &Endpoint, e: &sqlx::Error) -> Option<EngineError> {
     }
 }
 
-fn classify(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
+pub(super) fn classify_error(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
     if let Some(gone) = unavailable(ep, e) {
         return gone;
     }
@@ -123,13 +123,18 @@ async fn connect(ep: &Endpoint, database: Option<&str>) -> Result<PgConnection, 
     }
 }
 
+/// A connection to the admin database, for server-wide work.
+pub(super) async fn connect_admin(ep: &Endpoint) -> Result<PgConnection, EngineError> {
+    connect(ep, None).await
+}
+
 async fn close(conn: PgConnection) {
     let _ = conn.close().await;
 }
 
 pub(super) async fn ping(ep: &Endpoint) -> Result<(), EngineError> {
     let mut conn = connect(ep, None).await?;
-    let result = conn.ping().await.map_err(|e| classify(ep, &e));
+    let result = conn.ping().await.map_err(|e| classify_error(ep, &e));
     close(conn).await;
     result
 }
@@ -149,7 +154,7 @@ pub(super) async fn create_database(ep: &Endpoint, name: &str) -> Result<(), Eng
         Err(e) if code(&e).as_deref() == Some(DUPLICATE_DATABASE) => Err(EngineError::Other(
             format!("{ep}: database {name} already exists"),
         )),
-        Err(e) => Err(classify(ep, &e)),
+        Err(e) => Err(classify_error(ep, &e)),
     }
 }
 
@@ -230,7 +235,7 @@ pub(super) async fn drop_database(ep: &Endpoint, name: &str) -> Result<(), Engin
         result = sqlx::raw_sql(&plain).execute(&mut conn).await;
     }
     close(conn).await;
-    result.map(drop).map_err(|e| classify(ep, &e))
+    result.map(drop).map_err(|e| classify_error(ep, &e))
 }
 
 /// The non-NULL values of `column` in `table` as text; `None` when the table is missing.
@@ -259,7 +264,7 @@ pub(super) async fn column_values(
         {
             Ok(None)
         }
-        Err(e) => Err(classify(ep, &e)),
+        Err(e) => Err(classify_error(ep, &e)),
     }
 }
 
@@ -285,7 +290,7 @@ pub(super) async fn counters(
     .await;
     close(conn).await;
     let Some((returned, fetched, inserted, updated, deleted)) =
-        result.map_err(|e| classify(ep, &e))?
+        result.map_err(|e| classify_error(ep, &e))?
     else {
         return Err(EngineError::Other(format!(
             "{ep}: database {name} does not exist"
@@ -308,7 +313,7 @@ pub(super) async fn execute(ep: &Endpoint, name: &str, sql: &str) -> Result<(), 
     let mut conn = connect(ep, Some(name)).await?;
     let result = sqlx::raw_sql(sql).execute(&mut conn).await;
     close(conn).await;
-    result.map(drop).map_err(|e| classify(ep, &e))
+    result.map(drop).map_err(|e| classify_error(ep, &e))
 }
 
 pub(super) async fn databases(ep: &Endpoint) -> Result<Vec<String>, EngineError> {
@@ -318,5 +323,5 @@ pub(super) async fn databases(ep: &Endpoint) -> Result<Vec<String>, EngineError>
             .fetch_all(&mut conn)
             .await;
     close(conn).await;
-    result.map_err(|e| classify(ep, &e))
+    result.map_err(|e| classify_error(ep, &e))
 }

@@ -1,0 +1,316 @@
+//! Benchmark: giving a run its database by reloading the seed versus by the fast path (a clone
+//! of the golden copy), through the plugin's own [`Provider`], on the real servers.
+//!
+//! The dataset is generated: three tables with indexes and realistic rows (customers, orders,
+//! order events), `TH_BENCH_SEED_MB` megabytes of dump (default 1: the CI smoke run; use
+//! `TH_BENCH_SEED_MB=1024` on demand). PostgreSQL: generated server-side and dumped with
+//! `pg_dump` (COPY format, as production dumps are); SQLite: INSERT statements. Prints, per
+//! engine, seconds and MB/s of the reload, the one-off golden copy build, and the clone, and
+//! the reload/clone ratio. With `TH_BENCH_ASSERT=1` it fails below the targets (PostgreSQL ≥
+//! 10×); the smoke run only checks both paths give the same contents.
+//!
+//! `TH_BENCH_SEED_MB=1024 TH_BENCH_ASSERT=1 cargo test --release -p gate_real_db_upgrade
+//! --test bench_seed_provisioning -- --nocapture`
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
+use gate_real_db_upgrade::engine::{Server, VersionSource};
+use gate_real_db_upgrade::provisioning::{Provider, Provisioned};
+use serde_json::json;
+use turbo_hipster_sdk::support::process::NeverCancelled;
+
+fn size_mb() -> u64 {
+    std::env::var("TH_BENCH_SEED_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Rows per table for about `mb` MB of dump (three tables, ~110 bytes a row each).
+fn rows_for(mb: u64) -> u64 {
+    mb * 3000
+}
+
+fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const PG_SCHEMA: &str = "
+CREATE TABLE customers (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL REFERENCES customers(id),
+  amount NUMERIC(12,2) NOT NULL, status TEXT NOT NULL, note TEXT);
+CREATE TABLE order_events (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL REFERENCES orders(id),
+  kind TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, payload TEXT);
+CREATE INDEX customers_email ON customers (email);
+CREATE INDEX orders_customer ON orders (customer_id);
+CREATE INDEX orders_status ON orders (status);
+CREATE INDEX events_order ON order_events (order_id);
+";
+
+fn pg_generate(db: &str, rows: u64) {
+    psql(db, PG_SCHEMA);
+    psql(
+        db,
+        &format!(
+            "INSERT INTO customers SELECT g, 'Customer ' || g || ' ' || md5(g::text), \
+         'user' || g || '@example.' || (ARRAY['com','org','net'])[1 + g % 3], \
+         TIMESTAMPTZ '2020-01-01' + g * INTERVAL '17 seconds' FROM generate_series(1::bigint, {rows}) g;
+         INSERT INTO orders SELECT g, 1 + (g * 7919) % {rows}, (g % 10000) / 7.0, \
+         (ARRAY['new','paid','shipped','returned'])[1 + g % 4], 'note ' || md5((g*3)::text) \
+         FROM generate_series(1::bigint, {rows}) g;
+         INSERT INTO order_events SELECT g, 1 + (g * 104729) % {rows}, \
+         (ARRAY['created','paid','packed','shipped','delivered'])[1 + g % 5], \
+         TIMESTAMPTZ '2021-01-01' + g * INTERVAL '5 seconds', md5((g*11)::text) || md5(g::text) \
+         FROM generate_series(1::bigint, {rows}) g;"
+        ),
+    );
+}
+
+fn sqlite_seed(rows: u64) -> String {
+    let mut sql = String::from("BEGIN;\n");
+    sql.push_str(
+        &PG_SCHEMA
+            .replace("TIMESTAMPTZ", "TEXT")
+            .replace("BIGINT", "INTEGER"),
+    );
+    for g in 1..=rows {
+        let _ = writeln!(
+            sql,
+            "INSERT INTO customers VALUES ({g}, 'Customer {g} {g:032x}', 'user{g}@example.com', '2020-01-01 00:00:{:02}');",
+            g % 60
+        );
+    }
+    for g in 1..=rows {
+        let _ = writeln!(
+            sql,
+            "INSERT INTO orders VALUES ({g}, {}, {}.{:02}, 'paid', 'note {:032x}');",
+            1 + (g * 7919) % rows,
+            g % 10000,
+            g % 100,
+            g * 3
+        );
+    }
+    for g in 1..=rows {
+        let _ = writeln!(
+            sql,
+            "INSERT INTO order_events VALUES ({g}, {}, 'shipped', '2021-01-01', '{:064x}');",
+            1 + (g * 104_729) % rows,
+            g * 11
+        );
+    }
+    sql.push_str("COMMIT;\n");
+    sql
+}
+
+/// Where the dataset `name` keeps its seed (`seed.sql`).
+fn seed_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    let ds = dir.join("datasets").join(name);
+    std::fs::create_dir_all(&ds).unwrap();
+    ds.join("seed.sql")
+}
+
+fn dataset(dir: &Path, engine: Engine, name: &str) -> Dataset {
+    let ds = dir.join("datasets").join(name);
+    let config = json!({"project": "bench/app", "engine": engine.name(), "seed_data": "seed.sql"});
+    std::fs::write(ds.join("config.json"), config.to_string()).unwrap();
+    load_datasets(&dir.join("datasets"), &DatasetDefaults::default())
+        .unwrap()
+        .remove(0)
+}
+
+struct Timed {
+    reload: Provisioned,
+    build: f64,
+    /// The first clone after the build: PostgreSQL's FILE_COPY checkpoints first, which
+    /// writes the freshly loaded golden copy out (part of the build's cost, really).
+    first: Provisioned,
+    /// A clone in the steady state: what every later run pays.
+    clone: Provisioned,
+}
+
+fn provider<'a>(
+    server: &'a Server,
+    dataset: &'a Dataset,
+    state: &'a Path,
+    note: &'a (dyn Fn(&str) + Sync),
+) -> Provider<'a> {
+    Provider {
+        server,
+        dataset,
+        state: Some(state),
+        claims: None,
+        cancel: &NeverCancelled,
+        note,
+    }
+}
+
+fn measure(server: &Server, dataset: &Dataset, state: &Path, db: &str) -> Timed {
+    let note = |_: &str| {};
+    let reload_ds = Dataset {
+        provisioning: gate_real_db_upgrade::provisioning::Provisioning::Reload,
+        ..dataset.clone()
+    };
+    let reload = provider(server, &reload_ds, state, &note)
+        .provide(&format!("{db}_r"))
+        .unwrap();
+    let building = Instant::now();
+    provider(server, dataset, state, &note)
+        .prepare(true)
+        .unwrap();
+    let build = building.elapsed().as_secs_f64();
+    let first = provider(server, dataset, state, &note)
+        .provide(&format!("{db}_f"))
+        .unwrap();
+    let clone = provider(server, dataset, state, &note)
+        .provide(&format!("{db}_c"))
+        .unwrap();
+    Timed {
+        reload,
+        build,
+        first,
+        clone,
+    }
+}
+
+fn report(engine: &str, mb: f64, t: &Timed) -> f64 {
+    let ratio = t.reload.seconds / t.clone.seconds;
+    println!(
+        "{engine}: seed {mb:.1} MB | reload {:.2} s ({:.1} MB/s) | golden build (once) {:.2} s | \
+         first clone {:.3} s | {} {:.3} s ({:.1} MB/s) | ratio {ratio:.1}x",
+        t.reload.seconds,
+        mb / t.reload.seconds,
+        t.build,
+        t.first.seconds,
+        t.clone.method,
+        t.clone.seconds,
+        mb / t.clone.seconds,
+    );
+    ratio
+}
+
+/// Drops the benchmark's PostgreSQL databases (scratch, runs, golden copy), even on a panic.
+struct DropDatabases(Vec<String>);
+
+impl Drop for DropDatabases {
+    fn drop(&mut self) {
+        let server = Server::new(Engine::PostgreSql, Connection::default(), "/".into());
+        for prefix in &self.0 {
+            for name in server.databases_with_prefix(prefix).unwrap_or_default() {
+                let _ = server.drop_database(&name);
+            }
+        }
+    }
+}
+
+fn assert_targets() -> bool {
+    std::env::var("TH_BENCH_ASSERT").is_ok_and(|v| v == "1")
+}
+
+#[test]
+fn postgresql_reload_versus_clone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = format!("thb{:x}", std::process::id());
+    let server = Server::new(Engine::PostgreSql, Connection::default(), tmp.path().into());
+    server.ping().unwrap();
+    let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
+    let scratch = format!("{tag}_gen");
+    let _ = server.drop_database(&scratch);
+    server
+        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
+        .unwrap();
+    pg_generate(&scratch, rows_for(size_mb()));
+    let seed = seed_path(tmp.path(), &tag);
+    let dumped = Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"])
+        .arg(&seed)
+        .arg(&scratch)
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+    server.drop_database(&scratch).unwrap();
+    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let ds = dataset(tmp.path(), Engine::PostgreSql, &tag);
+    let state = tmp.path().join("state");
+    let timed = measure(&server, &ds, &state, &tag);
+    let content =
+        "SELECT count(*) || md5(string_agg(id::text || email, ',' ORDER BY id)) FROM customers";
+    let same = psql(&format!("{tag}_r"), content) == psql(&format!("{tag}_c"), content);
+    assert!(same, "reload and clone differ");
+    let ratio = report("PostgreSQL", mb, &timed);
+    assert_eq!(timed.clone.method, "clone");
+    if assert_targets() {
+        assert!(
+            ratio >= 10.0,
+            "PostgreSQL clone only {ratio:.1}x faster than reload"
+        );
+    }
+}
+
+#[test]
+fn sqlite_reload_versus_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = seed_path(tmp.path(), "benchsqlite");
+    std::fs::write(&seed, sqlite_seed(rows_for(size_mb()))).unwrap();
+    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let ds = dataset(tmp.path(), Engine::Sqlite, "benchsqlite");
+    let dbs = tmp.path().join("databases");
+    std::fs::create_dir_all(&dbs).unwrap();
+    let server = Server::new(Engine::Sqlite, Connection::default(), dbs);
+    let timed = measure(&server, &ds, &tmp.path().join("state"), "bench");
+    // Row counts and a sum over the rows, read back through the version-table reader.
+    let digest = |db: &str| {
+        server
+            .execute(
+                db,
+                "CREATE TABLE th_check AS SELECT (SELECT count(*) || ':' || sum(length(email) * id) \
+                 FROM customers) || '/' || (SELECT count(*) FROM order_events) AS version",
+            )
+            .unwrap();
+        server
+            .schema_version(db, &VersionSource::Table("th_check".into()))
+            .unwrap()
+            .unwrap()
+    };
+    let (reloaded, copied) = (digest("bench_r"), digest("bench_c"));
+    assert_eq!(reloaded, copied, "reload and copy differ");
+    assert!(
+        reloaded.starts_with(&format!("{}:", rows_for(size_mb()))),
+        "{reloaded}"
+    );
+    let ratio = report("SQLite", mb, &timed);
+    assert!(["reflink", "copy"].contains(&timed.clone.method.as_str()));
+    if assert_targets() {
+        assert!(
+            ratio >= 5.0,
+            "SQLite copy only {ratio:.1}x faster than reload"
+        );
+    }
+}
