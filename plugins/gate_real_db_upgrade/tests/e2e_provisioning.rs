@@ -147,15 +147,6 @@ fn postgresql_golden_copy_survives_a_failing_run_and_a_killed_run() {
         "a killed run changed the golden copy"
     );
 
-    // The killed run's clone (its session still sleeps in the server) is not the golden copy's
-    // business: removed here whatever the next start does with its claim.
-    for name in server(Engine::PostgreSql)
-        .databases_with_prefix(&prefix)
-        .unwrap()
-    {
-        server(Engine::PostgreSql).drop_database(&name).unwrap();
-    }
-
     // 4. The next job still clones the same, unchanged golden copy.
     let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
     let next = world.run("example/shop", &change);
@@ -165,6 +156,14 @@ fn postgresql_golden_copy_survives_a_failing_run_and_a_killed_run() {
         golden.as_str()
     );
     assert_eq!(golden_content(&golden), before);
+    // That run-job's start removed the killed run's clone (its claim's owner is gone).
+    assert_eq!(
+        server(Engine::PostgreSql)
+            .databases_with_prefix(&prefix)
+            .unwrap(),
+        Vec::<String>::new(),
+        "the killed run's clone was left"
+    );
 }
 
 /// `turbo-hipster -c <world config> prepare-datasets <args>`: exit status and stdout.
