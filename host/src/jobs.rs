@@ -8,28 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::RResult;
 use serde::Serialize;
 use serde_json::Value;
-use turbo_hipster_sdk::abi::{HostRef, Host_TO, JSON_SCHEMA};
+use turbo_hipster_sdk::abi::{Host_TO, JSON_SCHEMA};
 use turbo_hipster_sdk::{Job, Outcome};
 
 use crate::config::{Config, PublishLogs};
 use crate::host_context::{CancelToken, EventSink, JobHost};
 use crate::isolation::{self, Isolation};
+pub use crate::job_dir::{HISTORY_FILE, JOB_SUMMARY, TASK_LOG, WORK_DIR};
 use crate::journal;
-use crate::plugins::{JobRunner, Registry};
+use crate::plugins::{run_plugin, JobRunner, Registry};
 use crate::zuul::{self, InvalidParameters};
-
-/// The job's scratch directory inside its job dir; made when the plugin first asks for it,
-/// removed after the job (unless `keep_work_dirs`), never published.
-pub const WORK_DIR: &str = "work";
-/// The daemon's record of a job, in its results.
-pub const JOB_SUMMARY: &str = "job.json";
-/// Every job's summary, one JSON line each, in `jobs_working_dir`.
-pub const HISTORY_FILE: &str = "jobs.jsonl";
-/// Plugin log lines of the job, in its results.
-pub const TASK_LOG: &str = "task_output.log";
 
 /// A job to run.
 #[derive(Debug, Clone)]
@@ -333,7 +323,9 @@ fn run_in_process(
     host: &JobHost,
     journal: bool,
 ) -> (Result<Outcome, String>, (bool, bool)) {
-    let entry = match journal.then(|| journal::Entry::start(config, request)) {
+    let entry = match journal
+        .then(|| journal::Entry::start(config, &request.function, &request.unique))
+    {
         Some(Err(refused)) => {
             tracing::error!(function = %request.function, unique = %request.unique, "{refused}");
             return (Err(refused), (false, false));
@@ -343,16 +335,6 @@ fn run_in_process(
     let outcome = run_plugin(runner, Host_TO::from_ptr(host, TD_Opaque));
     drop(entry);
     (outcome, host.dirs_made())
-}
-
-/// Runs the plugin's runner with `host`; its outcome, or why there is none.
-pub fn run_plugin(runner: &JobRunner, host: HostRef<'_>) -> Result<Outcome, String> {
-    let plugin_name = &runner.plugin.name;
-    match runner.runner.run(host) {
-        RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
-            .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
-        RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
-    }
 }
 
 /// A job's record: one line of the history, and `job.json` in its results (fields in
