@@ -175,6 +175,35 @@ pub enum PublishLogs {
     },
 }
 
+/// Where a job runs (`job_isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// In a child process of its own: a crash costs only the job.
+    #[default]
+    Process,
+    /// On a thread of the daemon: cheapest, but a crash takes the daemon down.
+    InProcess,
+}
+
+impl Isolation {
+    /// `"process"` or `"in-process"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "process" => Some(Self::Process),
+            "in-process" => Some(Self::InProcess),
+            _ => None,
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::InProcess => "in-process",
+        }
+    }
+}
+
 /// One job the daemon serves: a Gearman function run by a plugin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
@@ -224,7 +253,7 @@ pub struct Config {
     pub publish_logs: PublishLogs,
     /// How jobs run: in a child process each, or on the daemon's threads (a job's config entry
     /// may override it with its own `job_isolation`).
-    pub job_isolation: crate::isolation::Isolation,
+    pub job_isolation: Isolation,
     /// The jobs, in config order.
     pub jobs: Vec<JobSpec>,
     /// Warnings (unknown keys, unsupported settings).
@@ -823,12 +852,7 @@ fn check_limits(c: &mut Checker, root: &Map<String, Value>) -> Limits {
 
 /// `job_isolation` at the top level and in job entries (where it stays in the entry's keys:
 /// plugins ignore it, the daemon reads it per job).
-fn check_isolation(
-    c: &mut Checker,
-    root: &Map<String, Value>,
-    jobs: &[JobSpec],
-) -> crate::isolation::Isolation {
-    use crate::isolation::Isolation;
+fn check_isolation(c: &mut Checker, root: &Map<String, Value>, jobs: &[JobSpec]) -> Isolation {
     let mut parse = |v: &Value, file: PathBuf, path: String| match v.as_str().map(Isolation::parse)
     {
         Some(Some(i)) => Some(i),

@@ -262,7 +262,7 @@ impl JobHost {
         if let Ok(mut guard) = self.task_log.lock() {
             if guard.is_none() {
                 self.ensure_results_dir();
-                *guard = File::create(self.results_dir.join(crate::jobs::TASK_LOG)).ok();
+                *guard = File::create(self.results_dir.join(crate::job_dir::TASK_LOG)).ok();
             }
             if let Some(f) = guard.as_mut() {
                 let level = match level {

@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use turbo_hipster_sdk::abi::{Host, Host_TO};
 use turbo_hipster_sdk::{JobConfig, Outcome};
 
+pub use crate::config::Isolation;
 use crate::host_context::{forward_log, CancelToken, EventSink, JobEvent, JobHost};
 use crate::plugins::JobRunner;
 
@@ -62,34 +63,7 @@ pub const CHILD_COMMAND: &str = "__run-job-child";
 /// How long a cancelled child may take to end before it is killed.
 pub const KILL_AFTER: Duration = Duration::from_secs(30);
 
-/// Where a job runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Isolation {
-    /// In a child process of its own: a crash costs only the job.
-    #[default]
-    Process,
-    /// On a thread of the daemon: cheapest, but a crash takes the daemon down.
-    InProcess,
-}
-
 impl Isolation {
-    /// `"process"` or `"in-process"`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "process" => Some(Self::Process),
-            "in-process" => Some(Self::InProcess),
-            _ => None,
-        }
-    }
-
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Process => "process",
-            Self::InProcess => "in-process",
-        }
-    }
-
     /// A job's isolation: its config entry's `job_isolation`, else the daemon's; in-process
     /// when this program cannot run jobs in children (see [`child_program`]).
     pub fn of(runner: &JobRunner, default: Self) -> Self {
@@ -531,7 +505,7 @@ fn run_request(
         ),
         out: out.clone(),
     };
-    crate::jobs::run_plugin(&runner, Host_TO::from_ptr(&host, TD_Opaque))
+    crate::plugins::run_plugin(&runner, Host_TO::from_ptr(&host, TD_Opaque))
 }
 
 /// A job's host in its child: a [`JobHost`] whose log lines also go to the daemon.

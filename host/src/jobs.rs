@@ -7,27 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::RResult;
 use serde::Serialize;
 use serde_json::Value;
-use turbo_hipster_sdk::abi::{HostRef, JSON_SCHEMA};
+use turbo_hipster_sdk::abi::JSON_SCHEMA;
 use turbo_hipster_sdk::{results, Job, Outcome};
 
 use crate::config::{Config, PublishLogs};
 use crate::history::History;
 use crate::host_context::CancelToken;
+pub use crate::job_dir::{HISTORY_FILE, JOB_SUMMARY, TASK_LOG, WORK_DIR};
 use crate::plugins::{JobRunner, Registry};
 use crate::zuul::{self, InvalidParameters};
-
-/// The job's scratch directory inside its job dir; made when the plugin first asks for it,
-/// removed after the job (unless `keep_work_dirs`), never published.
-pub const WORK_DIR: &str = "work";
-/// The daemon's record of a job, in its results.
-pub const JOB_SUMMARY: &str = "job.json";
-/// Every job's summary, one JSON line each, in `jobs_working_dir`.
-pub const HISTORY_FILE: &str = "jobs.jsonl";
-/// Plugin log lines of the job, in its results.
-pub const TASK_LOG: &str = "task_output.log";
 
 /// A job to run.
 #[derive(Debug, Clone)]
@@ -219,16 +209,6 @@ pub fn thread_failed(
         url,
         results_dir,
         duration: started.elapsed(),
-    }
-}
-
-/// Runs the plugin's runner with `host`; its outcome, or why there is none.
-pub fn run_plugin(runner: &JobRunner, host: HostRef<'_>) -> Result<Outcome, String> {
-    let plugin_name = &runner.plugin.name;
-    match runner.runner.run(host) {
-        RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
-            .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
-        RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use turbo_hipster_sdk::support::owner;
 
-use crate::jobs::{JOB_SUMMARY, WORK_DIR};
+use crate::job_dir::{JOB_SUMMARY, WORK_DIR};
 
 /// The claim file inside a work dir.
 pub const WORK_CLAIM: &str = ".th-owner.json";

@@ -15,6 +15,7 @@ pub mod gearman;
 pub mod history;
 pub mod host_context;
 pub mod isolation;
+pub mod job_dir;
 pub mod job_threads;
 pub mod jobs;
 pub mod journal;

@@ -242,7 +242,7 @@ impl Pipeline {
             job.work_dir(),
             job.job_dir.clone(),
         );
-        let outcome = jobs::run_plugin(&job.runner, Host_TO::from_ptr(&host, TD_Opaque));
+        let outcome = crate::plugins::run_plugin(&job.runner, Host_TO::from_ptr(&host, TD_Opaque));
         drop(entry);
         let (results_made, work_made) = host.dirs_made();
         Ran {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RStr};
-use turbo_hipster_sdk::abi::{Host_TO, RunnerBox, TaskModRef, JSON_SCHEMA, SDK_VERSION};
-use turbo_hipster_sdk::{HostSettings, JobConfig};
+use turbo_hipster_sdk::abi::{HostRef, Host_TO, RunnerBox, TaskModRef, JSON_SCHEMA, SDK_VERSION};
+use turbo_hipster_sdk::{HostSettings, JobConfig, Outcome};
 
 use crate::config::{Config, JobSpec};
 use crate::host_context::InitHost;
@@ -513,6 +513,16 @@ pub fn new_runner(plugin: &Arc<LoadedPlugin>, config: JobConfig) -> Result<JobRu
                 .collect::<Vec<_>>()
                 .join("\n")
         )),
+    }
+}
+
+/// Runs the plugin's runner with `host`; its outcome, or why there is none.
+pub fn run_plugin(runner: &JobRunner, host: HostRef<'_>) -> Result<Outcome, String> {
+    let plugin_name = &runner.plugin.name;
+    match runner.runner.run(host) {
+        RResult::ROk(json) => serde_json::from_str::<Outcome>(json.as_str())
+            .map_err(|e| format!("plugin {plugin_name} returned an unreadable outcome: {e}")),
+        RResult::RErr(e) => Err(format!("plugin {plugin_name}: {}", e.message)),
     }
 }
 
