@@ -130,11 +130,9 @@ pub fn database_name(database: &str, unique: &str, index: usize) -> String {
     format!("{}_{index}", database_prefix(database, unique))
 }
 
-/// The part of [`database_name`] before the index: every run database of one job and dataset
-/// name starts with it.
-pub fn database_prefix(database: &str, unique: &str) -> String {
-    let mut prefix: String = database
-        .chars()
+/// `name` as part of a database name: ASCII letters and digits in lower case, anything else `_`.
+pub(crate) fn name_part(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -142,7 +140,13 @@ pub fn database_prefix(database: &str, unique: &str) -> String {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The part of [`database_name`] before the index: every run database of one job and dataset
+/// name starts with it.
+pub fn database_prefix(database: &str, unique: &str) -> String {
+    let mut prefix = name_part(database);
     if !prefix.starts_with(|c: char| c.is_ascii_lowercase()) {
         prefix.insert_str(0, "th_");
     }

@@ -113,15 +113,8 @@ pub fn golden_name(dataset: &str, sum: &str) -> String {
 
 /// `th_golden_<dataset part>_`.
 fn golden_prefix(dataset: &str) -> String {
-    let part: String = dataset
+    let part: String = crate::dataset_run::name_part(dataset)
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
         .take(NAME_PART_MAX)
         .collect();
     format!("{GOLDEN_PREFIX}{part}_")
