@@ -72,30 +72,15 @@ pub struct ConfigIssue {
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One line each: the path and the message may quote anything the file holds.
-        let (path, message) = (one_line(&self.path), one_line(&self.message));
+        let (path, message) = (
+            turbo_hipster_sdk::support::text::one_line(&self.path),
+            turbo_hipster_sdk::support::text::one_line(&self.message),
+        );
         if path.is_empty() {
             write!(f, "{}: {message}", self.file.display())
         } else {
             write!(f, "{}: {path}: {message}", self.file.display())
         }
-    }
-}
-
-/// `s` with its control characters (a newline, a terminal escape) escaped.
-fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_debug().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        s.into()
     }
 }
 

@@ -607,22 +607,8 @@ pub fn load_dataset(
 /// anything (a newline, a terminal escape).
 fn one_line_each(lines: Vec<String>) -> Vec<String> {
     lines
-        .into_iter()
-        .map(|l| {
-            if l.chars().any(char::is_control) {
-                l.chars()
-                    .map(|c| {
-                        if c.is_control() {
-                            c.escape_debug().to_string()
-                        } else {
-                            c.to_string()
-                        }
-                    })
-                    .collect()
-            } else {
-                l
-            }
-        })
+        .iter()
+        .map(|l| turbo_hipster_sdk::support::text::one_line(l).into_owned())
         .collect()
 }
 
