@@ -13,11 +13,14 @@
 //! --test bench_seed_provisioning -- --nocapture`
 #![allow(clippy::unwrap_used)]
 
+mod e2e_support;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use e2e_support::psql;
 use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{Server, VersionSource};
 use gate_real_db_upgrade::provisioning::{Provider, Provisioned};
@@ -34,32 +37,6 @@ fn size_mb() -> u64 {
 /// Rows per table for about `mb` MB of dump (three tables, ~110 bytes a row each).
 fn rows_for(mb: u64) -> u64 {
     mb * 3000
-}
-
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 const PG_SCHEMA: &str = "

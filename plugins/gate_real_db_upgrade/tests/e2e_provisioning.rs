@@ -11,7 +11,7 @@ mod e2e_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_support::{assert_no_databases, built, example, require, server, World};
+use e2e_support::{assert_no_databases, built, example, psql, require, server, World};
 use gate_real_db_upgrade::dataset::Engine;
 use gate_real_db_upgrade::dataset_run::database_prefix;
 use serde_json::json;
@@ -24,30 +24,6 @@ const CONTENT: &str = "SELECT string_agg(t.table_name || '=' || md5(query_to_xml
     || ' | ' || (SELECT string_agg(table_name || '.' || column_name || ':' || data_type, ',' ORDER BY table_name, ordinal_position) FROM information_schema.columns WHERE table_schema = 'public') \
     || ' | ' || (SELECT string_agg(indexdef, ',' ORDER BY indexdef) FROM pg_indexes WHERE schemaname = 'public') \
     FROM information_schema.tables t WHERE t.table_schema = 'public'";
-
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The golden copy's contents, read through a clone of it (nobody may connect to it).
 fn golden_content(golden: &str) -> String {

@@ -6,10 +6,13 @@
 //! drops them at the end.
 #![allow(clippy::unwrap_used)]
 
+mod e2e_support;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
+use e2e_support::psql;
 use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{GoldenState, Server};
 use gate_real_db_upgrade::provisioning::{hash_file, Provider};
@@ -133,31 +136,6 @@ fn rand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     h.finish()
-}
-
-/// `psql` in database `db`: one value.
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 const CONTENT: &str = "SELECT count(*) || ':' || md5(string_agg(id || ',' || name || ',' || qty, ';' ORDER BY id)) FROM items";

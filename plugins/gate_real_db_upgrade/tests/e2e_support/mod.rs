@@ -538,3 +538,31 @@ fn reachable_by_all(venv: &Path) -> PathBuf {
     })
     .clone()
 }
+
+/// `psql` as `postgres` on 127.0.0.1 in database `db`: the output of `sql`, trimmed (one
+/// value with `-At`). Panics, naming the statement, if psql fails.
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
