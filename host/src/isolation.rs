@@ -332,32 +332,10 @@ pub fn kill_session(sid: Pid) {
 
 /// Live processes (zombies excluded) whose session is `sid`, `sid` itself excluded.
 fn session_members(sid: Pid) -> Vec<Pid> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == sid.as_raw() {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid pgrp session ...`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() != Some(&"Z") && fields.get(3) == Some(&sid.as_raw().to_string().as_str())
-        {
-            out.push(Pid::from_raw(pid));
-        }
-    }
-    out
+    turbo_hipster_sdk::support::procfs::processes()
+        .filter(|p| p.session == sid.as_raw() && p.pid != sid.as_raw() && p.state != 'Z')
+        .map(|p| Pid::from_raw(p.pid))
+        .collect()
 }
 
 /// The child's side: see the module docs. Returns its exit code.

@@ -10,6 +10,7 @@
 //! - [`env`](mod@env): which build parameters may reach a process's environment.
 //! - [`contain`]: run the change's code as an unprivileged user, with limits, optionally in a
 //!   network namespace of its own.
+//! - [`procfs`]: a process's state, group, session and start time from `/proc`.
 //! - [`text`]: text from outside made safe to print as one line.
 
 pub mod contain;
@@ -18,6 +19,7 @@ pub mod git;
 pub mod logfile;
 pub mod owner;
 pub mod process;
+pub mod procfs;
 pub mod text;
 
 pub use logfile::LogFile;

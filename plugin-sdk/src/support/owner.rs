@@ -66,16 +66,10 @@ fn start_ticks(pid: u32) -> Option<u64> {
     stat_fields(pid).map(|(_, ticks)| ticks)
 }
 
-/// A process's state letter and start time, from `/proc/<pid>/stat`.
+/// A process's state letter and start time.
 fn stat_fields(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid …`: comm may hold spaces and parentheses; fields after the last
-    // `)` start at field 3 (the state), so the start time (field 22) is the 20th of them.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ticks = fields.nth(18)?.parse().ok()?;
-    Some((state, ticks))
+    let s = crate::support::procfs::stat(i32::try_from(pid).ok()?)?;
+    Some((s.state, s.start_ticks))
 }
 
 fn boot_id() -> String {

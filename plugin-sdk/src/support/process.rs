@@ -727,27 +727,9 @@ fn group_gone(pgid: Pid) -> bool {
 }
 
 fn group_has_live_member(pgid: Pid) -> io::Result<bool> {
-    let pgid = pgid.as_raw().to_string();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue; // exited meanwhile
-        };
-        // "pid (comm) state ppid pgrp …"; comm may contain anything, so split after its ')'.
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1);
-        if pgrp == Some(pgid.as_str()) && !matches!(state, Some("Z" | "X")) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    std::fs::metadata("/proc")?;
+    Ok(crate::support::procfs::processes()
+        .any(|p| p.pgrp == pgid.as_raw() && !matches!(p.state, 'Z' | 'X')))
 }
 
 fn round_ms(d: Duration) -> Duration {
