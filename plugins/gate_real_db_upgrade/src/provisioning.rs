@@ -120,19 +120,29 @@ fn golden_prefix(dataset: &str) -> String {
     format!("{GOLDEN_PREFIX}{part}_")
 }
 
-/// Whether `name` is a golden copy (or a leftover build) of the dataset with `prefix`, of
-/// any checksum: `<prefix><12 hex>` or `<prefix><12 hex>_b<digits>`.
-fn is_golden_of(prefix: &str, name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(prefix) else {
-        return false;
-    };
+/// What a database named like the dataset's golden copies is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GoldenName {
+    /// `<prefix><12 hex>`: a golden copy (of some checksum).
+    Sealed,
+    /// `<prefix><12 hex>_b<digits>`: a golden copy being built, or a killed build's leftover.
+    Build,
+}
+
+/// What `name` is among the golden copies of the dataset with `prefix`, of any checksum;
+/// `None`: not one of them.
+fn golden_kind(prefix: &str, name: &str) -> Option<GoldenName> {
+    let rest = name.strip_prefix(prefix)?;
     let (sum, tail) = rest.split_at(SUM_LEN.min(rest.len()));
-    sum.len() == SUM_LEN
-        && sum.bytes().all(|b| b.is_ascii_hexdigit())
-        && (tail.is_empty()
-            || tail
-                .strip_prefix("_b")
-                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())))
+    if sum.len() != SUM_LEN || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if tail.is_empty() {
+        return Some(GoldenName::Sealed);
+    }
+    tail.strip_prefix("_b")
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(GoldenName::Build)
 }
 
 /// What a run's database is made with.
@@ -317,7 +327,7 @@ impl Provider<'_> {
     }
 
     fn build_golden(&self, state: &Path, golden: &str) -> Result<(), EngineError> {
-        let temporary = format!("{golden}_b{}", std::process::id());
+        let temporary = format!("{golden}_b{:07}", build_number());
         let server = self.golden_server(state);
         match self.dataset.engine {
             Engine::Sqlite => {
@@ -348,11 +358,21 @@ impl Provider<'_> {
                     .server
                     .create_from_seed_cancellable(&temporary, &self.dataset.seed, self.cancel)
                     .and_then(|()| {
-                        self.server
-                            .seal_golden(&temporary, golden)
-                            .inspect_err(|_| {
-                                let _ = self.server.drop_database(&temporary);
-                            })
+                        self.server.seal_golden(&temporary, golden).or_else(|e| {
+                            let _ = self.server.drop_database(&temporary);
+                            // Another worker sharing the server (with its own jobs dir, so
+                            // its own lock) sealed the same golden copy first: use theirs.
+                            match self.server.golden_state(golden) {
+                                Ok(GoldenState::Ready) => {
+                                    (self.note)(&format!(
+                                        "provisioning: another worker built {golden} first; \
+                                         using it"
+                                    ));
+                                    Ok(())
+                                }
+                                _ => Err(e),
+                            }
+                        })
                     });
                 if let Some(claim) = claim {
                     turbo_hipster_sdk::support::owner::release(&claim);
@@ -363,7 +383,10 @@ impl Provider<'_> {
         .inspect(|()| registry::record(state, self.dataset, golden))
     }
 
-    /// Drops the dataset's golden copies other than `keep` (other checksums, leftover builds).
+    /// Drops the dataset's golden copies other than `keep` (other checksums). Builds
+    /// (`…_b<digits>`) are left alone: one may be another worker's, in progress, on a server
+    /// it shares with this one; a killed build's leftover is dropped by the worker that
+    /// claimed it ([`crate::leftovers`]) at its next start.
     fn drop_stale(&self, state: &Path, keep: &str) -> Result<(), EngineError> {
         let prefix = golden_prefix(&self.dataset.name);
         let server = self.golden_server(state);
@@ -372,7 +395,7 @@ impl Provider<'_> {
             _ => self.server.databases_with_prefix(&prefix)?,
         };
         for name in names {
-            if name != keep && is_golden_of(&prefix, &name) {
+            if name != keep && golden_kind(&prefix, &name) == Some(GoldenName::Sealed) {
                 self.remove_golden(state, &name)?;
                 (self.note)(&format!(
                     "provisioning: dropped the stale golden copy {name}"
@@ -502,6 +525,20 @@ fn seal_file(from: &Path, to: &Path) -> Result<(), EngineError> {
     std::fs::rename(from, to).map_err(io)
 }
 
+/// A random 7-digit number for a build's temporary name: workers on several hosts may share
+/// a server, so a process id could be another host's too.
+fn build_number() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() % 10_000_000
+}
+
 /// Removes an SQLite golden file (made writable first: it is read-only).
 fn sqlite_remove(server: &Server, name: &str) -> Result<(), EngineError> {
     server.drop_database(name)
@@ -524,14 +561,16 @@ mod tests {
         assert_eq!(golden_name("nova", sum), "th_golden_nova_0123456789ab");
         let long = golden_name(&"Very-Long.Name".repeat(10), sum);
         assert!(long.len() <= 63, "{long}");
-        crate::engine::check_database_name(&format!("{long}_b4194304")).unwrap();
+        crate::engine::check_database_name(&format!("{long}_b{:07}", build_number())).unwrap();
         let prefix = golden_prefix("nova");
-        assert!(is_golden_of(&prefix, "th_golden_nova_0123456789ab"));
-        assert!(is_golden_of(&prefix, "th_golden_nova_0123456789ab_b123"));
+        let kind = |name| golden_kind(&prefix, name);
+        assert_eq!(kind("th_golden_nova_0123456789ab"), Some(GoldenName::Sealed));
+        assert_eq!(kind("th_golden_nova_0123456789ab_b123"), Some(GoldenName::Build));
         // Another dataset whose name starts the same is not ours.
-        assert!(!is_golden_of(&prefix, "th_golden_nova_cells_0123456789ab"));
-        assert!(!is_golden_of(&prefix, "th_golden_nova_0123456789ab_x"));
-        assert!(!is_golden_of(&prefix, "th_golden_nova_0123"));
+        assert_eq!(kind("th_golden_nova_cells_0123456789ab"), None);
+        assert_eq!(kind("th_golden_nova_0123456789ab_x"), None);
+        assert_eq!(kind("th_golden_nova_0123456789ab_b"), None);
+        assert_eq!(kind("th_golden_nova_0123"), None);
     }
 
     #[test]

@@ -291,6 +291,41 @@ fn postgresql_two_jobs_at_once_build_the_golden_copy_once() {
     assert_eq!(psql(&f.db(1), CONTENT), psql(&f.db(2), CONTENT));
 }
 
+/// Two workers with their own jobs directories (so their own locks) share one server and
+/// both build the same golden copy at once: neither drops the other's build in progress
+/// (it did: the first to finish took the other's `…_b<n>` for a stale copy and killed its
+/// load, an infrastructure error for a good change), and both runs get a clone.
+#[test]
+fn postgresql_two_workers_sharing_a_server_build_at_once_without_harm() {
+    let f = Fixture::new(Engine::PostgreSql, 300_000, "auto");
+    let other_jobs = tempfile::tempdir().unwrap();
+    let other_state = other_jobs.path().join(".gate_real_db_upgrade-golden");
+    let other_claims = other_jobs.path().join(".gate_real_db_upgrade");
+    let notes = Notes::default();
+    let note = |t: &str| notes.push(t);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let a = s.spawn(|| f.provider(&note).provide(&f.db(1)));
+        let b = s.spawn(|| {
+            Provider {
+                state: Some(&other_state),
+                claims: Some(&other_claims),
+                ..f.provider(&note)
+            }
+            .provide(&f.db(2))
+        });
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap().method, "clone", "{:?}", notes.all());
+    }
+    assert_eq!(notes.count("fast path failed"), 0, "{:?}", notes.all());
+    assert_eq!(notes.count("stale"), 0, "{:?}", notes.all());
+    let golden = results[0].as_ref().unwrap().golden.clone().unwrap();
+    assert_eq!(f.goldens(), vec![golden], "one golden copy, no build left");
+    assert_eq!(psql(&f.db(1), CONTENT), psql(&f.db(2), CONTENT));
+    assert!(psql(&f.db(1), CONTENT).starts_with("300000:"));
+}
+
 #[test]
 fn postgresql_a_cancelled_build_leaves_no_database_and_no_claim() {
     let f = Fixture::new(Engine::PostgreSql, 3_000_000, "clone");
