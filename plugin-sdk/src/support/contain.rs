@@ -392,8 +392,8 @@ impl Contained {
     }
 
     /// Checks that the contained user can reach `path` (search permission on every directory
-    /// above it), so that a job fails with a clear message rather than `Permission denied`
-    /// from `exec`.
+    /// above it, as written and after following symbolic links), so that a job fails with a
+    /// clear message rather than `Permission denied` from `exec`.
     ///
     /// # Errors
     /// [`ContainError::Unreachable`] naming the directory that stops the user.
@@ -401,33 +401,113 @@ impl Contained {
         let Some(u) = &self.user else {
             return Ok(());
         };
-        let unreachable = |why: String| ContainError::Unreachable {
-            user: u.name.clone(),
+        u.check_reachable(path)
+    }
+
+    /// Checks that the contained user can run `program`: reach it, execute it, and for a
+    /// script (`#!`), read it and reach and execute its interpreter (a venv's `bin/alembic`
+    /// whose `python3` links into `/root/.pyenv/…` is the common case this catches). Every
+    /// step follows symbolic links. Access control lists are not read.
+    ///
+    /// # Errors
+    /// [`ContainError::Unreachable`] naming the file or directory that stops the user.
+    pub fn check_executable(&self, program: &Path) -> Result<(), ContainError> {
+        let Some(u) = &self.user else {
+            return Ok(());
+        };
+        u.check_executable(program, true)
+    }
+}
+
+impl TargetUser {
+    fn unreachable(&self, path: &Path, why: String) -> ContainError {
+        ContainError::Unreachable {
+            user: self.name.clone(),
             path: path.to_path_buf(),
             why,
+        }
+    }
+
+    /// Whether the mode of `meta` grants this user `bits` (read 4, write 2, execute 1),
+    /// by the owner, group or others class that applies to it.
+    fn may(&self, meta: &fs::Metadata, bits: u32) -> bool {
+        let shift = if meta.uid() == self.uid.as_raw() {
+            6
+        } else if meta.gid() == self.gid.as_raw() {
+            3
+        } else {
+            0
         };
-        for dir in path.ancestors().skip(1) {
-            let Ok(meta) = fs::metadata(dir) else {
-                continue;
-            };
-            let mode = meta.mode();
-            let bit = if meta.uid() == u.uid.as_raw() {
-                0o100
-            } else if meta.gid() == u.gid.as_raw() {
-                0o010
-            } else {
-                0o001
-            };
-            if mode & bit == 0 {
-                return Err(unreachable(format!(
-                    "{} has mode {:o}: make it searchable by others",
-                    dir.display(),
-                    mode & 0o7777
-                )));
+        meta.mode() & (bits << shift) == bits << shift
+    }
+
+    fn check_reachable(&self, path: &Path) -> Result<(), ContainError> {
+        let real = fs::canonicalize(path).ok();
+        for p in std::iter::once(path).chain(real.as_deref()) {
+            for dir in p.ancestors().skip(1) {
+                let Ok(meta) = fs::metadata(dir) else {
+                    continue;
+                };
+                if !self.may(&meta, 1) {
+                    return Err(self.unreachable(
+                        path,
+                        format!(
+                            "{} has mode {:o}: make it searchable by others",
+                            dir.display(),
+                            meta.mode() & 0o7777
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
     }
+
+    fn check_executable(&self, program: &Path, follow_interpreter: bool) -> Result<(), ContainError> {
+        self.check_reachable(program)?;
+        let Ok(meta) = fs::metadata(program) else {
+            // Missing: exec says so itself, and the caller reports it as such.
+            return Ok(());
+        };
+        let mode = meta.mode() & 0o7777;
+        if !self.may(&meta, 1) {
+            return Err(self.unreachable(
+                program,
+                format!("{} has mode {mode:o}: not executable by it", program.display()),
+            ));
+        }
+        let Some(interpreter) = interpreter_of(program) else {
+            return Ok(());
+        };
+        if !self.may(&meta, 4) {
+            return Err(self.unreachable(
+                program,
+                format!("{} has mode {mode:o}: a script it cannot read", program.display()),
+            ));
+        }
+        if follow_interpreter {
+            self.check_executable(&interpreter, false).map_err(|e| match e {
+                ContainError::Unreachable { why, .. } => self.unreachable(
+                    program,
+                    format!("its interpreter {}: {why}", interpreter.display()),
+                ),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The absolute interpreter a `#!` line names, if `program` starts with one.
+fn interpreter_of(program: &Path) -> Option<PathBuf> {
+    use std::io::Read as _;
+    let mut head = [0u8; 256];
+    let n = fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    let first = text.split_whitespace().next()?;
+    first.starts_with('/').then(|| PathBuf::from(first))
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), (PathBuf, io::Error)> {
@@ -721,6 +801,47 @@ mod tests {
         assert_eq!(fs::metadata("/etc/passwd").unwrap().uid(), 0);
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         contained.check_reachable(&tree.join("f")).unwrap();
+    }
+
+    /// The venv case: `venv/bin/alembic` is world-readable, but its `#!` interpreter is a
+    /// link into a directory only root may enter (pyenv under /root).
+    #[test]
+    fn a_script_whose_interpreter_links_into_a_private_directory_is_named() {
+        if !Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        mode(dir.path(), 0o755);
+        let private = dir.path().join("private");
+        let venv = dir.path().join("venv/bin");
+        fs::create_dir_all(&private).unwrap();
+        fs::create_dir_all(&venv).unwrap();
+        fs::copy("/bin/sh", private.join("python3")).unwrap();
+        std::os::unix::fs::symlink(private.join("python3"), venv.join("python3")).unwrap();
+        let tool = venv.join("alembic");
+        fs::write(&tool, format!("#!{}\necho hi\n", venv.join("python3").display())).unwrap();
+        mode(&tool, 0o755);
+        let contained = Containment::default().prepare().unwrap();
+
+        mode(&private, 0o755);
+        contained.check_executable(&tool).unwrap();
+
+        mode(&private, 0o700);
+        let err = contained.check_executable(&tool).unwrap_err().to_string();
+        assert!(err.contains("its interpreter") && err.contains("private has mode 700"), "{err}");
+        // Reaching the link alone is not enough: where it leads counts.
+        assert!(contained.check_reachable(&venv.join("python3")).is_err());
+
+        mode(&private, 0o755);
+        mode(&tool, 0o711);
+        let err = contained.check_executable(&tool).unwrap_err().to_string();
+        assert!(err.contains("a script it cannot read"), "{err}");
+        mode(&tool, 0o744);
+        let err = contained.check_executable(&tool).unwrap_err().to_string();
+        assert!(err.contains("not executable by it"), "{err}");
     }
 
     #[test]

@@ -903,7 +903,7 @@ impl Run<'_, '_> {
         let contained = self.job.settings.containment.prepare()?;
         contained.check_reachable(checkout)?;
         if Path::new(program).is_absolute() {
-            contained.check_reachable(Path::new(program))?;
+            contained.check_executable(Path::new(program))?;
         }
         contained.grant(checkout)?;
         contained.grant(&self.work_dir)?;

@@ -339,7 +339,7 @@ pub fn run_job(
         fs::create_dir_all(&dir)
             .map_err(|e| PluginError::io(format!("cannot create {}", dir.display()), e))?;
         contained
-            .check_reachable(script)
+            .check_executable(script)
             .and_then(|()| contained.check_reachable(working_dir))
             .and_then(|()| contained.grant(working_dir))
             .map_err(|e| PluginError::msg(e.to_string()))?;
