@@ -463,7 +463,11 @@ impl TargetUser {
         Ok(())
     }
 
-    fn check_executable(&self, program: &Path, follow_interpreter: bool) -> Result<(), ContainError> {
+    fn check_executable(
+        &self,
+        program: &Path,
+        follow_interpreter: bool,
+    ) -> Result<(), ContainError> {
         self.check_reachable(program)?;
         let Ok(meta) = fs::metadata(program) else {
             // Missing: exec says so itself, and the caller reports it as such.
@@ -473,7 +477,10 @@ impl TargetUser {
         if !self.may(&meta, 1) {
             return Err(self.unreachable(
                 program,
-                format!("{} has mode {mode:o}: not executable by it", program.display()),
+                format!(
+                    "{} has mode {mode:o}: not executable by it",
+                    program.display()
+                ),
             ));
         }
         let Some(interpreter) = interpreter_of(program) else {
@@ -482,17 +489,21 @@ impl TargetUser {
         if !self.may(&meta, 4) {
             return Err(self.unreachable(
                 program,
-                format!("{} has mode {mode:o}: a script it cannot read", program.display()),
+                format!(
+                    "{} has mode {mode:o}: a script it cannot read",
+                    program.display()
+                ),
             ));
         }
         if follow_interpreter {
-            self.check_executable(&interpreter, false).map_err(|e| match e {
-                ContainError::Unreachable { why, .. } => self.unreachable(
-                    program,
-                    format!("its interpreter {}: {why}", interpreter.display()),
-                ),
-                other => other,
-            })?;
+            self.check_executable(&interpreter, false)
+                .map_err(|e| match e {
+                    ContainError::Unreachable { why, .. } => self.unreachable(
+                        program,
+                        format!("its interpreter {}: {why}", interpreter.display()),
+                    ),
+                    other => other,
+                })?;
         }
         Ok(())
     }
@@ -822,7 +833,11 @@ mod tests {
         fs::copy("/bin/sh", private.join("python3")).unwrap();
         std::os::unix::fs::symlink(private.join("python3"), venv.join("python3")).unwrap();
         let tool = venv.join("alembic");
-        fs::write(&tool, format!("#!{}\necho hi\n", venv.join("python3").display())).unwrap();
+        fs::write(
+            &tool,
+            format!("#!{}\necho hi\n", venv.join("python3").display()),
+        )
+        .unwrap();
         mode(&tool, 0o755);
         let contained = Containment::default().prepare().unwrap();
 
@@ -831,7 +846,10 @@ mod tests {
 
         mode(&private, 0o700);
         let err = contained.check_executable(&tool).unwrap_err().to_string();
-        assert!(err.contains("its interpreter") && err.contains("private has mode 700"), "{err}");
+        assert!(
+            err.contains("its interpreter") && err.contains("private has mode 700"),
+            "{err}"
+        );
         // Reaching the link alone is not enough: where it leads counts.
         assert!(contained.check_reachable(&venv.join("python3")).is_err());
 

@@ -15,6 +15,7 @@
 
 mod client;
 mod golden;
+mod locks;
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
 pub use golden::GoldenState;
+pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
 
 use crate::dataset::{Connection, Engine, Seed, SeedFormat};
 

@@ -128,6 +128,10 @@ pub(super) async fn connect_admin(ep: &Endpoint) -> Result<PgConnection, EngineE
     connect(ep, None).await
 }
 
+pub(super) async fn connect_to(ep: &Endpoint, database: &str) -> Result<PgConnection, EngineError> {
+    connect(ep, Some(database)).await
+}
+
 async fn close(conn: PgConnection) {
     let _ = conn.close().await;
 }

@@ -1,0 +1,524 @@
+//! Lock observation: while migrations run, a side connection samples the locks that the run
+//! database's other sessions (the migration tool's: the database is the run's own) hold or
+//! wait for, and [`LockTracker`] turns the samples into, per migration and table, the
+//! strongest lock seen and the longest continuous hold of a lock that blocks reads or writes
+//! of that table in production.
+//!
+//! A hold is measured between the first and the last sample that saw it, so it is a lower
+//! bound, short of the truth by less than one sampling interval; a lock held for less than an
+//! interval may be missed altogether. Both are said in the reference.
+//!
+//! PostgreSQL: `pg_locks` (relation locks) joined with `pg_class`, read from a connection to
+//! the run database. MariaDB/MySQL (metadata locks) use the same [`LockMode`] scale.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnection;
+use sqlx::Connection as _;
+
+use super::{Backend, EngineError, Server};
+
+/// What a lock held on a table stops other sessions from doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Blocks {
+    /// Neither reads nor ordinary writes (`INSERT`/`UPDATE`/`DELETE`).
+    Nothing,
+    /// Writes; reads go on.
+    Writes,
+    /// Reads and writes.
+    ReadsAndWrites,
+}
+
+/// A lock mode, on one scale for PostgreSQL's table locks and MariaDB/MySQL's metadata
+/// locks: `rank` orders modes by strength within an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockMode {
+    /// As the reference and the result lines spell it: `ACCESS EXCLUSIVE`,
+    /// `SHARED_NO_READ_WRITE`, …
+    pub name: &'static str,
+    rank: u8,
+    /// What it blocks.
+    pub blocks: Blocks,
+}
+
+/// PostgreSQL's table lock modes, weakest first (`pg_locks.mode` spelling, display name,
+/// what they block). `EXCLUSIVE` lets plain reads through; only `ACCESS EXCLUSIVE` stops them.
+const POSTGRES_MODES: &[(&str, &str, Blocks)] = &[
+    ("AccessShareLock", "ACCESS SHARE", Blocks::Nothing),
+    ("RowShareLock", "ROW SHARE", Blocks::Nothing),
+    ("RowExclusiveLock", "ROW EXCLUSIVE", Blocks::Nothing),
+    (
+        "ShareUpdateExclusiveLock",
+        "SHARE UPDATE EXCLUSIVE",
+        Blocks::Nothing,
+    ),
+    ("ShareLock", "SHARE", Blocks::Writes),
+    (
+        "ShareRowExclusiveLock",
+        "SHARE ROW EXCLUSIVE",
+        Blocks::Writes,
+    ),
+    ("ExclusiveLock", "EXCLUSIVE", Blocks::Writes),
+    (
+        "AccessExclusiveLock",
+        "ACCESS EXCLUSIVE",
+        Blocks::ReadsAndWrites,
+    ),
+];
+
+/// MariaDB/MySQL metadata lock types, weakest first (`performance_schema.metadata_locks`
+/// spelling; `information_schema.METADATA_LOCK_INFO` adds an `MDL_` prefix).
+const METADATA_MODES: &[(&str, Blocks)] = &[
+    ("INTENTION_EXCLUSIVE", Blocks::Nothing),
+    ("SHARED", Blocks::Nothing),
+    ("SHARED_HIGH_PRIO", Blocks::Nothing),
+    ("SHARED_READ", Blocks::Nothing),
+    ("SHARED_WRITE", Blocks::Nothing),
+    ("SHARED_UPGRADABLE", Blocks::Nothing),
+    ("SHARED_READ_ONLY", Blocks::Writes),
+    ("SHARED_NO_WRITE", Blocks::Writes),
+    ("SHARED_NO_READ_WRITE", Blocks::ReadsAndWrites),
+    ("EXCLUSIVE", Blocks::ReadsAndWrites),
+];
+
+impl LockMode {
+    /// A PostgreSQL `pg_locks.mode` value; `None` for one we do not know.
+    pub fn postgres(mode: &str) -> Option<Self> {
+        POSTGRES_MODES
+            .iter()
+            .zip(1u8..)
+            .find(|((m, _, _), _)| *m == mode)
+            .map(|((_, name, blocks), rank)| LockMode {
+                name,
+                rank,
+                blocks: *blocks,
+            })
+    }
+
+    /// A MariaDB/MySQL metadata lock type, with or without `MDL_`; `None` for one we do not
+    /// know.
+    pub fn metadata(kind: &str) -> Option<Self> {
+        let kind = kind.strip_prefix("MDL_").unwrap_or(kind);
+        METADATA_MODES
+            .iter()
+            .zip(1u8..)
+            .find(|((m, _), _)| *m == kind)
+            .map(|((name, blocks), rank)| LockMode {
+                name,
+                rank,
+                blocks: *blocks,
+            })
+    }
+
+    fn stronger(self, other: LockMode) -> LockMode {
+        if other.rank > self.rank {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// One lock seen in a sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenLock {
+    /// The table.
+    pub table: String,
+    /// Its mode.
+    pub mode: LockMode,
+    /// Held (`true`) or waited for.
+    pub granted: bool,
+}
+
+/// The longest continuous hold of locks that block reads or writes of one table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hold {
+    /// The strongest of the blocking locks during that hold.
+    pub mode: LockMode,
+    /// From the first to the last sample that saw it.
+    pub seconds: f64,
+}
+
+/// What one migration did to one table's locks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableLocks {
+    /// The table.
+    pub table: String,
+    /// The strongest lock held on it.
+    pub strongest: LockMode,
+    /// The longest continuous hold of a lock blocking reads or writes, if there was one.
+    pub longest_blocking: Option<Hold>,
+    /// Whether a session of the run waited for a lock on it.
+    pub waited: bool,
+}
+
+/// A blocking hold in progress.
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    first: Instant,
+    last: Instant,
+    mode: LockMode,
+}
+
+/// Folds samples into [`TableLocks`] per migration: [`LockTracker::cut`] at each migration
+/// boundary returns what the migration that just ended did.
+#[derive(Debug, Default)]
+pub struct LockTracker {
+    tables: BTreeMap<String, TableLocks>,
+    streaks: BTreeMap<String, Streak>,
+}
+
+impl LockTracker {
+    /// Adds the locks seen by a sample taken at `at`.
+    pub fn add(&mut self, at: Instant, locks: &[SeenLock]) {
+        let mut blocking: BTreeMap<&str, LockMode> = BTreeMap::new();
+        for lock in locks {
+            let entry = self
+                .tables
+                .entry(lock.table.clone())
+                .or_insert_with(|| TableLocks {
+                    table: lock.table.clone(),
+                    strongest: lock.mode,
+                    longest_blocking: None,
+                    waited: false,
+                });
+            if lock.granted {
+                entry.strongest = entry.strongest.stronger(lock.mode);
+                if lock.mode.blocks != Blocks::Nothing {
+                    let mode = blocking.get(lock.table.as_str()).copied();
+                    blocking.insert(
+                        &lock.table,
+                        mode.map_or(lock.mode, |m| m.stronger(lock.mode)),
+                    );
+                }
+            } else {
+                entry.waited = true;
+            }
+        }
+        // Streaks that this sample did not see have ended.
+        let ended: Vec<String> = self
+            .streaks
+            .keys()
+            .filter(|t| !blocking.contains_key(t.as_str()))
+            .cloned()
+            .collect();
+        for table in ended {
+            self.close(&table);
+        }
+        for (table, mode) in blocking {
+            let streak = self.streaks.entry(table.to_string()).or_insert(Streak {
+                first: at,
+                last: at,
+                mode,
+            });
+            streak.last = at;
+            streak.mode = streak.mode.stronger(mode);
+        }
+    }
+
+    /// Ends the current migration: what it did, tables in name order. A hold going on across
+    /// the boundary ends there for this migration; the next sample starts it again for the
+    /// next one.
+    pub fn cut(&mut self) -> Vec<TableLocks> {
+        let open: Vec<String> = self.streaks.keys().cloned().collect();
+        for table in &open {
+            self.close(table);
+        }
+        std::mem::take(&mut self.tables).into_values().collect()
+    }
+
+    fn close(&mut self, table: &str) {
+        let Some(streak) = self.streaks.remove(table) else {
+            return;
+        };
+        let seconds = streak.last.duration_since(streak.first).as_secs_f64();
+        if let Some(entry) = self.tables.get_mut(table) {
+            let longer = entry.longest_blocking.is_none_or(|h| seconds > h.seconds);
+            if longer {
+                entry.longest_blocking = Some(Hold {
+                    mode: streak.mode,
+                    seconds,
+                });
+            }
+        }
+    }
+}
+
+/// The relation locks of the run database's other sessions, on its own tables (catalogs
+/// left out), read from a connection to that database.
+const POSTGRES_SAMPLE: &str = "\
+    SELECT c.relname::text, l.mode, l.granted \
+    FROM pg_locks l \
+    JOIN pg_class c ON c.oid = l.relation \
+    JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE l.locktype = 'relation' \
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+      AND l.pid <> pg_backend_pid() \
+      AND c.relkind IN ('r', 'p', 'm') \
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
+
+async fn postgres_sample(conn: &mut PgConnection) -> Result<Vec<SeenLock>, sqlx::Error> {
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(POSTGRES_SAMPLE)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(table, mode, granted)| {
+            LockMode::postgres(&mode).map(|mode| SeenLock {
+                table,
+                mode,
+                granted,
+            })
+        })
+        .collect())
+}
+
+/// A side connection sampling the run database's locks on a thread of its own until
+/// [`LockObserver::finish`].
+pub struct LockObserver {
+    tracker: Arc<Mutex<LockTracker>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<u64, EngineError>>>,
+}
+
+impl LockObserver {
+    /// Ends the current migration's observation: what it did (see [`LockTracker::cut`]).
+    pub fn cut(&self) -> Vec<TableLocks> {
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cut()
+    }
+
+    /// Stops sampling; the last migration's locks and the number of samples taken.
+    ///
+    /// # Errors
+    /// The side connection failed (the samples taken until then are kept in the result of
+    /// the next call to `cut`, which this returns only on success).
+    pub fn finish(mut self) -> Result<(Vec<TableLocks>, u64), EngineError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result?,
+            Some(Err(_)) => return Err(EngineError::Other("the lock sampler panicked".into())),
+            None => 0,
+        };
+        Ok((self.cut(), samples))
+    }
+}
+
+impl Drop for LockObserver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Server {
+    /// Starts sampling the locks in database `db` every `every` (PostgreSQL).
+    ///
+    /// # Errors
+    /// Not PostgreSQL, or the side connection cannot be made.
+    pub fn observe_locks(&self, db: &str, every: Duration) -> Result<LockObserver, EngineError> {
+        super::check_database_name(db)?;
+        let Backend::Postgres(ep) = self.backend() else {
+            return Err(EngineError::Other(format!(
+                "lock observation is not available for {}",
+                super::EngineExt::label(&self.engine)
+            )));
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
+        let db = db.to_string();
+        let mut conn = runtime.block_on(super::postgres::connect_to(&ep, &db))?;
+        let tracker = Arc::new(Mutex::new(LockTracker::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s) = (Arc::clone(&tracker), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("th-locks".into())
+            .spawn(move || {
+                let mut samples = 0u64;
+                let result = runtime.block_on(async {
+                    while !s.load(Ordering::Relaxed) {
+                        let at = Instant::now();
+                        let locks = postgres_sample(&mut conn)
+                            .await
+                            .map_err(|e| super::postgres::classify_error(&ep, &e))?;
+                        t.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .add(at, &locks);
+                        samples += 1;
+                        tokio::time::sleep(every.saturating_sub(at.elapsed())).await;
+                    }
+                    Ok(())
+                });
+                let _ = runtime.block_on(conn.close());
+                result.map(|()| samples)
+            })
+            .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
+        Ok(LockObserver {
+            tracker,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn lock(table: &str, mode: &str, granted: bool) -> SeenLock {
+        SeenLock {
+            table: table.into(),
+            mode: LockMode::postgres(mode).unwrap(),
+            granted,
+        }
+    }
+
+    fn psql(db: &str, sql: &str) -> std::process::Child {
+        std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", db, "-c", sql])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn run(db: &str, sql: &str) {
+        assert!(psql(db, sql).wait().unwrap().success(), "{sql}");
+    }
+
+    /// On the real server: an ACCESS EXCLUSIVE lock held 0.6 s is seen with its hold and
+    /// the session waiting behind it; the lock `CREATE INDEX CONCURRENTLY` takes is seen but
+    /// blocks nothing; the sampler's own session is not counted.
+    #[test]
+    fn postgresql_locks_of_the_run_database_are_sampled() {
+        let db = format!("th_locks_{}_{}", std::process::id(), rand_suffix());
+        run("postgres", &format!("CREATE DATABASE {db}"));
+        run(
+            &db,
+            "CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 1000)",
+        );
+        let server = Server::new(
+            crate::dataset::Engine::PostgreSql,
+            crate::dataset::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let observer = server
+            .observe_locks(&db, Duration::from_millis(20))
+            .unwrap();
+        let mut holder = psql(
+            &db,
+            "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(0.6); COMMIT;",
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        run(&db, "SELECT count(*) FROM orders");
+        assert!(holder.wait().unwrap().success());
+        std::thread::sleep(Duration::from_millis(100));
+        let first = observer.cut();
+        run(
+            &db,
+            "BEGIN; LOCK TABLE orders IN SHARE UPDATE EXCLUSIVE MODE; SELECT pg_sleep(0.3); COMMIT;",
+        );
+        let (second, samples) = observer.finish().unwrap();
+        run("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+
+        assert_eq!(first.len(), 1, "{first:?}");
+        let orders = &first[0];
+        assert_eq!(orders.table, "orders");
+        assert_eq!(orders.strongest.name, "ACCESS EXCLUSIVE");
+        assert!(orders.waited, "the SELECT behind the lock waited");
+        let hold = orders.longest_blocking.unwrap();
+        assert_eq!(hold.mode.blocks, Blocks::ReadsAndWrites);
+        assert!((0.45..0.9).contains(&hold.seconds), "{hold:?}");
+
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_eq!(second[0].strongest.name, "SHARE UPDATE EXCLUSIVE");
+        assert_eq!(second[0].longest_blocking, None);
+        assert!(samples > 20, "{samples} samples");
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::hash::RandomState::new().build_hasher();
+        h.write_u8(0);
+        h.finish() % 1_000_000
+    }
+
+    #[test]
+    fn modes_and_what_they_block() {
+        let ae = LockMode::postgres("AccessExclusiveLock").unwrap();
+        assert_eq!(
+            (ae.name, ae.blocks),
+            ("ACCESS EXCLUSIVE", Blocks::ReadsAndWrites)
+        );
+        let share = LockMode::postgres("ShareLock").unwrap();
+        assert_eq!(share.blocks, Blocks::Writes);
+        let sue = LockMode::postgres("ShareUpdateExclusiveLock").unwrap();
+        assert_eq!(
+            sue.blocks,
+            Blocks::Nothing,
+            "CREATE INDEX CONCURRENTLY's lock"
+        );
+        assert_eq!(sue.stronger(share), share);
+        assert_eq!(LockMode::postgres("SIReadLock"), None);
+        let copy = LockMode::metadata("MDL_SHARED_NO_READ_WRITE").unwrap();
+        assert_eq!(copy.blocks, Blocks::ReadsAndWrites);
+        assert_eq!(
+            LockMode::metadata("SHARED_UPGRADABLE").unwrap().blocks,
+            Blocks::Nothing
+        );
+    }
+
+    #[test]
+    fn holds_are_continuous_per_table_and_cut_per_migration() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut tracker = LockTracker::default();
+        tracker.add(at(0), &[lock("orders", "AccessShareLock", true)]);
+        tracker.add(at(100), &[lock("orders", "ShareLock", true)]);
+        tracker.add(at(200), &[lock("orders", "AccessExclusiveLock", true)]);
+        tracker.add(at(300), &[lock("orders", "RowExclusiveLock", true)]);
+        tracker.add(
+            at(400),
+            &[
+                lock("orders", "ShareLock", true),
+                lock("users", "ShareLock", false),
+            ],
+        );
+        tracker.add(at(500), &[]);
+        let first = tracker.cut();
+        assert_eq!(first.len(), 2);
+        let orders = &first[0];
+        assert_eq!(orders.strongest.name, "ACCESS EXCLUSIVE");
+        // 100..200 ms blocking, a gap at 300, then a single sample at 400.
+        let hold = orders.longest_blocking.unwrap();
+        assert_eq!(hold.mode.name, "ACCESS EXCLUSIVE");
+        assert!((hold.seconds - 0.1).abs() < 1e-9, "{hold:?}");
+        assert!(!orders.waited);
+        assert!(first[1].waited && first[1].longest_blocking.is_none());
+        // A new migration starts empty.
+        tracker.add(at(600), &[lock("orders", "AccessShareLock", true)]);
+        let second = tracker.cut();
+        assert_eq!(second.len(), 1);
+        assert!(second[0].longest_blocking.is_none());
+    }
+}
