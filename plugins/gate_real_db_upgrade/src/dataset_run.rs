@@ -29,9 +29,11 @@ use turbo_hipster_sdk::support::process::{
 use turbo_hipster_sdk::support::LogFile;
 
 use crate::alembic;
-use crate::dataset::{Dataset, Engine, ExpectedVersion, LogFormat, Migration};
+use crate::dataset::{Dataset, Migration};
+use crate::engine::Engine;
 use crate::engine::{EngineError, Server};
 use crate::limits;
+use crate::logparse::LogFormat;
 use crate::logparse::{MigrationRecord, StreamParser};
 use crate::messages;
 use crate::report::{DatasetSummary, MigrationSummary};
@@ -39,6 +41,7 @@ use crate::settings::Settings;
 use crate::sqlfiles::{self, ServerSpec, SqlEnd, SqlTarget};
 use crate::template::Placeholders;
 use crate::version;
+use crate::version::ExpectedVersion;
 
 /// The log tag of the plugin's own notes in a dataset's log.
 pub const NOTE: &str = "th";
@@ -130,23 +133,10 @@ pub fn database_name(database: &str, unique: &str, index: usize) -> String {
     format!("{}_{index}", database_prefix(database, unique))
 }
 
-/// `name` as part of a database name: ASCII letters and digits in lower case, anything else `_`.
-pub(crate) fn name_part(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The part of [`database_name`] before the index: every run database of one job and dataset
 /// name starts with it.
 pub fn database_prefix(database: &str, unique: &str) -> String {
-    let mut prefix = name_part(database);
+    let mut prefix = crate::engine::name_part(database);
     if !prefix.starts_with(|c: char| c.is_ascii_lowercase()) {
         prefix.insert_str(0, "th_");
     }
@@ -631,7 +621,7 @@ impl Run<'_, '_> {
         }
 
         // The final version.
-        let source = version::version_source(&ds.migration, &ds.expected_version);
+        let source = ds.version_source();
         match self.server.schema_version(self.db, &source) {
             Ok(v) => summary.final_version = v.map(|v| version::normalize(&v)),
             Err(e) => {
