@@ -326,7 +326,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
             summary.result_lines.push(if is_disk_full(&e) {
                 messages::infrastructure(&format!("disk full: {what}"))
             } else {
-                format!("FAILURE - {what}")
+                messages::failure(&what)
             });
             return DatasetOutcome {
                 summary,
@@ -396,7 +396,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     let _ = log.line(
         NOTE,
         &if summary.result_lines.is_empty() {
-            format!("dataset {}: SUCCESS", ds.name)
+            format!("dataset {}: {}", ds.name, messages::SUCCESS)
         } else {
             format!("dataset {}: {}", ds.name, summary.result_lines.join(" | "))
         },
@@ -480,15 +480,15 @@ impl Run<'_, '_> {
         }
         if let Err(why) = ds.runnable() {
             self.note(&why);
-            out.setup_lines.push(format!("FAILURE - {why}"));
+            out.setup_lines.push(messages::failure(&why));
             return;
         }
         if ds.engine == Engine::Sqlite {
             if let Err(e) = fs::create_dir_all(&self.spec.sqlite_dir) {
-                out.setup_lines.push(format!(
-                    "FAILURE - cannot create {}: {e}",
+                out.setup_lines.push(messages::failure(format!(
+                    "cannot create {}: {e}",
                     self.spec.sqlite_dir.display()
-                ));
+                )));
                 return;
             }
         }
@@ -563,7 +563,7 @@ impl Run<'_, '_> {
             if is_disk_full(&e) {
                 out.infrastructure = Some(format!("disk full: {what}"));
             } else {
-                out.setup_lines.push(format!("FAILURE - {what}"));
+                out.setup_lines.push(messages::failure(&what));
             }
             return;
         }
@@ -954,15 +954,13 @@ impl Run<'_, '_> {
                 )),
                 Err(e) => {
                     self.note(&e.to_string());
-                    out.lines
-                        .push(format!("FAILURE - could not render a config template: {e}"));
+                    out.lines.push(messages::template_failed(&e));
                     return out;
                 }
             }
         }
         let Some((program, args)) = argv.split_first() else {
-            out.lines
-                .push("FAILURE - the dataset's migration tool has an empty argv".into());
+            out.lines.push(messages::EMPTY_ARGV.to_string());
             return out;
         };
         let program = placeholders.render(program);
@@ -971,17 +969,14 @@ impl Run<'_, '_> {
             Ok(c) => c,
             Err(e) => {
                 self.note(&e.to_string());
-                out.lines.push(format!("FAILURE - {e}"));
+                out.lines.push(messages::failure(&e));
                 return out;
             }
         };
         let cmd = self.tool_command(&program, &args, checkout, env, &placeholders, &contained);
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            out.lines.push(format!(
-                "FAILURE - Migrations timed out after {}",
-                seconds(self.timeout)
-            ));
+            out.lines.push(messages::timed_out(&seconds(self.timeout)));
             return out;
         }
         self.note(&format!(
@@ -1047,29 +1042,23 @@ impl Run<'_, '_> {
                 if source.kind() == io::ErrorKind::NotFound {
                     out.lines.push(messages::IMPORT_ERROR.to_string());
                 } else {
-                    out.lines.push(format!(
-                        "FAILURE - could not start the migration tool {program}: {source}"
-                    ));
+                    out.lines
+                        .push(messages::tool_not_started(&program, &source));
                 }
             }
-            Err(e) => out
-                .lines
-                .push(format!("FAILURE - could not run the migration tool: {e}")),
+            Err(e) => out.lines.push(messages::tool_not_run(&e)),
             Ok(outcome) => match outcome.termination {
                 Termination::Cancelled => out.cancelled = true,
                 Termination::TimedOut(t) | Termination::Stalled(t) => out.lines.push(if open {
                     messages::DID_NOT_FIND_END.to_string()
                 } else {
-                    format!("FAILURE - Migrations timed out after {}", seconds(t))
+                    messages::timed_out(&seconds(t))
                 }),
                 Termination::Signalled(sig) => {
                     out.lines.push(if open {
                         messages::DID_NOT_FIND_END.to_string()
                     } else {
-                        format!(
-                            "FAILURE - The migration tool was killed by signal {}",
-                            signal_name(sig)
-                        )
+                        messages::killed_by_signal(&signal_name(sig))
                     });
                 }
                 Termination::Exited(code) => {
@@ -1105,7 +1094,7 @@ impl Run<'_, '_> {
             Ok(files) => files,
             Err(e) => {
                 self.note(&e.to_string());
-                out.lines.push(format!("FAILURE - {e}"));
+                out.lines.push(messages::failure(&e));
                 return out;
             }
         };
@@ -1132,9 +1121,9 @@ impl Run<'_, '_> {
             SqlEnd::TimedOut(t) => out.lines.push(if open {
                 messages::DID_NOT_FIND_END.to_string()
             } else {
-                format!("FAILURE - Migrations timed out after {}", seconds(t))
+                messages::timed_out(&seconds(t))
             }),
-            SqlEnd::Error(m) => out.lines.push(format!("FAILURE - {m}")),
+            SqlEnd::Error(m) => out.lines.push(messages::failure(&m)),
         }
         out
     }

@@ -126,7 +126,7 @@ pub fn run_job(
             for p in &problems {
                 tracing::error!("{p}");
             }
-            summary.result = format!("FAILURE - invalid datasets: {}", problems.join("; "));
+            summary.result = messages::invalid_datasets(&problems);
             return Ok(finish(summary, dirs, false));
         }
     };
@@ -187,7 +187,7 @@ pub fn run_job(
         match git::prepare_checkout(&change, &git_cache, &dest, &git_log, &options, env.cancel) {
             Ok(c) => c,
             Err(GitError::Cancelled) => {
-                summary.result = Outcome::aborted().result;
+                summary.result = messages::aborted();
                 return Ok(finish(summary, dirs, true));
             }
             Err(e) => {
@@ -262,7 +262,7 @@ pub fn run_job(
                 });
             }
             lines.push(if several {
-                format!("{}: {line}", o.summary.name)
+                messages::of_dataset(&o.summary.name, line)
             } else {
                 line.clone()
             });
@@ -270,11 +270,11 @@ pub fn run_job(
     }
     summary.datasets = outcomes.into_iter().map(|o| o.summary).collect();
     summary.result = if cancelled {
-        Outcome::aborted().result
+        messages::aborted()
     } else if let Some(what) = infrastructure {
         messages::infrastructure(&what)
     } else if lines.is_empty() {
-        Outcome::success().result
+        messages::SUCCESS.to_string()
     } else {
         lines.join("\n")
     };
@@ -355,7 +355,7 @@ fn run_datasets(
                         let why = panic_message(payload.as_ref());
                         tracing::error!("dataset {}: internal error: {why}", dataset.name);
                         DatasetOutcome {
-                            summary: not_run(dataset, &format!("FAILURE - internal error: {why}")),
+                            summary: not_run(dataset, &messages::internal_error(&why)),
                             cancelled: false,
                         }
                     }
@@ -371,7 +371,7 @@ fn run_datasets(
                 if outcome.cancelled {
                     "cancelled".to_string()
                 } else if outcome.summary.result_lines.is_empty() {
-                    "SUCCESS".to_string()
+                    messages::SUCCESS.to_string()
                 } else {
                     outcome.summary.result_lines.join(" | ")
                 }
@@ -393,7 +393,7 @@ fn run_datasets(
         .zip(datasets)
         .map(|(o, d)| {
             o.unwrap_or_else(|| DatasetOutcome {
-                summary: not_run(d, "FAILURE - internal error: the dataset was not run"),
+                summary: not_run(d, &messages::internal_error("the dataset was not run")),
                 cancelled: false,
             })
         })
@@ -406,7 +406,7 @@ fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
         engine: dataset.engine.name().to_string(),
         database: String::new(),
         seed: dataset.seed.path.display().to_string(),
-        result_lines: if line.starts_with("FAILURE") {
+        result_lines: if messages::is_failure(line) {
             vec![line.to_string()]
         } else {
             Vec::new()

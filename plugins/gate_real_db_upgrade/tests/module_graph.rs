@@ -2,6 +2,7 @@
 //! below it, never one that uses it back. The graph is read from the sources: a reference
 //! `crate::<module>` (in a `use`, a path or a `crate::{a, b}` group) anywhere in
 //! `src/<name>.rs` or `src/<name>/**` is an edge `<name> → <module>`; comments are left out.
+//! The same reading checks that result lines are built in one module.
 
 #![allow(clippy::unwrap_used)]
 
@@ -159,6 +160,41 @@ fn the_cycle_finder_finds_cycles() {
 #[test]
 fn the_plugin_has_no_import_cycle() {
     assert_acyclic(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+}
+
+/// Every result line is built in `messages.rs`: no other source (outside its tests) spells
+/// one out.
+#[test]
+fn result_lines_are_built_in_messages_only() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("messages.rs")) {
+        let code = fs::read_to_string(file).unwrap();
+        let code = code.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or("");
+            let spelled = [
+                "\"FAILURE",
+                "\"WARNING",
+                "\"ERROR -",
+                "\"SUCCESS",
+                "\"Return code",
+            ]
+            .iter()
+            .any(|start| line.contains(start));
+            if spelled {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(files.len() > 10, "read too few files");
+    assert!(
+        found.is_empty(),
+        "result lines built outside messages.rs:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
