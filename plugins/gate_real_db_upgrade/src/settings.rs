@@ -5,7 +5,7 @@
 //! | `datasets_dir` | directory of datasets | `/var/lib/turbo-hipster/datasets` |
 //! | `max_parallel_datasets` | how many datasets of one job run at once (1 to 64) | 1 |
 //! | `timeout` | seconds one dataset's run may take, unless the dataset sets its own (over 0, at most 604800: a week) | 3600 |
-//! | `connection` | `{host, port, socket, user, password}`: how to reach the database server; a dataset's own keys win | engine defaults |
+//! | `connection` | `{host, port, socket, user, password}`: how to reach the database server, read like a dataset's ([`crate::engine::Connection::from_json`]: unknown fields are logged warnings); a dataset's own keys win | engine defaults |
 //! | `engine` | `mysql`, `mariadb`, `postgresql` or `sqlite`: the engine of datasets that do not name one | none |
 //! | `git_retries` | how many times to try fetching the change (1 to 100) | 3 |
 //! | `keep_databases` | debugging: keep each run's database instead of dropping it | false |
