@@ -356,16 +356,10 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         migrations: Vec::new(),
         provisioning: None,
     };
-    let log_path = job.results_dir.join(log_name(&ds.name));
-    let log = match LogFile::create(&log_path) {
+    let log = match open_log(job) {
         Ok(log) => log,
-        Err(e) => {
-            let what = format!("cannot create {}: {e}", log_path.display());
-            summary.result_lines.push(if is_disk_full(&e) {
-                messages::infrastructure(&format!("disk full: {what}"))
-            } else {
-                messages::failure(&what)
-            });
+        Err(line) => {
+            summary.result_lines.push(line);
             return DatasetOutcome {
                 summary,
                 cancelled: false,
@@ -420,6 +414,19 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         summary,
         cancelled: matches!(executed.end, Err(Stop::Cancelled)),
     }
+}
+
+/// The dataset's log in the results directory, or the result line saying why not.
+fn open_log(job: &DatasetJob<'_>) -> Result<LogFile, String> {
+    let log_path = job.results_dir.join(log_name(&job.dataset.name));
+    LogFile::create(&log_path).map_err(|e| {
+        let what = format!("cannot create {}: {e}", log_path.display());
+        if is_disk_full(&e) {
+            messages::infrastructure(&format!("disk full: {what}"))
+        } else {
+            messages::failure(&what)
+        }
+    })
 }
 
 /// Every migration of every phase into the summary, with its limit and warnings; the

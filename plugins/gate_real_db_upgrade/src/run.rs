@@ -411,40 +411,11 @@ fn run_datasets(
                 cancel: env.cancel,
                 tick: &tick,
             };
-            let outcome = if env.cancel.is_cancelled() {
-                DatasetOutcome {
-                    summary: not_run(dataset, "cancelled before it started"),
-                    cancelled: true,
-                }
-            } else {
-                tracing::info!("dataset {}: starting", dataset.name);
-                match panic::catch_unwind(AssertUnwindSafe(|| dataset_run::run_dataset(&job))) {
-                    Ok(o) => o,
-                    Err(payload) => {
-                        let why = panic_message(payload.as_ref());
-                        tracing::error!("dataset {}: internal error: {why}", dataset.name);
-                        DatasetOutcome {
-                            summary: not_run(dataset, &messages::internal_error(&why)),
-                            cancelled: false,
-                        }
-                    }
-                }
-            };
+            let outcome = run_one(&job, env.cancel);
             // The dataset's remaining progress steps, whatever path it took.
             for _ in ticks.load(Ordering::SeqCst)..dataset_run::STEPS {
                 step();
             }
-            tracing::info!(
-                "dataset {}: {}",
-                dataset.name,
-                if outcome.cancelled {
-                    "cancelled".to_string()
-                } else if outcome.summary.result_lines.is_empty() {
-                    messages::SUCCESS.to_string()
-                } else {
-                    outcome.summary.result_lines.join(" | ")
-                }
-            );
             if let Ok(mut r) = results.lock() {
                 r[index] = Some(outcome);
             }
@@ -467,6 +438,39 @@ fn run_datasets(
             })
         })
         .collect()
+}
+
+/// Runs one dataset unless the job is cancelled; a panic is an internal error of its own.
+fn run_one(job: &DatasetJob<'_>, cancel: &dyn Cancellation) -> DatasetOutcome {
+    let dataset = job.dataset;
+    if cancel.is_cancelled() {
+        return DatasetOutcome {
+            summary: not_run(dataset, "cancelled before it started"),
+            cancelled: true,
+        };
+    }
+    tracing::info!("dataset {}: starting", dataset.name);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| dataset_run::run_dataset(job)))
+        .unwrap_or_else(|payload| {
+            let why = panic_message(payload.as_ref());
+            tracing::error!("dataset {}: internal error: {why}", dataset.name);
+            DatasetOutcome {
+                summary: not_run(dataset, &messages::internal_error(&why)),
+                cancelled: false,
+            }
+        });
+    tracing::info!(
+        "dataset {}: {}",
+        dataset.name,
+        if outcome.cancelled {
+            "cancelled".to_string()
+        } else if outcome.summary.result_lines.is_empty() {
+            messages::SUCCESS.to_string()
+        } else {
+            outcome.summary.result_lines.join(" | ")
+        }
+    );
+    outcome
 }
 
 fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {

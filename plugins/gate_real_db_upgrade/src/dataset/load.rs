@@ -30,33 +30,71 @@ pub fn load_datasets_with_warnings(
     // Paths in the datasets come out absolute even for a relative datasets dir.
     let absolute = std::path::absolute(dir);
     let dir = absolute.as_deref().unwrap_or(dir);
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            return Err(vec![format!(
-                "{}: cannot read the datasets dir: {e}",
-                dir.display()
-            )])
+    let mut scan = find_datasets(dir)?;
+    let mut datasets: Vec<Dataset> = Vec::new();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for found in std::mem::take(&mut scan.found) {
+        if let Some(other) = seen.get(&found.name) {
+            scan.errors.push(format!(
+                "{}: dataset name {} is also used by {}",
+                found.config.display(),
+                found.name,
+                other.display()
+            ));
+            continue;
         }
-    };
-    // (name, config file, base dir)
-    let mut found: Vec<(String, PathBuf, PathBuf)> = Vec::new();
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
+        seen.insert(found.name.clone(), found.config.clone());
+        match load_dataset(&found.config, &found.name, &found.base, defaults) {
+            Ok((dataset, w)) => {
+                datasets.push(dataset);
+                scan.warnings.extend(w);
+            }
+            Err(e) => scan.errors.extend(e),
+        }
+    }
+    if scan.errors.is_empty() {
+        datasets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((datasets, scan.warnings))
+    } else {
+        Err(scan.errors)
+    }
+}
+
+/// A dataset's file found in the datasets dir.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Found {
+    name: String,
+    config: PathBuf,
+    /// What its relative paths are resolved against.
+    base: PathBuf,
+}
+
+/// The dataset files of a datasets dir, sorted, with what was wrong or skipped on the way.
+#[derive(Debug, Default)]
+struct Scan {
+    found: Vec<Found>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Each subdirectory with a `config.json`, and each `*.json` file, of `dir`.
+fn find_datasets(dir: &Path) -> Result<Scan, Vec<String>> {
+    let unreadable =
+        |e: std::io::Error| format!("{}: cannot read the datasets dir: {e}", dir.display());
+    let entries = std::fs::read_dir(dir).map_err(|e| vec![unreadable(e)])?;
+    let mut scan = Scan::default();
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                errors.push(format!(
-                    "{}: cannot read the datasets dir: {e}",
-                    dir.display()
-                ));
+                scan.errors.push(unreadable(e));
                 continue;
             }
         };
         let path = entry.path();
         let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
-            warnings.push(format!("{}: not a UTF-8 name, skipped", path.display()));
+            scan.warnings
+                .push(format!("{}: not a UTF-8 name, skipped", path.display()));
             continue;
         };
         if file_name.starts_with('.') {
@@ -69,44 +107,27 @@ pub fn load_datasets_with_warnings(
         if meta.is_dir() {
             let config = path.join("config.json");
             if config.is_file() {
-                found.push((file_name, config, path));
+                scan.found.push(Found {
+                    name: file_name,
+                    config,
+                    base: path,
+                });
             } else {
-                warnings.push(format!("{}: no config.json, skipped", path.display()));
+                scan.warnings
+                    .push(format!("{}: no config.json, skipped", path.display()));
             }
         } else if meta.is_file() {
             if let Some(stem) = file_name.strip_suffix(".json") {
-                found.push((stem.to_string(), path, dir.to_path_buf()));
+                scan.found.push(Found {
+                    name: stem.to_string(),
+                    config: path,
+                    base: dir.to_path_buf(),
+                });
             }
         }
     }
-    found.sort();
-
-    let mut datasets: Vec<Dataset> = Vec::new();
-    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for (name, config, base) in found {
-        if let Some(other) = seen.get(&name) {
-            errors.push(format!(
-                "{}: dataset name {name} is also used by {}",
-                config.display(),
-                other.display()
-            ));
-            continue;
-        }
-        seen.insert(name.clone(), config.clone());
-        match load_dataset(&config, &name, &base, defaults) {
-            Ok((dataset, w)) => {
-                datasets.push(dataset);
-                warnings.extend(w);
-            }
-            Err(e) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        datasets.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((datasets, warnings))
-    } else {
-        Err(errors)
-    }
+    scan.found.sort();
+    Ok(scan)
 }
 
 /// Loads one dataset from the config file `source`, naming it `name`, with relative paths

@@ -243,50 +243,7 @@ pub(super) fn log_format(c: &mut Checker, value: &Value) -> Option<LogFormat> {
                 None
             }
         },
-        Value::Object(obj) => {
-            c.unknown_keys(KEY, obj, &["start", "end", "final"]);
-            let start = match obj.get("start") {
-                None => {
-                    c.err(&join(KEY, "start"), "required");
-                    None
-                }
-                Some(v) => compile(c, "migration.log_format.start", v).and_then(|r| {
-                    let names: BTreeSet<&str> = r.capture_names().flatten().collect();
-                    if names.contains("from") && names.contains("to") {
-                        Some(r)
-                    } else {
-                        c.err(
-                            "migration.log_format.start",
-                            "needs named groups (?P<from>...) and (?P<to>...)",
-                        );
-                        None
-                    }
-                }),
-            };
-            let end = match obj.get("end") {
-                None => Some(None),
-                Some(v) => compile(c, "migration.log_format.end", v).map(Some),
-            };
-            let final_version = match obj.get("final") {
-                None => Some(None),
-                Some(v) => compile(c, "migration.log_format.final", v).and_then(|r| {
-                    if r.captures_len() > 1 {
-                        Some(Some(r))
-                    } else {
-                        c.err(
-                            "migration.log_format.final",
-                            "needs a group for the version ((?P<version>...))",
-                        );
-                        None
-                    }
-                }),
-            };
-            Some(LogFormat::Regex {
-                start: start?,
-                end: end?,
-                final_version: final_version?,
-            })
-        }
+        Value::Object(obj) => regex_format(c, obj),
         other => {
             c.err(
                 KEY,
@@ -295,6 +252,53 @@ pub(super) fn log_format(c: &mut Checker, value: &Value) -> Option<LogFormat> {
             None
         }
     }
+}
+
+/// `{"start": re, "end": re?, "final": re?}`.
+fn regex_format(c: &mut Checker, obj: &Map<String, Value>) -> Option<LogFormat> {
+    const KEY: &str = "migration.log_format";
+    c.unknown_keys(KEY, obj, &["start", "end", "final"]);
+    let start = match obj.get("start") {
+        None => {
+            c.err(&join(KEY, "start"), "required");
+            None
+        }
+        Some(v) => compile(c, "migration.log_format.start", v).and_then(|r| {
+            let names: BTreeSet<&str> = r.capture_names().flatten().collect();
+            if names.contains("from") && names.contains("to") {
+                Some(r)
+            } else {
+                c.err(
+                    "migration.log_format.start",
+                    "needs named groups (?P<from>...) and (?P<to>...)",
+                );
+                None
+            }
+        }),
+    };
+    let end = match obj.get("end") {
+        None => Some(None),
+        Some(v) => compile(c, "migration.log_format.end", v).map(Some),
+    };
+    let final_version = match obj.get("final") {
+        None => Some(None),
+        Some(v) => compile(c, "migration.log_format.final", v).and_then(|r| {
+            if r.captures_len() > 1 {
+                Some(Some(r))
+            } else {
+                c.err(
+                    "migration.log_format.final",
+                    "needs a group for the version ((?P<version>...))",
+                );
+                None
+            }
+        }),
+    };
+    Some(LogFormat::Regex {
+        start: start?,
+        end: end?,
+        final_version: final_version?,
+    })
 }
 
 #[cfg(test)]
