@@ -67,7 +67,6 @@
 //! # Errors
 //! Every problem of every dataset at once, one line each: `<file>: <key path>: <what>`, e.g.
 //! `/var/lib/th/datasets/a/config.json: migration.log_format.start: needs named groups (?P<from>…) and (?P<to>…)`.
-
 //!
 //! # Layout
 //! The model is here; [`load`] finds and reads the files, `parse` reads one file's keys (one
