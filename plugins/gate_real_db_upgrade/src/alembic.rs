@@ -37,6 +37,26 @@ use std::path::{Path, PathBuf};
 
 use turbo_hipster_sdk::support::contain::read_regular_file;
 
+/// Where an alembic project's scripts are: alembic's `version_locations` and
+/// `recursive_version_locations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlembicTree {
+    /// Folders of the checkout.
+    pub locations: Vec<PathBuf>,
+    /// Whether their subfolders are read too (the default).
+    pub recursive: bool,
+}
+
+impl AlembicTree {
+    /// One folder and its subfolders.
+    pub fn folder(location: impl Into<PathBuf>) -> Self {
+        AlembicTree {
+            locations: vec![location.into()],
+            recursive: true,
+        }
+    }
+}
+
 /// The deepest subfolder read below a version location.
 pub const MAX_DEPTH: usize = 16;
 /// The most scripts read in a tree.

@@ -24,21 +24,26 @@ use chrono::Local;
 use turbo_hipster_sdk::support::contain::{ContainError, Contained};
 use turbo_hipster_sdk::support::git::{self, GitError, ZuulChange};
 use turbo_hipster_sdk::support::process::{
-    seconds, signal_name, Cancellation, ProcessError, ProcessRunner, Stream, Termination,
+    seconds, signal_name, Cancellation, ProcessError, ProcessOutcome, ProcessRunner, Stream,
+    Termination,
 };
 use turbo_hipster_sdk::support::LogFile;
 
 use crate::alembic;
-use crate::dataset::{Dataset, Engine, ExpectedVersion, LogFormat, Migration};
+use crate::dataset::{Dataset, Migration};
+use crate::engine::Engine;
 use crate::engine::{EngineError, Server};
 use crate::limits;
-use crate::logparse::{MigrationRecord, StreamParser};
+use crate::limits::Limits;
+use crate::logparse::LogFormat;
+use crate::logparse::{MigrationRecord, ParsedRun, StreamParser};
 use crate::messages;
 use crate::report::{DatasetSummary, MigrationSummary};
 use crate::settings::Settings;
 use crate::sqlfiles::{self, ServerSpec, SqlEnd, SqlTarget};
 use crate::template::Placeholders;
 use crate::version;
+use crate::version::ExpectedVersion;
 
 /// The log tag of the plugin's own notes in a dataset's log.
 pub const NOTE: &str = "th";
@@ -130,23 +135,10 @@ pub fn database_name(database: &str, unique: &str, index: usize) -> String {
     format!("{}_{index}", database_prefix(database, unique))
 }
 
-/// `name` as part of a database name: ASCII letters and digits in lower case, anything else `_`.
-pub(crate) fn name_part(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The part of [`database_name`] before the index: every run database of one job and dataset
 /// name starts with it.
 pub fn database_prefix(database: &str, unique: &str) -> String {
-    let mut prefix = name_part(database);
+    let mut prefix = crate::engine::name_part(database);
     if !prefix.starts_with(|c: char| c.is_ascii_lowercase()) {
         prefix.insert_str(0, "th_");
     }
@@ -277,20 +269,56 @@ struct Phase {
     unavailable_hint: Option<String>,
 }
 
+/// Why a dataset's run ended before its last step, or how its last step (the version
+/// check) found the change.
+#[derive(Debug)]
+enum Stop {
+    /// The job was cancelled.
+    Cancelled,
+    /// The dataset's result line: set-up failed (the seed, a directory, an upgrade path's
+    /// checkout). It comes before the migrations' warnings.
+    Failed(String),
+    /// A phase failed: its own lines say why.
+    PhaseFailed,
+    /// Not the change's fault: what failed (the server lost, the disk full, git
+    /// unreachable). Replaces every other line of the dataset.
+    Infrastructure(String),
+    /// The final version is not the expected one (after a clean run).
+    VersionMismatch,
+}
+
 /// What [`Run::execute`] found.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Executed {
-    /// Problems before any migration ran (the seed, directories).
-    setup_lines: Vec<String>,
     /// Each phase with its name.
     phases: Vec<(String, Phase)>,
-    /// The final version check.
-    version_lines: Vec<String>,
-    /// The job was cancelled.
-    cancelled: bool,
-    /// Not the change's fault: what failed (the server lost, the disk full, git unreachable).
-    /// Replaces every other line of the dataset.
-    infrastructure: Option<String>,
+    /// How the run ended.
+    end: Result<(), Stop>,
+}
+
+impl Executed {
+    /// The dataset's result lines: set-up failures, the phases' failures, the limits'
+    /// warnings, the version check; only the infrastructure's when it is to blame.
+    fn result_lines(&self, limits: &Limits, records: &[MigrationRecord]) -> Vec<String> {
+        if let Err(Stop::Infrastructure(what)) = &self.end {
+            return vec![messages::infrastructure(what)];
+        }
+        let mut lines = Vec::new();
+        if let Err(Stop::Failed(line)) = &self.end {
+            lines.push(line.clone());
+        }
+        lines.extend(
+            self.phases
+                .iter()
+                .flat_map(|(_, p)| p.lines.iter().cloned()),
+        );
+        lines.extend(limits::check(limits, records));
+        if let Err(Stop::VersionMismatch) = &self.end {
+            lines.push(messages::VERSION_MISMATCH.to_string());
+        }
+        dedup_keep_order(&mut lines);
+        lines
+    }
 }
 
 /// The accumulated state of a dataset's run.
@@ -328,16 +356,10 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         migrations: Vec::new(),
         provisioning: None,
     };
-    let log_path = job.results_dir.join(log_name(&ds.name));
-    let log = match LogFile::create(&log_path) {
+    let log = match open_log(job) {
         Ok(log) => log,
-        Err(e) => {
-            let what = format!("cannot create {}: {e}", log_path.display());
-            summary.result_lines.push(if is_disk_full(&e) {
-                messages::infrastructure(&format!("disk full: {what}"))
-            } else {
-                format!("FAILURE - {what}")
-            });
+        Err(line) => {
+            summary.result_lines.push(line);
             return DatasetOutcome {
                 summary,
                 cancelled: false,
@@ -350,8 +372,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         connection: ds.connection.clone(),
         sqlite_dir: job.work_root.join("databases"),
     };
-    let mut executed = Executed::default();
-    {
+    let executed = {
         let server = spec.server();
         let work_dir = job
             .work_root
@@ -367,11 +388,56 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
             deadline: started + timeout,
             timeout,
         };
-        run.execute(&mut summary, &mut executed);
-        // The guard inside `execute` has dropped the database by now.
+        // The guard inside `execute` has dropped the database when it returns.
+        run.execute(&mut summary)
+    };
+    let records = summarise_migrations(&mut summary, ds, &executed.phases);
+    if let Err(Stop::Infrastructure(what)) = &executed.end {
+        // The other lines are consequences: the change is not judged.
+        tracing::warn!("dataset {}: infrastructure failure: {what}", ds.name);
+        let _ = log.line(
+            NOTE,
+            &format!("infrastructure failure, not the change's: {what}"),
+        );
     }
+    summary.result_lines = executed.result_lines(&ds.limits, &records);
+    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let _ = log.line(
+        NOTE,
+        &if summary.result_lines.is_empty() {
+            format!("dataset {}: {}", ds.name, messages::SUCCESS)
+        } else {
+            format!("dataset {}: {}", ds.name, summary.result_lines.join(" | "))
+        },
+    );
+    DatasetOutcome {
+        summary,
+        cancelled: matches!(executed.end, Err(Stop::Cancelled)),
+    }
+}
+
+/// The dataset's log in the results directory, or the result line saying why not.
+fn open_log(job: &DatasetJob<'_>) -> Result<LogFile, String> {
+    let log_path = job.results_dir.join(log_name(&job.dataset.name));
+    LogFile::create(&log_path).map_err(|e| {
+        let what = format!("cannot create {}: {e}", log_path.display());
+        if is_disk_full(&e) {
+            messages::infrastructure(&format!("disk full: {what}"))
+        } else {
+            messages::failure(&what)
+        }
+    })
+}
+
+/// Every migration of every phase into the summary, with its limit and warnings; the
+/// migrations' records, in order.
+fn summarise_migrations(
+    summary: &mut DatasetSummary,
+    ds: &Dataset,
+    phases: &[(String, Phase)],
+) -> Vec<MigrationRecord> {
     let mut all_records = Vec::new();
-    for (phase, p) in &executed.phases {
+    for (phase, p) in phases {
         for record in &p.records {
             let limit = ds.limits.seconds.lookup(&record.from, &record.to);
             let messages = limits::check(&ds.limits, std::slice::from_ref(record));
@@ -381,40 +447,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
             all_records.push(record.clone());
         }
     }
-    // Set-up failures, the phases' failures, the limits' warnings, the version check.
-    let mut lines = std::mem::take(&mut executed.setup_lines);
-    lines.extend(
-        executed
-            .phases
-            .iter()
-            .flat_map(|(_, p)| p.lines.iter().cloned()),
-    );
-    lines.extend(limits::check(&ds.limits, &all_records));
-    lines.extend(std::mem::take(&mut executed.version_lines));
-    if let Some(what) = &executed.infrastructure {
-        // The other lines are consequences: the change is not judged.
-        tracing::warn!("dataset {}: infrastructure failure: {what}", ds.name);
-        let _ = log.line(
-            NOTE,
-            &format!("infrastructure failure, not the change's: {what}"),
-        );
-        lines = vec![messages::infrastructure(what)];
-    }
-    dedup_keep_order(&mut lines);
-    summary.result_lines = lines;
-    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let _ = log.line(
-        NOTE,
-        &if summary.result_lines.is_empty() {
-            format!("dataset {}: SUCCESS", ds.name)
-        } else {
-            format!("dataset {}: {}", ds.name, summary.result_lines.join(" | "))
-        },
-    );
-    DatasetOutcome {
-        summary,
-        cancelled: executed.cancelled,
-    }
+    all_records
 }
 
 /// `text` with every secret replaced by `***`.
@@ -465,8 +498,68 @@ impl Run<'_, '_> {
         let _ = self.log.line(NOTE, text);
     }
 
-    /// The run: fills `summary`'s versions and `out`.
-    fn execute(&self, summary: &mut DatasetSummary, out: &mut Executed) {
+    /// The run: its phases and how it ended; fills `summary`'s provisioning and versions.
+    fn execute(&self, summary: &mut DatasetSummary) -> Executed {
+        let mut phases = Vec::new();
+        let end = self.steps(summary, &mut phases);
+        Executed { phases, end }
+    }
+
+    /// The run's steps, each phase added to `phases` as it ends.
+    fn steps(
+        &self,
+        summary: &mut DatasetSummary,
+        phases: &mut Vec<(String, Phase)>,
+    ) -> Result<(), Stop> {
+        self.announce();
+        self.check_start()?;
+        let _guard = self.create_database(summary)?;
+        (self.job.tick)();
+        self.make_work_dir()?;
+        for (i, reference) in self.job.dataset.upgrade_path.iter().enumerate() {
+            let phase = self.upgrade_via(i, reference)?;
+            let end = self.phase_end(&phase);
+            phases.push((reference.clone(), phase));
+            end?;
+        }
+        tracing::info!("dataset {}: migrating to the change", self.job.dataset.name);
+        let phase = self.run_phase(CHANGE_PHASE, self.job.checkout);
+        let failed = match self.phase_end(&phase) {
+            Ok(()) => false,
+            Err(Stop::PhaseFailed) => true,
+            Err(stop) => {
+                phases.push((CHANGE_PHASE.to_string(), phase));
+                return Err(stop);
+            }
+        };
+        let printed = phase.printed_final.clone();
+        let last_sql_file = phase.last_sql_file.clone();
+        phases.push((CHANGE_PHASE.to_string(), phase));
+        self.read_final_version(summary)?;
+        let expected = self.expected_for_check(last_sql_file.as_deref())?;
+        summary.expected_version = expected.clone().filter(|v| !v.is_empty());
+        self.note(&format!(
+            "final schema version {} (printed: {}), expected {}",
+            summary.final_version.as_deref().unwrap_or("none"),
+            printed.as_deref().unwrap_or("none"),
+            match &expected {
+                None => "unchecked",
+                Some(v) if v.is_empty() => "unknown",
+                Some(v) => v,
+            }
+        ));
+        // A failed run explains a wrong version already: only check after a clean one.
+        match expected {
+            Some(expected) if !failed => self.check_version(
+                summary.final_version.as_deref(),
+                printed.as_deref(),
+                &expected,
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn announce(&self) {
         let ds = self.job.dataset;
         self.note(&format!(
             "dataset {} ({}) for {}: engine {}, database {}, seed {}, time limit {}",
@@ -484,24 +577,32 @@ impl Run<'_, '_> {
             self.db,
             ds.seed.path.display()
         );
+    }
+
+    /// Whether the run may start: not cancelled, a runnable dataset, SQLite's directory.
+    fn check_start(&self) -> Result<(), Stop> {
+        let ds = self.job.dataset;
         if self.job.cancel.is_cancelled() {
-            out.cancelled = true;
-            return;
+            return Err(Stop::Cancelled);
         }
-        if let Err(why) = ds.runnable() {
+        ds.runnable().map_err(|why| {
             self.note(&why);
-            out.setup_lines.push(format!("FAILURE - {why}"));
-            return;
-        }
+            Stop::Failed(messages::failure(&why))
+        })?;
         if ds.engine == Engine::Sqlite {
-            if let Err(e) = fs::create_dir_all(&self.spec.sqlite_dir) {
-                out.setup_lines.push(format!(
-                    "FAILURE - cannot create {}: {e}",
+            fs::create_dir_all(&self.spec.sqlite_dir).map_err(|e| {
+                Stop::Failed(messages::failure(format!(
+                    "cannot create {}: {e}",
                     self.spec.sqlite_dir.display()
-                ));
-                return;
-            }
+                )))
+            })?;
         }
+        Ok(())
+    }
+
+    /// Creates the run's database ([`crate::provisioning`]); the guard drops it.
+    fn create_database(&self, summary: &mut DatasetSummary) -> Result<DbGuard<'_>, Stop> {
+        let ds = self.job.dataset;
         // Claimed before it exists: if this process dies, the next start drops it.
         let claim = match (self.job.claims, ds.engine) {
             (Some(dir), engine) if engine != Engine::Sqlite => crate::leftovers::claim(
@@ -512,7 +613,7 @@ impl Run<'_, '_> {
         };
         // A database of this name can only be a leftover of an earlier run of this very job.
         let _ = self.server.drop_database(self.db);
-        let _guard = DbGuard::new(
+        let guard = DbGuard::new(
             self.server,
             self.db,
             self.job.settings.keep_databases,
@@ -528,162 +629,142 @@ impl Run<'_, '_> {
             cancel: self.job.cancel,
             note: &note,
         };
-        match provider.provide(self.db) {
-            Ok(done) => {
-                self.note(&format!(
-                    "database {} created by {}{} in {:.3} s",
-                    self.db,
-                    done.method,
-                    done.golden
-                        .as_deref()
-                        .map(|g| format!(" of the golden copy {g}"))
-                        .unwrap_or_default(),
-                    done.seconds
-                ));
-                summary.provisioning = Some(done);
-            }
-            Err(_) if self.job.cancel.is_cancelled() => {
-                self.note("cancelled while loading the seed");
-                out.cancelled = true;
-                return;
-            }
-            Err(e) => {
-                self.note(&format!("could not create database {}: {e}", self.db));
-                tracing::warn!("dataset {}: {e}", ds.name);
-                if let Some(what) = e.infrastructure() {
-                    out.infrastructure = Some(format!("creating database {}: {what}", self.db));
-                    return;
-                }
-                out.setup_lines.push(
-                    match e {
-                        EngineError::SeedMissing(_) => messages::SEED_MISSING,
-                        EngineError::SeedLoad(_)
-                        | EngineError::Refused(_)
-                        | EngineError::Unavailable(_)
-                        | EngineError::Other(_) => messages::SEED_SETUP,
-                    }
-                    .to_string(),
-                );
-                return;
-            }
+        let done = provider
+            .provide(self.db)
+            .map_err(|e| self.not_created(&e))?;
+        self.note(&format!(
+            "database {} created by {}{} in {:.3} s",
+            self.db,
+            done.method,
+            done.golden
+                .as_deref()
+                .map(|g| format!(" of the golden copy {g}"))
+                .unwrap_or_default(),
+            done.seconds
+        ));
+        summary.provisioning = Some(done);
+        Ok(guard)
+    }
+
+    /// Why the run's database could not be made.
+    fn not_created(&self, e: &EngineError) -> Stop {
+        if self.job.cancel.is_cancelled() {
+            self.note("cancelled while loading the seed");
+            return Stop::Cancelled;
         }
-        (self.job.tick)();
-        if let Err(e) = fs::create_dir_all(&self.work_dir) {
+        self.note(&format!("could not create database {}: {e}", self.db));
+        tracing::warn!("dataset {}: {e}", self.job.dataset.name);
+        if let Some(what) = e.infrastructure() {
+            return Stop::Infrastructure(format!("creating database {}: {what}", self.db));
+        }
+        Stop::Failed(
+            match e {
+                EngineError::SeedMissing(_) => messages::SEED_MISSING,
+                EngineError::SeedLoad(_)
+                | EngineError::Refused(_)
+                | EngineError::Unavailable(_)
+                | EngineError::Other(_) => messages::SEED_SETUP,
+            }
+            .to_string(),
+        )
+    }
+
+    fn make_work_dir(&self) -> Result<(), Stop> {
+        fs::create_dir_all(&self.work_dir).map_err(|e| {
             let what = format!("cannot create {}: {e}", self.work_dir.display());
             if is_disk_full(&e) {
-                out.infrastructure = Some(format!("disk full: {what}"));
+                Stop::Infrastructure(format!("disk full: {what}"))
             } else {
-                out.setup_lines.push(format!("FAILURE - {what}"));
+                Stop::Failed(messages::failure(&what))
             }
-            return;
-        }
+        })
+    }
 
-        // The upgrade path, then the change.
-        for (i, reference) in ds.upgrade_path.iter().enumerate() {
-            self.note(&format!(
-                "Database is from an older release: upgrading via {reference} first"
-            ));
-            tracing::info!("dataset {}: upgrading via {reference}", ds.name);
-            let checkout = match self.checkout_ref(i, reference) {
-                Ok(path) => path,
-                Err(GitError::Cancelled) => {
-                    out.cancelled = true;
-                    return;
-                }
-                Err(e) => {
-                    self.note(&format!("could not check out {reference}: {e}"));
-                    if let Some(what) = messages::git_infrastructure(&e.to_string()) {
-                        out.infrastructure = Some(format!("{what}: upgrade path {reference}: {e}"));
-                        return;
+    /// Checks out the upgrade path's `reference` and migrates through it.
+    fn upgrade_via(&self, i: usize, reference: &str) -> Result<Phase, Stop> {
+        let ds = self.job.dataset;
+        self.note(&format!(
+            "Database is from an older release: upgrading via {reference} first"
+        ));
+        tracing::info!("dataset {}: upgrading via {reference}", ds.name);
+        let checkout = self.checkout_ref(i, reference).map_err(|e| match e {
+            GitError::Cancelled => Stop::Cancelled,
+            e => {
+                self.note(&format!("could not check out {reference}: {e}"));
+                match messages::git_infrastructure(&e.to_string()) {
+                    Some(what) => {
+                        Stop::Infrastructure(format!("{what}: upgrade path {reference}: {e}"))
                     }
-                    out.phases.push((
-                        reference.clone(),
-                        Phase {
-                            lines: vec![messages::git_failure(&format!(
-                                "upgrade path {reference}: {e}"
-                            ))],
-                            ..Phase::default()
-                        },
-                    ));
-                    return;
+                    None => Stop::Failed(messages::git_failure(&format!(
+                        "upgrade path {reference}: {e}"
+                    ))),
                 }
-            };
-            let phase = self.run_phase(reference, &checkout);
-            out.infrastructure = self.infrastructure_after(&phase);
-            let stop = phase.cancelled || !phase.lines.is_empty();
-            out.cancelled = phase.cancelled;
-            out.phases.push((reference.clone(), phase));
-            if stop {
-                return;
             }
-        }
-        tracing::info!("dataset {}: migrating to the change", ds.name);
-        let phase = self.run_phase(CHANGE_PHASE, self.job.checkout);
-        out.infrastructure = self.infrastructure_after(&phase);
-        let cancelled = phase.cancelled;
-        let failed = !phase.lines.is_empty();
-        let printed = phase.printed_final.clone();
-        let last_sql_file = phase.last_sql_file.clone();
-        out.phases.push((CHANGE_PHASE.to_string(), phase));
-        if cancelled || out.infrastructure.is_some() {
-            out.cancelled = cancelled;
-            return;
-        }
+        })?;
+        Ok(self.run_phase(reference, &checkout))
+    }
 
-        // The final version.
-        let source = version::version_source(&ds.migration, &ds.expected_version);
+    /// Whether the run goes on after `phase`.
+    fn phase_end(&self, phase: &Phase) -> Result<(), Stop> {
+        if phase.cancelled {
+            return Err(Stop::Cancelled);
+        }
+        if let Some(what) = self.infrastructure_after(phase) {
+            return Err(Stop::Infrastructure(what));
+        }
+        if phase.lines.is_empty() {
+            Ok(())
+        } else {
+            Err(Stop::PhaseFailed)
+        }
+    }
+
+    /// The database's final version into `summary`; unreadable is not the change's fault
+    /// only when the server is gone.
+    fn read_final_version(&self, summary: &mut DatasetSummary) -> Result<(), Stop> {
+        let source = self.job.dataset.version_source();
         match self.server.schema_version(self.db, &source) {
             Ok(v) => summary.final_version = v.map(|v| version::normalize(&v)),
             Err(e) => {
                 self.note(&format!("cannot read the schema version: {e}"));
                 if let Some(what) = e.infrastructure() {
-                    out.infrastructure = Some(format!("reading the schema version: {what}"));
-                    return;
+                    return Err(Stop::Infrastructure(format!(
+                        "reading the schema version: {what}"
+                    )));
                 }
             }
         }
-        let expected = match self.expected(last_sql_file.as_deref()) {
-            Ok(v) => v,
-            Err(e) => {
-                self.note(&format!("cannot tell the expected schema version: {e}"));
-                Some(String::new())
-            }
-        };
+        Ok(())
+    }
+
+    /// The expected version to check against: `None` unchecked, empty when it could not be
+    /// told (which no version matches).
+    fn expected_for_check(&self, last_sql_file: Option<&str>) -> Result<Option<String>, Stop> {
+        let expected = self.expected(last_sql_file).unwrap_or_else(|e| {
+            self.note(&format!("cannot tell the expected schema version: {e}"));
+            Some(String::new())
+        });
         if self.job.cancel.is_cancelled() {
-            out.cancelled = true;
-            return;
+            return Err(Stop::Cancelled);
         }
-        summary.expected_version = expected.clone().filter(|v| !v.is_empty());
-        self.note(&format!(
-            "final schema version {} (printed: {}), expected {}",
-            summary.final_version.as_deref().unwrap_or("none"),
-            printed.as_deref().unwrap_or("none"),
-            match &expected {
-                None => "unchecked",
-                Some(v) if v.is_empty() => "unknown",
-                Some(v) => v,
-            }
-        ));
-        // A failed run explains a wrong version already: only check after a clean one.
-        if !failed {
-            if let Some(expected) = expected {
-                let db_ok = summary
-                    .final_version
-                    .as_deref()
-                    .is_some_and(|v| !expected.is_empty() && version::same_version(v, &expected));
-                let printed_ok = printed
-                    .as_deref()
-                    .is_none_or(|p| version::same_version(p, &expected));
-                if !(db_ok && printed_ok) {
-                    self.note(&version::mismatch(
-                        summary.final_version.as_deref(),
-                        &expected,
-                    ));
-                    out.version_lines
-                        .push(messages::VERSION_MISMATCH.to_string());
-                }
-            }
+        Ok(expected)
+    }
+
+    /// The database's version (and the one the tool printed, if any) against `expected`.
+    fn check_version(
+        &self,
+        final_version: Option<&str>,
+        printed: Option<&str>,
+        expected: &str,
+    ) -> Result<(), Stop> {
+        let db_ok = final_version
+            .is_some_and(|v| !expected.is_empty() && version::same_version(v, expected));
+        let printed_ok = printed.is_none_or(|p| version::same_version(p, expected));
+        if db_ok && printed_ok {
+            return Ok(());
         }
+        self.note(&version::mismatch(final_version, expected));
+        Err(Stop::VersionMismatch)
     }
 
     /// The expected final version: read from the change's checkout, or printed by the
@@ -951,49 +1032,19 @@ impl Run<'_, '_> {
         templates: &[(PathBuf, String)],
         log_format: &LogFormat,
     ) -> Phase {
-        let ds = self.job.dataset;
-        let mut out = Phase::default();
         let placeholders = self.placeholders(checkout);
-        for (template, name) in templates {
-            let path = ds.dir.join(template);
-            match placeholders.render_file(&path, &self.work_dir, name) {
-                Ok(written) => self.note(&format!(
-                    "rendered {} into {}",
-                    path.display(),
-                    written.display()
-                )),
-                Err(e) => {
-                    self.note(&e.to_string());
-                    out.lines
-                        .push(format!("FAILURE - could not render a config template: {e}"));
-                    return out;
+        let started = self
+            .render_templates(&placeholders, templates)
+            .and_then(|()| self.start_tool(checkout, argv, env, &placeholders));
+        let (cmd, program, args, remaining) = match started {
+            Ok(ready) => ready,
+            Err(line) => {
+                return Phase {
+                    lines: vec![line],
+                    ..Phase::default()
                 }
             }
-        }
-        let Some((program, args)) = argv.split_first() else {
-            out.lines
-                .push("FAILURE - the dataset's migration tool has an empty argv".into());
-            return out;
         };
-        let program = placeholders.render(program);
-        let args: Vec<String> = args.iter().map(|a| placeholders.render(a)).collect();
-        let contained = match self.contain(checkout, &program) {
-            Ok(c) => c,
-            Err(e) => {
-                self.note(&e.to_string());
-                out.lines.push(format!("FAILURE - {e}"));
-                return out;
-            }
-        };
-        let cmd = self.tool_command(&program, &args, checkout, env, &placeholders, &contained);
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            out.lines.push(format!(
-                "FAILURE - Migrations timed out after {}",
-                seconds(self.timeout)
-            ));
-            return out;
-        }
         self.note(&format!(
             "phase {phase}: running the migration tool in {}",
             checkout.display()
@@ -1017,8 +1068,85 @@ impl Run<'_, '_> {
                 }
             })
             .run(self.job.cancel);
-        out.unavailable_hint = hint;
-        match &result {
+        self.log_exit(&result, &mask);
+        let finished = Local::now().naive_local();
+        let parsed = parser.finish(finished);
+        // Whether a migration was in progress when the output ended: one never ended, or the
+        // parser closed the last one only because the output ended.
+        let open = parsed.unfinished
+            || parsed
+                .migrations
+                .last()
+                .is_some_and(|m| m.end.is_none() || m.end == Some(finished));
+        let mut out = Phase {
+            printed_final: parsed.final_version.clone(),
+            records: parsed.migrations.clone(),
+            unavailable_hint: hint,
+            ..Phase::default()
+        };
+        match result {
+            Err(e) => out.lines.push(tool_error(e)),
+            Ok(outcome) => judge_termination(&mut out, outcome.termination, &parsed, open),
+        }
+        out
+    }
+
+    /// Renders the dataset's config templates into the work dir.
+    fn render_templates(
+        &self,
+        placeholders: &Placeholders,
+        templates: &[(PathBuf, String)],
+    ) -> Result<(), String> {
+        let ds = self.job.dataset;
+        for (template, name) in templates {
+            let path = ds.dir.join(template);
+            let written = placeholders
+                .render_file(&path, &self.work_dir, name)
+                .map_err(|e| {
+                    self.note(&e.to_string());
+                    messages::template_failed(&e)
+                })?;
+            self.note(&format!(
+                "rendered {} into {}",
+                path.display(),
+                written.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tool's command (contained), its program and arguments as run, and the time left.
+    fn start_tool(
+        &self,
+        checkout: &Path,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        placeholders: &Placeholders,
+    ) -> Result<(Command, String, Vec<String>, Duration), String> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| messages::EMPTY_ARGV.to_string())?;
+        let program = placeholders.render(program);
+        let args: Vec<String> = args.iter().map(|a| placeholders.render(a)).collect();
+        let contained = self.contain(checkout, &program).map_err(|e| {
+            self.note(&e.to_string());
+            messages::failure(&e)
+        })?;
+        let cmd = self.tool_command(&program, &args, checkout, env, placeholders, &contained);
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(messages::timed_out(&seconds(self.timeout)));
+        }
+        Ok((cmd, program, args, remaining))
+    }
+
+    /// How the tool ended, in its log.
+    fn log_exit(
+        &self,
+        result: &Result<ProcessOutcome, ProcessError>,
+        mask: &dyn Fn(&str) -> String,
+    ) {
+        match result {
             Ok(o) => {
                 if let Termination::TimedOut(t) = o.termination {
                     let _ = self.log.line(
@@ -1041,61 +1169,6 @@ impl Run<'_, '_> {
                 let _ = self.log.line("exit", &mask(&e.to_string()));
             }
         }
-        let finished = Local::now().naive_local();
-        let parsed = parser.finish(finished);
-        out.printed_final = parsed.final_version.clone();
-        // Whether a migration was in progress when the output ended: one never ended, or the
-        // parser closed the last one only because the output ended.
-        let open = parsed.unfinished
-            || parsed
-                .migrations
-                .last()
-                .is_some_and(|m| m.end.is_none() || m.end == Some(finished));
-        out.records = parsed.migrations.clone();
-        match result {
-            Err(ProcessError::Spawn { program, source }) => {
-                if source.kind() == io::ErrorKind::NotFound {
-                    out.lines.push(messages::IMPORT_ERROR.to_string());
-                } else {
-                    out.lines.push(format!(
-                        "FAILURE - could not start the migration tool {program}: {source}"
-                    ));
-                }
-            }
-            Err(e) => out
-                .lines
-                .push(format!("FAILURE - could not run the migration tool: {e}")),
-            Ok(outcome) => match outcome.termination {
-                Termination::Cancelled => out.cancelled = true,
-                Termination::TimedOut(t) | Termination::Stalled(t) => out.lines.push(if open {
-                    messages::DID_NOT_FIND_END.to_string()
-                } else {
-                    format!("FAILURE - Migrations timed out after {}", seconds(t))
-                }),
-                Termination::Signalled(sig) => {
-                    out.lines.push(if open {
-                        messages::DID_NOT_FIND_END.to_string()
-                    } else {
-                        format!(
-                            "FAILURE - The migration tool was killed by signal {}",
-                            signal_name(sig)
-                        )
-                    });
-                }
-                Termination::Exited(code) => {
-                    if parsed.unfinished || (code != 0 && open) {
-                        out.lines.push(messages::DID_NOT_FIND_END.to_string());
-                    }
-                    if parsed.import_error {
-                        out.lines.push(messages::IMPORT_ERROR.to_string());
-                    }
-                    if code != 0 && out.lines.is_empty() {
-                        out.lines.push(messages::return_code(code));
-                    }
-                }
-            },
-        }
-        out
     }
 
     fn run_sql_files(
@@ -1115,7 +1188,7 @@ impl Run<'_, '_> {
             Ok(files) => files,
             Err(e) => {
                 self.note(&e.to_string());
-                out.lines.push(format!("FAILURE - {e}"));
+                out.lines.push(messages::failure(&e));
                 return out;
             }
         };
@@ -1142,11 +1215,51 @@ impl Run<'_, '_> {
             SqlEnd::TimedOut(t) => out.lines.push(if open {
                 messages::DID_NOT_FIND_END.to_string()
             } else {
-                format!("FAILURE - Migrations timed out after {}", seconds(t))
+                messages::timed_out(&seconds(t))
             }),
-            SqlEnd::Error(m) => out.lines.push(format!("FAILURE - {m}")),
+            SqlEnd::Error(m) => out.lines.push(messages::failure(&m)),
         }
         out
+    }
+}
+
+/// The result line of a tool that could not be run.
+fn tool_error(e: ProcessError) -> String {
+    match e {
+        ProcessError::Spawn { program, source } if source.kind() != io::ErrorKind::NotFound => {
+            messages::tool_not_started(&program, &source)
+        }
+        ProcessError::Spawn { .. } => messages::IMPORT_ERROR.to_string(),
+        e => messages::tool_not_run(&e),
+    }
+}
+
+/// The phase's lines (or its cancellation) from how the tool ended; `open`: a migration was
+/// in progress when its output ended.
+fn judge_termination(out: &mut Phase, termination: Termination, parsed: &ParsedRun, open: bool) {
+    match termination {
+        Termination::Cancelled => out.cancelled = true,
+        Termination::TimedOut(t) | Termination::Stalled(t) => out.lines.push(if open {
+            messages::DID_NOT_FIND_END.to_string()
+        } else {
+            messages::timed_out(&seconds(t))
+        }),
+        Termination::Signalled(sig) => out.lines.push(if open {
+            messages::DID_NOT_FIND_END.to_string()
+        } else {
+            messages::killed_by_signal(&signal_name(sig))
+        }),
+        Termination::Exited(code) => {
+            if parsed.unfinished || (code != 0 && open) {
+                out.lines.push(messages::DID_NOT_FIND_END.to_string());
+            }
+            if parsed.import_error {
+                out.lines.push(messages::IMPORT_ERROR.to_string());
+            }
+            if code != 0 && out.lines.is_empty() {
+                out.lines.push(messages::return_code(code));
+            }
+        }
     }
 }
 

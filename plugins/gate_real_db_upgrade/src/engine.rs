@@ -3,8 +3,10 @@
 //! own (a plugin must never use the host's runtime).
 //!
 //! Layout: this file holds the public API ([`Server`], [`EngineError`], [`VersionSource`],
-//! [`Endpoint`], [`EngineExt`]) and the dispatch to one module per engine family
-//! (`mysql`: MySQL and MariaDB, `postgres`, `sqlite`). Seeds are loaded by the engine's own
+//! [`Endpoint`]) and the dispatch to one module per engine family (`mysql`: MySQL and
+//! MariaDB, `postgres`, `sqlite`); `kind` is the [`Engine`] a dataset names, `connection` the
+//! [`Connection`] it gives (read the same way from a dataset and from the job config), `seed`
+//! the [`Seed`] its database is made from. Seeds are loaded by the engine's own
 //! command-line client (`mysql`, `psql`, `pg_restore`), run by `client`; SQLite seeds are
 //! executed through sqlx (there is no `sqlite3` tool to rely on).
 //!
@@ -14,10 +16,13 @@
 //! `Send + Sync`; several dataset threads may use one at once.
 
 mod client;
+mod connection;
 mod golden;
+mod kind;
 mod locks;
 mod mysql;
 mod postgres;
+mod seed;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -29,10 +34,11 @@ use std::time::Duration;
 
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
+pub use connection::Connection;
 pub use golden::GoldenState;
+pub use kind::Engine;
 pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
-
-use crate::dataset::{Connection, Engine, Seed, SeedFormat};
+pub use seed::{Seed, SeedFormat};
 
 /// How long connecting to a database server may take before we give up
 /// ([`EngineError::Refused`]).
@@ -145,51 +151,6 @@ pub enum VersionSource {
     Table(String),
 }
 
-/// Engine facts the database side needs; implemented for [`Engine`] (which lives in
-/// `dataset.rs`, so its methods are added here as a trait).
-pub trait EngineExt {
-    /// A human name for messages: `MySQL`, `MariaDB`, `PostgreSQL`, `SQLite`.
-    fn label(&self) -> &'static str;
-
-    /// The port used when the connection names none (`None` for SQLite).
-    fn default_port(&self) -> Option<u16>;
-
-    /// The user used when the connection names none (`None` for SQLite).
-    fn default_user(&self) -> Option<&'static str>;
-
-    /// Whether the engine is a server reached over the network or a socket (not SQLite).
-    fn has_server(&self) -> bool {
-        self.default_port().is_some()
-    }
-}
-
-impl EngineExt for Engine {
-    fn label(&self) -> &'static str {
-        match self {
-            Engine::MySql => "MySQL",
-            Engine::MariaDb => "MariaDB",
-            Engine::PostgreSql => "PostgreSQL",
-            Engine::Sqlite => "SQLite",
-        }
-    }
-
-    fn default_port(&self) -> Option<u16> {
-        match self {
-            Engine::MySql | Engine::MariaDb => Some(3306),
-            Engine::PostgreSql => Some(5432),
-            Engine::Sqlite => None,
-        }
-    }
-
-    fn default_user(&self) -> Option<&'static str> {
-        match self {
-            Engine::MySql | Engine::MariaDb => Some("root"),
-            Engine::PostgreSql => Some("postgres"),
-            Engine::Sqlite => None,
-        }
-    }
-}
-
 /// A server connection with every default filled in: what the engine connects with, and what
 /// the migration tool's `{db_host}`, `{db_port}`, `{db_user}`, `{db_pass}` placeholders mean.
 #[derive(Clone, PartialEq, Eq)]
@@ -294,6 +255,19 @@ pub fn check_database_name(name: &str) -> Result<(), EngineError> {
         )));
     }
     Ok(())
+}
+
+/// `name` as part of a database name: ASCII letters and digits in lower case, anything else `_`.
+pub fn name_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Checks a version table name: one or two (`schema.table`) parts like a database name.

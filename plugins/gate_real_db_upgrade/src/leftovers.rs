@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use turbo_hipster_sdk::support::owner;
 use turbo_hipster_sdk::HostSettings;
 
-use crate::dataset::{Connection, Engine};
 use crate::engine::Server;
+use crate::engine::{Connection, Engine};
 
 /// The claims directory under `jobs_working_dir` (hidden: the host's own scan skips it).
 pub const CLAIMS_DIR: &str = ".gate_real_db_upgrade";

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::logparse::MigrationRecord;
+use crate::messages;
 
 /// The dataset key of the time limits (seconds per migration).
 pub const KEY_SECONDS: &str = "maximum_migration_times";
@@ -160,21 +161,17 @@ pub fn check(limits: &Limits, migrations: &[MigrationRecord]) -> Vec<String> {
         let name = format!("{}->{}", m.from, m.to);
         if let Some(limit) = limits.seconds.lookup(&m.from, &m.to) {
             if duration_ms as f64 / 1000.0 > limit {
-                warnings.push(format!("WARNING - Migration {name} took too long"));
+                warnings.push(messages::took_too_long(&name));
             }
         }
         if let (Some(table), Some(n)) = (&limits.rows_changed, rows_changed(&m.counters)) {
             if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
-                warnings.push(format!(
-                    "WARNING - Migration {name} changed too many rows ({n})"
-                ));
+                warnings.push(messages::changed_too_many_rows(&name, n));
             }
         }
         if let (Some(table), Some(n)) = (&limits.rows_read, rows_read(&m.counters)) {
             if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
-                warnings.push(format!(
-                    "WARNING - Migration {name} read too many rows ({n})"
-                ));
+                warnings.push(messages::read_too_many_rows(&name, n));
             }
         }
     }

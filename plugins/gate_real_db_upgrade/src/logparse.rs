@@ -40,7 +40,24 @@ use std::sync::LazyLock;
 use chrono::NaiveDateTime;
 use regex::Regex;
 
-use crate::dataset::LogFormat;
+/// How the migration tool's output is read.
+#[derive(Debug, Clone)]
+pub enum LogFormat {
+    /// sqlalchemy-migrate: `N -> M... ` then `done`.
+    SqlalchemyMigrate,
+    /// alembic: `Running upgrade A -> B, message`.
+    Alembic,
+    /// Regexes given in the dataset: `start` with named groups `from` and `to` (and optional
+    /// `description`), optional `end`, optional `final` with group `version`.
+    Regex {
+        /// A migration starts.
+        start: regex::Regex,
+        /// A migration ends (else: where the next starts or the tool exits).
+        end: Option<regex::Regex>,
+        /// The final version line.
+        final_version: Option<regex::Regex>,
+    },
+}
 
 /// One migration as seen in the output.
 #[derive(Debug, Clone, PartialEq)]

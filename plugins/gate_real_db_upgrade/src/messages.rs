@@ -1,6 +1,17 @@
 //! The result lines a job reports to Zuul, word for word the original's where it had one
-//! (Zuul users match on them). One line per problem; `SUCCESS` when there is none. The
-//! limits' warnings (`WARNING - Migration %s took too long`, …) come from [`crate::limits`].
+//! (Zuul users match on them; docs/troubleshooting.md lists them). One line per problem;
+//! `SUCCESS` when there is none. Every line a job can give is built here, and only here: the
+//! rest of the plugin decides which one applies.
+
+use std::fmt::Display;
+
+/// No problem at all (the SDK's success result).
+pub const SUCCESS: &str = "SUCCESS";
+
+/// The job was cancelled (the SDK's aborted result).
+pub fn aborted() -> String {
+    turbo_hipster_sdk::Outcome::aborted().result
+}
 
 /// A migration started and its end was never seen: the tool exited, crashed or was stopped
 /// (timeout) inside it, or an SQL file failed.
@@ -13,6 +24,75 @@ pub const SEED_SETUP: &str = "FAILURE - Could not setup seed database.";
 pub const SEED_MISSING: &str = "FAILURE - Could not find seed database.";
 /// The tool could not import what it needs, or could not be found.
 pub const IMPORT_ERROR: &str = "FAILURE - Could not import required module.";
+
+/// A migration took longer than its `maximum_migration_times` limit ([`crate::limits`]).
+pub fn took_too_long(migration: &str) -> String {
+    format!("WARNING - Migration {migration} took too long")
+}
+
+/// A migration changed more rows than its `XInnodb_rows_changed` limit.
+pub fn changed_too_many_rows(migration: &str, rows: i64) -> String {
+    format!("WARNING - Migration {migration} changed too many rows ({rows})")
+}
+
+/// A migration read more rows than its `Innodb_rows_read` limit.
+pub fn read_too_many_rows(migration: &str, rows: i64) -> String {
+    format!("WARNING - Migration {migration} read too many rows ({rows})")
+}
+
+/// The time limit passed between migrations (`after`: the limit, e.g. `90 s`).
+pub fn timed_out(after: &str) -> String {
+    format!("FAILURE - Migrations timed out after {after}")
+}
+
+/// The tool was killed by a signal outside any migration.
+pub fn killed_by_signal(signal: &str) -> String {
+    format!("FAILURE - The migration tool was killed by signal {signal}")
+}
+
+/// A config template of the dataset could not be rendered.
+pub fn template_failed(why: impl Display) -> String {
+    format!("FAILURE - could not render a config template: {why}")
+}
+
+/// The dataset's tool argv is empty.
+pub const EMPTY_ARGV: &str = "FAILURE - the dataset's migration tool has an empty argv";
+
+/// The migration tool exists but could not be started.
+pub fn tool_not_started(program: &str, why: impl Display) -> String {
+    format!("FAILURE - could not start the migration tool {program}: {why}")
+}
+
+/// The migration tool could not be run (waited for, read).
+pub fn tool_not_run(why: impl Display) -> String {
+    format!("FAILURE - could not run the migration tool: {why}")
+}
+
+/// Any other failure of the dataset's run, in the plugin's words (a directory that cannot be
+/// made, a dataset that cannot run, an SQL file that cannot be read).
+pub fn failure(what: impl Display) -> String {
+    format!("FAILURE - {what}")
+}
+
+/// Whether `line` is a failure (rather than a warning or a note).
+pub fn is_failure(line: &str) -> bool {
+    line.starts_with("FAILURE")
+}
+
+/// The datasets directory holds datasets that do not load.
+pub fn invalid_datasets(problems: &[String]) -> String {
+    format!("FAILURE - invalid datasets: {}", problems.join("; "))
+}
+
+/// The plugin failed (a panic in a dataset's run, a dataset never run).
+pub fn internal_error(why: &str) -> String {
+    format!("FAILURE - internal error: {why}")
+}
+
+/// A line of one dataset among several: `<dataset>: <line>`.
+pub fn of_dataset(dataset: &str, line: &str) -> String {
+    format!("{dataset}: {line}")
+}
 
 /// The tool exited with a non-zero code that nothing else explains.
 pub fn return_code(code: i32) -> String {
@@ -93,6 +173,12 @@ pub fn git_infrastructure(message: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn success_is_the_sdk_s() {
+        assert_eq!(SUCCESS, turbo_hipster_sdk::Outcome::success().result);
+        assert_eq!(aborted(), "ABORTED");
+    }
 
     #[test]
     fn no_project_is_said_not_left_blank() {

@@ -53,37 +53,7 @@ const NAME_PART_MAX: usize = 30;
 /// How many hex digits of the checksum a golden copy's name keeps.
 const SUM_LEN: usize = 12;
 
-/// The `provisioning` dataset key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Provisioning {
-    /// The fast path where there is one, else (or when it fails) reload.
-    #[default]
-    Auto,
-    /// Only the fast path.
-    Clone,
-    /// Always reload the seed.
-    Reload,
-}
-
-impl Provisioning {
-    /// The key's values.
-    pub const NAMES: [&'static str; 3] = ["auto", "clone", "reload"];
-
-    /// From the key's value.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "auto" => Some(Provisioning::Auto),
-            "clone" => Some(Provisioning::Clone),
-            "reload" => Some(Provisioning::Reload),
-            _ => None,
-        }
-    }
-
-    /// Whether `engine` has a fast path.
-    pub fn fast_path_for(engine: Engine) -> bool {
-        matches!(engine, Engine::PostgreSql | Engine::Sqlite)
-    }
-}
+pub use crate::dataset::Provisioning;
 
 /// How a run's database was made, for the log and `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,7 +83,7 @@ pub fn golden_name(dataset: &str, sum: &str) -> String {
 
 /// `th_golden_<dataset part>_`.
 fn golden_prefix(dataset: &str) -> String {
-    let part: String = crate::dataset_run::name_part(dataset)
+    let part: String = crate::engine::name_part(dataset)
         .chars()
         .take(NAME_PART_MAX)
         .collect();
@@ -215,10 +185,7 @@ impl Provider<'_> {
     fn fast_state(&self) -> Result<&Path, String> {
         let engine = self.dataset.engine;
         if !Provisioning::fast_path_for(engine) {
-            return Err(format!(
-                "{} has no fast path",
-                crate::engine::EngineExt::label(&engine)
-            ));
+            return Err(format!("{} has no fast path", engine.label()));
         }
         self.state
             .ok_or_else(|| "no jobs_working_dir to keep golden copies in".to_string())

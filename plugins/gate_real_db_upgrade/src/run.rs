@@ -91,6 +91,30 @@ pub fn load_datasets(settings: &Settings) -> Result<Vec<Dataset>, Vec<String>> {
     Ok(datasets)
 }
 
+/// Why a job ended before its datasets ran.
+enum Stop {
+    /// The worker's problem rather than the change's: the job fails with it.
+    Worker(PluginError),
+    /// The job's result, and whether it was cancelled.
+    Ended { result: String, cancelled: bool },
+}
+
+impl From<PluginError> for Stop {
+    fn from(e: PluginError) -> Self {
+        Stop::Worker(e)
+    }
+}
+
+impl Stop {
+    /// The job ends with `result` (not cancelled).
+    fn with(result: String) -> Self {
+        Stop::Ended {
+            result,
+            cancelled: false,
+        }
+    }
+}
+
 /// Runs one job. The daemon's [`turbo_hipster_sdk::Plugin::run`] calls this with its
 /// context; tests may call it directly.
 ///
@@ -110,43 +134,33 @@ pub fn run_job(
     let project = job.param("ZUUL_PROJECT").unwrap_or_default().to_string();
     let mut summary = JobSummary {
         schema: SCHEMA,
-        project: project.clone(),
+        project,
         change: change_parameters(job),
         result: String::new(),
         datasets: Vec::new(),
     };
-
-    // 1. The datasets of the project (before fetching anything).
-    let datasets = match load_datasets(settings) {
-        Ok(all) => all
-            .into_iter()
-            .filter(|d| d.project == project)
-            .collect::<Vec<_>>(),
-        Err(problems) => {
-            for p in &problems {
-                tracing::error!("{p}");
-            }
-            summary.result = format!("FAILURE - invalid datasets: {}", problems.join("; "));
-            return Ok(finish(summary, dirs, false));
+    let cancelled = match run_steps(settings, job, dirs, env, &mut summary) {
+        Ok(cancelled) => cancelled,
+        Err(Stop::Worker(e)) => return Err(e),
+        Err(Stop::Ended { result, cancelled }) => {
+            summary.result = result;
+            cancelled
         }
     };
-    if datasets.is_empty() {
-        tracing::warn!(
-            "no dataset in {} tests project {project:?}",
-            settings.datasets_dir.display()
-        );
-        summary.result = messages::no_dataset(&project);
-        return Ok(finish(summary, dirs, false));
-    }
-    tracing::info!(
-        "{} dataset(s) for {project}: {}",
-        datasets.len(),
-        datasets
-            .iter()
-            .map(|d| format!("{} ({})", d.name, d.engine.name()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    Ok(finish(summary, dirs, cancelled))
+}
+
+/// The job's steps: the project's datasets, the change, every dataset, the result (into
+/// `summary`). `Ok(cancelled)` once the datasets ran.
+fn run_steps(
+    settings: &Settings,
+    job: &Job,
+    dirs: &JobDirs,
+    env: &JobEnv<'_>,
+    summary: &mut JobSummary,
+) -> Result<bool, Stop> {
+    // 1. The datasets of the project (before fetching anything).
+    let datasets = project_datasets(settings, &summary.project)?;
     let total = 1 + dataset_run::STEPS * datasets.len() as u64;
     let done = AtomicU64::new(0);
     let step = || {
@@ -165,42 +179,9 @@ pub fn run_job(
     } else {
         job.host.git_working_dir.clone()
     };
-    let change = match ZuulChange::from_job(job) {
-        Some(Ok(change)) => change,
-        Some(Err(e)) => {
-            let _ = git_log.line("git", &e.to_string());
-            summary.result = messages::git_failure(&e.to_string());
-            return Ok(finish(summary, dirs, false));
-        }
-        None => {
-            let why = "the job names no change (ZUUL_URL, ZUUL_PROJECT and ZUUL_REF or \
-                       ZUUL_NEWREV are needed)";
-            let _ = git_log.line("git", why);
-            summary.result = messages::git_failure(why);
-            return Ok(finish(summary, dirs, false));
-        }
-    };
-    let options = settings.git_options();
+    let change = zuul_change(job, &git_log)?;
     let dest = dirs.working_dir.join("git").join(change.project());
-    tracing::info!("fetching {} from {}", change.reference(), change.remote());
-    let checkout =
-        match git::prepare_checkout(&change, &git_cache, &dest, &git_log, &options, env.cancel) {
-            Ok(c) => c,
-            Err(GitError::Cancelled) => {
-                summary.result = Outcome::aborted().result;
-                return Ok(finish(summary, dirs, true));
-            }
-            Err(e) => {
-                tracing::warn!("could not prepare the git checkout: {e}");
-                summary.result = if let Some(what) = messages::git_infrastructure(&e.to_string()) {
-                    let _ = git_log.line("git", &format!("{what}: not the change's fault"));
-                    messages::infrastructure(&format!("{what}: {e}"))
-                } else {
-                    messages::git_failure(&e.to_string())
-                };
-                return Ok(finish(summary, dirs, false));
-            }
-        };
+    let checkout = check_out(settings, &change, &git_cache, &dest, &git_log, env)?;
     summary
         .change
         .insert("commit".into(), checkout.commit.clone());
@@ -215,15 +196,7 @@ pub fn run_job(
         .to_string();
     let claims = crate::leftovers::claims_dir(&job.host);
     let golden = crate::provisioning::state_dir(&job.host);
-    let split = settings.parameters.split(&job.parameters);
-    if !split.dropped.is_empty() {
-        tracing::info!("{}", describe_dropped(&split.dropped));
-    }
-    let parameters: Vec<(String, String)> = split
-        .passed
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let parameters = passed_parameters(settings, job);
     let outcomes = run_datasets(
         settings,
         &datasets,
@@ -246,11 +219,112 @@ pub fn run_job(
 
     // 4. The result.
     let cancelled = outcomes.iter().any(|o| o.cancelled) || env.cancel.is_cancelled();
-    let several = datasets.len() > 1;
+    summary.result = job_result(&outcomes, cancelled);
+    summary.datasets = outcomes.into_iter().map(|o| o.summary).collect();
+    if done.load(Ordering::SeqCst) < total {
+        (env.progress)(total, total);
+    }
+    Ok(cancelled)
+}
+
+/// The datasets testing `project`.
+fn project_datasets(settings: &Settings, project: &str) -> Result<Vec<Dataset>, Stop> {
+    let datasets: Vec<Dataset> = load_datasets(settings)
+        .map_err(|problems| {
+            for p in &problems {
+                tracing::error!("{p}");
+            }
+            Stop::with(messages::invalid_datasets(&problems))
+        })?
+        .into_iter()
+        .filter(|d| d.project == project)
+        .collect();
+    if datasets.is_empty() {
+        tracing::warn!(
+            "no dataset in {} tests project {project:?}",
+            settings.datasets_dir.display()
+        );
+        return Err(Stop::with(messages::no_dataset(project)));
+    }
+    tracing::info!(
+        "{} dataset(s) for {project}: {}",
+        datasets.len(),
+        datasets
+            .iter()
+            .map(|d| format!("{} ({})", d.name, d.engine.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(datasets)
+}
+
+/// The change the job names.
+fn zuul_change(job: &Job, git_log: &LogFile) -> Result<ZuulChange, Stop> {
+    match ZuulChange::from_job(job) {
+        Some(Ok(change)) => Ok(change),
+        Some(Err(e)) => {
+            let _ = git_log.line("git", &e.to_string());
+            Err(Stop::with(messages::git_failure(&e.to_string())))
+        }
+        None => {
+            let why = "the job names no change (ZUUL_URL, ZUUL_PROJECT and ZUUL_REF or \
+                       ZUUL_NEWREV are needed)";
+            let _ = git_log.line("git", why);
+            Err(Stop::with(messages::git_failure(why)))
+        }
+    }
+}
+
+/// Fetches the change into the mirror under `git_cache` and checks it out into `dest`.
+fn check_out(
+    settings: &Settings,
+    change: &ZuulChange,
+    git_cache: &Path,
+    dest: &Path,
+    git_log: &LogFile,
+    env: &JobEnv<'_>,
+) -> Result<git::Checkout, Stop> {
+    let options = settings.git_options();
+    tracing::info!("fetching {} from {}", change.reference(), change.remote());
+    git::prepare_checkout(change, git_cache, dest, git_log, &options, env.cancel).map_err(|e| {
+        if let GitError::Cancelled = e {
+            return Stop::Ended {
+                result: messages::aborted(),
+                cancelled: true,
+            };
+        }
+        tracing::warn!("could not prepare the git checkout: {e}");
+        Stop::with(match messages::git_infrastructure(&e.to_string()) {
+            Some(what) => {
+                let _ = git_log.line("git", &format!("{what}: not the change's fault"));
+                messages::infrastructure(&format!("{what}: {e}"))
+            }
+            None => messages::git_failure(&e.to_string()),
+        })
+    })
+}
+
+/// The build parameters passed to the migration tool (`pass_parameters`).
+fn passed_parameters(settings: &Settings, job: &Job) -> Vec<(String, String)> {
+    let split = settings.parameters.split(&job.parameters);
+    if !split.dropped.is_empty() {
+        tracing::info!("{}", describe_dropped(&split.dropped));
+    }
+    split
+        .passed
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The job's result from its datasets' outcomes: each line prefixed by `<dataset>: ` when
+/// there are several; the first dataset failed by the infrastructure decides (the change is
+/// not judged).
+fn job_result(outcomes: &[DatasetOutcome], cancelled: bool) -> String {
+    let several = outcomes.len() > 1;
     let mut lines = Vec::new();
-    // The first dataset that failed for the infrastructure decides: the change is not judged.
     let mut infrastructure = None;
-    for o in &outcomes {
+    for o in outcomes {
         for line in &o.summary.result_lines {
             if let Some(what) = messages::infrastructure_of(line) {
                 infrastructure.get_or_insert_with(|| {
@@ -262,26 +336,21 @@ pub fn run_job(
                 });
             }
             lines.push(if several {
-                format!("{}: {line}", o.summary.name)
+                messages::of_dataset(&o.summary.name, line)
             } else {
                 line.clone()
             });
         }
     }
-    summary.datasets = outcomes.into_iter().map(|o| o.summary).collect();
-    summary.result = if cancelled {
-        Outcome::aborted().result
+    if cancelled {
+        messages::aborted()
     } else if let Some(what) = infrastructure {
         messages::infrastructure(&what)
     } else if lines.is_empty() {
-        Outcome::success().result
+        messages::SUCCESS.to_string()
     } else {
         lines.join("\n")
-    };
-    if done.load(Ordering::SeqCst) < total {
-        (env.progress)(total, total);
     }
-    Ok(finish(summary, dirs, cancelled))
 }
 
 /// What every dataset's run shares.
@@ -342,40 +411,11 @@ fn run_datasets(
                 cancel: env.cancel,
                 tick: &tick,
             };
-            let outcome = if env.cancel.is_cancelled() {
-                DatasetOutcome {
-                    summary: not_run(dataset, "cancelled before it started"),
-                    cancelled: true,
-                }
-            } else {
-                tracing::info!("dataset {}: starting", dataset.name);
-                match panic::catch_unwind(AssertUnwindSafe(|| dataset_run::run_dataset(&job))) {
-                    Ok(o) => o,
-                    Err(payload) => {
-                        let why = panic_message(payload.as_ref());
-                        tracing::error!("dataset {}: internal error: {why}", dataset.name);
-                        DatasetOutcome {
-                            summary: not_run(dataset, &format!("FAILURE - internal error: {why}")),
-                            cancelled: false,
-                        }
-                    }
-                }
-            };
+            let outcome = run_one(&job, env.cancel);
             // The dataset's remaining progress steps, whatever path it took.
             for _ in ticks.load(Ordering::SeqCst)..dataset_run::STEPS {
                 step();
             }
-            tracing::info!(
-                "dataset {}: {}",
-                dataset.name,
-                if outcome.cancelled {
-                    "cancelled".to_string()
-                } else if outcome.summary.result_lines.is_empty() {
-                    "SUCCESS".to_string()
-                } else {
-                    outcome.summary.result_lines.join(" | ")
-                }
-            );
             if let Ok(mut r) = results.lock() {
                 r[index] = Some(outcome);
             }
@@ -393,11 +433,44 @@ fn run_datasets(
         .zip(datasets)
         .map(|(o, d)| {
             o.unwrap_or_else(|| DatasetOutcome {
-                summary: not_run(d, "FAILURE - internal error: the dataset was not run"),
+                summary: not_run(d, &messages::internal_error("the dataset was not run")),
                 cancelled: false,
             })
         })
         .collect()
+}
+
+/// Runs one dataset unless the job is cancelled; a panic is an internal error of its own.
+fn run_one(job: &DatasetJob<'_>, cancel: &dyn Cancellation) -> DatasetOutcome {
+    let dataset = job.dataset;
+    if cancel.is_cancelled() {
+        return DatasetOutcome {
+            summary: not_run(dataset, "cancelled before it started"),
+            cancelled: true,
+        };
+    }
+    tracing::info!("dataset {}: starting", dataset.name);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| dataset_run::run_dataset(job)))
+        .unwrap_or_else(|payload| {
+            let why = panic_message(payload.as_ref());
+            tracing::error!("dataset {}: internal error: {why}", dataset.name);
+            DatasetOutcome {
+                summary: not_run(dataset, &messages::internal_error(&why)),
+                cancelled: false,
+            }
+        });
+    tracing::info!(
+        "dataset {}: {}",
+        dataset.name,
+        if outcome.cancelled {
+            "cancelled".to_string()
+        } else if outcome.summary.result_lines.is_empty() {
+            messages::SUCCESS.to_string()
+        } else {
+            outcome.summary.result_lines.join(" | ")
+        }
+    );
+    outcome
 }
 
 fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
@@ -406,7 +479,7 @@ fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
         engine: dataset.engine.name().to_string(),
         database: String::new(),
         seed: dataset.seed.path.display().to_string(),
-        result_lines: if line.starts_with("FAILURE") {
+        result_lines: if messages::is_failure(line) {
             vec![line.to_string()]
         } else {
             Vec::new()

@@ -5,7 +5,7 @@
 //! | `datasets_dir` | directory of datasets | `/var/lib/turbo-hipster/datasets` |
 //! | `max_parallel_datasets` | how many datasets of one job run at once (1 to 64) | 1 |
 //! | `timeout` | seconds one dataset's run may take, unless the dataset sets its own (over 0, at most 604800: a week) | 3600 |
-//! | `connection` | `{host, port, socket, user, password}`: how to reach the database server; a dataset's own keys win | engine defaults |
+//! | `connection` | `{host, port, socket, user, password}`: how to reach the database server, read like a dataset's ([`crate::engine::Connection::from_json`]: unknown fields are logged warnings); a dataset's own keys win | engine defaults |
 //! | `engine` | `mysql`, `mariadb`, `postgresql` or `sqlite`: the engine of datasets that do not name one | none |
 //! | `git_retries` | how many times to try fetching the change (1 to 100) | 3 |
 //! | `keep_databases` | debugging: keep each run's database instead of dropping it | false |
@@ -31,9 +31,8 @@ use turbo_hipster_sdk::support::env::ParameterFilter;
 use turbo_hipster_sdk::support::git::{self, GitOptions};
 use turbo_hipster_sdk::PluginError;
 
-use crate::dataset::{
-    Connection, Dataset, DatasetDefaults, Engine, Migration, MAX_TIMEOUT_SECONDS,
-};
+use crate::dataset::{Dataset, DatasetDefaults, Migration, MAX_TIMEOUT_SECONDS};
+use crate::engine::{Connection, Engine};
 
 /// Where datasets live unless the job says otherwise.
 pub const DEFAULT_DATASETS_DIR: &str = "/var/lib/turbo-hipster/datasets";
@@ -134,10 +133,16 @@ impl Settings {
         }
         match config.get("connection") {
             None | Some(Value::Null) => {}
-            Some(Value::Object(c)) => s.defaults.connection = parse_connection(c, &mut problems),
-            Some(other) => problems.push(format!(
-                "connection: expected an object {{host, port, socket, user, password}}, found {other}"
-            )),
+            // Read as a dataset's `connection` is: the same rules and messages.
+            Some(v) => match Connection::from_json("connection", v) {
+                Ok((connection, warnings)) => {
+                    for warning in warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    s.defaults.connection = connection;
+                }
+                Err(p) => problems.extend(p),
+            },
         }
         match config.get("git_retries") {
             None | Some(Value::Null) => {}
@@ -204,45 +209,6 @@ impl Settings {
             })
             .collect()
     }
-}
-
-fn parse_connection(c: &Map<String, Value>, problems: &mut Vec<String>) -> Connection {
-    let mut conn = Connection::default();
-    let mut string = |key: &str| -> Option<String> {
-        match c.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                problems.push(format!(
-                    "connection.{key}: expected a string, found {other}"
-                ));
-                None
-            }
-        }
-    };
-    conn.host = string("host").filter(|h| !h.is_empty());
-    conn.user = string("user");
-    conn.password = string("password");
-    conn.socket = string("socket")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from);
-    match c.get("port") {
-        None | Some(Value::Null) => {}
-        Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()) {
-            Some(p @ 1..) => conn.port = Some(p),
-            _ => problems.push(format!(
-                "connection.port: expected a port number (1 to 65535), found {v}"
-            )),
-        },
-    }
-    for key in c.keys() {
-        if !["host", "port", "socket", "user", "password"].contains(&key.as_str()) {
-            problems.push(format!(
-                "connection.{key}: unknown key (expected host, port, socket, user, password)"
-            ));
-        }
-    }
-    conn
 }
 
 #[cfg(test)]
@@ -323,13 +289,57 @@ mod tests {
                 "max_parallel_datasets",
                 "timeout",
                 "engine",
-                "connection.user",
                 "connection.port",
-                "connection.flavour",
+                "connection.user",
                 "git_retries",
                 "keep_databases"
             ],
             "{problems:?}"
         );
+    }
+
+    /// The job config's `connection` and a dataset's are read by one parser: the same value
+    /// gives the same connection, or the same problems (the dataset's prefixed by its file).
+    #[test]
+    fn job_and_dataset_connections_follow_the_same_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dataset = |connection: &Value| {
+            let file = tmp.path().join("d.json");
+            let text = json!({"project": "a/b", "seed_data": "s.sql", "connection": connection});
+            std::fs::write(&file, text.to_string()).unwrap();
+            let defaults = DatasetDefaults::default();
+            crate::dataset::load_dataset(&file, "d", tmp.path(), &defaults)
+                .map(|(d, _)| d.connection)
+                .map_err(|errors| {
+                    let prefix = format!("{}: ", file.display());
+                    errors
+                        .iter()
+                        .map(|e| e.strip_prefix(&prefix).unwrap().to_string())
+                        .collect::<Vec<_>>()
+                })
+        };
+        let job = |connection: &Value| {
+            Settings::from_config(&config(json!({ "connection": connection })))
+                .map(|s| s.defaults.connection)
+                .map_err(|e| match e {
+                    PluginError::Config(problems) => problems,
+                    other => panic!("{other:?}"),
+                })
+        };
+        for connection in [
+            json!({"host": "db", "port": 5433, "user": "u", "password": "", "socket": "/run/pg"}),
+            json!({"host": "", "port": 0, "socket": "run/pg", "user": null, "password": 1}),
+            json!({"host": "a b", "flavour": "x"}),
+            json!("db:3306"),
+        ] {
+            let from_job = job(&connection);
+            assert_eq!(from_job, dataset(&connection), "{connection}");
+            assert!(
+                from_job
+                    .as_ref()
+                    .map_or_else(|e| !e.is_empty(), |c| c.host.is_some()),
+                "{connection}: {from_job:?}"
+            );
+        }
     }
 }

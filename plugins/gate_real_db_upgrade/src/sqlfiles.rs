@@ -23,7 +23,7 @@ use chrono::Local;
 use turbo_hipster_sdk::support::process::{seconds, Cancellation};
 use turbo_hipster_sdk::support::LogFile;
 
-use crate::dataset::{Connection, Engine};
+use crate::engine::{Connection, Engine};
 use crate::engine::{EngineError, Server, VersionSource};
 use crate::logparse::MigrationRecord;
 use crate::version::{cmp_numbers, normalize};

@@ -17,14 +17,28 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::alembic::{self, AlembicError};
-use crate::dataset::{AlembicTree, ExpectedVersion, LogFormat, Migration};
-use crate::engine::VersionSource;
+use crate::alembic::{self, AlembicError, AlembicTree};
 
-/// The default version table of the SQL-files mode.
-pub const DEFAULT_VERSION_TABLE: &str = "th_schema_version";
+/// Where the expected final schema version comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The highest numbered migration file (`NNN_name.py`) in this directory of the checkout
+    /// (sqlalchemy-migrate's versions directory).
+    HighestNumbered(PathBuf),
+    /// The alembic head revisions read from the scripts of the checkout.
+    AlembicHeads(AlembicTree),
+    /// The heads printed by this command (argv with the tool's placeholders), run like the
+    /// migration tool.
+    Command(Vec<String>),
+    /// The last SQL file of the SQL-files mode.
+    LastSqlFile,
+    /// A fixed value.
+    Fixed(String),
+    /// Not checked.
+    Unchecked,
+}
 
 /// Why the expected version could not be determined.
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +47,14 @@ pub enum VersionError {
     #[error("cannot read {}: {source}", path.display())]
     Read {
         /// The directory or file.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,
     },
     /// Nothing in the directory gives a version.
     #[error("no migration found in {}", .0.display())]
-    Empty(std::path::PathBuf),
+    Empty(PathBuf),
     /// The alembic scripts could not be read.
     #[error(transparent)]
     Alembic(#[from] AlembicError),
@@ -111,25 +125,6 @@ pub fn mismatch(database: Option<&str>, expected: &str) -> String {
 pub fn cmp_numbers(a: &str, b: &str) -> std::cmp::Ordering {
     let (a, b) = (normalize(a), normalize(b));
     a.len().cmp(&b.len()).then_with(|| a.cmp(&b))
-}
-
-/// Where the database records the version for this migration mode: with a log format of
-/// regexes, `alembic_version` when the expected version is alembic's heads (read or printed),
-/// else `migrate_version`.
-pub fn version_source(migration: &Migration, expected: &ExpectedVersion) -> VersionSource {
-    match migration {
-        Migration::SqlFiles { version_table, .. } => VersionSource::Table(version_table.clone()),
-        Migration::Tool { log_format, .. } => match log_format {
-            LogFormat::SqlalchemyMigrate => VersionSource::MigrateVersion,
-            LogFormat::Alembic => VersionSource::AlembicVersion,
-            LogFormat::Regex { .. } => match expected {
-                ExpectedVersion::AlembicHeads(_) | ExpectedVersion::Command(_) => {
-                    VersionSource::AlembicVersion
-                }
-                _ => VersionSource::MigrateVersion,
-            },
-        },
-    }
 }
 
 /// The expected final version for `expected`, resolved against `checkout`; `last_sql_file`

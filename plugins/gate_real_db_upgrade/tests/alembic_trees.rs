@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use gate_real_db_upgrade::dataset::{
-    load_datasets, load_datasets_with_warnings, AlembicTree, DatasetDefaults, ExpectedVersion,
-};
+use gate_real_db_upgrade::alembic::AlembicTree;
+use gate_real_db_upgrade::dataset::{load_datasets, load_datasets_with_warnings, DatasetDefaults};
+use gate_real_db_upgrade::version::ExpectedVersion;
 use serde_json::{json, Value};
 
 fn write_dataset(dir: &Path, name: &str, extra: Value) -> PathBuf {

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use gate_real_db_upgrade::dataset::{
-    load_datasets, load_datasets_with_warnings, Connection, DatasetDefaults, Engine,
-    ExpectedVersion, LogFormat, Migration, SeedFormat,
+    load_datasets, load_datasets_with_warnings, DatasetDefaults, Migration,
 };
+use gate_real_db_upgrade::engine::{Connection, Engine, SeedFormat};
+use gate_real_db_upgrade::logparse::LogFormat;
+use gate_real_db_upgrade::version::ExpectedVersion;
 use serde_json::json;
 
 fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {

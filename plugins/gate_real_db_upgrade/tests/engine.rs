@@ -14,9 +14,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use gate_real_db_upgrade::dataset::{Connection, Engine, Seed, SeedFormat};
 use gate_real_db_upgrade::engine::{
-    check_database_name, EngineError, EngineExt, Server, VersionSource,
+    check_database_name, Connection, Engine, EngineError, Seed, SeedFormat, Server, VersionSource,
 };
 use tempfile::TempDir;
 use turbo_hipster_sdk::support::process::CancelFlag;

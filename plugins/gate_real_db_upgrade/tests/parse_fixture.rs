@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 use gate_real_db_upgrade::dataset::{
-    load_datasets, load_datasets_with_warnings, Dataset, DatasetDefaults, Engine, ExpectedVersion,
-    SeedFormat, MIGRATION_REQUIRED,
+    load_datasets, load_datasets_with_warnings, Dataset, DatasetDefaults, MIGRATION_REQUIRED,
 };
+use gate_real_db_upgrade::engine::{Engine, SeedFormat};
 use gate_real_db_upgrade::limits;
 use gate_real_db_upgrade::logparse::{parse_original_log, ParsedRun};
+use gate_real_db_upgrade::version::ExpectedVersion;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/original")

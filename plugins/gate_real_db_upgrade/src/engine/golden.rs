@@ -153,7 +153,7 @@ impl Server {
             Backend::Postgres(ep) => Ok(ep),
             _ => Err(EngineError::Other(format!(
                 "{} has no golden copies",
-                super::EngineExt::label(&self.engine)
+                self.engine.label()
             ))),
         }
     }

@@ -329,7 +329,7 @@ impl Server {
         let Backend::Postgres(ep) = self.backend() else {
             return Err(EngineError::Other(format!(
                 "lock observation is not available for {}",
-                super::EngineExt::label(&self.engine)
+                self.engine.label()
             )));
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -418,8 +418,8 @@ mod tests {
             "CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 1000)",
         );
         let server = Server::new(
-            crate::dataset::Engine::PostgreSql,
-            crate::dataset::Connection::default(),
+            crate::engine::Engine::PostgreSql,
+            crate::engine::Connection::default(),
             std::path::PathBuf::new(),
         );
         let observer = server

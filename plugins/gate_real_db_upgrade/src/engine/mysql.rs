@@ -10,7 +10,7 @@ use turbo_hipster_sdk::support::process::Cancellation;
 
 use super::client::{self, Input};
 use super::{quote_ident, quote_path, Endpoint, EngineError, CONNECT_TIMEOUT};
-use crate::dataset::{Seed, SeedFormat};
+use super::{Seed, SeedFormat};
 
 /// `ER_DB_CREATE_EXISTS`.
 const DB_CREATE_EXISTS: u16 = 1007;

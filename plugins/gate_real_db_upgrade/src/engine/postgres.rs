@@ -11,7 +11,7 @@ use turbo_hipster_sdk::support::process::Cancellation;
 
 use super::client::{self, Input};
 use super::{quote_ident, quote_path, Endpoint, EngineError, CONNECT_TIMEOUT};
-use crate::dataset::{Seed, SeedFormat};
+use super::{Seed, SeedFormat};
 
 /// The database we connect to for server-wide work.
 pub(super) const ADMIN_DATABASE: &str = "postgres";

@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
 use super::{exists, quote_ident, quote_path, EngineError, CONNECT_TIMEOUT};
-use crate::dataset::{Seed, SeedFormat};
+use super::{Seed, SeedFormat};
 
 /// The file extension of database files.
 pub(super) const EXTENSION: &str = "sqlite";
@@ -71,9 +71,7 @@ pub(super) fn read_seed(seed: &Seed, file: File) -> Result<String, EngineError> 
     let read = match seed.format {
         SeedFormat::Sql => BufReader::new(file).read_to_end(&mut bytes),
         SeedFormat::SqlGz => MultiGzDecoder::new(BufReader::new(file)).read_to_end(&mut bytes),
-        SeedFormat::PgCustom => {
-            return Err(super::wrong_format(&crate::dataset::Engine::Sqlite, seed))
-        }
+        SeedFormat::PgCustom => return Err(super::wrong_format(&super::Engine::Sqlite, seed)),
     };
     read.map_err(|e| {
         EngineError::SeedLoad(format!("reading {} failed: {e}", seed.path.display()))

@@ -70,7 +70,7 @@ pub fn remove(state: &Path, record: &GoldenRecord) -> Result<(), EngineError> {
     match Engine::from_name(&record.golden.engine) {
         Some(Engine::Sqlite) => Server::new(
             Engine::Sqlite,
-            crate::dataset::Connection::default(),
+            crate::engine::Connection::default(),
             state.join("sqlite"),
         )
         .drop_database(name)?,

@@ -10,9 +10,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use gate_real_db_upgrade::dataset::{
-    load_dataset, Dataset, DatasetDefaults, ExpectedVersion, Migration,
-};
+use gate_real_db_upgrade::dataset::{load_dataset, Dataset, DatasetDefaults, Migration};
+use gate_real_db_upgrade::version::ExpectedVersion;
 use proptest::prelude::*;
 use serde_json::Value;
 use turbo_hipster_tests::fuzz;

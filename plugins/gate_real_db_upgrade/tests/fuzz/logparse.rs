@@ -13,9 +13,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{NaiveDateTime, TimeDelta};
-use gate_real_db_upgrade::dataset::LogFormat;
 use gate_real_db_upgrade::limits;
-use gate_real_db_upgrade::logparse::{parse_original_log, ParsedRun, StreamParser};
+use gate_real_db_upgrade::logparse::{parse_original_log, LogFormat, ParsedRun, StreamParser};
 use proptest::prelude::*;
 use turbo_hipster_tests::fuzz;
 
