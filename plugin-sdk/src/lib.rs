@@ -83,6 +83,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod config;
 mod context;
 mod export;
 mod job;
