@@ -349,7 +349,7 @@ impl Checker {
         };
         match n.as_u64() {
             Some(n) if range.contains(&n) => Some(n),
-            _ if n.is_f64() => {
+            _ if n.as_f64().is_some_and(|f| f.fract() != 0.0) => {
                 self.error(path, says::whole(min, max, says::show(value)));
                 None
             }

@@ -80,6 +80,7 @@ fn integer_names_its_bounds() {
             json!(1.5),
             "must be a whole number between 1 and 64, got 1.5",
         ),
+        (json!(1e12), "must be between 1 and 64, got 1000000000000.0"),
         (json!("2"), "expected a whole number, got a string"),
     ] {
         assert_eq!(get(value), (None, vec![format!("f.json: n: {what}")]));
