@@ -5,6 +5,11 @@
 //! sorted file-name order: `plugins` and `jobs` lists are appended, other keys replace; the file
 //! each key was last set in is remembered, so a problem is blamed on the snippet that holds it.
 //!
+//! The keys are read with the SDK's [`Checker`] (the plugins' job configs are too), so each
+//! kind of mistake is worded as everywhere else ([`turbo_hipster_sdk::config::says`]); this
+//! module adds what is the daemon's own: the merge, the blame, the entries and the Gearman names.
+//! A key set to `null` counts as absent.
+//!
 //! Every number has a range (`max_concurrent_jobs` 1 to [`MAX_CONCURRENT_JOBS`], …): a value
 //! that would pass here and then exhaust the machine (a thread and a grab per job slot) is a
 //! config error, not a surprise at start. What the files cannot tell (are the directories
