@@ -1061,6 +1061,27 @@ mod tests {
     }
 
     #[test]
+    fn a_null_key_counts_as_absent() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "config.json",
+            r#"{"max_concurrent_jobs": null, "plugins": [{"name": null}],
+                "jobs": [{"name": null, "shell_script": "/x"}]}"#,
+        );
+        let err = load(&p).unwrap_err();
+        let text: Vec<String> = err.issues.iter().map(|i| i.to_string()).collect();
+        let m = p.display();
+        assert_eq!(
+            text,
+            [
+                format!("{m}: plugins[0].name: required: the plugin's name"),
+                format!("{m}: jobs[0].name: required: the Gearman function, e.g. \"build:my-job\""),
+            ]
+        );
+    }
+
+    #[test]
     fn syntax_error_names_line_and_column() {
         let d = tempfile::tempdir().unwrap();
         let p = write(
