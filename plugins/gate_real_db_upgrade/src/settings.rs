@@ -21,6 +21,11 @@
 //! configuration is refused ([`Settings::dataset_problems`]).
 //!
 //! Other keys (the original's `shutdown-th`, `function`, …) are ignored.
+//!
+//! The keys are read with the SDK's checker ([`turbo_hipster_sdk::config`]): every problem at
+//! once, worded as in the daemon's config; `connection` follows the datasets' rules (host
+//! without whitespace, port 1 to 65535, absolute socket, non-empty user), except that an
+//! unknown field is an error here.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
