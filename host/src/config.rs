@@ -5,6 +5,11 @@
 //! sorted file-name order: `plugins` and `jobs` lists are appended, other keys replace; the file
 //! each key was last set in is remembered, so a problem is blamed on the snippet that holds it.
 //!
+//! The keys are read with the SDK's [`Checker`] (the plugins' job configs are too), so each
+//! kind of mistake is worded as everywhere else ([`turbo_hipster_sdk::config::says`]); this
+//! module adds what is the daemon's own: the merge, the blame, the entries and the Gearman names.
+//! A key set to `null` counts as absent.
+//!
 //! Every number has a range (`max_concurrent_jobs` 1 to [`MAX_CONCURRENT_JOBS`], …): a value
 //! that would pass here and then exhaust the machine (a thread and a grab per job slot) is a
 //! config error, not a surprise at start. What the files cannot tell (are the directories
@@ -12,10 +17,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
+use turbo_hipster_sdk::config::{index, key, present, says, Checker, PathNeed, Unknown};
 
 /// Where the daemon looks for its config when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/turbo-hipster/config.json";
@@ -58,31 +63,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "job_isolation",
 ];
 
-/// One problem in the configuration, with its place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// The file the problem is in.
-    pub file: PathBuf,
-    /// The key path inside the file (`jobs[2].plugin`), empty for the whole file.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // One line each: the path and the message may quote anything the file holds.
-        let (path, message) = (
-            turbo_hipster_sdk::support::text::one_line(&self.path),
-            turbo_hipster_sdk::support::text::one_line(&self.message),
-        );
-        if path.is_empty() {
-            write!(f, "{}: {message}", self.file.display())
-        } else {
-            write!(f, "{}: {path}: {message}", self.file.display())
-        }
-    }
-}
+/// One problem in the configuration, with its place: `<file>: <key path>: <what>`.
+pub use turbo_hipster_sdk::config::Issue as ConfigIssue;
 
 /// Every error found in a configuration (never empty).
 #[derive(Debug, thiserror::Error)]
@@ -126,12 +108,12 @@ impl ServerAddr {
         }
         let (host, port) = match s.rsplit_once(':') {
             Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-                let port: u16 = p
-                    .parse()
-                    .map_err(|_| format!("'{s}': port '{p}' is not a number from 1 to 65535"))?;
-                if port == 0 {
-                    return Err(format!("'{s}': port 0 is not allowed"));
-                }
+                let port = p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!(
+                        "'{s}': port {}",
+                        says::between(1, u16::MAX, format!("'{p}'"))
+                    )
+                })?;
                 (h.trim_start_matches('[').trim_end_matches(']'), port)
             }
             _ => (s, DEFAULT_GEARMAN_PORT),
@@ -171,13 +153,12 @@ pub enum Isolation {
 }
 
 impl Isolation {
+    /// Every isolation, in the order the config's wording lists them.
+    pub const NAMES: [Isolation; 2] = [Self::Process, Self::InProcess];
+
     /// `"process"` or `"in-process"`.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "process" => Some(Self::Process),
-            "in-process" => Some(Self::InProcess),
-            _ => None,
-        }
+        Self::NAMES.into_iter().find(|i| i.as_str() == s)
     }
 
     /// The config spelling.
@@ -267,112 +248,21 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-struct Checker {
-    file: PathBuf,
-    /// The file each top-level key was last set in (a `conf_d` snippet overrides the main
-    /// file), so that a problem is blamed on the file that holds it.
-    origins: BTreeMap<String, PathBuf>,
-    issues: Vec<ConfigIssue>,
-    warnings: Vec<ConfigIssue>,
-}
-
-impl Checker {
-    fn issue(&self, path: String, message: String) -> ConfigIssue {
-        // An entry of `plugins`/`jobs` (`jobs[2]...`) is blamed on its own file, set in
-        // `self.file` while the entries are checked; a whole key on the file that set it last.
-        let entry = path.contains('[') && ["plugins", "jobs"].contains(&top_key(&path));
-        let file = match self.origins.get(top_key(&path)) {
-            Some(origin) if !entry => origin.clone(),
-            _ => self.file.clone(),
-        };
-        ConfigIssue {
-            file,
-            path,
-            message,
-        }
-    }
-
-    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let issue = self.issue(path.into(), message.into());
-        self.issues.push(issue);
-    }
-
-    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let issue = self.issue(path.into(), message.into());
-        self.warnings.push(issue);
-    }
-
-    fn string(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
-        match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                self.error(path, format!("expected a string, found {}", kind(other)));
-                None
-            }
-        }
-    }
-
-    fn path(
-        &mut self,
-        obj: &Map<String, Value>,
-        key: &str,
-        path: &str,
-        base: &Path,
-    ) -> Option<PathBuf> {
-        let s = self.string(obj, key, path)?;
-        if s.is_empty() {
-            self.error(path, "must not be empty");
-            return None;
-        }
-        Some(absolutise(base, &s))
-    }
-
-    /// A whole number in `range` (both ends included).
-    fn uint(
-        &mut self,
-        obj: &Map<String, Value>,
-        key: &str,
-        path: &str,
-        range: RangeInclusive<u64>,
-    ) -> Option<u64> {
-        match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_u64() {
-                Some(n) if range.contains(&n) => Some(n),
-                _ => {
-                    self.error(
-                        path,
-                        format!(
-                            "expected a whole number from {} to {}, found {}",
-                            range.start(),
-                            range.end(),
-                            show(v)
-                        ),
-                    );
-                    None
-                }
-            },
-        }
-    }
-
-    fn boolean(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<bool> {
-        match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(other) => {
-                self.error(
-                    path,
-                    format!("expected true or false, found {}", kind(other)),
-                );
-                None
-            }
+/// Blames each problem on the file that holds it: a key a `conf_d` snippet set on that snippet
+/// (`origins`), an entry of `plugins`/`jobs` (`jobs[2]...`) on its own file, recorded while the
+/// entries are checked.
+fn blame(issues: &mut [ConfigIssue], origins: &BTreeMap<String, PathBuf>) {
+    for issue in issues {
+        let top = top_key(&issue.path);
+        let entry = issue.path.contains('[') && ["plugins", "jobs"].contains(&top);
+        if let Some(origin) = origins.get(top).filter(|_| !entry) {
+            issue.file = origin.clone();
         }
     }
 }
 
 /// The top-level key of a key path: `zuul_server` of `zuul_server.gearman_port`.
-fn top_key(path: &str) -> &str {
+pub(crate) fn top_key(path: &str) -> &str {
     path.split(['.', '[']).next().unwrap_or(path)
 }
 
@@ -385,24 +275,18 @@ fn absolutise(base: &Path, s: &str) -> PathBuf {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
+/// A path key of `obj` (top level: `key` is its path), relative to the config's directory.
+fn path_key(c: &mut Checker, obj: &Map<String, Value>, at: &str, base: &Path) -> Option<PathBuf> {
+    let name = at.rsplit('.').next().unwrap_or(at);
+    present(obj, name).and_then(|v| c.path(at, v, base, PathNeed::Any))
 }
 
-fn show(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 60 {
-        format!("{}…", &s[..s.floor_char_boundary(60)])
-    } else {
-        s
-    }
+/// A string key of `obj` at the key path `at` (its last segment is the key).
+fn string_key(c: &mut Checker, obj: &Map<String, Value>, at: &str) -> Option<String> {
+    let name = at.rsplit('.').next().unwrap_or(at);
+    present(obj, name)
+        .and_then(|v| c.string(at, v))
+        .map(str::to_string)
 }
 
 /// A JSON file read and parsed, with syntax errors turned into issues.
@@ -424,7 +308,7 @@ fn read_json(file: &Path, issues: &mut Vec<ConfigIssue>) -> Option<Map<String, V
             issues.push(ConfigIssue {
                 file: file.to_path_buf(),
                 path: String::new(),
-                message: format!("expected a JSON object at the top, found {}", kind(&other)),
+                message: says::expected("a JSON object at the top", &other),
             });
             None
         }
@@ -467,23 +351,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let mut entries = Vec::new();
     collect_entries(path, &mut root, &mut entries);
     let origins = merge_conf_d(path, &base, &mut root, &mut entries, &mut issues);
-    let mut c = Checker {
-        file: path.to_path_buf(),
-        origins,
-        issues,
-        warnings: Vec::new(),
-    };
-    let config = check(&mut c, &root, &base, entries);
-    if c.issues.is_empty() {
-        let mut config = config;
-        config.warnings = c.warnings;
-        config.origins = c.origins;
+    let mut c = Checker::new(path);
+    let mut config = check(&mut c, &root, &base, entries);
+    let (errors, mut warnings) = c.into_issues();
+    issues.extend(errors);
+    blame(&mut issues, &origins);
+    blame(&mut warnings, &origins);
+    if issues.is_empty() {
+        config.warnings = warnings;
+        config.origins = origins;
         Ok(config)
     } else {
-        Err(ConfigError {
-            issues: c.issues,
-            warnings: c.warnings,
-        })
+        Err(ConfigError { issues, warnings })
     }
 }
 
@@ -506,10 +385,7 @@ fn merge_conf_d(
         Some(Value::String(dir)) if !dir.is_empty() => absolutise(base, dir),
         None | Some(Value::String(_)) | Some(Value::Null) => return origins,
         Some(other) => {
-            issues.push(issue(format!(
-                "expected a directory path, found {}",
-                kind(other)
-            )));
+            issues.push(issue(says::expected("a directory path", other)));
             return origins;
         }
     };
@@ -570,25 +446,23 @@ fn collect_entries(file: &Path, obj: &mut Map<String, Value>, out: &mut Vec<Entr
 fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<Entry>) -> Config {
     check_top_level(c, root);
     let (gearman_servers, git_origin) = check_servers(c, root);
-    let debug_log = c.path(root, "debug_log", "debug_log", base);
-    let jobs_working_dir = c
-        .path(root, "jobs_working_dir", "jobs_working_dir", base)
+    let debug_log = path_key(c, root, "debug_log", base);
+    let jobs_working_dir = path_key(c, root, "jobs_working_dir", base)
         .unwrap_or_else(|| PathBuf::from("/var/lib/turbo-hipster/jobs"));
-    let git_working_dir = c
-        .path(root, "git_working_dir", "git_working_dir", base)
+    let git_working_dir = path_key(c, root, "git_working_dir", base)
         .unwrap_or_else(|| PathBuf::from("/var/lib/turbo-hipster/git"));
-    let pip_download_cache = c.path(root, "pip_download_cache", "pip_download_cache", base);
+    let pip_download_cache = path_key(c, root, "pip_download_cache", base);
     let plugin_dirs = check_plugin_dirs(c, root, base);
     let (worker_name, manager_name) = check_names(c, root);
     let limits = check_limits(c, root);
-    let keep_work_dirs = c
-        .boolean(root, "keep_work_dirs", "keep_work_dirs")
+    let keep_work_dirs = present(root, "keep_work_dirs")
+        .and_then(|v| c.boolean("keep_work_dirs", v))
         .unwrap_or(false);
     let publish_logs = check_publish(c, root, base);
     let jobs = check_entries(c, entries);
     let job_isolation = check_isolation(c, root, &jobs);
     Config {
-        source: c.file.clone(),
+        source: c.file().to_path_buf(),
         gearman_servers,
         git_origin,
         debug_log,
@@ -612,16 +486,10 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
 
 /// Unknown top-level keys (warnings) and `plugins`/`jobs` that are not lists.
 fn check_top_level(c: &mut Checker, root: &Map<String, Value>) {
-    for key in root.keys() {
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            c.warn(key.clone(), "unknown key, ignored");
-        }
-    }
+    c.unknown_keys("", root, TOP_LEVEL_KEYS, Unknown::Warn);
     for list in ["plugins", "jobs"] {
-        if let Some(v) = root.get(list) {
-            if !v.is_array() && !v.is_null() {
-                c.error(list, format!("expected a list, found {}", kind(v)));
-            }
+        if let Some(v) = present(root, list) {
+            c.list(list, v);
         }
     }
 }
@@ -630,17 +498,9 @@ fn check_top_level(c: &mut Checker, root: &Map<String, Value>) {
 /// origin.
 fn check_servers(c: &mut Checker, root: &Map<String, Value>) -> (Vec<ServerAddr>, Option<String>) {
     let mut servers = Vec::new();
-    let git_origin = match root.get("zuul_server") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(zs)) => check_zuul_server(c, zs, &mut servers),
-        Some(other) => {
-            c.error(
-                "zuul_server",
-                format!("expected an object, found {}", kind(other)),
-            );
-            None
-        }
-    };
+    let git_origin = present(root, "zuul_server")
+        .and_then(|v| c.object("zuul_server", v))
+        .and_then(|zs| check_zuul_server(c, zs, &mut servers));
     check_gearman_servers(c, root, &mut servers);
     (servers, git_origin)
 }
@@ -661,7 +521,7 @@ fn check_zuul_server(
     zs: &Map<String, Value>,
     servers: &mut Vec<ServerAddr>,
 ) -> Option<String> {
-    let host = c.string(zs, "gearman_host", "zuul_server.gearman_host");
+    let host = string_key(c, zs, "zuul_server.gearman_host");
     let port = gearman_port(c, zs);
     if let (Some(host), Some(port)) = (host, port) {
         match ServerAddr::parse(&format!("{host}:{port}")) {
@@ -671,41 +531,27 @@ fn check_zuul_server(
     }
     let mut git_origin = None;
     for key in ["git_origin", "git_url", "zuul_site", "gerrit_site"] {
-        if let Some(v) = c.string(zs, key, &format!("zuul_server.{key}")) {
+        if let Some(v) = string_key(c, zs, &format!("zuul_server.{key}")) {
             if git_origin.is_none() && !v.is_empty() {
                 git_origin = Some(v);
             }
         }
     }
-    for key in zs.keys() {
-        if !ZUUL_SERVER_KEYS.contains(&key.as_str()) {
-            c.warn(format!("zuul_server.{key}"), "unknown key, ignored");
-        }
-    }
+    c.unknown_keys("zuul_server", zs, &ZUUL_SERVER_KEYS, Unknown::Warn);
     git_origin
 }
 
 /// `zuul_server.gearman_port`, 4730 when absent.
 fn gearman_port(c: &mut Checker, zs: &Map<String, Value>) -> Option<u16> {
     const PATH: &str = "zuul_server.gearman_port";
-    match zs.get("gearman_port") {
-        None | Some(Value::Null) => Some(DEFAULT_GEARMAN_PORT),
+    match present(zs, "gearman_port") {
+        None => Some(DEFAULT_GEARMAN_PORT),
         // The original's example wrote the port as a number; strings are tolerated.
-        Some(Value::String(s)) => s.parse::<u16>().ok().filter(|p| *p > 0).or_else(|| {
-            c.error(PATH, format!("'{s}' is not a port number from 1 to 65535"));
+        Some(v @ Value::String(s)) => s.parse::<u16>().ok().filter(|p| *p > 0).or_else(|| {
+            c.error(PATH, says::between(1, u16::MAX, says::show(v)));
             None
         }),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|p| *p > 0)
-            .or_else(|| {
-                c.error(
-                    PATH,
-                    format!("{} is not a port number from 1 to 65535", show(v)),
-                );
-                None
-            }),
+        Some(v) => c.port(PATH, v),
     }
 }
 
@@ -715,55 +561,35 @@ fn check_gearman_servers(
     root: &Map<String, Value>,
     servers: &mut Vec<ServerAddr>,
 ) {
-    let list = match root.get("gearman_servers") {
-        None | Some(Value::Null) => return,
-        Some(Value::Array(list)) => list,
-        Some(other) => {
-            return c.error(
-                "gearman_servers",
-                format!("expected a list of \"host:port\", found {}", kind(other)),
-            )
-        }
+    let Some(list) = present(root, "gearman_servers").and_then(|v| c.list("gearman_servers", v))
+    else {
+        return;
     };
     for (i, v) in list.iter().enumerate() {
-        let p = format!("gearman_servers[{i}]");
-        match v {
-            Value::String(s) => match ServerAddr::parse(s) {
-                Ok(a) if !servers.contains(&a) => servers.push(a),
-                Ok(_) => c.warn(p, "listed twice, connecting once"),
-                Err(e) => c.error(p, e),
-            },
-            other => c.error(p, format!("expected \"host:port\", found {}", kind(other))),
+        let p = index("gearman_servers", i);
+        match c.string(&p, v).map(ServerAddr::parse) {
+            Some(Ok(a)) if !servers.contains(&a) => servers.push(a),
+            Some(Ok(_)) => c.warn(&p, "listed twice, connecting once"),
+            Some(Err(e)) => c.error(&p, e),
+            None => {}
         }
     }
 }
 
 /// `plugin_dirs`: a list of directories (or one), the default when absent.
 fn check_plugin_dirs(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Vec<PathBuf> {
-    let list = match root.get("plugin_dirs") {
-        None | Some(Value::Null) => return vec![PathBuf::from(DEFAULT_PLUGIN_DIR)],
-        Some(Value::Array(list)) => list,
+    let list = match present(root, "plugin_dirs") {
+        None => return vec![PathBuf::from(DEFAULT_PLUGIN_DIR)],
         Some(Value::String(s)) => return vec![absolutise(base, s)],
-        Some(other) => {
-            c.error(
-                "plugin_dirs",
-                format!("expected a list of directories, found {}", kind(other)),
-            );
-            return Vec::new();
-        }
+        Some(v) => c.list("plugin_dirs", v).unwrap_or_default(),
     };
-    let mut dirs = Vec::new();
-    for (i, v) in list.iter().enumerate() {
-        match v.as_str() {
-            Some(s) if !s.is_empty() => dirs.push(absolutise(base, s)),
-            _ => c.error(
-                format!("plugin_dirs[{i}]"),
-                format!("expected a directory path, found {}", show(v)),
-            ),
-        }
-    }
-    if list.is_empty() {
-        c.error("plugin_dirs", "must name at least one directory");
+    let dirs = list
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| c.path(&index("plugin_dirs", i), v, base, PathNeed::Any))
+        .collect();
+    if list.is_empty() && present(root, "plugin_dirs").is_some_and(Value::is_array) {
+        c.error("plugin_dirs", says::EMPTY);
     }
     dirs
 }
@@ -771,8 +597,7 @@ fn check_plugin_dirs(c: &mut Checker, root: &Map<String, Value>, base: &Path) ->
 /// `worker_name` (the host name by default) and `manager_name` (derived from it by default):
 /// both are Gearman tokens.
 fn check_names(c: &mut Checker, root: &Map<String, Value>) -> (String, String) {
-    let worker_name = c
-        .string(root, "worker_name", "worker_name")
+    let worker_name = string_key(c, root, "worker_name")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(hostname);
     if !is_gearman_token(&worker_name) {
@@ -781,8 +606,7 @@ fn check_names(c: &mut Checker, root: &Map<String, Value>) -> (String, String) {
             "must be 1 to 64 printable characters without spaces",
         );
     }
-    let manager_name = c
-        .string(root, "manager_name", "manager_name")
+    let manager_name = string_key(c, root, "manager_name")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("turbo-hipster-manager-{worker_name}"));
     if !is_gearman_token(&manager_name) {
@@ -802,30 +626,13 @@ struct Limits {
 }
 
 fn check_limits(c: &mut Checker, root: &Map<String, Value>) -> Limits {
-    let max_concurrent_jobs = c
-        .uint(
-            root,
-            "max_concurrent_jobs",
-            "max_concurrent_jobs",
-            1..=MAX_CONCURRENT_JOBS,
-        )
+    let mut number = |key: &str, range| present(root, key).and_then(|v| c.integer(key, v, range));
+    let max_concurrent_jobs = number("max_concurrent_jobs", 1..=MAX_CONCURRENT_JOBS)
         .map(|n| usize::try_from(n).unwrap_or(1))
         .unwrap_or(1);
-    let shutdown_grace_seconds = c
-        .uint(
-            root,
-            "shutdown_grace_seconds",
-            "shutdown_grace_seconds",
-            0..=MAX_SHUTDOWN_GRACE_SECONDS,
-        )
-        .unwrap_or(300);
-    let max_packet_bytes = c
-        .uint(
-            root,
-            "max_packet_bytes",
-            "max_packet_bytes",
-            MIN_PACKET_BYTES..=MAX_PACKET_BYTES,
-        )
+    let shutdown_grace_seconds =
+        number("shutdown_grace_seconds", 0..=MAX_SHUTDOWN_GRACE_SECONDS).unwrap_or(300);
+    let max_packet_bytes = number("max_packet_bytes", MIN_PACKET_BYTES..=MAX_PACKET_BYTES)
         .map(|n| usize::try_from(n).unwrap_or(DEFAULT_PACKET_BYTES))
         .unwrap_or(DEFAULT_PACKET_BYTES);
     Limits {
@@ -838,29 +645,20 @@ fn check_limits(c: &mut Checker, root: &Map<String, Value>) -> Limits {
 /// `job_isolation` at the top level and in job entries (where it stays in the entry's keys:
 /// plugins ignore it, the daemon reads it per job).
 fn check_isolation(c: &mut Checker, root: &Map<String, Value>, jobs: &[JobSpec]) -> Isolation {
-    let mut parse = |v: &Value, file: PathBuf, path: String| match v.as_str().map(Isolation::parse)
-    {
-        Some(Some(i)) => Some(i),
-        _ => {
-            c.issues.push(ConfigIssue {
-                file,
-                path,
-                message: format!("expected \"process\" or \"in-process\", found {}", show(v)),
-            });
-            None
-        }
-    };
+    let names = Isolation::NAMES.map(|i| (i.as_str(), i));
+    let main_file = c.file().to_path_buf();
     for spec in jobs {
         if let Some(v) = spec.config.get("job_isolation") {
             // `source` is "<file>: <entry>".
             let (file, entry) = spec.source.rsplit_once(": ").unwrap_or(("", &spec.source));
-            parse(v, PathBuf::from(file), format!("{entry}.job_isolation"));
+            c.set_file(file);
+            c.one_of(&key(entry, "job_isolation"), v, &names);
         }
     }
-    match root.get("job_isolation") {
-        None | Some(Value::Null) => Isolation::default(),
-        Some(v) => parse(v, c.file.clone(), "job_isolation".into()).unwrap_or_default(),
-    }
+    c.set_file(main_file);
+    present(root, "job_isolation")
+        .and_then(|v| c.one_of("job_isolation", v, &names))
+        .unwrap_or_default()
 }
 
 fn is_gearman_token(s: &str) -> bool {
@@ -868,35 +666,29 @@ fn is_gearman_token(s: &str) -> bool {
 }
 
 fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> PublishLogs {
-    let obj = match root.get("publish_logs") {
-        None | Some(Value::Null) => return PublishLogs::None,
-        Some(Value::Object(o)) => o,
-        Some(other) => {
-            c.error(
-                "publish_logs",
-                format!("expected an object, found {}", kind(other)),
-            );
-            return PublishLogs::None;
-        }
+    let Some(obj) = present(root, "publish_logs").and_then(|v| c.object("publish_logs", v)) else {
+        return PublishLogs::None;
     };
-    let kind_ = c.string(obj, "type", "publish_logs.type");
-    match kind_.as_deref() {
+    let Some(type_) = present(obj, "type") else {
+        c.required("publish_logs.type", "\"local\"");
+        return PublishLogs::None;
+    };
+    let types = ["local", "swift", "scp"].map(|t| (t, t));
+    match c.one_of("publish_logs.type", type_, &types) {
         Some("local") => {
-            let path = c.path(obj, "path", "publish_logs.path", base);
-            let prepend_url = c
-                .string(obj, "prepend_url", "publish_logs.prepend_url")
-                .unwrap_or_default();
+            let path = path_key(c, obj, "publish_logs.path", base);
+            let prepend_url = string_key(c, obj, "publish_logs.prepend_url").unwrap_or_default();
             match path {
                 Some(path) => PublishLogs::Local { path, prepend_url },
                 None => {
-                    if !obj.contains_key("path") {
-                        c.error("publish_logs.path", "required when type is \"local\"");
+                    if present(obj, "path").is_none() {
+                        c.required("publish_logs.path", "where published logs go");
                     }
                     PublishLogs::None
                 }
             }
         }
-        Some(t @ ("swift" | "scp")) => {
+        Some(t) => {
             c.warn(
                 "publish_logs.type",
                 format!(
@@ -905,17 +697,7 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
             );
             PublishLogs::None
         }
-        Some(other) => {
-            c.error(
-                "publish_logs.type",
-                format!("unknown type \"{other}\" (supported: \"local\")"),
-            );
-            PublishLogs::None
-        }
-        None => {
-            c.error("publish_logs.type", "required (\"local\")");
-            PublishLogs::None
-        }
+        None => PublishLogs::None,
     }
 }
 
@@ -938,124 +720,123 @@ fn is_plugin_name(s: &str) -> bool {
 fn check_entries(c: &mut Checker, entries: Vec<Entry>) -> Vec<JobSpec> {
     let mut jobs = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    let main_file = c.file.clone();
+    let main_file = c.file().to_path_buf();
     for e in entries {
-        let path = format!("{}[{}]", e.list, e.index);
-        let source = format!("{}: {}", e.file.display(), path);
-        c.file = e.file.clone();
-        let spec = match (&e.value, e.list) {
-            // The original quick start: a bare plugin name serves its default job.
-            (Value::String(name), "plugins") => {
-                if !is_plugin_name(name) {
-                    c.error(&path, format!("\"{name}\" is not a valid plugin name"));
-                    continue;
-                }
-                if name != canonical_plugin(name) {
-                    c.warn(
-                        &path,
-                        format!(
-                            "plugin \"{name}\" is now called \"{}\"",
-                            canonical_plugin(name)
-                        ),
-                    );
-                }
-                Some(JobSpec {
-                    function: None,
-                    plugin: canonical_plugin(name).to_string(),
-                    config: Map::new(),
-                    source,
-                })
-            }
-            (Value::Object(obj), list) => {
-                let mut config = obj.clone();
-                let (plugin, function) = if list == "plugins" {
-                    let plugin = c.string(obj, "name", &format!("{path}.name"));
-                    if plugin.is_none() && !obj.contains_key("name") {
-                        c.error(format!("{path}.name"), "required: the plugin's name");
-                    }
-                    let function = match c.string(obj, "function", &format!("{path}.function")) {
-                        Some(f) => Some(f),
-                        // The oldest form: `job` without `build:`.
-                        None => c
-                            .string(obj, "job", &format!("{path}.job"))
-                            .map(|j| format!("build:{j}")),
-                    };
-                    config.remove("name");
-                    config.remove("function");
-                    config.remove("job");
-                    (plugin, function)
-                } else {
-                    let function = c.string(obj, "name", &format!("{path}.name"));
-                    if function.is_none() && !obj.contains_key("name") {
-                        c.error(
-                            format!("{path}.name"),
-                            "required: the Gearman function, e.g. \"build:my-job\"",
-                        );
-                    }
-                    let plugin = c
-                        .string(obj, "plugin", &format!("{path}.plugin"))
-                        .or_else(|| Some("shell_script".to_string()));
-                    config.remove("name");
-                    config.remove("plugin");
-                    (plugin, function)
-                };
-                let Some(plugin) = plugin else { continue };
-                if !is_plugin_name(&plugin) {
-                    c.error(
-                        format!(
-                            "{path}.{}",
-                            if list == "plugins" { "name" } else { "plugin" }
-                        ),
-                        format!("\"{plugin}\" is not a valid plugin name (letters, digits, _ - .)"),
-                    );
-                    continue;
-                }
-                if plugin != canonical_plugin(&plugin) {
-                    c.warn(
-                        &path,
-                        format!(
-                            "plugin \"{plugin}\" is now called \"{}\"",
-                            canonical_plugin(&plugin)
-                        ),
-                    );
-                }
-                let plugin = canonical_plugin(&plugin).to_string();
-                if let Some(f) = &function {
-                    if let Err(why) = check_function_name(f) {
-                        c.error(format!("{path}.function"), why);
-                        continue;
-                    }
-                }
-                Some(JobSpec {
-                    function,
-                    plugin,
-                    config,
-                    source,
-                })
-            }
-            (other, _) => {
-                c.error(
-                    &path,
-                    format!(
-                        "expected an object (or a plugin name), found {}",
-                        kind(other)
-                    ),
-                );
-                None
-            }
+        let path = index(e.list, e.index);
+        c.set_file(&e.file);
+        let Some(spec) = check_entry(c, &e, &path) else {
+            continue;
         };
-        if let Some(spec) = spec {
-            if let Some(f) = &spec.function {
-                if !seen.insert(f.clone()) {
-                    c.error(&path, format!("the function \"{f}\" is defined twice"));
-                    continue;
-                }
+        if let Some(f) = &spec.function {
+            if !seen.insert(f.clone()) {
+                c.error(&path, format!("the function \"{f}\" is defined twice"));
+                continue;
             }
-            jobs.push(spec);
+        }
+        jobs.push(spec);
+    }
+    c.set_file(main_file);
+    jobs
+}
+
+/// One entry of `plugins` or `jobs` (at `path`), `None` when it has an error.
+fn check_entry(c: &mut Checker, e: &Entry, path: &str) -> Option<JobSpec> {
+    let source = format!("{}: {}", e.file.display(), path);
+    let (plugin, function, config) = match (&e.value, e.list) {
+        // The original quick start: a bare plugin name serves its default job.
+        (Value::String(name), "plugins") => {
+            if !is_plugin_name(name) {
+                c.error(path, format!("\"{name}\" is not a valid plugin name"));
+                return None;
+            }
+            (name.clone(), None, Map::new())
+        }
+        (Value::Object(obj), "plugins") => plugins_entry(c, obj, path)?,
+        (Value::Object(obj), _) => jobs_entry(c, obj, path)?,
+        (other, _) => {
+            c.error(path, says::expected("an object (or a plugin name)", other));
+            return None;
+        }
+    };
+    let canonical = canonical_plugin(&plugin);
+    if plugin != canonical {
+        c.warn(
+            path,
+            format!("plugin \"{plugin}\" is now called \"{canonical}\""),
+        );
+    }
+    Some(JobSpec {
+        function,
+        plugin: canonical.to_string(),
+        config,
+        source,
+    })
+}
+
+/// The plugin, the function and the plugin keys of an entry.
+type EntryParts = (String, Option<String>, Map<String, Value>);
+
+/// A `plugins` entry: `name` is the plugin, `function` (or the oldest form, `job` without
+/// `build:`) the Gearman function.
+fn plugins_entry(c: &mut Checker, obj: &Map<String, Value>, path: &str) -> Option<EntryParts> {
+    let name_at = key(path, "name");
+    let plugin = match present(obj, "name") {
+        None => {
+            c.required(&name_at, "the plugin's name");
+            None
+        }
+        Some(v) => c.string(&name_at, v).map(str::to_string),
+    };
+    let function = string_key(c, obj, &key(path, "function"))
+        .or_else(|| string_key(c, obj, &key(path, "job")).map(|j| format!("build:{j}")));
+    let mut config = obj.clone();
+    for k in ["name", "function", "job"] {
+        config.remove(k);
+    }
+    entry_parts(c, path, (plugin?, function, config), &name_at)
+}
+
+/// A `jobs` entry: `name` is the Gearman function, `plugin` (default `shell_script`) runs it.
+fn jobs_entry(c: &mut Checker, obj: &Map<String, Value>, path: &str) -> Option<EntryParts> {
+    let name_at = key(path, "name");
+    let function = match present(obj, "name") {
+        None => {
+            c.required(&name_at, "the Gearman function, e.g. \"build:my-job\"");
+            None
+        }
+        Some(v) => c.string(&name_at, v).map(str::to_string),
+    };
+    let plugin_at = key(path, "plugin");
+    let plugin = string_key(c, obj, &plugin_at).unwrap_or_else(|| "shell_script".to_string());
+    let mut config = obj.clone();
+    for k in ["name", "plugin"] {
+        config.remove(k);
+    }
+    entry_parts(c, path, (plugin, function, config), &plugin_at)
+}
+
+/// Checks the plugin name (at `plugin_at`) and the function of an entry.
+fn entry_parts(
+    c: &mut Checker,
+    path: &str,
+    parts: EntryParts,
+    plugin_at: &str,
+) -> Option<EntryParts> {
+    if !is_plugin_name(&parts.0) {
+        let what = format!(
+            "\"{}\" is not a valid plugin name (letters, digits, _ - .)",
+            parts.0
+        );
+        c.error(plugin_at, what);
+        return None;
+    }
+    if let Some(f) = &parts.1 {
+        if let Err(why) = check_function_name(f) {
+            c.error(&key(path, "function"), why);
+            return None;
         }
     }
-    c.file = main_file;
-    jobs
+    Some(parts)
 }
 
 /// A Gearman function name we can register: printable, no spaces, at most 512 bytes.
@@ -1170,14 +951,14 @@ mod tests {
         let err = load(&p).unwrap_err();
         let text = err.to_string();
         for needle in [
-            "zuul_server.gearman_port: 99999 is not a port number",
-            "max_concurrent_jobs: expected a whole number from 1 to 1024, found 0",
-            "plugin_dirs[0]: expected a directory path",
+            "zuul_server.gearman_port: must be between 1 and 65535, got 99999",
+            "max_concurrent_jobs: must be between 1 and 1024, got 0",
+            "plugin_dirs[0]: expected a string, got a number",
             "jobs[0].name: required",
             "jobs[1].function: \"build:a b\" contains spaces",
             "jobs[2]: expected an object",
             "plugins[0].name: \"x/y\" is not a valid plugin name",
-            "publish_logs.type: unknown type \"ftp\"",
+            "publish_logs.type: must be one of local, swift, scp, got \"ftp\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
@@ -1189,28 +970,45 @@ mod tests {
     #[test]
     fn numbers_are_bounded_both_ways() {
         let d = tempfile::tempdir().unwrap();
-        for (key, value, range) in [
+        for (key, value, what) in [
             (
                 "max_concurrent_jobs",
                 "18446744073709551615",
-                "from 1 to 1024",
+                "must be between 1 and 1024",
             ),
-            ("max_concurrent_jobs", "10000000", "from 1 to 1024"),
-            ("max_concurrent_jobs", "-1", "from 1 to 1024"),
-            ("max_concurrent_jobs", "1.5", "from 1 to 1024"),
-            ("max_packet_bytes", "1023", "from 1024 to 268435456"),
-            ("max_packet_bytes", "268435457", "from 1024 to 268435456"),
-            ("shutdown_grace_seconds", "86401", "from 0 to 86400"),
+            (
+                "max_concurrent_jobs",
+                "10000000",
+                "must be between 1 and 1024",
+            ),
+            ("max_concurrent_jobs", "-1", "must be between 1 and 1024"),
+            (
+                "max_concurrent_jobs",
+                "1.5",
+                "must be a whole number between 1 and 1024",
+            ),
+            (
+                "max_packet_bytes",
+                "1023",
+                "must be between 1024 and 268435456",
+            ),
+            (
+                "max_packet_bytes",
+                "268435457",
+                "must be between 1024 and 268435456",
+            ),
+            (
+                "shutdown_grace_seconds",
+                "86401",
+                "must be between 0 and 86400",
+            ),
         ] {
             let p = write(d.path(), "config.json", &format!("{{\"{key}\": {value}}}"));
             let err = load(&p).unwrap_err();
             assert_eq!(err.issues.len(), 1, "{err}");
             assert_eq!(
                 err.issues[0].to_string(),
-                format!(
-                    "{}: {key}: expected a whole number {range}, found {value}",
-                    p.display()
-                )
+                format!("{}: {key}: {what}, got {value}", p.display())
             );
         }
         let p = write(
@@ -1249,10 +1047,10 @@ mod tests {
         let s = snippet.display();
         let m = p.display();
         for needle in [
-            format!("{s}: max_concurrent_jobs: expected a whole number from 1 to 1024"),
-            format!("{s}: zuul_server.gearman_port: 0 is not a port number"),
-            format!("{s}: jobs: expected a list"),
-            format!("{m}: max_packet_bytes: expected a whole number"),
+            format!("{s}: max_concurrent_jobs: must be between 1 and 1024, got 10000000"),
+            format!("{s}: zuul_server.gearman_port: must be between 1 and 65535, got 0"),
+            format!("{s}: jobs: expected a list, got a number"),
+            format!("{m}: max_packet_bytes: must be between 1024 and 268435456, got 1"),
         ] {
             assert!(
                 text.iter().any(|t| t.starts_with(&needle)),
@@ -1260,6 +1058,27 @@ mod tests {
             );
         }
         assert_eq!(text.len(), 4, "{text:#?}");
+    }
+
+    #[test]
+    fn a_null_key_counts_as_absent() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "config.json",
+            r#"{"max_concurrent_jobs": null, "plugins": [{"name": null}],
+                "jobs": [{"name": null, "shell_script": "/x"}]}"#,
+        );
+        let err = load(&p).unwrap_err();
+        let text: Vec<String> = err.issues.iter().map(|i| i.to_string()).collect();
+        let m = p.display();
+        assert_eq!(
+            text,
+            [
+                format!("{m}: plugins[0].name: required: the plugin's name"),
+                format!("{m}: jobs[0].name: required: the Gearman function, e.g. \"build:my-job\""),
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use nix::unistd::{access, AccessFlags};
+use turbo_hipster_sdk::config::says;
 
 use crate::config::{Config, ConfigIssue, PublishLogs};
 
@@ -53,14 +54,14 @@ pub fn check_environment(config: &Config) -> Vec<ConfigIssue> {
 
 /// The file that set `key` (a `conf_d` snippet, else the main file).
 fn source_of(config: &Config, key: &str) -> std::path::PathBuf {
-    let top = key.split(['.', '[']).next().unwrap_or(key);
+    let top = crate::config::top_key(key);
     config.origins.get(top).unwrap_or(&config.source).clone()
 }
 
 /// A directory we can create files in, or one we can create.
 fn writable_dir(dir: &Path) -> Result<(), String> {
     match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", dir.display())),
+        Ok(m) if !m.is_dir() => Err(says::not_a(dir, "a directory")),
         Ok(_) => access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
             .map_err(|e| format!("{} is not writable: {e}", dir.display())),
         Err(e) if missing(&e) => creatable(dir),

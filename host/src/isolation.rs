@@ -555,14 +555,14 @@ mod tests {
         let e = crate::config::load(&main).unwrap_err().to_string();
         assert!(
             e.contains(&format!(
-                "{}: job_isolation: expected \"process\" or \"in-process\", found 1",
+                "{}: job_isolation: must be one of process, in-process, got 1",
                 main.display()
             )),
             "{e}"
         );
         assert!(
             e.contains(&format!(
-                "{}: jobs[0].job_isolation: expected \"process\" or \"in-process\", found \"thread\"",
+                "{}: jobs[0].job_isolation: must be one of process, in-process, got \"thread\"",
                 snippet.display()
             )),
             "{e}"

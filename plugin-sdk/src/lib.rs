@@ -2,8 +2,10 @@
 //!
 //! Everything a turbo-hipster plugin needs: the stable binary interface ([`abi`]), the types of a
 //! job and its outcome, the [`Plugin`] trait, the [`export_plugin!`] macro that turns an
-//! implementation into a loadable `libtask.so`, and helpers for what most plugins do (run a
-//! process with timestamped output, prepare a git checkout: [`support`]).
+//! implementation into a loadable `libtask.so`, helpers for what most plugins do (run a
+//! process with timestamped output, prepare a git checkout: [`support`]), and the checker the
+//! daemon's config and the plugins' job configs are read with ([`config`]: every problem at
+//! once, each naming its key, worded the same everywhere).
 //!
 //! A plugin is a `cdylib`. The daemon loads `<plugin_dir>/<name>/libtask.so`, asks it for a
 //! runner per configured job, and calls [`Plugin::run`] on a blocking thread of its own for every
@@ -29,6 +31,7 @@
 //!
 //! `src/lib.rs`:
 //! ```
+//! use turbo_hipster_sdk::config::{present, Checker};
 //! use turbo_hipster_sdk::{export_plugin, Context, JobConfig, Outcome, Plugin, PluginError};
 //!
 //! /// Greets whoever the job's `WHO` parameter names.
@@ -43,14 +46,12 @@
 //!     const DESCRIPTION: &'static str = "says hello";
 //!
 //!     fn new(config: &JobConfig) -> Result<Self, PluginError> {
-//!         let greeting = match config.config.get("greeting") {
-//!             None => "Hello".to_string(),
-//!             Some(v) => v
-//!                 .as_str()
-//!                 .ok_or_else(|| PluginError::config("greeting: expected a string"))?
-//!                 .to_string(),
-//!         };
-//!         Ok(Hello { greeting })
+//!         // Every problem is collected; `finish_plugin` refuses the job config with all of them.
+//!         let mut c = Checker::bare();
+//!         let greeting = present(&config.config, "greeting")
+//!             .and_then(|v| c.nonempty("greeting", v))
+//!             .unwrap_or_else(|| "Hello".to_string());
+//!         c.finish_plugin(Hello { greeting })
 //!     }
 //!
 //!     fn run(&self, ctx: &Context<'_>) -> Result<Outcome, PluginError> {
@@ -83,6 +84,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod config;
 mod context;
 mod export;
 mod job;

@@ -43,7 +43,7 @@ fn check_config_reports_every_error_and_fails() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
-        t.contains("max_concurrent_jobs: expected a whole number from 1 to 1024"),
+        t.contains("max_concurrent_jobs: expected a whole number, got a string"),
         "{t}"
     );
     assert!(t.contains("jobs[0].name: required"), "{t}");
@@ -82,7 +82,7 @@ fn huge_max_concurrent_jobs_is_a_config_error_for_check_config_and_start() {
                    "max_concurrent_jobs": value}),
         );
         let needle = format!(
-            "{}: max_concurrent_jobs: expected a whole number from 1 to 1024, found {value}",
+            "{}: max_concurrent_jobs: must be between 1 and 1024, got {value}",
             setup.config.display()
         );
         let out = setup.run(&["check-config"]);
@@ -120,7 +120,7 @@ fn check_config_names_the_conf_d_snippet_that_holds_the_error() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
         t.contains(&format!(
-            "{}: max_packet_bytes: expected a whole number from 1024 to 268435456",
+            "{}: max_packet_bytes: must be between 1024 and 268435456, got 1000000000000.0",
             snippet.display()
         )),
         "{t}"

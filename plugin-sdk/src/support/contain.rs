@@ -41,6 +41,8 @@ use std::process::Command;
 use nix::unistd::{Gid, Uid, User};
 use serde_json::{Map, Value};
 
+use crate::config::{key, present, says, Checker};
+
 /// The job configuration key holding the containment settings.
 pub const CONTAINMENT_KEY: &str = "containment";
 /// The user a root daemon runs the change's code as, unless configured.
@@ -142,58 +144,44 @@ impl Containment {
     /// # Errors
     /// One line per problem, each starting with its key path (`containment.processes: …`).
     pub fn from_config(config: &Map<String, Value>) -> Result<Self, Vec<String>> {
-        let mut c = Self::default();
-        let empty = Map::new();
-        let object = match config.get(CONTAINMENT_KEY) {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Object(o)) => o,
-            Some(other) => {
-                return Err(vec![format!(
-                    "{CONTAINMENT_KEY}: expected an object {{run_as, memory_mib, processes, \
-                     open_files, network_namespace}}, found {other}"
-                )])
-            }
-        };
-        let mut problems = Vec::new();
-        for (key, value) in object {
-            let path = format!("{CONTAINMENT_KEY}.{key}");
-            let result = match key.as_str() {
-                "run_as" => run_as(value).map(|u| c.run_as = u),
-                "memory_mib" => {
-                    limit(value, 64, 1 << 20).map(|m| c.memory_bytes = m.map(|m| m * MIB))
-                }
-                "processes" => limit(value, 16, 1 << 20).map(|p| c.processes = p),
-                "open_files" => limit(value, 64, 1 << 20).map(|n| c.open_files = n),
-                "network_namespace" => match value {
-                    Value::Bool(b) => {
-                        c.network_namespace = *b;
-                        Ok(())
+        let mut c = Checker::bare();
+        let containment = Self::check(&mut c, config);
+        c.finish(containment).map(|(containment, _)| containment)
+    }
+
+    /// [`from_config`](Self::from_config), recording every problem in `c` (the defaults
+    /// where a key has one).
+    pub fn check(c: &mut Checker, config: &Map<String, Value>) -> Self {
+        let mut out = Self::default();
+        if let Some(object) =
+            present(config, CONTAINMENT_KEY).and_then(|v| c.object(CONTAINMENT_KEY, v))
+        {
+            for (name, value) in object {
+                let at = key(CONTAINMENT_KEY, name);
+                match name.as_str() {
+                    "run_as" => out.run_as = run_as(c, &at, value),
+                    "memory_mib" => out.memory_bytes = limit(c, &at, value, 64).map(|m| m * MIB),
+                    "processes" => out.processes = limit(c, &at, value, 16),
+                    "open_files" => out.open_files = limit(c, &at, value, 64),
+                    "network_namespace" => {
+                        out.network_namespace = c.boolean(&at, value).unwrap_or_default();
                     }
-                    other => Err(format!("expected true or false, found {other}")),
-                },
-                _ => Err(
-                    "unknown key (expected run_as, memory_mib, processes, open_files, \
-                          network_namespace)"
-                        .to_string(),
-                ),
-            };
-            if let Err(why) = result {
-                problems.push(format!("{path}: {why}"));
+                    _ => c.error(&at, says::unknown_key(CONTAINMENT_KEYS)),
+                }
             }
         }
-        if c.run_as.is_none() && Uid::effective().is_root() {
+        if out.run_as.is_none() && Uid::effective().is_root() {
             if let Ok(None) = User::from_name(DEFAULT_USER) {
-                problems.push(format!(
-                    "{CONTAINMENT_KEY}.run_as: not set, and the default user {DEFAULT_USER} \
-                     does not exist on this host: name an unprivileged user"
-                ));
+                c.error(
+                    &key(CONTAINMENT_KEY, "run_as"),
+                    format!(
+                        "not set, and the default user {DEFAULT_USER} does not exist on this \
+                         host: name an unprivileged user"
+                    ),
+                );
             }
         }
-        if problems.is_empty() {
-            Ok(c)
-        } else {
-            Err(problems)
-        }
+        out
     }
 
     /// The user a root daemon runs as.
@@ -238,34 +226,46 @@ impl Containment {
     }
 }
 
-fn run_as(value: &Value) -> Result<Option<String>, String> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(name) if name.is_empty() => Err("must not be empty".into()),
-        Value::String(name) => match User::from_name(name) {
-            Ok(Some(u)) if u.uid.is_root() => Err(format!(
-                "{name} is root: the change's code never runs as root"
-            )),
-            Ok(Some(_)) => Ok(Some(name.clone())),
-            Ok(None) => Err(format!("no user named {name:?} on this host")),
-            Err(e) => Err(format!("cannot look up the user {name:?}: {e}")),
-        },
-        other => Err(format!("expected a user name, found {other}")),
+/// The keys of [`CONTAINMENT_KEY`].
+const CONTAINMENT_KEYS: &[&str] = &[
+    "run_as",
+    "memory_mib",
+    "processes",
+    "open_files",
+    "network_namespace",
+];
+
+/// The largest `memory_mib`, `processes` and `open_files`.
+const MAX_LIMIT: u64 = 1 << 20;
+
+/// `run_as`: an existing user other than root (`null`: the default).
+fn run_as(c: &mut Checker, at: &str, value: &Value) -> Option<String> {
+    if value.is_null() {
+        return None;
     }
+    let name = c.nonempty(at, value)?;
+    let problem = match User::from_name(&name) {
+        Ok(Some(u)) if u.uid.is_root() => {
+            format!("{name} is root: the change's code never runs as root")
+        }
+        Ok(Some(_)) => return Some(name),
+        Ok(None) => format!("no user named {name:?} on this host"),
+        Err(e) => format!("cannot look up the user {name:?}: {e}"),
+    };
+    c.error(at, problem);
+    None
 }
 
-fn limit(value: &Value, min: u64, max: u64) -> Result<Option<u64>, String> {
+/// A limit from `min` to [`MAX_LIMIT`], or `"unlimited"` (`None`); a bad one is recorded and
+/// left unlimited.
+fn limit(c: &mut Checker, at: &str, value: &Value, min: u64) -> Option<u64> {
     match value {
-        Value::String(s) if s == "unlimited" => Ok(None),
-        Value::Null => Err(format!(
-            "expected a number from {min} to {max} or \"unlimited\""
-        )),
-        v => match v.as_u64() {
-            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(format!(
-                "expected a whole number from {min} to {max} or \"unlimited\", found {v}"
-            )),
-        },
+        Value::String(s) if s == "unlimited" => None,
+        Value::Number(_) => c.integer(at, value, min..=MAX_LIMIT),
+        other => {
+            c.error(at, says::expected("a whole number or \"unlimited\"", other));
+            None
+        }
     }
 }
 

@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::config::{index, present, Checker};
+
 /// The job configuration key that lists extra parameters to pass: `["MY_VAR", "BUILD_*"]`.
 pub const PASS_PARAMETERS_KEY: &str = "pass_parameters";
 
@@ -256,29 +258,27 @@ impl ParameterFilter {
     /// One line per problem, each starting with its key path (`pass_parameters[2]: …`): not a
     /// list of strings, not a valid name or `PREFIX*`, or a denied name or prefix.
     pub fn from_config(config: &Map<String, Value>) -> Result<Self, Vec<String>> {
+        let mut c = Checker::bare();
+        let filter = Self::check(&mut c, config);
+        c.finish(filter).map(|(filter, _)| filter)
+    }
+
+    /// [`from_config`](Self::from_config), recording every problem in `c`.
+    pub fn check(c: &mut Checker, config: &Map<String, Value>) -> Self {
         let key = PASS_PARAMETERS_KEY;
-        let items = match config.get(key) {
-            None | Some(Value::Null) => return Ok(Self::default()),
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(vec![format!(
-                    "{key}: expected a list of parameter names (NAME or PREFIX*), found {other}"
-                )])
-            }
+        let Some(items) = present(config, key).and_then(|v| c.list(key, v)) else {
+            return Self::default();
         };
-        let mut problems = Vec::new();
         let mut extra = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            match parse_pattern(item) {
-                Ok(p) => extra.push(p),
-                Err(why) => problems.push(format!("{key}[{i}]: {why}")),
+            let at = index(key, i);
+            match c.string(&at, item).map(parse_pattern) {
+                Some(Ok(p)) => extra.push(p),
+                Some(Err(why)) => c.error(&at, why),
+                None => {}
             }
         }
-        if problems.is_empty() {
-            Ok(Self { extra })
-        } else {
-            Err(problems)
-        }
+        Self { extra }
     }
 
     /// Whether a parameter named `name` may be passed.
@@ -303,10 +303,7 @@ impl ParameterFilter {
     }
 }
 
-fn parse_pattern(item: &Value) -> Result<Pattern, String> {
-    let Some(text) = item.as_str() else {
-        return Err(format!("expected a parameter name, found {item}"));
-    };
+fn parse_pattern(text: &str) -> Result<Pattern, String> {
     let (name, prefix) = match text.strip_suffix('*') {
         Some(p) => (p, true),
         None => (text, false),

@@ -290,86 +290,83 @@ impl Default for GitOptions {
 }
 
 impl GitOptions {
-    /// Reads the job configuration keys `git_timeout` (seconds one git command may run),
-    /// `git_stall_timeout` (seconds without progress) and `git_protocols` (a list of
-    /// transport names) into `self`, adding one line per problem to `problems`.
+    /// Reads the job configuration keys `git_timeout` (seconds one git command may run, 1 to
+    /// 86400), `git_stall_timeout` (seconds without progress, 1 to 86400) and `git_protocols`
+    /// (a non-empty list of transport names) into `self`, recording every problem in `c`.
     ///
     /// ```
     /// use serde_json::json;
+    /// use turbo_hipster_sdk::config::Checker;
     /// use turbo_hipster_sdk::support::git::GitOptions;
     ///
     /// let config = json!({"git_stall_timeout": 60, "git_protocols": ["https"]});
     /// let mut options = GitOptions::default();
-    /// let mut problems = Vec::new();
-    /// options.read_config(config.as_object().unwrap(), &mut problems);
-    /// assert!(problems.is_empty());
+    /// let mut c = Checker::bare();
+    /// options.read_config(&mut c, config.as_object().unwrap());
+    /// assert!(!c.has_errors());
     /// assert_eq!(options.protocols, ["https"]);
     /// let bad = json!({"git_protocols": ["ext"], "git_timeout": 0});
-    /// options.read_config(bad.as_object().unwrap(), &mut problems);
-    /// assert_eq!(problems.len(), 2, "{problems:?}");
+    /// options.read_config(&mut c, bad.as_object().unwrap());
+    /// assert_eq!(c.into_lines().0, [
+    ///     "git_timeout: must be between 1 and 86400 seconds, got 0",
+    ///     "git_protocols[0]: ext is never allowed: it runs a command or reads a file descriptor",
+    /// ]);
     /// ```
     pub fn read_config(
         &mut self,
+        c: &mut crate::config::Checker,
         config: &serde_json::Map<String, serde_json::Value>,
-        problems: &mut Vec<String>,
     ) {
-        use serde_json::Value;
-        let seconds = |key: &str, v: &Value, problems: &mut Vec<String>| {
-            let d = v
-                .as_f64()
-                .filter(|s| *s >= 1.0 && *s <= 86_400.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok());
-            if d.is_none() {
-                problems.push(format!(
-                    "{key}: expected a number of seconds from 1 to 86400, found {v}"
-                ));
-            }
-            d
-        };
-        if let Some(v) = config.get("git_timeout").filter(|v| !v.is_null()) {
-            if let Some(d) = seconds("git_timeout", v, problems) {
-                self.command_timeout = Some(d);
-            }
+        use crate::config::{present, SecondsRange};
+        const RANGE: SecondsRange = SecondsRange::from_to(1.0, 86_400.0);
+        if let Some(d) =
+            present(config, "git_timeout").and_then(|v| c.seconds("git_timeout", v, RANGE))
+        {
+            self.command_timeout = Some(d);
         }
-        if let Some(v) = config.get("git_stall_timeout").filter(|v| !v.is_null()) {
-            if let Some(d) = seconds("git_stall_timeout", v, problems) {
-                self.stall_timeout = Some(d);
-            }
+        if let Some(d) = present(config, "git_stall_timeout")
+            .and_then(|v| c.seconds("git_stall_timeout", v, RANGE))
+        {
+            self.stall_timeout = Some(d);
         }
-        match config.get("git_protocols") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) if !items.is_empty() => {
-                let mut protocols = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    match item.as_str() {
-                        Some(p) if NEVER_PROTOCOLS.contains(&p) => problems.push(format!(
-                            "git_protocols[{i}]: {p} is never allowed: it runs a command or \
-                             reads a file descriptor"
-                        )),
-                        Some(p)
-                            if !p.is_empty()
-                                && p.bytes().all(|b| {
-                                    b.is_ascii_lowercase()
-                                        || b.is_ascii_digit()
-                                        || b"+.-".contains(&b)
-                                }) =>
-                        {
-                            protocols.push(p.to_string());
-                        }
-                        _ => problems.push(format!(
-                            "git_protocols[{i}]: expected a transport name such as https, \
-                             found {item}"
-                        )),
-                    }
-                }
-                self.protocols = protocols;
+        if let Some(list) =
+            present(config, "git_protocols").and_then(|v| c.list("git_protocols", v))
+        {
+            if list.is_empty() {
+                c.error("git_protocols", crate::config::says::EMPTY);
+            } else {
+                self.protocols = read_protocols(c, list);
             }
-            Some(other) => problems.push(format!(
-                "git_protocols: expected a non-empty list of transport names (http, https, \
-                 git, ssh, file), found {other}"
-            )),
         }
     }
+}
+
+/// The transports of `git_protocols`, every bad one recorded in `c`.
+fn read_protocols(c: &mut crate::config::Checker, list: &[serde_json::Value]) -> Vec<String> {
+    let mut protocols = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let at = crate::config::index("git_protocols", i);
+        match c.string(&at, item) {
+            Some(p) if NEVER_PROTOCOLS.contains(&p) => c.error(
+                &at,
+                format!("{p} is never allowed: it runs a command or reads a file descriptor"),
+            ),
+            Some(p)
+                if !p.is_empty()
+                    && p.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b)
+                    }) =>
+            {
+                protocols.push(p.to_string());
+            }
+            Some(p) => c.error(
+                &at,
+                format!("{p:?} is not a transport name (lower-case letters, digits, + . -)"),
+            ),
+            None => {}
+        }
+    }
+    protocols
 }
 
 /// The transport git uses for `url`, as git works it out: `<name>::…` is the remote helper
@@ -1303,20 +1300,22 @@ mod tests {
 
     #[test]
     fn git_options_from_the_job_config() {
+        use crate::config::Checker;
         let config = serde_json::json!({
             "git_timeout": 600, "git_stall_timeout": 30, "git_protocols": ["https", "ssh"]
         });
         let mut o = GitOptions::default();
-        let mut problems = Vec::new();
-        o.read_config(config.as_object().unwrap(), &mut problems);
-        assert!(problems.is_empty(), "{problems:?}");
+        let mut c = Checker::bare();
+        o.read_config(&mut c, config.as_object().unwrap());
+        assert!(!c.has_errors());
         assert_eq!(o.command_timeout, Some(Duration::from_secs(600)));
         assert_eq!(o.stall_timeout, Some(Duration::from_secs(30)));
         assert_eq!(o.protocols, ["https", "ssh"]);
         let bad = serde_json::json!({
             "git_timeout": "x", "git_stall_timeout": 0, "git_protocols": ["fd", "HTTPS", 3]
         });
-        o.read_config(bad.as_object().unwrap(), &mut problems);
+        o.read_config(&mut c, bad.as_object().unwrap());
+        let problems = c.into_lines().0;
         let keys: Vec<&str> = problems
             .iter()
             .map(|p| p.split(':').next().unwrap())
@@ -1332,14 +1331,14 @@ mod tests {
             ],
             "{problems:?}"
         );
-        let mut problems = Vec::new();
+        let mut c = Checker::bare();
         o.read_config(
+            &mut c,
             serde_json::json!({"git_protocols": []})
                 .as_object()
                 .unwrap(),
-            &mut problems,
         );
-        assert_eq!(problems.len(), 1);
+        assert_eq!(c.into_lines().0, ["git_protocols: must not be empty"]);
     }
 
     #[test]

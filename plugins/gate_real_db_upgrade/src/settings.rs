@@ -21,11 +21,17 @@
 //! configuration is refused ([`Settings::dataset_problems`]).
 //!
 //! Other keys (the original's `shutdown-th`, `function`, …) are ignored.
+//!
+//! The keys are read with the SDK's checker ([`turbo_hipster_sdk::config`]): every problem at
+//! once, worded as in the daemon's config; `connection` is read by the datasets' own parser
+//! (host without whitespace, port 1 to 65535, absolute socket, non-empty user; an unknown
+//! field is a logged warning).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use turbo_hipster_sdk::config::{present, says, Checker, PathNeed, SecondsRange};
 use turbo_hipster_sdk::support::contain::Containment;
 use turbo_hipster_sdk::support::env::ParameterFilter;
 use turbo_hipster_sdk::support::git::{self, GitOptions};
@@ -86,94 +92,56 @@ impl Settings {
     /// # Errors
     /// [`PluginError::Config`] listing every problem, each starting with its key.
     pub fn from_config(config: &Map<String, Value>) -> Result<Self, PluginError> {
-        let mut problems = Vec::new();
+        let mut c = Checker::bare();
         let mut s = Settings::default();
-
-        match config.get("datasets_dir") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(d)) if !d.is_empty() => s.datasets_dir = PathBuf::from(d),
-            Some(other) => problems.push(format!(
-                "datasets_dir: expected the path of a directory, found {other}"
-            )),
+        let get = |key: &'static str| present(config, key).map(|v| (key, v));
+        if let Some(d) =
+            get("datasets_dir").and_then(|(k, v)| c.path(k, v, Path::new(""), PathNeed::Any))
+        {
+            s.datasets_dir = d;
         }
-        match config.get("max_parallel_datasets") {
-            None | Some(Value::Null) => {}
-            Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
-                Some(n @ 1..=MAX_PARALLEL) => s.max_parallel = n,
-                _ => problems.push(format!(
-                    "max_parallel_datasets: expected a whole number from 1 to {MAX_PARALLEL}, found {v}"
-                )),
-            },
+        if let Some(n) =
+            get("max_parallel_datasets").and_then(|(k, v)| c.integer(k, v, 1..=MAX_PARALLEL as u64))
+        {
+            s.max_parallel = usize::try_from(n).unwrap_or(1);
         }
-        match config.get("timeout") {
-            None | Some(Value::Null) => {}
-            Some(v) => match v
-                .as_f64()
-                .filter(|t| *t > 0.0 && *t <= MAX_TIMEOUT_SECONDS)
-                .and_then(|t| Duration::try_from_secs_f64(t).ok())
-            {
-                Some(t) => s.timeout = t,
-                None => problems.push(format!(
-                    "timeout: expected a number of seconds greater than 0 and at most \
-                     {MAX_TIMEOUT_SECONDS} (a week), found {v}"
-                )),
-            },
+        if let Some(t) = get("timeout").and_then(|(k, v)| c.seconds(k, v, TIMEOUT)) {
+            s.timeout = t;
         }
-        match config.get("engine") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(e)) => match Engine::from_name(e) {
-                Some(engine) => s.defaults.engine = Some(engine),
-                None => problems.push(format!(
-                    "engine: expected mysql, mariadb, postgresql or sqlite, found {e:?}"
-                )),
-            },
-            Some(other) => problems.push(format!(
-                "engine: expected mysql, mariadb, postgresql or sqlite, found {other}"
-            )),
+        if let Some((k, v)) = get("engine") {
+            s.defaults.engine = v.as_str().and_then(Engine::from_name);
+            if s.defaults.engine.is_none() {
+                c.error(k, says::one_of(&ENGINES, says::show(v)));
+            }
         }
-        match config.get("connection") {
-            None | Some(Value::Null) => {}
-            // Read as a dataset's `connection` is: the same rules and messages.
-            Some(v) => match Connection::from_json("connection", v) {
+        if let Some((k, v)) = get("connection") {
+            // One parser for the job's and the datasets' connection: the same rules and words.
+            match Connection::from_json(k, v) {
                 Ok((connection, warnings)) => {
                     for warning in warnings {
                         tracing::warn!("{warning}");
                     }
                     s.defaults.connection = connection;
                 }
-                Err(p) => problems.extend(p),
-            },
+                Err(lines) => {
+                    for line in lines {
+                        let (key, what) = line.split_once(": ").unwrap_or((k, line.as_str()));
+                        c.error(key, what);
+                    }
+                }
+            }
         }
-        match config.get("git_retries") {
-            None | Some(Value::Null) => {}
-            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                Some(n @ 1..=100) => s.git_attempts = n,
-                _ => problems.push(format!(
-                    "git_retries: expected how many times to try the fetch (1 to 100), found {v}"
-                )),
-            },
+        if let Some(n) = get("git_retries").and_then(|(k, v)| c.integer(k, v, 1..=MAX_GIT_RETRIES))
+        {
+            s.git_attempts = u32::try_from(n).unwrap_or(git::DEFAULT_ATTEMPTS);
         }
-        match config.get("keep_databases") {
-            None | Some(Value::Null) => {}
-            Some(Value::Bool(b)) => s.keep_databases = *b,
-            Some(other) => problems.push(format!(
-                "keep_databases: expected true or false, found {other}"
-            )),
+        if let Some(b) = get("keep_databases").and_then(|(k, v)| c.boolean(k, v)) {
+            s.keep_databases = b;
         }
-        s.git.read_config(config, &mut problems);
-        match ParameterFilter::from_config(config) {
-            Ok(p) => s.parameters = p,
-            Err(p) => problems.extend(p),
-        }
-        match Containment::from_config(config) {
-            Ok(c) => s.containment = c,
-            Err(p) => problems.extend(p),
-        }
-        if problems.is_empty() {
-            Ok(s)
-        } else {
-            Err(PluginError::Config(problems))
-        }
+        s.git.read_config(&mut c, config);
+        s.parameters = ParameterFilter::check(&mut c, config);
+        s.containment = Containment::check(&mut c, config);
+        c.finish_plugin(s)
     }
 
     /// The git options of a fetch: the configured ones with the job's `git_retries`.
@@ -210,6 +178,12 @@ impl Settings {
             .collect()
     }
 }
+
+/// The engines `engine` may name (their other spellings are accepted too).
+const ENGINES: [&str; 4] = ["mysql", "mariadb", "postgresql", "sqlite"];
+/// The most `git_retries` accepted.
+const MAX_GIT_RETRIES: u64 = 100;
+const TIMEOUT: SecondsRange = SecondsRange::over(0.0, MAX_TIMEOUT_SECONDS);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -48,6 +48,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
+use turbo_hipster_sdk::config::{present, Checker, PathNeed, SecondsRange};
 use turbo_hipster_sdk::support::contain::{self, Contained, Containment};
 use turbo_hipster_sdk::support::env::{describe_dropped, ParameterFilter};
 use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
@@ -98,91 +99,36 @@ impl Settings {
     /// # Errors
     /// [`PluginError::Config`] listing every problem, each naming its key.
     pub fn from_config(config: &Map<String, Value>) -> Result<Self, PluginError> {
-        let mut problems = Vec::new();
-        let script = match config.get("shell_script") {
-            None | Some(Value::Null) => {
-                problems
-                    .push("shell_script: required: the absolute path of the script to run".into());
+        let mut c = Checker::bare();
+        let script = match present(config, "shell_script") {
+            None => {
+                c.required("shell_script", "the absolute path of the script to run");
                 None
             }
-            Some(Value::String(s)) if s.is_empty() => {
-                problems.push("shell_script: must not be empty".into());
-                None
-            }
-            Some(Value::String(s)) if !Path::new(s).is_absolute() => {
-                problems.push(format!(
-                    "shell_script: must be an absolute path, found {s:?}"
-                ));
-                None
-            }
-            Some(Value::String(s)) => Some(PathBuf::from(s)),
-            Some(other) => {
-                problems.push(format!("shell_script: expected a path, found {other}"));
-                None
-            }
+            Some(v) => c.path("shell_script", v, Path::new(""), PathNeed::Absolute),
         };
-        let timeout = match config.get("timeout") {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_f64().and_then(positive_seconds) {
-                Some(t) => Some(t),
-                None => {
-                    problems.push(format!(
-                        "timeout: expected a number of seconds greater than 0 and at most \
-                         {MAX_TIMEOUT_SECONDS} (a week), found {v}"
-                    ));
-                    None
-                }
-            },
-        };
-        let kill_grace = match config.get("kill_grace_seconds") {
-            None | Some(Value::Null) => process::DEFAULT_KILL_GRACE,
-            Some(v) => match v
-                .as_f64()
-                .filter(|s| (0.0..=MAX_KILL_GRACE_SECONDS).contains(s))
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            {
-                Some(g) => g,
-                None => {
-                    problems.push(format!(
-                        "kill_grace_seconds: expected a number of seconds from 0 to \
-                         {MAX_KILL_GRACE_SECONDS}, found {v}"
-                    ));
-                    process::DEFAULT_KILL_GRACE
-                }
-            },
-        };
-        let git_attempts = match config.get("git_retries") {
-            None | Some(Value::Null) => git::DEFAULT_ATTEMPTS,
-            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                Some(n @ 1..=100) => n,
-                _ => {
-                    problems.push(format!(
-                        "git_retries: expected how many times to try the fetch (1 to 100), found {v}"
-                    ));
-                    git::DEFAULT_ATTEMPTS
-                }
-            },
-        };
+        let timeout = present(config, "timeout").and_then(|v| c.seconds("timeout", v, TIMEOUT));
+        let kill_grace = present(config, "kill_grace_seconds")
+            .and_then(|v| c.seconds("kill_grace_seconds", v, KILL_GRACE))
+            .unwrap_or(process::DEFAULT_KILL_GRACE);
+        let git_attempts = present(config, "git_retries")
+            .and_then(|v| c.integer("git_retries", v, 1..=MAX_GIT_RETRIES))
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(git::DEFAULT_ATTEMPTS);
         let mut git = GitOptions::default();
-        git.read_config(config, &mut problems);
-        let parameters = ParameterFilter::from_config(config)
-            .map_err(|p| problems.extend(p))
-            .unwrap_or_default();
-        let containment = Containment::from_config(config)
-            .map_err(|p| problems.extend(p))
-            .unwrap_or_default();
-        match script {
-            Some(script) if problems.is_empty() => Ok(Self {
-                script,
-                timeout,
-                kill_grace,
-                git_attempts,
-                git,
-                parameters,
-                containment,
-            }),
-            _ => Err(PluginError::Config(problems)),
-        }
+        git.read_config(&mut c, config);
+        let parameters = ParameterFilter::check(&mut c, config);
+        let containment = Containment::check(&mut c, config);
+        c.finish_plugin(Self {
+            // Missing only with an error recorded, which refuses the whole config.
+            script: script.unwrap_or_default(),
+            timeout,
+            kill_grace,
+            git_attempts,
+            git,
+            parameters,
+            containment,
+        })
     }
 }
 
@@ -210,14 +156,10 @@ impl Settings {
 pub const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 /// The longest `kill_grace_seconds` accepted (an hour).
 pub const MAX_KILL_GRACE_SECONDS: f64 = 3600.0;
-
-fn positive_seconds(s: f64) -> Option<Duration> {
-    if s > 0.0 && s <= MAX_TIMEOUT_SECONDS {
-        Duration::try_from_secs_f64(s).ok()
-    } else {
-        None
-    }
-}
+/// The most `git_retries` accepted.
+pub const MAX_GIT_RETRIES: u64 = 100;
+const TIMEOUT: SecondsRange = SecondsRange::over(0.0, MAX_TIMEOUT_SECONDS);
+const KILL_GRACE: SecondsRange = SecondsRange::from_to(0.0, MAX_KILL_GRACE_SECONDS);
 
 /// The directories of one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -955,7 +897,7 @@ mod tests {
 
         for (value, word) in [
             (json!({}), "required"),
-            (json!({"shell_script": 3}), "path"),
+            (json!({"shell_script": 3}), "expected a string"),
         ] {
             let PluginError::Config(p) = Settings::from_config(&config(value)).unwrap_err() else {
                 panic!()
