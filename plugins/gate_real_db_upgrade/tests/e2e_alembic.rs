@@ -6,11 +6,9 @@
 //! PostgreSQL and MariaDB, with the test venv of `scripts/setup-test-env.sh`.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
-use e2e_support::{assert_no_databases, require, venv, JobRun, World};
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
+use turbo_hipster_tests::gate::{assert_no_databases, require, venv, JobRun, World};
 
 const ENV_PY: &str = r#"from logging.config import fileConfig
 
@@ -315,7 +313,7 @@ fn a_tcp_connection_with_a_network_namespace_is_a_config_error() {
         json!({"containment": {"network_namespace": true}}),
         json!({"host": "127.0.0.1", "port": 3306}),
     );
-    let out = std::process::Command::new(&e2e_support::built().daemon)
+    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
         .arg("-c")
         .arg(&world.config)
         .arg("check-config")

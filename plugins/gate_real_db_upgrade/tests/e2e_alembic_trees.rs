@@ -9,11 +9,9 @@
 //! of `scripts/setup-test-env.sh`, through `turbo-hipster run-job`.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
-use e2e_support::{assert_no_databases, require, venv, JobRun, World};
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
+use turbo_hipster_tests::gate::{assert_no_databases, require, venv, JobRun, World};
 
 const ENV_PY: &str = r#"from logging.config import fileConfig
 

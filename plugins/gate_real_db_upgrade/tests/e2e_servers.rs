@@ -6,13 +6,12 @@
 //! the job is left on the server.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::{assert_no_databases, example, require, JobRun, World};
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
+use turbo_hipster_tests::files_containing;
+use turbo_hipster_tests::gate::{assert_no_databases, example, require, JobRun, World};
 
 const LOYALTY: &str =
     "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
@@ -200,23 +199,6 @@ fn missing_seed_fails(engine: Engine) {
         "{}",
         run.describe()
     );
-}
-
-/// Every file under `dir` (recursively) whose bytes contain `marker`.
-fn files_containing(dir: &std::path::Path, marker: &str) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            found.extend(files_containing(&p, marker));
-        } else if String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(marker) {
-            found.push(p);
-        }
-    }
-    found
 }
 
 /// A seed holding a secret and a syntax error: the job fails with the original's line, the
@@ -419,7 +401,7 @@ fn mariadb_keep_databases_keeps_the_run_database() {
     let run = world.run("example/shop", &change);
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
     let db = run.summary["datasets"][0]["database"].as_str().unwrap();
-    let server = e2e_support::server(engine);
+    let server = turbo_hipster_tests::gate::server(engine);
     let kept = server.databases_with_prefix(db).unwrap();
     let _ = server.drop_database(db);
     assert_eq!(kept, [db.to_string()]);
