@@ -381,6 +381,78 @@ impl World {
     }
 }
 
+/// An alembic `env.py` as OpenStack projects have it: online migrations only, one transaction
+/// per migration.
+pub const ALEMBIC_ENV_PY: &str = r#"from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name)
+
+
+def run_migrations_online():
+    connectable = engine_from_config(
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+    with connectable.connect() as connection:
+        context.configure(connection=connection, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline mode is not used here")
+run_migrations_online()
+"#;
+
+/// A dataset's `alembic.ini.tmpl` (scripts in `{checkout}/alembic`, `sqlalchemy.url =
+/// {db_url}`, alembic's own log lines at INFO on stderr), with `options` (lines) added to its
+/// `[alembic]` section.
+pub fn alembic_ini(options: &str) -> String {
+    format!("[alembic]\nscript_location = {{checkout}}/alembic\n{options}{ALEMBIC_INI_REST}")
+}
+
+const ALEMBIC_INI_REST: &str = r"sqlalchemy.url = {db_url}
+
+[loggers]
+keys = root,sqlalchemy,alembic
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+qualname =
+
+[logger_sqlalchemy]
+level = WARN
+handlers =
+qualname = sqlalchemy.engine
+
+[logger_alembic]
+level = INFO
+handlers =
+qualname = alembic
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(levelname)-5.5s [%(name)s] %(message)s
+";
+
 /// The server of `engine` the tests use (defaults: root@127.0.0.1:3306, postgres@127.0.0.1:5432).
 pub fn server(engine: Engine) -> Server {
     Server::new(engine, Connection::default(), std::env::temp_dir())

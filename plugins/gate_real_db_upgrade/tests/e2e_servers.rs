@@ -18,15 +18,6 @@ const LOYALTY: &str =
     UPDATE customers SET loyalty_points = \
     (SELECT COUNT(*) FROM orders WHERE orders.customer_id = customers.id);\n";
 
-fn engine_name(engine: Engine) -> &'static str {
-    match engine {
-        Engine::MariaDb => "mariadb",
-        Engine::PostgreSql => "postgresql",
-        Engine::MySql => "mysql",
-        Engine::Sqlite => "sqlite",
-    }
-}
-
 fn sleep_sql(engine: Engine, seconds: u32) -> String {
     match engine {
         Engine::PostgreSql => format!("SELECT pg_sleep({seconds});\n"),
@@ -42,7 +33,7 @@ fn example_world(engine: Engine, edit: impl FnOnce(&mut Value)) -> World {
 /// [`example_world`] with `job` merged into the job config.
 fn example_world_with(engine: Engine, job: Value, edit: impl FnOnce(&mut Value)) -> World {
     require(engine);
-    let mut job_config = json!({"engine": engine_name(engine)});
+    let mut job_config = json!({"engine": engine.name()});
     for (k, v) in job.as_object().unwrap() {
         job_config[k] = v.clone();
     }
@@ -73,7 +64,7 @@ fn good_change_passes(engine: Engine) {
     );
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
     let ds = &run.summary["datasets"][0];
-    assert_eq!(ds["engine"], engine_name(engine));
+    assert_eq!(ds["engine"], engine.name());
     assert_eq!(ds["final_version"], "4");
     assert_eq!(ds["expected_version"], "4");
     let m = run.migrations(0);
@@ -236,7 +227,7 @@ fn a_seed_error_never_echoes_the_seed(engine: Engine, summary: &str) {
 fn parallel_datasets_get_their_own_databases(engine: Engine) {
     require(engine);
     let mut world = World::new(json!({
-        "engine": engine_name(engine),
+        "engine": engine.name(),
         "max_parallel_datasets": 2,
     }));
     world.example_dataset("one");
