@@ -1,11 +1,8 @@
 //! Integration tests of the Gearman worker core, admin client and client against a real
-//! `gearmand` (started per test on a free port, killed on drop) and a scripted fake server for
-//! exact packet sequences.
+//! `gearmand` and Zuul's `gear.Server` (the test support crate's [`JobServer`], started per
+//! test on a free port) and a scripted fake server for exact packet sequences.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,150 +19,42 @@ use turbo_hipster::gearman::client::{Client, JobEvent, Priority, SubmittedJob};
 use turbo_hipster::gearman::codec::PacketCodec;
 use turbo_hipster::gearman::packet::{Packet, PacketType};
 use turbo_hipster::gearman::worker::{AssignedJob, JobReporter, Worker, WorkerConfig};
+use turbo_hipster_tests::{JobServer, ServerKind};
 
 const T: Duration = Duration::from_secs(10);
 
-/// A `gearmand` child process on a free local port; killed on drop.
-struct Gearmand {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+/// The host's admin client on the server at `port`.
+async fn admin(port: u16) -> AdminClient {
+    AdminClient::connect("127.0.0.1", port, Duration::from_secs(2))
+        .await
+        .expect("admin connect")
 }
 
-/// `gearmand` lives in /usr/sbin, which is not always on a non-root PATH.
-fn gearmand_binary() -> PathBuf {
-    ["/usr/sbin/gearmand", "/usr/local/sbin/gearmand"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("gearmand"))
+/// The host's client on the server at `port`.
+async fn client(port: u16) -> Client {
+    Client::connect("127.0.0.1", port)
+        .await
+        .expect("client connect")
 }
 
-/// A Python with the `gear` module: the test venv made by scripts/setup-test-env.sh first,
-/// then `python3` on PATH. `None` when neither has it.
-fn python_with_gear() -> Option<PathBuf> {
-    let venv = std::env::var_os("TH_TEST_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/turbo-hipster/test-venv"))
-        });
-    venv.map(|v| v.join("bin/python3"))
-        .into_iter()
-        .chain([PathBuf::from("python3")])
-        .find(|py| {
-            Command::new(py)
-                .args(["-c", "import gear"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        })
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Gearmand {
-    async fn start() -> Gearmand {
-        let mut g = Gearmand {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-        };
-        g.launch().await;
-        g
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("gearmand.log")
-    }
-
-    async fn launch(&mut self) {
-        let child = Command::new(gearmand_binary())
-            .args(["-L", "127.0.0.1", "-p", &self.port.to_string(), "-t", "1"])
-            .arg("--log-file")
-            .arg(self.log_path())
-            .arg("-P")
-            .arg(self.dir.path().join("gearmand.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gearmand (apt-get install gearman-job-server)");
-        self.child = Some(child);
-        // Ready means a real admin round trip, not just an accepted TCP connection.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let probe = async {
-                let mut admin =
-                    AdminClient::connect("127.0.0.1", self.port, Duration::from_millis(500))
-                        .await?;
-                admin.version().await
-            };
-            match probe.await {
-                Ok(v) if !v.is_empty() => return,
-                r if Instant::now() > deadline => {
-                    panic!(
-                        "gearmand on port {} not ready: {r:?}; log: {}",
-                        self.port,
-                        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                    )
-                }
-                _ => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        self.launch().await;
-    }
-
-    async fn admin(&self) -> AdminClient {
-        AdminClient::connect("127.0.0.1", self.port, Duration::from_secs(2))
-            .await
-            .expect("admin connect")
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect("127.0.0.1", self.port)
-            .await
-            .expect("client connect")
-    }
-
-    /// Waits until `function` has at least one registered worker.
-    async fn wait_registered(&self, function: &str) {
-        let deadline = Instant::now() + T;
-        while !self
-            .admin()
-            .await
-            .is_registered(function)
-            .await
-            .expect("status")
-        {
-            assert!(Instant::now() < deadline, "{function} never registered");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+/// Waits until `function` has at least one registered worker on the server at `port`, asking
+/// through the host's admin client.
+async fn wait_registered(port: u16, function: &str) {
+    let deadline = Instant::now() + T;
+    while !admin(port)
+        .await
+        .is_registered(function)
+        .await
+        .expect("status")
+    {
+        assert!(Instant::now() < deadline, "{function} never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-impl Drop for Gearmand {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A fresh gearmand on a free port, killed on drop.
+fn gearmand() -> JobServer {
+    JobServer::start(ServerKind::Gearmand)
 }
 
 fn config(ports: &[u16], functions: &[&str], priority: &[&str], slots: usize) -> WorkerConfig {
@@ -194,7 +83,7 @@ fn data_events(events: &[JobEvent]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_reports_data_status_and_completes() {
-    let g = Gearmand::start().await;
+    let g = gearmand();
     let worker = Worker::spawn(
         config(&[g.port], &["build:unit"], &[], 1),
         |job: AssignedJob, r: JobReporter| async move {
@@ -214,9 +103,9 @@ async fn job_reports_data_status_and_completes() {
         },
     )
     .expect("spawn");
-    g.wait_registered("build:unit").await;
+    wait_registered(g.port, "build:unit").await;
 
-    let client = g.client().await;
+    let client = client(g.port).await;
     let job = client
         .submit(
             "build:unit",
@@ -257,7 +146,7 @@ async fn job_reports_data_status_and_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_send_exactly_one_work_fail() {
-    let g = Gearmand::start().await;
+    let g = gearmand();
     let worker = Worker::spawn(
         config(&[g.port], &["build:fail"], &[], 2),
         |job: AssignedJob, r: JobReporter| async move {
@@ -278,8 +167,8 @@ async fn failures_send_exactly_one_work_fail() {
         },
     )
     .expect("spawn");
-    g.wait_registered("build:fail").await;
-    let client = g.client().await;
+    wait_registered(g.port, "build:fail").await;
+    let client = client(g.port).await;
     for (kind, expect_data) in [
         ("explicit", vec![r#"{"result":"FAILURE"}"#]),
         ("forgot", vec!["no result"]),
@@ -340,7 +229,7 @@ async fn failures_send_exactly_one_work_fail() {
         ]
     );
     timeout(T, worker.wait_idle()).await.expect("idle");
-    let status = g.admin().await.status().await.expect("status");
+    let status = admin(g.port).await.status().await.expect("status");
     let f = status
         .iter()
         .find(|f| f.name == "build:fail")
@@ -373,9 +262,9 @@ impl Concurrency {
 async fn one_slot_two_servers(
     function: &'static str,
     hold: Duration,
-) -> (Gearmand, Gearmand, Arc<Concurrency>, Worker) {
-    let g1 = Gearmand::start().await;
-    let g2 = Gearmand::start().await;
+) -> (JobServer, JobServer, Arc<Concurrency>, Worker) {
+    let g1 = gearmand();
+    let g2 = gearmand();
     let c = Arc::new(Concurrency::default());
     let cc = c.clone();
     let worker = Worker::spawn(
@@ -386,8 +275,8 @@ async fn one_slot_two_servers(
         },
     )
     .expect("spawn");
-    g1.wait_registered(function).await;
-    g2.wait_registered(function).await;
+    wait_registered(g1.port, function).await;
+    wait_registered(g2.port, function).await;
     (g1, g2, c, worker)
 }
 
@@ -407,7 +296,7 @@ async fn all_complete(jobs: Vec<SubmittedJob>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_slots_run_at_most_two_jobs_at_once() {
-    let g = Gearmand::start().await;
+    let g = gearmand();
     let c = Arc::new(Concurrency::default());
     let cc = c.clone();
     let worker = Worker::spawn(
@@ -418,8 +307,8 @@ async fn two_slots_run_at_most_two_jobs_at_once() {
         },
     )
     .expect("spawn");
-    g.wait_registered("build:slots").await;
-    let client = g.client().await;
+    wait_registered(g.port, "build:slots").await;
+    let client = client(g.port).await;
     let started = Instant::now();
     let mut jobs = Vec::new();
     for i in 0..3 {
@@ -437,7 +326,7 @@ async fn two_slots_run_at_most_two_jobs_at_once() {
     }
     // While the first two run, the server sees two running and one queued.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let status = g.admin().await.status().await.expect("status");
+    let status = admin(g.port).await.status().await.expect("status");
     let f = status
         .iter()
         .find(|f| f.name == "build:slots")
@@ -463,7 +352,7 @@ async fn two_slots_run_at_most_two_jobs_at_once() {
 async fn two_servers_share_one_slot_budget() {
     let (g1, g2, c, worker) = one_slot_two_servers("build:multi", Duration::from_millis(150)).await;
     assert_eq!(worker.registered_connections(), 2);
-    let (c1, c2) = (g1.client().await, g2.client().await);
+    let (c1, c2) = (client(g1.port).await, client(g2.port).await);
     let mut jobs = Vec::new();
     for i in 0..2 {
         jobs.push(
@@ -504,7 +393,7 @@ async fn two_servers_share_one_slot_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_server_does_not_starve_another() {
     let (g1, g2, c, worker) = one_slot_two_servers("build:fair", Duration::from_millis(100)).await;
-    let (c1, c2) = (g1.client().await, g2.client().await);
+    let (c1, c2) = (client(g1.port).await, client(g2.port).await);
     let mut jobs = Vec::new();
     for i in 0..8 {
         let job = c1
@@ -542,7 +431,7 @@ async fn a_busy_server_does_not_starve_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_server_restart() {
-    let mut g = Gearmand::start().await;
+    let mut g = gearmand();
     let worker = Worker::spawn(
         config(&[g.port], &["build:restart"], &["stop:th-test"], 1),
         |job: AssignedJob, r: JobReporter| async move {
@@ -550,12 +439,12 @@ async fn reconnects_after_server_restart() {
         },
     )
     .expect("spawn");
-    g.wait_registered("build:restart").await;
+    wait_registered(g.port, "build:restart").await;
     // Let the worker settle into PRE_SLEEP, then restart the server under it.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    g.restart().await;
+    g.restart();
     let restarted = Instant::now();
-    let client = g.client().await;
+    let client = client(g.port).await;
     let job = client
         .submit("build:restart", "after", "after-restart", Priority::Normal)
         .await
@@ -570,7 +459,7 @@ async fn reconnects_after_server_restart() {
     );
     assert!(restarted.elapsed() < Duration::from_secs(5));
     // Both the normal and the control connection came back with their registrations.
-    let workers = g.admin().await.workers().await.expect("workers");
+    let workers = admin(g.port).await.workers().await.expect("workers");
     let ids: Vec<_> = workers
         .iter()
         .filter(|w| w.client_id.starts_with("th-test"))
@@ -581,8 +470,7 @@ async fn reconnects_after_server_restart() {
         "{ids:?}"
     );
     let deadline = Instant::now() + T;
-    while !g
-        .admin()
+    while !admin(g.port)
         .await
         .is_registered("stop:th-test")
         .await
@@ -599,7 +487,7 @@ async fn reconnects_after_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_is_served_while_the_only_slot_is_busy() {
-    let g = Gearmand::start().await;
+    let g = gearmand();
     // The build waits until the stop job tells it to abort.
     let abort = Arc::new(Notify::new());
     let builds = Arc::new(AtomicUsize::new(0));
@@ -625,9 +513,9 @@ async fn stop_is_served_while_the_only_slot_is_busy() {
         },
     )
     .expect("spawn");
-    g.wait_registered("build:long").await;
-    g.wait_registered("stop:th-test").await;
-    let workers = g.admin().await.workers().await.expect("workers");
+    wait_registered(g.port, "build:long").await;
+    wait_registered(g.port, "stop:th-test").await;
+    let workers = admin(g.port).await.workers().await.expect("workers");
     let control = workers
         .iter()
         .find(|w| w.client_id == "th-test-control")
@@ -639,7 +527,7 @@ async fn stop_is_served_while_the_only_slot_is_busy() {
         .expect("normal connection listed");
     assert_eq!(normal.functions, vec!["build:long"]);
 
-    let client = g.client().await;
+    let client = client(g.port).await;
     let mut build = client
         .submit("build:long", "b1", "x", Priority::Normal)
         .await
@@ -698,7 +586,7 @@ async fn stop_is_served_while_the_only_slot_is_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_finishes_running_jobs_and_takes_no_new_ones() {
-    let g = Gearmand::start().await;
+    let g = gearmand();
     let (release_tx, release_rx) = oneshot::channel::<()>();
     let release_rx = Arc::new(Mutex::new(Some(release_rx)));
     let worker = Worker::spawn(
@@ -714,8 +602,8 @@ async fn drain_finishes_running_jobs_and_takes_no_new_ones() {
         },
     )
     .expect("spawn");
-    g.wait_registered("build:drain").await;
-    let client = g.client().await;
+    wait_registered(g.port, "build:drain").await;
+    let client = client(g.port).await;
     let first = client
         .submit("build:drain", "d1", "first", Priority::Normal)
         .await
@@ -765,8 +653,8 @@ async fn drain_finishes_running_jobs_and_takes_no_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_client_reports_registration_and_version() {
-    let g = Gearmand::start().await;
-    let mut admin = g.admin().await;
+    let g = gearmand();
+    let mut admin = admin(g.port).await;
     let version = admin.version().await.expect("version");
     assert!(version.starts_with("1."), "{version}");
     assert!(!admin.is_registered("build:admin").await.expect("status"));
@@ -777,7 +665,7 @@ async fn admin_client_reports_registration_and_version() {
         },
     )
     .expect("spawn");
-    g.wait_registered("build:admin:node").await;
+    wait_registered(g.port, "build:admin:node").await;
     assert!(admin.is_registered("build:admin").await.expect("status"));
     let workers = admin.workers().await.expect("workers");
     let w = workers
@@ -1017,7 +905,7 @@ fn idle_worker_does_not_spin() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let g = Gearmand::start().await;
+        let g = gearmand();
         let worker = Worker::spawn(
             config(&[g.port], &["build:idle"], &["stop:idle"], 1),
             |_job: AssignedJob, r: JobReporter| async move {
@@ -1025,8 +913,8 @@ fn idle_worker_does_not_spin() {
             },
         )
         .expect("spawn");
-        g.wait_registered("build:idle").await;
-        g.wait_registered("stop:idle").await;
+        wait_registered(g.port, "build:idle").await;
+        wait_registered(g.port, "stop:idle").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (cpu0, sw0) = thread_stats();
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1037,48 +925,10 @@ fn idle_worker_does_not_spin() {
     });
 }
 
-/// Zuul v2's own server (`gear.Server`, Python), when a Python with `gear==0.16.0` is found
-/// (see [`python_with_gear`]); the test fails without it. Killed on drop.
-struct GearServer {
-    port: u16,
-    child: Child,
-}
-
-impl GearServer {
-    async fn start() -> Option<GearServer> {
-        let python = python_with_gear()?;
-        let port = free_port();
-        let script = "import sys, time, gear\n\
-                      s = gear.Server(port=int(sys.argv[1]), host='127.0.0.1')\n\
-                      while True: time.sleep(60)\n";
-        let child = Command::new(python)
-            .args(["-c", script, &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gear server");
-        let server = GearServer { port, child };
-        // gear never answers `version`: probe with `status`.
-        turbo_hipster::gearman::admin::wait_until_ready("127.0.0.1", port, T)
-            .await
-            .expect("gear server ready");
-        Some(server)
-    }
-}
-
-impl Drop for GearServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_against_zuuls_gear_server() {
-    let Some(gear) = GearServer::start().await else {
-        panic!("python3 module `gear` not found: run `bash scripts/setup-test-env.sh` first");
-    };
+    // Zuul v2's own server (`gear.Server`, Python, from the test venv).
+    let gear = JobServer::start(ServerKind::Gear);
     let mut admin = AdminClient::connect("127.0.0.1", gear.port, Duration::from_millis(300))
         .await
         .expect("admin");

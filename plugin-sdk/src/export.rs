@@ -17,10 +17,16 @@ use crate::{Plugin, SDK_VERSION};
 
 /// Exports a [`Plugin`] implementation as the plugin's root module. Use once, at the root of
 /// the plugin crate (which must also depend on `abi_stable`, that the expansion names).
+///
+/// The root module's loader symbol has one fixed name in every plugin, so it is left out of
+/// the plugin's own unit-test build: that binary may link other plugins' libraries (the shared
+/// test support links the gate plugin), and two loader symbols would clash. Tests run the
+/// plugin through [`crate::testing`], which does not need it.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
         /// The root module of this turbo-hipster plugin.
+        #[cfg(not(test))]
         #[::abi_stable::export_root_module]
         pub fn turbo_hipster_root_module() -> $crate::abi::TaskModRef {
             $crate::__private::root_module::<$plugin>()

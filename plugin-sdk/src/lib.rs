@@ -75,6 +75,43 @@
 //! `/usr/lib/turbo-hipster/plugins/hello/libtask.so`, add `{"name": "hello", "function":
 //! "build:hello"}` to the config's `plugins` list and restart the daemon.
 //!
+//! ## Testing a plugin
+//!
+//! [`testing::TestJob`] runs a job through the plugin's exported interface the way the daemon
+//! does, without the daemon or Gearman: give it the job's configuration and parameters, and
+//! read the outcome, the log lines, the WORK_DATA and the progress it sent from the
+//! [`testing::Report`]; cancel it with a [`testing::Canceller`].
+//!
+//! ```
+//! # use turbo_hipster_sdk::{Context, JobConfig, Outcome, Plugin, PluginError};
+//! # pub struct Hello { greeting: String }
+//! # impl Plugin for Hello {
+//! #     const NAME: &'static str = "hello";
+//! #     const VERSION: &'static str = "0.1.0";
+//! #     const DEFAULT_JOB: &'static str = "build:hello";
+//! #     const DESCRIPTION: &'static str = "says hello";
+//! #     fn new(config: &JobConfig) -> Result<Self, PluginError> {
+//! #         let greeting = config.config.get("greeting").and_then(|v| v.as_str()).unwrap_or("Hello");
+//! #         Ok(Hello { greeting: greeting.to_string() })
+//! #     }
+//! #     fn run(&self, ctx: &Context<'_>) -> Result<Outcome, PluginError> {
+//! #         let who = ctx.job().param("WHO").unwrap_or("world");
+//! #         std::fs::write(ctx.results_dir().join("hello.txt"), format!("{} {who}\n", self.greeting))?;
+//! #         Ok(Outcome::success())
+//! #     }
+//! # }
+//! // `Hello` as above.
+//! use turbo_hipster_sdk::testing::TestJob;
+//!
+//! let job = TestJob::new("build:hello")
+//!     .config("greeting", serde_json::json!("Hi"))
+//!     .param("WHO", "Zuul");
+//! let report = job.run::<Hello>().expect("a valid configuration");
+//! assert_eq!(report.result(), "SUCCESS");
+//! let greeting = std::fs::read_to_string(job.results_dir().join("hello.txt")).unwrap();
+//! assert_eq!(greeting, "Hi Zuul\n");
+//! ```
+//!
 //! ## Compatibility
 //!
 //! A plugin must be built against the same `0.y` series of this crate as the daemon. The daemon
@@ -89,6 +126,7 @@ mod context;
 mod export;
 mod job;
 pub mod support;
+pub mod testing;
 mod tracing_forward;
 
 pub use abi_stable;

@@ -6,6 +6,9 @@
 //! 127.0.0.1. PostgreSQL: `initdb` and `postgres` from `/usr/lib/postgresql/<v>/bin`, run as the
 //! `postgres` OS user (the server refuses root), trust authentication on 127.0.0.1. Each server
 //! runs in a process group of its own; dropping the handle kills the group and removes the data.
+//!
+//! The engines' clients ([`query`], [`databases`], [`psql`]) serve the private servers and the
+//! machine's shared ones alike.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,74 @@ pub enum DbKind {
     MariaDb,
     /// PostgreSQL (`postgres`).
     PostgreSql,
+}
+
+impl DbKind {
+    /// The port of the machine's shared server of this kind (`scripts/setup-test-env.sh`).
+    pub fn shared_port(self) -> u16 {
+        match self {
+            DbKind::MariaDb => 3306,
+            DbKind::PostgreSql => 5432,
+        }
+    }
+}
+
+/// Runs `sql` with the engine's client against the server on 127.0.0.1:`port` (as root, or
+/// postgres), in database `db` (PostgreSQL's `postgres` when `None`); its output, or the
+/// client's error output when it fails.
+pub fn query(kind: DbKind, port: u16, db: Option<&str>, sql: &str) -> Result<String, String> {
+    let port = port.to_string();
+    let out = match kind {
+        DbKind::MariaDb => Command::new("mysql")
+            .args(["--protocol=TCP", "-h", "127.0.0.1", "-P", &port])
+            .args(["-u", "root", "-N", "-B"])
+            .args(db)
+            .args(["-e", sql])
+            .output(),
+        DbKind::PostgreSql => Command::new("psql")
+            .args(["-X", "-w", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .args(["-v", "ON_ERROR_STOP=1", "-At"])
+            .args(["-d", db.unwrap_or("postgres"), "-c", sql])
+            .output(),
+    }
+    .map_err(|e| format!("cannot run the {kind:?} client: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The databases of the server on 127.0.0.1:`port` whose names start with `prefix`, sorted.
+/// Panics when the server cannot be asked.
+pub fn databases(kind: DbKind, port: u16, prefix: &str) -> Vec<String> {
+    let sql = match kind {
+        DbKind::MariaDb => "SHOW DATABASES",
+        DbKind::PostgreSql => "SELECT datname FROM pg_database",
+    };
+    let listed = query(kind, port, None, sql)
+        .unwrap_or_else(|e| panic!("cannot list the databases of {kind:?} on port {port}: {e}"));
+    let mut names: Vec<String> = listed
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+/// `psql` as `postgres` against the shared server (127.0.0.1:5432) in database `db`: the
+/// output of `sql`, trimmed (one value). Panics, naming the statement, if psql fails.
+pub fn psql(db: &str, sql: &str) -> String {
+    query(
+        DbKind::PostgreSql,
+        DbKind::PostgreSql.shared_port(),
+        Some(db),
+        sql,
+    )
+    .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+    .trim()
+    .to_string()
 }
 
 /// A private database server, killed and removed on drop.
@@ -73,38 +144,12 @@ impl PrivateDb {
 
     /// Runs `sql` with the engine's client; `None` when the client fails (server down).
     pub fn query(&self, sql: &str) -> Option<String> {
-        let port = self.port.to_string();
-        let out = match self.kind {
-            DbKind::MariaDb => Command::new("mysql")
-                .args(["--protocol=TCP", "-h", "127.0.0.1", "-P", &port])
-                .args(["-u", "root", "-N", "-B", "-e", sql])
-                .output(),
-            DbKind::PostgreSql => Command::new("psql")
-                .args(["-X", "-w", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-                .args(["-d", "postgres", "-At", "-c", sql])
-                .output(),
-        }
-        .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        query(self.kind, self.port, None, sql).ok()
     }
 
     /// The databases whose names start with `prefix`, sorted.
     pub fn databases(&self, prefix: &str) -> Vec<String> {
-        let sql = match self.kind {
-            DbKind::MariaDb => "SHOW DATABASES",
-            DbKind::PostgreSql => "SELECT datname FROM pg_database",
-        };
-        let mut names: Vec<String> = self
-            .query(sql)
-            .unwrap_or_else(|| panic!("cannot list the databases of {:?}", self.kind))
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        names
+        databases(self.kind, self.port, prefix)
     }
 
     /// Kills the whole server (`SIGKILL` to its process group) and waits for it.

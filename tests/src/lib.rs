@@ -1,5 +1,8 @@
-//! Support for the end-to-end tests: build the real daemon and plugins (and the test-only
-//! plugins under `tests/fixtures`), lay them out as the daemon expects, write configs, run it.
+//! The test support every crate's tests share (the host's, the plugins', and this crate's own
+//! end-to-end tests): build the real daemon and plugins (and the test-only plugins under
+//! `tests/fixtures`), lay them out as the daemon expects, write configs, run it; start gearmand
+//! or Zuul's `gear.Server`; git repositories, scripts, the test venv. [`db_servers`] has the
+//! database clients and private servers, [`gate`] the gate plugin's end-to-end world.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -11,6 +14,7 @@ use serde_json::Value;
 
 pub mod db_servers;
 pub mod fuzz;
+pub mod gate;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -90,6 +94,15 @@ pub fn built() -> &'static Built {
             plugins,
         }
     })
+}
+
+impl Built {
+    /// The cdylib of shipped plugin `name`.
+    pub fn plugin(&self, name: &str) -> &Path {
+        self.plugins
+            .get(name)
+            .unwrap_or_else(|| panic!("no shipped plugin {name}"))
+    }
 }
 
 /// Test-only plugin libraries.
@@ -179,6 +192,11 @@ impl PluginDir {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(library, d.join("libtask.so")).unwrap();
         self
+    }
+
+    /// Installs shipped plugin `name` (built by [`built`]) under its own name.
+    pub fn add_shipped(&self, name: &str) -> &Self {
+        self.add(name, built().plugin(name))
     }
 
     /// Writes arbitrary bytes as plugin `name`'s library.
@@ -274,6 +292,32 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Writes an executable script (mode 755) `dir/name` holding `body`; its path.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Every file under `dir` (recursively) whose bytes contain `marker`.
+pub fn files_containing(dir: &Path, marker: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            found.extend(files_containing(&p, marker));
+        } else if String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(marker) {
+            found.push(p);
+        }
+    }
+    found
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test server).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -282,18 +326,23 @@ pub fn free_port() -> u16 {
         .unwrap()
 }
 
-/// The Python of the test venv made by scripts/setup-test-env.sh (gear, alembic, drivers).
-///
-/// # Panics
-/// When the venv is missing: the suite needs it, run `scripts/setup-test-env.sh`.
-pub fn test_python() -> PathBuf {
-    let venv = std::env::var_os("TH_TEST_VENV")
+/// Where scripts/setup-test-env.sh makes the test venv (gear, alembic, SQLAlchemy, drivers):
+/// `$TH_TEST_VENV`, else `~/.cache/turbo-hipster/test-venv`.
+pub fn test_venv_dir() -> PathBuf {
+    std::env::var_os("TH_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
                 .join(".cache/turbo-hipster/test-venv")
-        });
-    let py = venv.join("bin/python3");
+        })
+}
+
+/// The Python of the test venv.
+///
+/// # Panics
+/// When the venv is missing: the suite needs it, run `scripts/setup-test-env.sh`.
+pub fn test_python() -> PathBuf {
+    let py = test_venv_dir().join("bin/python3");
     assert!(
         py.exists(),
         "{} not found: run `bash scripts/setup-test-env.sh` first",
@@ -466,6 +515,20 @@ impl JobServer {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// Makes a test of each named scenario (a `fn(ServerKind)` of the calling module) against both
+/// servers: `gearmand::<scenario>` and `gear_server::<scenario>`.
+#[macro_export]
+macro_rules! on_both_servers {
+    ($($scenario:ident),* $(,)?) => {
+        mod gearmand {
+            $(#[test] fn $scenario() { super::$scenario($crate::ServerKind::Gearmand) })*
+        }
+        mod gear_server {
+            $(#[test] fn $scenario() { super::$scenario($crate::ServerKind::Gear) })*
+        }
+    };
 }
 
 impl Drop for JobServer {

@@ -136,7 +136,7 @@ fn check_config_names_the_conf_d_snippet_that_holds_the_error() {
 #[test]
 fn check_config_reports_what_the_daemon_or_a_job_would_refuse() {
     let dir = PluginDir::new();
-    dir.add("shell_script", &built().plugins["shell_script"]);
+    dir.add_shipped("shell_script");
     let setup = Setup::new(dir.path(), json!({}));
     let root = setup.dir.path();
     std::fs::write(root.join("jobs"), "not a directory").unwrap();

@@ -5,21 +5,12 @@
 //! the history (`jobs.jsonl`) is whole: every line parses, none is lost or glued to another.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use turbo_hipster_tests::{
-    built, enqueue, text, Daemon, JobServer, PluginDir, ServerKind, Setup, SmallDisk,
+    enqueue, script, text, Daemon, JobServer, PluginDir, ServerKind, Setup, SmallDisk,
 };
-
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    Command::new("chmod").arg("+x").arg(&path).status().unwrap();
-    path
-}
 
 #[test]
 fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
@@ -50,7 +41,7 @@ fn a_full_jobs_directory_fails_the_job_and_keeps_the_history_whole() {
         ),
     );
     let plugins = PluginDir::new();
-    plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add_shipped("shell_script");
     let server = JobServer::start(ServerKind::Gearmand);
     let jobs_dir = fs.path().join("jobs");
     let setup = Setup::new(
@@ -145,7 +136,7 @@ fn logs_that_cannot_be_published_fail_the_job() {
     let scripts = tempfile::tempdir().unwrap();
     let ok = script(scripts.path(), "ok.sh", "#!/bin/sh\necho fine\n");
     let plugins = PluginDir::new();
-    plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add_shipped("shell_script");
     let server = JobServer::start(ServerKind::Gearmand);
     let publish = scripts.path().join("published");
     std::fs::create_dir(&publish).unwrap();
@@ -186,7 +177,7 @@ fn a_torn_history_is_repaired_when_the_daemon_starts() {
     let scripts = tempfile::tempdir().unwrap();
     let ok = script(scripts.path(), "ok.sh", "#!/bin/sh\necho fine\n");
     let plugins = PluginDir::new();
-    plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add_shipped("shell_script");
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),

@@ -4,52 +4,24 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use turbo_hipster_tests::db_servers::{self, DbKind};
 use turbo_hipster_tests::{
-    built, enqueue, example_repo, root, text, Daemon, JobServer, PluginDir, ServerKind, Setup,
+    enqueue, example_repo, files_containing, root, text, Daemon, JobServer, PluginDir, ServerKind,
+    Setup,
 };
 
+/// The databases whose names start with `prefix` on the shared server of `engine` (none for
+/// SQLite).
 fn databases(engine: &str, prefix: &str) -> Vec<String> {
-    let out = match engine {
-        "mariadb" => Command::new("mysql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-u",
-                "root",
-                "-N",
-                "-e",
-                "SHOW DATABASES",
-            ])
-            .output()
-            .unwrap(),
-        "postgresql" => Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-At",
-                "-c",
-                "SELECT datname FROM pg_database",
-            ])
-            .output()
-            .unwrap(),
+    let kind = match engine {
+        "mariadb" => DbKind::MariaDb,
+        "postgresql" => DbKind::PostgreSql,
         _ => return Vec::new(),
     };
-    assert!(
-        out.status.success(),
-        "cannot list databases: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
+    db_servers::databases(kind, kind.shared_port(), prefix)
 }
 
 fn results_dir(t: &str) -> PathBuf {
@@ -94,10 +66,7 @@ fn run_with(
     let seed_before = std::fs::read(&seed).unwrap();
     let (repos, zuul_ref) = example_repo(change_sql);
     let plugins = PluginDir::new();
-    plugins.add(
-        "gate_real_db_upgrade",
-        &built().plugins["gate_real_db_upgrade"],
-    );
+    plugins.add_shipped("gate_real_db_upgrade");
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),
@@ -295,10 +264,7 @@ fn a_seed_outside_the_datasets_dir_fails_the_build_through_gearman() {
     let datasets = example_datasets_with(json!({"default": 60}));
     let (repos, zuul_ref) = example_repo("CREATE TABLE x (id INTEGER);\n");
     let plugins = PluginDir::new();
-    plugins.add(
-        "gate_real_db_upgrade",
-        &built().plugins["gate_real_db_upgrade"],
-    );
+    plugins.add_shipped("gate_real_db_upgrade");
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),
@@ -352,20 +318,6 @@ fn a_seed_outside_the_datasets_dir_fails_the_build_through_gearman() {
     drop(daemon);
 }
 
-/// Every file under `dir` (recursively) whose bytes contain `marker`.
-fn files_containing(dir: &Path, marker: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            found.extend(files_containing(&p, marker));
-        } else if String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(marker) {
-            found.push(p);
-        }
-    }
-    found
-}
-
 /// A seed with a secret and a syntax error, through gearmand into the daemon, with logs
 /// published: the build fails with the original's line and the secret is in no file of the
 /// jobs dir or the published dir, nor in what the daemon logged.
@@ -382,10 +334,7 @@ fn a_seed_error_never_reaches_the_published_logs(engine: &str) {
     .unwrap();
     let (repos, zuul_ref) = example_repo("CREATE TABLE x (id INTEGER);\n");
     let plugins = PluginDir::new();
-    plugins.add(
-        "gate_real_db_upgrade",
-        &built().plugins["gate_real_db_upgrade"],
-    );
+    plugins.add_shipped("gate_real_db_upgrade");
     let server = JobServer::start(ServerKind::Gearmand);
     let published = tempfile::tempdir().unwrap();
     let setup = Setup::new(

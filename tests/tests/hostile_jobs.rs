@@ -138,18 +138,7 @@ fn poisoned_jobs_fail_cleanly(kind: ServerKind) {
     assert_eq!(queued(&w.server), 0, "{:?}", w.server.status());
 }
 
-macro_rules! on_both_servers {
-    ($($scenario:ident),* $(,)?) => {
-        mod gearmand {
-            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gearmand) })*
-        }
-        mod gear_server {
-            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gear) })*
-        }
-    };
-}
-
-on_both_servers!(
+turbo_hipster_tests::on_both_servers!(
     oversized_job_is_failed_once_and_the_next_runs,
     poisoned_jobs_fail_cleanly
 );

@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
 use turbo_hipster_tests::db_servers::{DbKind, PrivateDb};
 use turbo_hipster_tests::{
-    built, example_repo, free_port, root, Daemon, JobServer, PluginDir, ServerKind, Setup,
-    SmallDisk,
+    example_repo, free_port, root, Daemon, JobServer, PluginDir, ServerKind, Setup, SmallDisk,
 };
 
 /// A daemon serving the gate job with `job` settings, behind a fresh gearmand.
@@ -33,10 +32,7 @@ impl World {
     /// With `top` merged into the daemon's config.
     fn with_config(job: Value, top: Value) -> Self {
         let plugins = PluginDir::new();
-        plugins.add(
-            "gate_real_db_upgrade",
-            &built().plugins["gate_real_db_upgrade"],
-        );
+        plugins.add_shipped("gate_real_db_upgrade");
         let server = JobServer::start(ServerKind::Gearmand);
         let mut entry = json!({
             "name": "build:gate-real-db-upgrade",

@@ -25,10 +25,7 @@ struct Worker {
 impl Worker {
     fn start(name: &str, db: &PrivateDb) -> Self {
         let plugins = PluginDir::new();
-        plugins.add(
-            "gate_real_db_upgrade",
-            &built().plugins["gate_real_db_upgrade"],
-        );
+        plugins.add_shipped("gate_real_db_upgrade");
         let server = JobServer::start(ServerKind::Gearmand);
         let setup = Setup::new(
             plugins.path(),

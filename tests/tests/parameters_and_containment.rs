@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use turbo_hipster_tests::{built, enqueue, text, Daemon, JobServer, PluginDir, ServerKind, Setup};
+use turbo_hipster_tests::{enqueue, script, text, Daemon, JobServer, PluginDir, ServerKind, Setup};
 
 struct World {
     server: JobServer,
@@ -28,14 +28,6 @@ fn open_dir(parent: &Path, name: &str) -> PathBuf {
     dir
 }
 
-/// A script file readable and executable by all.
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
 /// gearmand, the daemon, and shell jobs made by `jobs(scripts_dir)`.
 fn world(jobs: impl FnOnce(&Path) -> Vec<Value>) -> World {
     let scripts = tempfile::tempdir().unwrap();
@@ -43,7 +35,7 @@ fn world(jobs: impl FnOnce(&Path) -> Vec<Value>) -> World {
     let jobs = jobs(scripts.path());
     let first = jobs[0]["name"].as_str().unwrap().to_string();
     let plugins = PluginDir::new();
-    plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add_shipped("shell_script");
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),
@@ -156,7 +148,7 @@ fn find_in(dir: &Path, name: &str) -> Option<PathBuf> {
 #[test]
 fn a_denied_name_in_pass_parameters_is_a_config_error() {
     let plugins = PluginDir::new();
-    plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add_shipped("shell_script");
     let setup = Setup::new(
         plugins.path(),
         json!({"jobs": [{
@@ -308,7 +300,7 @@ fn a_stalled_git_server_fails_its_job_and_frees_the_mirror_for_the_next() {
     turbo_hipster_tests::git(&repo, &["update-ref", "refs/zuul/master/Zabc", &sha]);
 
     let plugins = PluginDir::new();
-    plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add_shipped("shell_script");
     let server = JobServer::start(ServerKind::Gearmand);
     let scripts = tempfile::tempdir().unwrap();
     let s = script(scripts.path(), "ok.sh", "#!/bin/sh\nexit 0\n");

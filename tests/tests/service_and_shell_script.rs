@@ -72,7 +72,7 @@ fn init_script_starts_reports_and_stops_the_daemon() {
 
 fn shell_setup(script: &str) -> (PluginDir, Setup, tempfile::TempDir) {
     let plugins = PluginDir::new();
-    plugins.add("shell_script", &built().plugins["shell_script"]);
+    plugins.add_shipped("shell_script");
     let scripts = tempfile::tempdir().unwrap();
     let path = scripts.path().join("job.sh");
     std::fs::write(&path, script).unwrap();

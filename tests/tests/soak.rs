@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use turbo_hipster::gearman::client::{Client, JobEvent, Priority};
 use turbo_hipster::jobs::WORK_DIR;
 use turbo_hipster_tests::{
-    built, fixture, root, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
+    fixture, root, script, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
 };
 
 /// Jobs the daemon runs at once, and builds kept in flight by the client.
@@ -261,14 +261,6 @@ fn settle(server: &JobServer, settle: Duration) {
     std::thread::sleep(settle);
 }
 
-fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
-
 /// The example project with a proposed change on a Zuul ref, as Zuul's merger publishes it.
 fn example_change(repos: &Path) -> Change {
     let sql = "ALTER TABLE customers ADD COLUMN soak INTEGER NOT NULL DEFAULT 0;\n";
@@ -325,11 +317,8 @@ fn soak_through_gearmand_stays_flat() {
     let change = example_change(repos.path());
     let plugins = PluginDir::new();
     plugins.add("test_plugin", &fixture(Fixture::TestPlugin));
-    plugins.add("shell_script", &built().plugins["shell_script"]);
-    plugins.add(
-        "gate_real_db_upgrade",
-        &built().plugins["gate_real_db_upgrade"],
-    );
+    plugins.add_shipped("shell_script");
+    plugins.add_shipped("gate_real_db_upgrade");
     let server = JobServer::start(ServerKind::Gearmand);
     let setup = Setup::new(
         plugins.path(),

@@ -460,18 +460,7 @@ macro_rules! on_both_servers_extra {
     };
 }
 
-macro_rules! on_both_servers {
-    ($($scenario:ident),* $(,)?) => {
-        mod gearmand {
-            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gearmand) })*
-        }
-        mod gear_server {
-            $(#[test] fn $scenario() { super::$scenario(super::ServerKind::Gear) })*
-        }
-    };
-}
-
-on_both_servers!(
+turbo_hipster_tests::on_both_servers!(
     success,
     failure,
     stop_running_build,

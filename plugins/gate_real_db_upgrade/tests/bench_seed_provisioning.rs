@@ -13,19 +13,17 @@
 //! --test bench_seed_provisioning -- --nocapture`
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use e2e_support::psql;
 use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{Server, VersionSource};
 use gate_real_db_upgrade::provisioning::{Provider, Provisioned};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::NeverCancelled;
+use turbo_hipster_tests::db_servers::psql;
 
 fn size_mb() -> u64 {
     std::env::var("TH_BENCH_SEED_MB")

@@ -6,76 +6,11 @@
 //! PostgreSQL and MariaDB, with the test venv of `scripts/setup-test-env.sh`.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
-use e2e_support::{assert_no_databases, require, venv, JobRun, World};
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
-
-const ENV_PY: &str = r#"from logging.config import fileConfig
-
-from alembic import context
-from sqlalchemy import engine_from_config, pool
-
-config = context.config
-if config.config_file_name is not None:
-    fileConfig(config.config_file_name)
-
-
-def run_migrations_online():
-    connectable = engine_from_config(
-        config.get_section(config.config_ini_section, {}),
-        prefix="sqlalchemy.",
-        poolclass=pool.NullPool,
-    )
-    with connectable.connect() as connection:
-        context.configure(connection=connection, transaction_per_migration=True)
-        with context.begin_transaction():
-            context.run_migrations()
-
-
-if context.is_offline_mode():
-    raise SystemExit("offline mode is not used here")
-run_migrations_online()
-"#;
-
-const INI_TMPL: &str = r"[alembic]
-script_location = {checkout}/alembic
-sqlalchemy.url = {db_url}
-
-[loggers]
-keys = root,sqlalchemy,alembic
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARN
-handlers = console
-qualname =
-
-[logger_sqlalchemy]
-level = WARN
-handlers =
-qualname = sqlalchemy.engine
-
-[logger_alembic]
-level = INFO
-handlers =
-qualname = alembic
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(levelname)-5.5s [%(name)s] %(message)s
-";
+use turbo_hipster_tests::gate::{
+    alembic_ini, assert_no_databases, require, venv, JobRun, World, ALEMBIC_ENV_PY,
+};
 
 const REV_A: &str = "1a2b3c4d5e6f";
 const REV_B: &str = "2b3c4d5e6f70";
@@ -91,13 +26,6 @@ fn revision(rev: &str, down: Option<&str>, message: &str, upgrade: &str) -> Stri
     )
 }
 
-fn engine_name(engine: Engine) -> &'static str {
-    match engine {
-        Engine::PostgreSql => "postgresql",
-        _ => "mariadb",
-    }
-}
-
 /// Project `acme/api` with revisions A and B on master and a dataset running alembic.
 fn alembic_world(engine: Engine, limits: Value) -> World {
     alembic_world_in(engine, limits, json!({}), Value::Null)
@@ -110,7 +38,7 @@ fn alembic_world_in(engine: Engine, limits: Value, job: Value, connection: Value
     let mut world = World::new(job);
     let mut dataset = json!({
         "project": "acme/api",
-        "engine": engine_name(engine),
+        "engine": engine.name(),
         "database": "acme_api",
         "seed_data": "seed.sql",
         "migration": {
@@ -135,7 +63,7 @@ fn alembic_world_in(engine: Engine, limits: Value, job: Value, connection: Value
                 "seed.sql",
                 "CREATE TABLE legacy (id INTEGER NOT NULL);\nINSERT INTO legacy VALUES (1);\n",
             ),
-            ("alembic.ini.tmpl", INI_TMPL),
+            ("alembic.ini.tmpl", &alembic_ini("")),
         ],
     );
     let rev_a = revision(
@@ -154,7 +82,7 @@ fn alembic_world_in(engine: Engine, limits: Value, job: Value, connection: Value
     world.project(
         "acme/api",
         &[
-            ("alembic/env.py", ENV_PY),
+            ("alembic/env.py", ALEMBIC_ENV_PY),
             ("alembic/versions/1a2b3c4d5e6f_create_users.py", &rev_a),
             ("alembic/versions/2b3c4d5e6f70_add_email.py", &rev_b),
         ],
@@ -315,7 +243,7 @@ fn a_tcp_connection_with_a_network_namespace_is_a_config_error() {
         json!({"containment": {"network_namespace": true}}),
         json!({"host": "127.0.0.1", "port": 3306}),
     );
-    let out = std::process::Command::new(&e2e_support::built().daemon)
+    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
         .arg("-c")
         .arg(&world.config)
         .arg("check-config")

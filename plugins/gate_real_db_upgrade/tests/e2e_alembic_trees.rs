@@ -9,77 +9,11 @@
 //! of `scripts/setup-test-env.sh`, through `turbo-hipster run-job`.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
-use e2e_support::{assert_no_databases, require, venv, JobRun, World};
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
-
-const ENV_PY: &str = r#"from logging.config import fileConfig
-
-from alembic import context
-from sqlalchemy import engine_from_config, pool
-
-config = context.config
-if config.config_file_name is not None:
-    fileConfig(config.config_file_name)
-
-
-def run_migrations_online():
-    connectable = engine_from_config(
-        config.get_section(config.config_ini_section, {}),
-        prefix="sqlalchemy.",
-        poolclass=pool.NullPool,
-    )
-    with connectable.connect() as connection:
-        context.configure(connection=connection, transaction_per_migration=True)
-        with context.begin_transaction():
-            context.run_migrations()
-
-
-if context.is_offline_mode():
-    raise SystemExit("offline mode is not used here")
-run_migrations_online()
-"#;
-
-const INI_TMPL: &str = r"[alembic]
-script_location = {checkout}/alembic
-recursive_version_locations = true
-sqlalchemy.url = {db_url}
-
-[loggers]
-keys = root,sqlalchemy,alembic
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARN
-handlers = console
-qualname =
-
-[logger_sqlalchemy]
-level = WARN
-handlers =
-qualname = sqlalchemy.engine
-
-[logger_alembic]
-level = INFO
-handlers =
-qualname = alembic
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(levelname)-5.5s [%(name)s] %(message)s
-";
+use turbo_hipster_tests::gate::{
+    alembic_ini, assert_no_databases, require, venv, JobRun, World, ALEMBIC_ENV_PY,
+};
 
 const BASE: &str = "a0b1c2d3e4f5";
 const EXPAND_1: &str = "e1e1e1e1e1e1";
@@ -111,13 +45,6 @@ fn typed(rev: &str, down: &str, labels: &str, depends: &str, upgrade: &str) -> S
     )
 }
 
-fn engine_name(engine: Engine) -> &'static str {
-    match engine {
-        Engine::PostgreSql => "postgresql",
-        _ => "mariadb",
-    }
-}
-
 /// How a dataset tells the expected version.
 enum Expect {
     /// Read from the scripts.
@@ -143,7 +70,7 @@ fn tree_world(engine: Engine, target: &str, expect: &Expect) -> World {
         "net",
         json!({
             "project": "acme/net",
-            "engine": engine_name(engine),
+            "engine": engine.name(),
             "database": "acme_net",
             "seed_data": "seed.sql",
             "migration": {
@@ -160,7 +87,10 @@ fn tree_world(engine: Engine, target: &str, expect: &Expect) -> World {
                 "CREATE TABLE legacy (id INTEGER NOT NULL, note VARCHAR(20));\n\
                  INSERT INTO legacy VALUES (1, 'x');\n",
             ),
-            ("alembic.ini.tmpl", INI_TMPL),
+            (
+                "alembic.ini.tmpl",
+                &alembic_ini("recursive_version_locations = true\n"),
+            ),
         ],
     );
     let base = classic(
@@ -187,7 +117,7 @@ fn tree_world(engine: Engine, target: &str, expect: &Expect) -> World {
     world.project(
         "acme/net",
         &[
-            ("alembic/env.py", ENV_PY),
+            ("alembic/env.py", ALEMBIC_ENV_PY),
             ("alembic/versions/__init__.py", ""),
             ("alembic/versions/a0b1c2d3e4f5_initial.py", &base),
             (

@@ -6,15 +6,15 @@
 //! golden copies ahead of time, `--rebuild` again, `--prune` removes those of removed datasets.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_support::{assert_no_databases, built, example, psql, require, server, World};
 use gate_real_db_upgrade::dataset::Engine;
 use gate_real_db_upgrade::dataset_run::database_prefix;
 use serde_json::json;
+use turbo_hipster_tests::built;
+use turbo_hipster_tests::db_servers::psql;
+use turbo_hipster_tests::gate::{assert_no_databases, example, require, server, World};
 
 const LOYALTY: &str =
     "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n";

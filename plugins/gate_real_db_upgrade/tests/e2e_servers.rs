@@ -6,27 +6,17 @@
 //! the job is left on the server.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::{assert_no_databases, example, require, JobRun, World};
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
+use turbo_hipster_tests::files_containing;
+use turbo_hipster_tests::gate::{assert_no_databases, example, require, JobRun, World};
 
 const LOYALTY: &str =
     "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
     UPDATE customers SET loyalty_points = \
     (SELECT COUNT(*) FROM orders WHERE orders.customer_id = customers.id);\n";
-
-fn engine_name(engine: Engine) -> &'static str {
-    match engine {
-        Engine::MariaDb => "mariadb",
-        Engine::PostgreSql => "postgresql",
-        Engine::MySql => "mysql",
-        Engine::Sqlite => "sqlite",
-    }
-}
 
 fn sleep_sql(engine: Engine, seconds: u32) -> String {
     match engine {
@@ -43,7 +33,7 @@ fn example_world(engine: Engine, edit: impl FnOnce(&mut Value)) -> World {
 /// [`example_world`] with `job` merged into the job config.
 fn example_world_with(engine: Engine, job: Value, edit: impl FnOnce(&mut Value)) -> World {
     require(engine);
-    let mut job_config = json!({"engine": engine_name(engine)});
+    let mut job_config = json!({"engine": engine.name()});
     for (k, v) in job.as_object().unwrap() {
         job_config[k] = v.clone();
     }
@@ -74,7 +64,7 @@ fn good_change_passes(engine: Engine) {
     );
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
     let ds = &run.summary["datasets"][0];
-    assert_eq!(ds["engine"], engine_name(engine));
+    assert_eq!(ds["engine"], engine.name());
     assert_eq!(ds["final_version"], "4");
     assert_eq!(ds["expected_version"], "4");
     let m = run.migrations(0);
@@ -202,23 +192,6 @@ fn missing_seed_fails(engine: Engine) {
     );
 }
 
-/// Every file under `dir` (recursively) whose bytes contain `marker`.
-fn files_containing(dir: &std::path::Path, marker: &str) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            found.extend(files_containing(&p, marker));
-        } else if String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(marker) {
-            found.push(p);
-        }
-    }
-    found
-}
-
 /// A seed holding a secret and a syntax error: the job fails with the original's line, the
 /// log says where the load failed (code and line number), and the secret reaches no file of
 /// the job and no output of run-job, although the clients quote the failing statement.
@@ -254,7 +227,7 @@ fn a_seed_error_never_echoes_the_seed(engine: Engine, summary: &str) {
 fn parallel_datasets_get_their_own_databases(engine: Engine) {
     require(engine);
     let mut world = World::new(json!({
-        "engine": engine_name(engine),
+        "engine": engine.name(),
         "max_parallel_datasets": 2,
     }));
     world.example_dataset("one");
@@ -419,7 +392,7 @@ fn mariadb_keep_databases_keeps_the_run_database() {
     let run = world.run("example/shop", &change);
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
     let db = run.summary["datasets"][0]["database"].as_str().unwrap();
-    let server = e2e_support::server(engine);
+    let server = turbo_hipster_tests::gate::server(engine);
     let kept = server.databases_with_prefix(db).unwrap();
     let _ = server.drop_database(db);
     assert_eq!(kept, [db.to_string()]);

@@ -5,12 +5,10 @@
 //! unchanged and no database file is left.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::{example, World};
 use serde_json::{json, Value};
+use turbo_hipster_tests::gate::{example, World};
 
 /// A sqlalchemy-migrate look-alike for SQLite: applies `versions/NNN_*.py` (each defines
 /// `upgrade(conn)`) above the version in `migrate_version`, printing `N -> M... ` before and
@@ -490,10 +488,10 @@ fn an_old_dataset_is_upgraded_along_its_upgrade_path_first() {
             ("migrations/002_add_orders.sql", &m2),
         ],
     );
-    e2e_support::git(&repo, &["branch", "stable/old"]);
-    e2e_support::write_files(&repo, &[("migrations/003_index_orders.sql", &m3)]);
-    e2e_support::git(&repo, &["add", "-A"]);
-    e2e_support::git(&repo, &["commit", "-q", "-m", "003"]);
+    turbo_hipster_tests::git(&repo, &["branch", "stable/old"]);
+    turbo_hipster_tests::gate::write_files(&repo, &[("migrations/003_index_orders.sql", &m3)]);
+    turbo_hipster_tests::git(&repo, &["add", "-A"]);
+    turbo_hipster_tests::git(&repo, &["commit", "-q", "-m", "003"]);
     let change = world.propose(
         "example/shop",
         &[("migrations/004_drop_legacy.sql", "DROP TABLE legacy;\n")],
@@ -638,7 +636,7 @@ fn check_config(world: &World) -> (bool, String) {
         serde_json::from_str(&std::fs::read_to_string(&world.config).unwrap()).unwrap();
     config["gearman_servers"] = json!(["127.0.0.1:4730"]);
     std::fs::write(&world.config, config.to_string()).unwrap();
-    let out = std::process::Command::new(&e2e_support::built().daemon)
+    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
         .arg("-c")
         .arg(&world.config)
         .arg("check-config")
@@ -757,7 +755,7 @@ fn check_config_validates_every_dataset() {
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
     check_config(&world);
-    let out = std::process::Command::new(&e2e_support::built().daemon)
+    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
         .arg("-c")
         .arg(&world.config)
         .arg("check-config")
@@ -774,7 +772,7 @@ fn check_config_validates_every_dataset() {
         json!({"seed_data": "seed.sql", "maximum_migration_times": {"no_default": 1}}),
         &[],
     );
-    let out = std::process::Command::new(&e2e_support::built().daemon)
+    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
         .arg("-c")
         .arg(&world.config)
         .arg("check-config")

@@ -19,6 +19,7 @@ use gate_real_db_upgrade::engine::{
 };
 use tempfile::TempDir;
 use turbo_hipster_sdk::support::process::CancelFlag;
+use turbo_hipster_tests::test_python;
 
 // --- helpers ---------------------------------------------------------------------------
 
@@ -1058,23 +1059,6 @@ fn sqlalchemy_urls_have_the_documented_shapes() {
         url(Engine::Sqlite, Connection::default()),
         "sqlite:////tmp/th/db1.sqlite"
     );
-}
-
-/// The Python of the test venv made by scripts/setup-test-env.sh.
-fn test_python() -> PathBuf {
-    let venv = std::env::var_os("TH_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/turbo-hipster/test-venv")
-        });
-    let python = venv.join("bin/python3");
-    assert!(
-        python.exists(),
-        "{} not found: run `bash scripts/setup-test-env.sh` first",
-        python.display()
-    );
-    python
 }
 
 /// Counts `instances` through SQLAlchemy with the URL we hand to migration tools.

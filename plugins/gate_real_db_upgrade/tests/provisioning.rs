@@ -6,18 +6,17 @@
 //! drops them at the end.
 #![allow(clippy::unwrap_used)]
 
-mod e2e_support;
-
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Mutex;
 
-use e2e_support::psql;
 use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{GoldenState, Server};
 use gate_real_db_upgrade::provisioning::{hash_file, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+use turbo_hipster_tests::db_servers::{psql, query, DbKind};
+
+const PG: DbKind = DbKind::PostgreSql;
 
 /// A seed of `rows` items (generated server-side for PostgreSQL, listed for SQLite).
 fn seed_sql(engine: Engine, rows: u32, tag: &str) -> String {
@@ -183,22 +182,8 @@ fn postgresql_golden_copy_is_built_once_sealed_and_never_changed_by_a_run() {
     assert_eq!(f.server.golden_state(&golden).unwrap(), GoldenState::Ready);
     assert_eq!(notes.count("building the golden copy"), 1);
     // Nobody can connect to the golden copy, not even the superuser.
-    let refused = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            &golden,
-            "-c",
-            "SELECT 1",
-        ])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success(), "connected to the golden copy");
+    let refused = query(PG, PG.shared_port(), Some(&golden), "SELECT 1");
+    assert!(refused.is_err(), "connected to the golden copy");
     let before = golden_content(&f, &golden);
     assert!(before.starts_with("2000:"), "{before}");
 
@@ -216,22 +201,12 @@ fn postgresql_golden_copy_is_built_once_sealed_and_never_changed_by_a_run() {
         &f.db(1),
         "DELETE FROM items WHERE id > 10; UPDATE items SET qty = -1; DROP INDEX items_name",
     );
-    let _ = Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            &f.db(2),
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            "BEGIN; TRUNCATE items; SELECT no_such_function(); COMMIT;",
-        ])
-        .output()
-        .unwrap();
+    let _ = query(
+        PG,
+        PG.shared_port(),
+        Some(&f.db(2)),
+        "BEGIN; TRUNCATE items; SELECT no_such_function(); COMMIT;",
+    );
     f.server.drop_database(&f.db(1)).unwrap();
     f.server.drop_database(&f.db(2)).unwrap();
     assert_eq!(

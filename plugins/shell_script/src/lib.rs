@@ -209,7 +209,7 @@ impl Plugin for ShellScript {
 export_plugin!(ShellScript);
 
 /// Runs one job: the checkout (when the job names a change), then the script. The daemon's
-/// [`Plugin::run`] calls this with its context; tests call it directly.
+/// [`Plugin::run`] calls this with its context.
 ///
 /// # Errors
 /// Problems of the worker rather than of the change: the script is missing or cannot be
@@ -446,54 +446,47 @@ fn finish(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Instant;
     use turbo_hipster_sdk::support::logfile::parse_line;
-    use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+    use turbo_hipster_sdk::testing::{Report, TestJob};
+    use turbo_hipster_tests::git;
 
+    /// A job whose script is `body` (run by sh), run through the SDK's test host as the daemon
+    /// runs it; the script, upstream repositories and git cache live in `dir`.
     struct Setup {
         dir: tempfile::TempDir,
-        dirs: JobDirs,
-        settings: Settings,
-        job: Job,
+        script: PathBuf,
+        job: TestJob,
     }
 
-    /// A job whose script is `body` (run by sh).
     fn setup(body: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("script.sh");
         fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        let dirs = JobDirs {
-            working_dir: dir.path().join("work"),
-            results_dir: dir.path().join("results"),
-        };
-        let mut job = Job {
-            name: "shell-script".into(),
-            function: "build:shell-script".into(),
-            unique: "abc-123".into(),
-            ..Job::default()
-        };
-        job.host.git_working_dir = dir.path().join("cache");
-        Setup {
-            settings: Settings {
-                script,
-                timeout: None,
-                kill_grace: Duration::from_secs(1),
-                git_attempts: 1,
-                git: GitOptions::default(),
-                parameters: ParameterFilter::zuul_only(),
-                containment: Containment::default(),
-            },
-            dir,
-            dirs,
-            job,
-        }
+        let cache = dir.path().join("cache");
+        let job = TestJob::new("build:shell-script")
+            .unique("abc-123")
+            .config("shell_script", json!(script))
+            .config("kill_grace_seconds", json!(1))
+            .config("git_retries", json!(1))
+            .host_settings(|host| host.git_working_dir = cache);
+        Setup { dir, script, job }
     }
 
-    fn run(s: &Setup) -> Result<Outcome, PluginError> {
-        run_job(&s.settings, &s.job, &s.dirs, &NeverCancelled, &|_, _| {})
+    fn run(s: &Setup) -> Report {
+        s.job.run::<ShellScript>().unwrap()
+    }
+
+    fn outcome_of(s: &Setup) -> Outcome {
+        run(s).outcome.unwrap()
+    }
+
+    fn set_params(s: &mut Setup, params: &[(&str, &str)]) {
+        for (k, v) in params {
+            s.job.parameters_mut().insert(k.to_string(), v.to_string());
+        }
     }
 
     fn log_texts(path: &Path) -> Vec<(String, String)> {
@@ -510,17 +503,19 @@ mod tests {
     #[test]
     fn a_passing_script_succeeds_and_logs_its_output() {
         let s = setup("echo hello; echo oops >&2; exit 0");
-        let progress = RefCell::new(Vec::new());
-        let outcome = run_job(&s.settings, &s.job, &s.dirs, &NeverCancelled, &|n, d| {
-            progress.borrow_mut().push((n, d))
-        })
-        .unwrap();
+        let report = run(&s);
+        assert_eq!(report.progress, [(1, 3), (2, 3), (3, 3)]);
+        assert!(
+            report.logged("the job names no Zuul change"),
+            "{:?}",
+            report.logs
+        );
+        let outcome = report.outcome.unwrap();
         assert_eq!(outcome.result, "SUCCESS");
-        assert_eq!(progress.into_inner(), [(1, 3), (2, 3), (3, 3)]);
         assert_eq!(outcome.details["exit_code"], 0);
         assert!(outcome.details["duration_ms"].is_u64());
         assert_eq!(outcome.details["logs"], json!([SCRIPT_LOG]));
-        let logged = log_texts(&s.dirs.results_dir.join(SCRIPT_LOG));
+        let logged = log_texts(&s.job.results_dir().join(SCRIPT_LOG));
         let output: Vec<&str> = logged
             .iter()
             .filter(|(tag, _)| tag == "output")
@@ -529,13 +524,13 @@ mod tests {
         assert_eq!(output.len(), 2);
         assert!(output.contains(&"hello") && output.contains(&"oops"));
         // Without a change the script gets an empty git directory.
-        assert!(s.dirs.working_dir.join("git").is_dir());
+        assert!(s.job.working_dir().join("git").is_dir());
     }
 
     #[test]
     fn a_non_zero_exit_fails() {
         let s = setup("echo 'FAILURE - ignored' > \"$TH_RESULT_FILE\"; exit 3");
-        let outcome = run(&s).unwrap();
+        let outcome = outcome_of(&s);
         assert_eq!(
             outcome.result,
             "Return code from test script was non-zero (3)"
@@ -546,7 +541,7 @@ mod tests {
     #[test]
     fn a_killed_script_says_by_what() {
         let s = setup("kill -9 $$");
-        let outcome = run(&s).unwrap();
+        let outcome = outcome_of(&s);
         assert_eq!(
             outcome.result,
             "FAILURE - Test script was killed by signal 9 (SIGKILL)"
@@ -556,27 +551,27 @@ mod tests {
     #[test]
     fn the_result_files_first_line_decides() {
         let s = setup("printf 'FAILURE - 3 tests failed\\nsecond line\\n' > \"$TH_RESULT_FILE\"");
-        let outcome = run(&s).unwrap();
+        let outcome = outcome_of(&s);
         assert_eq!(outcome.result, "FAILURE - 3 tests failed");
         assert_eq!(
-            fs::read_to_string(s.dirs.results_dir.join(RESULT_COPY)).unwrap(),
+            fs::read_to_string(s.job.results_dir().join(RESULT_COPY)).unwrap(),
             "FAILURE - 3 tests failed\nsecond line\n"
         );
         assert_eq!(outcome.details["logs"], json!([SCRIPT_LOG, RESULT_COPY]));
 
         let s = setup("echo 'SUCCESS - all good' > \"$TH_RESULT_FILE\"");
-        assert_eq!(run(&s).unwrap().result, "SUCCESS");
+        assert_eq!(outcome_of(&s).result, "SUCCESS");
 
         let s = setup(": > \"$TH_RESULT_FILE\"");
-        assert_eq!(run(&s).unwrap().result, "SUCCESS");
+        assert_eq!(outcome_of(&s).result, "SUCCESS");
     }
 
     #[test]
     fn a_script_that_runs_too_long_is_stopped() {
         let mut s = setup("sleep 100");
-        s.settings.timeout = Some(Duration::from_millis(300));
+        s.job.config_mut().insert("timeout".into(), json!(0.3));
         let start = Instant::now();
-        let outcome = run(&s).unwrap();
+        let outcome = outcome_of(&s);
         assert_eq!(outcome.result, "FAILURE - Job timed out after 0.3 s");
         assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(outcome.details["exit_code"], Value::Null);
@@ -585,16 +580,13 @@ mod tests {
     #[test]
     fn a_cancelled_job_is_aborted() {
         let s = setup("sleep 100");
-        let flag = CancelFlag::new();
-        let canceller = {
-            let flag = flag.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                flag.cancel();
-            })
-        };
+        let canceller = s.job.canceller();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            canceller.cancel();
+        });
         let start = Instant::now();
-        let outcome = run_job(&s.settings, &s.job, &s.dirs, &flag, &|_, _| {}).unwrap();
+        let outcome = outcome_of(&s);
         canceller.join().unwrap();
         assert_eq!(outcome.result, "ABORTED");
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -608,27 +600,27 @@ mod tests {
              echo \"results=$TH_RESULTS_DIR\"; echo \"change=$ZUUL_CHANGE\"; \
              echo \"pipeline=$ZUUL_PIPELINE\"; } > \"$TH_RESULTS_DIR/env.txt\"",
         );
-        s.job
-            .parameters
-            .insert("ZUUL_CHANGE".into(), "65615".into());
-        s.job
-            .parameters
-            .insert("ZUUL_PIPELINE".into(), "check me".into());
-        s.job
-            .parameters
-            .insert("TH_JOB_NAME".into(), "not this".into());
-        s.job.parameters.insert("BAD=NAME".into(), "x".into());
-        assert!(run(&s).unwrap().is_success());
-        let env = fs::read_to_string(s.dirs.results_dir.join("env.txt")).unwrap();
-        let work = s.dirs.working_dir.display();
+        set_params(
+            &mut s,
+            &[
+                ("ZUUL_CHANGE", "65615"),
+                ("ZUUL_PIPELINE", "check me"),
+                ("TH_JOB_NAME", "not this"),
+                ("BAD=NAME", "x"),
+            ],
+        );
+        assert!(outcome_of(&s).is_success());
+        let env = fs::read_to_string(s.job.results_dir().join("env.txt")).unwrap();
+        let work_dir = s.job.working_dir();
+        let work = work_dir.display();
         // A root daemon runs the script as nobody, which writes its own results directory.
         let results = if nix::unistd::Uid::effective().is_root() {
-            s.dirs.working_dir.join(SCRIPT_RESULTS)
+            work_dir.join(SCRIPT_RESULTS)
         } else {
-            s.dirs.results_dir.clone()
+            s.job.results_dir()
         };
         let results = results.display();
-        let real_work = fs::canonicalize(&s.dirs.working_dir).unwrap();
+        let real_work = fs::canonicalize(&work_dir).unwrap();
         assert_eq!(
             env,
             format!(
@@ -655,37 +647,34 @@ mod tests {
         let marker = open_dir.join("evil-ran");
         let evil = s.dir.path().join("evil.sh");
         fs::write(&evil, format!("touch '{}'\n", marker.display())).unwrap();
-        s.settings.parameters = ParameterFilter::from_config(
-            json!({"pass_parameters": ["MY_VAR"]}).as_object().unwrap(),
-        )
-        .unwrap();
-        for (k, v) in [
-            ("BASH_ENV", evil.to_str().unwrap()),
-            ("ENV", evil.to_str().unwrap()),
-            ("LD_PRELOAD", "/nonexistent.so"),
-            ("PATH", "/evil"),
-            ("MY_VAR", "mine"),
-            ("OTHER", "x"),
-            ("LOG_PATH", "12/34/1/check/x/abc"),
-        ] {
-            s.job.parameters.insert(k.into(), v.into());
-        }
+        s.job
+            .config_mut()
+            .insert("pass_parameters".into(), json!(["MY_VAR"]));
+        let evil = evil.to_str().unwrap();
+        set_params(
+            &mut s,
+            &[
+                ("BASH_ENV", evil),
+                ("ENV", evil),
+                ("LD_PRELOAD", "/nonexistent.so"),
+                ("PATH", "/evil"),
+                ("MY_VAR", "mine"),
+                ("OTHER", "x"),
+                ("LOG_PATH", "12/34/1/check/x/abc"),
+            ],
+        );
         // The script runs under bash, which honours BASH_ENV.
-        let script = fs::read_to_string(&s.settings.script).unwrap();
-        fs::write(
-            &s.settings.script,
-            script.replacen("#!/bin/sh", "#!/bin/bash", 1),
-        )
-        .unwrap();
-        assert!(run(&s).unwrap().is_success());
+        let script = fs::read_to_string(&s.script).unwrap();
+        fs::write(&s.script, script.replacen("#!/bin/sh", "#!/bin/bash", 1)).unwrap();
+        assert!(outcome_of(&s).is_success());
         assert!(!marker.exists(), "BASH_ENV ran");
-        let env = fs::read_to_string(s.dirs.results_dir.join("env.txt")).unwrap();
+        let env = fs::read_to_string(s.job.results_dir().join("env.txt")).unwrap();
         assert_eq!(
             env,
             "bash_env=unset\nld=unset\nmine=mine\nother=unset\nlog=12/34/1/check/x/abc\n\
              path_is_ours=yes\n"
         );
-        let logged = log_texts(&s.dirs.results_dir.join(SCRIPT_LOG));
+        let logged = log_texts(&s.job.results_dir().join(SCRIPT_LOG));
         let dropped = logged
             .iter()
             .find(|(_, t)| t.starts_with("build parameters not passed"))
@@ -701,41 +690,23 @@ mod tests {
     #[test]
     fn a_result_file_linked_elsewhere_is_not_read() {
         let s = setup("ln -s /etc/passwd \"$TH_RESULT_FILE\"");
-        let outcome = run(&s).unwrap();
+        let outcome = outcome_of(&s);
         assert_eq!(outcome.result, "SUCCESS");
-        assert!(!s.dirs.results_dir.join(RESULT_COPY).exists());
+        assert!(!s.job.results_dir().join(RESULT_COPY).exists());
     }
 
     #[test]
     fn a_missing_script_is_a_clear_error() {
         let mut s = setup("exit 0");
-        s.settings.script = s.dir.path().join("nowhere.sh");
-        let err = run(&s).unwrap_err();
+        let nowhere = s.dir.path().join("nowhere.sh");
+        s.job
+            .config_mut()
+            .insert("shell_script".into(), json!(nowhere));
+        let err = run(&s).outcome.unwrap_err();
         assert!(
             err.to_string().contains("nowhere.sh does not exist"),
             "{err}"
         );
-    }
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-            .args([
-                "-c",
-                "init.defaultBranch=master",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// An upstream `<dir>/upstream/openstack/nova` with `refs/zuul/master/Zabc`.
@@ -756,30 +727,31 @@ mod tests {
     fn a_zuul_change_is_checked_out_first() {
         let mut s = setup("cat \"$1/setup.py\"; git -C \"$1\" rev-parse HEAD");
         let (url, sha) = upstream(&s);
-        for (k, v) in [
-            ("ZUUL_URL", url.as_str()),
-            ("ZUUL_PROJECT", "openstack/nova"),
-            ("ZUUL_REF", "refs/zuul/master/Zabc"),
-        ] {
-            s.job.parameters.insert(k.into(), v.into());
-        }
-        let outcome = run(&s).unwrap();
+        set_params(
+            &mut s,
+            &[
+                ("ZUUL_URL", url.as_str()),
+                ("ZUUL_PROJECT", "openstack/nova"),
+                ("ZUUL_REF", "refs/zuul/master/Zabc"),
+            ],
+        );
+        let outcome = outcome_of(&s);
         assert_eq!(outcome.result, "SUCCESS");
         assert_eq!(outcome.details["commit"], sha);
         assert_eq!(outcome.details["logs"], json!([GIT_LOG, SCRIPT_LOG]));
-        let output: Vec<String> = log_texts(&s.dirs.results_dir.join(SCRIPT_LOG))
+        let output: Vec<String> = log_texts(&s.job.results_dir().join(SCRIPT_LOG))
             .into_iter()
             .filter(|(tag, _)| tag == "output")
             .map(|(_, t)| t)
             .collect();
         assert_eq!(output, ["print('nova')", sha.as_str()]);
         assert!(s
-            .dirs
-            .working_dir
+            .job
+            .working_dir()
             .join("git/openstack/nova/setup.py")
             .is_file());
         assert!(s.dir.path().join("cache/openstack/nova.git").is_dir());
-        assert!(log_texts(&s.dirs.results_dir.join(GIT_LOG))
+        assert!(log_texts(&s.job.results_dir().join(GIT_LOG))
             .iter()
             .any(|(_, t)| t.starts_with("checked out")));
     }
@@ -788,18 +760,16 @@ mod tests {
     fn a_missing_zuul_ref_fails_the_job_without_running_the_script() {
         let mut s = setup("touch \"$TH_WORKING_DIR/ran\"");
         let (url, _) = upstream(&s);
-        for (k, v) in [
-            ("ZUUL_URL", url.as_str()),
-            ("ZUUL_PROJECT", "openstack/nova"),
-            ("ZUUL_REF", "refs/zuul/master/Zmissing"),
-        ] {
-            s.job.parameters.insert(k.into(), v.into());
-        }
-        let progress = RefCell::new(Vec::new());
-        let outcome = run_job(&s.settings, &s.job, &s.dirs, &NeverCancelled, &|n, d| {
-            progress.borrow_mut().push((n, d))
-        })
-        .unwrap();
+        set_params(
+            &mut s,
+            &[
+                ("ZUUL_URL", url.as_str()),
+                ("ZUUL_PROJECT", "openstack/nova"),
+                ("ZUUL_REF", "refs/zuul/master/Zmissing"),
+            ],
+        );
+        let report = run(&s);
+        let outcome = report.outcome.unwrap();
         assert_eq!(
             outcome.result,
             format!(
@@ -808,13 +778,11 @@ mod tests {
                  remote ref refs/zuul/master/Zmissing"
             )
         );
-        assert_eq!(progress.into_inner(), [(3, 3)]);
-        assert!(!s.dirs.working_dir.join("ran").exists());
+        assert_eq!(report.progress, [(3, 3)]);
+        assert!(!s.job.working_dir().join("ran").exists());
 
-        s.job
-            .parameters
-            .insert("ZUUL_PROJECT".into(), "../../etc".into());
-        let outcome = run(&s).unwrap();
+        set_params(&mut s, &[("ZUUL_PROJECT", "../../etc")]);
+        let outcome = outcome_of(&s);
         assert!(
             outcome
                 .result
@@ -828,18 +796,18 @@ mod tests {
     fn a_job_cancelled_during_the_checkout_is_aborted() {
         let mut s = setup("touch \"$TH_WORKING_DIR/ran\"");
         let (url, _) = upstream(&s);
-        for (k, v) in [
-            ("ZUUL_URL", url.as_str()),
-            ("ZUUL_PROJECT", "openstack/nova"),
-            ("ZUUL_REF", "refs/zuul/master/Zabc"),
-        ] {
-            s.job.parameters.insert(k.into(), v.into());
-        }
-        let flag = CancelFlag::new();
-        flag.cancel();
-        let outcome = run_job(&s.settings, &s.job, &s.dirs, &flag, &|_, _| {}).unwrap();
+        set_params(
+            &mut s,
+            &[
+                ("ZUUL_URL", url.as_str()),
+                ("ZUUL_PROJECT", "openstack/nova"),
+                ("ZUUL_REF", "refs/zuul/master/Zabc"),
+            ],
+        );
+        s.job.canceller().cancel();
+        let outcome = outcome_of(&s);
         assert_eq!(outcome.result, "ABORTED");
-        assert!(!s.dirs.working_dir.join("ran").exists());
+        assert!(!s.job.working_dir().join("ran").exists());
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! Support for the end-to-end tests of the plugin: they drive the real daemon binary
-//! (`turbo-hipster -c <config> run-job …`) with the real plugin, real git repositories made
-//! here, and real database servers (SQLite files, MariaDB on 127.0.0.1:3306 as root with an
-//! empty password, PostgreSQL on 127.0.0.1:5432 as postgres with trust authentication, as
-//! `scripts/setup-test-env.sh` prepares them).
+//! The gate plugin's end-to-end world: the real daemon binary (`turbo-hipster -c <config>
+//! run-job …`) with the real plugin, real git repositories made here, and real database
+//! servers (SQLite files, MariaDB on 127.0.0.1:3306 as root with an empty password, PostgreSQL
+//! on 127.0.0.1:5432 as postgres with trust authentication, as `scripts/setup-test-env.sh`
+//! prepares them). Used by the plugin's own tests (`plugins/gate_real_db_upgrade/tests`).
 //!
-//! After every job the tests check that the seeds are byte-identical to what they were and
-//! that no database of the job is left behind.
-#![allow(clippy::unwrap_used, dead_code)]
+//! After every job a [`World`] checks that the seeds are byte-identical to what they were and
+//! that no SQLite run database is left behind; [`assert_no_databases`] does the same for a
+//! server's databases.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,51 +19,11 @@ use gate_real_db_upgrade::dataset_run::database_prefix;
 use gate_real_db_upgrade::engine::Server;
 use serde_json::{json, Value};
 
-/// The workspace root.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use crate::{built, git, root, test_venv_dir};
 
 /// The shipped example (`etc/example`).
 pub fn example() -> PathBuf {
     root().join("etc/example")
-}
-
-/// The daemon and the plugin, built once per test process.
-pub struct Built {
-    /// `target/debug/turbo-hipster`.
-    pub daemon: PathBuf,
-    /// `target/debug/libgate_real_db_upgrade.so`.
-    pub plugin: PathBuf,
-}
-
-/// Builds the daemon and the plugin (debug) once per test process.
-pub fn built() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "-p", "turbo-hipster", "-p", "gate_real_db_upgrade"])
-            .current_dir(root())
-            .output()
-            .expect("cannot run cargo");
-        assert!(
-            out.status.success(),
-            "cargo build -p turbo-hipster -p gate_real_db_upgrade failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"))
-            .join("debug");
-        Built {
-            daemon: target.join("turbo-hipster"),
-            plugin: target.join("libgate_real_db_upgrade.so"),
-        }
-    })
 }
 
 /// A fresh 32-hex-digit id (a Zuul UUID), different for every call.
@@ -83,9 +43,6 @@ pub fn uuid() -> String {
         nanos as u64
     )
 }
-
-/// Runs git in `dir` with a fixed identity, panicking on failure; returns its trimmed stdout.
-pub use turbo_hipster_tests::git;
 
 /// Writes `files` (path relative to `dir`, content) into `dir`.
 pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
@@ -193,7 +150,6 @@ pub struct World {
 impl World {
     /// A world whose job config is `build:gate-real-db-upgrade` with `job` merged in.
     pub fn new(job: Value) -> Self {
-        let built = built();
         let tmp = tempfile::Builder::new()
             .prefix("th-e2e-")
             .tempdir()
@@ -201,7 +157,11 @@ impl World {
         let root = tmp.path().to_path_buf();
         let plugin_dir = root.join("plugins/gate_real_db_upgrade");
         std::fs::create_dir_all(&plugin_dir).unwrap();
-        std::fs::copy(&built.plugin, plugin_dir.join("libtask.so")).unwrap();
+        std::fs::copy(
+            built().plugin("gate_real_db_upgrade"),
+            plugin_dir.join("libtask.so"),
+        )
+        .unwrap();
         let datasets = root.join("datasets");
         let upstream = root.join("upstream");
         std::fs::create_dir_all(&datasets).unwrap();
@@ -421,6 +381,78 @@ impl World {
     }
 }
 
+/// An alembic `env.py` as OpenStack projects have it: online migrations only, one transaction
+/// per migration.
+pub const ALEMBIC_ENV_PY: &str = r#"from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name)
+
+
+def run_migrations_online():
+    connectable = engine_from_config(
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+    with connectable.connect() as connection:
+        context.configure(connection=connection, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline mode is not used here")
+run_migrations_online()
+"#;
+
+/// A dataset's `alembic.ini.tmpl` (scripts in `{checkout}/alembic`, `sqlalchemy.url =
+/// {db_url}`, alembic's own log lines at INFO on stderr), with `options` (lines) added to its
+/// `[alembic]` section.
+pub fn alembic_ini(options: &str) -> String {
+    format!("[alembic]\nscript_location = {{checkout}}/alembic\n{options}{ALEMBIC_INI_REST}")
+}
+
+const ALEMBIC_INI_REST: &str = r"sqlalchemy.url = {db_url}
+
+[loggers]
+keys = root,sqlalchemy,alembic
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+qualname =
+
+[logger_sqlalchemy]
+level = WARN
+handlers =
+qualname = sqlalchemy.engine
+
+[logger_alembic]
+level = INFO
+handlers =
+qualname = alembic
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(levelname)-5.5s [%(name)s] %(message)s
+";
+
 /// The server of `engine` the tests use (defaults: root@127.0.0.1:3306, postgres@127.0.0.1:5432).
 pub fn server(engine: Engine) -> Server {
     Server::new(engine, Connection::default(), std::env::temp_dir())
@@ -450,12 +482,7 @@ pub fn assert_no_databases(engine: Engine, database: &str, uuid: &str) {
 /// The test venv with alembic, SQLAlchemy, PyMySQL and psycopg2 (made by
 /// `scripts/setup-test-env.sh`); panics with instructions when it is missing.
 pub fn venv() -> PathBuf {
-    let venv = std::env::var_os("TH_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/turbo-hipster/test-venv")
-        });
+    let venv = test_venv_dir();
     let alembic = venv.join("bin/alembic");
     assert!(
         alembic.is_file(),
@@ -537,32 +564,4 @@ fn reachable_by_all(venv: &Path) -> PathBuf {
         copy
     })
     .clone()
-}
-
-/// `psql` as `postgres` on 127.0.0.1 in database `db`: the output of `sql`, trimmed (one
-/// value with `-At`). Panics, naming the statement, if psql fails.
-pub fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
