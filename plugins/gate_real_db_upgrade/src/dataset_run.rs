@@ -267,6 +267,18 @@ struct Phase {
     /// The first line of the tool's output (or the server's message in the SQL-files mode)
     /// that speaks of a lost server or a full disk.
     unavailable_hint: Option<String>,
+    /// The tool could not be started for a reason of the worker's set-up (containment):
+    /// not the change's fault.
+    setup_fault: Option<String>,
+}
+
+/// Why the migration tool did not start.
+#[derive(Debug)]
+enum NotStarted {
+    /// The phase's result line (the dataset's configuration or the time limit).
+    Line(String),
+    /// The worker's set-up stops it (containment): not the change's fault.
+    SetUp(String),
 }
 
 /// Why a dataset's run ended before its last step, or how its last step (the version
@@ -589,6 +601,7 @@ impl Run<'_, '_> {
             self.note(&why);
             Stop::Failed(messages::failure(&why))
         })?;
+        self.check_programs()?;
         if ds.engine == Engine::Sqlite {
             fs::create_dir_all(&self.spec.sqlite_dir).map_err(|e| {
                 Stop::Failed(messages::failure(format!(
@@ -596,6 +609,41 @@ impl Run<'_, '_> {
                     self.spec.sqlite_dir.display()
                 )))
             })?;
+        }
+        Ok(())
+    }
+
+    /// Before the seed is loaded (minutes, for a big one): whether the contained user can run
+    /// the programs the dataset names by absolute path (the tool, the heads command). One it
+    /// cannot run (a venv whose python links into `/root`) is the worker's set-up, not the
+    /// change's fault. Programs in the checkout are checked when they start.
+    fn check_programs(&self) -> Result<(), Stop> {
+        let ds = self.job.dataset;
+        let tool = match &ds.migration {
+            Migration::Tool { argv, .. } => argv.first(),
+            Migration::SqlFiles { .. } => None,
+        };
+        let heads = match &ds.expected_version {
+            ExpectedVersion::Command(argv) => argv.first(),
+            _ => None,
+        };
+        let fixed: Vec<&String> = [tool, heads]
+            .into_iter()
+            .flatten()
+            .filter(|p| p.starts_with('/') && !p.contains('{'))
+            .collect();
+        if fixed.is_empty() {
+            return Ok(());
+        }
+        let fault = |e: ContainError| {
+            self.note(&e.to_string());
+            Stop::Infrastructure(e.to_string())
+        };
+        let contained = self.job.settings.containment.prepare().map_err(fault)?;
+        for program in fixed {
+            contained
+                .check_executable(Path::new(program))
+                .map_err(fault)?;
         }
         Ok(())
     }
@@ -852,6 +900,9 @@ impl Run<'_, '_> {
         if phase.cancelled || phase.lines.is_empty() {
             return None;
         }
+        if let Some(fault) = &phase.setup_fault {
+            return Some(fault.clone());
+        }
         if let Some(hint) = &phase.unavailable_hint {
             if crate::engine::unavailable_kind(hint) == Some("disk full") {
                 self.note(&format!("the migration failed on a full disk: {hint}"));
@@ -1035,12 +1086,20 @@ impl Run<'_, '_> {
         let placeholders = self.placeholders(checkout);
         let started = self
             .render_templates(&placeholders, templates)
+            .map_err(NotStarted::Line)
             .and_then(|()| self.start_tool(checkout, argv, env, &placeholders));
         let (cmd, program, args, remaining) = match started {
             Ok(ready) => ready,
-            Err(line) => {
+            Err(NotStarted::Line(line)) => {
                 return Phase {
                     lines: vec![line],
+                    ..Phase::default()
+                }
+            }
+            Err(NotStarted::SetUp(what)) => {
+                return Phase {
+                    lines: vec![messages::failure(&what)],
+                    setup_fault: Some(what),
                     ..Phase::default()
                 }
             }
@@ -1122,20 +1181,20 @@ impl Run<'_, '_> {
         argv: &[String],
         env: &BTreeMap<String, String>,
         placeholders: &Placeholders,
-    ) -> Result<(Command, String, Vec<String>, Duration), String> {
+    ) -> Result<(Command, String, Vec<String>, Duration), NotStarted> {
         let (program, args) = argv
             .split_first()
-            .ok_or_else(|| messages::EMPTY_ARGV.to_string())?;
+            .ok_or_else(|| NotStarted::Line(messages::EMPTY_ARGV.to_string()))?;
         let program = placeholders.render(program);
         let args: Vec<String> = args.iter().map(|a| placeholders.render(a)).collect();
         let contained = self.contain(checkout, &program).map_err(|e| {
             self.note(&e.to_string());
-            messages::failure(&e)
+            NotStarted::SetUp(e.to_string())
         })?;
         let cmd = self.tool_command(&program, &args, checkout, env, placeholders, &contained);
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(messages::timed_out(&seconds(self.timeout)));
+            return Err(NotStarted::Line(messages::timed_out(&seconds(self.timeout))));
         }
         Ok((cmd, program, args, remaining))
     }

@@ -845,3 +845,62 @@ fn the_tool_gets_only_allowed_parameters_and_runs_contained() {
         "{log}"
     );
 }
+
+/// A tool the contained user cannot run (a venv whose python lies behind a directory only
+/// root may enter: pyenv under /root) is the worker's set-up, not the change's fault: said
+/// before the seed is loaded, as an infrastructure result naming the directory.
+#[test]
+fn a_tool_the_contained_user_cannot_run_is_an_infrastructure_error_before_the_seed() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: containment switches users only under root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut world = World::new(json!({}));
+    world.project(
+        "shop/venv",
+        &[
+            ("tools/migrate.py", MIGRATE_PY),
+            ("versions/001_items.py", V1_ITEMS),
+        ],
+    );
+    // venv/bin/python3 → private/python3, private being root's alone.
+    let private = world.root.join("private");
+    let bin = world.root.join("venv/bin");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/sh", private.join("python3")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(private.join("python3"), bin.join("python3")).unwrap();
+    let tool = bin.join("migrate");
+    std::fs::write(
+        &tool,
+        format!("#!{}\necho never\n", bin.join("python3").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    world.dataset(
+        "shop_venv",
+        tool_dataset(
+            "shop/venv",
+            json!({"migration": {"tool": [tool.to_str().unwrap(), "{db_url}"]}}),
+        ),
+        &[("seed.sql", TOOL_SEED)],
+    );
+    let change = world.propose("shop/venv", &[("versions/002_price.py", V2_FAST)]);
+    let run = world.run("shop/venv", &change);
+    assert!(
+        run.result
+            .starts_with("ERROR - infrastructure: containment: nobody cannot reach"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.result.contains("its interpreter") && run.result.contains("private has mode 700"),
+        "{}",
+        run.describe()
+    );
+    let log = run.file("shop_venv.log");
+    assert!(!log.contains("created by"), "the seed was loaded first:\n{log}");
+    assert!(!log.contains("never"), "{log}");
+}
