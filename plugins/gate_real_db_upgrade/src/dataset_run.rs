@@ -1194,7 +1194,9 @@ impl Run<'_, '_> {
         let cmd = self.tool_command(&program, &args, checkout, env, placeholders, &contained);
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(NotStarted::Line(messages::timed_out(&seconds(self.timeout))));
+            return Err(NotStarted::Line(messages::timed_out(&seconds(
+                self.timeout,
+            ))));
         }
         Ok((cmd, program, args, remaining))
     }

@@ -901,6 +901,9 @@ fn a_tool_the_contained_user_cannot_run_is_an_infrastructure_error_before_the_se
         run.describe()
     );
     let log = run.file("shop_venv.log");
-    assert!(!log.contains("created by"), "the seed was loaded first:\n{log}");
+    assert!(
+        !log.contains("created by"),
+        "the seed was loaded first:\n{log}"
+    );
     assert!(!log.contains("never"), "{log}");
 }
