@@ -208,6 +208,7 @@ pub struct DbGuard<'a> {
     keep: bool,
     log: &'a LogFile,
     claim: Option<PathBuf>,
+    dropped: bool,
 }
 
 impl<'a> DbGuard<'a> {
@@ -219,6 +220,7 @@ impl<'a> DbGuard<'a> {
             keep,
             log,
             claim: None,
+            dropped: false,
         }
     }
 
@@ -227,6 +229,14 @@ impl<'a> DbGuard<'a> {
     pub fn with_claim(mut self, claim: Option<PathBuf>) -> Self {
         self.claim = claim;
         self
+    }
+
+    /// Forgets the database: it was never made on this server (a private server holds the
+    /// run's), so there is nothing to drop; the claim goes.
+    pub fn disarm(&mut self) {
+        self.release_claim();
+        self.claim = None;
+        self.dropped = true;
     }
 
     fn release_claim(&self) {
@@ -238,6 +248,9 @@ impl<'a> DbGuard<'a> {
 
 impl Drop for DbGuard<'_> {
     fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
         if self.keep {
             let _ = self.log.line(
                 NOTE,
@@ -512,7 +525,7 @@ impl Run<'_, '_> {
         };
         // A database of this name can only be a leftover of an earlier run of this very job.
         let _ = self.server.drop_database(self.db);
-        let _guard = DbGuard::new(
+        let mut guard = DbGuard::new(
             self.server,
             self.db,
             self.job.settings.keep_databases,
@@ -528,11 +541,15 @@ impl Run<'_, '_> {
             cancel: self.job.cancel,
             note: &note,
         };
-        match provider.provide(self.db) {
-            Ok(done) => {
+        let provided = match provider.provide(self.db) {
+            Ok(provided) => {
+                let done = &provided.done;
                 self.note(&format!(
                     "database {} created by {}{} in {:.3} s",
-                    self.db,
+                    provided
+                        .private
+                        .as_ref()
+                        .map_or(self.db, |p| p.database.as_str()),
                     done.method,
                     done.golden
                         .as_deref()
@@ -540,7 +557,8 @@ impl Run<'_, '_> {
                         .unwrap_or_default(),
                     done.seconds
                 ));
-                summary.provisioning = Some(done);
+                summary.provisioning = Some(done.clone());
+                provided
             }
             Err(_) if self.job.cancel.is_cancelled() => {
                 self.note("cancelled while loading the seed");
@@ -566,7 +584,37 @@ impl Run<'_, '_> {
                 );
                 return;
             }
+        };
+        // --- MariaDB's private server (crate::provisioning::mariadb): the run goes there.
+        if let Some(mut private) = provided.private {
+            guard.disarm();
+            if self.job.settings.keep_databases {
+                private.server.keep_files();
+                self.note(&format!(
+                    "keeping the private server's files in {} (keep_databases)",
+                    private.server.dir().display()
+                ));
+            }
+            let server = private.server.server();
+            summary.database.clone_from(&private.database);
+            let run = Run {
+                db: &private.database,
+                server: &server,
+                spec: self.spec.clone(),
+                work_dir: self.work_dir.clone(),
+                ..*self
+            };
+            run.migrate(summary, out);
+            // `private` goes here: its server ends and its files are removed.
+            return;
         }
+        // ---
+        self.migrate(summary, out);
+    }
+
+    /// The migrations on the run's database, then the final version check.
+    fn migrate(&self, summary: &mut DatasetSummary, out: &mut Executed) {
+        let ds = self.job.dataset;
         (self.job.tick)();
         if let Err(e) = fs::create_dir_all(&self.work_dir) {
             let what = format!("cannot create {}: {e}", self.work_dir.display());

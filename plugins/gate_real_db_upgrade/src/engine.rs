@@ -17,6 +17,7 @@ mod client;
 mod golden;
 mod mysql;
 mod postgres;
+mod private_server;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
 pub use golden::GoldenState;
+pub use private_server::{version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES};
 
 use crate::dataset::{Connection, Engine, Seed, SeedFormat};
 

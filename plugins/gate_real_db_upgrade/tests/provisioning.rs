@@ -246,10 +246,10 @@ fn postgresql_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
     let f = Fixture::new(Engine::PostgreSql, 100, "clone");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
-    let old = f.provider(&note).provide(&f.db(1)).unwrap().golden.unwrap();
+    let old = f.provider(&note).provide(&f.db(1)).unwrap().golden.clone().unwrap();
     f.server.drop_database(&f.db(1)).unwrap();
     std::fs::write(&f.dataset.seed.path, seed_sql(Engine::PostgreSql, 150, "b")).unwrap();
-    let new = f.provider(&note).provide(&f.db(2)).unwrap().golden.unwrap();
+    let new = f.provider(&note).provide(&f.db(2)).unwrap().golden.clone().unwrap();
     assert_ne!(old, new);
     assert_eq!(
         f.goldens(),
@@ -362,7 +362,7 @@ fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
         ["reflink", "copy"].contains(&first.method.as_str()),
         "{first:?}"
     );
-    let golden = first.golden.unwrap();
+    let golden = first.golden.clone().unwrap();
     let golden_path = f.state.join("sqlite").join(format!("{golden}.sqlite"));
     let before = hash_file(&golden_path).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
@@ -391,7 +391,7 @@ fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
     // A new seed: rebuilt, the stale file removed.
     std::fs::write(&f.dataset.seed.path, seed_sql(Engine::Sqlite, 5, "b")).unwrap();
     let third = f.provider(&note).provide(&f.db(3)).unwrap();
-    assert_eq!(f.goldens(), vec![third.golden.unwrap()]);
+    assert_eq!(f.goldens(), vec![third.golden.clone().unwrap()]);
     assert!(!golden_path.exists());
 }
 
@@ -400,7 +400,7 @@ fn reload_when_asked_or_when_there_is_no_fast_path() {
     let f = Fixture::new(Engine::PostgreSql, 10, "reload");
     let note = |_: &str| {};
     let done = f.provider(&note).provide(&f.db(1)).unwrap();
-    assert_eq!((done.method.as_str(), done.golden), ("reload", None));
+    assert_eq!((done.method.as_str(), done.golden.clone()), ("reload", None));
     assert!(f.goldens().is_empty());
     // auto without a state dir reloads too.
     let f = Fixture::new(Engine::PostgreSql, 10, "auto");

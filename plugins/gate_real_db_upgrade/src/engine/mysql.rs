@@ -273,6 +273,33 @@ pub(super) async fn execute(ep: &Endpoint, name: &str, sql: &str) -> Result<(), 
     result.map(drop).map_err(|e| classify(ep, &e))
 }
 
+/// `VERSION()` and those of the global variables `names` the server has.
+pub(super) async fn version_and_variables(
+    ep: &Endpoint,
+    names: &[&str],
+) -> Result<(String, BTreeMap<String, String>), EngineError> {
+    let mut conn = connect(ep, None).await?;
+    let version = sqlx::raw_sql("SELECT VERSION()").fetch_one(&mut conn).await;
+    let list = names
+        .iter()
+        .map(|n| format!("'{}'", n.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::raw_sql(&format!(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ({list})"
+    ))
+    .fetch_all(&mut conn)
+    .await;
+    close(conn).await;
+    let version = version.map_err(|e| classify(ep, &e))?;
+    let rows = rows.map_err(|e| classify(ep, &e))?;
+    let variables = rows
+        .iter()
+        .filter_map(|row| Some((text(row, 0)?, text(row, 1)?)))
+        .collect();
+    Ok((text(&version, 0).unwrap_or_default(), variables))
+}
+
 /// `SHOW DATABASES`.
 pub(super) async fn databases(ep: &Endpoint) -> Result<Vec<String>, EngineError> {
     let mut conn = connect(ep, None).await?;
