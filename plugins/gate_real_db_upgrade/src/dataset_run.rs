@@ -533,9 +533,25 @@ impl Run<'_, '_> {
         )
         .with_claim(claim);
         let note = |text: &str| self.note(text);
+        let reload_to_keep;
+        let dataset = if self.job.settings.keep_databases
+            && ds.provisioning == crate::provisioning::Provisioning::Auto
+            && matches!(ds.engine, Engine::MariaDb | Engine::MySql)
+        {
+            // A private server's database would go with it: keep_databases keeps the run
+            // database on the configured server, so it is reloaded there.
+            self.note("provisioning: reloading the seed (keep_databases)");
+            reload_to_keep = crate::dataset::Dataset {
+                provisioning: crate::provisioning::Provisioning::Reload,
+                ..ds.clone()
+            };
+            &reload_to_keep
+        } else {
+            ds
+        };
         let provider = crate::provisioning::Provider {
             server: self.server,
-            dataset: ds,
+            dataset,
             state: self.job.golden,
             claims: self.job.claims,
             cancel: self.job.cancel,

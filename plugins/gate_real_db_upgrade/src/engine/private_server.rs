@@ -8,8 +8,10 @@
 //! - The configured user and password are (re)made by an `--init-file` at every start, with
 //!   every privilege: the migration tool connects to the private server exactly as it would
 //!   to the configured one. The file is 0600, in the instance directory, outside the datadir.
-//! - The process gets `PR_SET_PDEATHSIG` (SIGKILL when the thread that started it ends: a
-//!   killed worker takes its servers along) and its own process group. Dropping a
+//! - The process gets `PR_SET_PDEATHSIG` (SIGKILL: a killed worker takes its servers along)
+//!   and its own process group. The signal fires when the *thread* that forked ends, so
+//!   servers are forked by one spawner thread that lives as long as the process
+//!   ([`spawn`]): a server may outlive the run thread that asked for it. Dropping a
 //!   [`PrivateServer`] kills it (SIGKILL: the copy is thrown away, a clean shutdown would only
 //!   cost time) and removes its directory, on every path: success, failure, timeout, cancel.
 //!   A killed worker's instance (directory and, should it live, process) is found through
@@ -235,7 +237,7 @@ impl Instance<'_> {
         self.write_init_file()?;
         for attempt in 1..=PORT_TRIES {
             private.port = free_port()?;
-            let child = self.command(&private).spawn().map_err(|e| {
+            let child = spawn(self.command(&private)).map_err(|e| {
                 EngineError::Other(format!("cannot start {}: {e}", self.binaries.server.display()))
             })?;
             private.child = Some(child);
@@ -319,6 +321,38 @@ impl Instance<'_> {
             })
             .map_err(|e| EngineError::Other(format!("cannot write {}: {e}", path.display())))
     }
+}
+
+type SpawnRequest = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from the process-wide spawner thread (see the module docs).
+fn spawn(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<std::io::Result<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>>> =
+        OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("th-private-servers".into())
+            .spawn(move || {
+                for (mut cmd, reply) in incoming {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .map(|_| std::sync::Mutex::new(requests))
+    });
+    let sender = match spawner {
+        Ok(sender) => sender,
+        Err(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
+    };
+    let (reply, answer) = std::sync::mpsc::channel();
+    sender
+        .lock()
+        .map_err(|_| std::io::Error::other("the spawner thread's lock is poisoned"))?
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
 /// `<dir>/mariadbd.sock`, or one in the temporary directory when that path is too long.
