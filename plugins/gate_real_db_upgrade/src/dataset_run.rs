@@ -601,31 +601,54 @@ impl Run<'_, '_> {
                 return;
             }
         };
-        // --- MariaDB's private server (crate::provisioning::mariadb): the run goes there.
-        if let Some(mut private) = provided.private {
+        // MariaDB's private server (crate::provisioning::mariadb): the run goes there.
+        if let Some(private) = provided.private {
             guard.disarm();
-            if self.job.settings.keep_databases {
-                private.server.keep_files();
-                self.note(&format!(
-                    "keeping the private server's files in {} (keep_databases)",
-                    private.server.dir().display()
-                ));
-            }
-            let server = private.server.server();
-            summary.database.clone_from(&private.database);
-            let run = Run {
-                db: &private.database,
-                server: &server,
-                spec: self.spec.clone(),
-                work_dir: self.work_dir.clone(),
-                ..*self
-            };
-            run.migrate(summary, out);
-            // `private` goes here: its server ends and its files are removed.
+            self.migrate_on(private, summary, out);
             return;
         }
-        // ---
         self.migrate(summary, out);
+    }
+
+    /// [`Run::migrate`] on the private server `private`, which ends (its files removed unless
+    /// `keep_databases`) when the run does.
+    fn migrate_on(
+        &self,
+        mut private: crate::provisioning::PrivateRun,
+        summary: &mut DatasetSummary,
+        out: &mut Executed,
+    ) {
+        let keep = self.job.settings.keep_databases;
+        if keep {
+            private.server.keep_files();
+            self.note(&format!(
+                "keeping the private server's files in {} (keep_databases)",
+                private.server.dir().display()
+            ));
+        }
+        let spec = ServerSpec {
+            connection: private.server.connection(),
+            ..self.spec.clone()
+        };
+        let server = spec.server();
+        summary.database.clone_from(&private.database);
+        let run = Run {
+            db: &private.database,
+            server: &server,
+            spec,
+            work_dir: self.work_dir.clone(),
+            ..*self
+        };
+        run.migrate(summary, out);
+        let port = private.server.port();
+        drop(private);
+        if !keep {
+            self.note(&format!(
+                "dropped database {} with its private server (port {port}: stopped, files \
+                 removed)",
+                summary.database
+            ));
+        }
     }
 
     /// The migrations on the run's database, then the final version check.
