@@ -601,13 +601,20 @@ impl Run<'_, '_> {
                 return;
             }
         };
+        // Building (or waiting for) the shared golden copy does not count against the limit.
+        let run = Run {
+            deadline: self.deadline + Duration::from_secs_f64(provided.done.shared_seconds),
+            spec: self.spec.clone(),
+            work_dir: self.work_dir.clone(),
+            ..*self
+        };
         // MariaDB's private server (crate::provisioning::mariadb): the run goes there.
         if let Some(private) = provided.private {
             guard.disarm();
-            self.migrate_on(private, summary, out);
+            run.migrate_on(private, summary, out);
             return;
         }
-        self.migrate(summary, out);
+        run.migrate(summary, out);
     }
 
     /// [`Run::migrate`] on the private server `private`, which ends (its files removed unless

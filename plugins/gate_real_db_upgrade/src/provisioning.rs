@@ -105,6 +105,10 @@ pub struct Provisioned {
     /// The golden copy used, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub golden: Option<String>,
+    /// Of `seconds`, the time spent waiting for or building the golden copy: a cost shared
+    /// by every run of the dataset, not counted against this run's time limit.
+    #[serde(skip)]
+    pub shared_seconds: f64,
 }
 
 /// The state directory for `host`; `None` without a jobs dir.
@@ -131,8 +135,8 @@ impl std::ops::Deref for Provided {
 }
 
 /// What one way of making a database gave: the method, the golden copy used, the private
-/// server started.
-type Made = (&'static str, Option<String>, Option<PrivateRun>);
+/// server started, the time spent waiting for or building the shared golden copy.
+type Made = (&'static str, Option<String>, Option<PrivateRun>, Duration);
 
 /// The golden copy's name for dataset `dataset` and seed checksum `sum` (hex).
 pub fn golden_name(dataset: &str, sum: &str) -> String {
@@ -203,7 +207,7 @@ impl Provider<'_> {
     pub fn provide(&self, db: &str) -> Result<Provided, EngineError> {
         let started = Instant::now();
         let wanted = self.dataset.provisioning;
-        let (method, golden, private) = match (wanted, self.fast_state()) {
+        let (method, golden, private, shared) = match (wanted, self.fast_state()) {
             (Provisioning::Reload, _) => self.reload(db)?,
             (Provisioning::Clone, Err(why)) => return Err(EngineError::Other(why)),
             (Provisioning::Auto, Err(why)) => {
@@ -226,6 +230,7 @@ impl Provider<'_> {
                 method: method.to_string(),
                 seconds: started.elapsed().as_secs_f64(),
                 golden,
+                shared_seconds: shared.as_secs_f64(),
             },
             private,
         })
@@ -277,23 +282,26 @@ impl Provider<'_> {
     fn reload(&self, db: &str) -> Result<Made, EngineError> {
         self.server
             .create_from_seed_cancellable(db, &self.dataset.seed, self.cancel)?;
-        Ok(("reload", None, None))
+        Ok(("reload", None, None, Duration::ZERO))
     }
 
     /// The golden copy (built first if need be), then a copy of it as `db`.
     fn fast(&self, state: &Path, db: &str) -> Result<Made, EngineError> {
         let (golden, lock_path) = self.golden_and_lock(state)?;
+        let waiting = Instant::now();
         {
             let _held = self.lock(&lock_path, lock::Mode::Shared, &golden)?;
             if self.golden_ready(state, &golden)? {
+                let shared = waiting.elapsed();
                 let (method, private) = self.copy_golden(state, &golden, db)?;
-                return Ok((method, Some(golden), private));
+                return Ok((method, Some(golden), private, shared));
             }
         }
         let _held = self.lock(&lock_path, lock::Mode::Exclusive, &golden)?;
         self.ensure_golden(state, &golden)?;
+        let shared = waiting.elapsed();
         let (method, private) = self.copy_golden(state, &golden, db)?;
-        Ok((method, Some(golden), private))
+        Ok((method, Some(golden), private, shared))
     }
 
     /// The golden copy's name and its lock file, from the seed's (cached) checksum.

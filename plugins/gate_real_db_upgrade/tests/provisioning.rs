@@ -413,23 +413,23 @@ fn reload_when_asked_or_when_there_is_no_fast_path() {
 }
 
 #[test]
-fn clone_for_mariadb_is_a_config_error() {
+fn provisioning_values_are_checked_and_clone_is_accepted_for_every_engine() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = tmp.path().join("m");
     std::fs::create_dir_all(&ds).unwrap();
     std::fs::write(ds.join("seed.sql"), "").unwrap();
-    std::fs::write(
-        ds.join("config.json"),
-        json!({"project": "a/b", "engine": "mariadb", "seed_data": "seed.sql", "provisioning": "clone"}).to_string(),
-    )
-    .unwrap();
-    let errors = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap_err();
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("provisioning") && e.contains("not available for mariadb")),
-        "{errors:?}"
-    );
+    for engine in ["mariadb", "mysql", "postgresql", "sqlite"] {
+        std::fs::write(
+            ds.join("config.json"),
+            json!({"project": "a/b", "engine": engine, "seed_data": "seed.sql", "provisioning": "clone"}).to_string(),
+        )
+        .unwrap();
+        let loaded = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap();
+        assert_eq!(
+            loaded[0].provisioning,
+            gate_real_db_upgrade::provisioning::Provisioning::Clone
+        );
+    }
     std::fs::write(
         ds.join("config.json"),
         json!({"project": "a/b", "engine": "mariadb", "seed_data": "seed.sql", "provisioning": "fast"}).to_string(),
