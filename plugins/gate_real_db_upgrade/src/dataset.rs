@@ -363,6 +363,8 @@ pub struct Dataset {
     pub timeout: Option<Duration>,
     /// How a run's database is made (`provisioning`: golden copy and clone, or reload).
     pub provisioning: crate::provisioning::Provisioning,
+    /// Cold or warm caches when the first migration starts (`cache`).
+    pub cache: crate::provisioning::Cache,
 }
 
 impl Dataset {
@@ -773,6 +775,7 @@ const TOP_KEYS: &[&str] = &[
     KEY_ROWS_READ,
     "timeout",
     "provisioning",
+    "cache",
 ];
 
 fn parse_dataset(
@@ -1036,6 +1039,7 @@ fn parse_dataset(
     };
 
     let provisioning = parse_provisioning(c, obj.get("provisioning"), engine);
+    let cache = parse_cache(c, obj.get("cache"), engine);
 
     Some(Dataset {
         name: name.to_string(),
@@ -1056,7 +1060,31 @@ fn parse_dataset(
         limits,
         timeout,
         provisioning,
+        cache,
     })
+}
+
+/// `cache`: `cold` (default) or `warm` (MySQL/MariaDB only).
+fn parse_cache(c: &mut Checker, value: Option<&Value>, engine: Engine) -> crate::provisioning::Cache {
+    use crate::provisioning::Cache;
+    match value.map(|v| v.as_str().and_then(Cache::parse)) {
+        None => Cache::Cold,
+        Some(Some(Cache::Warm)) if !matches!(engine, Engine::MariaDb | Engine::MySql) => {
+            c.err(
+                "cache",
+                format!("\"warm\" is only available for MySQL/MariaDB, not {}", engine.name()),
+            );
+            Cache::Cold
+        }
+        Some(Some(cache)) => cache,
+        Some(None) => {
+            c.err(
+                "cache",
+                format!("must be one of {}", Cache::NAMES.join(", ")),
+            );
+            Cache::Cold
+        }
+    }
 }
 
 /// `provisioning`: `auto` (default), `clone` (only where the engine has a fast path) or

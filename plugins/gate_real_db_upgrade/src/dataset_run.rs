@@ -617,6 +617,23 @@ impl Run<'_, '_> {
         run.migrate(summary, out);
     }
 
+    /// `cache: warm`: every table and index read once before the first migration.
+    fn warm(&self, out: &mut Executed) {
+        let started = Instant::now();
+        match self.server.warm(self.db) {
+            Ok((tables, indexes)) => self.note(&format!(
+                "cache: warm: read {tables} tables and {indexes} secondary indexes once in {:.1} s",
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) => {
+                self.note(&format!("cache: warm: reading the tables failed: {e}"));
+                if let Some(what) = e.infrastructure() {
+                    out.infrastructure = Some(format!("warming the caches: {what}"));
+                }
+            }
+        }
+    }
+
     /// [`Run::migrate`] on the private server `private`, which ends (its files removed unless
     /// `keep_databases`) when the run does.
     fn migrate_on(
@@ -661,6 +678,12 @@ impl Run<'_, '_> {
     /// The migrations on the run's database, then the final version check.
     fn migrate(&self, summary: &mut DatasetSummary, out: &mut Executed) {
         let ds = self.job.dataset;
+        if ds.cache == crate::provisioning::Cache::Warm {
+            self.warm(out);
+            if out.infrastructure.is_some() {
+                return;
+            }
+        }
         (self.job.tick)();
         if let Err(e) = fs::create_dir_all(&self.work_dir) {
             let what = format!("cannot create {}: {e}", self.work_dir.display());

@@ -95,6 +95,32 @@ impl Provisioning {
     }
 }
 
+/// The `cache` dataset key: the state of the server's caches when the first migration starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cache {
+    /// As provisioning leaves them: on MariaDB's private server an empty buffer pool (what
+    /// the original measured after its restart of MySQL).
+    #[default]
+    Cold,
+    /// Every table and index of the run database read once before the first migration
+    /// (MySQL/MariaDB).
+    Warm,
+}
+
+impl Cache {
+    /// The key's values.
+    pub const NAMES: [&'static str; 2] = ["cold", "warm"];
+
+    /// From the key's value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "cold" => Some(Cache::Cold),
+            "warm" => Some(Cache::Warm),
+            _ => None,
+        }
+    }
+}
+
 /// How a run's database was made, for the log and `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Provisioned {

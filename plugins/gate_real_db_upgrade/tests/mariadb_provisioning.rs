@@ -373,3 +373,50 @@ fn mariadb_clone_without_a_local_server_says_why_and_auto_reloads_elsewhere() {
     assert!(done.private.is_none());
     g.server.drop_database(&g.db(1)).unwrap();
 }
+
+/// A private server starts with an empty buffer pool (`cache: cold`, the default: nothing is
+/// loaded from the golden copy's `ib_buffer_pool`); `cache: warm` reads every table and index.
+#[test]
+fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() {
+    use gate_real_db_upgrade::provisioning::Cache;
+    let f = Fixture::new(100_000, json!({"cache": "warm"}));
+    assert_eq!(f.dataset.cache, Cache::Warm);
+    let note = |_: &str| {};
+    let provided = f.provider(&note).provide(&f.db(1)).unwrap();
+    let private = provided.private.as_ref().unwrap();
+    let port = private.server.port();
+    let pages = || -> u64 {
+        query(
+            port,
+            "shop",
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_PAGES_DATA'",
+        )
+        .parse()
+        .unwrap()
+    };
+    let cold = pages();
+    assert_eq!(private.server.server().warm("shop").unwrap(), (1, 1));
+    let warm = pages();
+    // 100,000 rows and their index: well over 200 pages of 16 KB.
+    assert!(warm > cold + 200, "cold {cold} pages, warm {warm}");
+
+    // `warm` only where it is implemented; unknown values are refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tmp.path().join("p");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(ds.join("seed.sql"), "").unwrap();
+    for (engine, cache, error) in [
+        ("postgresql", "warm", "only available for MySQL/MariaDB"),
+        ("mariadb", "hot", "must be one of cold, warm"),
+    ] {
+        std::fs::write(
+            ds.join("config.json"),
+            json!({"project": "a/b", "engine": engine, "seed_data": "seed.sql", "cache": cache})
+                .to_string(),
+        )
+        .unwrap();
+        let errors = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("cache") && e.contains(error)), "{errors:?}");
+    }
+}
