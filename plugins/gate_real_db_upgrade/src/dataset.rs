@@ -1065,14 +1065,21 @@ fn parse_dataset(
 }
 
 /// `cache`: `cold` (default) or `warm` (MySQL/MariaDB only).
-fn parse_cache(c: &mut Checker, value: Option<&Value>, engine: Engine) -> crate::provisioning::Cache {
+fn parse_cache(
+    c: &mut Checker,
+    value: Option<&Value>,
+    engine: Engine,
+) -> crate::provisioning::Cache {
     use crate::provisioning::Cache;
     match value.map(|v| v.as_str().and_then(Cache::parse)) {
         None => Cache::Cold,
         Some(Some(Cache::Warm)) if !matches!(engine, Engine::MariaDb | Engine::MySql) => {
             c.err(
                 "cache",
-                format!("\"warm\" is only available for MySQL/MariaDB, not {}", engine.name()),
+                format!(
+                    "\"warm\" is only available for MySQL/MariaDB, not {}",
+                    engine.name()
+                ),
             );
             Cache::Cold
         }

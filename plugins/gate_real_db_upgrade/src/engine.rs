@@ -30,7 +30,9 @@ use std::time::Duration;
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
 pub use golden::GoldenState;
-pub use private_server::{version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES};
+pub use private_server::{
+    version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES,
+};
 
 use crate::dataset::{Connection, Engine, Seed, SeedFormat};
 

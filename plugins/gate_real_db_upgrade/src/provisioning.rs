@@ -693,8 +693,14 @@ mod tests {
         crate::engine::check_database_name(&format!("{long}_b{:07}", build_number())).unwrap();
         let prefix = golden_prefix("nova");
         let kind = |name| golden_kind(&prefix, name);
-        assert_eq!(kind("th_golden_nova_0123456789ab"), Some(GoldenName::Sealed));
-        assert_eq!(kind("th_golden_nova_0123456789ab_b123"), Some(GoldenName::Build));
+        assert_eq!(
+            kind("th_golden_nova_0123456789ab"),
+            Some(GoldenName::Sealed)
+        );
+        assert_eq!(
+            kind("th_golden_nova_0123456789ab_b123"),
+            Some(GoldenName::Build)
+        );
         // Another dataset whose name starts the same is not ours.
         assert_eq!(kind("th_golden_nova_cells_0123456789ab"), None);
         assert_eq!(kind("th_golden_nova_0123456789ab_x"), None);

@@ -359,10 +359,18 @@ fn mariadb_reload_versus_private_server() {
     let scratch = format!("{tag}_gen");
     let _cleanup = DropMariaDb(vec![scratch.clone(), format!("{tag}_r")]);
     mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
-    mariadb(&[&scratch], &mariadb_generate(&scratch, rows_for(size_mb())));
+    mariadb(
+        &[&scratch],
+        &mariadb_generate(&scratch, rows_for(size_mb())),
+    );
     let seed = seed_path(tmp.path(), &tag);
     let dumped = Command::new("mariadb-dump")
-        .args(["-h127.0.0.1", "-uroot", "--single-transaction", "--result-file"])
+        .args([
+            "-h127.0.0.1",
+            "-uroot",
+            "--single-transaction",
+            "--result-file",
+        ])
         .arg(&seed)
         .arg(&scratch)
         .status()
@@ -378,7 +386,10 @@ fn mariadb_reload_versus_private_server() {
     let reloaded = mariadb(&[&format!("{tag}_r")], content);
     let copied = mariadb(&["-P", &port, &private.database], content);
     assert_eq!(reloaded, copied, "reload and private server differ");
-    assert!(reloaded.starts_with(&format!("{}:", rows_for(size_mb()))), "{reloaded}");
+    assert!(
+        reloaded.starts_with(&format!("{}:", rows_for(size_mb()))),
+        "{reloaded}"
+    );
     let ratio = report("MariaDB", mb, &timed);
     assert_eq!(timed.clone.method, "private");
     if assert_targets() {

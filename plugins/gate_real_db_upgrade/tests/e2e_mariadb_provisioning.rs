@@ -127,9 +127,19 @@ fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
     let broken = "DELETE FROM orders;\nALTER TABLE no_such_table ADD COLUMN x INTEGER;\n";
     let change = world.propose("example/shop", &[("migrations/004_broken.sql", broken)]);
     let failed = world.run("example/shop", &change);
-    assert!(failed.result.starts_with("FAILURE"), "{}", failed.describe());
-    assert!(!failed.file("example.log").contains("building the golden copy"));
-    assert_eq!(golden.fingerprint(), before, "a failing run changed the golden copy");
+    assert!(
+        failed.result.starts_with("FAILURE"),
+        "{}",
+        failed.describe()
+    );
+    assert!(!failed
+        .file("example.log")
+        .contains("building the golden copy"));
+    assert_eq!(
+        golden.fingerprint(),
+        before,
+        "a failing run changed the golden copy"
+    );
     assert_eq!(golden.instances(), 0);
 
     // 3. Stopped (SIGINT: the job is cancelled) while its migration sleeps.
@@ -140,16 +150,27 @@ fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let stopped = world.finish(child);
     assert_eq!(stopped.result, "ABORTED", "{}", stopped.describe());
-    assert_eq!(golden.fingerprint(), before, "a stopped run changed the golden copy");
+    assert_eq!(
+        golden.fingerprint(),
+        before,
+        "a stopped run changed the golden copy"
+    );
     assert_eq!(golden.instances(), 0);
-    assert!(private_ports(&world.root).is_empty(), "a private server still runs");
+    assert!(
+        private_ports(&world.root).is_empty(),
+        "a private server still runs"
+    );
 
     // 4. Killed (SIGKILL) while its migration sleeps: its instance stays until the next start.
     let (mut child, _, _) = world.spawn("example/shop", &change, &[]);
     wait_for_sleep(&world.root, &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(golden.fingerprint(), before, "a killed run changed the golden copy");
+    assert_eq!(
+        golden.fingerprint(),
+        before,
+        "a killed run changed the golden copy"
+    );
     assert_eq!(golden.instances(), 1, "the killed run's instance");
 
     // 5. Timed out; this run-job's start also removed the killed run's instance.
@@ -161,13 +182,20 @@ fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
         "{}",
         timed_out.describe()
     );
-    assert!(timed_out.file("example.log").contains("timed out after 3 s"));
-    assert_eq!(golden.fingerprint(), before, "a timed-out run changed the golden copy");
+    assert!(timed_out
+        .file("example.log")
+        .contains("timed out after 3 s"));
+    assert_eq!(
+        golden.fingerprint(),
+        before,
+        "a timed-out run changed the golden copy"
+    );
     assert_eq!(golden.instances(), 0, "instances left");
-    assert!(private_ports(&world.root).is_empty(), "a private server still runs");
-    let claims = world
-        .root
-        .join("jobs/.gate_real_db_upgrade-servers");
+    assert!(
+        private_ports(&world.root).is_empty(),
+        "a private server still runs"
+    );
+    let claims = world.root.join("jobs/.gate_real_db_upgrade-servers");
     assert_eq!(
         std::fs::read_dir(&claims).map(|d| d.count()).unwrap_or(0),
         0,

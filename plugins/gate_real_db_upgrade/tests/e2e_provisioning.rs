@@ -185,7 +185,11 @@ fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
     let stopped = world.finish(child);
     assert_eq!(stopped.result, "ABORTED", "{}", stopped.describe());
     assert_no_databases(Engine::PostgreSql, "example_shop", &stopped.uuid);
-    assert_eq!(golden_content(&golden), before, "a stopped run changed the golden copy");
+    assert_eq!(
+        golden_content(&golden),
+        before,
+        "a stopped run changed the golden copy"
+    );
 
     // Timed out in the same migration.
     let path = dir.join("config.json");
@@ -200,9 +204,15 @@ fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
         "{}",
         timed_out.describe()
     );
-    assert!(timed_out.file(&format!("{name}.log")).contains("timed out after 3 s"));
+    assert!(timed_out
+        .file(&format!("{name}.log"))
+        .contains("timed out after 3 s"));
     assert_no_databases(Engine::PostgreSql, "example_shop", &timed_out.uuid);
-    assert_eq!(golden_content(&golden), before, "a timed-out run changed the golden copy");
+    assert_eq!(
+        golden_content(&golden),
+        before,
+        "a timed-out run changed the golden copy"
+    );
 }
 
 /// `turbo-hipster -c <world config> prepare-datasets <args>`: exit status and stdout.

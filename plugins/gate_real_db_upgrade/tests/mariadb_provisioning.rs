@@ -102,7 +102,9 @@ impl Fixture {
         let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         (
             count(&self.state.join(mariadb::RUNS_DIR)),
-            count(&gate_real_db_upgrade::leftovers::instances_dir(&self.claims)),
+            count(&gate_real_db_upgrade::leftovers::instances_dir(
+                &self.claims,
+            )),
         )
     }
 }
@@ -188,7 +190,10 @@ fn mariadb_golden_datadir_is_built_once_and_never_changed_by_a_run() {
     // The run's server is its own: not the configured one, and its counters start at zero.
     assert_ne!(run1.server.port(), 3306);
     assert!(
-        f.server.databases_with_prefix(&f.dataset.name).unwrap().is_empty(),
+        f.server
+            .databases_with_prefix(&f.dataset.name)
+            .unwrap()
+            .is_empty(),
         "a database was made on the configured server"
     );
 
@@ -237,7 +242,12 @@ fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
             query(private.server.port(), &private.database, CONTENT)
         })
         .collect();
-    assert_eq!(notes.count("building the golden copy"), 1, "{:?}", notes.all());
+    assert_eq!(
+        notes.count("building the golden copy"),
+        1,
+        "{:?}",
+        notes.all()
+    );
     assert_eq!(contents[0], contents[1]);
     assert!(contents[0].starts_with("20000:"), "{}", contents[0]);
     drop(results);
@@ -248,7 +258,13 @@ fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
 fn mariadb_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
     let f = Fixture::new(500, json!({}));
     let note = |_: &str| {};
-    let old = f.provider(&note).provide(&f.db(1)).unwrap().golden.clone().unwrap();
+    let old = f
+        .provider(&note)
+        .provide(&f.db(1))
+        .unwrap()
+        .golden
+        .clone()
+        .unwrap();
     std::fs::write(&f.seed, seed_sql(700, "b")).unwrap();
     let new = f.provider(&note).provide(&f.db(2)).unwrap();
     let golden = new.golden.clone().unwrap();
@@ -273,7 +289,10 @@ fn mariadb_a_cancelled_build_leaves_no_directory_claim_or_process() {
         // Until the build's server runs (its claim names its process), then a little more.
         let started = std::time::Instant::now();
         while !claimed_process(&f) {
-            assert!(started.elapsed().as_secs() < 60, "the build never started its server");
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "the build never started its server"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -288,9 +307,11 @@ fn mariadb_a_cancelled_build_leaves_no_directory_claim_or_process() {
 /// Whether a private server instance claim names a running process.
 fn claimed_process(f: &Fixture) -> bool {
     let dir = gate_real_db_upgrade::leftovers::instances_dir(&f.claims);
-    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-        std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"process\":{"))
-    })
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"process\":{")))
 }
 
 /// A run killed with its private server running: the next start (`remove_orphaned_instances`)
@@ -310,12 +331,19 @@ fn mariadb_a_killed_runs_private_server_is_removed_at_the_next_start() {
         .unwrap();
     let started = std::time::Instant::now();
     while !claimed_process(&f) {
-        assert!(started.elapsed().as_secs() < 60, "the child's server never started");
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the child's server never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(f.leftovers(), (1, 1), "the killed run's instance and claim are there");
+    assert_eq!(
+        f.leftovers(),
+        (1, 1),
+        "the killed run's instance and claim are there"
+    );
     let removed = gate_real_db_upgrade::leftovers::remove_orphaned_instances(&f.claims);
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert_eq!(f.leftovers(), (0, 0));
@@ -417,6 +445,11 @@ fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() 
         )
         .unwrap();
         let errors = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap_err();
-        assert!(errors.iter().any(|e| e.contains("cache") && e.contains(error)), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("cache") && e.contains(error)),
+            "{errors:?}"
+        );
     }
 }

@@ -246,10 +246,22 @@ fn postgresql_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
     let f = Fixture::new(Engine::PostgreSql, 100, "clone");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
-    let old = f.provider(&note).provide(&f.db(1)).unwrap().golden.clone().unwrap();
+    let old = f
+        .provider(&note)
+        .provide(&f.db(1))
+        .unwrap()
+        .golden
+        .clone()
+        .unwrap();
     f.server.drop_database(&f.db(1)).unwrap();
     std::fs::write(&f.dataset.seed.path, seed_sql(Engine::PostgreSql, 150, "b")).unwrap();
-    let new = f.provider(&note).provide(&f.db(2)).unwrap().golden.clone().unwrap();
+    let new = f
+        .provider(&note)
+        .provide(&f.db(2))
+        .unwrap()
+        .golden
+        .clone()
+        .unwrap();
     assert_ne!(old, new);
     assert_eq!(
         f.goldens(),
@@ -400,7 +412,10 @@ fn reload_when_asked_or_when_there_is_no_fast_path() {
     let f = Fixture::new(Engine::PostgreSql, 10, "reload");
     let note = |_: &str| {};
     let done = f.provider(&note).provide(&f.db(1)).unwrap();
-    assert_eq!((done.method.as_str(), done.golden.clone()), ("reload", None));
+    assert_eq!(
+        (done.method.as_str(), done.golden.clone()),
+        ("reload", None)
+    );
     assert!(f.goldens().is_empty());
     // auto without a state dir reloads too.
     let f = Fixture::new(Engine::PostgreSql, 10, "auto");

@@ -77,12 +77,15 @@ impl Binaries {
     /// Why there is no usable MariaDB server program here.
     pub fn find() -> Result<&'static Binaries, String> {
         static FOUND: OnceLock<Result<Binaries, String>> = OnceLock::new();
-        FOUND.get_or_init(Self::probe).as_ref().map_err(Clone::clone)
+        FOUND
+            .get_or_init(Self::probe)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn probe() -> Result<Binaries, String> {
-        let server = find_program(&["mariadbd", "mysqld"])
-            .ok_or("no mariadbd program on this host")?;
+        let server =
+            find_program(&["mariadbd", "mysqld"]).ok_or("no mariadbd program on this host")?;
         let install = find_program(&["mariadb-install-db", "mysql_install_db"])
             .ok_or("no mariadb-install-db program on this host")?;
         let out = Command::new(&server)
@@ -98,8 +101,8 @@ impl Binaries {
                 text.trim()
             ));
         }
-        let version = version_number(&text)
-            .ok_or_else(|| format!("no version in {:?}", text.trim()))?;
+        let version =
+            version_number(&text).ok_or_else(|| format!("no version in {:?}", text.trim()))?;
         Ok(Binaries {
             server,
             install,
@@ -168,7 +171,9 @@ impl Server {
     pub fn warm(&self, name: &str) -> Result<(usize, usize), EngineError> {
         super::check_database_name(name)?;
         let Backend::MySql(ep) = self.backend() else {
-            return Err(EngineError::Other("only MySQL/MariaDB caches are warmed".into()));
+            return Err(EngineError::Other(
+                "only MySQL/MariaDB caches are warmed".into(),
+            ));
         };
         self.block_on(|| mysql::warm(&ep, name))
     }
@@ -211,7 +216,10 @@ impl Instance<'_> {
             cmd.arg("--user=root");
         }
         let out = cmd.output().map_err(|e| {
-            EngineError::Other(format!("cannot run {}: {e}", self.binaries.install.display()))
+            EngineError::Other(format!(
+                "cannot run {}: {e}",
+                self.binaries.install.display()
+            ))
         })?;
         if out.status.success() {
             return Ok(());
@@ -248,12 +256,16 @@ impl Instance<'_> {
             claim: None,
             keep: false,
         };
-        private.claim = claims.and_then(|dir| crate::leftovers::claim_instance(dir, &private.dir, None));
+        private.claim =
+            claims.and_then(|dir| crate::leftovers::claim_instance(dir, &private.dir, None));
         self.write_init_file()?;
         for attempt in 1..=PORT_TRIES {
             private.port = free_port()?;
             let child = spawn(self.command(&private)).map_err(|e| {
-                EngineError::Other(format!("cannot start {}: {e}", self.binaries.server.display()))
+                EngineError::Other(format!(
+                    "cannot start {}: {e}",
+                    self.binaries.server.display()
+                ))
             })?;
             private.child = Some(child);
             if let (Some(dir), Some(pid)) = (claims, private.pid()) {
@@ -262,13 +274,18 @@ impl Instance<'_> {
             match private.wait_ready(cancel) {
                 Ok(()) => return Ok(private),
                 Err(e) if attempt < PORT_TRIES && private.port_taken() => {
-                    tracing::info!("private server: port {} taken, another try: {e}", private.port);
+                    tracing::info!(
+                        "private server: port {} taken, another try: {e}",
+                        private.port
+                    );
                     private.kill();
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(EngineError::Other("no free port for a private server".into()))
+        Err(EngineError::Other(
+            "no free port for a private server".into(),
+        ))
     }
 
     fn command(&self, private: &PrivateServer) -> Command {
@@ -279,9 +296,18 @@ impl Instance<'_> {
             .arg(format!("--port={}", private.port))
             .arg("--bind-address=127.0.0.1")
             .arg("--skip-name-resolve")
-            .arg(format!("--pid-file={}", self.dir.join("mariadbd.pid").display()))
-            .arg(format!("--log-error={}", self.dir.join("error.log").display()))
-            .arg(format!("--init-file={}", self.dir.join("init.sql").display()))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.join("mariadbd.pid").display()
+            ))
+            .arg(format!(
+                "--log-error={}",
+                self.dir.join("error.log").display()
+            ))
+            .arg(format!(
+                "--init-file={}",
+                self.dir.join("init.sql").display()
+            ))
             // A cold buffer pool: nothing loaded from (nor dumped to) `ib_buffer_pool`.
             .arg("--innodb-buffer-pool-load-at-startup=OFF")
             .arg("--innodb-buffer-pool-dump-at-shutdown=OFF");
@@ -345,8 +371,9 @@ type SpawnRequest = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns `cmd` from the process-wide spawner thread (see the module docs).
 fn spawn(cmd: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<std::io::Result<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>>> =
-        OnceLock::new();
+    static SPAWNER: OnceLock<
+        std::io::Result<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>>,
+    > = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new()
@@ -561,7 +588,10 @@ impl Drop for PrivateServer {
     fn drop(&mut self) {
         self.kill();
         if self.keep {
-            tracing::info!("keeping the private server's files in {}", self.dir.display());
+            tracing::info!(
+                "keeping the private server's files in {}",
+                self.dir.display()
+            );
         } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 // The claim stays: the next start tries again.
@@ -582,11 +612,16 @@ mod tests {
     #[test]
     fn versions_are_read_from_the_programs_words() {
         assert_eq!(
-            version_number("mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64")
-                .as_deref(),
+            version_number(
+                "mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64"
+            )
+            .as_deref(),
             Some("10.11.6")
         );
-        assert_eq!(version_number("10.11.19-MariaDB-0+deb12u1").as_deref(), Some("10.11.19"));
+        assert_eq!(
+            version_number("10.11.19-MariaDB-0+deb12u1").as_deref(),
+            Some("10.11.19")
+        );
         assert_eq!(version_number("8.0.36").as_deref(), Some("8.0.36"));
         assert_eq!(version_number("no version here 1.2"), None);
     }

@@ -79,8 +79,9 @@ fn copy_file(from: &Path, to: &Path, sync: bool) -> io::Result<CopyKind> {
     if cloned == 0 {
         return Ok(CopyKind::Reflink);
     }
-    let copied = io::copy(&mut source, &mut target)
-        .and_then(|_| if sync { target.sync_data() } else { Ok(()) });
+    let copied =
+        io::copy(&mut source, &mut target)
+            .and_then(|_| if sync { target.sync_data() } else { Ok(()) });
     match copied {
         Ok(()) => Ok(CopyKind::Plain),
         Err(e) => {

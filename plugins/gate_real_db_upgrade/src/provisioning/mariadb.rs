@@ -25,7 +25,7 @@ use turbo_hipster_sdk::support::process::Cancellation;
 
 use super::copy::{copy_tree, CopyKind};
 use crate::dataset::Dataset;
-use crate::engine::{Binaries, EngineError, Endpoint, Instance, PrivateServer, Profile, Server};
+use crate::engine::{Binaries, Endpoint, EngineError, Instance, PrivateServer, Profile, Server};
 
 /// Golden copies' directory under the state directory.
 pub const GOLDEN_DIR: &str = "mariadb";
