@@ -130,6 +130,9 @@ pub fn drop_orphaned(dir: &Path) -> Vec<String> {
 pub struct ServerInstance {
     /// The instance directory (datadir and runtime files).
     pub dir: PathBuf,
+    /// Its socket, when outside the directory.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
     /// The server's process while it runs.
     pub process: Option<Owner>,
 }
@@ -144,7 +147,12 @@ pub fn instances_dir(claims: &Path) -> PathBuf {
 
 /// Claims (or claims again, once its process runs) the private server instance `dir` for the
 /// current process; the claim's path, or `None` (logged).
-pub fn claim_instance(claims: &Path, dir: &Path, pid: Option<u32>) -> Option<PathBuf> {
+pub fn claim_instance(
+    claims: &Path,
+    dir: &Path,
+    socket: &Path,
+    pid: Option<u32>,
+) -> Option<PathBuf> {
     let process = pid.and_then(|pid| {
         let stat = turbo_hipster_sdk::support::procfs::stat(i32::try_from(pid).ok()?)?;
         Some(Owner {
@@ -156,6 +164,7 @@ pub fn claim_instance(claims: &Path, dir: &Path, pid: Option<u32>) -> Option<Pat
     let name = dir.file_name()?.to_string_lossy().into_owned();
     let instance = ServerInstance {
         dir: dir.to_path_buf(),
+        socket: (!socket.starts_with(dir)).then(|| socket.to_path_buf()),
         process,
     };
     owner::claim(&instances_dir(claims), &format!("{name}.json"), &instance)
@@ -181,6 +190,9 @@ pub fn remove_orphaned_instances(claims: &Path) -> Vec<PathBuf> {
                 continue;
             }
             _ => {}
+        }
+        if let Some(socket) = &instance.socket {
+            let _ = std::fs::remove_file(socket);
         }
         tracing::info!(
             "removed the private server {} left by a killed run",

@@ -193,6 +193,10 @@ pub struct Instance<'a> {
     /// The user and password the run uses (made by the init file).
     pub user: String,
     pub password: String,
+    /// The run reaches the server through its socket (the configured connection does: a tool
+    /// in a network namespace of its own cannot reach 127.0.0.1 of ours); the socket is then
+    /// in the temporary directory, which every user can reach.
+    pub via_socket: bool,
 }
 
 impl Instance<'_> {
@@ -247,7 +251,7 @@ impl Instance<'_> {
         let mut private = PrivateServer {
             child: None,
             dir: self.dir.clone(),
-            socket: socket_path(&self.dir),
+            socket: socket_path(&self.dir, self.via_socket),
             port: 0,
             engine: self.engine,
             user: self.user.clone(),
@@ -255,9 +259,11 @@ impl Instance<'_> {
             claims: claims.map(Path::to_path_buf),
             claim: None,
             keep: false,
+            via_socket: self.via_socket,
         };
-        private.claim =
-            claims.and_then(|dir| crate::leftovers::claim_instance(dir, &private.dir, None));
+        private.claim = claims.and_then(|dir| {
+            crate::leftovers::claim_instance(dir, &private.dir, &private.socket, None)
+        });
         self.write_init_file()?;
         for attempt in 1..=PORT_TRIES {
             private.port = free_port()?;
@@ -269,7 +275,7 @@ impl Instance<'_> {
             })?;
             private.child = Some(child);
             if let (Some(dir), Some(pid)) = (claims, private.pid()) {
-                crate::leftovers::claim_instance(dir, &private.dir, Some(pid));
+                crate::leftovers::claim_instance(dir, &private.dir, &private.socket, Some(pid));
             }
             match private.wait_ready(cancel) {
                 Ok(()) => return Ok(private),
@@ -400,10 +406,11 @@ fn spawn(cmd: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
-/// `<dir>/mariadbd.sock`, or one in the temporary directory when that path is too long.
-fn socket_path(dir: &Path) -> PathBuf {
+/// `<dir>/mariadbd.sock`, or one in the temporary directory when that path is too long or
+/// the socket must be reachable by every user.
+fn socket_path(dir: &Path, shared: bool) -> PathBuf {
     let inside = dir.join("mariadbd.sock");
-    if inside.as_os_str().len() <= SOCKET_PATH_MAX {
+    if inside.as_os_str().len() <= SOCKET_PATH_MAX && !shared {
         return inside;
     }
     std::env::temp_dir().join(format!(
@@ -439,15 +446,17 @@ pub struct PrivateServer {
     claims: Option<PathBuf>,
     claim: Option<PathBuf>,
     keep: bool,
+    via_socket: bool,
 }
 
 impl PrivateServer {
-    /// How the run reaches it: TCP on 127.0.0.1 (what a contained tool can reach too).
+    /// How the run reaches it: TCP on 127.0.0.1, or its socket when the configured
+    /// connection uses one ([`Instance::via_socket`]).
     pub fn connection(&self) -> Connection {
         Connection {
-            host: Some("127.0.0.1".into()),
+            host: (!self.via_socket).then(|| "127.0.0.1".into()),
             port: Some(self.port),
-            socket: None,
+            socket: self.via_socket.then(|| self.socket.clone()),
             user: Some(self.user.clone()),
             password: Some(self.password.clone()),
         }
@@ -528,7 +537,7 @@ impl PrivateServer {
 
     fn record_claim(&self) {
         if let Some(dir) = &self.claims {
-            crate::leftovers::claim_instance(dir, &self.dir, self.pid());
+            crate::leftovers::claim_instance(dir, &self.dir, &self.socket, self.pid());
         }
     }
 

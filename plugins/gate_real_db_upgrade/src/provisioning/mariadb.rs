@@ -156,7 +156,8 @@ struct Scratch {
 
 impl Scratch {
     fn new(dir: PathBuf, claims: Option<&Path>) -> Self {
-        let claim = claims.and_then(|c| crate::leftovers::claim_instance(c, &dir, None));
+        let socket = dir.join("mariadbd.sock");
+        let claim = claims.and_then(|c| crate::leftovers::claim_instance(c, &dir, &socket, None));
         Scratch {
             dir,
             claim,
@@ -193,6 +194,7 @@ fn instance<'a>(host: &'a Host, dataset: &Dataset, dir: PathBuf) -> Instance<'a>
         profile: &host.profile,
         user,
         password,
+        via_socket: dataset.connection.socket.is_some(),
     }
 }
 
