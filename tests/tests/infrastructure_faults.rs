@@ -180,15 +180,7 @@ fn server_killed_mid_migration(kind: DbKind, sleep_sql: &str, sleeping: &str) {
     let (repos, zuul_ref) = example_repo(&format!("{sleep_sql};\n"));
     // The migration must run on the server that is killed: the example dataset reloaded
     // there, not given a private server of its own (MariaDB's fast path).
-    let datasets = tempfile::tempdir().unwrap();
-    let example = datasets.path().join("example");
-    std::fs::create_dir_all(&example).unwrap();
-    let from = root().join("etc/example/datasets/example");
-    std::fs::copy(from.join("seed.sql"), example.join("seed.sql")).unwrap();
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
-    config["provisioning"] = json!("reload");
-    std::fs::write(example.join("config.json"), config.to_string()).unwrap();
+    let datasets = turbo_hipster_tests::example_datasets_reloading();
     let w = World::new(json!({
         "engine": db.engine(),
         "connection": db.connection(),
