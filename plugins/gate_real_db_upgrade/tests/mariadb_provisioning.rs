@@ -26,7 +26,7 @@ fn seed_sql(rows: u32, tag: &str) -> String {
 }
 
 struct Fixture {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     state: PathBuf,
     claims: PathBuf,
     seed: PathBuf,
@@ -62,7 +62,7 @@ impl Fixture {
             state: dir.join("jobs/.gate_real_db_upgrade-golden"),
             claims: dir.join("jobs/.gate_real_db_upgrade"),
             seed,
-            _tmp: tmp,
+            tmp,
             dataset,
             server,
         }
@@ -326,7 +326,7 @@ fn mariadb_a_killed_runs_private_server_is_removed_at_the_next_start() {
     drop(f.provider(&note).provide(&f.db(1)).unwrap());
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "killed_run_child", "--ignored", "--nocapture"])
-        .env("TH_MARIADB_KILLED_RUN", f._tmp.path())
+        .env("TH_MARIADB_KILLED_RUN", f.tmp.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -453,4 +453,53 @@ fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() 
             "{errors:?}"
         );
     }
+}
+
+/// `prepare-datasets` builds the golden datadir ahead of time (the next run only copies it)
+/// and `--prune` removes it once its dataset is gone.
+#[test]
+fn mariadb_prepare_datasets_builds_and_prune_removes_the_golden_datadir() {
+    use gate_real_db_upgrade::provisioning::prepare_datasets;
+    use turbo_hipster_sdk::PrepareDatasets;
+    let f = Fixture::new(100, json!({}));
+    let datasets_dir = f.tmp.path().join("datasets");
+    let options = PrepareDatasets {
+        rebuild: false,
+        prune: false,
+    };
+    let datasets = [f.dataset.clone()];
+    let (done, failed) =
+        prepare_datasets(&datasets, &datasets_dir, &f.state, Some(&f.claims), options);
+    assert!(failed.is_empty(), "{failed:?}");
+    let goldens = f.goldens();
+    assert_eq!(goldens.len(), 1, "{done:?}");
+    assert!(
+        done[0].contains(&format!("golden copy {} ready", goldens[0])),
+        "{done:?}"
+    );
+    let notes = Notes::default();
+    let note = |t: &str| notes.push(t);
+    let run = f.provider(&note).provide(&f.db(1)).unwrap();
+    assert_eq!(run.golden.as_deref(), Some(goldens[0].as_str()));
+    assert_eq!(
+        notes.count("building the golden copy"),
+        0,
+        "{:?}",
+        notes.all()
+    );
+    drop(run);
+
+    std::fs::remove_dir_all(f.dataset.source.parent().unwrap()).unwrap();
+    let options = PrepareDatasets {
+        rebuild: false,
+        prune: true,
+    };
+    let (done, failed) = prepare_datasets(&[], &datasets_dir, &f.state, Some(&f.claims), options);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        done.iter()
+            .any(|d| d.contains(&format!("pruned the golden copy {}", goldens[0]))),
+        "{done:?}"
+    );
+    assert!(f.goldens().is_empty(), "{:?}", f.goldens());
 }
