@@ -3,7 +3,8 @@
 //! private server started on a copy of it; the golden datadir is byte for byte the same after
 //! a successful run, a failing one, a stopped one (SIGINT: the job is cancelled), a killed
 //! one (SIGKILL) and a timed-out one; no private server (process, files, claim) outlives its
-//! run, and a killed run's is removed when the next `run-job` starts.
+//! run, and a killed run's is removed when the next `run-job` starts. `cache: warm` reads the
+//! tables before the first migration.
 #![allow(clippy::unwrap_used)]
 
 mod e2e_support;
@@ -202,4 +203,26 @@ fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
         "claims left in {}",
         claims.display()
     );
+}
+
+/// `cache: warm` reads the run database's tables and indexes on its private server before the
+/// first migration, and says so.
+#[test]
+fn mariadb_warm_cache_reads_every_table_before_the_first_migration() {
+    require(Engine::MariaDb);
+    let mut world = World::new(json!({"engine": "mariadb"}));
+    let dir = world.example_dataset("example");
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["cache"] = json!("warm");
+    std::fs::write(&path, config.to_string()).unwrap();
+    world.project_from("example/shop", &example().join("project"));
+    let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
+    let run = world.run("example/shop", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let log = run.file("example.log");
+    let warmed = log.find("cache: warm: read").expect(&log);
+    let migrated = log.find("004_loyalty").expect(&log);
+    assert!(warmed < migrated, "{log}");
+    assert!(!log.contains("cache: warm: read 0 tables"), "{log}");
 }
