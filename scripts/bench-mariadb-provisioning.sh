@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Measures ways of giving a run a copy of a MariaDB dataset on this machine (issue 10: the
-# fast path for MariaDB is not implemented yet; these figures choose it):
+# Measures ways of giving a run a copy of a MariaDB dataset on this machine (issue 10: these
+# figures chose the fast path, a private server per run; the plugin's own reload-versus-fast-path
+# benchmark is tests/bench_seed_provisioning.rs):
 #   reload     mariadb <run> < dump.sql                       (what runs do today)
 #   dumppipe   mariadb-dump <golden> | mariadb <run>           (golden copy on the server)
 #   transport  per table: CREATE LIKE, DISCARD TABLESPACE, FLUSH TABLES golden FOR EXPORT,

@@ -715,6 +715,23 @@ pub fn example_change_in(dir: &Path, file: &str, sql: &str) -> String {
     zuul_ref
 }
 
+/// A copy of the example datasets (`etc/example/datasets`) with `provisioning: reload`: every
+/// run's database on the configured server itself, as tests of that server's databases need
+/// (leftovers, a server killed mid-migration); MariaDB's fast path would give each run a
+/// private server of its own. Use it as the job's `datasets_dir`.
+pub fn example_datasets_reloading() -> tempfile::TempDir {
+    let datasets = tempfile::tempdir().unwrap();
+    let example = datasets.path().join("example");
+    std::fs::create_dir_all(&example).unwrap();
+    let from = root().join("etc/example/datasets/example");
+    std::fs::copy(from.join("seed.sql"), example.join("seed.sql")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+    config["provisioning"] = serde_json::json!("reload");
+    std::fs::write(example.join("config.json"), config.to_string()).unwrap();
+    datasets
+}
+
 /// [`example_change_in`] in a new temporary directory (the git base URL for `ZUUL_URL`), with
 /// the change as `migrations/004_proposed_change.sql`.
 pub fn example_repo(change_sql: &str) -> (tempfile::TempDir, String) {

@@ -174,7 +174,14 @@ fn results_dir(record: &Value) -> std::path::PathBuf {
 fn server_killed_mid_migration(kind: DbKind, sleep_sql: &str, sleeping: &str) {
     let mut db = PrivateDb::start(kind);
     let (repos, zuul_ref) = example_repo(&format!("{sleep_sql};\n"));
-    let w = World::new(json!({"engine": db.engine(), "connection": db.connection()}));
+    // The migration must run on the server that is killed: the example dataset reloaded
+    // there, not given a private server of its own (MariaDB's fast path).
+    let datasets = turbo_hipster_tests::example_datasets_reloading();
+    let w = World::new(json!({
+        "engine": db.engine(),
+        "connection": db.connection(),
+        "datasets_dir": datasets.path(),
+    }));
     let uuid = turbo_hipster::zuul::random_uuid_hex();
     let build = w.submit(params(
         &uuid,

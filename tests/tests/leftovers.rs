@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use turbo_hipster_tests::db_servers::{DbKind, PrivateDb};
-use turbo_hipster_tests::{
-    built, example_repo, root, Daemon, JobServer, PluginDir, ServerKind, Setup,
-};
+use turbo_hipster_tests::{built, example_repo, Daemon, JobServer, PluginDir, ServerKind, Setup};
 
 /// One worker: its own gearmand, config (worker name, jobs dir) and daemon.
 struct Worker {
@@ -20,6 +18,7 @@ struct Worker {
     setup: Setup,
     daemon: Option<Daemon>,
     _plugins: PluginDir,
+    _datasets: tempfile::TempDir,
 }
 
 impl Worker {
@@ -27,6 +26,8 @@ impl Worker {
         let plugins = PluginDir::new();
         plugins.add_shipped("gate_real_db_upgrade");
         let server = JobServer::start(ServerKind::Gearmand);
+        // Run databases on the shared server itself (not on private MariaDB servers).
+        let datasets = turbo_hipster_tests::example_datasets_reloading();
         let setup = Setup::new(
             plugins.path(),
             json!({
@@ -35,7 +36,7 @@ impl Worker {
                 "jobs": [{
                     "name": "build:gate-real-db-upgrade",
                     "plugin": "gate_real_db_upgrade",
-                    "datasets_dir": root().join("etc/example/datasets"),
+                    "datasets_dir": datasets.path(),
                     "engine": db.engine(),
                     "connection": db.connection(),
                     "timeout": 300
@@ -47,6 +48,7 @@ impl Worker {
             setup,
             daemon: None,
             _plugins: plugins,
+            _datasets: datasets,
         };
         w.restart();
         w

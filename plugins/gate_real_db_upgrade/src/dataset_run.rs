@@ -200,6 +200,7 @@ pub struct DbGuard<'a> {
     keep: bool,
     log: &'a LogFile,
     claim: Option<PathBuf>,
+    dropped: bool,
 }
 
 impl<'a> DbGuard<'a> {
@@ -211,6 +212,7 @@ impl<'a> DbGuard<'a> {
             keep,
             log,
             claim: None,
+            dropped: false,
         }
     }
 
@@ -219,6 +221,14 @@ impl<'a> DbGuard<'a> {
     pub fn with_claim(mut self, claim: Option<PathBuf>) -> Self {
         self.claim = claim;
         self
+    }
+
+    /// Forgets the database: it was never made on this server (a private server holds the
+    /// run's), so there is nothing to drop; the claim goes.
+    pub fn disarm(&mut self) {
+        self.release_claim();
+        self.claim = None;
+        self.dropped = true;
     }
 
     fn release_claim(&self) {
@@ -230,6 +240,9 @@ impl<'a> DbGuard<'a> {
 
 impl Drop for DbGuard<'_> {
     fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
         if self.keep {
             let _ = self.log.line(
                 NOTE,
@@ -525,7 +538,98 @@ impl Run<'_, '_> {
     ) -> Result<(), Stop> {
         self.announce();
         self.check_start()?;
-        let _guard = self.create_database(summary)?;
+        let (mut guard, provided) = self.create_database(summary)?;
+        // Building (or waiting for) the shared golden copy does not count against the limit.
+        let run = Run {
+            deadline: self.deadline + Duration::from_secs_f64(provided.done.shared_seconds),
+            spec: self.spec.clone(),
+            work_dir: self.work_dir.clone(),
+            ..*self
+        };
+        match provided.private {
+            // MariaDB's private server (crate::provisioning::mariadb): the run goes there.
+            Some(private) => {
+                guard.disarm();
+                run.migrate_on(private, summary, phases)
+            }
+            None => run.migrate(summary, phases),
+        }
+    }
+
+    /// [`Run::migrate`] on the private server `private`, which ends (its files removed unless
+    /// `keep_databases`) when the run does.
+    fn migrate_on(
+        &self,
+        mut private: crate::provisioning::PrivateRun,
+        summary: &mut DatasetSummary,
+        phases: &mut Vec<(String, Phase)>,
+    ) -> Result<(), Stop> {
+        let keep = self.job.settings.keep_databases;
+        if keep {
+            private.server.keep_files();
+            self.note(&format!(
+                "keeping the private server's files in {} (keep_databases)",
+                private.server.dir().display()
+            ));
+        }
+        let spec = ServerSpec {
+            connection: private.server.connection(),
+            ..self.spec.clone()
+        };
+        let server = spec.server();
+        summary.database.clone_from(&private.database);
+        let run = Run {
+            db: &private.database,
+            server: &server,
+            spec,
+            work_dir: self.work_dir.clone(),
+            ..*self
+        };
+        let result = run.migrate(summary, phases);
+        let port = private.server.port();
+        drop(private);
+        if !keep {
+            self.note(&format!(
+                "dropped database {} with its private server (port {port}: stopped, files \
+                 removed)",
+                summary.database
+            ));
+        }
+        result
+    }
+
+    /// `cache: warm`: every table and index read once before the first migration.
+    fn warm(&self) -> Result<(), Stop> {
+        let started = Instant::now();
+        match self.server.warm(self.db) {
+            Ok((tables, indexes)) => {
+                self.note(&format!(
+                    "cache: warm: read {tables} tables and {indexes} secondary indexes once in \
+                     {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                self.note(&format!("cache: warm: reading the tables failed: {e}"));
+                match e.infrastructure() {
+                    Some(what) => Err(Stop::Infrastructure(format!("warming the caches: {what}"))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The migrations on the run's database (the upgrade path, then the change), then the
+    /// final version check.
+    fn migrate(
+        &self,
+        summary: &mut DatasetSummary,
+        phases: &mut Vec<(String, Phase)>,
+    ) -> Result<(), Stop> {
+        if self.job.dataset.cache == crate::provisioning::Cache::Warm {
+            self.warm()?;
+        }
         (self.job.tick)();
         self.make_work_dir()?;
         for (i, reference) in self.job.dataset.upgrade_path.iter().enumerate() {
@@ -649,7 +753,10 @@ impl Run<'_, '_> {
     }
 
     /// Creates the run's database ([`crate::provisioning`]); the guard drops it.
-    fn create_database(&self, summary: &mut DatasetSummary) -> Result<DbGuard<'_>, Stop> {
+    fn create_database(
+        &self,
+        summary: &mut DatasetSummary,
+    ) -> Result<(DbGuard<'_>, crate::provisioning::Provided), Stop> {
         let ds = self.job.dataset;
         // Claimed before it exists: if this process dies, the next start drops it.
         let claim = match (self.job.claims, ds.engine) {
@@ -669,20 +776,40 @@ impl Run<'_, '_> {
         )
         .with_claim(claim);
         let note = |text: &str| self.note(text);
+        let reload_to_keep;
+        let dataset = if self.job.settings.keep_databases
+            && ds.provisioning == crate::provisioning::Provisioning::Auto
+            && matches!(ds.engine, Engine::MariaDb | Engine::MySql)
+        {
+            // A private server's database would go with it: keep_databases keeps the run
+            // database on the configured server, so it is reloaded there.
+            self.note("provisioning: reloading the seed (keep_databases)");
+            reload_to_keep = crate::dataset::Dataset {
+                provisioning: crate::provisioning::Provisioning::Reload,
+                ..ds.clone()
+            };
+            &reload_to_keep
+        } else {
+            ds
+        };
         let provider = crate::provisioning::Provider {
             server: self.server,
-            dataset: ds,
+            dataset,
             state: self.job.golden,
             claims: self.job.claims,
             cancel: self.job.cancel,
             note: &note,
         };
-        let done = provider
+        let provided = provider
             .provide(self.db)
             .map_err(|e| self.not_created(&e))?;
+        let done = &provided.done;
         self.note(&format!(
             "database {} created by {}{} in {:.3} s",
-            self.db,
+            provided
+                .private
+                .as_ref()
+                .map_or(self.db, |p| p.database.as_str()),
             done.method,
             done.golden
                 .as_deref()
@@ -690,8 +817,8 @@ impl Run<'_, '_> {
                 .unwrap_or_default(),
             done.seconds
         ));
-        summary.provisioning = Some(done);
-        Ok(guard)
+        summary.provisioning = Some(done.clone());
+        Ok((guard, provided))
     }
 
     /// Why the run's database could not be made.

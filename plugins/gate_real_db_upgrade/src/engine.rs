@@ -22,6 +22,7 @@ mod kind;
 mod locks;
 mod mysql;
 mod postgres;
+mod private_server;
 mod seed;
 mod sqlite;
 
@@ -38,6 +39,9 @@ pub use connection::Connection;
 pub use golden::GoldenState;
 pub use kind::Engine;
 pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
+pub use private_server::{
+    version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES,
+};
 pub use seed::{Seed, SeedFormat};
 
 /// How long connecting to a database server may take before we give up

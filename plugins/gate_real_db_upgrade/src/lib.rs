@@ -131,6 +131,7 @@ impl Plugin for GateRealDbUpgrade {
         if config.host.clean_leftovers {
             if let Some(dir) = leftovers::claims_dir(&config.host) {
                 leftovers::drop_orphaned(&dir);
+                leftovers::remove_orphaned_instances(&dir);
             }
         }
         if let Some(options) = config.host.prepare_datasets {

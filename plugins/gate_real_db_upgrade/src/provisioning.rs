@@ -13,7 +13,11 @@
 //!   figures).
 //! - SQLite: the file `<state>/sqlite/<golden>.sqlite`, read-only, renamed into place once
 //!   loaded; each run gets a reflink or plain copy of it.
-//! - MySQL/MariaDB: no fast path yet; they reload.
+//! - MariaDB: a stopped data directory `<state>/mariadb/<golden>/`, built by a private
+//!   `mariadbd` that loads the seed and shuts down; each run gets its own private server on a
+//!   copy of it, and the run's tool and queries go to that server ([`mariadb`]). It needs
+//!   MariaDB's programs on this host and the configured server local and of the same version;
+//!   otherwise `auto` reloads.
 //!
 //! The state directory is `<jobs_working_dir>/.gate_real_db_upgrade-golden` (hidden: the
 //! host's scan of the jobs dir skips it): the seed checksum cache (`sums/`), one lock file per
@@ -29,6 +33,7 @@
 mod checksum;
 mod copy;
 mod lock;
+pub mod mariadb;
 mod registry;
 
 use std::path::{Path, PathBuf};
@@ -42,7 +47,8 @@ use crate::dataset::{Dataset, Engine};
 use crate::engine::{EngineError, GoldenState, Server};
 
 pub use checksum::{hash_file, seed_checksum};
-pub use copy::{reflink_or_copy, CopyKind};
+pub use copy::{copy_tree, reflink_or_copy, CopyKind};
+pub use mariadb::PrivateRun;
 
 /// The state directory's name under `jobs_working_dir`.
 pub const STATE_DIR: &str = ".gate_real_db_upgrade-golden";
@@ -53,7 +59,7 @@ const NAME_PART_MAX: usize = 30;
 /// How many hex digits of the checksum a golden copy's name keeps.
 const SUM_LEN: usize = 12;
 
-pub use crate::dataset::Provisioning;
+pub use crate::dataset::{Cache, Provisioning};
 
 /// How a run's database was made, for the log and `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,12 +71,38 @@ pub struct Provisioned {
     /// The golden copy used, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub golden: Option<String>,
+    /// Of `seconds`, the time spent waiting for or building the golden copy: a cost shared
+    /// by every run of the dataset, not counted against this run's time limit.
+    #[serde(skip)]
+    pub shared_seconds: f64,
 }
 
 /// The state directory for `host`; `None` without a jobs dir.
 pub fn state_dir(host: &HostSettings) -> Option<PathBuf> {
     (!host.jobs_working_dir.as_os_str().is_empty()).then(|| host.jobs_working_dir.join(STATE_DIR))
 }
+
+/// What [`Provider::provide`] made: how, and for MariaDB the run's private server, which
+/// holds the run's database (the run connects there, not to the configured server).
+#[derive(Debug)]
+pub struct Provided {
+    /// How the database was made.
+    pub done: Provisioned,
+    /// The private server, when the run has one.
+    pub private: Option<PrivateRun>,
+}
+
+impl std::ops::Deref for Provided {
+    type Target = Provisioned;
+
+    fn deref(&self) -> &Provisioned {
+        &self.done
+    }
+}
+
+/// What one way of making a database gave: the method, the golden copy used, the private
+/// server started, the time spent waiting for or building the shared golden copy.
+type Made = (&'static str, Option<String>, Option<PrivateRun>, Duration);
 
 /// The golden copy's name for dataset `dataset` and seed checksum `sum` (hex).
 pub fn golden_name(dataset: &str, sum: &str) -> String {
@@ -133,14 +165,15 @@ pub struct Provider<'a> {
 
 impl Provider<'_> {
     /// Creates database `db` (which must not exist) with the seed's contents, by the method
-    /// the dataset's `provisioning` asks for.
+    /// the dataset's `provisioning` asks for. On MariaDB's fast path the database is the
+    /// private server's ([`Provided::private`]) and `db` names only the instance.
     ///
     /// # Errors
     /// As [`Server::create_from_seed_cancellable`]; with `clone`, also the fast path's own.
-    pub fn provide(&self, db: &str) -> Result<Provisioned, EngineError> {
+    pub fn provide(&self, db: &str) -> Result<Provided, EngineError> {
         let started = Instant::now();
         let wanted = self.dataset.provisioning;
-        let (method, golden) = match (wanted, self.fast_state()) {
+        let (method, golden, private, shared) = match (wanted, self.fast_state()) {
             (Provisioning::Reload, _) => self.reload(db)?,
             (Provisioning::Clone, Err(why)) => return Err(EngineError::Other(why)),
             (Provisioning::Auto, Err(why)) => {
@@ -158,10 +191,14 @@ impl Provider<'_> {
                 Err(e) => return Err(e),
             },
         };
-        Ok(Provisioned {
-            method: method.to_string(),
-            seconds: started.elapsed().as_secs_f64(),
-            golden,
+        Ok(Provided {
+            done: Provisioned {
+                method: method.to_string(),
+                seconds: started.elapsed().as_secs_f64(),
+                golden,
+                shared_seconds: shared.as_secs_f64(),
+            },
+            private,
         })
     }
 
@@ -187,28 +224,47 @@ impl Provider<'_> {
         if !Provisioning::fast_path_for(engine) {
             return Err(format!("{} has no fast path", engine.label()));
         }
-        self.state
-            .ok_or_else(|| "no jobs_working_dir to keep golden copies in".to_string())
+        let state = self
+            .state
+            .ok_or_else(|| "no jobs_working_dir to keep golden copies in".to_string())?;
+        if self.is_mariadb() {
+            mariadb::probe(self.server)?;
+        }
+        Ok(state)
     }
 
-    fn reload(&self, db: &str) -> Result<(&'static str, Option<String>), EngineError> {
+    fn is_mariadb(&self) -> bool {
+        matches!(self.dataset.engine, Engine::MariaDb | Engine::MySql)
+    }
+
+    /// The local programs and server profile for a private server.
+    fn host(&self) -> Result<mariadb::Host, EngineError> {
+        mariadb::probe(self.server).map_err(EngineError::Other)
+    }
+
+    fn reload(&self, db: &str) -> Result<Made, EngineError> {
         self.server
             .create_from_seed_cancellable(db, &self.dataset.seed, self.cancel)?;
-        Ok(("reload", None))
+        Ok(("reload", None, None, Duration::ZERO))
     }
 
     /// The golden copy (built first if need be), then a copy of it as `db`.
-    fn fast(&self, state: &Path, db: &str) -> Result<(&'static str, Option<String>), EngineError> {
+    fn fast(&self, state: &Path, db: &str) -> Result<Made, EngineError> {
         let (golden, lock_path) = self.golden_and_lock(state)?;
+        let waiting = Instant::now();
         {
             let _held = self.lock(&lock_path, lock::Mode::Shared, &golden)?;
             if self.golden_ready(state, &golden)? {
-                return Ok((self.copy_golden(state, &golden, db)?, Some(golden)));
+                let shared = waiting.elapsed();
+                let (method, private) = self.copy_golden(state, &golden, db)?;
+                return Ok((method, Some(golden), private, shared));
             }
         }
         let _held = self.lock(&lock_path, lock::Mode::Exclusive, &golden)?;
         self.ensure_golden(state, &golden)?;
-        Ok((self.copy_golden(state, &golden, db)?, Some(golden)))
+        let shared = waiting.elapsed();
+        let (method, private) = self.copy_golden(state, &golden, db)?;
+        Ok((method, Some(golden), private, shared))
     }
 
     /// The golden copy's name and its lock file, from the seed's (cached) checksum.
@@ -265,6 +321,10 @@ impl Provider<'_> {
     fn golden_ready(&self, state: &Path, golden: &str) -> Result<bool, EngineError> {
         match self.dataset.engine {
             Engine::Sqlite => Ok(self.golden_server(state).sqlite_path(golden).is_file()),
+            Engine::MariaDb | Engine::MySql => {
+                let version = &self.host()?;
+                Ok(mariadb::ready(state, golden, version.version()).is_some())
+            }
             _ => match self.server.golden_state(golden)? {
                 GoldenState::Ready => Ok(true),
                 GoldenState::Missing => Ok(false),
@@ -310,6 +370,15 @@ impl Provider<'_> {
                 }
                 sealed
             }
+            Engine::MariaDb | Engine::MySql => mariadb::build(
+                &self.host()?,
+                state,
+                golden,
+                &temporary,
+                self.dataset,
+                self.claims,
+                self.cancel,
+            ),
             engine => {
                 let claim = self.claims.and_then(|dir| {
                     crate::leftovers::claim(
@@ -359,6 +428,7 @@ impl Provider<'_> {
         let server = self.golden_server(state);
         let names = match self.dataset.engine {
             Engine::Sqlite => server.databases_with_prefix(&prefix)?,
+            Engine::MariaDb | Engine::MySql => mariadb::golden_names(state),
             _ => self.server.databases_with_prefix(&prefix)?,
         };
         for name in names {
@@ -375,19 +445,20 @@ impl Provider<'_> {
     fn remove_golden(&self, state: &Path, name: &str) -> Result<(), EngineError> {
         match self.dataset.engine {
             Engine::Sqlite => sqlite_remove(&self.golden_server(state), name),
+            Engine::MariaDb | Engine::MySql => mariadb::remove(state, name),
             _ => self.server.drop_database(name),
         }?;
         registry::forget(state, name);
         Ok(())
     }
 
-    /// Copies the golden copy as `db`; the method's name.
+    /// Copies the golden copy as `db`; the method's name and, for MariaDB, the private server.
     fn copy_golden(
         &self,
         state: &Path,
         golden: &str,
         db: &str,
-    ) -> Result<&'static str, EngineError> {
+    ) -> Result<(&'static str, Option<PrivateRun>), EngineError> {
         match self.dataset.engine {
             Engine::Sqlite => {
                 let from = self.golden_server(state).sqlite_path(golden);
@@ -400,11 +471,31 @@ impl Provider<'_> {
                         EngineError::Other(message)
                     }
                 })?;
-                Ok(kind.name())
+                Ok((kind.name(), None))
+            }
+            Engine::MariaDb | Engine::MySql => {
+                let host = self.host()?;
+                let run = mariadb::start_run(
+                    &host,
+                    state,
+                    golden,
+                    db,
+                    self.dataset,
+                    self.claims,
+                    self.cancel,
+                )?;
+                (self.note)(&format!(
+                    "provisioning: private server on 127.0.0.1:{} ({} of the golden datadir, \
+                     socket {})",
+                    run.server.port(),
+                    run.copy.name(),
+                    run.server.socket().display()
+                ));
+                Ok(("private", Some(run)))
             }
             _ => {
                 self.server.clone_database(golden, db)?;
-                Ok("clone")
+                Ok(("clone", None))
             }
         }
     }
@@ -434,11 +525,14 @@ pub fn prepare_datasets(
             cancel: &turbo_hipster_sdk::support::process::NeverCancelled,
             note: &note,
         };
-        if dataset.provisioning == Provisioning::Reload
-            || !Provisioning::fast_path_for(dataset.engine)
-        {
+        let why_not = match (dataset.provisioning, provider.fast_state()) {
+            (Provisioning::Reload, _) => Some("provisioning: reload".to_string()),
+            (Provisioning::Auto, Err(why)) => Some(why),
+            _ => None,
+        };
+        if let Some(why) = why_not {
             done.push(format!(
-                "dataset {}: reloads its seed, nothing to prepare",
+                "dataset {}: reloads its seed ({why}), nothing to prepare",
                 dataset.name
             ));
             continue;
@@ -490,6 +584,11 @@ fn seal_file(from: &Path, to: &Path) -> Result<(), EngineError> {
     };
     std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o444)).map_err(io)?;
     std::fs::rename(from, to).map_err(io)
+}
+
+/// [`build_number`] as 7 digits.
+pub(crate) fn random_digits() -> String {
+    format!("{:07}", build_number())
 }
 
 /// A random 7-digit number for a build's temporary name: workers on several hosts may share

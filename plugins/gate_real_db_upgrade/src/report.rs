@@ -360,6 +360,7 @@ mod tests {
                     method: "copy".into(),
                     seconds: 0.5,
                     golden: None,
+                    shared_seconds: 0.0,
                 }),
             }],
         };

@@ -1,13 +1,15 @@
 //! Benchmark: giving a run its database by reloading the seed versus by the fast path (a clone
-//! of the golden copy), through the plugin's own [`Provider`], on the real servers.
+//! of the golden copy; for MariaDB a private server on a copy of the golden datadir), through
+//! the plugin's own [`Provider`], on the real servers.
 //!
 //! The dataset is generated: three tables with indexes and realistic rows (customers, orders,
 //! order events), `TH_BENCH_SEED_MB` megabytes of dump (default 1: the CI smoke run; use
 //! `TH_BENCH_SEED_MB=1024` on demand). PostgreSQL: generated server-side and dumped with
-//! `pg_dump` (COPY format, as production dumps are); SQLite: INSERT statements. Prints, per
+//! `pg_dump` (COPY format, as production dumps are); MariaDB: generated server-side and
+//! dumped with `mariadb-dump` (extended INSERTs); SQLite: INSERT statements. Prints, per
 //! engine, seconds and MB/s of the reload, the one-off golden copy build, and the clone, and
 //! the reload/clone ratio. With `TH_BENCH_ASSERT=1` it fails below the targets (PostgreSQL ≥
-//! 10×); the smoke run only checks both paths give the same contents.
+//! 10×, MariaDB ≥ 5×); the smoke run only checks both paths give the same contents.
 //!
 //! `TH_BENCH_SEED_MB=1024 TH_BENCH_ASSERT=1 cargo test --release -p gate_real_db_upgrade
 //! --test bench_seed_provisioning -- --nocapture`
@@ -20,7 +22,7 @@ use std::time::Instant;
 
 use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{Server, VersionSource};
-use gate_real_db_upgrade::provisioning::{Provider, Provisioned};
+use gate_real_db_upgrade::provisioning::{Provided, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::NeverCancelled;
 use turbo_hipster_tests::db_servers::psql;
@@ -122,13 +124,13 @@ fn dataset(dir: &Path, engine: Engine, name: &str) -> Dataset {
 }
 
 struct Timed {
-    reload: Provisioned,
+    reload: Provided,
     build: f64,
     /// The first clone after the build: PostgreSQL's FILE_COPY checkpoints first, which
     /// writes the freshly loaded golden copy out (part of the build's cost, really).
-    first: Provisioned,
+    first: Provided,
     /// A clone in the steady state: what every later run pays.
-    clone: Provisioned,
+    clone: Provided,
 }
 
 fn provider<'a>(
@@ -286,6 +288,112 @@ fn sqlite_reload_versus_copy() {
         assert!(
             ratio >= 5.0,
             "SQLite copy only {ratio:.1}x faster than reload"
+        );
+    }
+}
+
+/// The MariaDB dataset, generated server-side (the sequence engine's `seq_1_to_<n>`).
+fn mariadb_generate(db: &str, rows: u64) -> String {
+    format!(
+        "CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(80) NOT NULL,
+           email VARCHAR(80) NOT NULL, created_at DATETIME NOT NULL,
+           KEY customers_email (email)) ENGINE=InnoDB;
+         CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL,
+           amount DECIMAL(12,2) NOT NULL, status VARCHAR(16) NOT NULL, note VARCHAR(80),
+           KEY orders_customer (customer_id), KEY orders_status (status)) ENGINE=InnoDB;
+         CREATE TABLE order_events (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL,
+           kind VARCHAR(16) NOT NULL, at DATETIME NOT NULL, payload VARCHAR(80),
+           KEY events_order (order_id)) ENGINE=InnoDB;
+         INSERT INTO `{db}`.customers SELECT seq, CONCAT('Customer ', seq, ' ', MD5(seq)),
+           CONCAT('user', seq, '@example.', ELT(1 + seq % 3, 'com', 'org', 'net')),
+           '2020-01-01' + INTERVAL seq * 17 SECOND FROM seq_1_to_{rows};
+         INSERT INTO `{db}`.orders SELECT seq, 1 + (seq * 7919) % {rows}, (seq % 10000) / 7,
+           ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'returned'), CONCAT('note ', MD5(seq * 3))
+           FROM seq_1_to_{rows};
+         INSERT INTO `{db}`.order_events SELECT seq, 1 + (seq * 104729) % {rows},
+           ELT(1 + seq % 5, 'created', 'paid', 'packed', 'shipped', 'delivered'),
+           '2021-01-01' + INTERVAL seq * 5 SECOND, CONCAT(MD5(seq * 11), MD5(seq))
+           FROM seq_1_to_{rows};"
+    )
+}
+
+fn mariadb(args: &[&str], sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["-h127.0.0.1", "-uroot", "-N", "-B"])
+        .args(args)
+        .args(["-e", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Drops the benchmark's MariaDB databases, even on a panic.
+struct DropMariaDb(Vec<String>);
+
+impl Drop for DropMariaDb {
+    fn drop(&mut self) {
+        let server = Server::new(Engine::MariaDb, Connection::default(), "/".into());
+        for name in &self.0 {
+            let _ = server.drop_database(name);
+        }
+    }
+}
+
+#[test]
+fn mariadb_reload_versus_private_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = format!("thbm{:x}", std::process::id());
+    let server = Server::new(Engine::MariaDb, Connection::default(), tmp.path().into());
+    server.ping().unwrap();
+    if let Err(why) = gate_real_db_upgrade::provisioning::mariadb::probe(&server) {
+        eprintln!("skipped: no private server here ({why})");
+        return;
+    }
+    let scratch = format!("{tag}_gen");
+    let _cleanup = DropMariaDb(vec![scratch.clone(), format!("{tag}_r")]);
+    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
+    mariadb(
+        &[&scratch],
+        &mariadb_generate(&scratch, rows_for(size_mb())),
+    );
+    let seed = seed_path(tmp.path(), &tag);
+    let dumped = Command::new("mariadb-dump")
+        .args([
+            "-h127.0.0.1",
+            "-uroot",
+            "--single-transaction",
+            "--result-file",
+        ])
+        .arg(&seed)
+        .arg(&scratch)
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+    server.drop_database(&scratch).unwrap();
+    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let ds = dataset(tmp.path(), Engine::MariaDb, &tag);
+    let timed = measure(&server, &ds, &tmp.path().join("state"), &tag);
+    let content = "SELECT CONCAT(COUNT(*), ':', SUM(CRC32(CONCAT(id, email)))) FROM customers";
+    let private = timed.clone.private.as_ref().expect("a private server");
+    let port = private.server.port().to_string();
+    let reloaded = mariadb(&[&format!("{tag}_r")], content);
+    let copied = mariadb(&["-P", &port, &private.database], content);
+    assert_eq!(reloaded, copied, "reload and private server differ");
+    assert!(
+        reloaded.starts_with(&format!("{}:", rows_for(size_mb()))),
+        "{reloaded}"
+    );
+    let ratio = report("MariaDB", mb, &timed);
+    assert_eq!(timed.clone.method, "private");
+    if assert_targets() {
+        assert!(
+            ratio >= 5.0,
+            "MariaDB private server only {ratio:.1}x faster than reload"
         );
     }
 }

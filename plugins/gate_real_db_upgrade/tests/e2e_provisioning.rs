@@ -1,8 +1,9 @@
 //! Golden copies through the real daemon binary (`run-job`) and plugin on the real PostgreSQL:
 //! the first job builds the dataset's golden copy and clones it, the next ones only clone
 //! (`summary.json` says how and how long); the golden copy's contents (every table's rows, the
-//! schema) are the same before and after a job whose migration fails and a job whose
-//! `run-job` is killed (`SIGKILL`) in the middle of a migration. `turbo-hipster prepare-datasets` builds
+//! schema) are the same before and after a job whose migration fails, a job whose `run-job` is
+//! killed (`SIGKILL`) in the middle of a migration, a stopped job (SIGINT: cancelled) and a
+//! timed-out one. `turbo-hipster prepare-datasets` builds
 //! golden copies ahead of time, `--rebuild` again, `--prune` removes those of removed datasets.
 #![allow(clippy::unwrap_used)]
 
@@ -139,6 +140,78 @@ fn postgresql_golden_copy_survives_a_failing_run_and_a_killed_run() {
             .unwrap(),
         Vec::<String>::new(),
         "the killed run's clone was left"
+    );
+}
+
+/// Waits until a run database of job `uuid` runs `pg_sleep(600)`.
+fn wait_for_pg_sleep(uuid: &str, child: &mut std::process::Child) {
+    let prefix = database_prefix("example_shop", uuid);
+    let sleeping = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' \
+         AND datname LIKE '{prefix}%'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while psql("postgres", &sleeping) == "0" {
+        assert!(Instant::now() < deadline, "the migration never started");
+        assert!(child.try_wait().unwrap().is_none(), "run-job ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
+    require(Engine::PostgreSql);
+    let mut world = World::new(json!({"engine": "postgresql"}));
+    let name = format!("goldst{:x}", std::process::id());
+    let dir = world.example_dataset(&name);
+    world.project_from("example/shop", &example().join("project"));
+    let _cleanup = DropGoldens(format!("th_golden_{name}_"));
+    let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
+    let first = world.run("example/shop", &change);
+    assert_eq!(first.result, "SUCCESS", "{}", first.describe());
+    let golden = first.summary["datasets"][0]["provisioning"]["golden"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = golden_content(&golden);
+
+    // Stopped (SIGINT: the job is cancelled) while its migration writes and then sleeps.
+    let hang = "DELETE FROM orders;\nSELECT pg_sleep(600);\n";
+    let change = world.propose("example/shop", &[("migrations/004_hangs.sql", hang)]);
+    let mut child = world.spawn("example/shop", &change, &[]);
+    wait_for_pg_sleep(&child.1, &mut child.0);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let stopped = world.finish(child);
+    assert_eq!(stopped.result, "ABORTED", "{}", stopped.describe());
+    assert_no_databases(Engine::PostgreSql, "example_shop", &stopped.uuid);
+    assert_eq!(
+        golden_content(&golden),
+        before,
+        "a stopped run changed the golden copy"
+    );
+
+    // Timed out in the same migration.
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["timeout"] = json!(3);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let timed_out = world.run("example/shop", &change);
+    assert_eq!(
+        timed_out.result,
+        "FAILURE - Did not find the end of a migration after a start",
+        "{}",
+        timed_out.describe()
+    );
+    assert!(timed_out
+        .file(&format!("{name}.log"))
+        .contains("timed out after 3 s"));
+    assert_no_databases(Engine::PostgreSql, "example_shop", &timed_out.uuid);
+    assert_eq!(
+        golden_content(&golden),
+        before,
+        "a timed-out run changed the golden copy"
     );
 }
 

@@ -221,10 +221,22 @@ fn postgresql_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
     let f = Fixture::new(Engine::PostgreSql, 100, "clone");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
-    let old = f.provider(&note).provide(&f.db(1)).unwrap().golden.unwrap();
+    let old = f
+        .provider(&note)
+        .provide(&f.db(1))
+        .unwrap()
+        .golden
+        .clone()
+        .unwrap();
     f.server.drop_database(&f.db(1)).unwrap();
     std::fs::write(&f.dataset.seed.path, seed_sql(Engine::PostgreSql, 150, "b")).unwrap();
-    let new = f.provider(&note).provide(&f.db(2)).unwrap().golden.unwrap();
+    let new = f
+        .provider(&note)
+        .provide(&f.db(2))
+        .unwrap()
+        .golden
+        .clone()
+        .unwrap();
     assert_ne!(old, new);
     assert_eq!(
         f.goldens(),
@@ -337,7 +349,7 @@ fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
         ["reflink", "copy"].contains(&first.method.as_str()),
         "{first:?}"
     );
-    let golden = first.golden.unwrap();
+    let golden = first.golden.clone().unwrap();
     let golden_path = f.state.join("sqlite").join(format!("{golden}.sqlite"));
     let before = hash_file(&golden_path).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
@@ -366,7 +378,7 @@ fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
     // A new seed: rebuilt, the stale file removed.
     std::fs::write(&f.dataset.seed.path, seed_sql(Engine::Sqlite, 5, "b")).unwrap();
     let third = f.provider(&note).provide(&f.db(3)).unwrap();
-    assert_eq!(f.goldens(), vec![third.golden.unwrap()]);
+    assert_eq!(f.goldens(), vec![third.golden.clone().unwrap()]);
     assert!(!golden_path.exists());
 }
 
@@ -375,7 +387,10 @@ fn reload_when_asked_or_when_there_is_no_fast_path() {
     let f = Fixture::new(Engine::PostgreSql, 10, "reload");
     let note = |_: &str| {};
     let done = f.provider(&note).provide(&f.db(1)).unwrap();
-    assert_eq!((done.method.as_str(), done.golden), ("reload", None));
+    assert_eq!(
+        (done.method.as_str(), done.golden.clone()),
+        ("reload", None)
+    );
     assert!(f.goldens().is_empty());
     // auto without a state dir reloads too.
     let f = Fixture::new(Engine::PostgreSql, 10, "auto");
@@ -388,23 +403,23 @@ fn reload_when_asked_or_when_there_is_no_fast_path() {
 }
 
 #[test]
-fn clone_for_mariadb_is_a_config_error() {
+fn provisioning_values_are_checked_and_clone_is_accepted_for_every_engine() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = tmp.path().join("m");
     std::fs::create_dir_all(&ds).unwrap();
     std::fs::write(ds.join("seed.sql"), "").unwrap();
-    std::fs::write(
-        ds.join("config.json"),
-        json!({"project": "a/b", "engine": "mariadb", "seed_data": "seed.sql", "provisioning": "clone"}).to_string(),
-    )
-    .unwrap();
-    let errors = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap_err();
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("provisioning") && e.contains("not available for mariadb")),
-        "{errors:?}"
-    );
+    for engine in ["mariadb", "mysql", "postgresql", "sqlite"] {
+        std::fs::write(
+            ds.join("config.json"),
+            json!({"project": "a/b", "engine": engine, "seed_data": "seed.sql", "provisioning": "clone"}).to_string(),
+        )
+        .unwrap();
+        let loaded = load_datasets(tmp.path(), &DatasetDefaults::default()).unwrap();
+        assert_eq!(
+            loaded[0].provisioning,
+            gate_real_db_upgrade::provisioning::Provisioning::Clone
+        );
+    }
     std::fs::write(
         ds.join("config.json"),
         json!({"project": "a/b", "engine": "mariadb", "seed_data": "seed.sql", "provisioning": "fast"}).to_string(),

@@ -171,6 +171,8 @@ pub struct Dataset {
     pub timeout: Option<Duration>,
     /// How a run's database is made (`provisioning`: golden copy and clone, or reload).
     pub provisioning: Provisioning,
+    /// Cold or warm caches when the first migration starts (`cache`).
+    pub cache: Cache,
 }
 
 impl Dataset {
@@ -279,9 +281,39 @@ impl Provisioning {
         }
     }
 
-    /// Whether `engine` has a fast path.
+    /// Whether `engine` has a fast path (MySQL/MariaDB: where the host allows, see
+    /// [`crate::provisioning::mariadb::probe`]).
     pub fn fast_path_for(engine: Engine) -> bool {
-        matches!(engine, Engine::PostgreSql | Engine::Sqlite)
+        matches!(
+            engine,
+            Engine::PostgreSql | Engine::Sqlite | Engine::MariaDb | Engine::MySql
+        )
+    }
+}
+
+/// The `cache` dataset key: the state of the server's caches when the first migration starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cache {
+    /// As provisioning leaves them: on MariaDB's private server an empty buffer pool (what
+    /// the original measured after its restart of MySQL).
+    #[default]
+    Cold,
+    /// Every table and index of the run database read once before the first migration
+    /// (MySQL/MariaDB).
+    Warm,
+}
+
+impl Cache {
+    /// The key's values.
+    pub const NAMES: [&'static str; 2] = ["cold", "warm"];
+
+    /// From the key's value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "cold" => Some(Cache::Cold),
+            "warm" => Some(Cache::Warm),
+            _ => None,
+        }
     }
 }
 

@@ -273,6 +273,73 @@ pub(super) async fn execute(ep: &Endpoint, name: &str, sql: &str) -> Result<(), 
     result.map(drop).map_err(|e| classify(ep, &e))
 }
 
+/// Reads every base table of database `name` once through its clustered index (`CHECKSUM
+/// TABLE`: a full scan) and each secondary index (`COUNT(*)` forced through it); the number
+/// of tables and indexes read.
+pub(super) async fn warm(ep: &Endpoint, name: &str) -> Result<(usize, usize), EngineError> {
+    let mut conn = connect(ep, Some(name)).await?;
+    let result = async {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1",
+        )
+        .bind(name)
+        .fetch_all(&mut conn)
+        .await?;
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT CAST(TABLE_NAME AS CHAR), CAST(INDEX_NAME AS CHAR) \
+             FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? \
+             AND INDEX_NAME <> 'PRIMARY' ORDER BY 1, 2",
+        )
+        .bind(name)
+        .fetch_all(&mut conn)
+        .await?;
+        for table in &tables {
+            let sql = format!("CHECKSUM TABLE {}", quote_ident(table, '`'));
+            sqlx::raw_sql(&sql).fetch_all(&mut conn).await?;
+        }
+        for (table, index) in &indexes {
+            let sql = format!(
+                "SELECT COUNT(*) FROM {} FORCE INDEX ({})",
+                quote_ident(table, '`'),
+                quote_ident(index, '`')
+            );
+            sqlx::raw_sql(&sql).fetch_all(&mut conn).await?;
+        }
+        Ok::<_, sqlx::Error>((tables.len(), indexes.len()))
+    }
+    .await;
+    close(conn).await;
+    result.map_err(|e| classify(ep, &e))
+}
+
+/// `VERSION()` and those of the global variables `names` the server has.
+pub(super) async fn version_and_variables(
+    ep: &Endpoint,
+    names: &[&str],
+) -> Result<(String, BTreeMap<String, String>), EngineError> {
+    let mut conn = connect(ep, None).await?;
+    let version = sqlx::raw_sql("SELECT VERSION()").fetch_one(&mut conn).await;
+    let list = names
+        .iter()
+        .map(|n| format!("'{}'", n.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::raw_sql(&format!(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ({list})"
+    ))
+    .fetch_all(&mut conn)
+    .await;
+    close(conn).await;
+    let version = version.map_err(|e| classify(ep, &e))?;
+    let rows = rows.map_err(|e| classify(ep, &e))?;
+    let variables = rows
+        .iter()
+        .filter_map(|row| Some((text(row, 0)?, text(row, 1)?)))
+        .collect();
+    Ok((text(&version, 0).unwrap_or_default(), variables))
+}
+
 /// `SHOW DATABASES`.
 pub(super) async fn databases(ep: &Endpoint) -> Result<Vec<String>, EngineError> {
     let mut conn = connect(ep, None).await?;

@@ -35,6 +35,38 @@ impl CopyKind {
 /// # Errors
 /// Reading, creating or writing failed; a half-written `to` is removed.
 pub fn reflink_or_copy(from: &Path, to: &Path) -> io::Result<CopyKind> {
+    copy_file(from, to, true)
+}
+
+/// Copies the directory tree `from` to the new directory `to`, file by file as
+/// [`reflink_or_copy`] but without syncing (for throw-away copies: a crash loses nothing
+/// anyone needs). Symbolic links and special files are left out. `Reflink` when every file
+/// was reflinked.
+///
+/// # Errors
+/// Reading, creating or writing failed (what was copied stays: the caller removes `to`).
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<CopyKind> {
+    fs::create_dir(to)?;
+    let mut kind = CopyKind::Reflink;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let file_type = entry.file_type()?;
+        let copied = if file_type.is_dir() {
+            copy_tree(&source, &target)?
+        } else if file_type.is_file() {
+            copy_file(&source, &target, false)?
+        } else {
+            continue;
+        };
+        if copied == CopyKind::Plain {
+            kind = CopyKind::Plain;
+        }
+    }
+    Ok(kind)
+}
+
+fn copy_file(from: &Path, to: &Path, sync: bool) -> io::Result<CopyKind> {
     let mut source = File::open(from)?;
     let mut target = OpenOptions::new()
         .write(true)
@@ -47,7 +79,10 @@ pub fn reflink_or_copy(from: &Path, to: &Path) -> io::Result<CopyKind> {
     if cloned == 0 {
         return Ok(CopyKind::Reflink);
     }
-    match io::copy(&mut source, &mut target).and_then(|_| target.sync_data()) {
+    let copied =
+        io::copy(&mut source, &mut target)
+            .and_then(|_| if sync { target.sync_data() } else { Ok(()) });
+    match copied {
         Ok(()) => Ok(CopyKind::Plain),
         Err(e) => {
             drop(target);

@@ -61,7 +61,8 @@ pub fn all(state: &Path) -> Vec<GoldenRecord> {
         .collect()
 }
 
-/// Removes a recorded golden copy (the database, or the SQLite file) and its record.
+/// Removes a recorded golden copy (the database, the SQLite file or the MariaDB datadir)
+/// and its record.
 ///
 /// # Errors
 /// The server refused.
@@ -74,6 +75,7 @@ pub fn remove(state: &Path, record: &GoldenRecord) -> Result<(), EngineError> {
             state.join("sqlite"),
         )
         .drop_database(name)?,
+        Some(Engine::MariaDb | Engine::MySql) => super::mariadb::remove(state, name)?,
         Some(_) => match record.golden.server() {
             Some(server) => server.drop_database(name)?,
             None => return Err(EngineError::Other(format!("{name}: unknown engine"))),

@@ -36,6 +36,7 @@ const TOP_KEYS: &[&str] = &[
     KEY_ROWS_READ,
     "timeout",
     "provisioning",
+    "cache",
 ];
 
 /// The dataset `name` of the file `source` (its JSON `value`), relative paths resolved
@@ -66,7 +67,8 @@ pub(super) fn dataset(
     let upgrade_path = schedule::upgrade_path(c, obj.get("upgrade_path"));
     let limits = schedule::limits(c, obj);
     let timeout = schedule::timeout(c, obj.get("timeout"));
-    let provisioning = schedule::provisioning(c, obj.get("provisioning"), engine);
+    let provisioning = schedule::provisioning(c, obj.get("provisioning"));
+    let cache = schedule::cache(c, obj.get("cache"), engine);
     Some(Dataset {
         name: name.to_string(),
         dir: dir.to_path_buf(),
@@ -83,5 +85,6 @@ pub(super) fn dataset(
         limits,
         timeout,
         provisioning,
+        cache,
     })
 }

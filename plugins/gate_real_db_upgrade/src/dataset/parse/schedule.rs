@@ -1,11 +1,11 @@
-//! How the dataset's run goes: `upgrade_path`, the limits, `timeout`, `provisioning`.
+//! How the dataset's run goes: `upgrade_path`, the limits, `timeout`, `provisioning`, `cache`.
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::dataset::check::{ref_problem, Checker};
-use crate::dataset::{Provisioning, MAX_TIMEOUT_SECONDS};
+use crate::dataset::{Cache, Provisioning, MAX_TIMEOUT_SECONDS};
 use crate::engine::Engine;
 use crate::limits::{LimitTable, Limits, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
 
@@ -71,24 +71,14 @@ pub(super) fn timeout(c: &mut Checker, value: Option<&Value>) -> Option<Duration
     timeout
 }
 
-/// `provisioning`: `auto` (default), `clone` (only where the engine has a fast path) or
-/// `reload`.
-pub(super) fn provisioning(c: &mut Checker, value: Option<&Value>, engine: Engine) -> Provisioning {
+/// `provisioning`: `auto` (default), `clone` (the fast path or a failed run, never a
+/// reload) or `reload`. Every engine has a fast path; whether this host can take it
+/// (MariaDB) is known only when a run starts.
+pub(super) fn provisioning(c: &mut Checker, value: Option<&Value>) -> Provisioning {
     let Some(value) = value else {
         return Provisioning::Auto;
     };
     match value.as_str().and_then(Provisioning::parse) {
-        Some(Provisioning::Clone) if !Provisioning::fast_path_for(engine) => {
-            c.err(
-                "provisioning",
-                format!(
-                    "\"clone\" is not available for {} (only PostgreSQL and SQLite have \
-                     golden copies); use \"auto\" or \"reload\"",
-                    engine.name()
-                ),
-            );
-            Provisioning::Auto
-        }
         Some(p) => p,
         None => {
             c.err(
@@ -99,6 +89,33 @@ pub(super) fn provisioning(c: &mut Checker, value: Option<&Value>, engine: Engin
                 ),
             );
             Provisioning::Auto
+        }
+    }
+}
+
+/// `cache`: `cold` (default) or `warm` (MySQL/MariaDB only).
+pub(super) fn cache(c: &mut Checker, value: Option<&Value>, engine: Engine) -> Cache {
+    let Some(value) = value else {
+        return Cache::Cold;
+    };
+    match value.as_str().and_then(Cache::parse) {
+        Some(Cache::Warm) if !matches!(engine, Engine::MariaDb | Engine::MySql) => {
+            c.err(
+                "cache",
+                format!(
+                    "\"warm\" is only available for MySQL/MariaDB, not {}",
+                    engine.name()
+                ),
+            );
+            Cache::Cold
+        }
+        Some(cache) => cache,
+        None => {
+            c.err(
+                "cache",
+                format!("must be one of {}", Cache::NAMES.join(", ")),
+            );
+            Cache::Cold
         }
     }
 }
