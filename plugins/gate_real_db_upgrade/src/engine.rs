@@ -18,6 +18,7 @@
 mod client;
 mod connection;
 mod golden;
+pub mod instance_claims;
 mod kind;
 mod locks;
 mod mysql;
@@ -783,6 +784,25 @@ fn quote_path(parts: &[&str], quote: char) -> String {
 /// True when `path` exists (errors other than "not found" count as existing).
 fn exists(path: &Path) -> bool {
     !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// [`build_number`] as 7 digits.
+pub(crate) fn random_digits() -> String {
+    format!("{:07}", build_number())
+}
+
+/// A random 7-digit number for a build's temporary name: workers on several hosts may share
+/// a server, so a process id could be another host's too.
+pub(crate) fn build_number() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() % 10_000_000
 }
 
 #[cfg(test)]

@@ -354,7 +354,7 @@ impl Provider<'_> {
     }
 
     fn build_golden(&self, state: &Path, golden: &str) -> Result<(), EngineError> {
-        let temporary = format!("{golden}_b{:07}", build_number());
+        let temporary = format!("{golden}_b{:07}", crate::engine::build_number());
         let server = self.golden_server(state);
         match self.dataset.engine {
             Engine::Sqlite => {
@@ -586,25 +586,6 @@ fn seal_file(from: &Path, to: &Path) -> Result<(), EngineError> {
     std::fs::rename(from, to).map_err(io)
 }
 
-/// [`build_number`] as 7 digits.
-pub(crate) fn random_digits() -> String {
-    format!("{:07}", build_number())
-}
-
-/// A random 7-digit number for a build's temporary name: workers on several hosts may share
-/// a server, so a process id could be another host's too.
-fn build_number() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish() % 10_000_000
-}
-
 /// Removes an SQLite golden file (made writable first: it is read-only).
 fn sqlite_remove(server: &Server, name: &str) -> Result<(), EngineError> {
     server.drop_database(name)
@@ -627,7 +608,11 @@ mod tests {
         assert_eq!(golden_name("nova", sum), "th_golden_nova_0123456789ab");
         let long = golden_name(&"Very-Long.Name".repeat(10), sum);
         assert!(long.len() <= 63, "{long}");
-        crate::engine::check_database_name(&format!("{long}_b{:07}", build_number())).unwrap();
+        crate::engine::check_database_name(&format!(
+            "{long}_b{:07}",
+            crate::engine::build_number()
+        ))
+        .unwrap();
         let prefix = golden_prefix("nova");
         let kind = |name| golden_kind(&prefix, name);
         assert_eq!(

@@ -238,7 +238,7 @@ impl Instance<'_> {
     }
 
     /// Starts the server on the datadir and waits until it answers as the run's user.
-    /// `claims`: where the instance is claimed ([`crate::leftovers::claim_instance`]).
+    /// `claims`: where the instance is claimed ([`super::instance_claims::claim_instance`]).
     ///
     /// # Errors
     /// It exited or did not answer within [`START_TIMEOUT`] (the error log's end says why),
@@ -262,7 +262,7 @@ impl Instance<'_> {
             via_socket: self.via_socket,
         };
         private.claim = claims.and_then(|dir| {
-            crate::leftovers::claim_instance(dir, &private.dir, &private.socket, None)
+            super::instance_claims::claim_instance(dir, &private.dir, &private.socket, None)
         });
         self.write_init_file()?;
         for attempt in 1..=PORT_TRIES {
@@ -275,7 +275,12 @@ impl Instance<'_> {
             })?;
             private.child = Some(child);
             if let (Some(dir), Some(pid)) = (claims, private.pid()) {
-                crate::leftovers::claim_instance(dir, &private.dir, &private.socket, Some(pid));
+                super::instance_claims::claim_instance(
+                    dir,
+                    &private.dir,
+                    &private.socket,
+                    Some(pid),
+                );
             }
             match private.wait_ready(cancel) {
                 Ok(()) => return Ok(private),
@@ -416,7 +421,7 @@ fn socket_path(dir: &Path, shared: bool) -> PathBuf {
     std::env::temp_dir().join(format!(
         "th-mariadbd-{}-{}.sock",
         std::process::id(),
-        crate::provisioning::random_digits()
+        super::random_digits()
     ))
 }
 
@@ -537,7 +542,7 @@ impl PrivateServer {
 
     fn record_claim(&self) {
         if let Some(dir) = &self.claims {
-            crate::leftovers::claim_instance(dir, &self.dir, &self.socket, self.pid());
+            super::instance_claims::claim_instance(dir, &self.dir, &self.socket, self.pid());
         }
     }
 

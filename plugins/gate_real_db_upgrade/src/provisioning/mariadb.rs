@@ -269,7 +269,7 @@ pub fn start_run(
         EngineError::Other(format!("the golden copy {golden} is gone or incomplete"))
     })?;
     let parent = state.join(RUNS_DIR);
-    let dir = parent.join(format!("{run}_{}", super::random_digits()));
+    let dir = parent.join(format!("{run}_{}", crate::engine::random_digits()));
     let scratch = Scratch::new(dir.clone(), claims);
     let from = golden_dir(state, golden).join("data");
     let copy = std::fs::create_dir_all(&parent)
