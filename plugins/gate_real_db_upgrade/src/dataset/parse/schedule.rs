@@ -4,47 +4,35 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::dataset::check::{ref_problem, Checker};
-use crate::dataset::{Provisioning, MAX_TIMEOUT_SECONDS};
+use turbo_hipster_sdk::config::{index, Checker};
+
+use crate::dataset::check::ref_problem;
+use crate::dataset::{Provisioning, TIMEOUT_RANGE};
 use crate::engine::Engine;
 use crate::limits::{LimitTable, Limits, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
 
 /// `upgrade_path`: git refs to migrate through first, in order.
 pub(super) fn upgrade_path(c: &mut Checker, value: Option<&Value>) -> Vec<String> {
     let mut upgrade_path = Vec::new();
-    match value {
-        None => {}
-        Some(Value::Array(refs)) => {
-            for (i, r) in refs.iter().enumerate() {
-                let key = format!("upgrade_path[{i}]");
-                let Some(s) = c.string(&key, r) else {
-                    continue;
-                };
-                match ref_problem(s) {
-                    Some(problem) => c.err(&key, format!("{problem} ({s:?})")),
-                    None => upgrade_path.push(s.to_string()),
-                }
-            }
+    let Some(refs) = value.and_then(|v| c.list("upgrade_path", v)) else {
+        return upgrade_path;
+    };
+    for (i, r) in refs.iter().enumerate() {
+        let key = index("upgrade_path", i);
+        let Some(s) = c.string(&key, r) else {
+            continue;
+        };
+        match ref_problem(s) {
+            Some(problem) => c.error(&key, problem),
+            None => upgrade_path.push(s.to_string()),
         }
-        Some(other) => c.err(
-            "upgrade_path",
-            format!("must be a list of git refs, not {other}"),
-        ),
     }
     upgrade_path
 }
 
-/// The original's limit tables ([`crate::limits`]).
+/// The limit tables ([`crate::limits`]): one line per table.
 pub(super) fn limits(c: &mut Checker, obj: &Map<String, Value>) -> Limits {
-    let mut table = |key: &str| -> Option<LimitTable> {
-        match LimitTable::from_json(key, obj.get(key)?) {
-            Ok(t) => Some(t),
-            Err(errors) => {
-                c.errors_from(errors);
-                None
-            }
-        }
-    };
+    let mut table = |key: &str| LimitTable::from_json(c, key, obj.get(key)?);
     Limits {
         seconds: table(KEY_SECONDS).unwrap_or_default(),
         rows_changed: table(KEY_ROWS_CHANGED),
@@ -52,23 +40,9 @@ pub(super) fn limits(c: &mut Checker, obj: &Map<String, Value>) -> Limits {
     }
 }
 
-/// `timeout`: seconds, over 0 and at most a week.
+/// `timeout`: seconds, over 0 and at most a week (as the job's).
 pub(super) fn timeout(c: &mut Checker, value: Option<&Value>) -> Option<Duration> {
-    let v = value?;
-    let timeout = v
-        .as_f64()
-        .filter(|s| *s > 0.0 && *s <= MAX_TIMEOUT_SECONDS)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok());
-    if timeout.is_none() {
-        c.err(
-            "timeout",
-            format!(
-                "must be a number of seconds greater than 0 and at most \
-                 {MAX_TIMEOUT_SECONDS} (a week), not {v}"
-            ),
-        );
-    }
-    timeout
+    c.seconds("timeout", value?, TIMEOUT_RANGE)
 }
 
 /// `provisioning`: `auto` (default), `clone` (only where the engine has a fast path) or
@@ -77,9 +51,9 @@ pub(super) fn provisioning(c: &mut Checker, value: Option<&Value>, engine: Engin
     let Some(value) = value else {
         return Provisioning::Auto;
     };
-    match value.as_str().and_then(Provisioning::parse) {
+    match c.one_of("provisioning", value, &Provisioning::CHOICES) {
         Some(Provisioning::Clone) if !Provisioning::fast_path_for(engine) => {
-            c.err(
+            c.error(
                 "provisioning",
                 format!(
                     "\"clone\" is not available for {} (only PostgreSQL and SQLite have \
@@ -90,15 +64,6 @@ pub(super) fn provisioning(c: &mut Checker, value: Option<&Value>, engine: Engin
             Provisioning::Auto
         }
         Some(p) => p,
-        None => {
-            c.err(
-                "provisioning",
-                format!(
-                    "must be one of {}, not {value}",
-                    Provisioning::NAMES.join(", ")
-                ),
-            );
-            Provisioning::Auto
-        }
+        None => Provisioning::Auto,
     }
 }
