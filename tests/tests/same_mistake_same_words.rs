@@ -177,6 +177,6 @@ fn a_file_that_is_not_an_object() {
         "{}: expected a JSON object at the top, got a list",
         file.display()
     );
-    assert_eq!(host_said, [what.clone()]);
+    assert_eq!(host_said, dataset_said);
     assert_eq!(dataset_said, [what]);
 }
