@@ -20,7 +20,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use turbo_hipster_sdk::config::{index, key, present, says, Checker, PathNeed, Unknown};
+use turbo_hipster_sdk::config::{
+    index, key, present, read_object, says, Checker, PathNeed, Unknown,
+};
 
 /// Where the daemon looks for its config when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/turbo-hipster/config.json";
@@ -289,38 +291,10 @@ fn string_key(c: &mut Checker, obj: &Map<String, Value>, at: &str) -> Option<Str
         .map(str::to_string)
 }
 
-/// A JSON file read and parsed, with syntax errors turned into issues.
+/// A JSON file read and parsed, with syntax errors turned into issues (the SDK's
+/// [`read_object`]: the datasets are read the same way).
 fn read_json(file: &Path, issues: &mut Vec<ConfigIssue>) -> Option<Map<String, Value>> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            issues.push(ConfigIssue {
-                file: file.to_path_buf(),
-                path: String::new(),
-                message: format!("cannot read the file: {e}"),
-            });
-            return None;
-        }
-    };
-    match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(map)) => Some(map),
-        Ok(other) => {
-            issues.push(ConfigIssue {
-                file: file.to_path_buf(),
-                path: String::new(),
-                message: says::expected("a JSON object at the top", &other),
-            });
-            None
-        }
-        Err(e) => {
-            issues.push(ConfigIssue {
-                file: file.to_path_buf(),
-                path: format!("line {} column {}", e.line(), e.column()),
-                message: format!("invalid JSON: {e}"),
-            });
-            None
-        }
-    }
+    read_object(file).map_err(|issue| issues.push(issue)).ok()
 }
 
 /// An entry of `plugins` or `jobs`, remembered with where it came from.

@@ -167,6 +167,32 @@ pub fn present<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> 
     obj.get(key).filter(|v| !v.is_null())
 }
 
+/// The JSON object in `file`. A file that cannot be read, is not JSON (its place as the key
+/// path: `line 3 column 7`) or holds something else than an object is one issue on the file.
+///
+/// # Errors
+/// That issue.
+pub fn read_object(file: &Path) -> Result<Map<String, Value>, Issue> {
+    let issue = |path: String, message: String| Issue {
+        file: file.to_path_buf(),
+        path,
+        message,
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| issue(String::new(), format!("cannot read the file: {e}")))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(issue(
+            String::new(),
+            says::expected("a JSON object at the top", &other),
+        )),
+        Err(e) => Err(issue(
+            format!("line {} column {}", e.line(), e.column()),
+            format!("invalid JSON: {e}"),
+        )),
+    }
+}
+
 /// Collects every error and warning of one source; see the [module](self) documentation.
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -357,6 +383,20 @@ impl Checker {
                 self.error(path, says::between(min, max, says::show(value)));
                 None
             }
+        }
+    }
+
+    /// A finite number, at least `min` (a fraction allowed).
+    pub fn number(&mut self, path: &str, value: &Value, min: f64) -> Option<f64> {
+        let Some(n) = value.as_f64() else {
+            self.error(path, says::expected("a number", value));
+            return None;
+        };
+        if n.is_finite() && n >= min {
+            Some(n)
+        } else {
+            self.error(path, says::at_least(min, says::show(value)));
+            None
         }
     }
 

@@ -21,6 +21,11 @@ pub fn between(min: impl Display, max: impl Display, got: impl Display) -> Strin
     format!("must be between {min} and {max}, got {got}")
 }
 
+/// A number below its lower bound (with no upper one): `must be at least 0, got -1`.
+pub fn at_least(min: impl Display, got: impl Display) -> String {
+    format!("must be at least {min}, got {got}")
+}
+
 /// A number with a fraction where a whole one is needed.
 pub fn whole(min: impl Display, max: impl Display, got: impl Display) -> String {
     format!("must be a whole number between {min} and {max}, got {got}")

@@ -330,3 +330,45 @@ fn lines_are_one_line_and_bare_lines_name_no_file() {
     assert_eq!(lines, ["e: must not be empty"]);
     assert!(present(json!({"k": null}).as_object().unwrap(), "k").is_none());
 }
+
+#[test]
+fn number_has_a_lower_bound_and_takes_fractions() {
+    let get = |v: Value| check(v, |c, v| c.number("n", v, 0.0));
+    assert_eq!(get(json!(0)), (Some(0.0), vec![]));
+    assert_eq!(get(json!(1.5)), (Some(1.5), vec![]));
+    assert_eq!(
+        get(json!(-1)),
+        (None, vec!["f.json: n: must be at least 0, got -1".into()])
+    );
+    assert_eq!(
+        get(json!("60")),
+        (
+            None,
+            vec!["f.json: n: expected a number, got a string".into()]
+        )
+    );
+}
+
+#[test]
+fn read_object_names_what_is_wrong_with_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("c.json");
+    let read = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        read_object(&file).map_err(|issue| issue.to_string())
+    };
+    let shown = file.display();
+    assert_eq!(read("{\"a\": 1}").unwrap()["a"], 1);
+    assert_eq!(
+        read("[1]").unwrap_err(),
+        format!("{shown}: expected a JSON object at the top, got a list")
+    );
+    assert!(read("{\"a\": ")
+        .unwrap_err()
+        .starts_with(&format!("{shown}: line 1 column 6: invalid JSON: ")));
+    let missing = tmp.path().join("nope.json");
+    assert!(read_object(&missing)
+        .unwrap_err()
+        .to_string()
+        .starts_with(&format!("{}: cannot read the file: ", missing.display())));
+}

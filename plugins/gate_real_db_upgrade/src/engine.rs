@@ -4,9 +4,10 @@
 //!
 //! Layout: this file holds the public API ([`Server`], [`EngineError`], [`VersionSource`],
 //! [`Endpoint`]) and the dispatch to one module per engine family (`mysql`: MySQL and
-//! MariaDB, `postgres`, `sqlite`); `kind` is the [`Engine`] a dataset names, `connection` the
-//! [`Connection`] it gives (read the same way from a dataset and from the job config), `seed`
-//! the [`Seed`] its database is made from. Seeds are loaded by the engine's own
+//! MariaDB, `postgres`, `sqlite`); `kind` is the [`Engine`] a dataset names, `seed` the
+//! [`Seed`] its database is made from. The [`Connection`] a dataset gives is the SDK's
+//! (`turbo_hipster_sdk::config::Connection`), read the same way from a dataset and from the
+//! job config. Seeds are loaded by the engine's own
 //! command-line client (`mysql`, `psql`, `pg_restore`), run by `client`; SQLite seeds are
 //! executed through sqlx (there is no `sqlite3` tool to rely on).
 //!
@@ -16,7 +17,6 @@
 //! `Send + Sync`; several dataset threads may use one at once.
 
 mod client;
-mod connection;
 mod golden;
 pub mod instance_claims;
 mod kind;
@@ -36,7 +36,6 @@ use std::time::Duration;
 
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
-pub use connection::Connection;
 pub use golden::GoldenState;
 pub use kind::Engine;
 pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
@@ -44,6 +43,7 @@ pub use private_server::{
     version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES,
 };
 pub use seed::{Seed, SeedFormat};
+pub use turbo_hipster_sdk::config::Connection;
 
 /// How long connecting to a database server may take before we give up
 /// ([`EngineError::Refused`]).

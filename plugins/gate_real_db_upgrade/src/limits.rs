@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use turbo_hipster_sdk::config::{self, Checker};
 
 use crate::logparse::MigrationRecord;
 use crate::messages;
@@ -52,35 +53,25 @@ impl LimitTable {
             .or(self.default)
     }
 
-    /// Reads one table as written in a dataset under `key` (e.g. `maximum_migration_times`).
-    ///
-    /// # Errors
-    /// Every problem, one line each, as `<key path>: <what>` (the caller prefixes the file):
-    /// not an object, no `default`, a value that is not a non-negative number, an empty key.
-    pub fn from_json(key: &str, value: &Value) -> Result<Self, Vec<String>> {
-        let Some(object) = value.as_object() else {
-            return Err(vec![format!(
-                "{key}: must be an object of limits ({{\"default\": N, \"from->to\": N, ...}})"
-            )]);
-        };
-        let mut errors = Vec::new();
+    /// Reads one table as written in a dataset under `key` (e.g. `maximum_migration_times`);
+    /// `None` when it has a problem (not an object, an empty key, a value that is not a
+    /// non-negative number, no `default`), each recorded in `c` with its key path.
+    pub fn from_json(c: &mut Checker, key: &str, value: &Value) -> Option<Self> {
+        let object = c.object(key, value)?;
         let mut table = LimitTable::default();
+        let mut ok = true;
         for (name, limit) in object {
             if name.starts_with('_') {
                 continue; // a comment, e.g. "_138_bugs": [1263835]
             }
             if name.trim().is_empty() {
-                errors.push(format!("{key}: a limit key is empty"));
+                c.error(key, "a limit key is empty");
+                ok = false;
                 continue;
             }
-            let number = match limit.as_f64() {
-                Some(n) if n.is_finite() && n >= 0.0 => n,
-                _ => {
-                    errors.push(format!(
-                        "{key}.{name}: must be a non-negative number, not {limit}"
-                    ));
-                    continue;
-                }
+            let Some(number) = c.number(&config::key(key, name), limit, 0.0) else {
+                ok = false;
+                continue;
             };
             if name == "default" {
                 table.default = Some(number);
@@ -89,13 +80,10 @@ impl LimitTable {
             }
         }
         if !object.contains_key("default") {
-            errors.push(format!("{key}.default: required"));
+            c.required(&config::key(key, "default"), "");
+            ok = false;
         }
-        if errors.is_empty() {
-            Ok(table)
-        } else {
-            Err(errors)
-        }
+        ok.then_some(table)
     }
 }
 
@@ -185,6 +173,14 @@ mod tests {
     use chrono::NaiveDateTime;
     use serde_json::json;
 
+    /// The table `value` read under `key`, or the error lines.
+    fn read(key: &str, value: Value) -> Result<LimitTable, Vec<String>> {
+        let mut c = Checker::bare();
+        let table = LimitTable::from_json(&mut c, key, &value);
+        let (errors, _) = c.into_lines();
+        table.filter(|_| errors.is_empty()).ok_or(errors)
+    }
+
     fn t(s: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.3f").unwrap()
     }
@@ -203,9 +199,9 @@ mod tests {
 
     #[test]
     fn key_precedence_from_to_over_to_over_default() {
-        let table = LimitTable::from_json(
+        let table = read(
             "maximum_migration_times",
-            &json!({"151->152": 10, "152": 20, "153": 30, "default": 60}),
+            json!({"151->152": 10, "152": 20, "153": 30, "default": 60}),
         )
         .unwrap();
         assert_eq!(table.lookup("151", "152"), Some(10.0));
@@ -213,15 +209,15 @@ mod tests {
         assert_eq!(table.lookup("152", "153"), Some(30.0));
         assert_eq!(table.lookup("153", "154"), Some(60.0));
         // A revision id (alembic) works as a destination key.
-        let table = LimitTable::from_json("x", &json!({"1a2b3c": 5, "default": 1})).unwrap();
+        let table = read("x", json!({"1a2b3c": 5, "default": 1})).unwrap();
         assert_eq!(table.lookup("base", "1a2b3c"), Some(5.0));
     }
 
     #[test]
     fn underscore_keys_are_comments() {
-        let table = LimitTable::from_json(
+        let table = read(
             "maximum_migration_times",
-            &json!({"_138_bugs": [1263835], "_note": "x", "default": 60}),
+            json!({"_138_bugs": [1263835], "_note": "x", "default": 60}),
         )
         .unwrap();
         assert!(table.keyed.is_empty());
@@ -230,28 +226,28 @@ mod tests {
 
     #[test]
     fn default_required_and_values_checked() {
-        let errs =
-            LimitTable::from_json("Innodb_rows_read", &json!({"1->2": -1, "3": "x"})).unwrap_err();
+        let errs = read("Innodb_rows_read", json!({"1->2": -1, "3": "x", "": 1})).unwrap_err();
         assert_eq!(
             errs,
-            vec![
-                "Innodb_rows_read.1->2: must be a non-negative number, not -1".to_string(),
-                "Innodb_rows_read.3: must be a non-negative number, not \"x\"".to_string(),
-                "Innodb_rows_read.default: required".to_string(),
+            [
+                "Innodb_rows_read: a limit key is empty",
+                "Innodb_rows_read.1->2: must be at least 0, got -1",
+                "Innodb_rows_read.3: expected a number, got a string",
+                "Innodb_rows_read.default: required",
             ]
         );
-        let errs = LimitTable::from_json("k", &json!({"default": "60"})).unwrap_err();
+        let errs = read("k", json!({"default": "60"})).unwrap_err();
+        assert_eq!(errs, ["k.default: expected a number, got a string"]);
         assert_eq!(
-            errs,
-            vec!["k.default: must be a non-negative number, not \"60\"".to_string()]
+            read("k", json!([1])).unwrap_err(),
+            ["k: expected an object, got a list"]
         );
-        assert!(LimitTable::from_json("k", &json!([1])).is_err());
     }
 
     #[test]
     fn strictly_greater_with_millisecond_precision() {
         let limits = Limits {
-            seconds: LimitTable::from_json("s", &json!({"1->2": 1.5, "default": 2})).unwrap(),
+            seconds: read("s", json!({"1->2": 1.5, "default": 2})).unwrap(),
             ..Limits::default()
         };
         let migrations = vec![
@@ -272,7 +268,7 @@ mod tests {
     #[test]
     fn unfinished_migrations_are_skipped() {
         let limits = Limits {
-            seconds: LimitTable::from_json("s", &json!({"default": 0})).unwrap(),
+            seconds: read("s", json!({"default": 0})).unwrap(),
             ..Limits::default()
         };
         let mut m = record("1", "2", 5000, &[]);
@@ -284,10 +280,8 @@ mod tests {
     fn counter_warnings() {
         let limits = Limits {
             seconds: LimitTable::default(),
-            rows_changed: Some(
-                LimitTable::from_json("c", &json!({"default": 10, "2": 100})).unwrap(),
-            ),
-            rows_read: Some(LimitTable::from_json("r", &json!({"default": 10})).unwrap()),
+            rows_changed: Some(read("c", json!({"default": 10, "2": 100})).unwrap()),
+            rows_read: Some(read("r", json!({"default": 10})).unwrap()),
         };
         let migrations = vec![
             // 4 + 4 + 3 = 11 > 10; read 10 = 10 is fine.

@@ -5,7 +5,7 @@
 //! | `datasets_dir` | directory of datasets | `/var/lib/turbo-hipster/datasets` |
 //! | `max_parallel_datasets` | how many datasets of one job run at once (1 to 64) | 1 |
 //! | `timeout` | seconds one dataset's run may take, unless the dataset sets its own (over 0, at most 604800: a week) | 3600 |
-//! | `connection` | `{host, port, socket, user, password}`: how to reach the database server, read like a dataset's ([`crate::engine::Connection::from_json`]: unknown fields are logged warnings); a dataset's own keys win | engine defaults |
+//! | `connection` | `{host, port, socket, user, password}`: how to reach the database server, read like a dataset's (the SDK's [`Checker::connection`]: unknown fields are logged warnings, `_` keys comments); a dataset's own keys win | engine defaults |
 //! | `engine` | `mysql`, `mariadb`, `postgresql` or `sqlite`: the engine of datasets that do not name one | none |
 //! | `git_retries` | how many times to try fetching the change (1 to 100) | 3 |
 //! | `keep_databases` | debugging: keep each run's database instead of dropping it | false |
@@ -23,22 +23,22 @@
 //! Other keys (the original's `shutdown-th`, `function`, …) are ignored.
 //!
 //! The keys are read with the SDK's checker ([`turbo_hipster_sdk::config`]): every problem at
-//! once, worded as in the daemon's config; `connection` is read by the datasets' own parser
-//! (host without whitespace, port 1 to 65535, absolute socket, non-empty user; an unknown
-//! field is a logged warning).
+//! once, worded as in the daemon's config and the datasets; `connection` is read as a
+//! dataset's (host without whitespace, port 1 to 65535, absolute socket, non-empty user; an
+//! unknown field is a logged warning).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use turbo_hipster_sdk::config::{present, says, Checker, PathNeed, SecondsRange};
+use turbo_hipster_sdk::config::{present, Checker, PathNeed, Unknown};
 use turbo_hipster_sdk::support::contain::Containment;
 use turbo_hipster_sdk::support::env::ParameterFilter;
 use turbo_hipster_sdk::support::git::{self, GitOptions};
 use turbo_hipster_sdk::PluginError;
 
-use crate::dataset::{Dataset, DatasetDefaults, Migration, MAX_TIMEOUT_SECONDS};
-use crate::engine::{Connection, Engine};
+use crate::dataset::{Dataset, DatasetDefaults, Migration, TIMEOUT_RANGE};
+use crate::engine::Engine;
 
 /// Where datasets live unless the job says otherwise.
 pub const DEFAULT_DATASETS_DIR: &str = "/var/lib/turbo-hipster/datasets";
@@ -105,31 +105,17 @@ impl Settings {
         {
             s.max_parallel = usize::try_from(n).unwrap_or(1);
         }
-        if let Some(t) = get("timeout").and_then(|(k, v)| c.seconds(k, v, TIMEOUT)) {
+        if let Some(t) = get("timeout").and_then(|(k, v)| c.seconds(k, v, TIMEOUT_RANGE)) {
             s.timeout = t;
         }
         if let Some((k, v)) = get("engine") {
-            s.defaults.engine = v.as_str().and_then(Engine::from_name);
-            if s.defaults.engine.is_none() {
-                c.error(k, says::one_of(&ENGINES, says::show(v)));
-            }
+            s.defaults.engine = Engine::check(&mut c, k, v);
         }
-        if let Some((k, v)) = get("connection") {
-            // One parser for the job's and the datasets' connection: the same rules and words.
-            match Connection::from_json(k, v) {
-                Ok((connection, warnings)) => {
-                    for warning in warnings {
-                        tracing::warn!("{warning}");
-                    }
-                    s.defaults.connection = connection;
-                }
-                Err(lines) => {
-                    for line in lines {
-                        let (key, what) = line.split_once(": ").unwrap_or((k, line.as_str()));
-                        c.error(key, what);
-                    }
-                }
-            }
+        // The datasets read their `connection` the same way: the same rules and words.
+        if let Some(conn) =
+            get("connection").and_then(|(k, v)| c.connection(k, v, Unknown::WarnUnlessComment))
+        {
+            s.defaults.connection = conn;
         }
         if let Some(n) = get("git_retries").and_then(|(k, v)| c.integer(k, v, 1..=MAX_GIT_RETRIES))
         {
@@ -179,11 +165,8 @@ impl Settings {
     }
 }
 
-/// The engines `engine` may name (their other spellings are accepted too).
-const ENGINES: [&str; 4] = ["mysql", "mariadb", "postgresql", "sqlite"];
 /// The most `git_retries` accepted.
 const MAX_GIT_RETRIES: u64 = 100;
-const TIMEOUT: SecondsRange = SecondsRange::over(0.0, MAX_TIMEOUT_SECONDS);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -154,7 +154,7 @@ fn a_seed_must_stay_inside_its_dataset_dir() {
             errors,
             vec![format!(
                 "{}: seed_data: must name a file in the dataset's directory (a relative path \
-                 without `..`; to use a seed kept elsewhere, place a symlink to it there), not \
+                 without `..`; to use a seed kept elsewhere, place a symlink to it there), got \
                  {seed:?}",
                 f.display()
             )]
@@ -493,29 +493,26 @@ fn every_error_at_once() {
     errors.sort();
     let b = bad.display();
     let mut expected = vec![
-        format!("{b}: project: must be a relative path of safe names like \"openstack/nova\", not \"../etc\""),
-        format!("{b}: engine: unknown engine \"oracle\" (mysql, percona, mariadb, postgresql, postgres, sqlite)"),
+        format!("{b}: project: must be a relative path of safe names like \"openstack/nova\", got \"../etc\""),
+        format!("{b}: engine: must be one of mysql, percona, mariadb, postgresql, postgres, sqlite, got \"oracle\""),
         format!("{b}: seed_data: must not be empty"),
-        format!("{b}: database: must be [A-Za-z0-9_], at most 48 characters, not \"has-dash\""),
-        format!("{b}: connection.port: must be a port number 1-65535, not \"3306\""),
-        format!("{b}: migration.tool[1]: must be a string, not 7"),
+        format!("{b}: database: must be [A-Za-z0-9_], at most 48 characters, got \"has-dash\""),
+        format!("{b}: connection.port: expected a whole number, got a string"),
+        format!("{b}: migration.tool[1]: expected a string, got a number"),
         format!("{b}: migration.env.1BAD: not a valid environment variable name"),
         format!("{b}: migration.templates.../out.ini: the output must be a plain file name ([A-Za-z0-9._-]) in the work dir"),
-        format!("{b}: migration.templates.../out.ini: the template must be a relative path without `..`, not \"../../etc/passwd\""),
-        format!("{b}: migration.templates.ok.ini: the template must be a relative path without `..`, not \"/abs/tpl\""),
+        format!("{b}: migration.templates.../out.ini: the template must be a relative path without `..`, got \"../../etc/passwd\""),
+        format!("{b}: migration.templates.ok.ini: the template must be a relative path without `..`, got \"/abs/tpl\""),
         format!("{b}: migration.log_format.start: needs named groups (?P<from>...) and (?P<to>...)"),
         format!("{b}: expected_version: last_sql_file needs migration.sql_dir"),
-        format!("{b}: upgrade_path[0]: must not start with `-` (\"-delete\")"),
-        format!("{b}: upgrade_path[1]: must not contain `..` (\"a..b\")"),
-        format!("{b}: upgrade_path[2]: must not contain whitespace (\"has space\")"),
-        format!("{b}: upgrade_path[3]: must be a string, not 3"),
+        format!("{b}: upgrade_path[0]: must not start with `-`, got \"-delete\""),
+        format!("{b}: upgrade_path[1]: must not contain `..`, got \"a..b\""),
+        format!("{b}: upgrade_path[2]: must not contain whitespace, got \"has space\""),
+        format!("{b}: upgrade_path[3]: expected a string, got a number"),
         format!("{b}: maximum_migration_times.default: required"),
-        format!("{b}: Innodb_rows_read.default: must be a non-negative number, not -1"),
-        format!(
-            "{b}: timeout: must be a number of seconds greater than 0 and at most 604800 (a \
-             week), not 0"
-        ),
-        format!("{}: project: required (e.g. \"openstack/nova\")", other.display()),
+        format!("{b}: Innodb_rows_read.default: must be at least 0, got -1"),
+        format!("{b}: timeout: must be more than 0 and at most 604800 seconds, got 0"),
+        format!("{}: project: required: e.g. \"openstack/nova\"", other.display()),
         format!("{}: (name): dataset name \"sp ace\" is not a safe name ([A-Za-z0-9._-])", unsafe_name.display()),
     ];
     // The regex crate's own words for `(`: just check the line's start.
@@ -532,7 +529,7 @@ fn every_error_at_once() {
         .iter()
         .position(|e| {
             e.starts_with(&format!(
-                "{}: not valid JSON: ",
+                "{}: line 1 column 13: invalid JSON: ",
                 root.join("broken.json").display()
             ))
         })
@@ -584,11 +581,11 @@ fn more_validation() {
         format!("{a}: db_user: conflicts with connection.user (give one of them)"),
         format!("{a}: migration: give either `tool` or `sql_dir`, not both"),
         format!("{b}: migration.log_format: only used with `tool`, not with `sql_dir`"),
-        format!("{b}: migration.sql_dir: the SQL directory in the checkout must be a relative path without `..`, not \"../outside\""),
-        format!("{b}: expected_version: must be one of {{\"highest_numbered\": dir}}, {{\"alembic_heads\": dir or [dirs]}}, {{\"command\": argv}}, {{\"fixed\": \"V\"}}, \"last_sql_file\" or \"unchecked\", not {{\"alembic_heads\":\"/abs\",\"fixed\":\"1\"}}"),
-        format!("{c}: migration.tool: must be an argv list of strings, e.g. [\"alembic\", \"upgrade\", \"head\"], not \"alembic upgrade head\""),
-        format!("{c}: migration.log_format: unknown format \"flyway\" (\"sqlalchemy-migrate\", \"alembic\" or {{\"start\": regex, ...}})"),
-        format!("{c}: expected_version.highest_numbered: the directory in the checkout must be a relative path without `..`, not \"a/../../b\""),
+        format!("{b}: migration.sql_dir: the SQL directory in the checkout must be a relative path without `..`, got \"../outside\""),
+        format!("{b}: expected_version: must be one of {{\"highest_numbered\": dir}}, {{\"alembic_heads\": dir or [dirs]}}, {{\"command\": argv}}, {{\"fixed\": \"V\"}}, \"last_sql_file\", \"unchecked\", got {{\"alembic_heads\":\"/abs\",\"fixed\":\"1\"}}"),
+        format!("{c}: migration.tool: expected an argv list of strings (e.g. [\"alembic\", \"upgrade\", \"head\"]), got a string"),
+        format!("{c}: migration.log_format: must be one of sqlalchemy-migrate, alembic, {{\"start\": regex, ...}}, got \"flyway\""),
+        format!("{c}: expected_version.highest_numbered: the directory in the checkout must be a relative path without `..`, got \"a/../../b\""),
     ];
     expected.sort();
     assert_eq!(errors, expected);

@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use turbo_hipster_sdk::config::{read_object, Checker};
 
-use super::check::Checker;
 use super::{parse, Dataset, DatasetDefaults};
 
 /// Loads every dataset in `dir`: each subdirectory with a `config.json`, and each `*.json`
@@ -145,30 +144,14 @@ pub fn load_dataset(
     let source = absolute_source.as_deref().unwrap_or(source);
     let absolute_dir = std::path::absolute(dir);
     let dir = absolute_dir.as_deref().unwrap_or(dir);
-    let file = source.display().to_string();
-    let text = match std::fs::read_to_string(source) {
-        Ok(t) => t,
-        Err(e) => return Err(vec![format!("{file}: cannot read: {e}")]),
-    };
-    let value: Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => return Err(vec![format!("{file}: not valid JSON: {e}")]),
-    };
-    let mut c = Checker::for_file(&file);
-    let dataset = parse::dataset(&mut c, &value, source, name, dir, defaults);
+    let obj = read_object(source).map_err(|issue| vec![issue.to_string()])?;
+    let mut c = Checker::new(source);
+    let dataset = parse::dataset(&mut c, &obj, source, name, dir, defaults);
+    let (errors, warnings) = c.into_lines();
     match dataset {
-        Some(d) if c.errors.is_empty() => Ok((d, one_line_each(c.warnings))),
-        _ => Err(one_line_each(c.errors)),
+        Some(d) if errors.is_empty() => Ok((d, warnings)),
+        _ => Err(errors),
     }
-}
-
-/// Problems as one printable line each: the key paths in them come from the file and may hold
-/// anything (a newline, a terminal escape).
-fn one_line_each(lines: Vec<String>) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| turbo_hipster_sdk::support::text::one_line(l).into_owned())
-        .collect()
 }
 
 #[cfg(test)]

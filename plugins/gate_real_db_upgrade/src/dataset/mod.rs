@@ -70,7 +70,9 @@
 //!
 //! # Layout
 //! The model is here; [`load`] finds and reads the files, `parse` reads one file's keys (one
-//! function per key section), `check` holds the collector of problems with their key paths.
+//! function per key section) with the SDK's checker ([`turbo_hipster_sdk::config`]: the same
+//! key paths and words as the daemon's config and the job configs), `check` holds the checks
+//! of names and paths several sections share.
 //! The engine, connection and seed types live in [`crate::engine`], the log formats in
 //! [`crate::logparse`], the expected version in [`crate::version`], the alembic folders in
 //! [`crate::alembic`]; they are re-exported here as the vocabulary of a dataset.
@@ -82,6 +84,8 @@ mod parse;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use turbo_hipster_sdk::config::SecondsRange;
 
 pub use crate::alembic::AlembicTree;
 use crate::engine::VersionSource;
@@ -128,6 +132,9 @@ pub const MAX_DATABASE_PREFIX: usize = 48;
 
 /// The longest `timeout` accepted, in seconds (a week), here and in the job config.
 pub const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// What `timeout` takes, here and in the job config: over 0, at most a week.
+pub const TIMEOUT_RANGE: SecondsRange = SecondsRange::over(0.0, MAX_TIMEOUT_SECONDS);
 
 /// Where a seed must be: what `seed_data` errors say. A seed kept elsewhere is linked in by
 /// the administrator (a symlink placed in the dataset's directory), never reached by a path.
@@ -271,6 +278,14 @@ impl Provisioning {
     /// The key's values.
     pub const NAMES: [&'static str; 3] = ["auto", "clone", "reload"];
 
+    /// The key's values with what each means, for
+    /// [`turbo_hipster_sdk::config::Checker::one_of`].
+    pub const CHOICES: [(&'static str, Provisioning); 3] = [
+        ("auto", Provisioning::Auto),
+        ("clone", Provisioning::Clone),
+        ("reload", Provisioning::Reload),
+    ];
+
     /// From the key's value.
     pub fn parse(value: &str) -> Option<Self> {
         match value {
@@ -306,6 +321,10 @@ pub enum Cache {
 impl Cache {
     /// The key's values.
     pub const NAMES: [&'static str; 2] = ["cold", "warm"];
+
+    /// The key's values with what each means, for
+    /// [`turbo_hipster_sdk::config::Checker::one_of`].
+    pub const CHOICES: [(&'static str, Cache); 2] = [("cold", Cache::Cold), ("warm", Cache::Warm)];
 
     /// From the key's value.
     pub fn parse(value: &str) -> Option<Self> {

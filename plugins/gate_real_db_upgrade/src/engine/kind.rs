@@ -1,6 +1,9 @@
 //! Which database engine a dataset runs on, and the facts about it that the rest of the
 //! plugin needs (names, default port and user).
 
+use serde_json::Value;
+use turbo_hipster_sdk::config::{says, Checker};
+
 /// The database engine a dataset runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -25,6 +28,26 @@ impl Engine {
             "sqlite" => Some(Engine::Sqlite),
             _ => None,
         }
+    }
+
+    /// The names [`Engine::from_name`] takes, as a configuration error lists them.
+    pub const NAMES: [&'static str; 6] = [
+        "mysql",
+        "percona",
+        "mariadb",
+        "postgresql",
+        "postgres",
+        "sqlite",
+    ];
+
+    /// The engine `value` names at `path` (a job config's `engine`, a dataset's `engine` or
+    /// `type`), else an error listing [`Engine::NAMES`].
+    pub fn check(c: &mut Checker, path: &str, value: &Value) -> Option<Engine> {
+        let engine = value.as_str().and_then(Engine::from_name);
+        if engine.is_none() {
+            c.error(path, says::one_of(&Engine::NAMES, says::show(value)));
+        }
+        engine
     }
 
     /// Its canonical name (`mysql`, `mariadb`, `postgresql`, `sqlite`).

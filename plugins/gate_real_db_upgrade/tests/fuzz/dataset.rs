@@ -1,8 +1,9 @@
 //! Dataset configs: the original's `user_001.config.json` and the corpus's valid configs, with
 //! any value anywhere replaced, keys removed or added; and any bytes as the file. Loading never
-//! panics; every error is one line `<file>: <key path>: <what>`, blamed on a key that was
-//! changed; whatever loads keeps the values that reach SQL, git and the file system plain: the
-//! database prefix, the project, the upgrade refs, the SQL directory, the templates, the limits.
+//! panics; every error is one line `<file>: <key path>: <what>` (`<file>: <what>` for a file
+//! that is not a JSON object), blamed on a key that was changed; whatever loads keeps the
+//! values that reach SQL, git and the file system plain: the database prefix, the project, the
+//! upgrade refs, the SQL directory, the templates, the limits.
 //!
 //! Corpus (`tests/corpus/dataset/`): dataset configs, each loaded as `<tmp>/<stem>/config.json`;
 //! `ok-*` must load (and are the starting points of the mutations too), `err-<key>-*` must be
@@ -140,7 +141,9 @@ fn load(bytes: &[u8]) -> (Result<Dataset, Vec<String>>, tempfile::TempDir, PathB
                 let rest = e
                     .strip_prefix(&prefix)
                     .unwrap_or_else(|| panic!("{e}: no file"));
-                assert!(rest.contains(": "), "{e}: no key");
+                // Only a file that is not a JSON object is blamed on no key (the whole file).
+                let whole_file = rest.starts_with("expected a JSON object at the top, got ");
+                assert!(whole_file || rest.contains(": "), "{e}: no key");
             }
             Err(errors)
         }

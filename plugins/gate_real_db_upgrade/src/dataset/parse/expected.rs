@@ -6,7 +6,9 @@ use serde_json::{Map, Value};
 
 use super::migration::argv;
 use crate::alembic::AlembicTree;
-use crate::dataset::check::{join, Checker};
+use turbo_hipster_sdk::config::{index, key, says, Checker, Unknown};
+
+use crate::dataset::check::inner_path;
 use crate::version::ExpectedVersion;
 
 /// `expected_version`; default `last_sql_file` with `migration.sql_dir` (as written, even if
@@ -25,82 +27,84 @@ pub(super) fn expected_version(
     }
 }
 
+/// What `expected_version` may be, as its error lists them.
+const CHOICES: [&str; 6] = [
+    "{\"highest_numbered\": dir}",
+    "{\"alembic_heads\": dir or [dirs]}",
+    "{\"command\": argv}",
+    "{\"fixed\": \"V\"}",
+    "\"last_sql_file\"",
+    "\"unchecked\"",
+];
+/// The keys of an `expected_version` object (it holds exactly one).
+const KINDS: [&str; 4] = ["highest_numbered", "alembic_heads", "command", "fixed"];
+
 fn expected(c: &mut Checker, value: &Value, sql_mode: bool) -> Option<ExpectedVersion> {
     const KEY: &str = "expected_version";
-    const CHOICES: &str = "{\"highest_numbered\": dir}, {\"alembic_heads\": dir or [dirs]}, {\"command\": argv}, {\"fixed\": \"V\"}, \"last_sql_file\" or \"unchecked\"";
     match value {
-        Value::String(s) => match s.as_str() {
-            "unchecked" => Some(ExpectedVersion::Unchecked),
-            "last_sql_file" if sql_mode => Some(ExpectedVersion::LastSqlFile),
-            "last_sql_file" => {
-                c.err(KEY, "last_sql_file needs migration.sql_dir");
-                None
-            }
-            other => {
-                c.err(KEY, format!("unknown value {other:?} ({CHOICES})"));
-                None
-            }
-        },
+        Value::String(s) if s == "unchecked" => Some(ExpectedVersion::Unchecked),
+        Value::String(s) if s == "last_sql_file" && sql_mode => Some(ExpectedVersion::LastSqlFile),
+        Value::String(s) if s == "last_sql_file" => {
+            c.error(KEY, "last_sql_file needs migration.sql_dir");
+            None
+        }
         Value::Object(obj) if obj.len() == 1 => {
             let (k, v) = obj.iter().next()?;
-            let key = join(KEY, k);
-            match k.as_str() {
-                "highest_numbered" => c
-                    .inner_path(&key, v, "the directory in the checkout")
-                    .map(ExpectedVersion::HighestNumbered),
-                "alembic_heads" => alembic_tree(c, &key, v).map(ExpectedVersion::AlembicHeads),
-                "command" if sql_mode => {
-                    c.err(&key, "only used with `migration.tool`, not with `sql_dir`");
-                    None
-                }
-                "command" => argv(c, &key, v).map(ExpectedVersion::Command),
-                "fixed" => {
-                    let s = match v {
-                        Value::Number(n) => Some(n.to_string()),
-                        other => c.nonempty(&key, other),
-                    };
-                    s.map(ExpectedVersion::Fixed)
-                }
-                other => {
-                    c.err(&key, format!("unknown kind {other:?} ({CHOICES})"));
-                    None
-                }
-            }
+            kind(c, &key(KEY, k), k, v, sql_mode)
         }
         other => {
-            c.err(KEY, format!("must be one of {CHOICES}, not {other}"));
+            c.error(KEY, says::one_of(&CHOICES, says::show(other)));
+            None
+        }
+    }
+}
+
+/// The one key `k` (at `at`) of an `expected_version` object, with its value.
+fn kind(c: &mut Checker, at: &str, k: &str, v: &Value, sql_mode: bool) -> Option<ExpectedVersion> {
+    match k {
+        "highest_numbered" => inner_path(c, at, v, "the directory in the checkout")
+            .map(ExpectedVersion::HighestNumbered),
+        "alembic_heads" => alembic_tree(c, at, v).map(ExpectedVersion::AlembicHeads),
+        "command" if sql_mode => {
+            c.error(at, "only used with `migration.tool`, not with `sql_dir`");
+            None
+        }
+        "command" => argv(c, at, v).map(ExpectedVersion::Command),
+        "fixed" => {
+            let s = match v {
+                Value::Number(n) => Some(n.to_string()),
+                other => c.nonempty(at, other),
+            };
+            s.map(ExpectedVersion::Fixed)
+        }
+        _ => {
+            c.error(at, says::unknown_key(&KINDS));
             None
         }
     }
 }
 
 /// `dir`, `[dirs]`, or `{"version_locations": dir or [dirs], "recursive": bool}`.
-fn alembic_tree(c: &mut Checker, key: &str, value: &Value) -> Option<AlembicTree> {
+fn alembic_tree(c: &mut Checker, at: &str, value: &Value) -> Option<AlembicTree> {
     let (locations, recursive) = match value {
         Value::Object(obj) => {
-            c.unknown_keys(key, obj, &["version_locations", "recursive"]);
+            let known = ["version_locations", "recursive"];
+            c.unknown_keys(at, obj, &known, Unknown::WarnUnlessComment);
             let recursive = match obj.get("recursive") {
                 None => Some(true),
-                Some(Value::Bool(b)) => Some(*b),
-                Some(other) => {
-                    c.err(
-                        &join(key, "recursive"),
-                        format!("must be true or false, not {other}"),
-                    );
-                    None
-                }
+                Some(v) => c.boolean(&key(at, "recursive"), v),
             };
-            let at = join(key, "version_locations");
+            let at = key(at, "version_locations");
             let locations = match obj.get("version_locations") {
                 None => {
-                    c.err(&at, "required");
+                    c.required(&at, "");
                     None
                 }
                 Some(v) => locations(c, &at, v),
             };
             (locations, recursive)
         }
-        other => (locations(c, key, other), Some(true)),
+        other => (locations(c, at, other), Some(true)),
     };
     Some(AlembicTree {
         locations: locations?,
@@ -109,21 +113,21 @@ fn alembic_tree(c: &mut Checker, key: &str, value: &Value) -> Option<AlembicTree
 }
 
 /// A folder of the checkout, or a non-empty list of them.
-fn locations(c: &mut Checker, key: &str, value: &Value) -> Option<Vec<PathBuf>> {
+fn locations(c: &mut Checker, at: &str, value: &Value) -> Option<Vec<PathBuf>> {
     const WHAT: &str = "a folder of the checkout";
     match value {
         Value::Array(items) if items.is_empty() => {
-            c.err(key, "must name at least one folder");
+            c.error(at, says::EMPTY);
             None
         }
         Value::Array(items) => {
             let all: Vec<Option<PathBuf>> = items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| c.inner_path(&format!("{key}[{i}]"), v, WHAT))
+                .map(|(i, v)| inner_path(c, &index(at, i), v, WHAT))
                 .collect();
             all.into_iter().collect()
         }
-        other => c.inner_path(key, other, WHAT).map(|p| vec![p]),
+        other => inner_path(c, at, other, WHAT).map(|p| vec![p]),
     }
 }

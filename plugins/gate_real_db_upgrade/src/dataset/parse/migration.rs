@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::dataset::check::{is_identifier, is_safe_name, join, Checker};
+use turbo_hipster_sdk::config::{index, key, says, Checker, Unknown};
+
+use crate::dataset::check::{inner_path, is_identifier, is_safe_name, placeholders};
 use crate::dataset::{Migration, DEFAULT_VERSION_TABLE};
 use crate::logparse::LogFormat;
 
@@ -26,10 +28,8 @@ pub(super) fn migration(c: &mut Checker, value: Option<&Value>, dir: &Path) -> O
 
 fn migration_obj(c: &mut Checker, value: &Value, dir: &Path) -> Option<Migration> {
     let Some(obj) = value.as_object() else {
-        c.err(
-            "migration",
-            format!("must be an object with `tool` or `sql_dir`, not {value}"),
-        );
+        let what = says::expected("an object with `tool` or `sql_dir`", value);
+        c.error("migration", what);
         return None;
     };
     c.unknown_keys(
@@ -43,14 +43,15 @@ fn migration_obj(c: &mut Checker, value: &Value, dir: &Path) -> Option<Migration
             "sql_dir",
             "version_table",
         ],
+        Unknown::WarnUnlessComment,
     );
     match (obj.get("tool"), obj.get("sql_dir")) {
         (Some(_), Some(_)) => {
-            c.err("migration", "give either `tool` or `sql_dir`, not both");
+            c.error("migration", "give either `tool` or `sql_dir`, not both");
             None
         }
         (None, None) => {
-            c.err("migration", "needs `tool` (an argv list) or `sql_dir`");
+            c.error("migration", "needs `tool` (an argv list) or `sql_dir`");
             None
         }
         (None, Some(sql_dir)) => sql_files(c, obj, sql_dir),
@@ -60,15 +61,16 @@ fn migration_obj(c: &mut Checker, value: &Value, dir: &Path) -> Option<Migration
 
 /// `sql_dir` and `version_table`.
 fn sql_files(c: &mut Checker, obj: &Map<String, Value>, sql_dir: &Value) -> Option<Migration> {
-    for key in ["env", "templates", "log_format"] {
-        if obj.contains_key(key) {
-            c.err(
-                &join("migration", key),
+    for k in ["env", "templates", "log_format"] {
+        if obj.contains_key(k) {
+            c.error(
+                &key("migration", k),
                 "only used with `tool`, not with `sql_dir`",
             );
         }
     }
-    let dir = c.inner_path(
+    let dir = inner_path(
+        c,
         "migration.sql_dir",
         sql_dir,
         "the SQL directory in the checkout",
@@ -88,9 +90,9 @@ fn version_table(c: &mut Checker, value: &Value) -> Option<String> {
     if is_identifier(&t) && t.len() <= 63 {
         Some(t)
     } else {
-        c.err(
+        c.error(
             "migration.version_table",
-            format!("must be a table name [A-Za-z_][A-Za-z0-9_]*, not {t:?}"),
+            format!("must be a table name [A-Za-z_][A-Za-z0-9_]*, got {t:?}"),
         );
         None
     }
@@ -104,7 +106,7 @@ fn tool_mode(
     dir: &Path,
 ) -> Option<Migration> {
     if obj.contains_key("version_table") {
-        c.err(
+        c.error(
             "migration.version_table",
             "only used with `sql_dir`, not with `tool`",
         );
@@ -126,27 +128,25 @@ fn tool_mode(
 
 pub(super) fn argv(c: &mut Checker, at: &str, value: &Value) -> Option<Vec<String>> {
     let Some(items) = value.as_array() else {
-        c.err(
-            at,
-            format!("must be an argv list of strings, e.g. [\"alembic\", \"upgrade\", \"head\"], not {value}"),
-        );
+        let what = "an argv list of strings (e.g. [\"alembic\", \"upgrade\", \"head\"])";
+        c.error(at, says::expected(what, value));
         return None;
     };
     if items.is_empty() {
-        c.err(at, "must not be empty");
+        c.error(at, says::EMPTY);
         return None;
     }
     let mut argv = Vec::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
-        let key = format!("{at}[{i}]");
+        let key = index(at, i);
         match c.string(&key, item) {
             Some(s) if i == 0 && s.trim().is_empty() => {
-                c.err(&key, "the program must not be empty");
+                c.error(&key, "the program must not be empty");
                 ok = false;
             }
             Some(s) => {
-                c.placeholders(&key, s);
+                placeholders(c, &key, s);
                 argv.push(s.to_string());
             }
             None => ok = false,
@@ -161,23 +161,23 @@ fn env(c: &mut Checker, value: Option<&Value>) -> Option<BTreeMap<String, String
         return Some(env);
     };
     let Some(obj) = value.as_object() else {
-        c.err(
+        c.error(
             "migration.env",
-            format!("must be an object of strings, not {value}"),
+            says::expected("an object of strings", value),
         );
         return None;
     };
     let mut ok = true;
     for (name, v) in obj {
-        let key = format!("migration.env.{name}");
+        let key = key("migration.env", name);
         if !is_identifier(name) {
-            c.err(&key, "not a valid environment variable name");
+            c.error(&key, "not a valid environment variable name");
             ok = false;
             continue;
         }
         match c.string(&key, v) {
             Some(s) => {
-                c.placeholders(&key, s);
+                placeholders(c, &key, s);
                 env.insert(name.clone(), s.to_string());
             }
             None => ok = false,
@@ -192,23 +192,21 @@ fn templates(c: &mut Checker, value: Option<&Value>, dir: &Path) -> Option<Vec<(
         return Some(templates);
     };
     let Some(obj) = value.as_object() else {
-        c.err(
-            "migration.templates",
-            format!("must be an object {{\"<output name>\": \"<template file>\"}}, not {value}"),
-        );
+        let what = "an object {\"<output name>\": \"<template file>\"}";
+        c.error("migration.templates", says::expected(what, value));
         return None;
     };
     let mut ok = true;
     for (output, template) in obj {
-        let key = format!("migration.templates.{output}");
+        let key = key("migration.templates", output);
         if !is_safe_name(output) {
-            c.err(
+            c.error(
                 &key,
                 "the output must be a plain file name ([A-Za-z0-9._-]) in the work dir",
             );
             ok = false;
         }
-        match c.inner_path(&key, template, "the template") {
+        match inner_path(c, &key, template, "the template") {
             Some(t) => templates.push((dir.join(t), output.clone())),
             None => ok = false,
         }
@@ -223,32 +221,23 @@ fn compile(c: &mut Checker, key: &str, value: &Value) -> Option<regex::Regex> {
         Err(e) => {
             // The regex crate's message spans several lines: keep one.
             let msg = e.to_string().replace('\n', " ");
-            c.err(key, format!("not a valid regex: {msg}"));
+            c.error(key, format!("not a valid regex: {msg}"));
             None
         }
     }
 }
 
+/// What `log_format` may be, as its error lists them.
+const LOG_FORMATS: [&str; 3] = ["sqlalchemy-migrate", "alembic", "{\"start\": regex, ...}"];
+
 pub(super) fn log_format(c: &mut Checker, value: &Value) -> Option<LogFormat> {
     const KEY: &str = "migration.log_format";
     match value {
-        Value::String(s) => match s.as_str() {
-            "sqlalchemy-migrate" => Some(LogFormat::SqlalchemyMigrate),
-            "alembic" => Some(LogFormat::Alembic),
-            other => {
-                c.err(
-                    KEY,
-                    format!("unknown format {other:?} (\"sqlalchemy-migrate\", \"alembic\" or {{\"start\": regex, ...}})"),
-                );
-                None
-            }
-        },
         Value::Object(obj) => regex_format(c, obj),
+        Value::String(s) if s == "sqlalchemy-migrate" => Some(LogFormat::SqlalchemyMigrate),
+        Value::String(s) if s == "alembic" => Some(LogFormat::Alembic),
         other => {
-            c.err(
-                KEY,
-                format!("must be a format name or an object of regexes, not {other}"),
-            );
+            c.error(KEY, says::one_of(&LOG_FORMATS, says::show(other)));
             None
         }
     }
@@ -257,10 +246,15 @@ pub(super) fn log_format(c: &mut Checker, value: &Value) -> Option<LogFormat> {
 /// `{"start": re, "end": re?, "final": re?}`.
 fn regex_format(c: &mut Checker, obj: &Map<String, Value>) -> Option<LogFormat> {
     const KEY: &str = "migration.log_format";
-    c.unknown_keys(KEY, obj, &["start", "end", "final"]);
+    c.unknown_keys(
+        KEY,
+        obj,
+        &["start", "end", "final"],
+        Unknown::WarnUnlessComment,
+    );
     let start = match obj.get("start") {
         None => {
-            c.err(&join(KEY, "start"), "required");
+            c.required(&key(KEY, "start"), "");
             None
         }
         Some(v) => compile(c, "migration.log_format.start", v).and_then(|r| {
@@ -268,7 +262,7 @@ fn regex_format(c: &mut Checker, obj: &Map<String, Value>) -> Option<LogFormat> 
             if names.contains("from") && names.contains("to") {
                 Some(r)
             } else {
-                c.err(
+                c.error(
                     "migration.log_format.start",
                     "needs named groups (?P<from>...) and (?P<to>...)",
                 );
@@ -286,7 +280,7 @@ fn regex_format(c: &mut Checker, obj: &Map<String, Value>) -> Option<LogFormat> 
             if r.captures_len() > 1 {
                 Some(Some(r))
             } else {
-                c.err(
+                c.error(
                     "migration.log_format.final",
                     "needs a group for the version ((?P<version>...))",
                 );
@@ -316,21 +310,38 @@ mod tests {
             &json!({"start": "^Applying (?P<from>\\d*) (?P<to>\\d+)", "end": "OK$", "final": "at (?P<version>\\d+)"})
         )
         .is_some());
-        assert!(c.errors.is_empty());
+        assert!(!c.has_errors());
         let mut c = Checker::bare();
         assert!(log_format(
             &mut c,
             &json!({"start": "^Applying (\\d+)", "end": "(", "final": "no group", "x": 1})
         )
         .is_none());
-        assert_eq!(c.errors.len(), 3, "{:?}", c.errors);
-        assert!(c.errors[0].starts_with("migration.log_format.start: needs named groups"));
-        assert!(c.errors[1].starts_with("migration.log_format.end: not a valid regex: "));
-        assert!(!c.errors[1].contains('\n'));
-        assert!(c.errors[2].starts_with("migration.log_format.final: needs a group"));
+        let (errors, warnings) = c.into_lines();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("migration.log_format.start: needs named groups"));
+        assert!(errors[1].starts_with("migration.log_format.end: not a valid regex: "));
+        assert!(!errors[1].contains('\n'));
+        assert!(errors[2].starts_with("migration.log_format.final: needs a group"));
+        assert_eq!(warnings, ["migration.log_format.x: unknown key, ignored"]);
+    }
+
+    #[test]
+    fn a_log_format_name_is_one_of_the_known() {
+        let mut c = Checker::bare();
+        assert!(log_format(&mut c, &json!("flyway")).is_none());
+        assert!(log_format(&mut c, &json!("{\"start\": regex, ...}")).is_none());
+        assert!(matches!(
+            log_format(&mut c, &json!("alembic")),
+            Some(LogFormat::Alembic)
+        ));
+        let what = "must be one of sqlalchemy-migrate, alembic, {\"start\": regex, ...}, got";
         assert_eq!(
-            c.warnings,
-            vec!["migration.log_format.x: unknown key, ignored".to_string()]
+            c.into_lines().0,
+            [
+                format!("migration.log_format: {what} \"flyway\""),
+                format!("migration.log_format: {what} \"{{\\\"start\\\": regex, ...}}\""),
+            ]
         );
     }
 }

@@ -11,9 +11,9 @@ mod server;
 
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use turbo_hipster_sdk::config::{Checker, Unknown};
 
-use super::check::Checker;
 use super::{Dataset, DatasetDefaults};
 use crate::limits::{KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
 
@@ -39,22 +39,17 @@ const TOP_KEYS: &[&str] = &[
     "cache",
 ];
 
-/// The dataset `name` of the file `source` (its JSON `value`), relative paths resolved
+/// The dataset `name` of the file `source` (its JSON object `obj`), relative paths resolved
 /// against `dir`.
 pub(super) fn dataset(
     c: &mut Checker,
-    value: &Value,
+    obj: &Map<String, Value>,
     source: &Path,
     name: &str,
     dir: &Path,
     defaults: &DatasetDefaults,
 ) -> Option<Dataset> {
-    let Some(obj) = value.as_object() else {
-        c.errors
-            .push(format!("{}(top level): must be a JSON object", c.prefix));
-        return None;
-    };
-    c.unknown_keys("", obj, TOP_KEYS);
+    c.unknown_keys("", obj, TOP_KEYS, Unknown::WarnUnlessComment);
     identity::name(c, name);
     let project = identity::project(c, obj);
     let engine = server::engine(c, obj, defaults.engine);

@@ -4,47 +4,35 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::dataset::check::{ref_problem, Checker};
-use crate::dataset::{Cache, Provisioning, MAX_TIMEOUT_SECONDS};
+use turbo_hipster_sdk::config::{index, Checker};
+
+use crate::dataset::check::ref_problem;
+use crate::dataset::{Cache, Provisioning, TIMEOUT_RANGE};
 use crate::engine::Engine;
 use crate::limits::{LimitTable, Limits, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
 
 /// `upgrade_path`: git refs to migrate through first, in order.
 pub(super) fn upgrade_path(c: &mut Checker, value: Option<&Value>) -> Vec<String> {
     let mut upgrade_path = Vec::new();
-    match value {
-        None => {}
-        Some(Value::Array(refs)) => {
-            for (i, r) in refs.iter().enumerate() {
-                let key = format!("upgrade_path[{i}]");
-                let Some(s) = c.string(&key, r) else {
-                    continue;
-                };
-                match ref_problem(s) {
-                    Some(problem) => c.err(&key, format!("{problem} ({s:?})")),
-                    None => upgrade_path.push(s.to_string()),
-                }
-            }
+    let Some(refs) = value.and_then(|v| c.list("upgrade_path", v)) else {
+        return upgrade_path;
+    };
+    for (i, r) in refs.iter().enumerate() {
+        let key = index("upgrade_path", i);
+        let Some(s) = c.string(&key, r) else {
+            continue;
+        };
+        match ref_problem(s) {
+            Some(problem) => c.error(&key, problem),
+            None => upgrade_path.push(s.to_string()),
         }
-        Some(other) => c.err(
-            "upgrade_path",
-            format!("must be a list of git refs, not {other}"),
-        ),
     }
     upgrade_path
 }
 
-/// The original's limit tables ([`crate::limits`]).
+/// The limit tables ([`crate::limits`]): one line per table.
 pub(super) fn limits(c: &mut Checker, obj: &Map<String, Value>) -> Limits {
-    let mut table = |key: &str| -> Option<LimitTable> {
-        match LimitTable::from_json(key, obj.get(key)?) {
-            Ok(t) => Some(t),
-            Err(errors) => {
-                c.errors_from(errors);
-                None
-            }
-        }
-    };
+    let mut table = |key: &str| LimitTable::from_json(c, key, obj.get(key)?);
     Limits {
         seconds: table(KEY_SECONDS).unwrap_or_default(),
         rows_changed: table(KEY_ROWS_CHANGED),
@@ -52,23 +40,9 @@ pub(super) fn limits(c: &mut Checker, obj: &Map<String, Value>) -> Limits {
     }
 }
 
-/// `timeout`: seconds, over 0 and at most a week.
+/// `timeout`: seconds, over 0 and at most a week (as the job's).
 pub(super) fn timeout(c: &mut Checker, value: Option<&Value>) -> Option<Duration> {
-    let v = value?;
-    let timeout = v
-        .as_f64()
-        .filter(|s| *s > 0.0 && *s <= MAX_TIMEOUT_SECONDS)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok());
-    if timeout.is_none() {
-        c.err(
-            "timeout",
-            format!(
-                "must be a number of seconds greater than 0 and at most \
-                 {MAX_TIMEOUT_SECONDS} (a week), not {v}"
-            ),
-        );
-    }
-    timeout
+    c.seconds("timeout", value?, TIMEOUT_RANGE)
 }
 
 /// `provisioning`: `auto` (default), `clone` (the fast path or a failed run, never a
@@ -78,18 +52,9 @@ pub(super) fn provisioning(c: &mut Checker, value: Option<&Value>) -> Provisioni
     let Some(value) = value else {
         return Provisioning::Auto;
     };
-    match value.as_str().and_then(Provisioning::parse) {
+    match c.one_of("provisioning", value, &Provisioning::CHOICES) {
         Some(p) => p,
-        None => {
-            c.err(
-                "provisioning",
-                format!(
-                    "must be one of {}, not {value}",
-                    Provisioning::NAMES.join(", ")
-                ),
-            );
-            Provisioning::Auto
-        }
+        None => Provisioning::Auto,
     }
 }
 
@@ -98,9 +63,9 @@ pub(super) fn cache(c: &mut Checker, value: Option<&Value>, engine: Engine) -> C
     let Some(value) = value else {
         return Cache::Cold;
     };
-    match value.as_str().and_then(Cache::parse) {
+    match c.one_of("cache", value, &Cache::CHOICES) {
         Some(Cache::Warm) if !matches!(engine, Engine::MariaDb | Engine::MySql) => {
-            c.err(
+            c.error(
                 "cache",
                 format!(
                     "\"warm\" is only available for MySQL/MariaDB, not {}",
@@ -110,12 +75,6 @@ pub(super) fn cache(c: &mut Checker, value: Option<&Value>, engine: Engine) -> C
             Cache::Cold
         }
         Some(cache) => cache,
-        None => {
-            c.err(
-                "cache",
-                format!("must be one of {}", Cache::NAMES.join(", ")),
-            );
-            Cache::Cold
-        }
+        None => Cache::Cold,
     }
 }

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::dataset::check::{is_inner_path, Checker};
+use turbo_hipster_sdk::config::{says, Checker};
+
+use crate::dataset::check::is_inner_path;
 use crate::dataset::SEED_INSIDE;
 use crate::engine::{Engine, Seed, SeedFormat};
 
@@ -27,7 +29,7 @@ pub(super) fn seed(
         } else {
             "seed_data"
         };
-        c.err(
+        c.error(
             key,
             format!(
                 "a PostgreSQL custom-format dump needs engine postgresql, not {}",
@@ -43,29 +45,23 @@ pub(super) fn seed(
 
 fn seed_path(c: &mut Checker, value: Option<&Value>, dir: &Path) -> Option<PathBuf> {
     let Some(v) = value else {
-        c.err(
-            "seed_data",
-            "required (the seed dump, relative to the dataset)",
-        );
+        c.required("seed_data", "the seed dump, relative to the dataset");
         return None;
     };
     let s = c.nonempty("seed_data", v)?;
     if is_inner_path(&s) {
         Some(dir.join(s))
     } else {
-        c.err("seed_data", format!("{SEED_INSIDE}, not {s:?}"));
+        c.error("seed_data", format!("{SEED_INSIDE}, got {s:?}"));
         None
     }
 }
 
 fn seed_format(c: &mut Checker, value: &Value) -> Option<SeedFormat> {
-    let s = c.nonempty("seed_format", value)?;
-    let f = SeedFormat::from_name(&s);
+    let f = value.as_str().and_then(SeedFormat::from_name);
     if f.is_none() {
-        c.err(
-            "seed_format",
-            format!("unknown format {s:?} (sql, sql_gz, pg_custom)"),
-        );
+        let names = ["sql", "sql_gz", "pg_custom"];
+        c.error("seed_format", says::one_of(&names, says::show(value)));
     }
     f
 }

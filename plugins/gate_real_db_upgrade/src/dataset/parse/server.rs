@@ -3,17 +3,20 @@
 
 use serde_json::{Map, Value};
 
-use crate::dataset::check::Checker;
+use turbo_hipster_sdk::config::{Checker, Unknown};
+
 use crate::dataset::MAX_DATABASE_PREFIX;
 use crate::engine::{Connection, Engine};
 
 /// `engine`, else `type`, else the job's engine, else MySQL; `engine` and `type` must agree.
 pub(super) fn engine(c: &mut Checker, obj: &Map<String, Value>, default: Option<Engine>) -> Engine {
-    let by_engine = engine_key(c, obj, "engine");
-    let by_type = engine_key(c, obj, "type");
+    let by_engine = obj
+        .get("engine")
+        .and_then(|v| Engine::check(c, "engine", v));
+    let by_type = obj.get("type").and_then(|v| Engine::check(c, "type", v));
     if let (Some(a), Some(b)) = (by_engine, by_type) {
         if a != b {
-            c.err(
+            c.error(
                 "engine",
                 format!("{} conflicts with type {}", a.name(), b.name()),
             );
@@ -22,38 +25,17 @@ pub(super) fn engine(c: &mut Checker, obj: &Map<String, Value>, default: Option<
     by_engine.or(by_type).or(default).unwrap_or(Engine::MySql)
 }
 
-fn engine_key(c: &mut Checker, obj: &Map<String, Value>, key: &str) -> Option<Engine> {
-    let s = c.nonempty(key, obj.get(key)?)?;
-    let e = Engine::from_name(&s);
-    if e.is_none() {
-        c.err(
-            key,
-            format!("unknown engine {s:?} (mysql, percona, mariadb, postgresql, postgres, sqlite)"),
-        );
-    }
-    e
-}
-
-/// `connection` (read like the job's, [`Connection::from_json`]), with the original's
-/// `db_user` / `db_pass`, over the job's `connection`.
+/// `connection` (read like the job's, by the SDK's [`Checker::connection`]), with the
+/// original's `db_user` / `db_pass`, over the job's `connection`.
 pub(super) fn connection(
     c: &mut Checker,
     obj: &Map<String, Value>,
     fallback: &Connection,
 ) -> Connection {
-    let mut connection = match obj.get("connection") {
-        Some(v) => match Connection::from_json("connection", v) {
-            Ok((connection, warnings)) => {
-                c.warnings_from(warnings);
-                connection
-            }
-            Err(errors) => {
-                c.errors_from(errors);
-                Connection::default()
-            }
-        },
-        None => Connection::default(),
-    };
+    let mut connection = obj
+        .get("connection")
+        .and_then(|v| c.connection("connection", v, Unknown::WarnUnlessComment))
+        .unwrap_or_default();
     for (key, field, slot) in [
         ("db_user", "user", &mut connection.user),
         ("db_pass", "password", &mut connection.password),
@@ -62,7 +44,7 @@ pub(super) fn connection(
             continue;
         };
         match slot {
-            Some(existing) if existing != s => c.err(
+            Some(existing) if existing != s => c.error(
                 key,
                 format!("conflicts with connection.{field} (give one of them)"),
             ),
@@ -86,9 +68,9 @@ pub(super) fn database(c: &mut Checker, obj: &Map<String, Value>, name: &str) ->
     if d.len() <= MAX_DATABASE_PREFIX && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         Some(d)
     } else {
-        c.err(
+        c.error(
             "database",
-            format!("must be [A-Za-z0-9_], at most {MAX_DATABASE_PREFIX} characters, not {d:?}"),
+            format!("must be [A-Za-z0-9_], at most {MAX_DATABASE_PREFIX} characters, got {d:?}"),
         );
         None
     }
