@@ -72,7 +72,7 @@ pub enum AlembicError {
     Read {
         /// The folder or file.
         path: PathBuf,
-        /// Why.
+        /// The I/O error reading it.
         #[source]
         source: std::io::Error,
     },

@@ -48,7 +48,7 @@ pub enum VersionError {
     Read {
         /// The directory or file.
         path: PathBuf,
-        /// Why.
+        /// The I/O error reading it.
         #[source]
         source: std::io::Error,
     },

@@ -193,7 +193,7 @@ pub struct ServerId {
     pub index: usize,
     /// Host as configured.
     pub host: Arc<str>,
-    /// Port.
+    /// TCP port as configured.
     pub port: u16,
 }
 
