@@ -397,3 +397,104 @@ fn mariadb_reload_versus_private_server() {
         );
     }
 }
+
+/// A whole job on the benchmark's PostgreSQL dataset with one small migration (SQL-files mode,
+/// through `run-job`, the golden copy built by an earlier job) against what it cannot do
+/// without: cloning the golden copy and applying the same migration, measured alone. Prints
+/// both, what the job adds, and where the job's time goes. Target: the job adds at most 2 s
+/// (`TH_BENCH_ASSERT=1`).
+#[test]
+fn postgresql_whole_job_against_clone_and_migration_alone() {
+    let mut world = turbo_hipster_tests::gate::World::new(json!({"engine": "postgresql"}));
+    let tag = format!("thj{:x}", std::process::id());
+    let server = Server::new(
+        Engine::PostgreSql,
+        Connection::default(),
+        world.root.clone(),
+    );
+    server.ping().unwrap();
+    let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
+    let scratch = format!("{tag}_gen");
+    let _ = server.drop_database(&scratch);
+    server
+        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
+        .unwrap();
+    pg_generate(&scratch, rows_for(size_mb()));
+    psql(
+        &scratch,
+        "CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
+         INSERT INTO th_schema_version VALUES ('1')",
+    );
+    let seed_dir = world.datasets.join(&tag);
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let seed = seed_dir.join("seed.sql");
+    let dumped = Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"])
+        .arg(&seed)
+        .arg(&scratch)
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+    server.drop_database(&scratch).unwrap();
+    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let migration = "ALTER TABLE customers ADD COLUMN nickname TEXT;\n\
+                     CREATE INDEX bench_orders_amount ON orders (amount);\n";
+    world.dataset(
+        &tag,
+        json!({
+            "project": "bench/app", "database": tag, "seed_data": "seed.sql",
+            "migration": {"sql_dir": "sql", "version_table": "th_schema_version"},
+            "expected_version": "last_sql_file", "timeout": 3600,
+        }),
+        &[],
+    );
+    world.project("bench/app", &[("sql/001_base.sql", "SELECT 1;\n")]);
+    let change = world.propose("bench/app", &[("sql/002_change.sql", migration)]);
+    // The first job builds the golden copy; the second is what every later run costs.
+    let first = world.run("bench/app", &change);
+    assert_eq!(first.result, "SUCCESS", "{}", first.describe());
+    let job = world.run("bench/app", &change);
+    assert_eq!(job.result, "SUCCESS", "{}", job.describe());
+    let ds = &job.summary["datasets"][0];
+    assert_eq!(ds["provisioning"]["method"], "clone", "{}", job.describe());
+    let golden = ds["provisioning"]["golden"].as_str().unwrap().to_string();
+    let provisioning = ds["provisioning"]["seconds"].as_f64().unwrap();
+    let migrations: f64 = ds["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["duration_ms"].as_f64())
+        .sum::<f64>()
+        / 1000.0;
+
+    // Alone: the clone and the same migration, then the drop.
+    let alone_db = format!("{tag}_alone");
+    let started = Instant::now();
+    server.clone_database(&golden, &alone_db).unwrap();
+    let cloned = started.elapsed().as_secs_f64();
+    psql(&alone_db, migration);
+    let migrated = started.elapsed().as_secs_f64() - cloned;
+    server.drop_database(&alone_db).unwrap();
+    let alone = started.elapsed().as_secs_f64();
+
+    let took = job.took.as_secs_f64();
+    let adds = took - alone;
+    println!(
+        "PostgreSQL whole job: seed {mb:.1} MB | job {took:.2} s (first, building the golden \
+         copy: {:.2} s) | clone + migration + drop alone {alone:.2} s (clone {cloned:.2} s, \
+         migration {migrated:.2} s) | the job adds {adds:.2} s",
+        first.took.as_secs_f64()
+    );
+    println!(
+        "  where the job's time goes: database by clone {provisioning:.2} s, migrations \
+         {migrations:.2} s, the rest {:.2} s (start, plugin load, git fetch and checkout, \
+         logs, version check, drop, summary)",
+        took - provisioning - migrations
+    );
+    if assert_targets() {
+        assert!(
+            adds <= 2.0,
+            "the job adds {adds:.2} s over clone + migration"
+        );
+    }
+}
