@@ -32,7 +32,7 @@ use turbo_hipster_sdk::support::LogFile;
 use crate::alembic;
 use crate::dataset::{Dataset, Migration};
 use crate::engine::Engine;
-use crate::engine::{EngineError, Server};
+use crate::engine::{EngineError, LockObserver, Server, TableLocks};
 use crate::limits;
 use crate::limits::Limits;
 use crate::logparse::LogFormat;
@@ -516,14 +516,17 @@ impl Run<'_, '_> {
         let _guard = self.create_database(summary)?;
         (self.job.tick)();
         self.make_work_dir()?;
+        // Dropped before the guard drops the database.
+        let observer = self.observe_locks();
+        let observer = observer.as_ref();
         for (i, reference) in self.job.dataset.upgrade_path.iter().enumerate() {
-            let phase = self.upgrade_via(i, reference)?;
+            let phase = self.upgrade_via(i, reference, observer)?;
             let end = self.phase_end(&phase);
             phases.push((reference.clone(), phase));
             end?;
         }
         tracing::info!("dataset {}: migrating to the change", self.job.dataset.name);
-        let phase = self.run_phase(CHANGE_PHASE, self.job.checkout);
+        let phase = self.run_phase(CHANGE_PHASE, self.job.checkout, observer);
         let failed = match self.phase_end(&phase) {
             Ok(()) => false,
             Err(Stop::PhaseFailed) => true,
@@ -681,7 +684,12 @@ impl Run<'_, '_> {
     }
 
     /// Checks out the upgrade path's `reference` and migrates through it.
-    fn upgrade_via(&self, i: usize, reference: &str) -> Result<Phase, Stop> {
+    fn upgrade_via(
+        &self,
+        i: usize,
+        reference: &str,
+        observer: Option<&LockObserver>,
+    ) -> Result<Phase, Stop> {
         let ds = self.job.dataset;
         self.note(&format!(
             "Database is from an older release: upgrading via {reference} first"
@@ -701,7 +709,7 @@ impl Run<'_, '_> {
                 }
             }
         })?;
-        Ok(self.run_phase(reference, &checkout))
+        Ok(self.run_phase(reference, &checkout, observer))
     }
 
     /// Whether the run goes on after `phase`.
@@ -962,16 +970,62 @@ impl Run<'_, '_> {
         p
     }
 
-    fn run_phase(&self, phase: &str, checkout: &Path) -> Phase {
-        match &self.job.dataset.migration {
+    fn run_phase(&self, phase: &str, checkout: &Path, observer: Option<&LockObserver>) -> Phase {
+        let out = match &self.job.dataset.migration {
             Migration::Tool {
                 argv,
                 env,
                 templates,
                 log_format,
-            } => self.run_tool(phase, checkout, argv, env, templates, log_format),
+            } => {
+                let tool = Tool {
+                    argv,
+                    env,
+                    templates,
+                    log_format,
+                };
+                self.run_tool(phase, checkout, &tool, observer)
+            }
             Migration::SqlFiles { dir, version_table } => {
-                self.run_sql_files(phase, checkout, dir, version_table)
+                self.run_sql_files(phase, checkout, dir, version_table, observer)
+            }
+        };
+        self.log_locks(&out.records);
+        out
+    }
+
+    /// Starts observing the run database's locks (`lock_sample_interval`); off, with one
+    /// note saying why, when the dataset turns it off or the server has no lock view.
+    fn observe_locks(&self) -> Option<LockObserver> {
+        let ds = self.job.dataset;
+        let every = ds.lock_sample?;
+        if ds.engine == Engine::Sqlite {
+            return None;
+        }
+        match self.server.observe_locks(self.db, every) {
+            Ok(observer) => {
+                self.note(&format!(
+                    "observing locks every {} ms ({})",
+                    every.as_millis(),
+                    observer.source()
+                ));
+                Some(observer)
+            }
+            Err(e) => {
+                self.note(&format!("lock observation off: {e}"));
+                None
+            }
+        }
+    }
+
+    /// One line per migration that held a lock blocking reads or writes.
+    fn log_locks(&self, records: &[MigrationRecord]) {
+        for record in records {
+            if let Some(holds) = crate::report::blocking_holds(&record.locks) {
+                self.note(&format!(
+                    "locks: migration {}->{} held {holds}",
+                    record.from, record.to
+                ));
             }
         }
     }
@@ -1027,11 +1081,15 @@ impl Run<'_, '_> {
         &self,
         phase: &str,
         checkout: &Path,
-        argv: &[String],
-        env: &BTreeMap<String, String>,
-        templates: &[(PathBuf, String)],
-        log_format: &LogFormat,
+        tool: &Tool<'_>,
+        observer: Option<&LockObserver>,
     ) -> Phase {
+        let Tool {
+            argv,
+            env,
+            templates,
+            log_format,
+        } = *tool;
         let placeholders = self.placeholders(checkout);
         let started = self
             .render_templates(&placeholders, templates)
@@ -1057,12 +1115,13 @@ impl Run<'_, '_> {
             .log
             .line("command", &mask(&describe_command(&program, &args)));
         let mut parser = StreamParser::new(log_format.clone());
+        let mut cuts = LockCuts::new(observer);
         let mut hint = None;
         let result = ProcessRunner::new(cmd)
             .timeout(Some(remaining))
             .on_line(|line| {
                 let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
-                parser.feed(line.time.naive_local(), &line.text);
+                cuts.feed(&mut parser, line.time.naive_local(), &line.text);
                 if hint.is_none() && crate::engine::unavailable_kind(&line.text).is_some() {
                     hint = Some(mask(&line.text));
                 }
@@ -1070,6 +1129,7 @@ impl Run<'_, '_> {
             .run(self.job.cancel);
         self.log_exit(&result, &mask);
         let finished = Local::now().naive_local();
+        cuts.cut(parser.open_migration());
         let parsed = parser.finish(finished);
         // Whether a migration was in progress when the output ended: one never ended, or the
         // parser closed the last one only because the output ended.
@@ -1078,9 +1138,11 @@ impl Run<'_, '_> {
                 .migrations
                 .last()
                 .is_some_and(|m| m.end.is_none() || m.end == Some(finished));
+        let mut records = parsed.migrations.clone();
+        cuts.attach(&mut records);
         let mut out = Phase {
             printed_final: parsed.final_version.clone(),
-            records: parsed.migrations.clone(),
+            records,
             unavailable_hint: hint,
             ..Phase::default()
         };
@@ -1177,6 +1239,7 @@ impl Run<'_, '_> {
         checkout: &Path,
         dir: &Path,
         version_table: &str,
+        observer: Option<&LockObserver>,
     ) -> Phase {
         let mut out = Phase::default();
         let dir = checkout.join(dir);
@@ -1200,6 +1263,7 @@ impl Run<'_, '_> {
             cancel: self.job.cancel,
             deadline: self.deadline,
             timeout: self.timeout,
+            locks: observer,
         };
         let run = sqlfiles::apply(&target, &files);
         out.last_sql_file = run.last_file.clone();
@@ -1220,6 +1284,71 @@ impl Run<'_, '_> {
             SqlEnd::Error(m) => out.lines.push(messages::failure(&m)),
         }
         out
+    }
+}
+
+/// A dataset's migration tool (`Migration::Tool`).
+#[derive(Clone, Copy)]
+struct Tool<'d> {
+    argv: &'d [String],
+    env: &'d BTreeMap<String, String>,
+    templates: &'d [(PathBuf, String)],
+    log_format: &'d LogFormat,
+}
+
+/// The lock observation of a tool's run, cut at each migration boundary as the output is
+/// parsed: what was observed since the last boundary belongs to the migration that was in
+/// progress (to the migration itself when its start and end share a line; to none before
+/// the first start).
+struct LockCuts<'o> {
+    observer: Option<&'o LockObserver>,
+    cuts: BTreeMap<usize, Vec<TableLocks>>,
+}
+
+impl<'o> LockCuts<'o> {
+    /// Starts with a clean observation: what came before the phase belongs to no migration.
+    fn new(observer: Option<&'o LockObserver>) -> Self {
+        if let Some(observer) = observer {
+            observer.cut();
+        }
+        Self {
+            observer,
+            cuts: BTreeMap::new(),
+        }
+    }
+
+    /// Feeds one output line to `parser`, cutting the observation at a boundary.
+    fn feed(&mut self, parser: &mut StreamParser, time: chrono::NaiveDateTime, text: &str) {
+        let (was, boundaries, started) = (
+            parser.open_migration(),
+            parser.boundaries(),
+            parser.started(),
+        );
+        parser.feed(time, text);
+        if parser.boundaries() == boundaries {
+            return;
+        }
+        let started_and_ended = parser.started() > started && parser.open_migration().is_none();
+        self.cut(was.or(started_and_ended.then_some(started)));
+    }
+
+    /// Cuts the observation, giving what it saw to migration `owner`.
+    fn cut(&mut self, owner: Option<usize>) {
+        let Some(observer) = self.observer else {
+            return;
+        };
+        let locks = observer.cut();
+        if let Some(owner) = owner {
+            self.cuts.insert(owner, locks);
+        }
+    }
+
+    fn attach(self, records: &mut [MigrationRecord]) {
+        for (i, locks) in self.cuts {
+            if let Some(record) = records.get_mut(i) {
+                record.locks = locks;
+            }
+        }
     }
 }
 

@@ -171,6 +171,9 @@ pub struct Dataset {
     pub timeout: Option<Duration>,
     /// How a run's database is made (`provisioning`: golden copy and clone, or reload).
     pub provisioning: Provisioning,
+    /// How often the run database's locks are sampled (`lock_sample_interval`); `None`:
+    /// not observed.
+    pub lock_sample: Option<Duration>,
 }
 
 impl Dataset {

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::check::Checker;
 use super::{Dataset, DatasetDefaults};
-use crate::limits::{KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
+use crate::limits::{KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
 
 const TOP_KEYS: &[&str] = &[
     "project",
@@ -34,6 +34,8 @@ const TOP_KEYS: &[&str] = &[
     KEY_SECONDS,
     KEY_ROWS_CHANGED,
     KEY_ROWS_READ,
+    KEY_LOCK_HOLD,
+    schedule::KEY_LOCK_SAMPLE,
     "timeout",
     "provisioning",
 ];
@@ -67,6 +69,7 @@ pub(super) fn dataset(
     let limits = schedule::limits(c, obj);
     let timeout = schedule::timeout(c, obj.get("timeout"));
     let provisioning = schedule::provisioning(c, obj.get("provisioning"), engine);
+    let lock_sample = schedule::lock_sample(c, obj.get(schedule::KEY_LOCK_SAMPLE));
     Some(Dataset {
         name: name.to_string(),
         dir: dir.to_path_buf(),
@@ -83,5 +86,6 @@ pub(super) fn dataset(
         limits,
         timeout,
         provisioning,
+        lock_sample,
     })
 }
