@@ -115,6 +115,14 @@ impl LockMode {
             })
     }
 
+    fn weaker(self, other: LockMode) -> LockMode {
+        if other.rank < self.rank {
+            other
+        } else {
+            self
+        }
+    }
+
     fn stronger(self, other: LockMode) -> LockMode {
         if other.rank > self.rank {
             other
@@ -138,7 +146,10 @@ pub struct SeenLock {
 /// The longest continuous hold of locks that block reads or writes of one table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hold {
-    /// The strongest of the blocking locks during that hold.
+    /// The weakest of the blocking locks seen during that hold: what was held all along
+    /// (an `ALTER … ALGORITHM=COPY` holds `SHARED_NO_WRITE` for the copy and `EXCLUSIVE` for
+    /// the instant of the swap: its hold is a `SHARED_NO_WRITE` one; the strongest lock of
+    /// the table is in [`TableLocks::strongest`]).
     pub mode: LockMode,
     /// From the first to the last sample that saw it.
     pub seconds: f64,
@@ -217,7 +228,7 @@ impl LockTracker {
                 mode,
             });
             streak.last = at;
-            streak.mode = streak.mode.stronger(mode);
+            streak.mode = streak.mode.weaker(mode);
         }
     }
 
@@ -626,6 +637,57 @@ mod tests {
         assert!(samples > 20, "{samples} samples");
     }
 
+    fn mariadb(db: &str, sql: &str) -> std::process::Child {
+        std::process::Command::new("mysql")
+            .args(["-h", "127.0.0.1", "-u", "root"])
+            .args(["-D", db, "-e", sql])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// On the real MariaDB server: a `LOCK TABLES … WRITE` held 0.6 s (an exclusive metadata
+    /// lock for reads and writes) is seen with its hold and the session waiting behind it.
+    #[test]
+    fn mariadb_metadata_locks_of_the_run_database_are_sampled() {
+        let db = format!("th_locks_{}_{}", std::process::id(), rand_suffix());
+        let run = |sql: &str| assert!(mariadb("mysql", sql).wait().unwrap().success(), "{sql}");
+        run(&format!(
+            "CREATE DATABASE {db}; CREATE TABLE {db}.orders (id int) ENGINE=InnoDB; \
+             INSERT INTO {db}.orders VALUES (1)"
+        ));
+        let server = Server::new(
+            crate::engine::Engine::MariaDb,
+            crate::engine::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let observer = server
+            .observe_locks(&db, Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(observer.source(), "information_schema.METADATA_LOCK_INFO");
+        let mut holder = mariadb(
+            &db,
+            "LOCK TABLES orders WRITE; SELECT SLEEP(0.6); UNLOCK TABLES",
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(mariadb(&db, "SELECT COUNT(*) FROM orders")
+            .wait()
+            .unwrap()
+            .success());
+        assert!(holder.wait().unwrap().success());
+        let (locks, samples) = observer.finish().unwrap();
+        run(&format!("DROP DATABASE {db}"));
+
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        let orders = &locks[0];
+        assert_eq!(orders.table, "orders");
+        let hold = orders.longest_blocking.unwrap();
+        assert_eq!(hold.mode.blocks, Blocks::ReadsAndWrites, "{hold:?}");
+        assert!((0.3..0.9).contains(&hold.seconds), "{hold:?}");
+        assert!(orders.waited, "the SELECT behind the lock waited");
+        assert!(samples > 10, "{samples} samples");
+    }
+
     fn rand_suffix() -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::hash::RandomState::new().build_hasher();
@@ -679,9 +741,10 @@ mod tests {
         assert_eq!(first.len(), 2);
         let orders = &first[0];
         assert_eq!(orders.strongest.name, "ACCESS EXCLUSIVE");
-        // 100..200 ms blocking, a gap at 300, then a single sample at 400.
+        // 100..200 ms blocking (SHARE all along, ACCESS EXCLUSIVE at the end), a gap at 300,
+        // then a single sample at 400.
         let hold = orders.longest_blocking.unwrap();
-        assert_eq!(hold.mode.name, "ACCESS EXCLUSIVE");
+        assert_eq!(hold.mode.name, "SHARE");
         assert!((hold.seconds - 0.1).abs() < 1e-9, "{hold:?}");
         assert!(!orders.waited);
         assert!(first[1].waited && first[1].longest_blocking.is_none());
