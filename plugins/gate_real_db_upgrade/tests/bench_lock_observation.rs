@@ -108,7 +108,7 @@ fn postgresql_rewrite_with_and_without_lock_observation() {
             median(holds[i].clone())
         );
     }
-    for i in 1..settings.len() {
-        assert!(holds[i].iter().all(|h| *h > 0.0), "{:?}", holds[i]);
+    for observed in &holds[1..] {
+        assert!(observed.iter().all(|h| *h > 0.0), "{observed:?}");
     }
 }
