@@ -1430,6 +1430,78 @@ mod tests {
         assert_eq!(run_database_name("db", "ab", 1, "--"), "db_ab_1");
     }
 
+    fn psql(db: &str, sql: &str) {
+        let ok = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", db, "-c", sql])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{sql}");
+    }
+
+    /// On the real PostgreSQL server, sqlalchemy-migrate output fed line by line: a lock
+    /// taken before the first start belongs to no migration, one taken between a start and
+    /// its `done` to that migration, one before a start line that is its own end
+    /// (`2 -> 3... done`) to that migration.
+    #[test]
+    fn locks_are_cut_at_each_migration_boundary_as_lines_arrive() {
+        let db = format!("th_cuts_{}", std::process::id());
+        psql("postgres", &format!("CREATE DATABASE {db}"));
+        psql(
+            &db,
+            "CREATE TABLE a (id int); CREATE TABLE b (id int); CREATE TABLE c (id int)",
+        );
+        let server = Server::new(
+            Engine::PostgreSql,
+            crate::engine::Connection::default(),
+            PathBuf::new(),
+        );
+        let observer = server
+            .observe_locks(&db, Duration::from_millis(10))
+            .unwrap();
+        let hold = |table: &str| {
+            psql(
+                &db,
+                &format!("BEGIN; LOCK TABLE {table} IN SHARE MODE; SELECT pg_sleep(0.2); COMMIT"),
+            );
+        };
+        let mut parser = StreamParser::new(LogFormat::SqlalchemyMigrate);
+        let mut cuts = LockCuts::new(Some(&observer));
+        let now = || Local::now().naive_local();
+        hold("a");
+        cuts.feed(&mut parser, now(), "1 -> 2... ");
+        hold("b");
+        cuts.feed(&mut parser, now(), "done");
+        hold("c");
+        cuts.feed(&mut parser, now(), "2 -> 3... done");
+        cuts.cut(parser.open_migration());
+        let mut records = parser.finish(now()).migrations;
+        cuts.attach(&mut records);
+        let (after, _) = observer.finish().unwrap();
+        assert!(after.is_empty(), "{after:?}");
+        psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+
+        let tables = |i: usize| -> Vec<(String, bool)> {
+            records[i]
+                .locks
+                .iter()
+                .map(|l| (l.table.clone(), l.longest_blocking.is_some()))
+                .collect()
+        };
+        assert_eq!(tables(0), [("b".to_string(), true)]);
+        assert_eq!(tables(1), [("c".to_string(), true)]);
+    }
+
     #[test]
     fn log_names() {
         assert_eq!(log_name("user_001"), "user_001.log");
