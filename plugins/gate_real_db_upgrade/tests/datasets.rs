@@ -348,6 +348,7 @@ fn connection_falls_back_field_by_field() {
             password: Some("th-pass".into()),
         },
         engine: None,
+        ..DatasetDefaults::default()
     };
     let datasets = load_datasets(root, &defaults).unwrap();
     assert_eq!(

@@ -35,7 +35,7 @@ const TOP_KEYS: &[&str] = &[
     KEY_ROWS_CHANGED,
     KEY_ROWS_READ,
     KEY_LOCK_HOLD,
-    schedule::KEY_LOCK_SAMPLE,
+    super::KEY_LOCK_SAMPLE,
     "timeout",
     "provisioning",
 ];
@@ -69,7 +69,8 @@ pub(super) fn dataset(
     let limits = schedule::limits(c, obj);
     let timeout = schedule::timeout(c, obj.get("timeout"));
     let provisioning = schedule::provisioning(c, obj.get("provisioning"), engine);
-    let lock_sample = schedule::lock_sample(c, obj.get(schedule::KEY_LOCK_SAMPLE));
+    let lock_sample =
+        schedule::lock_sample(c, obj.get(super::KEY_LOCK_SAMPLE), defaults.lock_sample);
     Some(Dataset {
         name: name.to_string(),
         dir: dir.to_path_buf(),

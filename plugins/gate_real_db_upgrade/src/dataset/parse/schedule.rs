@@ -5,18 +5,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::dataset::check::{ref_problem, Checker};
-use crate::dataset::{Provisioning, MAX_TIMEOUT_SECONDS};
+use crate::dataset::{lock_sample_interval, Provisioning, KEY_LOCK_SAMPLE, MAX_TIMEOUT_SECONDS};
 use crate::engine::Engine;
 use crate::limits::{
     LimitTable, Limits, KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS,
 };
-
-/// The dataset key of the lock sampling interval.
-pub(super) const KEY_LOCK_SAMPLE: &str = "lock_sample_interval";
-/// Its default: 100 ms.
-const DEFAULT_LOCK_SAMPLE: Duration = Duration::from_millis(100);
-/// Its largest value, in milliseconds (a minute).
-const MAX_LOCK_SAMPLE_MS: u64 = 60_000;
 
 /// `upgrade_path`: git refs to migrate through first, in order.
 pub(super) fn upgrade_path(c: &mut Checker, value: Option<&Value>) -> Vec<String> {
@@ -62,30 +55,19 @@ pub(super) fn limits(c: &mut Checker, obj: &Map<String, Value>) -> Limits {
     }
 }
 
-/// `lock_sample_interval`: milliseconds between two samples of the run database's locks
-/// (whole, at most a minute); `0` or `false` turn the observation off; 100 ms when absent.
-pub(super) fn lock_sample(c: &mut Checker, value: Option<&Value>) -> Option<Duration> {
+/// `lock_sample_interval` ([`lock_sample_interval`]); the job's when absent.
+pub(super) fn lock_sample(
+    c: &mut Checker,
+    value: Option<&Value>,
+    default: Option<Duration>,
+) -> Option<Duration> {
     let Some(value) = value else {
-        return Some(DEFAULT_LOCK_SAMPLE);
+        return default;
     };
-    match value {
-        Value::Bool(false) => None,
-        Value::Bool(true) => Some(DEFAULT_LOCK_SAMPLE),
-        v => match v.as_u64().filter(|ms| *ms <= MAX_LOCK_SAMPLE_MS) {
-            Some(0) => None,
-            Some(ms) => Some(Duration::from_millis(ms)),
-            None => {
-                c.err(
-                    KEY_LOCK_SAMPLE,
-                    format!(
-                        "must be whole milliseconds from 0 (off) to {MAX_LOCK_SAMPLE_MS}, \
-                         or false (off), not {v}"
-                    ),
-                );
-                Some(DEFAULT_LOCK_SAMPLE)
-            }
-        },
-    }
+    lock_sample_interval(value).unwrap_or_else(|what| {
+        c.err(KEY_LOCK_SAMPLE, what);
+        default
+    })
 }
 
 /// `timeout`: seconds, over 0 and at most a week.
