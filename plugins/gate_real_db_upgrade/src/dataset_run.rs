@@ -32,7 +32,7 @@ use turbo_hipster_sdk::support::LogFile;
 use crate::alembic;
 use crate::dataset::{Dataset, Migration};
 use crate::engine::Engine;
-use crate::engine::{EngineError, Server};
+use crate::engine::{EngineError, LockObserver, Server, TableLocks};
 use crate::limits;
 use crate::limits::Limits;
 use crate::logparse::LogFormat;
@@ -632,14 +632,17 @@ impl Run<'_, '_> {
         }
         (self.job.tick)();
         self.make_work_dir()?;
+        // Dropped before the guard drops the database.
+        let observer = self.observe_locks();
+        let observer = observer.as_ref();
         for (i, reference) in self.job.dataset.upgrade_path.iter().enumerate() {
-            let phase = self.upgrade_via(i, reference)?;
+            let phase = self.upgrade_via(i, reference, observer)?;
             let end = self.phase_end(&phase);
             phases.push((reference.clone(), phase));
             end?;
         }
         tracing::info!("dataset {}: migrating to the change", self.job.dataset.name);
-        let phase = self.run_phase(CHANGE_PHASE, self.job.checkout);
+        let phase = self.run_phase(CHANGE_PHASE, self.job.checkout, observer);
         let failed = match self.phase_end(&phase) {
             Ok(()) => false,
             Err(Stop::PhaseFailed) => true,
@@ -856,7 +859,12 @@ impl Run<'_, '_> {
     }
 
     /// Checks out the upgrade path's `reference` and migrates through it.
-    fn upgrade_via(&self, i: usize, reference: &str) -> Result<Phase, Stop> {
+    fn upgrade_via(
+        &self,
+        i: usize,
+        reference: &str,
+        observer: Option<&LockObserver>,
+    ) -> Result<Phase, Stop> {
         let ds = self.job.dataset;
         self.note(&format!(
             "Database is from an older release: upgrading via {reference} first"
@@ -876,7 +884,7 @@ impl Run<'_, '_> {
                 }
             }
         })?;
-        Ok(self.run_phase(reference, &checkout))
+        Ok(self.run_phase(reference, &checkout, observer))
     }
 
     /// Whether the run goes on after `phase`.
@@ -1140,16 +1148,62 @@ impl Run<'_, '_> {
         p
     }
 
-    fn run_phase(&self, phase: &str, checkout: &Path) -> Phase {
-        match &self.job.dataset.migration {
+    fn run_phase(&self, phase: &str, checkout: &Path, observer: Option<&LockObserver>) -> Phase {
+        let out = match &self.job.dataset.migration {
             Migration::Tool {
                 argv,
                 env,
                 templates,
                 log_format,
-            } => self.run_tool(phase, checkout, argv, env, templates, log_format),
+            } => {
+                let tool = Tool {
+                    argv,
+                    env,
+                    templates,
+                    log_format,
+                };
+                self.run_tool(phase, checkout, &tool, observer)
+            }
             Migration::SqlFiles { dir, version_table } => {
-                self.run_sql_files(phase, checkout, dir, version_table)
+                self.run_sql_files(phase, checkout, dir, version_table, observer)
+            }
+        };
+        self.log_locks(&out.records);
+        out
+    }
+
+    /// Starts observing the run database's locks (`lock_sample_interval`); off, with one
+    /// note saying why, when the dataset turns it off or the server has no lock view.
+    fn observe_locks(&self) -> Option<LockObserver> {
+        let ds = self.job.dataset;
+        let every = ds.lock_sample?;
+        if ds.engine == Engine::Sqlite {
+            return None;
+        }
+        match self.server.observe_locks(self.db, every) {
+            Ok(observer) => {
+                self.note(&format!(
+                    "observing locks every {} ms ({})",
+                    every.as_millis(),
+                    observer.source()
+                ));
+                Some(observer)
+            }
+            Err(e) => {
+                self.note(&format!("lock observation off: {e}"));
+                None
+            }
+        }
+    }
+
+    /// One line per migration that held a lock blocking reads or writes.
+    fn log_locks(&self, records: &[MigrationRecord]) {
+        for record in records {
+            if let Some(holds) = crate::report::blocking_holds(&record.locks) {
+                self.note(&format!(
+                    "locks: migration {}->{} held {holds}",
+                    record.from, record.to
+                ));
             }
         }
     }
@@ -1205,11 +1259,15 @@ impl Run<'_, '_> {
         &self,
         phase: &str,
         checkout: &Path,
-        argv: &[String],
-        env: &BTreeMap<String, String>,
-        templates: &[(PathBuf, String)],
-        log_format: &LogFormat,
+        tool: &Tool<'_>,
+        observer: Option<&LockObserver>,
     ) -> Phase {
+        let Tool {
+            argv,
+            env,
+            templates,
+            log_format,
+        } = *tool;
         let placeholders = self.placeholders(checkout);
         let started = self
             .render_templates(&placeholders, templates)
@@ -1243,12 +1301,13 @@ impl Run<'_, '_> {
             .log
             .line("command", &mask(&describe_command(&program, &args)));
         let mut parser = StreamParser::new(log_format.clone());
+        let mut cuts = LockCuts::new(observer);
         let mut hint = None;
         let result = ProcessRunner::new(cmd)
             .timeout(Some(remaining))
             .on_line(|line| {
                 let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
-                parser.feed(line.time.naive_local(), &line.text);
+                cuts.feed(&mut parser, line.time.naive_local(), &line.text);
                 if hint.is_none() && crate::engine::unavailable_kind(&line.text).is_some() {
                     hint = Some(mask(&line.text));
                 }
@@ -1256,6 +1315,7 @@ impl Run<'_, '_> {
             .run(self.job.cancel);
         self.log_exit(&result, &mask);
         let finished = Local::now().naive_local();
+        cuts.cut(parser.open_migration());
         let parsed = parser.finish(finished);
         // Whether a migration was in progress when the output ended: one never ended, or the
         // parser closed the last one only because the output ended.
@@ -1264,9 +1324,11 @@ impl Run<'_, '_> {
                 .migrations
                 .last()
                 .is_some_and(|m| m.end.is_none() || m.end == Some(finished));
+        let mut records = parsed.migrations.clone();
+        cuts.attach(&mut records);
         let mut out = Phase {
             printed_final: parsed.final_version.clone(),
-            records: parsed.migrations.clone(),
+            records,
             unavailable_hint: hint,
             ..Phase::default()
         };
@@ -1365,6 +1427,7 @@ impl Run<'_, '_> {
         checkout: &Path,
         dir: &Path,
         version_table: &str,
+        observer: Option<&LockObserver>,
     ) -> Phase {
         let mut out = Phase::default();
         let dir = checkout.join(dir);
@@ -1388,6 +1451,7 @@ impl Run<'_, '_> {
             cancel: self.job.cancel,
             deadline: self.deadline,
             timeout: self.timeout,
+            locks: observer,
         };
         let run = sqlfiles::apply(&target, &files);
         out.last_sql_file = run.last_file.clone();
@@ -1408,6 +1472,71 @@ impl Run<'_, '_> {
             SqlEnd::Error(m) => out.lines.push(messages::failure(&m)),
         }
         out
+    }
+}
+
+/// A dataset's migration tool (`Migration::Tool`).
+#[derive(Clone, Copy)]
+struct Tool<'d> {
+    argv: &'d [String],
+    env: &'d BTreeMap<String, String>,
+    templates: &'d [(PathBuf, String)],
+    log_format: &'d LogFormat,
+}
+
+/// The lock observation of a tool's run, cut at each migration boundary as the output is
+/// parsed: what was observed since the last boundary belongs to the migration that was in
+/// progress (to the migration itself when its start and end share a line; to none before
+/// the first start).
+struct LockCuts<'o> {
+    observer: Option<&'o LockObserver>,
+    cuts: BTreeMap<usize, Vec<TableLocks>>,
+}
+
+impl<'o> LockCuts<'o> {
+    /// Starts with a clean observation: what came before the phase belongs to no migration.
+    fn new(observer: Option<&'o LockObserver>) -> Self {
+        if let Some(observer) = observer {
+            observer.cut();
+        }
+        Self {
+            observer,
+            cuts: BTreeMap::new(),
+        }
+    }
+
+    /// Feeds one output line to `parser`, cutting the observation at a boundary.
+    fn feed(&mut self, parser: &mut StreamParser, time: chrono::NaiveDateTime, text: &str) {
+        let (was, boundaries, started) = (
+            parser.open_migration(),
+            parser.boundaries(),
+            parser.started(),
+        );
+        parser.feed(time, text);
+        if parser.boundaries() == boundaries {
+            return;
+        }
+        let started_and_ended = parser.started() > started && parser.open_migration().is_none();
+        self.cut(was.or(started_and_ended.then_some(started)));
+    }
+
+    /// Cuts the observation, giving what it saw to migration `owner`.
+    fn cut(&mut self, owner: Option<usize>) {
+        let Some(observer) = self.observer else {
+            return;
+        };
+        let locks = observer.cut();
+        if let Some(owner) = owner {
+            self.cuts.insert(owner, locks);
+        }
+    }
+
+    fn attach(self, records: &mut [MigrationRecord]) {
+        for (i, locks) in self.cuts {
+            if let Some(record) = records.get_mut(i) {
+                record.locks = locks;
+            }
+        }
     }
 }
 
@@ -1487,6 +1616,78 @@ mod tests {
         assert!(long.ends_with("_123_workerwit"), "{long}");
         crate::engine::check_database_name(&long).unwrap();
         assert_eq!(run_database_name("db", "ab", 1, "--"), "db_ab_1");
+    }
+
+    fn psql(db: &str, sql: &str) {
+        let ok = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", db, "-c", sql])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{sql}");
+    }
+
+    /// On the real PostgreSQL server, sqlalchemy-migrate output fed line by line: a lock
+    /// taken before the first start belongs to no migration, one taken between a start and
+    /// its `done` to that migration, one before a start line that is its own end
+    /// (`2 -> 3... done`) to that migration.
+    #[test]
+    fn locks_are_cut_at_each_migration_boundary_as_lines_arrive() {
+        let db = format!("th_cuts_{}", std::process::id());
+        psql("postgres", &format!("CREATE DATABASE {db}"));
+        psql(
+            &db,
+            "CREATE TABLE a (id int); CREATE TABLE b (id int); CREATE TABLE c (id int)",
+        );
+        let server = Server::new(
+            Engine::PostgreSql,
+            crate::engine::Connection::default(),
+            PathBuf::new(),
+        );
+        let observer = server
+            .observe_locks(&db, Duration::from_millis(10))
+            .unwrap();
+        let hold = |table: &str| {
+            psql(
+                &db,
+                &format!("BEGIN; LOCK TABLE {table} IN SHARE MODE; SELECT pg_sleep(0.2); COMMIT"),
+            );
+        };
+        let mut parser = StreamParser::new(LogFormat::SqlalchemyMigrate);
+        let mut cuts = LockCuts::new(Some(&observer));
+        let now = || Local::now().naive_local();
+        hold("a");
+        cuts.feed(&mut parser, now(), "1 -> 2... ");
+        hold("b");
+        cuts.feed(&mut parser, now(), "done");
+        hold("c");
+        cuts.feed(&mut parser, now(), "2 -> 3... done");
+        cuts.cut(parser.open_migration());
+        let mut records = parser.finish(now()).migrations;
+        cuts.attach(&mut records);
+        let (after, _) = observer.finish().unwrap();
+        assert!(after.is_empty(), "{after:?}");
+        psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+
+        let tables = |i: usize| -> Vec<(String, bool)> {
+            records[i]
+                .locks
+                .iter()
+                .map(|l| (l.table.clone(), l.longest_blocking.is_some()))
+                .collect()
+        };
+        assert_eq!(tables(0), [("b".to_string(), true)]);
+        assert_eq!(tables(1), [("c".to_string(), true)]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Per-migration limits: `maximum_migration_times` (seconds), `XInnodb_rows_changed`,
-//! `Innodb_rows_read`. Keys `"151->152"`, `"152"` (destination only) or a revision id;
+//! `Innodb_rows_read`, `maximum_lock_hold` (seconds). Keys `"151->152"`, `"152"` (destination only) or a revision id;
 //! `default` otherwise; keys starting with `_` are comments. A limit fails only when strictly
 //! exceeded.
 //!
@@ -14,7 +14,12 @@
 //!   delta of `Innodb_rows_updated + Innodb_rows_inserted + Innodb_rows_deleted` (for
 //!   PostgreSQL counters: `tup_updated + tup_inserted + tup_deleted`);
 //! - rows read: `WARNING - Migration <from>-><to> read too many rows (N)` where N is the delta
-//!   of `Innodb_rows_read` (PostgreSQL: `tup_returned`).
+//!   of `Innodb_rows_read` (PostgreSQL: `tup_returned`);
+//! - lock hold (`maximum_lock_hold`, seconds): `WARNING - Migration <from>-><to> held <MODE>
+//!   lock on <table> for N s` for each table on which the migration held a lock blocking
+//!   reads or writes ([`crate::engine::Blocks`]) for strictly longer than the limit, without
+//!   a break (N to a tenth of a second; the hold is measured by sampling, see
+//!   [`crate::engine::LockObserver`]).
 //!
 //! Migrations that never ended are skipped (they give their own FAILURE), and so are the counter
 //! checks of a migration whose counters were not seen.
@@ -33,6 +38,8 @@ pub const KEY_SECONDS: &str = "maximum_migration_times";
 pub const KEY_ROWS_CHANGED: &str = "XInnodb_rows_changed";
 /// The dataset key of the rows-read limits.
 pub const KEY_ROWS_READ: &str = "Innodb_rows_read";
+/// The dataset key of the lock-hold limits (seconds per migration).
+pub const KEY_LOCK_HOLD: &str = "maximum_lock_hold";
 
 /// One table of limits.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -96,6 +103,9 @@ pub struct Limits {
     pub rows_changed: Option<LimitTable>,
     /// Rows read per migration.
     pub rows_read: Option<LimitTable>,
+    /// Seconds a migration may hold, without a break, a lock that blocks reads or writes of
+    /// a table.
+    pub lock_hold: Option<LimitTable>,
 }
 
 /// Rows changed by a migration from its counter deltas: `Innodb_rows_updated +
@@ -162,8 +172,31 @@ pub fn check(limits: &Limits, migrations: &[MigrationRecord]) -> Vec<String> {
                 warnings.push(messages::read_too_many_rows(&name, n));
             }
         }
+        if let Some(limit) = limits
+            .lock_hold
+            .as_ref()
+            .and_then(|t| t.lookup(&m.from, &m.to))
+        {
+            warnings.extend(held_too_long(&name, m, limit));
+        }
     }
     warnings
+}
+
+/// The warnings of the tables `m` held a blocking lock on for strictly longer than `limit`.
+fn held_too_long(name: &str, m: &MigrationRecord, limit: f64) -> Vec<String> {
+    m.locks
+        .iter()
+        .filter_map(|l| {
+            let hold = l.longest_blocking.filter(|h| h.seconds > limit)?;
+            Some(messages::held_lock_too_long(
+                name,
+                hold.mode.name,
+                &l.table,
+                hold.seconds,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -194,6 +227,7 @@ mod tests {
             start,
             end: Some(start + chrono::Duration::milliseconds(ms)),
             counters: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            locks: Vec::new(),
         }
     }
 
@@ -276,12 +310,64 @@ mod tests {
         assert!(check(&limits, &[m]).is_empty());
     }
 
+    fn locks(table: &str, mode: &str, hold: Option<(&str, f64)>) -> crate::engine::TableLocks {
+        use crate::engine::{Hold, LockMode};
+        crate::engine::TableLocks {
+            table: table.into(),
+            strongest: LockMode::postgres(mode).unwrap(),
+            longest_blocking: hold.map(|(mode, seconds)| Hold {
+                mode: LockMode::postgres(mode).unwrap(),
+                seconds,
+            }),
+            waited: false,
+        }
+    }
+
+    #[test]
+    fn lock_hold_warnings_per_table_strictly_over_the_limit() {
+        let limits = Limits {
+            lock_hold: Some(
+                read(
+                    KEY_LOCK_HOLD,
+                    json!({"default": 1, "3": 10, "_why": "3 is a known rewrite"}),
+                )
+                .unwrap(),
+            ),
+            ..Limits::default()
+        };
+        let mut first = record("1", "2", 5000, &[]);
+        first.locks = vec![
+            locks(
+                "orders",
+                "AccessExclusiveLock",
+                Some(("AccessExclusiveLock", 4.12)),
+            ),
+            locks("users", "ShareLock", Some(("ShareLock", 1.0))),
+            locks("items", "ShareUpdateExclusiveLock", None),
+        ];
+        let mut second = record("2", "3", 5000, &[]);
+        second.locks = vec![locks(
+            "orders",
+            "AccessExclusiveLock",
+            Some(("AccessExclusiveLock", 9.0)),
+        )];
+        assert_eq!(
+            check(&limits, &[first.clone(), second]),
+            vec!["WARNING - Migration 1->2 held ACCESS EXCLUSIVE lock on orders for 4.1 s"]
+        );
+        assert!(
+            check(&Limits::default(), &[first]).is_empty(),
+            "no limit, no warning"
+        );
+    }
+
     #[test]
     fn counter_warnings() {
         let limits = Limits {
             seconds: LimitTable::default(),
             rows_changed: Some(read("c", json!({"default": 10, "2": 100})).unwrap()),
             rows_read: Some(read("r", json!({"default": 10})).unwrap()),
+            lock_hold: None,
         };
         let migrations = vec![
             // 4 + 4 + 3 = 11 > 10; read 10 = 10 is fine.

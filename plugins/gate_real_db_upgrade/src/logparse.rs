@@ -74,6 +74,9 @@ pub struct MigrationRecord {
     pub end: Option<NaiveDateTime>,
     /// Counter deltas over the migration (e.g. `Innodb_rows_read`), when counters were seen.
     pub counters: BTreeMap<String, i64>,
+    /// The locks its sessions held or waited for, per table in name order, when the locks
+    /// were observed ([`crate::engine::LockObserver`]).
+    pub locks: Vec<crate::engine::TableLocks>,
 }
 
 impl MigrationRecord {
@@ -148,6 +151,8 @@ pub struct StreamParser {
     awaiting: Option<(usize, BTreeMap<String, i64>)>,
     /// The counters block being read, when one is awaited.
     block: Option<BTreeMap<String, i64>>,
+    /// Starts and ends seen so far.
+    boundaries: usize,
 }
 
 impl StreamParser {
@@ -160,7 +165,24 @@ impl StreamParser {
             latest: BTreeMap::new(),
             awaiting: None,
             block: None,
+            boundaries: 0,
         }
+    }
+
+    /// The index of the migration in progress, if one is.
+    pub fn open_migration(&self) -> Option<usize> {
+        self.open.as_ref().map(|(idx, _)| *idx)
+    }
+
+    /// The number of migrations started so far.
+    pub fn started(&self) -> usize {
+        self.run.migrations.len()
+    }
+
+    /// How many migration starts and ends were seen so far: a line that changes it is a
+    /// migration boundary (where the lock observation is cut).
+    pub fn boundaries(&self) -> usize {
+        self.boundaries
     }
 
     /// Whether this format marks the end of a migration with a line of its own.
@@ -247,6 +269,7 @@ impl StreamParser {
     /// `unfinished`); `await_counters`: the next counters block is its "after".
     fn end_open(&mut self, time: Option<NaiveDateTime>, await_counters: bool) {
         if let Some((idx, before)) = self.open.take() {
+            self.boundaries += 1;
             match time {
                 Some(t) => {
                     if let Some(m) = self.run.migrations.get_mut(idx) {
@@ -296,6 +319,7 @@ impl StreamParser {
                 self.end_open(Some(time), false);
             }
             let idx = self.run.migrations.len();
+            self.boundaries += 1;
             self.run.migrations.push(MigrationRecord {
                 from: start.from,
                 to: start.to,
@@ -303,6 +327,7 @@ impl StreamParser {
                 start: time,
                 end: None,
                 counters: BTreeMap::new(),
+                locks: Vec::new(),
             });
             self.open = Some((idx, self.latest.clone()));
             // The end may be on the start line itself: `134 -> 135... done`.

@@ -40,6 +40,12 @@ pub fn read_too_many_rows(migration: &str, rows: i64) -> String {
     format!("WARNING - Migration {migration} read too many rows ({rows})")
 }
 
+/// A migration held a lock blocking reads or writes of `table` longer than its
+/// `maximum_lock_hold` limit.
+pub fn held_lock_too_long(migration: &str, mode: &str, table: &str, seconds: f64) -> String {
+    format!("WARNING - Migration {migration} held {mode} lock on {table} for {seconds:.1} s")
+}
+
 /// The time limit passed between migrations (`after`: the limit, e.g. `90 s`).
 pub fn timed_out(after: &str) -> String {
     format!("FAILURE - Migrations timed out after {after}")

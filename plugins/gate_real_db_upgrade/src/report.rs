@@ -27,7 +27,11 @@
 //!           "duration_ms": 1046, "limit_seconds": 137.0,
 //!           "status": "ok",
 //!           "messages": [],
-//!           "counters": {"Innodb_rows_read": 1200}
+//!           "counters": {"Innodb_rows_read": 1200},
+//!           "locks": [
+//!             {"table": "orders", "strongest": "ACCESS EXCLUSIVE",
+//!              "longest_blocking": {"mode": "ACCESS EXCLUSIVE", "seconds": 4.1}, "waited": true}
+//!           ]
 //!         }
 //!       ]
 //!     }
@@ -46,6 +50,12 @@
 //!   `null` without a limit. `status`: `ok`, `too_long` (strictly over its limit) or
 //!   `unfinished`. `messages` are the warnings about this migration. `counters` are the work
 //!   counters' deltas over the migration, when known.
+//! - `locks`: per table, what the migration's sessions did to its locks while it ran (empty
+//!   when the locks were not observed or it took none): the `strongest` lock held, the
+//!   `longest_blocking` continuous hold of a lock that blocks reads or writes of the table
+//!   (its strongest mode and its length in seconds, a lower bound good to one sampling
+//!   interval; `null` when none blocked anything) and whether a session `waited` for a lock
+//!   on it ([`crate::engine::LockObserver`]).
 //! - Timestamps are local time, `YYYY-MM-DD HH:MM:SS,mmm`, as in the logs.
 //!
 //! Fields may be added within schema 1; a change of meaning bumps `schema`.
@@ -58,6 +68,7 @@ use serde::Serialize;
 use serde_json::Value;
 use turbo_hipster_sdk::support::logfile::TIMESTAMP_FORMAT;
 
+use crate::engine::TableLocks;
 use crate::logparse::MigrationRecord;
 
 /// The version of the `summary.json` layout.
@@ -115,6 +126,83 @@ pub struct MigrationSummary {
     pub messages: Vec<String>,
     /// Counter deltas.
     pub counters: BTreeMap<String, i64>,
+    /// What it did to each table's locks.
+    pub locks: Vec<LockSummary>,
+}
+
+/// What one migration did to one table's locks ([`TableLocks`]), as the summary says it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LockSummary {
+    /// The table.
+    pub table: String,
+    /// The strongest lock held on it (`ACCESS EXCLUSIVE`, `SHARED_NO_WRITE`, …).
+    pub strongest: String,
+    /// The longest continuous hold of a lock blocking reads or writes.
+    pub longest_blocking: Option<HoldSummary>,
+    /// A session waited for a lock on it.
+    pub waited: bool,
+}
+
+/// A blocking hold: its strongest mode and length.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HoldSummary {
+    /// The mode.
+    pub mode: String,
+    /// Seconds, to the millisecond.
+    pub seconds: f64,
+}
+
+impl MigrationSummary {
+    /// The blocking holds, `ACCESS EXCLUSIVE orders 4.1 s, …`, or `-`.
+    fn blocking_locks(&self) -> String {
+        let holds: Vec<String> = self
+            .locks
+            .iter()
+            .filter_map(|l| {
+                let h = l.longest_blocking.as_ref()?;
+                Some(format!("{} {} {:.1} s", h.mode, l.table, h.seconds))
+            })
+            .collect();
+        if holds.is_empty() {
+            "-".into()
+        } else {
+            holds.join(", ")
+        }
+    }
+}
+
+impl From<&TableLocks> for LockSummary {
+    fn from(locks: &TableLocks) -> Self {
+        Self {
+            table: locks.table.clone(),
+            strongest: locks.strongest.name.to_string(),
+            longest_blocking: locks.longest_blocking.map(|h| HoldSummary {
+                mode: h.mode.name.to_string(),
+                seconds: (h.seconds * 1000.0).round() / 1000.0,
+            }),
+            waited: locks.waited,
+        }
+    }
+}
+
+/// The blocking holds among `locks`, `ACCESS EXCLUSIVE on orders for 4.1 s, …` (`(waited)`
+/// after a table a session waited on); `None` when nothing blocked reads or writes.
+pub fn blocking_holds(locks: &[TableLocks]) -> Option<String> {
+    let holds: Vec<String> = locks
+        .iter()
+        .filter_map(|l| {
+            l.longest_blocking.map(|h| {
+                format!(
+                    "{} on {} for {:.1} s{}",
+                    h.mode.name,
+                    l.table,
+                    h.seconds,
+                    if l.waited { " (waited)" } else { "" }
+                )
+            })
+        })
+        .collect();
+    (!holds.is_empty()).then(|| holds.join(", "))
 }
 
 impl MigrationSummary {
@@ -145,6 +233,7 @@ impl MigrationSummary {
             status,
             messages,
             counters: record.counters.clone(),
+            locks: record.locks.iter().map(LockSummary::from).collect(),
         }
     }
 }
@@ -198,7 +287,7 @@ impl JobSummary {
 
     /// The human summary: a table of every migration, then the result.
     pub fn to_text(&self) -> String {
-        let mut rows: Vec<[String; 7]> = vec![[
+        let mut rows: Vec<[String; 8]> = vec![[
             "dataset".into(),
             "phase".into(),
             "migration".into(),
@@ -206,6 +295,7 @@ impl JobSummary {
             "duration ms".into(),
             "limit s".into(),
             "status".into(),
+            "blocking locks".into(),
         ]];
         for d in &self.datasets {
             for m in &d.migrations {
@@ -219,10 +309,11 @@ impl JobSummary {
                     m.limit_seconds
                         .map_or_else(|| "-".into(), |l| l.to_string()),
                     m.status.as_str().to_string(),
+                    m.blocking_locks(),
                 ]);
             }
         }
-        let mut widths = [0usize; 7];
+        let mut widths = [0usize; 8];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -303,6 +394,7 @@ mod tests {
             start: parse_timestamp(start).unwrap(),
             end: end.map(|e| parse_timestamp(e).unwrap()),
             counters: BTreeMap::new(),
+            locks: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@
 //! | `engine` | `mysql`, `mariadb`, `postgresql` or `sqlite`: the engine of datasets that do not name one | none |
 //! | `git_retries` | how many times to try fetching the change (1 to 100) | 3 |
 //! | `keep_databases` | debugging: keep each run's database instead of dropping it | false |
+//! | `lock_sample_interval` | milliseconds between two samples of a run database's locks (whole, at most 60000; `0` or `false`: off), unless the dataset sets its own | 100 |
 //! | `git_timeout` | seconds one git command may run | 1800 |
 //! | `git_stall_timeout` | seconds a git command may go without progress | 300 |
 //! | `git_protocols` | transports `ZUUL_URL` may use | `["http", "https", "git", "ssh", "file"]` |
@@ -37,7 +38,9 @@ use turbo_hipster_sdk::support::env::ParameterFilter;
 use turbo_hipster_sdk::support::git::{self, GitOptions};
 use turbo_hipster_sdk::PluginError;
 
-use crate::dataset::{Dataset, DatasetDefaults, Migration, TIMEOUT_RANGE};
+use crate::dataset::{
+    lock_sample_interval, Dataset, DatasetDefaults, Migration, KEY_LOCK_SAMPLE, TIMEOUT_RANGE,
+};
 use crate::engine::Engine;
 
 /// Where datasets live unless the job says otherwise.
@@ -123,6 +126,12 @@ impl Settings {
         }
         if let Some(b) = get("keep_databases").and_then(|(k, v)| c.boolean(k, v)) {
             s.keep_databases = b;
+        }
+        if let Some((k, v)) = get(KEY_LOCK_SAMPLE) {
+            match lock_sample_interval(v) {
+                Ok(every) => s.defaults.lock_sample = every,
+                Err(what) => c.error(k, what),
+            }
         }
         s.git.read_config(&mut c, config);
         s.parameters = ParameterFilter::check(&mut c, config);
@@ -253,6 +262,41 @@ mod tests {
             ],
             "{problems:?}"
         );
+    }
+
+    /// The job's `lock_sample_interval` is the datasets' default, read by their rule.
+    #[test]
+    fn lock_sample_interval_is_the_datasets_default() {
+        let every = |v: Value| {
+            Settings::from_config(&config(json!({"lock_sample_interval": v})))
+                .map(|s| s.defaults.lock_sample)
+        };
+        assert_eq!(every(json!(250)).unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(every(json!(false)).unwrap(), None);
+        assert_eq!(every(json!(0)).unwrap(), None);
+        assert_eq!(
+            Settings::default().defaults.lock_sample,
+            Some(Duration::from_millis(100))
+        );
+        let Err(PluginError::Config(problems)) = every(json!("fast")) else {
+            panic!("not a config error")
+        };
+        assert!(
+            problems[0].starts_with("lock_sample_interval: must be whole milliseconds"),
+            "{problems:?}"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("d.json");
+        std::fs::write(
+            &file,
+            json!({"project": "a/b", "seed_data": "s.sql"}).to_string(),
+        )
+        .unwrap();
+        let defaults = Settings::from_config(&config(json!({"lock_sample_interval": 0})))
+            .unwrap()
+            .defaults;
+        let (d, _) = crate::dataset::load_dataset(&file, "d", tmp.path(), &defaults).unwrap();
+        assert_eq!(d.lock_sample, None, "the job turned it off");
     }
 
     /// The job config's `connection` and a dataset's are read by one parser: the same value

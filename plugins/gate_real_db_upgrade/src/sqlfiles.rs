@@ -24,7 +24,7 @@ use turbo_hipster_sdk::support::process::{seconds, Cancellation};
 use turbo_hipster_sdk::support::LogFile;
 
 use crate::engine::{Connection, Engine};
-use crate::engine::{EngineError, Server, VersionSource};
+use crate::engine::{EngineError, LockObserver, Server, VersionSource};
 use crate::logparse::MigrationRecord;
 use crate::version::{cmp_numbers, normalize};
 
@@ -198,6 +198,8 @@ pub struct SqlTarget<'a> {
     pub deadline: Instant,
     /// The time the run had in all (for messages).
     pub timeout: Duration,
+    /// The run's lock observation, cut before and after each file.
+    pub locks: Option<&'a LockObserver>,
 }
 
 /// Applies `files` in order to the target database.
@@ -273,6 +275,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
             }
         };
         let before = server.counters(db).unwrap_or_default();
+        if let Some(observer) = target.locks {
+            observer.cut();
+        }
         let start = Local::now();
         let _ = target
             .log
@@ -284,9 +289,11 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
             start: start.naive_local(),
             end: None,
             counters: BTreeMap::new(),
+            locks: Vec::new(),
         };
         let outcome = execute_watched(target, &server, sql);
         let end = Local::now();
+        record.locks = target.locks.map(LockObserver::cut).unwrap_or_default();
         match outcome {
             Watched::Done(Ok(())) => {
                 record.end = Some(end.naive_local());

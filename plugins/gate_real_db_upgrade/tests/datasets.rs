@@ -348,6 +348,7 @@ fn connection_falls_back_field_by_field() {
             password: Some("th-pass".into()),
         },
         engine: None,
+        ..DatasetDefaults::default()
     };
     let datasets = load_datasets(root, &defaults).unwrap();
     assert_eq!(
@@ -620,4 +621,57 @@ fn duplicate_names_and_missing_dir() {
     assert!(load_datasets(empty.path(), &DatasetDefaults::default())
         .unwrap()
         .is_empty());
+}
+
+/// `lock_sample_interval` (milliseconds; 0 or false: off; 100 when absent) and
+/// `maximum_lock_hold` (a limit table like the others).
+#[test]
+fn lock_observation_keys() {
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let cases = [
+        ("absent", json!({}), Some(Duration::from_millis(100))),
+        (
+            "every50",
+            json!({"lock_sample_interval": 50}),
+            Some(Duration::from_millis(50)),
+        ),
+        ("zero", json!({"lock_sample_interval": 0}), None),
+        ("off", json!({"lock_sample_interval": false}), None),
+    ];
+    for (name, extra, _) in &cases {
+        write_json(root, &format!("{name}.json"), minimal(extra.clone()));
+    }
+    write_json(
+        root,
+        "limited.json",
+        minimal(json!({"maximum_lock_hold": {"default": 5, "151->152": 60, "_151": "why"}})),
+    );
+    let datasets = load_datasets(root, &DatasetDefaults::default()).unwrap();
+    let find = |n: &str| datasets.iter().find(|d| d.name == n).unwrap();
+    for (name, _, expected) in &cases {
+        assert_eq!(find(name).lock_sample, *expected, "{name}");
+    }
+    let hold = find("limited").limits.lock_hold.clone().unwrap();
+    assert_eq!(hold.lookup("151", "152"), Some(60.0));
+    assert_eq!(hold.lookup("152", "153"), Some(5.0));
+    assert_eq!(find("absent").limits.lock_hold, None);
+
+    let bad = tempfile::tempdir().unwrap();
+    let path = write_json(
+        bad.path(),
+        "bad.json",
+        minimal(json!({"lock_sample_interval": 0.5, "maximum_lock_hold": {"default": -1}})),
+    );
+    let mut errors = load_datasets(bad.path(), &DatasetDefaults::default()).unwrap_err();
+    errors.sort();
+    let p = path.display();
+    assert_eq!(
+        errors,
+        vec![
+            format!("{p}: lock_sample_interval: must be whole milliseconds from 0 (off) to 60000, or false (off), got 0.5"),
+            format!("{p}: maximum_lock_hold.default: must be at least 0, got -1"),
+        ]
+    );
 }

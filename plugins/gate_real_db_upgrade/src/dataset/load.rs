@@ -204,6 +204,7 @@ mod tests {
                 ..Connection::default()
             },
             engine: Some(Engine::MySql),
+            ..DatasetDefaults::default()
         };
         let (d, warnings) = load_dataset(&config, "pg", &tmp.path().join("pg"), &defaults).unwrap();
         assert_eq!(d.engine, Engine::PostgreSql);

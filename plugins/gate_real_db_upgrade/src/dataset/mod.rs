@@ -180,6 +180,9 @@ pub struct Dataset {
     pub provisioning: Provisioning,
     /// Cold or warm caches when the first migration starts (`cache`).
     pub cache: Cache,
+    /// How often the run database's locks are sampled (`lock_sample_interval`); `None`:
+    /// not observed.
+    pub lock_sample: Option<Duration>,
 }
 
 impl Dataset {
@@ -254,12 +257,53 @@ fn executable(path: &Path) -> Result<(), String> {
 }
 
 /// Defaults a job config supplies for its datasets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DatasetDefaults {
     /// `connection` from the job config.
     pub connection: Connection,
     /// `engine` from the job config, if any.
     pub engine: Option<Engine>,
+    /// `lock_sample_interval` from the job config ([`lock_sample_interval`]); 100 ms unless
+    /// it says otherwise.
+    pub lock_sample: Option<Duration>,
+}
+
+impl Default for DatasetDefaults {
+    fn default() -> Self {
+        Self {
+            connection: Connection::default(),
+            engine: None,
+            lock_sample: Some(DEFAULT_LOCK_SAMPLE),
+        }
+    }
+}
+
+/// The key of the lock sampling interval, in the job config and in datasets.
+pub const KEY_LOCK_SAMPLE: &str = "lock_sample_interval";
+/// Its default: 100 ms.
+pub const DEFAULT_LOCK_SAMPLE: Duration = Duration::from_millis(100);
+/// Its largest value, in milliseconds (a minute).
+const MAX_LOCK_SAMPLE_MS: u64 = 60_000;
+
+/// `lock_sample_interval`: milliseconds between two samples of the run database's locks
+/// (whole, at most a minute); `0` or `false` turn the observation off, `true` is the
+/// default. `None`: off.
+///
+/// # Errors
+/// What is wrong with the value (without the key).
+pub fn lock_sample_interval(value: &serde_json::Value) -> Result<Option<Duration>, String> {
+    match value {
+        serde_json::Value::Bool(false) => Ok(None),
+        serde_json::Value::Bool(true) => Ok(Some(DEFAULT_LOCK_SAMPLE)),
+        v => match v.as_u64().filter(|ms| *ms <= MAX_LOCK_SAMPLE_MS) {
+            Some(0) => Ok(None),
+            Some(ms) => Ok(Some(Duration::from_millis(ms))),
+            None => Err(format!(
+                "must be whole milliseconds from 0 (off) to {MAX_LOCK_SAMPLE_MS}, or false \
+                 (off), got {v}"
+            )),
+        },
+    }
 }
 
 /// The `provisioning` dataset key.

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection as _;
 
@@ -114,6 +115,14 @@ impl LockMode {
             })
     }
 
+    fn weaker(self, other: LockMode) -> LockMode {
+        if other.rank < self.rank {
+            other
+        } else {
+            self
+        }
+    }
+
     fn stronger(self, other: LockMode) -> LockMode {
         if other.rank > self.rank {
             other
@@ -137,7 +146,10 @@ pub struct SeenLock {
 /// The longest continuous hold of locks that block reads or writes of one table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hold {
-    /// The strongest of the blocking locks during that hold.
+    /// The weakest of the blocking locks seen during that hold: what was held all along
+    /// (an `ALTER … ALGORITHM=COPY` holds `SHARED_NO_WRITE` for the copy and `EXCLUSIVE` for
+    /// the instant of the swap: its hold is a `SHARED_NO_WRITE` one; the strongest lock of
+    /// the table is in [`TableLocks::strongest`]).
     pub mode: LockMode,
     /// From the first to the last sample that saw it.
     pub seconds: f64,
@@ -216,7 +228,7 @@ impl LockTracker {
                 mode,
             });
             streak.last = at;
-            streak.mode = streak.mode.stronger(mode);
+            streak.mode = streak.mode.weaker(mode);
         }
     }
 
@@ -261,20 +273,167 @@ const POSTGRES_SAMPLE: &str = "\
       AND c.relkind IN ('r', 'p', 'm') \
       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
 
-async fn postgres_sample(conn: &mut PgConnection) -> Result<Vec<SeenLock>, sqlx::Error> {
-    let rows: Vec<(String, String, bool)> = sqlx::query_as(POSTGRES_SAMPLE)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(table, mode, granted)| {
-            LockMode::postgres(&mode).map(|mode| SeenLock {
+/// MariaDB's `metadata_lock_info` plugin: the table metadata locks granted to the run
+/// database's other sessions (`#sql…`: the temporary copy of an `ALTER … ALGORITHM=COPY`).
+const MARIADB_SAMPLE: &str = "\
+    SELECT TABLE_NAME, LOCK_MODE, 1 FROM information_schema.METADATA_LOCK_INFO \
+    WHERE TABLE_SCHEMA = ? AND LOCK_TYPE = 'Table metadata lock' \
+      AND THREAD_ID <> CONNECTION_ID() AND TABLE_NAME NOT LIKE '#sql%'";
+
+/// MySQL's `performance_schema.metadata_locks` (on by default from 8.0): granted and
+/// pending table metadata locks of the other sessions.
+const MYSQL_SAMPLE: &str = "\
+    SELECT OBJECT_NAME, LOCK_TYPE, LOCK_STATUS = 'GRANTED' \
+    FROM performance_schema.metadata_locks \
+    WHERE OBJECT_TYPE = 'TABLE' AND OBJECT_SCHEMA = ? \
+      AND OWNER_THREAD_ID <> PS_CURRENT_THREAD_ID() AND OBJECT_NAME NOT LIKE '#sql%'";
+
+/// Sessions of the run database waiting for a metadata lock (MariaDB: the plugin shows only
+/// granted locks).
+const MARIADB_WAITERS: &str = "\
+    SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+    WHERE DB = ? AND STATE = 'Waiting for table metadata lock' AND ID <> CONNECTION_ID()";
+
+/// Whether MariaDB's `metadata_lock_info` plugin is active.
+const MARIADB_PLUGIN: &str = "\
+    SELECT COUNT(*) FROM information_schema.PLUGINS \
+    WHERE PLUGIN_NAME = 'METADATA_LOCK_INFO' AND PLUGIN_STATUS = 'ACTIVE'";
+
+/// Where a sampler reads the locks.
+enum Sampler {
+    Postgres(PgConnection),
+    /// MariaDB's `METADATA_LOCK_INFO`, waiters from the process list.
+    MariaDb(MySqlConnection, String),
+    /// MySQL's `performance_schema.metadata_locks`.
+    MySql(MySqlConnection, String),
+}
+
+impl Sampler {
+    /// What the locks are read from, for the dataset's log.
+    fn source(&self) -> &'static str {
+        match self {
+            Sampler::Postgres(_) => "pg_locks",
+            Sampler::MariaDb(..) => "information_schema.METADATA_LOCK_INFO",
+            Sampler::MySql(..) => "performance_schema.metadata_locks",
+        }
+    }
+
+    async fn sample(&mut self) -> Result<Vec<SeenLock>, sqlx::Error> {
+        match self {
+            Sampler::Postgres(conn) => {
+                let rows: Vec<(String, String, bool)> = sqlx::query_as(POSTGRES_SAMPLE)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok(seen(rows, LockMode::postgres))
+            }
+            Sampler::MariaDb(conn, db) => {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(MARIADB_SAMPLE)
+                    .bind(db.as_str())
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let waiters: i64 = sqlx::query_scalar(MARIADB_WAITERS)
+                    .bind(db.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let mut locks = seen(
+                    rows.into_iter().map(|(t, m, g)| (t, m, g != 0)).collect(),
+                    LockMode::metadata,
+                );
+                if waiters > 0 {
+                    locks.extend(waited_behind(&locks));
+                }
+                Ok(locks)
+            }
+            Sampler::MySql(conn, db) => {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(MYSQL_SAMPLE)
+                    .bind(db.as_str())
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok(seen(
+                    rows.into_iter().map(|(t, m, g)| (t, m, g != 0)).collect(),
+                    LockMode::metadata,
+                ))
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Sampler::Postgres(conn) => {
+                let _ = conn.close().await;
+            }
+            Sampler::MariaDb(conn, _) | Sampler::MySql(conn, _) => {
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+fn seen(rows: Vec<(String, String, bool)>, mode: fn(&str) -> Option<LockMode>) -> Vec<SeenLock> {
+    rows.into_iter()
+        .filter_map(|(table, m, granted)| {
+            mode(&m).map(|mode| SeenLock {
                 table,
                 mode,
                 granted,
             })
         })
-        .collect())
+        .collect()
+}
+
+/// MariaDB names no table for a session waiting for a metadata lock: it waits behind one of
+/// the locks that block something, so each such table is marked waited.
+fn waited_behind(held: &[SeenLock]) -> Vec<SeenLock> {
+    held.iter()
+        .filter(|l| l.granted && l.mode.blocks != Blocks::Nothing)
+        .map(|l| SeenLock {
+            granted: false,
+            ..l.clone()
+        })
+        .collect()
+}
+
+/// A MariaDB/MySQL sampler for `db`: MariaDB's `metadata_lock_info` plugin (installed here
+/// once when missing and the account may), else MySQL's `performance_schema.metadata_locks`.
+async fn mysql_sampler(ep: &super::Endpoint, db: &str) -> Result<Sampler, EngineError> {
+    let mut conn = super::mysql::connect(ep, Some(db)).await?;
+    let unusable = |what: &str| {
+        EngineError::Other(format!(
+            "no metadata lock view: {what} (MariaDB needs the metadata_lock_info plugin, \
+             MySQL performance_schema)"
+        ))
+    };
+    let active = |n: Result<i64, sqlx::Error>| n.is_ok_and(|n| n > 0);
+    let mut plugin = active(
+        sqlx::query_scalar(MARIADB_PLUGIN)
+            .fetch_one(&mut conn)
+            .await,
+    );
+    if !plugin
+        && sqlx::raw_sql("INSTALL SONAME 'metadata_lock_info'")
+            .execute(&mut conn)
+            .await
+            .is_ok()
+    {
+        plugin = active(
+            sqlx::query_scalar(MARIADB_PLUGIN)
+                .fetch_one(&mut conn)
+                .await,
+        );
+    }
+    let mut sampler = if plugin {
+        Sampler::MariaDb(conn, db.to_string())
+    } else {
+        Sampler::MySql(conn, db.to_string())
+    };
+    match sampler.sample().await {
+        Ok(_) => Ok(sampler),
+        Err(e) => {
+            let what = e.to_string();
+            sampler.close().await;
+            Err(unusable(&what))
+        }
+    }
 }
 
 /// A side connection sampling the run database's locks on a thread of its own until
@@ -283,6 +442,7 @@ pub struct LockObserver {
     tracker: Arc<Mutex<LockTracker>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<u64, EngineError>>>,
+    source: &'static str,
 }
 
 impl LockObserver {
@@ -292,6 +452,11 @@ impl LockObserver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .cut()
+    }
+
+    /// What the locks are read from (`pg_locks`, `information_schema.METADATA_LOCK_INFO`, …).
+    pub fn source(&self) -> &'static str {
+        self.source
     }
 
     /// Stops sampling; the last migration's locks and the number of samples taken.
@@ -320,24 +485,35 @@ impl Drop for LockObserver {
 }
 
 impl Server {
-    /// Starts sampling the locks in database `db` every `every` (PostgreSQL).
+    /// Starts sampling the locks in database `db` every `every`: PostgreSQL's `pg_locks`,
+    /// MariaDB's `METADATA_LOCK_INFO` or MySQL's `performance_schema.metadata_locks`.
     ///
     /// # Errors
-    /// Not PostgreSQL, or the side connection cannot be made.
+    /// SQLite, no lock view on the server, or the side connection cannot be made.
     pub fn observe_locks(&self, db: &str, every: Duration) -> Result<LockObserver, EngineError> {
         super::check_database_name(db)?;
-        let Backend::Postgres(ep) = self.backend() else {
-            return Err(EngineError::Other(format!(
-                "lock observation is not available for {}",
-                self.engine.label()
-            )));
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
-        let db = db.to_string();
-        let mut conn = runtime.block_on(super::postgres::connect_to(&ep, &db))?;
+        let (ep, mut sampler) = match self.backend() {
+            Backend::Postgres(ep) => {
+                let conn = runtime.block_on(super::postgres::connect_to(&ep, db))?;
+                (ep, Sampler::Postgres(conn))
+            }
+            Backend::MySql(ep) => {
+                let sampler = runtime.block_on(mysql_sampler(&ep, db))?;
+                (ep, sampler)
+            }
+            Backend::Sqlite => {
+                return Err(EngineError::Other(format!(
+                    "lock observation is not available for {}",
+                    self.engine.label()
+                )))
+            }
+        };
+        let source = sampler.source();
+        let postgres = matches!(sampler, Sampler::Postgres(_));
         let tracker = Arc::new(Mutex::new(LockTracker::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (Arc::clone(&tracker), Arc::clone(&stop));
@@ -348,9 +524,13 @@ impl Server {
                 let result = runtime.block_on(async {
                     while !s.load(Ordering::Relaxed) {
                         let at = Instant::now();
-                        let locks = postgres_sample(&mut conn)
-                            .await
-                            .map_err(|e| super::postgres::classify_error(&ep, &e))?;
+                        let locks = sampler.sample().await.map_err(|e| {
+                            if postgres {
+                                super::postgres::classify_error(&ep, &e)
+                            } else {
+                                super::mysql::classify(&ep, &e)
+                            }
+                        })?;
                         t.lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .add(at, &locks);
@@ -359,7 +539,7 @@ impl Server {
                     }
                     Ok(())
                 });
-                let _ = runtime.block_on(conn.close());
+                runtime.block_on(sampler.close());
                 result.map(|()| samples)
             })
             .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
@@ -367,6 +547,7 @@ impl Server {
             tracker,
             stop,
             thread: Some(thread),
+            source,
         })
     }
 }
@@ -456,6 +637,57 @@ mod tests {
         assert!(samples > 20, "{samples} samples");
     }
 
+    fn mariadb(db: &str, sql: &str) -> std::process::Child {
+        std::process::Command::new("mysql")
+            .args(["-h", "127.0.0.1", "-u", "root"])
+            .args(["-D", db, "-e", sql])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// On the real MariaDB server: a `LOCK TABLES … WRITE` held 0.6 s (an exclusive metadata
+    /// lock for reads and writes) is seen with its hold and the session waiting behind it.
+    #[test]
+    fn mariadb_metadata_locks_of_the_run_database_are_sampled() {
+        let db = format!("th_locks_{}_{}", std::process::id(), rand_suffix());
+        let run = |sql: &str| assert!(mariadb("mysql", sql).wait().unwrap().success(), "{sql}");
+        run(&format!(
+            "CREATE DATABASE {db}; CREATE TABLE {db}.orders (id int) ENGINE=InnoDB; \
+             INSERT INTO {db}.orders VALUES (1)"
+        ));
+        let server = Server::new(
+            crate::engine::Engine::MariaDb,
+            crate::engine::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let observer = server
+            .observe_locks(&db, Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(observer.source(), "information_schema.METADATA_LOCK_INFO");
+        let mut holder = mariadb(
+            &db,
+            "LOCK TABLES orders WRITE; SELECT SLEEP(0.6); UNLOCK TABLES",
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(mariadb(&db, "SELECT COUNT(*) FROM orders")
+            .wait()
+            .unwrap()
+            .success());
+        assert!(holder.wait().unwrap().success());
+        let (locks, samples) = observer.finish().unwrap();
+        run(&format!("DROP DATABASE {db}"));
+
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        let orders = &locks[0];
+        assert_eq!(orders.table, "orders");
+        let hold = orders.longest_blocking.unwrap();
+        assert_eq!(hold.mode.blocks, Blocks::ReadsAndWrites, "{hold:?}");
+        assert!((0.3..0.9).contains(&hold.seconds), "{hold:?}");
+        assert!(orders.waited, "the SELECT behind the lock waited");
+        assert!(samples > 10, "{samples} samples");
+    }
+
     fn rand_suffix() -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::hash::RandomState::new().build_hasher();
@@ -509,9 +741,10 @@ mod tests {
         assert_eq!(first.len(), 2);
         let orders = &first[0];
         assert_eq!(orders.strongest.name, "ACCESS EXCLUSIVE");
-        // 100..200 ms blocking, a gap at 300, then a single sample at 400.
+        // 100..200 ms blocking (SHARE all along, ACCESS EXCLUSIVE at the end), a gap at 300,
+        // then a single sample at 400.
         let hold = orders.longest_blocking.unwrap();
-        assert_eq!(hold.mode.name, "ACCESS EXCLUSIVE");
+        assert_eq!(hold.mode.name, "SHARE");
         assert!((hold.seconds - 0.1).abs() < 1e-9, "{hold:?}");
         assert!(!orders.waited);
         assert!(first[1].waited && first[1].longest_blocking.is_none());

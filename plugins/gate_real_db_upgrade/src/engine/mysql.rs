@@ -87,7 +87,7 @@ fn unavailable(ep: &Endpoint, e: &sqlx::Error) -> Option<EngineError> {
 }
 
 /// Access denied → refused, server gone or full → unavailable, anything else → other.
-fn classify(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
+pub(super) fn classify(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
     if let Some(gone) = unavailable(ep, e) {
         return gone;
     }
@@ -99,7 +99,10 @@ fn classify(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
     }
 }
 
-async fn connect(ep: &Endpoint, database: Option<&str>) -> Result<MySqlConnection, EngineError> {
+pub(super) async fn connect(
+    ep: &Endpoint,
+    database: Option<&str>,
+) -> Result<MySqlConnection, EngineError> {
     let options = options(ep, database);
     match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
         Ok(Ok(conn)) => Ok(conn),

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use turbo_hipster_sdk::config::{Checker, Unknown};
 
 use super::{Dataset, DatasetDefaults};
-use crate::limits::{KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
+use crate::limits::{KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
 
 const TOP_KEYS: &[&str] = &[
     "project",
@@ -34,6 +34,8 @@ const TOP_KEYS: &[&str] = &[
     KEY_SECONDS,
     KEY_ROWS_CHANGED,
     KEY_ROWS_READ,
+    KEY_LOCK_HOLD,
+    super::KEY_LOCK_SAMPLE,
     "timeout",
     "provisioning",
     "cache",
@@ -64,6 +66,8 @@ pub(super) fn dataset(
     let timeout = schedule::timeout(c, obj.get("timeout"));
     let provisioning = schedule::provisioning(c, obj.get("provisioning"));
     let cache = schedule::cache(c, obj.get("cache"), engine);
+    let lock_sample =
+        schedule::lock_sample(c, obj.get(super::KEY_LOCK_SAMPLE), defaults.lock_sample);
     Some(Dataset {
         name: name.to_string(),
         dir: dir.to_path_buf(),
@@ -81,5 +85,6 @@ pub(super) fn dataset(
         timeout,
         provisioning,
         cache,
+        lock_sample,
     })
 }

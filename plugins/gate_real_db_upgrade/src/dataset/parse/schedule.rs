@@ -7,9 +7,11 @@ use serde_json::{Map, Value};
 use turbo_hipster_sdk::config::{index, Checker};
 
 use crate::dataset::check::ref_problem;
-use crate::dataset::{Cache, Provisioning, TIMEOUT_RANGE};
+use crate::dataset::{lock_sample_interval, Cache, Provisioning, KEY_LOCK_SAMPLE, TIMEOUT_RANGE};
 use crate::engine::Engine;
-use crate::limits::{LimitTable, Limits, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
+use crate::limits::{
+    LimitTable, Limits, KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS,
+};
 
 /// `upgrade_path`: git refs to migrate through first, in order.
 pub(super) fn upgrade_path(c: &mut Checker, value: Option<&Value>) -> Vec<String> {
@@ -37,7 +39,23 @@ pub(super) fn limits(c: &mut Checker, obj: &Map<String, Value>) -> Limits {
         seconds: table(KEY_SECONDS).unwrap_or_default(),
         rows_changed: table(KEY_ROWS_CHANGED),
         rows_read: table(KEY_ROWS_READ),
+        lock_hold: table(KEY_LOCK_HOLD),
     }
+}
+
+/// `lock_sample_interval` ([`lock_sample_interval`]); the job's when absent.
+pub(super) fn lock_sample(
+    c: &mut Checker,
+    value: Option<&Value>,
+    default: Option<Duration>,
+) -> Option<Duration> {
+    let Some(value) = value else {
+        return default;
+    };
+    lock_sample_interval(value).unwrap_or_else(|what| {
+        c.error(KEY_LOCK_SAMPLE, what);
+        default
+    })
 }
 
 /// `timeout`: seconds, over 0 and at most a week (as the job's).
