@@ -498,3 +498,119 @@ fn postgresql_whole_job_against_clone_and_migration_alone() {
         );
     }
 }
+
+/// The same for MariaDB: a whole job (its database a private server on a copy of the golden
+/// datadir) against providing that private server, applying the migration and stopping it,
+/// measured alone through the plugin's own [`Provider`].
+#[test]
+fn mariadb_whole_job_against_private_server_and_migration_alone() {
+    let mut world = turbo_hipster_tests::gate::World::new(json!({"engine": "mariadb"}));
+    let tag = format!("thjm{:x}", std::process::id());
+    let server = Server::new(Engine::MariaDb, Connection::default(), world.root.clone());
+    server.ping().unwrap();
+    if let Err(why) = gate_real_db_upgrade::provisioning::mariadb::probe(&server) {
+        eprintln!("skipped: no private server here ({why})");
+        return;
+    }
+    let scratch = format!("{tag}_gen");
+    let _cleanup = DropMariaDb(vec![scratch.clone()]);
+    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
+    mariadb(
+        &[&scratch],
+        &format!(
+            "{} CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
+             INSERT INTO th_schema_version VALUES ('1');",
+            mariadb_generate(&scratch, rows_for(size_mb()))
+        ),
+    );
+    let seed_dir = world.datasets.join(&tag);
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let seed = seed_dir.join("seed.sql");
+    let dumped = Command::new("mariadb-dump")
+        .args([
+            "-h127.0.0.1",
+            "-uroot",
+            "--single-transaction",
+            "--result-file",
+        ])
+        .arg(&seed)
+        .arg(&scratch)
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+    server.drop_database(&scratch).unwrap();
+    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let migration = "ALTER TABLE customers ADD COLUMN nickname VARCHAR(40);\n\
+                     CREATE INDEX bench_orders_amount ON orders (amount);\n";
+    world.dataset(
+        &tag,
+        json!({
+            "project": "bench/app", "database": tag, "seed_data": "seed.sql",
+            "migration": {"sql_dir": "sql", "version_table": "th_schema_version"},
+            "expected_version": "last_sql_file", "timeout": 3600,
+        }),
+        &[],
+    );
+    world.project("bench/app", &[("sql/001_base.sql", "SELECT 1;\n")]);
+    let change = world.propose("bench/app", &[("sql/002_change.sql", migration)]);
+    let first = world.run("bench/app", &change);
+    assert_eq!(first.result, "SUCCESS", "{}", first.describe());
+    let job = world.run("bench/app", &change);
+    assert_eq!(job.result, "SUCCESS", "{}", job.describe());
+    let ds = &job.summary["datasets"][0];
+    assert_eq!(
+        ds["provisioning"]["method"],
+        "private",
+        "{}",
+        job.describe()
+    );
+    let provisioning = ds["provisioning"]["seconds"].as_f64().unwrap();
+    let migrations: f64 = ds["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["duration_ms"].as_f64())
+        .sum::<f64>()
+        / 1000.0;
+
+    // Alone: a private server from the same golden copy, the migration, the stop.
+    let dataset = load_datasets(&world.datasets, &DatasetDefaults::default())
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == tag)
+        .unwrap();
+    let state = world.root.join("jobs/.gate_real_db_upgrade-golden");
+    let note = |_: &str| {};
+    let started = Instant::now();
+    let provided = provider(&server, &dataset, &state, &note)
+        .provide(&format!("{tag}_alone"))
+        .unwrap();
+    let made = started.elapsed().as_secs_f64();
+    let private = provided.private.as_ref().expect("a private server");
+    let port = private.server.port().to_string();
+    mariadb(&["-P", &port, &private.database], migration);
+    let migrated = started.elapsed().as_secs_f64() - made;
+    drop(provided);
+    let alone = started.elapsed().as_secs_f64();
+
+    let took = job.took.as_secs_f64();
+    let adds = took - alone;
+    println!(
+        "MariaDB whole job: seed {mb:.1} MB | job {took:.2} s (first, building the golden \
+         datadir: {:.2} s) | private server + migration + stop alone {alone:.2} s (server \
+         {made:.2} s, migration {migrated:.2} s) | the job adds {adds:.2} s",
+        first.took.as_secs_f64()
+    );
+    println!(
+        "  where the job's time goes: database by private server {provisioning:.2} s, \
+         migrations {migrations:.2} s, the rest {:.2} s (start, plugin load, git fetch and \
+         checkout, logs, version check, server stop, summary)",
+        took - provisioning - migrations
+    );
+    if assert_targets() {
+        assert!(
+            adds <= 2.0,
+            "the job adds {adds:.2} s over server + migration"
+        );
+    }
+}
