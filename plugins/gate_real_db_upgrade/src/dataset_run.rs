@@ -1618,24 +1618,7 @@ mod tests {
         assert_eq!(run_database_name("db", "ab", 1, "--"), "db_ab_1");
     }
 
-    fn psql(db: &str, sql: &str) {
-        let ok = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", db, "-c", sql])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{sql}");
-    }
+    use crate::engine::test_psql::run as psql;
 
     /// On the real PostgreSQL server, sqlalchemy-migrate output fed line by line: a lock
     /// taken before the first start belongs to no migration, one taken between a start and

@@ -805,6 +805,38 @@ pub(crate) fn build_number() -> u64 {
     h.finish() % 10_000_000
 }
 
+/// `psql` against the local PostgreSQL test server, for the unit tests of the modules that
+/// talk to a real server (the integration tests use the test support crate's).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_psql {
+    use std::process::{Child, Command, Stdio};
+
+    /// Starts `sql` in database `db` without waiting.
+    pub(crate) fn spawn(db: &str, sql: &str) -> Child {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", db, "-c", sql])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs `sql` in database `db`; panics when it fails.
+    pub(crate) fn run(db: &str, sql: &str) {
+        assert!(spawn(db, sql).wait().unwrap().success(), "{sql}");
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

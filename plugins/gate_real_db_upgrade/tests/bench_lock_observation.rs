@@ -10,36 +10,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::Command;
+
 use std::time::{Duration, Instant};
 
 use gate_real_db_upgrade::dataset::{Connection, Engine};
 use gate_real_db_upgrade::engine::Server;
+use turbo_hipster_tests::db_servers::psql;
 
 fn rows() -> u64 {
     std::env::var("TH_BENCH_LOCK_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000)
-}
-
-fn psql(db: &str, sql: &str) {
-    let ok = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-        ])
-        .args(["-d", db, "-c", sql])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{sql}");
 }
 
 /// One rewrite of `big`, observed every `every` (`None`: not observed): its wall time and

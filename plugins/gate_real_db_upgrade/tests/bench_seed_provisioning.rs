@@ -398,6 +398,83 @@ fn mariadb_reload_versus_private_server() {
     }
 }
 
+/// A whole job's figures: the first job (which builds the golden copy) and the one after.
+struct WholeJob {
+    first: f64,
+    took: f64,
+    /// Of `took`: the run's database made, and the migrations.
+    provisioning: f64,
+    migrations: f64,
+}
+
+impl WholeJob {
+    /// Prints `head` (with `{took}` and `{first}` filled in), what the job adds over `alone`
+    /// and where its time goes; with `TH_BENCH_ASSERT=1` fails when it adds more than 2 s.
+    fn report(&self, head: &str, made_by: &str, end: &str, alone: f64) {
+        let adds = self.took - alone;
+        let head = head
+            .replace("{took}", &format!("{:.2} s", self.took))
+            .replace("{first}", &format!("{:.2} s", self.first));
+        println!("{head} | the job adds {adds:.2} s");
+        println!(
+            "  where the job's time goes: database by {made_by} {:.2} s, migrations {:.2} s, \
+             the rest {:.2} s (start, plugin load, git fetch and checkout, logs, version \
+             check, {end}, summary)",
+            self.provisioning,
+            self.migrations,
+            self.took - self.provisioning - self.migrations
+        );
+        if assert_targets() {
+            assert!(
+                adds <= 2.0,
+                "the job adds {adds:.2} s over {made_by} + migration"
+            );
+        }
+    }
+}
+
+/// The job half of a whole-job benchmark: dataset `tag` (its `seed.sql` already in place,
+/// SQL-files mode), a change adding `migration`, a first job (it builds the golden copy) and
+/// a second, whose database must be made by `method`; its figures and its dataset summary.
+fn two_jobs(
+    world: &mut turbo_hipster_tests::gate::World,
+    tag: &str,
+    migration: &str,
+    method: &str,
+) -> (WholeJob, serde_json::Value) {
+    world.dataset(
+        tag,
+        json!({
+            "project": "bench/app", "database": tag, "seed_data": "seed.sql",
+            "migration": {"sql_dir": "sql", "version_table": "th_schema_version"},
+            "expected_version": "last_sql_file", "timeout": 3600,
+        }),
+        &[],
+    );
+    world.project("bench/app", &[("sql/001_base.sql", "SELECT 1;\n")]);
+    let change = world.propose("bench/app", &[("sql/002_change.sql", migration)]);
+    let first = world.run("bench/app", &change);
+    assert_eq!(first.result, "SUCCESS", "{}", first.describe());
+    let job = world.run("bench/app", &change);
+    assert_eq!(job.result, "SUCCESS", "{}", job.describe());
+    let ds = job.summary["datasets"][0].clone();
+    assert_eq!(ds["provisioning"]["method"], method, "{}", job.describe());
+    let migrations = ds["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["duration_ms"].as_f64())
+        .sum::<f64>()
+        / 1000.0;
+    let figures = WholeJob {
+        first: first.took.as_secs_f64(),
+        took: job.took.as_secs_f64(),
+        provisioning: ds["provisioning"]["seconds"].as_f64().unwrap(),
+        migrations,
+    };
+    (figures, ds)
+}
+
 /// A whole job on the benchmark's PostgreSQL dataset with one small migration (SQL-files mode,
 /// through `run-job`, the golden copy built by an earlier job) against what it cannot do
 /// without: cloning the golden copy and applying the same migration, measured alone. Prints
@@ -439,33 +516,8 @@ fn postgresql_whole_job_against_clone_and_migration_alone() {
     let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
     let migration = "ALTER TABLE customers ADD COLUMN nickname TEXT;\n\
                      CREATE INDEX bench_orders_amount ON orders (amount);\n";
-    world.dataset(
-        &tag,
-        json!({
-            "project": "bench/app", "database": tag, "seed_data": "seed.sql",
-            "migration": {"sql_dir": "sql", "version_table": "th_schema_version"},
-            "expected_version": "last_sql_file", "timeout": 3600,
-        }),
-        &[],
-    );
-    world.project("bench/app", &[("sql/001_base.sql", "SELECT 1;\n")]);
-    let change = world.propose("bench/app", &[("sql/002_change.sql", migration)]);
-    // The first job builds the golden copy; the second is what every later run costs.
-    let first = world.run("bench/app", &change);
-    assert_eq!(first.result, "SUCCESS", "{}", first.describe());
-    let job = world.run("bench/app", &change);
-    assert_eq!(job.result, "SUCCESS", "{}", job.describe());
-    let ds = &job.summary["datasets"][0];
-    assert_eq!(ds["provisioning"]["method"], "clone", "{}", job.describe());
+    let (job, ds) = two_jobs(&mut world, &tag, migration, "clone");
     let golden = ds["provisioning"]["golden"].as_str().unwrap().to_string();
-    let provisioning = ds["provisioning"]["seconds"].as_f64().unwrap();
-    let migrations: f64 = ds["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["duration_ms"].as_f64())
-        .sum::<f64>()
-        / 1000.0;
 
     // Alone: the clone and the same migration, then the drop.
     let alone_db = format!("{tag}_alone");
@@ -477,26 +529,16 @@ fn postgresql_whole_job_against_clone_and_migration_alone() {
     server.drop_database(&alone_db).unwrap();
     let alone = started.elapsed().as_secs_f64();
 
-    let took = job.took.as_secs_f64();
-    let adds = took - alone;
-    println!(
-        "PostgreSQL whole job: seed {mb:.1} MB | job {took:.2} s (first, building the golden \
-         copy: {:.2} s) | clone + migration + drop alone {alone:.2} s (clone {cloned:.2} s, \
-         migration {migrated:.2} s) | the job adds {adds:.2} s",
-        first.took.as_secs_f64()
+    job.report(
+        &format!(
+            "PostgreSQL whole job: seed {mb:.1} MB | job {{took}} (first, building the golden \
+             copy: {{first}}) | clone + migration + drop alone {alone:.2} s (clone {cloned:.2} \
+             s, migration {migrated:.2} s)"
+        ),
+        "clone",
+        "drop",
+        alone,
     );
-    println!(
-        "  where the job's time goes: database by clone {provisioning:.2} s, migrations \
-         {migrations:.2} s, the rest {:.2} s (start, plugin load, git fetch and checkout, \
-         logs, version check, drop, summary)",
-        took - provisioning - migrations
-    );
-    if assert_targets() {
-        assert!(
-            adds <= 2.0,
-            "the job adds {adds:.2} s over clone + migration"
-        );
-    }
 }
 
 /// The same for MariaDB: a whole job (its database a private server on a copy of the golden
@@ -542,36 +584,7 @@ fn mariadb_whole_job_against_private_server_and_migration_alone() {
     let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
     let migration = "ALTER TABLE customers ADD COLUMN nickname VARCHAR(40);\n\
                      CREATE INDEX bench_orders_amount ON orders (amount);\n";
-    world.dataset(
-        &tag,
-        json!({
-            "project": "bench/app", "database": tag, "seed_data": "seed.sql",
-            "migration": {"sql_dir": "sql", "version_table": "th_schema_version"},
-            "expected_version": "last_sql_file", "timeout": 3600,
-        }),
-        &[],
-    );
-    world.project("bench/app", &[("sql/001_base.sql", "SELECT 1;\n")]);
-    let change = world.propose("bench/app", &[("sql/002_change.sql", migration)]);
-    let first = world.run("bench/app", &change);
-    assert_eq!(first.result, "SUCCESS", "{}", first.describe());
-    let job = world.run("bench/app", &change);
-    assert_eq!(job.result, "SUCCESS", "{}", job.describe());
-    let ds = &job.summary["datasets"][0];
-    assert_eq!(
-        ds["provisioning"]["method"],
-        "private",
-        "{}",
-        job.describe()
-    );
-    let provisioning = ds["provisioning"]["seconds"].as_f64().unwrap();
-    let migrations: f64 = ds["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["duration_ms"].as_f64())
-        .sum::<f64>()
-        / 1000.0;
+    let (job, _) = two_jobs(&mut world, &tag, migration, "private");
 
     // Alone: a private server from the same golden copy, the migration, the stop.
     let dataset = load_datasets(&world.datasets, &DatasetDefaults::default())
@@ -593,24 +606,14 @@ fn mariadb_whole_job_against_private_server_and_migration_alone() {
     drop(provided);
     let alone = started.elapsed().as_secs_f64();
 
-    let took = job.took.as_secs_f64();
-    let adds = took - alone;
-    println!(
-        "MariaDB whole job: seed {mb:.1} MB | job {took:.2} s (first, building the golden \
-         datadir: {:.2} s) | private server + migration + stop alone {alone:.2} s (server \
-         {made:.2} s, migration {migrated:.2} s) | the job adds {adds:.2} s",
-        first.took.as_secs_f64()
+    job.report(
+        &format!(
+            "MariaDB whole job: seed {mb:.1} MB | job {{took}} (first, building the golden \
+             datadir: {{first}}) | private server + migration + stop alone {alone:.2} s \
+             (server {made:.2} s, migration {migrated:.2} s)"
+        ),
+        "private server",
+        "server stop",
+        alone,
     );
-    println!(
-        "  where the job's time goes: database by private server {provisioning:.2} s, \
-         migrations {migrations:.2} s, the rest {:.2} s (start, plugin load, git fetch and \
-         checkout, logs, version check, server stop, summary)",
-        took - provisioning - migrations
-    );
-    if assert_targets() {
-        assert!(
-            adds <= 2.0,
-            "the job adds {adds:.2} s over server + migration"
-        );
-    }
 }

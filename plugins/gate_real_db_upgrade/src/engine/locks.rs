@@ -565,27 +565,7 @@ mod tests {
         }
     }
 
-    fn psql(db: &str, sql: &str) -> std::process::Child {
-        std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", db, "-c", sql])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    fn run(db: &str, sql: &str) {
-        assert!(psql(db, sql).wait().unwrap().success(), "{sql}");
-    }
+    use crate::engine::test_psql::{run, spawn as psql};
 
     /// On the real server: an ACCESS EXCLUSIVE lock held 0.6 s is seen with its hold and
     /// the session waiting behind it; the lock `CREATE INDEX CONCURRENTLY` takes is seen but
