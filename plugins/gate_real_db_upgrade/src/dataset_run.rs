@@ -725,20 +725,7 @@ impl Run<'_, '_> {
     /// cannot run (a venv whose python links into `/root`) is the worker's set-up, not the
     /// change's fault. Programs in the checkout are checked when they start.
     fn check_programs(&self) -> Result<(), Stop> {
-        let ds = self.job.dataset;
-        let tool = match &ds.migration {
-            Migration::Tool { argv, .. } => argv.first(),
-            Migration::SqlFiles { .. } => None,
-        };
-        let heads = match &ds.expected_version {
-            ExpectedVersion::Command(argv) => argv.first(),
-            _ => None,
-        };
-        let fixed: Vec<&String> = [tool, heads]
-            .into_iter()
-            .flatten()
-            .filter(|p| p.starts_with('/') && !p.contains('{'))
-            .collect();
+        let fixed = self.job.dataset.fixed_programs();
         if fixed.is_empty() {
             return Ok(());
         }
@@ -747,10 +734,8 @@ impl Run<'_, '_> {
             Stop::Infrastructure(e.to_string())
         };
         let contained = self.job.settings.containment.prepare().map_err(fault)?;
-        for program in fixed {
-            contained
-                .check_executable(Path::new(program))
-                .map_err(fault)?;
+        for (_, program) in fixed {
+            contained.check_executable(program).map_err(fault)?;
         }
         Ok(())
     }

@@ -207,18 +207,16 @@ impl Dataset {
     /// One line each, starting with the key.
     pub fn check_files(&self) -> Vec<String> {
         let mut problems: Vec<String> = self.seed.check_file().err().into_iter().collect();
-        if let Migration::Tool {
-            argv, templates, ..
-        } = &self.migration
-        {
-            if let Some(tool) = argv
-                .first()
-                .filter(|t| t.starts_with('/') && !t.contains('{'))
-            {
-                if let Err(why) = executable(Path::new(tool)) {
-                    problems.push(format!("migration.tool[0]: {why}"));
+        let programs = self.fixed_programs();
+        let check_program = |problems: &mut Vec<String>, which: &str| {
+            for (key, program) in programs.iter().filter(|(key, _)| *key == which) {
+                if let Err(why) = executable(program) {
+                    problems.push(format!("{key}: {why}"));
                 }
             }
+        };
+        check_program(&mut problems, TOOL_KEY);
+        if let Migration::Tool { templates, .. } = &self.migration {
             for (template, output) in templates {
                 if let Err(e) = std::fs::File::open(template) {
                     problems.push(format!(
@@ -228,19 +226,35 @@ impl Dataset {
                 }
             }
         }
-        if let ExpectedVersion::Command(argv) = &self.expected_version {
-            if let Some(program) = argv
-                .first()
-                .filter(|t| t.starts_with('/') && !t.contains('{'))
-            {
-                if let Err(why) = executable(Path::new(program)) {
-                    problems.push(format!("expected_version.command[0]: {why}"));
-                }
-            }
-        }
+        check_program(&mut problems, HEADS_COMMAND_KEY);
         problems
     }
+
+    /// The programs this dataset names by an absolute path without placeholders (the
+    /// migration tool, the heads command), with their key: those that can be checked before
+    /// a run (others are resolved in the checkout at run time).
+    pub fn fixed_programs(&self) -> Vec<(&'static str, &Path)> {
+        let tool = match &self.migration {
+            Migration::Tool { argv, .. } => argv.first().map(|p| (TOOL_KEY, p)),
+            Migration::SqlFiles { .. } => None,
+        };
+        let heads = match &self.expected_version {
+            ExpectedVersion::Command(argv) => argv.first().map(|p| (HEADS_COMMAND_KEY, p)),
+            _ => None,
+        };
+        [tool, heads]
+            .into_iter()
+            .flatten()
+            .filter(|(_, p)| p.starts_with('/') && !p.contains('{'))
+            .map(|(key, p)| (key, Path::new(p.as_str())))
+            .collect()
+    }
 }
+
+/// The key of the migration tool's program.
+const TOOL_KEY: &str = "migration.tool[0]";
+/// The key of the heads command's program.
+const HEADS_COMMAND_KEY: &str = "expected_version.command[0]";
 
 /// A regular file (symlinks followed) this user may execute.
 fn executable(path: &Path) -> Result<(), String> {
