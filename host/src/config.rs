@@ -142,6 +142,67 @@ pub enum PublishLogs {
         /// The URL prefix that serves `path`.
         prepend_url: String,
     },
+    /// Uploaded to an S3-compatible object store (`publish_logs.type` `"s3"`).
+    S3(S3Publish),
+}
+
+/// The most upload retries `publish_logs.retries` allows.
+pub const MAX_PUBLISH_RETRIES: u64 = 10;
+/// The default `publish_logs.retries`.
+pub const DEFAULT_PUBLISH_RETRIES: u32 = 3;
+/// The region used when `publish_logs.region` is absent.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+/// Where and how logs are uploaded to an S3-compatible store: objects
+/// `<prefix>/<LOG_PATH>/<file>` in `bucket`, announced as `prepend_url/<LOG_PATH>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Publish {
+    /// The bucket.
+    pub bucket: String,
+    /// The service's base URL (`http://127.0.0.1:9000`); `None`: AWS itself. Requests are
+    /// path-style (`<endpoint>/<bucket>/<key>`); `http://` is allowed only when named here.
+    pub endpoint: Option<String>,
+    /// The region requests are signed for.
+    pub region: String,
+    /// The key prefix (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+    /// The URL prefix that serves `<prefix>/` of the bucket (default: the path-style URL).
+    pub prepend_url: String,
+    /// The access key id (from the config, else `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Secret,
+    /// The secret access key (from the config, else `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Secret,
+    /// How many times a failed upload is tried again before the job ends in an error.
+    pub retries: u32,
+}
+
+/// A credential: shown as `***` by `Debug` and `Display`, so a config printed or logged never
+/// carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The credential itself, for the one place that signs requests with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Where a job runs (`job_isolation`).
@@ -644,10 +705,10 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
         return PublishLogs::None;
     };
     let Some(type_) = present(obj, "type") else {
-        c.required("publish_logs.type", "\"local\"");
+        c.required("publish_logs.type", "\"local\" or \"s3\"");
         return PublishLogs::None;
     };
-    let types = ["local", "swift", "scp"].map(|t| (t, t));
+    let types = ["local", "s3", "swift", "scp"].map(|t| (t, t));
     match c.one_of("publish_logs.type", type_, &types) {
         Some("local") => {
             let path = path_key(c, obj, "publish_logs.path", base);
@@ -662,6 +723,7 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
                 }
             }
         }
+        Some("s3") => check_s3(c, obj, &|name| std::env::var(name).ok()),
         Some(t) => {
             c.warn(
                 "publish_logs.type",
@@ -673,6 +735,154 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
         }
         None => PublishLogs::None,
     }
+}
+
+/// The keys `publish_logs` of type `s3` knows.
+const S3_KEYS: [&str; 9] = [
+    "type",
+    "bucket",
+    "endpoint",
+    "region",
+    "prefix",
+    "prepend_url",
+    "access_key_id",
+    "secret_access_key",
+    "retries",
+];
+
+/// `publish_logs` of type `s3`; `env` reads the credentials' environment variables when the
+/// config has none.
+fn check_s3(
+    c: &mut Checker,
+    obj: &Map<String, Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> PublishLogs {
+    c.unknown_keys("publish_logs", obj, &S3_KEYS, Unknown::Warn);
+    let bucket = match present(obj, "bucket") {
+        Some(v) => c.string("publish_logs.bucket", v).and_then(|b| {
+            let ok = (3..=63).contains(&b.len())
+                && b.chars().all(|ch| {
+                    ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.'
+                })
+                && !b.starts_with(['-', '.'])
+                && !b.ends_with(['-', '.']);
+            if !ok {
+                c.error(
+                    "publish_logs.bucket",
+                    format!("must be a bucket name (3 to 63 of a-z, 0-9, '.', '-'), got {b:?}"),
+                );
+            }
+            ok.then(|| b.to_string())
+        }),
+        None => {
+            c.required("publish_logs.bucket", "the bucket logs are uploaded to");
+            None
+        }
+    };
+    let endpoint = string_key(c, obj, "publish_logs.endpoint")
+        .filter(|e| !e.is_empty())
+        .and_then(|e| {
+            let e = e.trim_end_matches('/').to_string();
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(['/', ' ', '?', '#', '@']) => {
+                    Some(e)
+                }
+                _ => {
+                    c.error(
+                        "publish_logs.endpoint",
+                        format!("must be http://HOST[:PORT] or https://HOST[:PORT], got {e:?}"),
+                    );
+                    None
+                }
+            }
+        });
+    let region = string_key(c, obj, "publish_logs.region")
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| DEFAULT_S3_REGION.to_string());
+    if region
+        .chars()
+        .any(|ch| !(ch.is_ascii_alphanumeric() || ch == '-'))
+    {
+        c.error(
+            "publish_logs.region",
+            format!("must be a region name (a-z, 0-9, '-'), got {region:?}"),
+        );
+    }
+    let prefix = string_key(c, obj, "publish_logs.prefix")
+        .map(|p| p.trim_matches('/').to_string())
+        .unwrap_or_default();
+    if prefix.split('/').any(|seg| seg == ".." || seg == ".") || prefix.contains("//") {
+        c.error(
+            "publish_logs.prefix",
+            format!("must be a plain key prefix (no \".\", \"..\" or empty parts), got {prefix:?}"),
+        );
+    }
+    let prepend_url = string_key(c, obj, "publish_logs.prepend_url").filter(|u| !u.is_empty());
+    let access_key_id = secret_key(c, obj, "access_key_id", "AWS_ACCESS_KEY_ID", env);
+    let secret_access_key = secret_key(c, obj, "secret_access_key", "AWS_SECRET_ACCESS_KEY", env);
+    let retries = present(obj, "retries")
+        .and_then(|v| c.integer("publish_logs.retries", v, 0..=MAX_PUBLISH_RETRIES))
+        .map(|n| u32::try_from(n).unwrap_or(DEFAULT_PUBLISH_RETRIES))
+        .unwrap_or(DEFAULT_PUBLISH_RETRIES);
+    let (Some(bucket), Some(access_key_id), Some(secret_access_key)) =
+        (bucket, access_key_id, secret_access_key)
+    else {
+        return PublishLogs::None;
+    };
+    let prepend_url = prepend_url.unwrap_or_else(|| {
+        let base = match &endpoint {
+            Some(e) => format!("{e}/{bucket}"),
+            None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        };
+        if prefix.is_empty() {
+            base
+        } else {
+            format!("{base}/{prefix}")
+        }
+    });
+    PublishLogs::S3(S3Publish {
+        bucket,
+        endpoint,
+        region,
+        prefix,
+        prepend_url,
+        access_key_id,
+        secret_access_key,
+        retries,
+    })
+}
+
+/// A credential of `publish_logs`: the key, else the environment variable `var`. Its value is
+/// never quoted in a message.
+fn secret_key(
+    c: &mut Checker,
+    obj: &Map<String, Value>,
+    name: &str,
+    var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Secret> {
+    let at = format!("publish_logs.{name}");
+    let value = match present(obj, name) {
+        Some(v) => c.string(&at, v).map(str::to_string),
+        None => match env(var).filter(|v| !v.is_empty()) {
+            Some(v) => Some(v),
+            None => {
+                c.required(&at, &format!("or {var} in the daemon's environment"));
+                return None;
+            }
+        },
+    }?;
+    if value.trim().is_empty() || value.chars().any(char::is_whitespace) {
+        c.error(
+            &at,
+            "must be a key without whitespace (its value is not shown)",
+        );
+        return None;
+    }
+    Some(Secret::new(value))
 }
 
 /// Plugin names that were renamed; the old name still works.
@@ -932,7 +1142,7 @@ mod tests {
             "jobs[1].function: \"build:a b\" contains spaces",
             "jobs[2]: expected an object",
             "plugins[0].name: \"x/y\" is not a valid plugin name",
-            "publish_logs.type: must be one of local, swift, scp, got \"ftp\"",
+            "publish_logs.type: must be one of local, s3, swift, scp, got \"ftp\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
@@ -1136,6 +1346,97 @@ mod tests {
         assert_eq!(
             resolve_config_path(Some(Path::new("/x.json"))),
             PathBuf::from("/x.json")
+        );
+    }
+
+    fn s3(keys: &str, env: &[(&str, &str)]) -> (PublishLogs, Vec<String>, Vec<String>) {
+        let obj: Map<String, Value> = serde_json::from_str(keys).unwrap();
+        let mut c = Checker::new("config.json");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let read = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let p = check_s3(&mut c, &obj, &read);
+        let (errors, warnings) = c.into_lines();
+        (p, errors, warnings)
+    }
+
+    #[test]
+    fn s3_publishing_takes_its_keys_from_the_config_or_the_environment() {
+        let (p, errors, _) = s3(
+            r#"{"type": "s3", "bucket": "logs", "endpoint": "http://127.0.0.1:9000/",
+                "prefix": "/ci/", "access_key_id": "AK", "secret_access_key": "SK", "retries": 0}"#,
+            &[],
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let PublishLogs::S3(t) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(t.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(t.prefix, "ci");
+        assert_eq!(t.region, DEFAULT_S3_REGION);
+        assert_eq!(t.prepend_url, "http://127.0.0.1:9000/logs/ci");
+        assert_eq!(t.retries, 0);
+        assert_eq!(t.secret_access_key.expose(), "SK");
+        // Printed, the config never shows a key.
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("\"SK\"") && !shown.contains("\"AK\""),
+            "{shown}"
+        );
+
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "ENVAK"),
+            ("AWS_SECRET_ACCESS_KEY", "ENVSK"),
+        ];
+        let (p, errors, _) = s3(
+            r#"{"type": "s3", "bucket": "logs", "region": "eu-west-1"}"#,
+            &env,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let PublishLogs::S3(t) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(t.access_key_id.expose(), "ENVAK");
+        assert_eq!(t.prepend_url, "https://logs.s3.eu-west-1.amazonaws.com");
+        assert_eq!(t.retries, DEFAULT_PUBLISH_RETRIES);
+    }
+
+    #[test]
+    fn s3_publishing_names_each_bad_value_and_never_shows_a_key() {
+        let (p, errors, warnings) = s3(
+            r#"{"type": "s3", "bucket": "Bad_Bucket", "endpoint": "ftp://x", "region": "eu west",
+                "prefix": "a/../b", "access_key_id": 12, "secret_access_key": "has space secret",
+                "retries": 11, "colour": 1}"#,
+            &[],
+        );
+        assert_eq!(p, PublishLogs::None);
+        let text = errors.join("\n");
+        for needle in [
+            "config.json: publish_logs.bucket: must be a bucket name (3 to 63 of a-z, 0-9, '.', '-'), got \"Bad_Bucket\"",
+            "config.json: publish_logs.endpoint: must be http://HOST[:PORT] or https://HOST[:PORT], got \"ftp://x\"",
+            "config.json: publish_logs.region: must be a region name (a-z, 0-9, '-'), got \"eu west\"",
+            "config.json: publish_logs.prefix: must be a plain key prefix",
+            "config.json: publish_logs.access_key_id: expected a string, got a number",
+            "config.json: publish_logs.secret_access_key: must be a key without whitespace (its value is not shown)",
+            "config.json: publish_logs.retries: must be between 0 and 10, got 11",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(errors.len(), 7, "{text}");
+        assert!(!text.contains("space secret"), "{text}");
+        assert!(
+            warnings.iter().any(|w| w.contains("publish_logs.colour")),
+            "{warnings:?}"
+        );
+
+        let (_, errors, _) = s3(r#"{"type": "s3"}"#, &[]);
+        let text = errors.join("\n");
+        assert!(text.contains("publish_logs.bucket: required"), "{text}");
+        assert!(
+            text.contains("publish_logs.secret_access_key: required: or AWS_SECRET_ACCESS_KEY in the daemon's environment"),
+            "{text}"
         );
     }
 }

@@ -174,6 +174,10 @@ pub fn run_in_child(
     let program = child_program().ok_or("this program cannot run jobs in child processes")?;
     let mut child = Command::new(program)
         .arg(CHILD_COMMAND)
+        // The object store's credentials (`publish_logs`) are the daemon's, not the job's.
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -150,6 +150,7 @@ fn logs_url(config: &Config, log_path: &str, job_dir: &Path) -> String {
             format!("{}/{}/", prepend_url.trim_end_matches('/'), log_path)
         }
         PublishLogs::Local { path, .. } => format!("file://{}/", path.join(log_path).display()),
+        PublishLogs::S3(s3) => format!("{}/{}/", s3.prepend_url.trim_end_matches('/'), log_path),
         PublishLogs::None => format!("file://{}/", job_dir.display()),
     }
 }
@@ -376,13 +377,18 @@ fn write_summary(results_dir: &Path, summary: &JobRecord<'_>) -> Result<(), Stri
     })
 }
 
+/// Publishes the results where `publish_logs` says (before Zuul hears of the job: the URL it
+/// gets must open). An upload to an object store is retried (see [`crate::publish`]).
 fn publish(config: &Config, results_dir: &Path, log_path: &str) -> Result<(), String> {
-    if let PublishLogs::Local { path, .. } = &config.publish_logs {
-        let dest = path.join(log_path);
-        copy_dir(results_dir, &dest)
-            .map_err(|e| format!("cannot publish the job's logs to {}: {e}", dest.display()))?;
+    match &config.publish_logs {
+        PublishLogs::Local { path, .. } => {
+            let dest = path.join(log_path);
+            copy_dir(results_dir, &dest)
+                .map_err(|e| format!("cannot publish the job's logs to {}: {e}", dest.display()))
+        }
+        PublishLogs::S3(target) => crate::publish::upload(target, results_dir, log_path),
+        PublishLogs::None => Ok(()),
     }
-    Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -23,6 +23,7 @@ pub mod leftovers;
 pub mod logging;
 pub mod pipeline;
 pub mod plugins;
+pub mod publish;
 pub mod service;
 pub mod zuul;
 

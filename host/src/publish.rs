@@ -1,0 +1,434 @@
+//! Publishing a job's results to an S3-compatible object store (`publish_logs.type` `"s3"`),
+//! through the `object_store` crate (Apache Arrow's; path-style requests, a custom endpoint,
+//! plain HTTP when the endpoint says `http://`, static credentials).
+//!
+//! The results become objects `<prefix>/<LOG_PATH>/<file>` with a content type browsers
+//! display (`.html`, `.txt`, `.log`, `.json`, …). Each request that fails is tried again up to
+//! `retries` times with a growing pause (0.5 s, 1 s, 2 s, … at most 10 s). Nothing is left
+//! half-published without saying so: the marker [`INCOMPLETE_MARKER`] is uploaded first and
+//! removed last; when an upload fails for good the objects already uploaded are removed, then
+//! the marker, and whatever could not be removed is named in the error (the marker stays
+//! with it). The credentials never appear in an error, a log line or an uploaded file: they
+//! are cut out of every message, and out of every file before it is uploaded.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
+
+use crate::config::S3Publish;
+use crate::job_dir::{JOB_SUMMARY, WORK_DIR};
+
+/// The object uploaded before a job's results and removed after them: where it is, the logs
+/// beside it are incomplete.
+pub const INCOMPLETE_MARKER: &str = "PUBLISHING-INCOMPLETE.txt";
+const MARKER_TEXT: &str =
+    "The upload of this job's results did not finish: the files here are incomplete.\n";
+/// The first pause before a retry; each next one doubles, up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+const REDACTED: &str = "***";
+
+/// Content types by file extension (anything else is `application/octet-stream`).
+const CONTENT_TYPES: [(&str, &str); 11] = [
+    ("html", "text/html; charset=utf-8"),
+    ("htm", "text/html; charset=utf-8"),
+    ("css", "text/css; charset=utf-8"),
+    ("js", "text/javascript; charset=utf-8"),
+    ("txt", "text/plain; charset=utf-8"),
+    ("log", "text/plain; charset=utf-8"),
+    ("sql", "text/plain; charset=utf-8"),
+    ("json", "application/json"),
+    ("jsonl", "text/plain; charset=utf-8"),
+    ("svg", "image/svg+xml"),
+    ("png", "image/png"),
+];
+
+/// Where a job's results go in the store, for messages: `s3://bucket/prefix/LOG_PATH/`.
+pub fn location(target: &S3Publish, log_path: &str) -> String {
+    format!("s3://{}/{}/", target.bucket, job_prefix(target, log_path))
+}
+
+fn job_prefix(target: &S3Publish, log_path: &str) -> String {
+    let log_path = log_path.trim_matches('/');
+    if target.prefix.is_empty() {
+        log_path.to_string()
+    } else {
+        format!("{}/{log_path}", target.prefix)
+    }
+}
+
+/// Uploads the job's results (without its work dir) under `<prefix>/<log_path>/`.
+///
+/// # Errors
+/// What failed, after the retries, and what of a partial upload could not be removed; no
+/// credential appears in it.
+pub fn upload(target: &S3Publish, results_dir: &Path, log_path: &str) -> Result<(), String> {
+    let secrets = [
+        target.access_key_id.expose().to_string(),
+        target.secret_access_key.expose().to_string(),
+    ];
+    // A runtime of its own, on a thread of its own: the caller may be on a runtime's thread.
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the upload: {e}"))?;
+            runtime.block_on(upload_all(target, results_dir, log_path, &secrets))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the upload failed: its thread panicked".into()))
+    });
+    outcome.map_err(|e| {
+        format!(
+            "cannot publish the job's logs to {}: {}",
+            location(target, log_path),
+            redact_text(&e, &secrets)
+        )
+    })
+}
+
+fn store(target: &S3Publish) -> Result<AmazonS3, String> {
+    let mut options = ClientOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_default_content_type("application/octet-stream");
+    for (ext, mime) in CONTENT_TYPES {
+        options = options.with_content_type_for_suffix(ext, mime);
+    }
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&target.bucket)
+        .with_region(&target.region)
+        .with_access_key_id(target.access_key_id.expose())
+        .with_secret_access_key(target.secret_access_key.expose())
+        .with_virtual_hosted_style_request(false)
+        // Retries are ours (each logged, the same count for every kind of failure).
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 0,
+            retry_timeout: REQUEST_TIMEOUT,
+        })
+        .with_client_options(options);
+    if let Some(endpoint) = &target.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    builder
+        .build()
+        .map_err(|e| format!("bad object store settings: {e}"))
+}
+
+/// The upload: marker, files, marker removed; on a failure, what was uploaded is removed.
+async fn upload_all(
+    target: &S3Publish,
+    results_dir: &Path,
+    log_path: &str,
+    secrets: &[String],
+) -> Result<(), String> {
+    let files = result_files(results_dir)
+        .map_err(|e| format!("cannot list {}: {e}", results_dir.display()))?;
+    let store = store(target)?;
+    let prefix = job_prefix(target, log_path);
+    let key = |rel: &str| ObjectPath::parse(format!("{prefix}/{rel}")).map_err(|e| e.to_string());
+    let marker = key(INCOMPLETE_MARKER)?;
+    let retries = target.retries;
+    with_retries(retries, secrets, "upload", &marker, || {
+        store.put(&marker, PutPayload::from_static(MARKER_TEXT.as_bytes()))
+    })
+    .await?;
+    let mut uploaded = Vec::with_capacity(files.len());
+    let mut failure = None;
+    for (file, rel) in &files {
+        let object = match key(rel) {
+            Ok(o) => o,
+            Err(_) => {
+                failure = Some(format!(
+                    "{}: not a valid object name (control characters, \".\" or \"..\")",
+                    visible(&file.display().to_string())
+                ));
+                break;
+            }
+        };
+        let data = match std::fs::read(file) {
+            Ok(d) => redact_bytes(d, secrets),
+            Err(e) => {
+                failure = Some(format!("cannot read {}: {e}", file.display()));
+                break;
+            }
+        };
+        let payload = PutPayload::from(data);
+        let put = with_retries(retries, secrets, "upload", &object, || {
+            store.put(&object, payload.clone())
+        })
+        .await;
+        match put {
+            Ok(_) => uploaded.push(object),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = match failure {
+        None => match with_retries(retries, secrets, "remove", &marker, || {
+            store.delete(&marker)
+        })
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("{e} (the logs are all there, marked incomplete)"),
+        },
+        Some(f) => f,
+    };
+    Err(format!(
+        "{failure}{}",
+        remove_partial(&store, &uploaded, &marker, secrets).await
+    ))
+}
+
+/// Removes a failed upload's objects, then its marker; says what is left (empty if nothing).
+async fn remove_partial(
+    store: &AmazonS3,
+    uploaded: &[ObjectPath],
+    marker: &ObjectPath,
+    secrets: &[String],
+) -> String {
+    let mut left = 0;
+    let mut last_error = None;
+    for object in uploaded {
+        if let Err(e) = with_retries(1, secrets, "remove", object, || store.delete(object)).await {
+            left += 1;
+            last_error = Some(e);
+        }
+    }
+    match last_error {
+        None => match store.delete(marker).await {
+            Ok(()) if uploaded.is_empty() => String::new(),
+            Ok(()) => format!("; the {} object(s) uploaded were removed", uploaded.len()),
+            Err(e) => format!(
+                "; the objects uploaded were removed but not the marker {marker}: {}",
+                redact_text(&e.to_string(), secrets)
+            ),
+        },
+        Some(e) => format!(
+            "; {left} object(s) uploaded could not be removed ({e}): they stay beside the marker {marker}"
+        ),
+    }
+}
+
+/// Runs `request` until it succeeds or has been tried `1 + retries` times, pausing between
+/// tries; each failure is logged (without credentials).
+async fn with_retries<T, F, Fut>(
+    retries: u32,
+    secrets: &[String],
+    what: &str,
+    object: &ObjectPath,
+    mut request: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = object_store::Result<T>>,
+{
+    let mut pause = FIRST_PAUSE;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let e = redact_text(&condense(&with_causes(&e)), secrets);
+                if attempt > retries {
+                    let tries = if attempt == 1 {
+                        "1 try".to_string()
+                    } else {
+                        format!("{attempt} tries")
+                    };
+                    return Err(format!("cannot {what} {object} ({tries}): {e}"));
+                }
+                tracing::warn!(
+                    object = %object,
+                    attempt,
+                    "cannot {what} an object of the job's logs, trying again in {} ms: {e}",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+        }
+    }
+}
+
+/// The regular files of the results, with their names relative to `results_dir` (`/`
+/// separated), sorted; the work dir is left out once `job.json` is there (as when publishing
+/// to a directory). Symbolic links are not followed.
+fn result_files(results_dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    let skip_work = results_dir.join(JOB_SUMMARY).exists();
+    let mut pending = vec![(results_dir.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if kind.is_dir() {
+                if !(rel.is_empty() && skip_work && name == WORK_DIR) {
+                    pending.push((entry.path(), child));
+                }
+            } else if kind.is_file() {
+                files.push((entry.path(), child));
+            }
+        }
+    }
+    files.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(files)
+}
+
+/// `e` and its causes, `: ` separated (the store's own text stops at "error sending request").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `text` with control characters written as escapes (`\u{1}`): a result line stays one
+/// readable line whatever a file is called.
+fn visible(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// An error of the store on one line: an S3 error document (`<?xml …><Error><Code>…`) becomes
+/// `Code: Message`, line breaks become spaces.
+fn condense(text: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&format!("</{name}>"))?;
+        Some(&text[start..start + len])
+    };
+    let text = match (
+        text.find("<?xml").or_else(|| text.find("<Error>")),
+        tag("Code"),
+    ) {
+        (Some(at), Some(code)) => {
+            let message = tag("Message").map(|m| format!(": {m}")).unwrap_or_default();
+            format!("{}{code}{message}", &text[..at])
+        }
+        _ => text.to_string(),
+    };
+    visible(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// `text` with every credential replaced by `***`.
+pub fn redact_text(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(s.as_str(), REDACTED);
+    }
+    text
+}
+
+/// `data` with every credential replaced by `***` (bytes that are not UTF-8 are searched too).
+fn redact_bytes(mut data: Vec<u8>, secrets: &[String]) -> Vec<u8> {
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        let needle = s.as_bytes();
+        if !data.windows(needle.len()).any(|w| w == needle) {
+            continue;
+        }
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        while i < data.len() {
+            if data[i..].starts_with(needle) {
+                out.extend_from_slice(REDACTED.as_bytes());
+                i += needle.len();
+            } else {
+                out.push(data[i]);
+                i += 1;
+            }
+        }
+        data = out;
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_cut_out_of_text_and_files() {
+        let secrets = ["AKIDEXAMPLE".to_string(), "s3cr3t/K+y".to_string()];
+        assert_eq!(
+            redact_text("key AKIDEXAMPLE sig s3cr3t/K+y end", &secrets),
+            "key *** sig *** end"
+        );
+        let data = b"\xffs3cr3t/K+y\x00AKIDEXAMPLEAKIDEXAMPLE".to_vec();
+        assert_eq!(redact_bytes(data, &secrets), b"\xff***\x00******".to_vec());
+        assert_eq!(redact_bytes(b"clean".to_vec(), &secrets), b"clean".to_vec());
+    }
+
+    #[test]
+    fn a_store_error_document_reads_as_one_line() {
+        let e = "Error performing PUT http://h/b/k in 5ms - Server returned non-2xx status code: \
+                 403 Forbidden: <?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Error><Code>InvalidAccessKeyId\
+                 </Code><Message>The key you provided does not exist.</Message><AWSAccessKeyId>AK\
+                 </AWSAccessKeyId></Error>";
+        assert_eq!(
+            condense(e),
+            "Error performing PUT http://h/b/k in 5ms - Server returned non-2xx status code: 403 \
+             Forbidden: InvalidAccessKeyId: The key you provided does not exist."
+        );
+        assert_eq!(condense("a\n  b\u{1}"), "a b\\u{1}");
+    }
+
+    #[test]
+    fn the_work_dir_is_not_published_once_the_record_is_there() {
+        let d = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(d.path().join(WORK_DIR).join("x")).expect("dirs");
+        std::fs::create_dir_all(d.path().join("logs")).expect("dirs");
+        std::fs::write(d.path().join(WORK_DIR).join("x/f"), "w").expect("write");
+        std::fs::write(d.path().join("logs/a.log"), "a").expect("write");
+        std::fs::write(d.path().join("task_output.log"), "t").expect("write");
+        let names = |d: &Path| -> Vec<String> {
+            result_files(d)
+                .expect("list")
+                .into_iter()
+                .map(|(_, rel)| rel)
+                .collect()
+        };
+        assert_eq!(
+            names(d.path()),
+            ["logs/a.log", "task_output.log", &format!("{WORK_DIR}/x/f")]
+        );
+        std::fs::write(d.path().join(JOB_SUMMARY), "{}").expect("write");
+        assert_eq!(
+            names(d.path()),
+            [JOB_SUMMARY, "logs/a.log", "task_output.log"]
+        );
+    }
+}

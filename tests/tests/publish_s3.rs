@@ -1,0 +1,476 @@
+//! `publish_logs` of type `s3` against a real S3-compatible server started here (moto's server,
+//! from the test venv: `scripts/setup-test-env.sh` installs it): a job run by the real daemon
+//! through gearmand has its results uploaded before Zuul hears of it, and the URL Zuul gets
+//! serves them; a store that cannot be reached, refuses the keys part-way or cannot take a file
+//! ends the job in an infrastructure error naming what was left; the keys appear nowhere.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use turbo_hipster_tests::{
+    enqueue, free_port, script, test_venv_dir, text, Daemon, JobServer, PluginDir, ServerKind,
+    Setup,
+};
+
+const ACCESS_KEY_ID: &str = "AKIATHTESTKEY0000001";
+const SECRET_KEY: &str = "th-test-secret/Key+do-not-publish-8f3a";
+
+/// moto's S3 server on a port of its own, killed on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let bin = test_venv_dir().join("bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/setup-test-env.sh",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Moto { child, port };
+        let started = Instant::now();
+        while http(moto.port, "GET", "/moto-api/", b"").is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "moto_server did not answer on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A bucket whose objects anyone may read (a bucket policy, as a logs server has: the
+    /// daemon uploads with its keys, reviewers read without any).
+    fn create_bucket(&self, bucket: &str) {
+        let (status, body) = http(self.port, "PUT", &format!("/{bucket}"), b"").unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let policy = json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": format!("arn:aws:s3:::{bucket}/*"),
+            }],
+        });
+        let (status, body) = http(
+            self.port,
+            "PUT",
+            &format!("/{bucket}?policy"),
+            policy.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            status == 200 || status == 204,
+            "{status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// From now on, the server accepts `actions` more requests, then only signed ones from keys
+    /// it knows (none: every later request is refused with 403).
+    fn refuse_keys_after(&self, actions: &str) {
+        let (status, _) = http(
+            self.port,
+            "POST",
+            "/moto-api/reset-auth",
+            actions.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+
+    /// Every key in `bucket` (moto lists without signatures while auth is off).
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        let (status, body) =
+            http(self.port, "GET", &format!("/{bucket}?list-type=2"), b"").unwrap();
+        assert_eq!(status, 200);
+        let body = String::from_utf8_lossy(&body).into_owned();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`: the status and the body (`None` if nothing
+/// answers).
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = unchunk(&body);
+    }
+    Some((status, body))
+}
+
+fn unchunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// `http://127.0.0.1:PORT/path…` → (port, path).
+fn split_url(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
+    let (port, path) = rest.split_once('/').unwrap();
+    (port.parse().unwrap(), format!("/{path}"))
+}
+
+/// Every regular file under `dir` (relative names), the work dir left out.
+fn local_files(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let kind = e.file_type().unwrap();
+        if kind.is_dir() && !(rel.is_empty() && name == "work") {
+            local_files(&e.path(), &child, out);
+        } else if kind.is_file() {
+            out.push((child, e.path()));
+        }
+    }
+}
+
+fn s3_config(endpoint: &str, bucket: &str, extra: Value) -> Value {
+    let mut publish = json!({
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint": endpoint,
+        "region": "eu-west-1",
+        "prefix": "ci-logs/",
+        "access_key_id": ACCESS_KEY_ID,
+        "secret_access_key": SECRET_KEY,
+        "retries": 2,
+    });
+    if let (Some(p), Value::Object(extra)) = (publish.as_object_mut(), extra) {
+        p.extend(extra);
+    }
+    publish
+}
+
+/// A shell_script job that writes a report, a nested file and a line holding the secret key
+/// (a job that prints a credential must not publish it).
+fn shell_setup(publish: Value, body: &str) -> (PluginDir, Setup, tempfile::TempDir) {
+    let plugins = PluginDir::new();
+    plugins.add_shipped("shell_script");
+    let scripts = tempfile::tempdir().unwrap();
+    let path = script(scripts.path(), "job.sh", body);
+    let setup = Setup::new(
+        plugins.path(),
+        json!({
+            "jobs": [{"name": "build:shelly", "shell_script": path, "timeout": 60}],
+            "publish_logs": publish,
+            "debug_log": "debug.log",
+        }),
+    );
+    (plugins, setup, scripts)
+}
+
+const JOB: &str = "#!/bin/sh\n\
+echo \"report for $ZUUL_PROJECT\"\n\
+echo 'leak: th-test-secret/Key+do-not-publish-8f3a'\n\
+mkdir -p \"$TH_RESULTS_DIR/nested\"\n\
+printf '<html><body>report</body></html>\\n' > \"$TH_RESULTS_DIR/index.html\"\n\
+printf 'nested\\n' > \"$TH_RESULTS_DIR/nested/deep.txt\"\n";
+
+/// No file under `dir`, and no text, holds either key.
+fn assert_no_keys(what: &str, texts: &[(String, String)]) {
+    for (name, t) in texts {
+        assert!(
+            !t.contains(SECRET_KEY),
+            "{what}: {name} holds the secret key:\n{t}"
+        );
+        assert!(
+            !t.contains(ACCESS_KEY_ID),
+            "{what}: {name} holds the access key id:\n{t}"
+        );
+    }
+}
+
+fn read_all(dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    local_files(dir, "", &mut files);
+    files
+        .into_iter()
+        .map(|(rel, p)| {
+            (
+                rel,
+                String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_s_results_are_uploaded_and_open_at_the_url_zuul_gets() {
+    let moto = Moto::start();
+    moto.create_bucket("th-logs");
+    let (_p, setup, _s) = shell_setup(s3_config(&moto.endpoint(), "th-logs", json!({})), JOB);
+    let server = JobServer::start(ServerKind::Gearmand);
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&setup.config).unwrap()).unwrap();
+    cfg["gearman_servers"] = json!([server.addr()]);
+    std::fs::write(&setup.config, cfg.to_string()).unwrap();
+    let daemon = Daemon::start(&setup);
+    server.wait_registered("build:shelly", Duration::from_secs(30));
+
+    let log_path = "45/12345/3/check/shelly/a1b2c3";
+    let o = enqueue(
+        &server.addr(),
+        "build:shelly",
+        &[
+            "--param",
+            "ZUUL_PROJECT=example/shop",
+            "--param",
+            &format!("LOG_PATH={log_path}"),
+        ],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}\n{}", daemon.log_text());
+    assert!(t.contains("result: SUCCESS"), "{t}");
+    let url = t
+        .lines()
+        .find_map(|l| l.strip_prefix("url: "))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        url,
+        format!("{}/th-logs/ci-logs/{log_path}/", moto.endpoint()),
+        "the URL Zuul gets is the path-style URL of the job's prefix"
+    );
+
+    // Every file of the results is at the URL, byte for byte (the secret key cut out).
+    let results = setup.jobs_dir().join(log_path);
+    let mut files = Vec::new();
+    local_files(&results, "", &mut files);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in [
+        "job.json",
+        "index.html",
+        "nested/deep.txt",
+        "shell_script.log",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let (port, base) = split_url(&url);
+    for (rel, path) in &files {
+        let (status, body) = http(port, "GET", &format!("{base}{rel}"), b"").unwrap();
+        assert_eq!(
+            status,
+            200,
+            "{url}{rel}: {} {:?}",
+            String::from_utf8_lossy(&body),
+            moto.keys("th-logs")
+        );
+        let local = std::fs::read(path).unwrap();
+        let local = String::from_utf8_lossy(&local).replace(SECRET_KEY, "***");
+        assert_eq!(String::from_utf8_lossy(&body), local, "{url}{rel}");
+    }
+    let log = String::from_utf8_lossy(&std::fs::read(results.join("shell_script.log")).unwrap())
+        .into_owned();
+    assert!(log.contains("report for example/shop"), "{log}");
+    assert!(log.contains(SECRET_KEY), "the job printed the key: {log}");
+    // Nothing else is there: no marker of an unfinished upload, no work dir.
+    let mut keys = moto.keys("th-logs");
+    keys.sort();
+    let mut expected: Vec<String> = files
+        .iter()
+        .map(|(n, _)| format!("ci-logs/{log_path}/{n}"))
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+
+    // The published record names the URL; neither key is in what the daemon wrote or logged.
+    let record: Value = serde_json::from_slice(
+        &http(port, "GET", &format!("{base}job.json"), b"")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(record["url"], url.as_str());
+    let mut texts = vec![("daemon log".to_string(), daemon.log_text())];
+    texts.extend(read_all(setup.dir.path()).into_iter().filter(|(n, _)| {
+        // The config holds the keys by design; the job's own log holds what the script printed.
+        n != "config.json" && !n.ends_with("shell_script.log")
+    }));
+    let published: Vec<(String, String)> = files
+        .iter()
+        .map(|(rel, _)| {
+            let body = http(port, "GET", &format!("{base}{rel}"), b"").unwrap().1;
+            (rel.clone(), String::from_utf8_lossy(&body).into_owned())
+        })
+        .collect();
+    texts.extend(published);
+    texts.push(("enqueue output".into(), t));
+    assert_no_keys("after a published job", &texts);
+}
+
+#[test]
+fn an_unreachable_store_is_retried_then_ends_the_job_as_infrastructure() {
+    let closed = free_port();
+    let (_p, setup, _s) = shell_setup(
+        s3_config(&format!("http://127.0.0.1:{closed}"), "th-logs", json!({})),
+        JOB,
+    );
+    let started = Instant::now();
+    let out = setup.run(&["run-job", "build:shelly", "--param", "LOG_PATH=7/check/x"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let result = t.lines().find_map(|l| l.strip_prefix("result: ")).unwrap();
+    eprintln!("result: {result}");
+    assert!(
+        result.starts_with(
+            "ERROR - infrastructure: cannot write the job's results: cannot publish the job's logs to \
+             s3://th-logs/ci-logs/7/check/x/: cannot upload ci-logs/7/check/x/PUBLISHING-INCOMPLETE.txt (3 tries): "
+        ),
+        "{result}"
+    );
+    assert!(
+        result.to_lowercase().contains("connection refused"),
+        "{result}"
+    );
+    // Two retries, 0.5 s then 1 s apart.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    // run-job logs to its stderr.
+    assert_eq!(t.matches("trying again in").count(), 2, "{t}");
+    assert_no_keys("unreachable store", &[("output".into(), t)]);
+}
+
+#[test]
+fn keys_refused_part_way_leave_a_marker_and_say_so_without_showing_the_keys() {
+    let moto = Moto::start();
+    moto.create_bucket("th-logs");
+    let (_p, setup, _s) = shell_setup(
+        s3_config(&moto.endpoint(), "th-logs", json!({"retries": 1})),
+        JOB,
+    );
+    // The marker and the first file go up; then the server checks the keys, which it does not
+    // know: the next uploads and every removal are refused.
+    moto.refuse_keys_after("2");
+    let out = setup.run(&["run-job", "build:shelly", "--param", "LOG_PATH=8/check/y"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let result = t.lines().find_map(|l| l.strip_prefix("result: ")).unwrap();
+    eprintln!("result: {result}");
+    assert!(
+        result.starts_with(
+            "ERROR - infrastructure: cannot write the job's results: cannot publish the job's logs to \
+             s3://th-logs/ci-logs/8/check/y/: cannot upload ci-logs/8/check/y/job.json (2 tries): "
+        ),
+        "{result}"
+    );
+    assert!(result.contains("403"), "{result}");
+    assert!(
+        result.ends_with("they stay beside the marker ci-logs/8/check/y/PUBLISHING-INCOMPLETE.txt"),
+        "{result}"
+    );
+    assert!(
+        result.contains("; 1 object(s) uploaded could not be removed ("),
+        "{result}"
+    );
+    moto.refuse_keys_after("inf");
+    let mut keys = moto.keys("th-logs");
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "ci-logs/8/check/y/PUBLISHING-INCOMPLETE.txt",
+            "ci-logs/8/check/y/index.html"
+        ]
+    );
+    let (status, marker) = http(
+        moto.port,
+        "GET",
+        "/th-logs/ci-logs/8/check/y/PUBLISHING-INCOMPLETE.txt",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&marker).contains("incomplete"));
+    // The server's refusal quotes the access key id: it is cut out of the result and the logs.
+    let mut texts = vec![("output".to_string(), t)];
+    texts.extend(
+        read_all(&setup.jobs_dir())
+            .into_iter()
+            .filter(|(n, _)| !n.ends_with("shell_script.log")),
+    );
+    assert_no_keys("keys refused", &texts);
+}
+
+#[test]
+fn a_file_the_store_cannot_name_has_the_upload_removed() {
+    let moto = Moto::start();
+    moto.create_bucket("th-logs");
+    let body = format!("{JOB}printf x > \"$TH_RESULTS_DIR/zz$(printf '\\001')\"\n");
+    let (_p, setup, _s) = shell_setup(s3_config(&moto.endpoint(), "th-logs", json!({})), &body);
+    let out = setup.run(&["run-job", "build:shelly", "--param", "LOG_PATH=9/check/z"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let result = t.lines().find_map(|l| l.strip_prefix("result: ")).unwrap();
+    eprintln!("result: {result}");
+    assert!(
+        result.contains("/jobs/9/check/z/zz\\u{1}: not a valid object name (control characters"),
+        "{result}"
+    );
+    assert!(
+        result.ends_with("; the 5 object(s) uploaded were removed"),
+        "{result}"
+    );
+    assert_eq!(moto.keys("th-logs"), Vec::<String>::new());
+}
