@@ -5,15 +5,16 @@
 #     `apt-get update` runs once, and only if something has to be installed);
 #   - MariaDB running, root logging in with an empty password over 127.0.0.1 and the socket;
 #   - PostgreSQL running, trust auth for local and 127.0.0.1, a `root` superuser role;
-#   - a Python venv with gear==0.16.0, alembic, sqlalchemy, pymysql and psycopg2-binary at
+#   - a Python venv with gear==0.16.0, alembic, sqlalchemy, pymysql, psycopg2-binary and
+#     moto's S3 server (`moto[server]`, for the object-storage publishing tests) at
 #     ${TH_TEST_VENV:-$HOME/.cache/turbo-hipster/test-venv} (the tests look there too).
 # Idempotent, and quick (a few seconds) when everything is already in place.
 set -euo pipefail
 
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 VENV=${TH_TEST_VENV:-${HOME:-/root}/.cache/turbo-hipster/test-venv}
-PY_PACKAGES=(gear==0.16.0 alembic sqlalchemy pymysql psycopg2-binary)
-PY_IMPORTS="import gear, alembic, sqlalchemy, pymysql, psycopg2"
+PY_PACKAGES=(gear==0.16.0 alembic sqlalchemy pymysql psycopg2-binary 'moto[server]>=5,<6')
+PY_IMPORTS="import gear, alembic, sqlalchemy, pymysql, psycopg2, moto.server"
 WAIT_SECONDS=${TH_SETUP_WAIT_SECONDS:-60}
 
 say() { echo "setup-test-env: $*"; }
