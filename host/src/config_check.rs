@@ -3,7 +3,8 @@
 //! this checks that the machine agrees, so that a mistake shows before the daemon starts
 //! rather than as the first job's failure.
 //!
-//! The checks are made as the user running `check-config`: run it as the daemon's user.
+//! The checks are made as the user running `check-config`: run it as the daemon's user. With
+//! `publish_logs` of type `s3`, one small object is written to the store and removed.
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -36,8 +37,14 @@ pub fn check_environment(config: &Config) -> Vec<ConfigIssue> {
     if let Some(p) = &config.pip_download_cache {
         dirs.push(("pip_download_cache", p));
     }
-    if let PublishLogs::Local { path, .. } = &config.publish_logs {
-        dirs.push(("publish_logs.path", path));
+    match &config.publish_logs {
+        PublishLogs::Local { path, .. } => dirs.push(("publish_logs.path", path)),
+        PublishLogs::S3(target) => {
+            if let Err(why) = crate::publish::check_access(target) {
+                problem("publish_logs", why);
+            }
+        }
+        PublishLogs::None => {}
     }
     for (key, dir) in dirs {
         if let Err(why) = writable_dir(dir) {

@@ -72,24 +72,73 @@ pub fn upload(target: &S3Publish, results_dir: &Path, log_path: &str) -> Result<
         target.access_key_id.expose().to_string(),
         target.secret_access_key.expose().to_string(),
     ];
-    // A runtime of its own, on a thread of its own: the caller may be on a runtime's thread.
-    let outcome = std::thread::scope(|s| {
-        s.spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the upload: {e}"))?;
-            runtime.block_on(upload_all(target, results_dir, log_path, &secrets))
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the upload failed: its thread panicked".into()))
-    });
-    outcome.map_err(|e| {
+    on_own_runtime(upload_all(target, results_dir, log_path, &secrets)).map_err(|e| {
         format!(
             "cannot publish the job's logs to {}: {}",
             location(target, log_path),
             redact_text(&e, &secrets)
         )
+    })
+}
+
+/// The object `check-config` writes and removes to try the store.
+pub const CHECK_OBJECT: &str = ".turbo-hipster-check";
+
+/// Writes and removes one small object under the prefix (no retries): the endpoint answers,
+/// the bucket exists, the keys may write and delete there.
+///
+/// # Errors
+/// What failed, without credentials.
+pub fn check_access(target: &S3Publish) -> Result<(), String> {
+    let secrets = [
+        target.access_key_id.expose().to_string(),
+        target.secret_access_key.expose().to_string(),
+    ];
+    let check = async {
+        let store = store(target)?;
+        let key = if target.prefix.is_empty() {
+            CHECK_OBJECT.to_string()
+        } else {
+            format!("{}/{CHECK_OBJECT}", target.prefix)
+        };
+        let object = ObjectPath::parse(key).map_err(|e| e.to_string())?;
+        let payload = PutPayload::from_static(b"written by turbo-hipster check-config\n");
+        with_retries(0, &secrets, "upload", &object, || {
+            store.put(&object, payload.clone())
+        })
+        .await?;
+        with_retries(0, &secrets, "remove", &object, || store.delete(&object)).await
+    };
+    on_own_runtime(check).map_err(|e| {
+        let prefix = if target.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", target.prefix)
+        };
+        format!(
+            "cannot write to s3://{}/{prefix}: {}",
+            target.bucket,
+            redact_text(&e, &secrets)
+        )
+    })
+}
+
+/// Runs `work` on a runtime of its own, on a thread of its own: the caller may be on a
+/// runtime's thread already (the daemon's, a test's).
+fn on_own_runtime<F>(work: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>> + Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the upload: {e}"))?;
+            runtime.block_on(work)
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the upload failed: its thread panicked".into()))
     })
 }
 

@@ -223,7 +223,14 @@ mkdir -p \"$TH_RESULTS_DIR/nested\"\n\
 printf '<html><body>report</body></html>\\n' > \"$TH_RESULTS_DIR/index.html\"\n\
 printf 'nested\\n' > \"$TH_RESULTS_DIR/nested/deep.txt\"\n";
 
-/// No file under `dir`, and no text, holds either key.
+/// Sets a top-level key of the setup's config.
+fn set_config(setup: &Setup, key: &str, value: Value) {
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&setup.config).unwrap()).unwrap();
+    cfg[key] = value;
+    std::fs::write(&setup.config, cfg.to_string()).unwrap();
+}
+
+/// No text holds either key.
 fn assert_no_keys(what: &str, texts: &[(String, String)]) {
     for (name, t) in texts {
         assert!(
@@ -257,9 +264,7 @@ fn a_job_s_results_are_uploaded_and_open_at_the_url_zuul_gets() {
     moto.create_bucket("th-logs");
     let (_p, setup, _s) = shell_setup(s3_config(&moto.endpoint(), "th-logs", json!({})), JOB);
     let server = JobServer::start(ServerKind::Gearmand);
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&setup.config).unwrap()).unwrap();
-    cfg["gearman_servers"] = json!([server.addr()]);
-    std::fs::write(&setup.config, cfg.to_string()).unwrap();
+    set_config(&setup, "gearman_servers", json!([server.addr()]));
     let daemon = Daemon::start(&setup);
     server.wait_registered("build:shelly", Duration::from_secs(30));
 
@@ -473,4 +478,48 @@ fn a_file_the_store_cannot_name_has_the_upload_removed() {
         "{result}"
     );
     assert_eq!(moto.keys("th-logs"), Vec::<String>::new());
+}
+
+#[test]
+fn check_config_writes_and_removes_one_object_with_the_keys() {
+    let moto = Moto::start();
+    moto.create_bucket("th-logs");
+    let (_p, setup, _s) = shell_setup(s3_config(&moto.endpoint(), "th-logs", json!({})), JOB);
+    set_config(&setup, "gearman_servers", json!(["127.0.0.1:4730"]));
+    let out = setup.run(&["check-config"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains(": OK (1 job(s): build:shelly)"), "{t}");
+    assert_eq!(
+        moto.keys("th-logs"),
+        Vec::<String>::new(),
+        "the check object is removed"
+    );
+
+    let config = setup.config.display().to_string();
+    let publish = s3_config(&moto.endpoint(), "th-missing", json!({}));
+    set_config(&setup, "publish_logs", publish);
+    let out = setup.run(&["check-config"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "error: {config}: publish_logs: cannot write to s3://th-missing/ci-logs/: cannot upload \
+             ci-logs/.turbo-hipster-check (1 try): "
+        )),
+        "{t}"
+    );
+    assert!(t.contains("NoSuchBucket"), "{t}");
+
+    set_config(
+        &setup,
+        "publish_logs",
+        s3_config(&moto.endpoint(), "th-logs", json!({})),
+    );
+    moto.refuse_keys_after("0");
+    let out = setup.run(&["check-config"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("403 Forbidden: InvalidAccessKeyId"), "{t}");
+    assert_no_keys("check-config", &[("output".into(), t)]);
 }
