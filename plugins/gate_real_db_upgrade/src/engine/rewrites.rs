@@ -39,11 +39,13 @@ use super::{Backend, Blocks, EngineError, Server, TableLocks};
 pub struct TableState {
     /// What identifies its storage (PostgreSQL relfilenode, InnoDB table id); `None`: unknown.
     pub storage: Option<i64>,
-    /// Its size in bytes, indexes included.
-    pub bytes: i64,
-    /// Whether it holds no row (PostgreSQL: its main fork is empty; MariaDB: InnoDB's row
+    /// Its size in bytes, indexes included; `None` when it could not be read without waiting
+    /// (PostgreSQL: another session held ACCESS EXCLUSIVE on it; reading the size would wait
+    /// for that lock).
+    pub bytes: Option<i64>,
+    /// Whether it holds no row, when known (PostgreSQL: its main fork is empty; MariaDB: InnoDB's row
     /// estimate is 0).
-    pub empty: bool,
+    pub empty: Option<bool>,
 }
 
 /// Every table of the run database, by name.
@@ -76,10 +78,19 @@ pub struct Rewrite {
 }
 
 /// PostgreSQL: the run database's own tables (catalogs left out); a partitioned table has no
-/// storage of its own, its partitions are tables.
+/// storage of its own, its partitions are tables. Reading a table's size takes ACCESS SHARE on
+/// it: the size of a table another session holds ACCESS EXCLUSIVE on is not read (the probe
+/// would wait for the migration), and the probe's `lock_timeout` ends a read that races with
+/// a lock taken meanwhile.
 const POSTGRES_TABLES: &str = "\
-    SELECT c.relname::text, c.relfilenode::bigint, pg_total_relation_size(c.oid), \
-           pg_relation_size(c.oid) = 0, \
+    WITH locked AS (SELECT relation FROM pg_locks \
+                    WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' \
+                      AND pid <> pg_backend_pid()) \
+    SELECT c.relname::text, c.relfilenode::bigint, \
+           CASE WHEN c.oid NOT IN (SELECT relation FROM locked) \
+                THEN pg_total_relation_size(c.oid) END, \
+           CASE WHEN c.oid NOT IN (SELECT relation FROM locked) \
+                THEN pg_relation_size(c.oid) = 0 END, \
            extract(epoch FROM clock_timestamp())::float8, \
            (SELECT extract(epoch FROM min(a.xact_start))::float8 FROM pg_stat_activity a \
             WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
@@ -89,12 +100,19 @@ const POSTGRES_TABLES: &str = "\
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
+/// The probe never waits for a migration's lock for long: a read that would is abandoned (that
+/// point is then skipped).
+const POSTGRES_SESSION: &str = "SET lock_timeout = '100ms'";
+/// MariaDB/MySQL: `information_schema.TABLES` opens each table under a metadata lock; one it
+/// cannot get within a second is reported without its figures.
+const MYSQL_SESSION: &str = "SET SESSION lock_wait_timeout = 1";
+
 /// MariaDB: the tables of the schema with their InnoDB table id (`#sql…`: an `ALTER`'s
 /// temporary copy, left out).
 const MARIADB_TABLES: &str = "\
     SELECT t.TABLE_NAME, i.TABLE_ID, \
-           CAST(COALESCE(t.DATA_LENGTH, 0) + COALESCE(t.INDEX_LENGTH, 0) AS SIGNED), \
-           COALESCE(t.TABLE_ROWS, 0) = 0, UNIX_TIMESTAMP(NOW(6)) + 0e0 \
+           CAST(t.DATA_LENGTH + t.INDEX_LENGTH AS SIGNED), \
+           t.TABLE_ROWS = 0, UNIX_TIMESTAMP(NOW(6)) + 0e0 \
     FROM information_schema.TABLES t \
     LEFT JOIN information_schema.INNODB_SYS_TABLES i \
       ON i.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME) \
@@ -103,8 +121,8 @@ const MARIADB_TABLES: &str = "\
 /// MySQL 8: the same from `INNODB_TABLES`.
 const MYSQL_TABLES: &str = "\
     SELECT t.TABLE_NAME, i.TABLE_ID, \
-           CAST(COALESCE(t.DATA_LENGTH, 0) + COALESCE(t.INDEX_LENGTH, 0) AS SIGNED), \
-           COALESCE(t.TABLE_ROWS, 0) = 0, UNIX_TIMESTAMP(NOW(6)) + 0e0 \
+           CAST(t.DATA_LENGTH + t.INDEX_LENGTH AS SIGNED), \
+           t.TABLE_ROWS = 0, UNIX_TIMESTAMP(NOW(6)) + 0e0 \
     FROM information_schema.TABLES t \
     LEFT JOIN information_schema.INNODB_TABLES i \
       ON i.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME) \
@@ -134,14 +152,14 @@ impl TableProbe {
         };
         let ep = &self.ep;
         self.runtime.block_on(async {
-            type Row = (String, Option<i64>, i64, bool);
+            type Row = (String, Option<i64>, Option<i64>, Option<bool>);
             let (rows, at, open_since): (Vec<Row>, Option<f64>, Option<f64>) = match conn {
                 ProbeConnection::Postgres(c) => {
-                    let rows: Vec<(String, i64, i64, bool, f64, Option<f64>)> =
-                        sqlx::query_as(POSTGRES_TABLES)
-                            .fetch_all(&mut *c)
-                            .await
-                            .map_err(|e| super::postgres::classify_error(ep, &e))?;
+                    type PgRow = (String, i64, Option<i64>, Option<bool>, f64, Option<f64>);
+                    let rows: Vec<PgRow> = sqlx::query_as(POSTGRES_TABLES)
+                        .fetch_all(&mut *c)
+                        .await
+                        .map_err(|e| super::postgres::classify_error(ep, &e))?;
                     let at = rows.first().map(|r| r.4);
                     let open = rows.first().and_then(|r| r.5);
                     let rows = rows
@@ -151,7 +169,8 @@ impl TableProbe {
                     (rows, at, open)
                 }
                 ProbeConnection::MySql(c, db, sql) => {
-                    let rows: Vec<(String, Option<u64>, i64, i64, f64)> = sqlx::query_as(sql)
+                    type MyRow = (String, Option<u64>, Option<i64>, Option<i64>, f64);
+                    let rows: Vec<MyRow> = sqlx::query_as(sql)
                         .bind(db.as_str())
                         .fetch_all(&mut *c)
                         .await
@@ -160,7 +179,12 @@ impl TableProbe {
                     let rows = rows
                         .into_iter()
                         .map(|(t, id, b, e, _)| {
-                            (t, id.and_then(|i| i64::try_from(i).ok()), b, e != 0)
+                            (
+                                t,
+                                id.and_then(|i| i64::try_from(i).ok()),
+                                b,
+                                e.map(|e| e != 0),
+                            )
                         })
                         .collect();
                     (rows, at, None)
@@ -215,11 +239,17 @@ impl Server {
             .map_err(|e| EngineError::Other(format!("table probe: {e}")))?;
         let (ep, conn) = match self.backend() {
             Backend::Postgres(ep) => {
-                let conn = runtime.block_on(super::postgres::connect_to(&ep, db))?;
+                let mut conn = runtime.block_on(super::postgres::connect_to(&ep, db))?;
+                runtime
+                    .block_on(sqlx::raw_sql(POSTGRES_SESSION).execute(&mut conn))
+                    .map_err(|e| super::postgres::classify_error(&ep, &e))?;
                 (ep, ProbeConnection::Postgres(conn))
             }
             Backend::MySql(ep) => {
-                let conn = runtime.block_on(super::mysql::connect(&ep, Some(db)))?;
+                let mut conn = runtime.block_on(super::mysql::connect(&ep, Some(db)))?;
+                runtime
+                    .block_on(sqlx::raw_sql(MYSQL_SESSION).execute(&mut conn))
+                    .map_err(|e| super::mysql::classify(&ep, &e))?;
                 let sql = if ep.engine == super::Engine::MySql {
                     MYSQL_TABLES
                 } else {
@@ -284,8 +314,9 @@ pub fn attribute(
     locks: &[Vec<TableLocks>],
 ) -> BTreeMap<usize, Vec<Rewrite>> {
     let mut out: BTreeMap<usize, Vec<Rewrite>> = BTreeMap::new();
-    // The last readable state of each table and where it was read.
+    // The last readable state of each table and where it was read; its last known size.
     let mut last: BTreeMap<&str, (usize, TableState)> = BTreeMap::new();
+    let mut sizes: BTreeMap<&str, i64> = BTreeMap::new();
     for (at, point) in points.iter().enumerate() {
         let Some(snapshot) = &point.snapshot else {
             continue;
@@ -295,7 +326,7 @@ pub fn attribute(
                 let changed = before.storage.is_some()
                     && now.storage.is_some()
                     && before.storage != now.storage;
-                if changed && !now.empty {
+                if changed && now.empty != Some(true) {
                     let owners: Vec<usize> = points[window_start(points, *since) + 1..=at]
                         .iter()
                         .filter_map(|p| p.owner)
@@ -303,11 +334,14 @@ pub fn attribute(
                     if let Some((owner, certain)) = culprit(&owners, table, locks) {
                         out.entry(owner).or_default().push(Rewrite {
                             table: table.clone(),
-                            bytes: before.bytes,
+                            bytes: sizes.get(table.as_str()).copied().unwrap_or(0),
                             certain,
                         });
                     }
                 }
+            }
+            if let Some(bytes) = now.bytes {
+                sizes.insert(table, bytes);
             }
             last.insert(table, (at, *now));
         }
@@ -366,8 +400,8 @@ mod tests {
                     t.to_string(),
                     TableState {
                         storage: Some(*s),
-                        bytes: *b,
-                        empty: *b == 0,
+                        bytes: (*b >= 0).then_some(*b),
+                        empty: (*b >= 0).then_some(*b == 0),
                     },
                 )
             })
@@ -475,6 +509,18 @@ mod tests {
                 (2, vec![one("c", 300, false)]),
             ])
         );
+    }
+
+    /// A size that could not be read (the table was locked) leaves the last known one.
+    #[test]
+    fn the_size_is_the_last_one_known_before_the_change() {
+        let points = [
+            point(None, &[("t", 1, 100)]),
+            point(Some(0), &[("t", 1, -1)]),
+            point(Some(1), &[("t", 2, 500)]),
+        ];
+        let got = attribute(&points, &[]);
+        assert_eq!(got[&1][0].bytes, 100);
     }
 
     /// A point that could not be read is skipped: the change is judged against the last one
