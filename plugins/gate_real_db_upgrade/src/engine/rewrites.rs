@@ -511,6 +511,133 @@ mod tests {
         );
     }
 
+    /// On the real server: the probe reads a rewrite's new relfilenode only after the commit;
+    /// while the migration's transaction holds ACCESS EXCLUSIVE it does not wait for it (the
+    /// table's size is then unknown) and sees the open transaction.
+    #[test]
+    fn postgresql_probe_sees_committed_rewrites_without_waiting() {
+        use crate::engine::test_psql::{run, spawn};
+        use std::time::{Duration, Instant};
+        let db = format!(
+            "th_rw_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        run("postgres", &format!("CREATE DATABASE {db}"));
+        run(
+            &db,
+            "CREATE TABLE big (id int, v int); INSERT INTO big SELECT g, g FROM generate_series(1, 100000) g",
+        );
+        let server = Server::new(
+            crate::engine::Engine::PostgreSql,
+            crate::engine::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let mut probe = server.table_probe(&db).unwrap();
+        let before = probe.read().unwrap();
+        let mut migration = spawn(
+            &db,
+            "BEGIN; ALTER TABLE big ADD COLUMN c float DEFAULT random(); SELECT pg_sleep(1.5); COMMIT;",
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        let started = Instant::now();
+        let during = probe.read().unwrap();
+        let took = started.elapsed();
+        assert!(migration.wait().unwrap().success());
+        let after = probe.read().unwrap();
+        drop(probe);
+        run("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+
+        let big = |s: &Snapshot| s.tables["big"];
+        assert!(big(&before).bytes.unwrap() > 1_000_000, "{before:?}");
+        assert_eq!(before.open_since, None);
+        assert!(
+            took < Duration::from_millis(500),
+            "the probe waited {took:?}"
+        );
+        assert_eq!(
+            big(&during).storage,
+            big(&before).storage,
+            "not committed yet"
+        );
+        assert_eq!(big(&during).bytes, None, "locked: size not read");
+        assert!(
+            during.open_since.is_some_and(|t| t < during.at),
+            "{during:?}"
+        );
+        assert_ne!(big(&after).storage, big(&before).storage, "committed");
+        assert_eq!(after.open_since, None);
+        let points = [
+            StatePoint {
+                owner: None,
+                snapshot: Some(before),
+            },
+            StatePoint {
+                owner: Some(0),
+                snapshot: Some(during),
+            },
+            StatePoint {
+                owner: Some(1),
+                snapshot: Some(after),
+            },
+        ];
+        let got = attribute(&points, &[]);
+        // No lock evidence: the last migration of the open transaction's window, uncertain.
+        assert_eq!(got[&1][0].table, "big");
+        assert!(!got[&1][0].certain);
+        assert!(got[&1][0].bytes > 1_000_000);
+    }
+
+    /// On the real MariaDB server: a copying ALTER changes the table id, an instant one not.
+    #[test]
+    fn mariadb_probe_sees_copy_alters_not_instant_ones() {
+        let db = format!(
+            "th_rw_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let sql = |q: &str| {
+            let status = std::process::Command::new("mysql")
+                .args(["-h", "127.0.0.1", "-u", "root", "-e", q])
+                .status()
+                .unwrap();
+            assert!(status.success(), "{q}");
+        };
+        sql(&format!(
+            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+             USE {db}; INSERT INTO t SELECT seq, seq FROM seq_1_to_10000"
+        ));
+        let server = Server::new(
+            crate::engine::Engine::MariaDb,
+            crate::engine::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let mut probe = server.table_probe(&db).unwrap();
+        let first = probe.read().unwrap().tables["t"];
+        sql(&format!(
+            "ALTER TABLE {db}.t ADD COLUMN c INT, ALGORITHM=INSTANT"
+        ));
+        let instant = probe.read().unwrap().tables["t"];
+        sql(&format!(
+            "ALTER TABLE {db}.t ADD COLUMN d INT, ALGORITHM=COPY"
+        ));
+        let copy = probe.read().unwrap().tables["t"];
+        drop(probe);
+        sql(&format!("DROP DATABASE {db}"));
+        assert!(
+            first.storage.is_some() && first.bytes.is_some_and(|b| b > 0),
+            "{first:?}"
+        );
+        assert_eq!(instant.storage, first.storage);
+        assert_ne!(copy.storage, first.storage);
+    }
+
     /// A size that could not be read (the table was locked) leaves the last known one.
     #[test]
     fn the_size_is_the_last_one_known_before_the_change() {
