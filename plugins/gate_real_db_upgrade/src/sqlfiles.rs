@@ -254,6 +254,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
     ));
 
     let mut previous = "base".to_string();
+    // The tables read after a file are those before the next one (only the version table
+    // changes in between): one read per file.
+    let mut tables_before: Option<rewrites::StatePoint> = None;
     for file in files {
         let name = file_name(&file.path);
         let from = std::mem::replace(&mut previous, file.number.clone());
@@ -292,7 +295,11 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
         let mut points = Vec::new();
         if let Some(observer) = target.locks {
             observer.cut();
-            points.extend(tables_at(observer, None, &note));
+            points.extend(
+                tables_before
+                    .take()
+                    .or_else(|| tables_at(observer, None, &note)),
+            );
         }
         let start = Local::now();
         let _ = target
@@ -317,6 +324,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
             record.rewrites = rewrites::attribute(&points, &locks)
                 .remove(&0)
                 .unwrap_or_default();
+            tables_before = points
+                .pop()
+                .map(|p| rewrites::StatePoint { owner: None, ..p });
         }
         match outcome {
             Watched::Done(Ok(())) => {
