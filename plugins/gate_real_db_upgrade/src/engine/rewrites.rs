@@ -353,16 +353,24 @@ pub fn attribute(
 }
 
 /// Where the window of a change first seen after point `since` starts (exclusive): `since`,
-/// unless a transaction that had written was open then; then the last point read before that
-/// transaction began (the change may be any of its work), or the first point.
+/// unless a transaction that had written was open then and began before the point before it;
+/// then the last point read before that transaction began (the change may be any of its work).
+/// A transaction that began after the point before `since` is the next migration's, begun
+/// while its start line was on its way to us (one transaction per migration): it does not
+/// widen the window.
 fn window_start(points: &[StatePoint], since: usize) -> usize {
     let Some(open) = points[since].snapshot.as_ref().and_then(|s| s.open_since) else {
         return since;
     };
-    points[..=since]
+    let before = points[..since].iter().rposition(|p| p.snapshot.is_some());
+    match points[..since]
         .iter()
         .rposition(|p| p.snapshot.as_ref().is_some_and(|s| s.at < open))
-        .unwrap_or(0)
+    {
+        Some(j) if Some(j) == before => since,
+        Some(j) => j,
+        None => 0,
+    }
 }
 
 /// Which of `owners` (in order) rewrote `table`, and whether that is certain ([`attribute`]).
@@ -546,6 +554,7 @@ mod tests {
         let started = Instant::now();
         let during = probe.read().unwrap();
         let took = started.elapsed();
+        let later = probe.read().unwrap();
         assert!(migration.wait().unwrap().success());
         let after = probe.read().unwrap();
         drop(probe);
@@ -581,14 +590,20 @@ mod tests {
             },
             StatePoint {
                 owner: Some(1),
+                snapshot: Some(later),
+            },
+            StatePoint {
+                owner: Some(2),
                 snapshot: Some(after),
             },
         ];
         let got = attribute(&points, &[]);
-        // No lock evidence: the last migration of the open transaction's window, uncertain.
-        assert_eq!(got[&1][0].table, "big");
-        assert!(!got[&1][0].certain);
-        assert!(got[&1][0].bytes > 1_000_000);
+        // The transaction was open at two points: every migration since the one before it
+        // is a candidate; no lock evidence: the last one, uncertain.
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(got[&2][0].table, "big");
+        assert!(!got[&2][0].certain);
+        assert!(got[&2][0].bytes > 1_000_000);
     }
 
     /// On the real MariaDB server: a copying ALTER changes the table id, an instant one not.
@@ -636,6 +651,25 @@ mod tests {
         );
         assert_eq!(instant.storage, first.storage);
         assert_ne!(copy.storage, first.storage);
+    }
+
+    /// One transaction per migration, the next one's begun before the boundary was read: the
+    /// change seen at the next point is that migration's alone, even though the one before
+    /// also locked the table.
+    #[test]
+    fn the_next_migration_s_young_transaction_does_not_widen_the_window() {
+        let points = [
+            point_in(None, 0.0, None, &[("t", 1, 100)]),
+            point_in(Some(0), 1.0, Some(0.9), &[("t", 1, 100)]),
+            point_in(Some(1), 2.0, None, &[("t", 2, 100)]),
+        ];
+        let locks = vec![
+            vec![held("t", "AccessExclusiveLock")],
+            vec![held("t", "AccessExclusiveLock")],
+        ];
+        let got = attribute(&points, &locks);
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1]);
+        assert!(got[&1][0].certain);
     }
 
     /// A size that could not be read (the table was locked) leaves the last known one.
