@@ -31,6 +31,7 @@ use turbo_hipster_sdk::support::LogFile;
 
 use crate::alembic;
 use crate::dataset::{Dataset, Migration};
+use crate::engine::rewrites::StatePoint;
 use crate::engine::Engine;
 use crate::engine::{EngineError, LockObserver, Server, TableLocks};
 use crate::limits;
@@ -1172,7 +1173,16 @@ impl Run<'_, '_> {
                     every.as_millis(),
                     observer.source()
                 ));
-                Some(observer)
+                Some(match self.server.table_probe(self.db) {
+                    Ok(probe) => {
+                        self.note("watching for table rewrites at each migration boundary");
+                        observer.with_tables(probe)
+                    }
+                    Err(e) => {
+                        self.note(&format!("rewrite detection off: {e}"));
+                        observer
+                    }
+                })
             }
             Err(e) => {
                 self.note(&format!("lock observation off: {e}"));
@@ -1181,12 +1191,19 @@ impl Run<'_, '_> {
         }
     }
 
-    /// One line per migration that held a lock blocking reads or writes.
+    /// One line per migration that held a lock blocking reads or writes, one per migration
+    /// that rewrote tables.
     fn log_locks(&self, records: &[MigrationRecord]) {
         for record in records {
             if let Some(holds) = crate::report::blocking_holds(&record.locks) {
                 self.note(&format!(
                     "locks: migration {}->{} held {holds}",
+                    record.from, record.to
+                ));
+            }
+            if let Some(rewrites) = crate::report::rewritten(&record.rewrites) {
+                self.note(&format!(
+                    "rewrites: migration {}->{} rewrote {rewrites}",
                     record.from, record.to
                 ));
             }
@@ -1310,7 +1327,9 @@ impl Run<'_, '_> {
                 .last()
                 .is_some_and(|m| m.end.is_none() || m.end == Some(finished));
         let mut records = parsed.migrations.clone();
-        cuts.attach(&mut records);
+        if let Some(e) = cuts.attach(&mut records) {
+            self.note(&format!("rewrites: could not read the tables: {e}"));
+        }
         let mut out = Phase {
             printed_final: parsed.final_version.clone(),
             records,
@@ -1469,25 +1488,33 @@ struct Tool<'d> {
     log_format: &'d LogFormat,
 }
 
-/// The lock observation of a tool's run, cut at each migration boundary as the output is
-/// parsed: what was observed since the last boundary belongs to the migration that was in
-/// progress (to the migration itself when its start and end share a line; to none before
-/// the first start).
+/// The observation of a tool's run, cut at each migration boundary as the output is parsed:
+/// the locks observed since the last boundary belong to the migration that was in progress (to
+/// the migration itself when its start and end share a line; to none before the first start);
+/// the tables' states read at each boundary (rewrite detection, when on) are attributed by
+/// [`crate::engine::rewrites::attribute`].
 struct LockCuts<'o> {
     observer: Option<&'o LockObserver>,
     cuts: BTreeMap<usize, Vec<TableLocks>>,
+    points: Vec<StatePoint>,
+    /// The first failure to read the tables.
+    tables_error: Option<String>,
 }
 
 impl<'o> LockCuts<'o> {
     /// Starts with a clean observation: what came before the phase belongs to no migration.
     fn new(observer: Option<&'o LockObserver>) -> Self {
-        if let Some(observer) = observer {
-            observer.cut();
-        }
-        Self {
+        let mut cuts = Self {
             observer,
             cuts: BTreeMap::new(),
+            points: Vec::new(),
+            tables_error: None,
+        };
+        if let Some(observer) = observer {
+            observer.cut();
+            cuts.read_tables(observer, None);
         }
+        cuts
     }
 
     /// Feeds one output line to `parser`, cutting the observation at a boundary.
@@ -1511,16 +1538,43 @@ impl<'o> LockCuts<'o> {
             return;
         };
         let locks = observer.cut();
+        self.read_tables(observer, owner);
         if let Some(owner) = owner {
             self.cuts.insert(owner, locks);
         }
     }
 
-    fn attach(self, records: &mut [MigrationRecord]) {
+    fn read_tables(&mut self, observer: &LockObserver, owner: Option<usize>) {
+        let Some(read) = observer.tables() else {
+            return;
+        };
+        let snapshot = read
+            .map_err(|e| {
+                self.tables_error.get_or_insert_with(|| e.to_string());
+            })
+            .ok();
+        self.points.push(StatePoint { owner, snapshot });
+    }
+
+    /// Gives the records their locks and rewrites; the first failure to read the tables, if
+    /// any.
+    fn attach(self, records: &mut [MigrationRecord]) -> Option<String> {
         for (i, locks) in self.cuts {
             if let Some(record) = records.get_mut(i) {
                 record.locks = locks;
             }
+        }
+        attach_rewrites(&self.points, records);
+        self.tables_error
+    }
+}
+
+/// The rewrites seen at `points` into the records (index = migration).
+fn attach_rewrites(points: &[StatePoint], records: &mut [MigrationRecord]) {
+    let locks: Vec<Vec<TableLocks>> = records.iter().map(|r| r.locks.clone()).collect();
+    for (i, rewrites) in crate::engine::rewrites::attribute(points, &locks) {
+        if let Some(record) = records.get_mut(i) {
+            record.rewrites = rewrites;
         }
     }
 }

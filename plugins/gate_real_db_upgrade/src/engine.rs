@@ -24,6 +24,7 @@ mod locks;
 mod mysql;
 mod postgres;
 mod private_server;
+pub mod rewrites;
 mod seed;
 mod sqlite;
 
@@ -42,6 +43,7 @@ pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, Tab
 pub use private_server::{
     version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES,
 };
+pub use rewrites::{Rewrite, TableProbe, TableState, TableStates};
 pub use seed::{Seed, SeedFormat};
 pub use turbo_hipster_sdk::config::Connection;
 

@@ -1,5 +1,5 @@
 //! Per-migration limits: `maximum_migration_times` (seconds), `XInnodb_rows_changed`,
-//! `Innodb_rows_read`, `maximum_lock_hold` (seconds). Keys `"151->152"`, `"152"` (destination only) or a revision id;
+//! `Innodb_rows_read`, `maximum_lock_hold` (seconds), `maximum_rewrite_bytes`. Keys `"151->152"`, `"152"` (destination only) or a revision id;
 //! `default` otherwise; keys starting with `_` are comments. A limit fails only when strictly
 //! exceeded.
 //!
@@ -20,8 +20,13 @@
 //!   reads or writes ([`crate::engine::Blocks`]) for strictly longer than the limit, without
 //!   a break (N to a tenth of a second; the hold is measured by sampling, see
 //!   [`crate::engine::LockObserver`]).
+//! - rewrite size (`maximum_rewrite_bytes`, bytes): `WARNING - Migration <from>-><to> rewrote
+//!   <table> (<size>)` for each table the migration rewrote that was strictly larger than the
+//!   limit before the rewrite (`may have rewritten` when it could also be another migration's;
+//!   size as [`messages::human_bytes`] writes it; see [`crate::engine::rewrites`]). A migration
+//!   that never ended is checked too: a rewrite seen is a rewrite done.
 //!
-//! Migrations that never ended are skipped (they give their own FAILURE), and so are the counter
+//! Migrations that never ended are skipped but for their rewrites (they give their own FAILURE), and so are the counter
 //! checks of a migration whose counters were not seen.
 
 use std::collections::BTreeMap;
@@ -40,6 +45,8 @@ pub const KEY_ROWS_CHANGED: &str = "XInnodb_rows_changed";
 pub const KEY_ROWS_READ: &str = "Innodb_rows_read";
 /// The dataset key of the lock-hold limits (seconds per migration).
 pub const KEY_LOCK_HOLD: &str = "maximum_lock_hold";
+/// The dataset key of the rewrite limits (bytes of a table a migration may rewrite).
+pub const KEY_REWRITE_BYTES: &str = "maximum_rewrite_bytes";
 
 /// One table of limits.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,6 +113,8 @@ pub struct Limits {
     /// Seconds a migration may hold, without a break, a lock that blocks reads or writes of
     /// a table.
     pub lock_hold: Option<LimitTable>,
+    /// Bytes of a table (before the rewrite) a migration may rewrite.
+    pub rewrite_bytes: Option<LimitTable>,
 }
 
 /// Rows changed by a migration from its counter deltas: `Innodb_rows_updated +
@@ -146,17 +155,19 @@ fn sum_present(counters: &BTreeMap<String, i64>, names: &[&str]) -> Option<i64> 
 
 /// The original's warnings for these migrations: `WARNING - Migration %s took too long`
 /// (%s = `from->to`), and when counter limits are set, `WARNING - Migration %s changed too many
-/// rows (N)` / `WARNING - Migration %s read too many rows (N)`. Migrations that never ended are
-/// skipped (they give their own FAILURE).
+/// rows (N)` / `WARNING - Migration %s read too many rows (N)`, and this port's lock and rewrite
+/// warnings. Migrations that never ended are skipped but for their rewrites (they give their own
+/// FAILURE).
 ///
 /// Warnings come in migration order; for one migration: time, rows changed, rows read.
 pub fn check(limits: &Limits, migrations: &[MigrationRecord]) -> Vec<String> {
     let mut warnings = Vec::new();
     for m in migrations {
+        let name = format!("{}->{}", m.from, m.to);
         let Some(duration_ms) = m.duration_ms() else {
+            warnings.extend(rewrote_too_much(limits, &name, m));
             continue;
         };
-        let name = format!("{}->{}", m.from, m.to);
         if let Some(limit) = limits.seconds.lookup(&m.from, &m.to) {
             if duration_ms as f64 / 1000.0 > limit {
                 warnings.push(messages::took_too_long(&name));
@@ -179,8 +190,27 @@ pub fn check(limits: &Limits, migrations: &[MigrationRecord]) -> Vec<String> {
         {
             warnings.extend(held_too_long(&name, m, limit));
         }
+        warnings.extend(rewrote_too_much(limits, &name, m));
     }
     warnings
+}
+
+/// The warnings of the tables `m` rewrote that were strictly larger than its
+/// `maximum_rewrite_bytes` limit.
+fn rewrote_too_much(limits: &Limits, name: &str, m: &MigrationRecord) -> Vec<String> {
+    let Some(limit) = limits
+        .rewrite_bytes
+        .as_ref()
+        .and_then(|t| t.lookup(&m.from, &m.to))
+    else {
+        return Vec::new();
+    };
+    #[allow(clippy::cast_precision_loss)]
+    m.rewrites
+        .iter()
+        .filter(|r| r.bytes as f64 > limit)
+        .map(|r| messages::rewrote_table(name, &r.table, r.bytes, r.certain))
+        .collect()
 }
 
 /// The warnings of the tables `m` held a blocking lock on for strictly longer than `limit`.
@@ -228,6 +258,7 @@ mod tests {
             end: Some(start + chrono::Duration::milliseconds(ms)),
             counters: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             locks: Vec::new(),
+            rewrites: Vec::new(),
         }
     }
 
@@ -361,6 +392,47 @@ mod tests {
         );
     }
 
+    fn rewrite(table: &str, bytes: i64, certain: bool) -> crate::engine::Rewrite {
+        crate::engine::Rewrite {
+            table: table.into(),
+            bytes,
+            certain,
+        }
+    }
+
+    #[test]
+    fn rewrite_warnings_per_table_strictly_over_the_limit() {
+        let limits = Limits {
+            rewrite_bytes: Some(
+                read(KEY_REWRITE_BYTES, json!({"default": 1000, "3": 1_000_000})).unwrap(),
+            ),
+            ..Limits::default()
+        };
+        let mut first = record("1", "2", 5000, &[]);
+        first.rewrites = vec![
+            rewrite("orders", 1001, true),
+            rewrite("small", 1000, true),
+            rewrite("users", 5000, false),
+        ];
+        let mut second = record("2", "3", 5000, &[]);
+        second.rewrites = vec![rewrite("orders", 900_000, true)];
+        let mut unfinished = record("3", "4", 5000, &[]);
+        unfinished.end = None;
+        unfinished.rewrites = vec![rewrite("items", 2000, true)];
+        assert_eq!(
+            check(&limits, &[first.clone(), second, unfinished]),
+            vec![
+                "WARNING - Migration 1->2 rewrote orders (1001 B)",
+                "WARNING - Migration 1->2 may have rewritten users (4.9 kB)",
+                "WARNING - Migration 3->4 rewrote items (2.0 kB)",
+            ]
+        );
+        assert!(
+            check(&Limits::default(), &[first]).is_empty(),
+            "no limit, no warning"
+        );
+    }
+
     #[test]
     fn counter_warnings() {
         let limits = Limits {
@@ -368,6 +440,7 @@ mod tests {
             rows_changed: Some(read("c", json!({"default": 10, "2": 100})).unwrap()),
             rows_read: Some(read("r", json!({"default": 10})).unwrap()),
             lock_hold: None,
+            rewrite_bytes: None,
         };
         let migrations = vec![
             // 4 + 4 + 3 = 11 > 10; read 10 = 10 is fine.

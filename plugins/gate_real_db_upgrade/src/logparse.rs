@@ -77,6 +77,9 @@ pub struct MigrationRecord {
     /// The locks its sessions held or waited for, per table in name order, when the locks
     /// were observed ([`crate::engine::LockObserver`]).
     pub locks: Vec<crate::engine::TableLocks>,
+    /// The tables it rewrote, in name order, when rewrites were watched
+    /// ([`crate::engine::rewrites`]).
+    pub rewrites: Vec<crate::engine::Rewrite>,
 }
 
 impl MigrationRecord {
@@ -328,6 +331,7 @@ impl StreamParser {
                 end: None,
                 counters: BTreeMap::new(),
                 locks: Vec::new(),
+                rewrites: Vec::new(),
             });
             self.open = Some((idx, self.latest.clone()));
             // The end may be on the start line itself: `134 -> 135... done`.

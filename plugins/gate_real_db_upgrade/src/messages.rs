@@ -46,6 +46,37 @@ pub fn held_lock_too_long(migration: &str, mode: &str, table: &str, seconds: f64
     format!("WARNING - Migration {migration} held {mode} lock on {table} for {seconds:.1} s")
 }
 
+/// A migration rewrote `table` (`bytes` before the rewrite) over its `maximum_rewrite_bytes`
+/// limit; `certain: false` when the rewrite could be this migration's or another's (see
+/// [`crate::engine::rewrites`]).
+pub fn rewrote_table(migration: &str, table: &str, bytes: i64, certain: bool) -> String {
+    let verb = if certain {
+        "rewrote"
+    } else {
+        "may have rewritten"
+    };
+    format!(
+        "WARNING - Migration {migration} {verb} {table} ({})",
+        human_bytes(bytes)
+    )
+}
+
+/// A size as people read it: `812 B`, `45.2 MB`, `1.3 GB` (powers of 1024, one decimal).
+pub fn human_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
+
 /// The time limit passed between migrations (`after`: the limit, e.g. `90 s`).
 pub fn timed_out(after: &str) -> String {
     format!("FAILURE - Migrations timed out after {after}")
@@ -184,6 +215,21 @@ mod tests {
     fn success_is_the_sdk_s() {
         assert_eq!(SUCCESS, turbo_hipster_sdk::Outcome::success().result);
         assert_eq!(aborted(), "ABORTED");
+    }
+
+    #[test]
+    fn rewrite_lines_and_sizes() {
+        assert_eq!(human_bytes(812), "812 B");
+        assert_eq!(human_bytes(46_347_878), "44.2 MB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GB");
+        assert_eq!(
+            rewrote_table("1->2", "orders", 46_347_878, true),
+            "WARNING - Migration 1->2 rewrote orders (44.2 MB)"
+        );
+        assert_eq!(
+            rewrote_table("a->b", "orders", 2048, false),
+            "WARNING - Migration a->b may have rewritten orders (2.0 kB)"
+        );
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //!           "locks": [
 //!             {"table": "orders", "strongest": "ACCESS EXCLUSIVE",
 //!              "longest_blocking": {"mode": "ACCESS EXCLUSIVE", "seconds": 4.1}, "waited": true}
-//!           ]
+//!           ],
+//!           "rewrites": [{"table": "orders", "bytes": 46347878, "certain": true}]
 //!         }
 //!       ]
 //!     }
@@ -56,6 +57,12 @@
 //!   (its strongest mode and its length in seconds, a lower bound good to one sampling
 //!   interval; `null` when none blocked anything) and whether a session `waited` for a lock
 //!   on it ([`crate::engine::LockObserver`]).
+//! - `rewrites`: the tables the migration rewrote (copied into new storage: PostgreSQL's
+//!   relfilenode changed, MariaDB/MySQL's InnoDB table id changed), with their size in `bytes`
+//!   before the rewrite; `certain` is `false` when the rewrite could also be another
+//!   migration's (PostgreSQL, all migrations in one transaction: seen at the commit, given to
+//!   the first migration seen holding `ACCESS EXCLUSIVE` on the table). Empty when rewrites were not
+//!   watched (no lock observation) or there were none ([`crate::engine::rewrites`]).
 //! - Timestamps are local time, `YYYY-MM-DD HH:MM:SS,mmm`, as in the logs.
 //!
 //! Fields may be added within schema 1; a change of meaning bumps `schema`.
@@ -68,7 +75,7 @@ use serde::Serialize;
 use serde_json::Value;
 use turbo_hipster_sdk::support::logfile::TIMESTAMP_FORMAT;
 
-use crate::engine::TableLocks;
+use crate::engine::{Rewrite, TableLocks};
 use crate::logparse::MigrationRecord;
 
 /// The version of the `summary.json` layout.
@@ -128,6 +135,50 @@ pub struct MigrationSummary {
     pub counters: BTreeMap<String, i64>,
     /// What it did to each table's locks.
     pub locks: Vec<LockSummary>,
+    /// The tables it rewrote.
+    pub rewrites: Vec<RewriteSummary>,
+}
+
+/// A table a migration rewrote ([`Rewrite`]), as the summary says it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RewriteSummary {
+    /// The table.
+    pub table: String,
+    /// Its size before the rewrite.
+    pub bytes: i64,
+    /// Whether it is certain this migration did it.
+    pub certain: bool,
+}
+
+impl From<&Rewrite> for RewriteSummary {
+    fn from(r: &Rewrite) -> Self {
+        Self {
+            table: r.table.clone(),
+            bytes: r.bytes,
+            certain: r.certain,
+        }
+    }
+}
+
+/// The rewrites among `rewrites`, `orders (44.2 MB), users (2.0 kB, uncertain: …)`; `None` when
+/// there is none.
+pub fn rewritten(rewrites: &[Rewrite]) -> Option<String> {
+    let all: Vec<String> = rewrites
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}{})",
+                r.table,
+                crate::messages::human_bytes(r.bytes),
+                if r.certain {
+                    ""
+                } else {
+                    ", uncertain: seen only when several migrations committed together"
+                }
+            )
+        })
+        .collect();
+    (!all.is_empty()).then(|| all.join(", "))
 }
 
 /// What one migration did to one table's locks ([`TableLocks`]), as the summary says it.
@@ -167,6 +218,28 @@ impl MigrationSummary {
             "-".into()
         } else {
             holds.join(", ")
+        }
+    }
+
+    /// The rewrites, `orders 44.2 MB, users 2.0 kB?` (`?`: perhaps another migration's), or
+    /// `-`.
+    fn rewrites_cell(&self) -> String {
+        let all: Vec<String> = self
+            .rewrites
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}{}",
+                    r.table,
+                    crate::messages::human_bytes(r.bytes),
+                    if r.certain { "" } else { "?" }
+                )
+            })
+            .collect();
+        if all.is_empty() {
+            "-".into()
+        } else {
+            all.join(", ")
         }
     }
 }
@@ -234,6 +307,7 @@ impl MigrationSummary {
             messages,
             counters: record.counters.clone(),
             locks: record.locks.iter().map(LockSummary::from).collect(),
+            rewrites: record.rewrites.iter().map(RewriteSummary::from).collect(),
         }
     }
 }
@@ -287,7 +361,7 @@ impl JobSummary {
 
     /// The human summary: a table of every migration, then the result.
     pub fn to_text(&self) -> String {
-        let mut rows: Vec<[String; 8]> = vec![[
+        let mut rows: Vec<[String; 9]> = vec![[
             "dataset".into(),
             "phase".into(),
             "migration".into(),
@@ -296,6 +370,7 @@ impl JobSummary {
             "limit s".into(),
             "status".into(),
             "blocking locks".into(),
+            "rewrites".into(),
         ]];
         for d in &self.datasets {
             for m in &d.migrations {
@@ -310,10 +385,11 @@ impl JobSummary {
                         .map_or_else(|| "-".into(), |l| l.to_string()),
                     m.status.as_str().to_string(),
                     m.blocking_locks(),
+                    m.rewrites_cell(),
                 ]);
             }
         }
-        let mut widths = [0usize; 8];
+        let mut widths = [0usize; 9];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -395,6 +471,7 @@ mod tests {
             end: end.map(|e| parse_timestamp(e).unwrap()),
             counters: BTreeMap::new(),
             locks: Vec::new(),
+            rewrites: Vec::new(),
         }
     }
 
@@ -422,12 +499,24 @@ mod tests {
 
     #[test]
     fn renders_json_and_text() {
-        let r = record(
+        let mut r = record(
             "1",
             "2",
             "2020-01-01 00:00:00,000",
             Some("2020-01-01 00:00:01,500"),
         );
+        r.rewrites = vec![
+            Rewrite {
+                table: "orders".into(),
+                bytes: 46_347_878,
+                certain: true,
+            },
+            Rewrite {
+                table: "users".into(),
+                bytes: 2048,
+                certain: false,
+            },
+        ];
         let summary = JobSummary {
             schema: SCHEMA,
             project: "example/shop".into(),
@@ -466,7 +555,21 @@ mod tests {
             json["datasets"][0]["migrations"][0]["end"],
             "2020-01-01 00:00:01,500"
         );
+        let rewrite = &json["datasets"][0]["migrations"][0]["rewrites"];
+        assert_eq!(
+            rewrite,
+            &serde_json::json!([
+                {"table": "orders", "bytes": 46_347_878, "certain": true},
+                {"table": "users", "bytes": 2048, "certain": false},
+            ])
+        );
+        assert_eq!(
+            rewritten(&r.rewrites).unwrap(),
+            "orders (44.2 MB), users (2.0 kB, uncertain: seen only when several migrations \
+             committed together)"
+        );
         let text = summary.to_text();
+        assert!(text.contains("orders 44.2 MB, users 2.0 kB?"), "{text}");
         assert!(text.contains("1->2"), "{text}");
         assert!(text.contains("1500"), "{text}");
         assert!(text.ends_with("result:\nSUCCESS\n"), "{text}");

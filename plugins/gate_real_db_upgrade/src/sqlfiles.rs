@@ -23,8 +23,8 @@ use chrono::Local;
 use turbo_hipster_sdk::support::process::{seconds, Cancellation};
 use turbo_hipster_sdk::support::LogFile;
 
+use crate::engine::{rewrites, EngineError, LockObserver, Server, VersionSource};
 use crate::engine::{Connection, Engine};
-use crate::engine::{EngineError, LockObserver, Server, VersionSource};
 use crate::logparse::MigrationRecord;
 use crate::version::{cmp_numbers, normalize};
 
@@ -202,6 +202,20 @@ pub struct SqlTarget<'a> {
     pub locks: Option<&'a LockObserver>,
 }
 
+/// The tables' states now, when rewrites are watched, as the point where migration `owner`
+/// (of the points' own numbering) ended; a failure to read them is noted.
+fn tables_at(
+    observer: &LockObserver,
+    owner: Option<usize>,
+    note: &dyn Fn(&str),
+) -> Option<rewrites::StatePoint> {
+    let snapshot = observer
+        .tables()?
+        .map_err(|e| note(&format!("rewrites: could not read the tables: {e}")))
+        .ok();
+    Some(rewrites::StatePoint { owner, snapshot })
+}
+
 /// Applies `files` in order to the target database.
 pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
     let mut run = SqlRun {
@@ -240,6 +254,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
     ));
 
     let mut previous = "base".to_string();
+    // The tables read after a file are those before the next one (only the version table
+    // changes in between): one read per file.
+    let mut tables_before: Option<rewrites::StatePoint> = None;
     for file in files {
         let name = file_name(&file.path);
         let from = std::mem::replace(&mut previous, file.number.clone());
@@ -275,8 +292,14 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
             }
         };
         let before = server.counters(db).unwrap_or_default();
+        let mut points = Vec::new();
         if let Some(observer) = target.locks {
             observer.cut();
+            points.extend(
+                tables_before
+                    .take()
+                    .or_else(|| tables_at(observer, None, &note)),
+            );
         }
         let start = Local::now();
         let _ = target
@@ -290,10 +313,21 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
             end: None,
             counters: BTreeMap::new(),
             locks: Vec::new(),
+            rewrites: Vec::new(),
         };
         let outcome = execute_watched(target, &server, sql);
         let end = Local::now();
         record.locks = target.locks.map(LockObserver::cut).unwrap_or_default();
+        if let Some(observer) = target.locks {
+            points.extend(tables_at(observer, Some(0), &note));
+            let locks = [record.locks.clone()];
+            record.rewrites = rewrites::attribute(&points, &locks)
+                .remove(&0)
+                .unwrap_or_default();
+            tables_before = points
+                .pop()
+                .map(|p| rewrites::StatePoint { owner: None, ..p });
+        }
         match outcome {
             Watched::Done(Ok(())) => {
                 record.end = Some(end.naive_local());

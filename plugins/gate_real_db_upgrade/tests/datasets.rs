@@ -646,7 +646,10 @@ fn lock_observation_keys() {
     write_json(
         root,
         "limited.json",
-        minimal(json!({"maximum_lock_hold": {"default": 5, "151->152": 60, "_151": "why"}})),
+        minimal(json!({
+            "maximum_lock_hold": {"default": 5, "151->152": 60, "_151": "why"},
+            "maximum_rewrite_bytes": {"default": 1_048_576, "152": 0},
+        })),
     );
     let datasets = load_datasets(root, &DatasetDefaults::default()).unwrap();
     let find = |n: &str| datasets.iter().find(|d| d.name == n).unwrap();
@@ -657,12 +660,20 @@ fn lock_observation_keys() {
     assert_eq!(hold.lookup("151", "152"), Some(60.0));
     assert_eq!(hold.lookup("152", "153"), Some(5.0));
     assert_eq!(find("absent").limits.lock_hold, None);
+    let rewrite = find("limited").limits.rewrite_bytes.clone().unwrap();
+    assert_eq!(rewrite.lookup("151", "152"), Some(0.0));
+    assert_eq!(rewrite.lookup("152", "153"), Some(1_048_576.0));
+    assert_eq!(find("absent").limits.rewrite_bytes, None);
 
     let bad = tempfile::tempdir().unwrap();
     let path = write_json(
         bad.path(),
         "bad.json",
-        minimal(json!({"lock_sample_interval": 0.5, "maximum_lock_hold": {"default": -1}})),
+        minimal(json!({
+            "lock_sample_interval": 0.5,
+            "maximum_lock_hold": {"default": -1},
+            "maximum_rewrite_bytes": {"1": 10},
+        })),
     );
     let mut errors = load_datasets(bad.path(), &DatasetDefaults::default()).unwrap_err();
     errors.sort();
@@ -672,6 +683,7 @@ fn lock_observation_keys() {
         vec![
             format!("{p}: lock_sample_interval: must be whole milliseconds from 0 (off) to 60000, or false (off), got 0.5"),
             format!("{p}: maximum_lock_hold.default: must be at least 0, got -1"),
+            format!("{p}: maximum_rewrite_bytes.default: required"),
         ]
     );
 }

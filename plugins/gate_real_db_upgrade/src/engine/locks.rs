@@ -440,6 +440,9 @@ async fn mysql_sampler(ep: &super::Endpoint, db: &str) -> Result<Sampler, Engine
 /// [`LockObserver::finish`].
 pub struct LockObserver {
     tracker: Arc<Mutex<LockTracker>>,
+    /// Rewrite detection's side connection, read at the same boundaries
+    /// ([`LockObserver::with_tables`]).
+    tables: Option<Mutex<super::TableProbe>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<u64, EngineError>>>,
     source: &'static str,
@@ -452,6 +455,20 @@ impl LockObserver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .cut()
+    }
+
+    /// Also reads the run database's tables at each boundary ([`LockObserver::tables`]), for
+    /// rewrite detection ([`super::rewrites`]).
+    pub fn with_tables(mut self, probe: super::TableProbe) -> Self {
+        self.tables = Some(Mutex::new(probe));
+        self
+    }
+
+    /// The state of every table now, when rewrite detection is on (`None` when it is off;
+    /// `Some(Err)` when the read failed).
+    pub fn tables(&self) -> Option<Result<super::rewrites::Snapshot, EngineError>> {
+        let probe = self.tables.as_ref()?;
+        Some(probe.lock().unwrap_or_else(PoisonError::into_inner).read())
     }
 
     /// What the locks are read from (`pg_locks`, `information_schema.METADATA_LOCK_INFO`, …).
@@ -545,6 +562,7 @@ impl Server {
             .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
         Ok(LockObserver {
             tracker,
+            tables: None,
             stop,
             thread: Some(thread),
             source,
