@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 use turbo_hipster_sdk::config::{
-    index, key, present, read_object, says, Checker, PathNeed, Unknown,
+    index, key, present, read_object, says, secrets, Checker, PathNeed, Unknown,
 };
 
 /// Where the daemon looks for its config when `-c` is not given.
@@ -142,6 +142,16 @@ pub enum PublishLogs {
         /// The URL prefix that serves `path`.
         prepend_url: String,
     },
+}
+
+impl PublishLogs {
+    /// The publishing target's own secrets (storage keys), masked in everything published
+    /// like the job config's: none for a local directory.
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            PublishLogs::None | PublishLogs::Local { .. } => Vec::new(),
+        }
+    }
 }
 
 /// Where a job runs (`job_isolation`).
@@ -647,7 +657,16 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
         c.required("publish_logs.type", "\"local\"");
         return PublishLogs::None;
     };
-    let types = ["local", "swift", "scp"].map(|t| (t, t));
+    if type_.as_str() == Some("scp") {
+        c.error(
+            "publish_logs.type",
+            "\"scp\" publishing is not supported: use \
+             \"local\" with a path a web server serves (copy it elsewhere with your own \
+             rsync or scp), or leave publish_logs out to keep the logs under jobs_working_dir",
+        );
+        return PublishLogs::None;
+    }
+    let types = ["local", "swift"].map(|t| (t, t));
     match c.one_of("publish_logs.type", type_, &types) {
         Some("local") => {
             let path = path_key(c, obj, "publish_logs.path", base);
@@ -732,6 +751,7 @@ fn check_entry(c: &mut Checker, e: &Entry, path: &str) -> Option<JobSpec> {
             return None;
         }
     };
+    secrets::check(c, path, &config);
     let canonical = canonical_plugin(&plugin);
     if plugin != canonical {
         c.warn(
@@ -932,13 +952,36 @@ mod tests {
             "jobs[1].function: \"build:a b\" contains spaces",
             "jobs[2]: expected an object",
             "plugins[0].name: \"x/y\" is not a valid plugin name",
-            "publish_logs.type: must be one of local, swift, scp, got \"ftp\"",
+            "publish_logs.type: must be one of local, swift, got \"ftp\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(err.issues.len(), 8, "{text}");
         assert!(err.warnings.iter().any(|w| w.path == "colour"));
         assert!(text.contains(&p.display().to_string()));
+    }
+
+    #[test]
+    fn scp_publishing_and_bad_secret_keys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "config.json",
+            r#"{
+            "publish_logs": {"type": "scp", "path": "/x"},
+            "jobs": [{"name": "build:a", "shell_script": "true", "token": "t0k3n",
+                      "secret_keys": ["token", "tokn"]}]
+        }"#,
+        );
+        let err = load(&p).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "publish_logs.type: \"scp\" publishing is not supported: use \"local\"",
+            "jobs[0].secret_keys[1]: \"tokn\" names no key of this job's configuration",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(err.issues.len(), 2, "{text}");
     }
 
     #[test]
