@@ -14,7 +14,8 @@
 //!   line numbers, timestamps, tags, failing lines highlighted and listed at the top. A line's
 //!   anchor is `#<dataset>-L<n>` (the dataset's name with characters other than letters,
 //!   digits, `_` and `-` replaced by `_`). A filter box (the page's only script) hides the
-//!   lines not containing its text; without JavaScript it is not shown and every line is.
+//!   lines not containing its text (`index.html?filter=TEXT` opens the page filtered);
+//!   without JavaScript it is not shown and every line is.
 //!
 //! Failing lines: the start line of every migration that was too long or never ended, `exit`
 //! lines of a tool that did not exit 0, `timeout` lines, and output lines with a Python
@@ -257,19 +258,25 @@ svg.tl .axis{stroke:var(--line)}
 .legend{color:var(--mut);font-size:12px}
 ";
 
-/// The filter: shows only the log lines containing the box's text (case-insensitive).
-/// Without it every line shows and the box stays hidden.
+/// The filter: shows only the log lines containing the box's text (case-insensitive); the
+/// page's `?filter=TEXT` fills it in (a filtered view can be linked). Without the script every
+/// line shows and the box stays hidden.
 const SCRIPT: &str = "
+(function(){
+var initial=new URLSearchParams(location.search).get('filter')||'';
 document.querySelectorAll('input.filter').forEach(function(box){
   box.hidden=false;
   var log=document.getElementById(box.dataset.log);
-  box.addEventListener('input',function(){
+  function apply(){
     var q=box.value.toLowerCase();
     log.querySelectorAll('.l').forEach(function(l){
       l.style.display=(!q||l.textContent.toLowerCase().indexOf(q)>=0)?'':'none';
     });
-  });
+  }
+  box.addEventListener('input',apply);
+  if(initial){box.value=initial;apply();}
 });
+})();
 ";
 
 /// The page for `summary`; `logs[i]` is dataset `i`'s log, if there is one; `files` are the
