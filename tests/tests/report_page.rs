@@ -191,7 +191,14 @@ fn the_report_page_in_chromium() {
 
     // Self-contained: nothing loaded from anywhere (the offline browser below proves it too).
     let source = run.file("index.html");
-    for external in ["src=", "<link", "@import", "url(", "href=\"http", "href=\"//"] {
+    for external in [
+        "src=",
+        "<link",
+        "@import",
+        "url(",
+        "href=\"http",
+        "href=\"//",
+    ] {
         assert!(!source.contains(external), "{external} in the page");
     }
 
@@ -210,7 +217,10 @@ fn the_report_page_in_chromium() {
     let row_at = dom.find("<tr id=\"row-shop_big\">").expect("dataset row");
     let row = &dom[row_at..row_at + dom[row_at..].find("</tr>").unwrap()];
     assert!(row.contains(">shop.big</a>"), "{row}");
-    assert!(row.contains(">failed<"), "{row}");
+    assert!(
+        row.contains("<span class=\"warning\">warning</span>"),
+        "{row}"
+    );
     assert!(row.contains("<td>sqlite</td>"), "{row}");
     assert!(row.contains("<td class=\"n\">3</td>"), "{row}");
     assert!(row.contains("1→2 1."), "{row}");
@@ -232,7 +242,10 @@ fn the_report_page_in_chromium() {
         .find(&format!("id=\"{target}\""))
         .unwrap_or_else(|| panic!("no line {target}"));
     let line_tag = &dom[dom[..line_at].rfind('<').unwrap()..];
-    assert!(line_tag.starts_with("<span class=\"l f\""), "{line_tag:.80}");
+    assert!(
+        line_tag.starts_with("<span class=\"l f\""),
+        "{line_tag:.80}"
+    );
     assert!(line_tag[..300].contains("1 -&gt; 2..."), "{line_tag:.300}");
     // Every log line has its anchor and number; the output's HTML is text.
     let log = run.file("shop.big.log");
@@ -278,7 +291,10 @@ fn the_report_page_in_chromium() {
     for tag in &shown {
         let at = filtered.find(tag).unwrap();
         let line = &filtered[at..at + filtered[at..].find("</span>\n").unwrap()];
-        assert!(line.to_lowercase().contains("final schema version"), "{line}");
+        assert!(
+            line.to_lowercase().contains("final schema version"),
+            "{line}"
+        );
     }
     assert_eq!(
         tags_with(&filtered, "<span class=\"l").len(),
@@ -315,7 +331,13 @@ struct HttpServer(std::process::Child);
 impl HttpServer {
     fn start(dir: &Path, port: u16) -> Self {
         let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .arg("--directory")
             .arg(dir)
             .stdout(Stdio::null())
@@ -324,7 +346,10 @@ impl HttpServer {
             .unwrap();
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "no http server");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no http server"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         HttpServer(child)
@@ -497,7 +522,8 @@ print("Final schema version is 2", flush=True)
     let published = world.root.join("published");
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(&world.config).unwrap()).unwrap();
-    config["publish_logs"] = json!({"type": "local", "path": published, "prepend_url": "http://logs.example/"});
+    config["publish_logs"] =
+        json!({"type": "local", "path": published, "prepend_url": "http://logs.example/"});
     std::fs::write(&world.config, config.to_string()).unwrap();
     world.project(
         "shop/secret",
@@ -528,7 +554,9 @@ print("Final schema version is 2", flush=True)
     let t = text(&out);
     assert!(t.contains("result: SUCCESS"), "{t}");
     assert!(
-        t.contains(&format!("report: http://logs.example/{log_path}/index.html")),
+        t.contains(&format!(
+            "report: http://logs.example/{log_path}/index.html"
+        )),
         "{t}"
     );
     let results = world.root.join("jobs").join(&log_path);
@@ -544,7 +572,13 @@ print("Final schema version is 2", flush=True)
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for f in ["index.html", "job.json", "secret.log", "summary.json", "task_output.log"] {
+    for f in [
+        "index.html",
+        "job.json",
+        "secret.log",
+        "summary.json",
+        "task_output.log",
+    ] {
         assert!(names.iter().any(|n| n == f), "{f} not published: {names:?}");
     }
     let mut searched = 0;

@@ -513,9 +513,14 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
     }
     write_file(&dirs.results_dir.join(SUMMARY_TXT), &text);
     // The daemon adds task_output.log and job.json to the published results.
-    let files = [GIT_LOG, SUMMARY_JSON, SUMMARY_TXT, "task_output.log", "job.json"];
-    if let Err(e) = html::write_index(&summary, &dirs.results_dir, &dataset_run::log_name, &files)
-    {
+    let files = [
+        GIT_LOG,
+        SUMMARY_JSON,
+        SUMMARY_TXT,
+        "task_output.log",
+        "job.json",
+    ];
+    if let Err(e) = html::write_index(&summary, &dirs.results_dir, &dataset_run::log_name, &files) {
         tracing::warn!("cannot write the report page {}: {e}", html::INDEX_HTML);
     }
     tracing::info!("result: {}", summary.result.replace('\n', " | "));

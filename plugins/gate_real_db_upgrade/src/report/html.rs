@@ -35,6 +35,8 @@ use std::path::Path;
 use serde_json::Value;
 use turbo_hipster_sdk::support::logfile::parse_line;
 
+use crate::messages;
+
 use super::{DatasetSummary, JobSummary, MigrationStatus, MigrationSummary};
 
 /// The page's file name in the results directory.
@@ -235,6 +237,7 @@ th{background:var(--bg)}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .st-ok,.passed{color:var(--ok);font-weight:600}
 .st-too_long,.st-unfinished,.failed{color:var(--bad);font-weight:600}
+.warning{color:var(--warn);font-weight:600}
 ul.fails{margin:4px 0;padding-left:20px}
 dl.kv{margin:0;display:grid;grid-template-columns:auto 1fr;gap:0 8px}
 dl.kv dt{color:var(--mut)}
@@ -294,7 +297,10 @@ pub fn render(summary: &JobSummary, logs: &[Option<LogText>], files: &[String]) 
         .datasets
         .iter()
         .zip(logs.iter().map(Some).chain(std::iter::repeat(None)))
-        .map(|(d, log)| log.and_then(Option::as_ref).map(|l| view(&l.text, &d.migrations)))
+        .map(|(d, log)| {
+            log.and_then(Option::as_ref)
+                .map(|l| view(&l.text, &d.migrations))
+        })
         .collect();
 
     let mut out = String::with_capacity(64 * 1024);
@@ -325,9 +331,9 @@ fn first_line(text: &str) -> &str {
 
 /// `ok`, `warn` or `bad`: the verdict's colour.
 fn verdict_class(result: &str) -> &'static str {
-    if result == "SUCCESS" {
+    if result == messages::SUCCESS {
         "ok"
-    } else if !result.is_empty() && result.lines().all(|l| l.contains("WARNING - ")) {
+    } else if !result.is_empty() && result.lines().all(messages::is_warning) {
         "warn"
     } else {
         "bad"
@@ -529,6 +535,15 @@ fn observed(d: &DatasetSummary) -> Vec<(String, Value)> {
     out
 }
 
+fn observed_cell(d: &DatasetSummary) -> String {
+    let fields = observed(d);
+    if fields.is_empty() {
+        "<span class=\"meta\">nothing observed</span>".into()
+    } else {
+        fields_list(&fields)
+    }
+}
+
 /// The slowest migration, against its limit.
 fn slowest(d: &DatasetSummary) -> String {
     match d
@@ -564,10 +579,14 @@ fn datasets_table(
     for (i, d) in summary.datasets.iter().enumerate() {
         let a = &anchors[i];
         let passed = d.result_lines.is_empty();
-        let mut status = format!(
-            "<span class=\"{0}\">{0}</span>",
-            if passed { "passed" } else { "failed" }
-        );
+        let word = if passed {
+            "passed"
+        } else if d.result_lines.iter().all(|l| messages::is_warning(l)) {
+            "warning"
+        } else {
+            "failed"
+        };
+        let mut status = format!("<span class=\"{word}\">{word}</span>");
         if !passed {
             status.push_str("<ul class=\"fails\">");
             for line in &d.result_lines {
@@ -604,7 +623,7 @@ fn datasets_table(
             escape(&d.engine),
             d.migrations.len(),
             escape(&slowest(d)),
-            fields_list(&observed(d)),
+            observed_cell(d),
             a = escape(a),
         );
     }
@@ -647,7 +666,13 @@ fn dataset_section(
         out.push_str(&fields_list(&rest));
     }
     let starts = view.map(|v| v.starts.as_slice()).unwrap_or(&[]);
-    let link = |j: usize| starts.get(j).copied().flatten().map(|n| format!("{a}-L{n}"));
+    let link = |j: usize| {
+        starts
+            .get(j)
+            .copied()
+            .flatten()
+            .map(|n| format!("{a}-L{n}"))
+    };
     let _ = writeln!(out, "<h3>Timeline</h3>");
     timeline(out, d, &link);
     migrations_table(out, d, &a, &link);
@@ -800,14 +825,11 @@ fn migrations_table(
         };
         let mut details = extra_fields(m);
         if !m.messages.is_empty() {
-            details.insert(
-                0,
-                ("messages".into(), Value::from(m.messages.clone())),
-            );
+            details.insert(0, ("messages".into(), Value::from(m.messages.clone())));
         }
         let _ = writeln!(
             out,
-            "<tr class=\"st-{st}\"><td>{}</td><td>{name}</td><td>{}</td><td>{}</td>\
+            "<tr data-status=\"{st}\"><td>{}</td><td>{name}</td><td>{}</td><td>{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"st-{st}\">{st}</td>\
              <td>{}</td></tr>",
             escape(&m.phase),
@@ -898,7 +920,13 @@ mod tests {
     use super::*;
     use crate::report::{HoldSummary, LockSummary, SCHEMA};
 
-    fn migration(from: &str, to: &str, start: &str, ms: Option<i64>, limit: f64) -> MigrationSummary {
+    fn migration(
+        from: &str,
+        to: &str,
+        start: &str,
+        ms: Option<i64>,
+        limit: f64,
+    ) -> MigrationSummary {
         MigrationSummary {
             phase: "change".into(),
             from: from.into(),
@@ -988,10 +1016,7 @@ mod tests {
         let a = anchor("big one/<x>");
         assert_eq!(a, "big_one__x_");
         // 2->3 starts on line 4 (same timestamp as line 3's `done`, but names version 3).
-        assert!(
-            page.contains(&format!("href=\"#{a}-L4\"")),
-            "{page}"
-        );
+        assert!(page.contains(&format!("href=\"#{a}-L4\"")), "{page}");
         assert!(page.contains(&format!("<span class=\"l f\" id=\"{a}-L4\">")));
         assert!(page.contains(&format!("<span class=\"l\" id=\"{a}-L2\">")));
         // The timeline: two bars, one failing.
@@ -999,7 +1024,10 @@ mod tests {
         assert_eq!(page.matches("<g class=\"mig failing\"").count(), 1);
         // Counters and locks, generically.
         assert!(page.contains("Innodb_rows_read 24"), "{page}");
-        assert!(page.contains("ACCESS EXCLUSIVE on orders for 2.5 s"), "{page}");
+        assert!(
+            page.contains("ACCESS EXCLUSIVE on orders for 2.5 s"),
+            "{page}"
+        );
         assert!(page.contains("class=\"verdict warn\""));
     }
 
@@ -1016,7 +1044,14 @@ mod tests {
         }
         let mut s = summary();
         s.datasets[0].migrations.clear();
-        let page = render(&s, &[Some(LogText { file: "x.log".into(), text })], &[]);
+        let page = render(
+            &s,
+            &[Some(LogText {
+                file: "x.log".into(),
+                text,
+            })],
+            &[],
+        );
         let n = HEAD_LINES + 51;
         assert!(page.contains(&format!("id=\"big_one__x_-L{n}\"")));
         assert!(page.contains("… 50 lines not shown"), "cut marker");
