@@ -176,34 +176,28 @@ impl Secrets {
     pub fn mask_bytes(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let mut current: Option<Vec<u8>> = None;
         for form in &self.forms {
-            let needle = form.as_bytes();
+            let finder = memchr::memmem::Finder::new(form.as_bytes());
             let text = current.as_deref().unwrap_or(bytes);
-            if !contains(text, needle) {
+            let mut hits = finder.find_iter(text).peekable();
+            if hits.peek().is_none() {
                 continue;
             }
             let mut out = Vec::with_capacity(text.len());
-            let mut rest = text;
-            while let Some(at) = find(rest, needle) {
-                out.extend_from_slice(&rest[..at]);
+            let mut from = 0;
+            for at in hits {
+                // Overlapping matches: the first one wins.
+                if at < from {
+                    continue;
+                }
+                out.extend_from_slice(&text[from..at]);
                 out.extend_from_slice(b"***");
-                rest = &rest[at + needle.len()..];
+                from = at + form.len();
             }
-            out.extend_from_slice(rest);
+            out.extend_from_slice(&text[from..]);
             current = Some(out);
         }
         current
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > haystack.len() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
