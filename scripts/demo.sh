@@ -242,7 +242,7 @@ set -e
 URL=$(sed -n 's/^url: //p' "$WORK/enqueue.out" | tail -n 1)
 RESULTS=
 case $URL in
-    file://*) RESULTS=${URL#file://} RESULTS=${RESULTS%/} ;;
+    file://*) RESULTS=${URL#file://} RESULTS=${RESULTS%index.html} RESULTS=${RESULTS%/} ;;
 esac
 if [ -z "$RESULTS" ] || [ ! -f "$RESULTS/summary.txt" ]; then
     RESULTS=$(dirname "$(find "$WORK/jobs" -name summary.txt -print -quit 2>/dev/null)" 2>/dev/null || true)
@@ -254,6 +254,9 @@ if [ -n "$RESULTS" ] && [ -f "$RESULTS/summary.txt" ]; then
     cat "$RESULTS/summary.txt"
     echo
     say "the job left: $(find "$RESULTS" -maxdepth 1 -type f -printf '%f ')(run with --keep to keep them)"
+    if [ -f "$RESULTS/index.html" ]; then
+        say "the report page (the URL Zuul gets): $URL"
+    fi
 else
     say "no summary.txt was written; the daemon's log follows"
     tail -30 "$WORK/turbo-hipster.log"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a Debian 12 machine (run as root) for turbo-hipster's test suite:
 #   - Debian packages: gearmand + gearman tools, git, python3 with venv, MariaDB server and
-#     client, PostgreSQL server and client, a C toolchain and pkg-config (only what is missing;
+#     client, PostgreSQL server and client, a C toolchain and pkg-config, Chromium (the
+#     report page's headless browser test) (only what is missing;
 #     `apt-get update` runs once, and only if something has to be installed);
 #   - MariaDB running, root logging in with an empty password over 127.0.0.1 and the socket;
 #   - PostgreSQL running, trust auth for local and 127.0.0.1, a `root` superuser role;
@@ -65,6 +66,7 @@ postgres_server_installed || missing+=(postgresql)
 if ! have psql || ! have pg_isready; then missing+=(postgresql-client); fi
 if ! have cc || ! have make; then missing+=(build-essential); fi
 have pkg-config || missing+=(pkg-config)
+have chromium || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     need_root "installing ${missing[*]}"
@@ -73,7 +75,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 else
-    say "packages: all present (gearmand, gearman tools, git, python3 venv, MariaDB, PostgreSQL, cc, pkg-config)"
+    say "packages: all present (gearmand, gearman tools, git, python3 venv, MariaDB, PostgreSQL, cc, pkg-config, chromium)"
 fi
 
 PYTHON=$(find_python)

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 use turbo_hipster_sdk::config::{
-    index, key, present, read_object, says, Checker, PathNeed, Unknown,
+    index, key, present, read_object, says, secrets, Checker, PathNeed, Unknown,
 };
 
 /// Where the daemon looks for its config when `-c` is not given.
@@ -202,6 +202,21 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+impl PublishLogs {
+    /// The publishing target's own secrets (storage keys), masked in everything published
+    /// like the job config's: none for a local directory.
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            PublishLogs::None | PublishLogs::Local { .. } => Vec::new(),
+            PublishLogs::S3(s3) => [&s3.access_key_id, &s3.secret_access_key]
+                .into_iter()
+                .map(|k| k.expose().to_string())
+                .filter(|k| !k.is_empty())
+                .collect(),
+        }
     }
 }
 
@@ -708,7 +723,17 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
         c.required("publish_logs.type", "\"local\" or \"s3\"");
         return PublishLogs::None;
     };
-    let types = ["local", "s3", "swift", "scp"].map(|t| (t, t));
+    if type_.as_str() == Some("scp") {
+        c.error(
+            "publish_logs.type",
+            "\"scp\" publishing is not supported: use \
+             \"local\" with a path a web server serves (copy it elsewhere with your own \
+             rsync or scp), \"s3\" for object storage, or leave publish_logs out to keep \
+             the logs under jobs_working_dir",
+        );
+        return PublishLogs::None;
+    }
+    let types = ["local", "s3", "swift"].map(|t| (t, t));
     match c.one_of("publish_logs.type", type_, &types) {
         Some("local") => {
             let path = path_key(c, obj, "publish_logs.path", base);
@@ -942,6 +967,7 @@ fn check_entry(c: &mut Checker, e: &Entry, path: &str) -> Option<JobSpec> {
             return None;
         }
     };
+    secrets::check(c, path, &config);
     let canonical = canonical_plugin(&plugin);
     if plugin != canonical {
         c.warn(
@@ -1142,13 +1168,36 @@ mod tests {
             "jobs[1].function: \"build:a b\" contains spaces",
             "jobs[2]: expected an object",
             "plugins[0].name: \"x/y\" is not a valid plugin name",
-            "publish_logs.type: must be one of local, s3, swift, scp, got \"ftp\"",
+            "publish_logs.type: must be one of local, s3, swift, got \"ftp\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(err.issues.len(), 8, "{text}");
         assert!(err.warnings.iter().any(|w| w.path == "colour"));
         assert!(text.contains(&p.display().to_string()));
+    }
+
+    #[test]
+    fn scp_publishing_and_bad_secret_keys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "config.json",
+            r#"{
+            "publish_logs": {"type": "scp", "path": "/x"},
+            "jobs": [{"name": "build:a", "shell_script": "true", "token": "t0k3n",
+                      "secret_keys": ["token", "tokn"]}]
+        }"#,
+        );
+        let err = load(&p).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "publish_logs.type: \"scp\" publishing is not supported: use \"local\"",
+            "jobs[0].secret_keys[1]: \"tokn\" names no key of this job's configuration",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(err.issues.len(), 2, "{text}");
     }
 
     #[test]

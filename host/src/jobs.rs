@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use turbo_hipster_sdk::abi::JSON_SCHEMA;
+use turbo_hipster_sdk::config::secrets::{self, Secrets};
 use turbo_hipster_sdk::{results, Job, Outcome};
 
 use crate::config::{Config, PublishLogs};
@@ -37,7 +38,8 @@ pub struct JobOutcome {
     pub result: String,
     /// Plugin details.
     pub details: Value,
-    /// Where the logs are.
+    /// What Zuul gets as `url`: the report page (`<logs>/index.html`) when the job left one,
+    /// else the logs' directory.
     pub url: String,
     /// The job's results directory (before publishing).
     pub results_dir: PathBuf,
@@ -229,6 +231,7 @@ struct JobRecord<'a> {
 }
 
 impl<'a> JobRecord<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn of(
         config: &'a Config,
         job: &'a PreparedJob,
@@ -236,6 +239,7 @@ impl<'a> JobRecord<'a> {
         duration: Duration,
         finished: &'a str,
         result: &'a str,
+        url: &'a str,
     ) -> Self {
         JobRecord {
             details,
@@ -245,7 +249,7 @@ impl<'a> JobRecord<'a> {
             parameters: &job.request.parameters,
             result,
             unique: &job.request.unique,
-            url: &job.url,
+            url,
             worker: &config.worker_name,
         }
     }
@@ -277,22 +281,27 @@ pub fn finish(
     cancel: &CancelToken,
     report: &mut dyn FnMut(&JobOutcome),
 ) -> JobOutcome {
-    let (mut result, details) = verdict(ran.outcome, cancel, &job.request.unique);
+    let (result, details) = verdict(ran.outcome, cancel, &job.request.unique);
+    // Nothing published carries a secret, nor does the result.
+    let secrets = secret_forms(config, job);
+    let mut result = secrets.mask(&result);
+    let details = secrets.mask_value(details);
     let duration = started.elapsed();
     let finished = crate::timestamp_now();
+    let url = report_url(job);
     if ran.results_made {
-        let record = JobRecord::of(config, job, &details, duration, &finished, &result);
-        if let Err(e) = write_results(config, job, &record) {
+        let record = JobRecord::of(config, job, &details, duration, &finished, &result, &url);
+        if let Err(e) = write_results(config, job, &record, &secrets) {
             tracing::error!(unique = %job.request.unique, "{e}");
             result = results::infrastructure(&results::cannot_write_results(e));
         }
     }
-    let record = JobRecord::of(config, job, &details, duration, &finished, &result);
+    let record = JobRecord::of(config, job, &details, duration, &finished, &result, &url);
     let history_line = history_line(&record);
     let outcome = JobOutcome {
         result,
         details,
-        url: job.url.clone(),
+        url,
         results_dir: job.job_dir.clone(),
         duration,
     };
@@ -332,9 +341,68 @@ fn verdict(
 /// full, directory gone) fail: Zuul must not hear SUCCESS for a job whose record or logs are
 /// not there, nor a verdict on the change for the worker's fault (the caller makes it an
 /// infrastructure result: Zuul runs the build again).
-fn write_results(config: &Config, job: &PreparedJob, record: &JobRecord<'_>) -> Result<(), String> {
+fn write_results(
+    config: &Config,
+    job: &PreparedJob,
+    record: &JobRecord<'_>,
+    secrets: &Secrets,
+) -> Result<(), String> {
     write_summary(&job.job_dir, record)?;
+    mask_results(&job.job_dir, secrets)?;
     publish(config, &job.job_dir, &job.log_path)
+}
+
+/// The report page a plugin may leave in its results (the gate's `index.html`).
+pub const REPORT_PAGE: &str = "index.html";
+
+/// What Zuul gets as the build's `url` once the job ended: its report page when the plugin
+/// left one (the page works from a file, so a `file://` URL opens it too), else the logs'
+/// directory.
+fn report_url(job: &PreparedJob) -> String {
+    if job.job_dir.join(REPORT_PAGE).is_file() {
+        format!("{}{REPORT_PAGE}", job.url)
+    } else {
+        job.url.clone()
+    }
+}
+
+/// Every form a secret of this job may take in a published file: the job config's secrets
+/// (its `connection.password` and the keys its `secret_keys` mark) and the publishing
+/// target's own ([`PublishLogs::secrets`]).
+fn secret_forms(config: &Config, job: &PreparedJob) -> Secrets {
+    let mut values = secrets::values(&job.runner.config.config);
+    values.extend(config.publish_logs.secrets());
+    Secrets::new(values)
+}
+
+/// Masks every secret in every file of the results (the work dir left out), in place: what is
+/// published is a copy of them, and the job dir itself is what a `file://` URL shows.
+fn mask_results(results_dir: &Path, secrets: &Secrets) -> Result<(), String> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    mask_dir(results_dir, secrets, true)
+        .map_err(|e| format!("cannot mask secrets in {}: {e}", results_dir.display()))
+}
+
+fn mask_dir(dir: &Path, secrets: &Secrets, top: bool) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if top && entry.file_name() == WORK_DIR {
+                continue;
+            }
+            mask_dir(&entry.path(), secrets, false)?;
+        } else if kind.is_file() {
+            let path = entry.path();
+            let bytes = std::fs::read(&path)?;
+            if let Some(masked) = secrets.mask_bytes(&bytes) {
+                std::fs::write(&path, masked)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The job's history line (ending with `\n`); `None` (logged) if it cannot be serialised.

@@ -365,7 +365,13 @@ fn run_job(
     Ok(match outcome {
         Ok(o) => {
             println!("result: {}", o.result);
-            println!("logs: {}", o.url);
+            match o.url.strip_suffix(turbo_hipster::jobs::REPORT_PAGE) {
+                Some(dir) => {
+                    println!("logs: {dir}");
+                    println!("report: {}", o.url);
+                }
+                None => println!("logs: {}", o.url),
+            }
             println!("duration: {} ms", o.duration.as_millis());
             exit_code(o.is_success())
         }

@@ -29,7 +29,8 @@ fn results_dir(t: &str) -> PathBuf {
         .lines()
         .find_map(|l| l.strip_prefix("url: file://"))
         .unwrap_or_else(|| panic!("no url in:\n{t}"));
-    PathBuf::from(url)
+    // The URL Zuul gets is the job's report page, in its results directory.
+    PathBuf::from(url.strip_suffix("index.html").unwrap_or(url))
 }
 
 /// Runs one build; the returned `Setup` keeps the job directories alive.

@@ -167,6 +167,7 @@ fn assert_retried(
 /// The results directory of a finished build, from its history record.
 fn results_dir(record: &Value) -> std::path::PathBuf {
     let url = record["url"].as_str().unwrap();
+    let url = url.strip_suffix("index.html").unwrap_or(url);
     Path::new(url.strip_prefix("file://").unwrap()).to_path_buf()
 }
 

@@ -40,6 +40,7 @@
 
 mod connection;
 pub mod says;
+pub mod secrets;
 #[cfg(test)]
 mod tests;
 

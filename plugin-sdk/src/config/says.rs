@@ -101,3 +101,8 @@ pub fn show(v: &Value) -> String {
         s
     }
 }
+
+/// A key path (in `secret_keys`) naming no key of the configuration it belongs to.
+pub fn names_no_key(path: &str) -> String {
+    format!("\"{path}\" names no key of this job's configuration")
+}

@@ -43,8 +43,9 @@
 //!    A cancelled job (Zuul stop, shutdown) ends `ABORTED`.
 //! 6. **The results directory** holds `git_prep.log`, one `<dataset>.log` per dataset,
 //!    `task_output.log` (written by the daemon from the plugin's log lines),
-//!    `summary.json` ([`report`] documents its schema) and `summary.txt` (a table of every
-//!    migration with its duration, limit and status). The outcome's details carry the same
+//!    `summary.json` ([`report`] documents its schema), `summary.txt` (a table of every
+//!    migration with its duration, limit and status) and `index.html`, the report page the
+//!    daemon sends Zuul as the build's URL ([`report::html`]). The outcome's details carry the same
 //!    summary, plus the table as `table`.
 //!
 //! ## Job configuration

@@ -116,6 +116,12 @@ pub fn is_failure(line: &str) -> bool {
     line.starts_with("FAILURE")
 }
 
+/// Whether `line` is a warning (its dataset's `<name>: ` prefix allowed): the change is not
+/// blocked by it.
+pub fn is_warning(line: &str) -> bool {
+    line.starts_with("WARNING - ") || line.contains(": WARNING - ")
+}
+
 /// The datasets directory holds datasets that do not load.
 pub fn invalid_datasets(problems: &[String]) -> String {
     format!("FAILURE - invalid datasets: {}", problems.join("; "))

@@ -1,5 +1,5 @@
-//! What a job leaves in its results directory besides the logs: `summary.json` (for tools)
-//! and `summary.txt` (for people).
+//! What a job leaves in its results directory besides the logs: `summary.json` (for tools),
+//! `summary.txt` (for people) and the report page `index.html` ([`html`]).
 //!
 //! ## `summary.json`, schema 1
 //!
@@ -66,6 +66,8 @@
 //! - Timestamps are local time, `YYYY-MM-DD HH:MM:SS,mmm`, as in the logs.
 //!
 //! Fields may be added within schema 1; a change of meaning bumps `schema`.
+
+pub mod html;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -18,7 +18,7 @@ use turbo_hipster_sdk::{Context, Job, Outcome, PluginError};
 use crate::dataset::{self, Dataset};
 use crate::dataset_run::{self, DatasetJob, DatasetOutcome};
 use crate::messages;
-use crate::report::{DatasetSummary, JobSummary, SCHEMA, SUMMARY_JSON, SUMMARY_TXT};
+use crate::report::{html, DatasetSummary, JobSummary, SCHEMA, SUMMARY_JSON, SUMMARY_TXT};
 use crate::settings::Settings;
 
 /// The log of the checkout, in the results directory.
@@ -512,6 +512,17 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
         Err(e) => tracing::warn!("cannot serialise the summary: {e}"),
     }
     write_file(&dirs.results_dir.join(SUMMARY_TXT), &text);
+    // The daemon adds task_output.log and job.json to the published results.
+    let files = [
+        GIT_LOG,
+        SUMMARY_JSON,
+        SUMMARY_TXT,
+        "task_output.log",
+        "job.json",
+    ];
+    if let Err(e) = html::write_index(&summary, &dirs.results_dir, &dataset_run::log_name, &files) {
+        tracing::warn!("cannot write the report page {}: {e}", html::INDEX_HTML);
+    }
     tracing::info!("result: {}", summary.result.replace('\n', " | "));
     let mut details = match json {
         Value::Object(map) => map,
@@ -526,7 +537,11 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
                 .iter()
                 .map(|d| dataset_run::log_name(&d.name)),
         )
-        .chain([SUMMARY_JSON.to_string(), SUMMARY_TXT.to_string()])
+        .chain([
+            SUMMARY_JSON.to_string(),
+            SUMMARY_TXT.to_string(),
+            html::INDEX_HTML.to_string(),
+        ])
         .filter(|name| dirs.results_dir.join(name).is_file())
         .collect();
     details.insert("logs".into(), serde_json::json!(logs));
