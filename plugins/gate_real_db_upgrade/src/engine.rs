@@ -17,10 +17,12 @@
 //! `Send + Sync`; several dataset threads may use one at once.
 
 mod client;
+mod counters;
 mod golden;
 pub mod instance_claims;
 mod kind;
 mod locks;
+mod observation;
 mod mysql;
 mod postgres;
 mod private_server;
@@ -38,7 +40,9 @@ use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
 pub use golden::GoldenState;
 pub use kind::Engine;
+pub use counters::{CounterReader, Reading, SPLIT as COUNTER_SPLIT, WAL_BYTES};
 pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
+pub use observation::{Cut, Observation};
 pub use private_server::{
     version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES,
 };

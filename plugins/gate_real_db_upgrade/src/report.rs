@@ -262,6 +262,11 @@ pub struct DatasetSummary {
     /// How the run's database was made (`{method, seconds, golden}`); absent when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioning: Option<crate::provisioning::Provisioned>,
+    /// Where the migrations' `counters` were read (`null` when work was not counted).
+    pub counters_source: Option<String>,
+    /// `database`: the counters are the run database's own; `server`: server-wide, other
+    /// sessions' work included; `database (WAL: server)` on PostgreSQL.
+    pub counters_scope: Option<String>,
 }
 
 /// The whole job.

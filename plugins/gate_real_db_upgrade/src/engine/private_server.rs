@@ -321,7 +321,15 @@ impl Instance<'_> {
             ))
             // A cold buffer pool: nothing loaded from (nor dumped to) `ib_buffer_pool`.
             .arg("--innodb-buffer-pool-load-at-startup=OFF")
-            .arg("--innodb-buffer-pool-dump-at-shutdown=OFF");
+            .arg("--innodb-buffer-pool-dump-at-shutdown=OFF")
+            // Per-table row counts of the run's schema (engine/counters.rs), and nothing else
+            // of performance_schema: counted, not timed.
+            .arg("--performance-schema=ON")
+            .arg("--performance-schema-instrument=%=OFF")
+            .arg("--performance-schema-instrument=wait/io/table/sql/handler=COUNTED")
+            .arg("--performance-schema-consumer-events-statements-current=OFF")
+            .arg("--performance-schema-consumer-thread-instrumentation=OFF")
+            .arg("--performance-schema-consumer-statements-digest=OFF");
         if nix::unistd::geteuid().is_root() {
             cmd.arg("--user=root");
         }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use turbo_hipster_sdk::config::{Checker, Unknown};
 
 use super::{Dataset, DatasetDefaults};
-use crate::limits::{KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS};
+use crate::limits::{KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS, KEY_WAL_BYTES};
 
 const TOP_KEYS: &[&str] = &[
     "project",
@@ -35,6 +35,7 @@ const TOP_KEYS: &[&str] = &[
     KEY_ROWS_CHANGED,
     KEY_ROWS_READ,
     KEY_LOCK_HOLD,
+    KEY_WAL_BYTES,
     super::KEY_LOCK_SAMPLE,
     "timeout",
     "provisioning",
