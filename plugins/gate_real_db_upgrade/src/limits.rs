@@ -387,7 +387,7 @@ mod tests {
             rows_changed: Some(read("c", json!({"default": 10, "2": 100})).unwrap()),
             rows_read: Some(read("r", json!({"default": 10})).unwrap()),
             lock_hold: None,
-            wal_bytes: Some(read("w", json!({"default": 1000, "4": 5000})).unwrap()),
+            wal_bytes: Some(read("w", json!({"default": 1000, "5": 5000})).unwrap()),
         };
         let migrations = vec![
             // 4 + 4 + 3 = 11 > 10; read 10 = 10 is fine.
@@ -413,7 +413,7 @@ mod tests {
             record("2", "3", 1, &[]),
             // PostgreSQL names.
             record("3", "4", 1, &[("tup_inserted", 20), ("tup_returned", 30)]),
-            // WAL: 5000 is within the "4" key; 1001 over the default. MariaDB userstat's
+            // WAL: 5000 is within the "5" key; 1001 over the default. MariaDB userstat's
             // rows_changed stands for the split.
             record("4", "5", 1, &[("wal_bytes", 5000), ("rows_changed", 11)]),
             record("5", "6", 1, &[("wal_bytes", 1001)]),

@@ -153,6 +153,26 @@ pub struct HoldSummary {
 }
 
 impl MigrationSummary {
+    /// The work counted, for the human summary: `read N, changed N` (and `, WAL N B` on
+    /// PostgreSQL), `-` when not counted.
+    pub fn work(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = crate::limits::rows_read(&self.counters) {
+            parts.push(format!("read {n}"));
+        }
+        if let Some(n) = crate::limits::rows_changed(&self.counters) {
+            parts.push(format!("changed {n}"));
+        }
+        if let Some(n) = crate::limits::wal_bytes(&self.counters) {
+            parts.push(format!("WAL {n} B"));
+        }
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// The blocking holds, `ACCESS EXCLUSIVE orders 4.1 s, …`, or `-`.
     fn blocking_locks(&self) -> String {
         let holds: Vec<String> = self
@@ -292,7 +312,7 @@ impl JobSummary {
 
     /// The human summary: a table of every migration, then the result.
     pub fn to_text(&self) -> String {
-        let mut rows: Vec<[String; 8]> = vec![[
+        let mut rows: Vec<[String; 9]> = vec![[
             "dataset".into(),
             "phase".into(),
             "migration".into(),
@@ -301,6 +321,7 @@ impl JobSummary {
             "limit s".into(),
             "status".into(),
             "blocking locks".into(),
+            "work".into(),
         ]];
         for d in &self.datasets {
             for m in &d.migrations {
@@ -315,10 +336,11 @@ impl JobSummary {
                         .map_or_else(|| "-".into(), |l| l.to_string()),
                     m.status.as_str().to_string(),
                     m.blocking_locks(),
+                    m.work(),
                 ]);
             }
         }
-        let mut widths = [0usize; 8];
+        let mut widths = [0usize; 9];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -374,6 +396,11 @@ impl JobSummary {
                     format!(": {}", d.result_lines.join("; "))
                 }
             );
+        }
+        for d in &self.datasets {
+            if let (Some(source), Some(scope)) = (&d.counters_source, &d.counters_scope) {
+                let _ = writeln!(out, "{}: work counted from {source} (scope: {scope})", d.name);
+            }
         }
         let _ = writeln!(out, "\nresult:\n{}", self.result);
         out
@@ -433,6 +460,12 @@ mod tests {
             "2020-01-01 00:00:00,000",
             Some("2020-01-01 00:00:01,500"),
         );
+        let mut r = r;
+        r.counters = BTreeMap::from([
+            ("Innodb_rows_read".to_string(), 7),
+            ("Innodb_rows_inserted".to_string(), 3),
+            ("wal_bytes".to_string(), 100),
+        ]);
         let summary = JobSummary {
             schema: SCHEMA,
             project: "example/shop".into(),
@@ -459,6 +492,8 @@ mod tests {
                     golden: None,
                     shared_seconds: 0.0,
                 }),
+                counters_source: Some("pg_stat_user_tables".into()),
+                counters_scope: Some("database".into()),
             }],
         };
         let json = summary.to_json();
@@ -474,6 +509,11 @@ mod tests {
         let text = summary.to_text();
         assert!(text.contains("1->2"), "{text}");
         assert!(text.contains("1500"), "{text}");
+        assert!(text.contains("read 7, changed 3, WAL 100 B"), "{text}");
+        assert!(
+            text.contains("example: work counted from pg_stat_user_tables (scope: database)"),
+            "{text}"
+        );
         assert!(text.ends_with("result:\nSUCCESS\n"), "{text}");
     }
 }
