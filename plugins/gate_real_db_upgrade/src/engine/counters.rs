@@ -74,10 +74,15 @@ const PG_TABLES: &str = "\
 /// The server's WAL insert position in bytes.
 const PG_WAL: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint";
 
-/// The other sessions on the database connected to.
+/// The other sessions on the database connected to, but those given (the worker's own).
 const PG_OTHERS: &str = "\
     SELECT count(*) FROM pg_stat_activity \
-    WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> ALL($1)";
+
+/// The sessions on the database connected to now: when the reader starts, the worker's own
+/// (the lock sampler's).
+const PG_SESSIONS: &str = "\
+    SELECT pid FROM pg_stat_activity WHERE datname = current_database()";
 
 /// How long [`CounterReader::settle`] waits for the tool's sessions to publish their counts.
 const SETTLE_LIMIT: Duration = Duration::from_secs(3);
@@ -131,7 +136,8 @@ enum Source {
     PerfSchema(MySqlConnection, String),
     UserStat(MySqlConnection, String),
     Global(MySqlConnection),
-    Postgres(PgConnection),
+    /// With the sessions that were there when it started (the worker's own).
+    Postgres(PgConnection, Vec<i32>),
 }
 
 /// A side connection reading one run's counters.
@@ -175,17 +181,18 @@ impl CounterReader {
         on_runtime(&self.runtime, || read(ep, source))
     }
 
-    /// PostgreSQL: waits (at most 3 s) until the database's other sessions (the tool's) have
-    /// gone, then a moment for their exit to publish their counts; others: nothing.
+    /// PostgreSQL: waits (at most 3 s) until the database's sessions that were not there when
+    /// the reader started (the tool's) have gone, then a moment for their exit to publish their counts; others: nothing.
     pub fn settle(&self) {
         let mut guard = self.source.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(Source::Postgres(conn)) = guard.as_mut() else {
+        let Some(Source::Postgres(conn, ours)) = guard.as_mut() else {
             return;
         };
         let deadline = Instant::now() + SETTLE_LIMIT;
         let _ = on_runtime(&self.runtime, || async {
             while Instant::now() < deadline {
                 let others: i64 = sqlx::query_scalar(PG_OTHERS)
+                    .bind(&*ours)
                     .fetch_one(&mut *conn)
                     .await
                     .unwrap_or(0);
@@ -214,7 +221,7 @@ impl Drop for CounterReader {
                     Source::PerfSchema(c, _) | Source::UserStat(c, _) | Source::Global(c) => {
                         let _ = c.close().await;
                     }
-                    Source::Postgres(c) => {
+                    Source::Postgres(c, _) => {
                         let _ = c.close().await;
                     }
                 }
@@ -276,7 +283,7 @@ async fn read(ep: &Endpoint, source: &mut Source) -> Result<Reading, EngineError
         Source::Global(_) => {
             reading.totals = super::mysql::counters(ep).await?;
         }
-        Source::Postgres(conn) => {
+        Source::Postgres(conn, _) => {
             sqlx::raw_sql("SELECT pg_stat_clear_snapshot()")
                 .execute(&mut *conn)
                 .await
@@ -377,10 +384,22 @@ impl Server {
                 (ep, source, name, scope, names)
             }
             Backend::Postgres(ep) => {
-                let conn = on_runtime(&runtime, || super::postgres::connect_to(&ep, db))?;
+                let (conn, ours) = on_runtime(&runtime, || async {
+                    let mut conn = super::postgres::connect_to(&ep, db).await?;
+                    match sqlx::query_scalar::<_, i32>(PG_SESSIONS)
+                        .fetch_all(&mut conn)
+                        .await
+                    {
+                        Ok(ours) => Ok((conn, ours)),
+                        Err(e) => {
+                            let _ = conn.close().await;
+                            Err(super::postgres::classify_error(&ep, &e))
+                        }
+                    }
+                })?;
                 (
                     ep,
-                    Source::Postgres(conn),
+                    Source::Postgres(conn, ours),
                     "pg_stat_user_tables, pg_current_wal_insert_lsn()",
                     "database (WAL: server)",
                     &SPLIT[..],
