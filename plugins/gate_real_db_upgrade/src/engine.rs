@@ -22,8 +22,8 @@ mod golden;
 pub mod instance_claims;
 mod kind;
 mod locks;
-mod observation;
 mod mysql;
+mod observation;
 mod postgres;
 mod private_server;
 mod seed;
@@ -38,9 +38,9 @@ use std::time::Duration;
 
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
+pub use counters::{CounterReader, Reading, SPLIT as COUNTER_SPLIT, WAL_BYTES};
 pub use golden::GoldenState;
 pub use kind::Engine;
-pub use counters::{CounterReader, Reading, SPLIT as COUNTER_SPLIT, WAL_BYTES};
 pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
 pub use observation::{Cut, Observation};
 pub use private_server::{

@@ -399,7 +399,11 @@ impl JobSummary {
         }
         for d in &self.datasets {
             if let (Some(source), Some(scope)) = (&d.counters_source, &d.counters_scope) {
-                let _ = writeln!(out, "{}: work counted from {source} (scope: {scope})", d.name);
+                let _ = writeln!(
+                    out,
+                    "{}: work counted from {source} (scope: {scope})",
+                    d.name
+                );
             }
         }
         let _ = writeln!(out, "\nresult:\n{}", self.result);

@@ -87,7 +87,10 @@ fn mariadb_private_server_with_and_without_performance_schema() {
     let mut on = start("on", &profile);
     let mut off = start("off", &off_profile);
     let db = "bench_counters";
-    let servers = [("counted (performance_schema on)", &on), ("not counted (off)", &off)];
+    let servers = [
+        ("counted (performance_schema on)", &on),
+        ("not counted (off)", &off),
+    ];
     let mut times = vec![Vec::new(); 2];
     for (_, private) in &servers {
         private
@@ -123,7 +126,10 @@ fn mariadb_private_server_with_and_without_performance_schema() {
     );
     for (i, name) in names.iter().enumerate() {
         let t = median(times[i].clone());
-        println!("  {name:>32}: {t:.3} s ({:+.1} %)", (t / base - 1.0) * 100.0);
+        println!(
+            "  {name:>32}: {t:.3} s ({:+.1} %)",
+            (t / base - 1.0) * 100.0
+        );
     }
 }
 

@@ -91,7 +91,12 @@ fn assert_big_counts(run: &JobRun, rows: i64, insert_reads: i64, scan_end: i64) 
     let m = run.migrations(0);
     assert_eq!(m.len(), 4, "{}", run.describe());
     assert_eq!(split(run, 1), [insert_reads, rows, 0, 0], "{}", m[1]);
-    assert_eq!(split(run, 2), [rows + scan_end, 0, 0, rows / 10], "{}", m[2]);
+    assert_eq!(
+        split(run, 2),
+        [rows + scan_end, 0, 0, rows / 10],
+        "{}",
+        m[2]
+    );
     assert_eq!(
         split(run, 3),
         [rows - rows / 10 + scan_end, 0, rows / 10, 0],
@@ -289,7 +294,10 @@ fn alembic_counts(
         "acme/counters",
         &[
             ("alembic/env.py", ALEMBIC_ENV_PY),
-            ("alembic/versions/a_big.py", &revision(REV_A, "None", &insert)),
+            (
+                "alembic/versions/a_big.py",
+                &revision(REV_A, "None", &insert),
+            ),
         ],
     );
     let change = world.propose(

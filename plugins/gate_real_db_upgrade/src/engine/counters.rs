@@ -37,7 +37,7 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection as _;
 
-use super::{Backend, EngineError, Endpoint, Server};
+use super::{Backend, Endpoint, EngineError, Server};
 
 /// The counter names of a four-way split (rows read, inserted, updated, deleted).
 pub const SPLIT: [&str; 4] = [
@@ -106,8 +106,7 @@ impl Reading {
             let mut sums = vec![0i64; names.len()];
             for (table, values) in &after.tables {
                 let before = self.tables.get(table);
-                let went_down = before
-                    .is_some_and(|b| b.iter().zip(values).any(|(b, a)| a < b));
+                let went_down = before.is_some_and(|b| b.iter().zip(values).any(|(b, a)| a < b));
                 for (i, sum) in sums.iter_mut().enumerate() {
                     let a = values.get(i).copied().unwrap_or(0);
                     let b = if went_down {
@@ -441,11 +440,19 @@ mod tests {
     #[test]
     fn deltas_sum_tables_new_ones_from_zero_recreated_ones_from_zero() {
         let before = reading(
-            &[("a", &[10, 5, 0, 0]), ("gone", &[7, 7, 7, 7]), ("re", &[9, 9, 0, 0])],
+            &[
+                ("a", &[10, 5, 0, 0]),
+                ("gone", &[7, 7, 7, 7]),
+                ("re", &[9, 9, 0, 0]),
+            ],
             &[("wal_bytes", 1000)],
         );
         let after = reading(
-            &[("a", &[15, 6, 2, 0]), ("new", &[0, 100, 0, 1]), ("re", &[1, 3, 0, 0])],
+            &[
+                ("a", &[15, 6, 2, 0]),
+                ("new", &[0, 100, 0, 1]),
+                ("re", &[1, 3, 0, 0]),
+            ],
             &[("wal_bytes", 5000)],
         );
         let d = before.delta(&after, &SPLIT);

@@ -51,7 +51,11 @@ impl Observation {
     /// counters: `None` at the first cut, or when the reading failed, which also makes the
     /// next cut's `None`).
     pub fn cut(&self) -> Cut {
-        let locks = self.locks.as_ref().map(LockObserver::cut).unwrap_or_default();
+        let locks = self
+            .locks
+            .as_ref()
+            .map(LockObserver::cut)
+            .unwrap_or_default();
         let Some(reader) = &self.counters else {
             return Cut {
                 locks,

@@ -10,8 +10,7 @@ use crate::dataset::check::ref_problem;
 use crate::dataset::{lock_sample_interval, Cache, Provisioning, KEY_LOCK_SAMPLE, TIMEOUT_RANGE};
 use crate::engine::Engine;
 use crate::limits::{
-    LimitTable, Limits, KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS,
-    KEY_WAL_BYTES,
+    LimitTable, Limits, KEY_LOCK_HOLD, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS, KEY_WAL_BYTES,
 };
 
 /// `upgrade_path`: git refs to migrate through first, in order.
