@@ -1191,6 +1191,10 @@ impl Run<'_, '_> {
         if self.job.dataset.engine == Engine::Sqlite {
             return None;
         }
+        if !self.job.dataset.count_work {
+            self.note("work counters off (count_work: false)");
+            return None;
+        }
         match self.server.count_work(self.db) {
             Ok(reader) => {
                 self.note(&format!(

@@ -4,7 +4,8 @@
 //!   starts with (table I/O only, counted, not timed). The cost is paid by every row the
 //!   migration touches, so the same migration (insert `TH_BENCH_COUNTER_ROWS` rows, default
 //!   300000, update them all, delete a tenth) runs on two private servers, one as runs get it
-//!   and one started with `performance_schema=OFF`, alternately, three times each; prints the
+//!   and one as `count_work: false` starts it (no `performance_schema`), alternately, three
+//!   times each; prints the
 //!   median wall time of each and the overhead.
 //! - PostgreSQL: the server counts rows whether anyone reads the counts or not; the cost is
 //!   the reading at each migration boundary ([`Observation::cut`]): prints the median time of
@@ -66,30 +67,27 @@ fn mariadb_private_server_with_and_without_performance_schema() {
         }
     };
     let profile = shared.profile().unwrap();
-    let mut off_profile = profile.clone();
-    off_profile
-        .variables
-        .insert("performance_schema".into(), "OFF".into());
     let tmp = tempfile::tempdir().unwrap();
-    let start = |name: &str, profile| {
+    let start = |name: &str, count_work| {
         let instance = Instance {
             binaries,
             dir: tmp.path().join(name),
             engine: Engine::MariaDb,
-            profile,
+            profile: &profile,
             user: "bench".into(),
             password: "bench-pw".into(),
             via_socket: false,
+            count_work,
         };
         instance.install().unwrap();
         instance.start(None, &NeverCancelled).unwrap()
     };
-    let mut on = start("on", &profile);
-    let mut off = start("off", &off_profile);
+    let mut on = start("on", true);
+    let mut off = start("off", false);
     let db = "bench_counters";
     let servers = [
         ("counted (performance_schema on)", &on),
-        ("not counted (off)", &off),
+        ("count_work: false (off)", &off),
     ];
     let mut times = vec![Vec::new(); 2];
     for (_, private) in &servers {

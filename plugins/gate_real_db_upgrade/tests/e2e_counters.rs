@@ -372,3 +372,29 @@ fn mariadb_private_servers_two_jobs_at_once_each_count_their_own_rows() {
         assert_big_counts(run, rows, rows, 1);
     }
 }
+
+/// `count_work: false`: nothing is counted (no counters in the summary, no source) and the
+/// log says so.
+#[test]
+fn mariadb_count_work_off_counts_nothing() {
+    let world = example_world(Engine::MariaDb, json!({}), json!({"count_work": false}));
+    let change = world.propose(
+        "example/shop",
+        &[(
+            "migrations/004_small.sql",
+            "CREATE TABLE small (id INTEGER);\n",
+        )],
+    );
+    let run = world.run("example/shop", &change);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let ds = &run.summary["datasets"][0];
+    assert_eq!(ds["counters_source"], Value::Null, "{ds}");
+    for m in run.migrations(0) {
+        assert_eq!(m["counters"], json!({}), "{m}");
+    }
+    let log = run.file("example.log");
+    assert!(
+        log.contains("work counters off (count_work: false)"),
+        "{log}"
+    );
+}

@@ -37,6 +37,7 @@ const TOP_KEYS: &[&str] = &[
     KEY_LOCK_HOLD,
     KEY_WAL_BYTES,
     super::KEY_LOCK_SAMPLE,
+    super::KEY_COUNT_WORK,
     "timeout",
     "provisioning",
     "cache",
@@ -69,6 +70,10 @@ pub(super) fn dataset(
     let cache = schedule::cache(c, obj.get("cache"), engine);
     let lock_sample =
         schedule::lock_sample(c, obj.get(super::KEY_LOCK_SAMPLE), defaults.lock_sample);
+    let count_work = obj
+        .get(super::KEY_COUNT_WORK)
+        .map_or(Some(true), |v| c.boolean(super::KEY_COUNT_WORK, v))
+        .unwrap_or(true);
     Some(Dataset {
         name: name.to_string(),
         dir: dir.to_path_buf(),
@@ -87,5 +92,6 @@ pub(super) fn dataset(
         provisioning,
         cache,
         lock_sample,
+        count_work,
     })
 }
