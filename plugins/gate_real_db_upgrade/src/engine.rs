@@ -489,7 +489,9 @@ impl Server {
     }
 
     /// Work counters now (MySQL/MariaDB: `Innodb_rows_*` from SHOW GLOBAL STATUS; PostgreSQL:
-    /// `tup_*` of `pg_stat_database` for `name`; SQLite: empty).
+    /// `tup_*` of `pg_stat_database` for `name`; SQLite: empty). The runs count each
+    /// migration's work in their own database with [`Server::count_work`] instead; this is
+    /// the server-wide fallback it uses when nothing finer is available.
     ///
     /// MySQL/MariaDB counters are server-wide (as in the original), so runs sharing a server
     /// see each other's work. Servers without `Innodb_rows_*` (recent MariaDB such as 10.11

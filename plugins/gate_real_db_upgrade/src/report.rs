@@ -19,6 +19,8 @@
 //!       "duration_ms": 81234,
 //!       "final_version": "216",
 //!       "expected_version": "216",
+//!       "counters_source": "performance_schema.table_io_waits_summary_by_table",
+//!       "counters_scope": "database",
 //!       "migrations": [
 //!         {
 //!           "phase": "change",
@@ -27,7 +29,8 @@
 //!           "duration_ms": 1046, "limit_seconds": 137.0,
 //!           "status": "ok",
 //!           "messages": [],
-//!           "counters": {"Innodb_rows_read": 1200},
+//!           "counters": {"Innodb_rows_read": 1200, "Innodb_rows_inserted": 0,
+//!                        "Innodb_rows_updated": 300, "Innodb_rows_deleted": 0},
 //!           "locks": [
 //!             {"table": "orders", "strongest": "ACCESS EXCLUSIVE",
 //!              "longest_blocking": {"mode": "ACCESS EXCLUSIVE", "seconds": 4.1}, "waited": true}
@@ -49,7 +52,11 @@
 //! - `end` and `duration_ms` are `null` for a migration that never ended; `limit_seconds` is
 //!   `null` without a limit. `status`: `ok`, `too_long` (strictly over its limit) or
 //!   `unfinished`. `messages` are the warnings about this migration. `counters` are the work
-//!   counters' deltas over the migration, when known.
+//!   the migration did in the run's database (rows read, inserted, updated, deleted; on
+//!   PostgreSQL also `wal_bytes`), empty when not counted; `counters_source` says where they
+//!   were read and `counters_scope` whether they are the run database's own (`database`) or
+//!   server-wide (`server`), both `null` when nothing was counted
+//!   ([`crate::engine::CounterReader`]).
 //! - `locks`: per table, what the migration's sessions did to its locks while it ran (empty
 //!   when the locks were not observed or it took none): the `strongest` lock held, the
 //!   `longest_blocking` continuous hold of a lock that blocks reads or writes of the table

@@ -4,9 +4,9 @@
 //!   starts with (table I/O only, counted, not timed). The cost is paid by every row the
 //!   migration touches, so the same migration (insert `TH_BENCH_COUNTER_ROWS` rows, default
 //!   300000, update them all, delete a tenth) runs on two private servers, one as runs get it
-//!   and one as `count_work: false` starts it (no `performance_schema`), alternately, three
-//!   times each; prints the
-//!   median wall time of each and the overhead.
+//!   and one as `count_work: false` starts it (no `performance_schema`), alternately, five
+//!   times each; prints the median wall time and server CPU time (`/proc/<pid>/stat` of the
+//!   `mariadbd`: steadier than wall time on a shared machine) of each and the overhead.
 //! - PostgreSQL: the server counts rows whether anyone reads the counts or not; the cost is
 //!   the reading at each migration boundary ([`Observation::cut`]): prints the median time of
 //!   one cut with counters, and of one cut with everything off (nothing is read).
@@ -31,9 +31,33 @@ fn rows() -> u64 {
         .unwrap_or(300_000)
 }
 
+/// Rounds of each setting, alternating.
+const ROUNDS: usize = 5;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// CPU seconds process `pid` has used (user + system), from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (in parentheses): utime and stime are 14th and 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let hz: f64 = String::from_utf8(
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    ticks / hz
 }
 
 /// The migration: a fresh table of `rows()` rows, all updated, a tenth deleted; wall time.
@@ -90,6 +114,7 @@ fn mariadb_private_server_with_and_without_performance_schema() {
         ("count_work: false (off)", &off),
     ];
     let mut times = vec![Vec::new(); 2];
+    let mut cpu = vec![Vec::new(); 2];
     for (_, private) in &servers {
         private
             .server()
@@ -109,24 +134,29 @@ fn mariadb_private_server_with_and_without_performance_schema() {
         "performance_schema.table_io_waits_summary_by_table"
     );
     drop(reader);
-    for round in 0..3 {
+    for round in 0..ROUNDS {
         for (i, (_, private)) in servers.iter().enumerate() {
+            let pid = private.pid().unwrap();
+            let before = cpu_seconds(pid);
             times[i].push(migration(&private.server(), db, round));
+            cpu[i].push(cpu_seconds(pid) - before);
         }
     }
     let names = servers.map(|(name, _)| name);
     on.shut_down().unwrap();
     off.shut_down().unwrap();
     let base = median(times[1].clone());
+    let base_cpu = median(cpu[1].clone());
     println!(
-        "MariaDB private server, insert + update + delete of {} rows, median of 3:",
+        "MariaDB private server, insert + update + delete of {} rows, median of {ROUNDS}:",
         rows()
     );
     for (i, name) in names.iter().enumerate() {
-        let t = median(times[i].clone());
+        let (t, c) = (median(times[i].clone()), median(cpu[i].clone()));
         println!(
-            "  {name:>32}: {t:.3} s ({:+.1} %)",
-            (t / base - 1.0) * 100.0
+            "  {name:>32}: wall {t:.3} s ({:+.1} %), server CPU {c:.3} s ({:+.1} %)",
+            (t / base - 1.0) * 100.0,
+            (c / base_cpu - 1.0) * 100.0
         );
     }
 }
