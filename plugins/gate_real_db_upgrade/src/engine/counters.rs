@@ -134,7 +134,8 @@ impl Reading {
 enum Source {
     PerfSchema(MySqlConnection, String),
     UserStat(MySqlConnection, String),
-    Global(MySqlConnection),
+    /// `SHOW GLOBAL STATUS`, read through a connection of its own each time.
+    Global,
     /// With the sessions that were there when it started (the worker's own).
     Postgres(PgConnection, Vec<i32>),
 }
@@ -217,9 +218,10 @@ impl Drop for CounterReader {
         if let Some(source) = source {
             let _ = on_runtime(&self.runtime, || async {
                 match source {
-                    Source::PerfSchema(c, _) | Source::UserStat(c, _) | Source::Global(c) => {
+                    Source::PerfSchema(c, _) | Source::UserStat(c, _) => {
                         let _ = c.close().await;
                     }
+                    Source::Global => {}
                     Source::Postgres(c, _) => {
                         let _ = c.close().await;
                     }
@@ -279,7 +281,7 @@ async fn read(ep: &Endpoint, source: &mut Source) -> Result<Reading, EngineError
                 reading.tables.insert(t, vec![r, c]);
             }
         }
-        Source::Global(_) => {
+        Source::Global => {
             reading.totals = super::mysql::counters(ep).await?;
         }
         Source::Postgres(conn, _) => {
@@ -363,7 +365,8 @@ async fn mysql_source(
             &USERSTAT,
         ));
     }
-    Ok((Source::Global(conn), "SHOW GLOBAL STATUS", "server", &[]))
+    let _ = conn.close().await;
+    Ok((Source::Global, "SHOW GLOBAL STATUS", "server", &[]))
 }
 
 impl Server {
