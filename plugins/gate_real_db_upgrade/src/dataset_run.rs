@@ -33,7 +33,7 @@ use crate::alembic;
 use crate::dataset::{Dataset, Migration};
 use crate::engine::rewrites::StatePoint;
 use crate::engine::Engine;
-use crate::engine::{EngineError, LockObserver, Server, TableLocks};
+use crate::engine::{Cut, EngineError, Observation, Server, TableLocks};
 use crate::limits;
 use crate::limits::Limits;
 use crate::logparse::LogFormat;
@@ -381,6 +381,8 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         expected_version: None,
         migrations: Vec::new(),
         provisioning: None,
+        counters_source: None,
+        counters_scope: None,
     };
     let log = match open_log(job) {
         Ok(log) => log,
@@ -634,8 +636,8 @@ impl Run<'_, '_> {
         (self.job.tick)();
         self.make_work_dir()?;
         // Dropped before the guard drops the database.
-        let observer = self.observe_locks();
-        let observer = observer.as_ref();
+        let observation = Observation::new(self.observe_locks(), self.count_work(summary));
+        let observer = &observation;
         for (i, reference) in self.job.dataset.upgrade_path.iter().enumerate() {
             let phase = self.upgrade_via(i, reference, observer)?;
             let end = self.phase_end(&phase);
@@ -849,7 +851,7 @@ impl Run<'_, '_> {
         &self,
         i: usize,
         reference: &str,
-        observer: Option<&LockObserver>,
+        observer: &Observation,
     ) -> Result<Phase, Stop> {
         let ds = self.job.dataset;
         self.note(&format!(
@@ -1134,7 +1136,7 @@ impl Run<'_, '_> {
         p
     }
 
-    fn run_phase(&self, phase: &str, checkout: &Path, observer: Option<&LockObserver>) -> Phase {
+    fn run_phase(&self, phase: &str, checkout: &Path, observer: &Observation) -> Phase {
         let out = match &self.job.dataset.migration {
             Migration::Tool {
                 argv,
@@ -1155,12 +1157,13 @@ impl Run<'_, '_> {
             }
         };
         self.log_locks(&out.records);
+        self.log_counters(&out.records);
         out
     }
 
     /// Starts observing the run database's locks (`lock_sample_interval`); off, with one
     /// note saying why, when the dataset turns it off or the server has no lock view.
-    fn observe_locks(&self) -> Option<LockObserver> {
+    fn observe_locks(&self) -> Option<crate::engine::LockObserver> {
         let ds = self.job.dataset;
         let every = ds.lock_sample?;
         if ds.engine == Engine::Sqlite {
@@ -1188,6 +1191,52 @@ impl Run<'_, '_> {
                 self.note(&format!("lock observation off: {e}"));
                 None
             }
+        }
+    }
+
+    /// Starts counting the run database's work per migration (on every server engine); off,
+    /// with one note saying why, when the server gives no counters. Where they come from and
+    /// whether they are the run's own (`database`) or server-wide go in the summary.
+    fn count_work(&self, summary: &mut DatasetSummary) -> Option<crate::engine::CounterReader> {
+        if self.job.dataset.engine == Engine::Sqlite {
+            return None;
+        }
+        if !self.job.dataset.count_work {
+            self.note("work counters off (count_work: false)");
+            return None;
+        }
+        match self.server.count_work(self.db) {
+            Ok(reader) => {
+                self.note(&format!(
+                    "counting work per migration from {} (scope: {})",
+                    reader.source(),
+                    reader.scope()
+                ));
+                summary.counters_source = Some(reader.source().to_string());
+                summary.counters_scope = Some(reader.scope().to_string());
+                Some(reader)
+            }
+            Err(e) => {
+                self.note(&format!("work counters off: {e}"));
+                None
+            }
+        }
+    }
+
+    /// One line per migration whose work was counted.
+    fn log_counters(&self, records: &[MigrationRecord]) {
+        for record in records.iter().filter(|r| !r.counters.is_empty()) {
+            let figures: Vec<String> = record
+                .counters
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            self.note(&format!(
+                "work: migration {}->{}: {}",
+                record.from,
+                record.to,
+                figures.join(" ")
+            ));
         }
     }
 
@@ -1262,7 +1311,7 @@ impl Run<'_, '_> {
         phase: &str,
         checkout: &Path,
         tool: &Tool<'_>,
-        observer: Option<&LockObserver>,
+        observer: &Observation,
     ) -> Phase {
         let Tool {
             argv,
@@ -1317,6 +1366,7 @@ impl Run<'_, '_> {
             .run(self.job.cancel);
         self.log_exit(&result, &mask);
         let finished = Local::now().naive_local();
+        observer.settle();
         cuts.cut(parser.open_migration());
         let parsed = parser.finish(finished);
         // Whether a migration was in progress when the output ended: one never ended, or the
@@ -1431,7 +1481,7 @@ impl Run<'_, '_> {
         checkout: &Path,
         dir: &Path,
         version_table: &str,
-        observer: Option<&LockObserver>,
+        observer: &Observation,
     ) -> Phase {
         let mut out = Phase::default();
         let dir = checkout.join(dir);
@@ -1455,7 +1505,7 @@ impl Run<'_, '_> {
             cancel: self.job.cancel,
             deadline: self.deadline,
             timeout: self.timeout,
-            locks: observer,
+            observation: observer,
         };
         let run = sqlfiles::apply(&target, &files);
         out.last_sql_file = run.last_file.clone();
@@ -1488,14 +1538,15 @@ struct Tool<'d> {
     log_format: &'d LogFormat,
 }
 
-/// The observation of a tool's run, cut at each migration boundary as the output is parsed:
-/// the locks observed since the last boundary belong to the migration that was in progress (to
-/// the migration itself when its start and end share a line; to none before the first start);
-/// the tables' states read at each boundary (rewrite detection, when on) are attributed by
+/// The observation of a tool's run (locks, work counters, tables' states), cut at each
+/// migration boundary as the output is parsed: what was observed since the last boundary
+/// belongs to the migration that was in progress (to the migration itself when its start and
+/// end share a line; to none before the first start); the tables' states read at each
+/// boundary (rewrite detection, when on) are attributed by
 /// [`crate::engine::rewrites::attribute`].
 struct LockCuts<'o> {
-    observer: Option<&'o LockObserver>,
-    cuts: BTreeMap<usize, Vec<TableLocks>>,
+    observer: &'o Observation,
+    cuts: BTreeMap<usize, Cut>,
     points: Vec<StatePoint>,
     /// The first failure to read the tables.
     tables_error: Option<String>,
@@ -1503,17 +1554,15 @@ struct LockCuts<'o> {
 
 impl<'o> LockCuts<'o> {
     /// Starts with a clean observation: what came before the phase belongs to no migration.
-    fn new(observer: Option<&'o LockObserver>) -> Self {
+    fn new(observer: &'o Observation) -> Self {
         let mut cuts = Self {
             observer,
             cuts: BTreeMap::new(),
             points: Vec::new(),
             tables_error: None,
         };
-        if let Some(observer) = observer {
-            observer.cut();
-            cuts.read_tables(observer, None);
-        }
+        observer.cut();
+        cuts.read_tables(None);
         cuts
     }
 
@@ -1534,18 +1583,15 @@ impl<'o> LockCuts<'o> {
 
     /// Cuts the observation, giving what it saw to migration `owner`.
     fn cut(&mut self, owner: Option<usize>) {
-        let Some(observer) = self.observer else {
-            return;
-        };
-        let locks = observer.cut();
-        self.read_tables(observer, owner);
+        let cut = self.observer.cut();
+        self.read_tables(owner);
         if let Some(owner) = owner {
-            self.cuts.insert(owner, locks);
+            self.cuts.insert(owner, cut);
         }
     }
 
-    fn read_tables(&mut self, observer: &LockObserver, owner: Option<usize>) {
-        let Some(read) = observer.tables() else {
+    fn read_tables(&mut self, owner: Option<usize>) {
+        let Some(read) = self.observer.tables() else {
             return;
         };
         let snapshot = read
@@ -1556,12 +1602,16 @@ impl<'o> LockCuts<'o> {
         self.points.push(StatePoint { owner, snapshot });
     }
 
-    /// Gives the records their locks and rewrites; the first failure to read the tables, if
-    /// any.
+    /// Gives the records their locks, counters and rewrites; the first failure to read the
+    /// tables, if any.
     fn attach(self, records: &mut [MigrationRecord]) -> Option<String> {
-        for (i, locks) in self.cuts {
+        for (i, cut) in self.cuts {
             if let Some(record) = records.get_mut(i) {
-                record.locks = locks;
+                record.locks = cut.locks;
+                // The run's own counters win over any the tool printed (server-wide ones).
+                if let Some(counters) = cut.counters {
+                    record.counters = counters;
+                }
             }
         }
         attach_rewrites(&self.points, records);
@@ -1686,7 +1736,8 @@ mod tests {
             );
         };
         let mut parser = StreamParser::new(LogFormat::SqlalchemyMigrate);
-        let mut cuts = LockCuts::new(Some(&observer));
+        let observation = Observation::new(Some(observer), None);
+        let mut cuts = LockCuts::new(&observation);
         let now = || Local::now().naive_local();
         hold("a");
         cuts.feed(&mut parser, now(), "1 -> 2... ");
@@ -1697,8 +1748,9 @@ mod tests {
         cuts.cut(parser.open_migration());
         let mut records = parser.finish(now()).migrations;
         cuts.attach(&mut records);
-        let (after, _) = observer.finish().unwrap();
+        let after = observation.cut().locks;
         assert!(after.is_empty(), "{after:?}");
+        drop(observation);
         psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
 
         let tables = |i: usize| -> Vec<(String, bool)> {

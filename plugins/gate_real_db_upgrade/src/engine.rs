@@ -17,11 +17,13 @@
 //! `Send + Sync`; several dataset threads may use one at once.
 
 mod client;
+mod counters;
 mod golden;
 pub mod instance_claims;
 mod kind;
 mod locks;
 mod mysql;
+mod observation;
 mod postgres;
 mod private_server;
 pub mod rewrites;
@@ -37,9 +39,11 @@ use std::time::Duration;
 
 use turbo_hipster_sdk::support::process::{Cancellation, NeverCancelled};
 
+pub use counters::{CounterReader, Reading, SPLIT as COUNTER_SPLIT, WAL_BYTES};
 pub use golden::GoldenState;
 pub use kind::Engine;
 pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
+pub use observation::{Cut, Observation};
 pub use private_server::{
     version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES,
 };
@@ -487,7 +491,9 @@ impl Server {
     }
 
     /// Work counters now (MySQL/MariaDB: `Innodb_rows_*` from SHOW GLOBAL STATUS; PostgreSQL:
-    /// `tup_*` of `pg_stat_database` for `name`; SQLite: empty).
+    /// `tup_*` of `pg_stat_database` for `name`; SQLite: empty). The runs count each
+    /// migration's work in their own database with [`Server::count_work`] instead; this is
+    /// the server-wide fallback it uses when nothing finer is available.
     ///
     /// MySQL/MariaDB counters are server-wide (as in the original), so runs sharing a server
     /// see each other's work. Servers without `Innodb_rows_*` (recent MariaDB such as 10.11

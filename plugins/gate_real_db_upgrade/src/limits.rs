@@ -1,5 +1,6 @@
 //! Per-migration limits: `maximum_migration_times` (seconds), `XInnodb_rows_changed`,
-//! `Innodb_rows_read`, `maximum_lock_hold` (seconds), `maximum_rewrite_bytes`. Keys `"151->152"`, `"152"` (destination only) or a revision id;
+//! `Innodb_rows_read`, `maximum_lock_hold` (seconds), `maximum_rewrite_bytes`,
+//! `maximum_wal_bytes`. Keys `"151->152"`, `"152"` (destination only) or a revision id;
 //! `default` otherwise; keys starting with `_` are comments. A limit fails only when strictly
 //! exceeded.
 //!
@@ -15,6 +16,9 @@
 //!   PostgreSQL counters: `tup_updated + tup_inserted + tup_deleted`);
 //! - rows read: `WARNING - Migration <from>-><to> read too many rows (N)` where N is the delta
 //!   of `Innodb_rows_read` (PostgreSQL: `tup_returned`);
+//! - WAL written (`maximum_wal_bytes`, PostgreSQL): `WARNING - Migration <from>-><to> wrote
+//!   too much WAL (N bytes)` where N is the `wal_bytes` counter
+//!   ([`crate::engine::CounterReader`]; server-wide);
 //! - lock hold (`maximum_lock_hold`, seconds): `WARNING - Migration <from>-><to> held <MODE>
 //!   lock on <table> for N s` for each table on which the migration held a lock blocking
 //!   reads or writes ([`crate::engine::Blocks`]) for strictly longer than the limit, without
@@ -47,6 +51,8 @@ pub const KEY_ROWS_READ: &str = "Innodb_rows_read";
 pub const KEY_LOCK_HOLD: &str = "maximum_lock_hold";
 /// The dataset key of the rewrite limits (bytes of a table a migration may rewrite).
 pub const KEY_REWRITE_BYTES: &str = "maximum_rewrite_bytes";
+/// The dataset key of the WAL limits (bytes per migration, PostgreSQL).
+pub const KEY_WAL_BYTES: &str = "maximum_wal_bytes";
 
 /// One table of limits.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -115,11 +121,14 @@ pub struct Limits {
     pub lock_hold: Option<LimitTable>,
     /// Bytes of a table (before the rewrite) a migration may rewrite.
     pub rewrite_bytes: Option<LimitTable>,
+    /// WAL bytes written per migration (PostgreSQL).
+    pub wal_bytes: Option<LimitTable>,
 }
 
 /// Rows changed by a migration from its counter deltas: `Innodb_rows_updated +
 /// Innodb_rows_inserted + Innodb_rows_deleted` (those present), else the PostgreSQL
-/// `tup_updated + tup_inserted + tup_deleted`; `None` when none of them was seen.
+/// `tup_updated + tup_inserted + tup_deleted`, else MariaDB `userstat`'s `rows_changed`;
+/// `None` when none of them was seen.
 pub fn rows_changed(counters: &BTreeMap<String, i64>) -> Option<i64> {
     sum_present(
         counters,
@@ -130,6 +139,12 @@ pub fn rows_changed(counters: &BTreeMap<String, i64>) -> Option<i64> {
         ],
     )
     .or_else(|| sum_present(counters, &["tup_updated", "tup_inserted", "tup_deleted"]))
+    .or_else(|| counters.get("rows_changed").copied())
+}
+
+/// WAL bytes written during a migration (`wal_bytes`); `None` when not counted.
+pub fn wal_bytes(counters: &BTreeMap<String, i64>) -> Option<i64> {
+    counters.get(crate::engine::WAL_BYTES).copied()
 }
 
 /// Rows read by a migration from its counter deltas: `Innodb_rows_read`, else the PostgreSQL
@@ -181,6 +196,11 @@ pub fn check(limits: &Limits, migrations: &[MigrationRecord]) -> Vec<String> {
         if let (Some(table), Some(n)) = (&limits.rows_read, rows_read(&m.counters)) {
             if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
                 warnings.push(messages::read_too_many_rows(&name, n));
+            }
+        }
+        if let (Some(table), Some(n)) = (&limits.wal_bytes, wal_bytes(&m.counters)) {
+            if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
+                warnings.push(messages::wrote_too_much_wal(&name, n));
             }
         }
         if let Some(limit) = limits
@@ -441,6 +461,7 @@ mod tests {
             rows_read: Some(read("r", json!({"default": 10})).unwrap()),
             lock_hold: None,
             rewrite_bytes: None,
+            wal_bytes: Some(read("w", json!({"default": 1000, "5": 5000})).unwrap()),
         };
         let migrations = vec![
             // 4 + 4 + 3 = 11 > 10; read 10 = 10 is fine.
@@ -466,6 +487,10 @@ mod tests {
             record("2", "3", 1, &[]),
             // PostgreSQL names.
             record("3", "4", 1, &[("tup_inserted", 20), ("tup_returned", 30)]),
+            // WAL: 5000 is within the "5" key; 1001 over the default. MariaDB userstat's
+            // rows_changed stands for the split.
+            record("4", "5", 1, &[("wal_bytes", 5000), ("rows_changed", 11)]),
+            record("5", "6", 1, &[("wal_bytes", 1001)]),
         ];
         assert_eq!(
             check(&limits, &migrations),
@@ -474,6 +499,8 @@ mod tests {
                 "WARNING - Migration 1->2 read too many rows (11)".to_string(),
                 "WARNING - Migration 3->4 changed too many rows (20)".to_string(),
                 "WARNING - Migration 3->4 read too many rows (30)".to_string(),
+                "WARNING - Migration 4->5 changed too many rows (11)".to_string(),
+                "WARNING - Migration 5->6 wrote too much WAL (1001 bytes)".to_string(),
             ]
         );
         // Without counter tables, no counter warnings at all.

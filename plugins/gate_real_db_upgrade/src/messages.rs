@@ -40,6 +40,11 @@ pub fn read_too_many_rows(migration: &str, rows: i64) -> String {
     format!("WARNING - Migration {migration} read too many rows ({rows})")
 }
 
+/// A migration wrote more WAL than its `maximum_wal_bytes` limit (PostgreSQL).
+pub fn wrote_too_much_wal(migration: &str, bytes: i64) -> String {
+    format!("WARNING - Migration {migration} wrote too much WAL ({bytes} bytes)")
+}
+
 /// A migration held a lock blocking reads or writes of `table` longer than its
 /// `maximum_lock_hold` limit.
 pub fn held_lock_too_long(migration: &str, mode: &str, table: &str, seconds: f64) -> String {

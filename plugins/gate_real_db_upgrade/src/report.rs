@@ -19,6 +19,8 @@
 //!       "duration_ms": 81234,
 //!       "final_version": "216",
 //!       "expected_version": "216",
+//!       "counters_source": "performance_schema.table_io_waits_summary_by_table",
+//!       "counters_scope": "database",
 //!       "migrations": [
 //!         {
 //!           "phase": "change",
@@ -27,7 +29,8 @@
 //!           "duration_ms": 1046, "limit_seconds": 137.0,
 //!           "status": "ok",
 //!           "messages": [],
-//!           "counters": {"Innodb_rows_read": 1200},
+//!           "counters": {"Innodb_rows_read": 1200, "Innodb_rows_inserted": 0,
+//!                        "Innodb_rows_updated": 300, "Innodb_rows_deleted": 0},
 //!           "locks": [
 //!             {"table": "orders", "strongest": "ACCESS EXCLUSIVE",
 //!              "longest_blocking": {"mode": "ACCESS EXCLUSIVE", "seconds": 4.1}, "waited": true}
@@ -50,7 +53,11 @@
 //! - `end` and `duration_ms` are `null` for a migration that never ended; `limit_seconds` is
 //!   `null` without a limit. `status`: `ok`, `too_long` (strictly over its limit) or
 //!   `unfinished`. `messages` are the warnings about this migration. `counters` are the work
-//!   counters' deltas over the migration, when known.
+//!   the migration did in the run's database (rows read, inserted, updated, deleted; on
+//!   PostgreSQL also `wal_bytes`), empty when not counted; `counters_source` says where they
+//!   were read and `counters_scope` whether they are the run database's own (`database`) or
+//!   server-wide (`server`), both `null` when nothing was counted
+//!   ([`crate::engine::CounterReader`]).
 //! - `locks`: per table, what the migration's sessions did to its locks while it ran (empty
 //!   when the locks were not observed or it took none): the `strongest` lock held, the
 //!   `longest_blocking` continuous hold of a lock that blocks reads or writes of the table
@@ -206,6 +213,26 @@ pub struct HoldSummary {
 }
 
 impl MigrationSummary {
+    /// The work counted, for the human summary: `read N, changed N` (and `, WAL N B` on
+    /// PostgreSQL), `-` when not counted.
+    pub fn work(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = crate::limits::rows_read(&self.counters) {
+            parts.push(format!("read {n}"));
+        }
+        if let Some(n) = crate::limits::rows_changed(&self.counters) {
+            parts.push(format!("changed {n}"));
+        }
+        if let Some(n) = crate::limits::wal_bytes(&self.counters) {
+            parts.push(format!("WAL {n} B"));
+        }
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// The blocking holds, `ACCESS EXCLUSIVE orders 4.1 s, …`, or `-`.
     fn blocking_locks(&self) -> String {
         let holds: Vec<String> = self
@@ -338,6 +365,11 @@ pub struct DatasetSummary {
     /// How the run's database was made (`{method, seconds, golden}`); absent when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioning: Option<crate::provisioning::Provisioned>,
+    /// Where the migrations' `counters` were read (`null` when work was not counted).
+    pub counters_source: Option<String>,
+    /// `database`: the counters are the run database's own; `server`: server-wide, other
+    /// sessions' work included; `database (WAL: server)` on PostgreSQL.
+    pub counters_scope: Option<String>,
 }
 
 /// The whole job.
@@ -363,7 +395,7 @@ impl JobSummary {
 
     /// The human summary: a table of every migration, then the result.
     pub fn to_text(&self) -> String {
-        let mut rows: Vec<[String; 9]> = vec![[
+        let mut rows: Vec<[String; 10]> = vec![[
             "dataset".into(),
             "phase".into(),
             "migration".into(),
@@ -373,6 +405,7 @@ impl JobSummary {
             "status".into(),
             "blocking locks".into(),
             "rewrites".into(),
+            "work".into(),
         ]];
         for d in &self.datasets {
             for m in &d.migrations {
@@ -388,10 +421,11 @@ impl JobSummary {
                     m.status.as_str().to_string(),
                     m.blocking_locks(),
                     m.rewrites_cell(),
+                    m.work(),
                 ]);
             }
         }
-        let mut widths = [0usize; 9];
+        let mut widths = [0usize; 10];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -447,6 +481,15 @@ impl JobSummary {
                     format!(": {}", d.result_lines.join("; "))
                 }
             );
+        }
+        for d in &self.datasets {
+            if let (Some(source), Some(scope)) = (&d.counters_source, &d.counters_scope) {
+                let _ = writeln!(
+                    out,
+                    "{}: work counted from {source} (scope: {scope})",
+                    d.name
+                );
+            }
         }
         let _ = writeln!(out, "\nresult:\n{}", self.result);
         out
@@ -519,6 +562,11 @@ mod tests {
                 certain: false,
             },
         ];
+        r.counters = BTreeMap::from([
+            ("Innodb_rows_read".to_string(), 7),
+            ("Innodb_rows_inserted".to_string(), 3),
+            ("wal_bytes".to_string(), 100),
+        ]);
         let summary = JobSummary {
             schema: SCHEMA,
             project: "example/shop".into(),
@@ -545,6 +593,8 @@ mod tests {
                     golden: None,
                     shared_seconds: 0.0,
                 }),
+                counters_source: Some("pg_stat_user_tables".into()),
+                counters_scope: Some("database".into()),
             }],
         };
         let json = summary.to_json();
@@ -574,6 +624,11 @@ mod tests {
         assert!(text.contains("orders 44.2 MB, users 2.0 kB?"), "{text}");
         assert!(text.contains("1->2"), "{text}");
         assert!(text.contains("1500"), "{text}");
+        assert!(text.contains("read 7, changed 3, WAL 100 B"), "{text}");
+        assert!(
+            text.contains("example: work counted from pg_stat_user_tables (scope: database)"),
+            "{text}"
+        );
         assert!(text.ends_with("result:\nSUCCESS\n"), "{text}");
     }
 }

@@ -489,6 +489,8 @@ fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
         expected_version: None,
         migrations: Vec::new(),
         provisioning: None,
+        counters_source: None,
+        counters_scope: None,
     }
 }
 

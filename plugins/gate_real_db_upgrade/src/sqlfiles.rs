@@ -10,7 +10,7 @@
 //! the server to stop the statement, where the engine allows it). Every step is written to the
 //! dataset's log (tag `sql`) and becomes a [`MigrationRecord`]: from the previous file's
 //! number (or `base`) to this one, described by the rest of the file name, with the deltas of
-//! the engine's work counters.
+//! the run database's work counters ([`crate::engine::CounterReader`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -23,7 +23,7 @@ use chrono::Local;
 use turbo_hipster_sdk::support::process::{seconds, Cancellation};
 use turbo_hipster_sdk::support::LogFile;
 
-use crate::engine::{rewrites, EngineError, LockObserver, Server, VersionSource};
+use crate::engine::{rewrites, EngineError, Observation, Server, VersionSource};
 use crate::engine::{Connection, Engine};
 use crate::logparse::MigrationRecord;
 use crate::version::{cmp_numbers, normalize};
@@ -198,14 +198,14 @@ pub struct SqlTarget<'a> {
     pub deadline: Instant,
     /// The time the run had in all (for messages).
     pub timeout: Duration,
-    /// The run's lock observation, cut before and after each file.
-    pub locks: Option<&'a LockObserver>,
+    /// The run's observation (locks, work counters), cut before and after each file.
+    pub observation: &'a Observation,
 }
 
 /// The tables' states now, when rewrites are watched, as the point where migration `owner`
 /// (of the points' own numbering) ended; a failure to read them is noted.
 fn tables_at(
-    observer: &LockObserver,
+    observer: &Observation,
     owner: Option<usize>,
     note: &dyn Fn(&str),
 ) -> Option<rewrites::StatePoint> {
@@ -291,16 +291,14 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 return run;
             }
         };
-        let before = server.counters(db).unwrap_or_default();
+        // What came before this file belongs to no migration.
+        target.observation.cut();
         let mut points = Vec::new();
-        if let Some(observer) = target.locks {
-            observer.cut();
-            points.extend(
-                tables_before
-                    .take()
-                    .or_else(|| tables_at(observer, None, &note)),
-            );
-        }
+        points.extend(
+            tables_before
+                .take()
+                .or_else(|| tables_at(target.observation, None, &note)),
+        );
         let start = Local::now();
         let _ = target
             .log
@@ -317,9 +315,10 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
         };
         let outcome = execute_watched(target, &server, sql);
         let end = Local::now();
-        record.locks = target.locks.map(LockObserver::cut).unwrap_or_default();
-        if let Some(observer) = target.locks {
-            points.extend(tables_at(observer, Some(0), &note));
+        let cut = target.observation.cut();
+        record.locks = cut.locks;
+        points.extend(tables_at(target.observation, Some(0), &note));
+        if !points.is_empty() {
             let locks = [record.locks.clone()];
             record.rewrites = rewrites::attribute(&points, &locks)
                 .remove(&0)
@@ -331,11 +330,7 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
         match outcome {
             Watched::Done(Ok(())) => {
                 record.end = Some(end.naive_local());
-                let after = server.counters(db).unwrap_or_default();
-                record.counters = after
-                    .iter()
-                    .filter_map(|(k, v)| before.get(k).map(|b| (k.clone(), v - b)))
-                    .collect();
+                record.counters = cut.counters.unwrap_or_default();
                 let ms = (end - start).num_milliseconds();
                 let _ = target.log.line_at(&end, TAG, &format!("done ({ms} ms)"));
                 run.migrations.push(record);

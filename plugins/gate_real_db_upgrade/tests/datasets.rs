@@ -687,3 +687,43 @@ fn lock_observation_keys() {
         ]
     );
 }
+
+/// `count_work` (true when absent) and `maximum_wal_bytes` (a limit table like the others);
+/// a `count_work` that is not a boolean and a WAL limit without `default` are named.
+#[test]
+fn work_counter_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_json(root, "absent.json", minimal(json!({})));
+    write_json(root, "off.json", minimal(json!({"count_work": false})));
+    write_json(
+        root,
+        "wal.json",
+        minimal(json!({"maximum_wal_bytes": {"default": 1e9, "152": 5e9}})),
+    );
+    let datasets = load_datasets(root, &DatasetDefaults::default()).unwrap();
+    let find = |n: &str| datasets.iter().find(|d| d.name == n).unwrap();
+    assert!(find("absent").count_work);
+    assert!(!find("off").count_work);
+    let wal = find("wal").limits.wal_bytes.clone().unwrap();
+    assert_eq!(wal.lookup("151", "152"), Some(5e9));
+    assert_eq!(wal.lookup("152", "153"), Some(1e9));
+    assert_eq!(find("absent").limits.wal_bytes, None);
+
+    let bad = tempfile::tempdir().unwrap();
+    let path = write_json(
+        bad.path(),
+        "bad.json",
+        minimal(json!({"count_work": "yes", "maximum_wal_bytes": {"151": 1}})),
+    );
+    let mut errors = load_datasets(bad.path(), &DatasetDefaults::default()).unwrap_err();
+    errors.sort();
+    let p = path.display();
+    assert_eq!(
+        errors,
+        vec![
+            format!("{p}: count_work: expected true or false, got a string"),
+            format!("{p}: maximum_wal_bytes.default: required"),
+        ]
+    );
+}

@@ -183,6 +183,9 @@ pub struct Dataset {
     /// How often the run database's locks are sampled (`lock_sample_interval`); `None`:
     /// not observed.
     pub lock_sample: Option<Duration>,
+    /// Whether each migration's work is counted (`count_work`, default `true`); off, no
+    /// counter is read and a run-private MariaDB starts without `performance_schema`.
+    pub count_work: bool,
 }
 
 impl Dataset {
@@ -294,6 +297,8 @@ impl Default for DatasetDefaults {
 
 /// The key of the lock sampling interval, in the job config and in datasets.
 pub const KEY_LOCK_SAMPLE: &str = "lock_sample_interval";
+/// The dataset key switching the work counters (engine/counters.rs) on or off.
+pub const KEY_COUNT_WORK: &str = "count_work";
 /// Its default: 100 ms.
 pub const DEFAULT_LOCK_SAMPLE: Duration = Duration::from_millis(100);
 /// Its largest value, in milliseconds (a minute).

@@ -316,6 +316,14 @@ pub(super) async fn counters(
 pub(super) async fn execute(ep: &Endpoint, name: &str, sql: &str) -> Result<(), EngineError> {
     let mut conn = connect(ep, Some(name)).await?;
     let result = sqlx::raw_sql(sql).execute(&mut conn).await;
+    if result.is_ok() {
+        // Publish this session's table counts now (PostgreSQL 15+), before the answer comes
+        // back, rather than at most once a second or when the session has gone: the work
+        // counters read right after see them (engine/counters.rs).
+        let _ = sqlx::raw_sql("SELECT pg_stat_force_next_flush()")
+            .execute(&mut conn)
+            .await;
+    }
     close(conn).await;
     result.map(drop).map_err(|e| classify_error(ep, &e))
 }

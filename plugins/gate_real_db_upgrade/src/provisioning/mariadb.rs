@@ -195,6 +195,7 @@ fn instance<'a>(host: &'a Host, dataset: &Dataset, dir: PathBuf) -> Instance<'a>
         user,
         password,
         via_socket: dataset.connection.socket.is_some(),
+        count_work: dataset.count_work,
     }
 }
 

@@ -953,6 +953,11 @@ mod tests {
                 }),
                 waited: false,
             }],
+            rewrites: vec![super::super::RewriteSummary {
+                table: "orders".into(),
+                bytes: 46_347_878,
+                certain: true,
+            }],
         }
     }
 
@@ -976,6 +981,8 @@ mod tests {
                     migration("2", "3", "2020-01-01 00:00:01,500", Some(3000), 1.0),
                 ],
                 provisioning: None,
+                counters_source: Some("pg_stat_user_tables".into()),
+                counters_scope: Some("database".into()),
             }],
         }
     }
@@ -1029,6 +1036,8 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("class=\"verdict warn\""));
+        // A field the page does not know (rewrites), shown from the summary as it is.
+        assert!(page.contains("46347878"), "{page}");
     }
 
     #[test]

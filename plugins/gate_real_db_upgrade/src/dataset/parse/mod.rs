@@ -16,7 +16,7 @@ use turbo_hipster_sdk::config::{Checker, Unknown};
 
 use super::{Dataset, DatasetDefaults};
 use crate::limits::{
-    KEY_LOCK_HOLD, KEY_REWRITE_BYTES, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS,
+    KEY_LOCK_HOLD, KEY_REWRITE_BYTES, KEY_ROWS_CHANGED, KEY_ROWS_READ, KEY_SECONDS, KEY_WAL_BYTES,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -38,7 +38,9 @@ const TOP_KEYS: &[&str] = &[
     KEY_ROWS_READ,
     KEY_LOCK_HOLD,
     KEY_REWRITE_BYTES,
+    KEY_WAL_BYTES,
     super::KEY_LOCK_SAMPLE,
+    super::KEY_COUNT_WORK,
     "timeout",
     "provisioning",
     "cache",
@@ -71,6 +73,10 @@ pub(super) fn dataset(
     let cache = schedule::cache(c, obj.get("cache"), engine);
     let lock_sample =
         schedule::lock_sample(c, obj.get(super::KEY_LOCK_SAMPLE), defaults.lock_sample);
+    let count_work = obj
+        .get(super::KEY_COUNT_WORK)
+        .map_or(Some(true), |v| c.boolean(super::KEY_COUNT_WORK, v))
+        .unwrap_or(true);
     Some(Dataset {
         name: name.to_string(),
         dir: dir.to_path_buf(),
@@ -89,5 +95,6 @@ pub(super) fn dataset(
         provisioning,
         cache,
         lock_sample,
+        count_work,
     })
 }

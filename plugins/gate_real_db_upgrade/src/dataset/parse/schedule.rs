@@ -11,7 +11,7 @@ use crate::dataset::{lock_sample_interval, Cache, Provisioning, KEY_LOCK_SAMPLE,
 use crate::engine::Engine;
 use crate::limits::{
     LimitTable, Limits, KEY_LOCK_HOLD, KEY_REWRITE_BYTES, KEY_ROWS_CHANGED, KEY_ROWS_READ,
-    KEY_SECONDS,
+    KEY_SECONDS, KEY_WAL_BYTES,
 };
 
 /// `upgrade_path`: git refs to migrate through first, in order.
@@ -42,6 +42,7 @@ pub(super) fn limits(c: &mut Checker, obj: &Map<String, Value>) -> Limits {
         rows_read: table(KEY_ROWS_READ),
         lock_hold: table(KEY_LOCK_HOLD),
         rewrite_bytes: table(KEY_REWRITE_BYTES),
+        wal_bytes: table(KEY_WAL_BYTES),
     }
 }
 
