@@ -167,32 +167,39 @@ fn mariadb_private_server_sql_files_counts_equal_the_rows() {
 }
 
 /// Two jobs at once on one server, one with 300 000 rows, the other with 700 000: each
-/// migration's counts are its own job's rows only.
+/// migration's counts are its own job's rows only. The jobs are started together, but on a
+/// loaded machine one may finish its migrations before the other begins them (their seeds and
+/// servers take unequal times); then the pair runs again, up to three times, so that what is
+/// checked is always two jobs' migrations running at once.
 fn two_jobs_at_once(engine: Engine, dataset: Value, insert_from: &str) -> (JobRun, JobRun) {
-    let small = example_world(engine, json!({}), dataset.clone());
-    let large = example_world(engine, json!({}), dataset);
-    let (f_small, f_large) = (
-        big_files(300_000, insert_from),
-        big_files(700_000, insert_from),
-    );
-    let c_small = small.propose("example/shop", &refs(&f_small));
-    let c_large = large.propose("example/shop", &refs(&f_large));
-    let a = small.spawn("example/shop", &c_small, &[]);
-    let b = large.spawn("example/shop", &c_large, &[]);
-    let (a, b) = (small.finish(a), large.finish(b));
-    assert_eq!(a.result, "SUCCESS", "{}", a.describe());
-    assert_eq!(b.result, "SUCCESS", "{}", b.describe());
-    // They did run at once: the large job's big insert overlapped the small one's.
-    let span = |run: &JobRun| {
-        let m = &run.migrations(0)[1];
-        (
-            m["start"].as_str().unwrap().to_string(),
-            m["end"].as_str().unwrap().to_string(),
-        )
-    };
-    let ((s1, e1), (s2, e2)) = (span(&a), span(&b));
-    assert!(s1 < e2 && s2 < e1, "no overlap: {s1}..{e1} and {s2}..{e2}");
-    (a, b)
+    let mut spans = Vec::new();
+    for _ in 0..3 {
+        let small = example_world(engine, json!({}), dataset.clone());
+        let large = example_world(engine, json!({}), dataset.clone());
+        let (f_small, f_large) = (
+            big_files(300_000, insert_from),
+            big_files(700_000, insert_from),
+        );
+        let c_small = small.propose("example/shop", &refs(&f_small));
+        let c_large = large.propose("example/shop", &refs(&f_large));
+        let a = small.spawn("example/shop", &c_small, &[]);
+        let b = large.spawn("example/shop", &c_large, &[]);
+        let (a, b) = (small.finish(a), large.finish(b));
+        assert_eq!(a.result, "SUCCESS", "{}", a.describe());
+        assert_eq!(b.result, "SUCCESS", "{}", b.describe());
+        // From the first migration's start to the last one's end.
+        let span = |run: &JobRun| {
+            let m = run.migrations(0);
+            let at = |i: usize, key: &str| m[i][key].as_str().unwrap_or_default().to_string();
+            (at(0, "start"), at(m.len() - 1, "end"))
+        };
+        let ((s1, e1), (s2, e2)) = (span(&a), span(&b));
+        if s1 < e2 && s2 < e1 {
+            return (a, b);
+        }
+        spans.push(format!("{s1}..{e1} and {s2}..{e2}"));
+    }
+    panic!("the two jobs' migrations never ran at once: {spans:?}");
 }
 
 #[test]
@@ -251,18 +258,22 @@ fn revision(rev: &str, down: &str, sql: &str) -> String {
 }
 
 /// alembic (one transaction per migration, which prints no counters) on `engine`: each
-/// migration gets its own counts, read at the boundaries as the output is parsed: exactly
-/// on PostgreSQL (a migration's counts are published when it commits, before the tool
-/// prints the next start), to the few milliseconds of lag on MariaDB (`exact: false`). alembic's
-/// own work is in them too: the version row inserted by the first migration, read and
-/// updated by each later one.
+/// migration gets its own counts, read at the boundaries as the output is parsed. On
+/// PostgreSQL a migration's counts are published when it commits, before the tool prints the
+/// next start. On MariaDB they move as rows are touched and a boundary is read some
+/// milliseconds after the tool printed it (tens of them on a loaded machine: the next
+/// migration's first rows would be counted in the one before), so there (`pause: true`)
+/// each migration begins with a second of `SELECT SLEEP(1)`, which touches no table: the
+/// boundary is read inside it and every figure must be exact. alembic's own work is in them
+/// too: the version row inserted by the first migration, read and updated by each later one.
 fn alembic_counts(
     engine: Engine,
     insert_from: &str,
     insert_reads: i64,
     scan_end: i64,
-    exact: bool,
+    pause: bool,
 ) {
+    let pause = if pause { "SELECT SLEEP(1); " } else { "" };
     require(engine);
     let venv = venv();
     let mut world = World::new(json!({}));
@@ -286,7 +297,7 @@ fn alembic_counts(
         ],
     );
     let insert = format!(
-        "CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER); \
+        "{pause}CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER); \
          INSERT INTO big (id, v) {}",
         insert_from.replace("{rows}", &MILLION.to_string())
     );
@@ -305,14 +316,18 @@ fn alembic_counts(
         &[
             (
                 "alembic/versions/b_update.py",
-                &revision(REV_B, &format!("'{REV_A}'"), "UPDATE big SET v = v + 1"),
+                &revision(
+                    REV_B,
+                    &format!("'{REV_A}'"),
+                    &format!("{pause}UPDATE big SET v = v + 1"),
+                ),
             ),
             (
                 "alembic/versions/c_delete.py",
                 &revision(
                     REV_C,
                     &format!("'{REV_B}'"),
-                    "DELETE FROM big WHERE v % 10 = 0",
+                    &format!("{pause}DELETE FROM big WHERE v % 10 = 0"),
                 ),
             ),
         ],
@@ -328,37 +343,19 @@ fn alembic_counts(
         [MILLION + 1 + scan_end, 0, 1, MILLION / 10],
     ];
     let seen: Vec<[i64; 4]> = (0..3).map(|i| split(&run, i)).collect();
-    if exact {
-        assert_eq!(seen, expected, "{}", run.describe());
-    } else {
-        // Counted as the work happens: the boundary is read a few milliseconds after the
-        // tool printed it, when the next migration's first statement may have begun. Each
-        // figure is within 2% of a million of the truth, and the totals are exact.
-        for (s, e) in seen.iter().zip(&expected) {
-            for (s, e) in s.iter().zip(e) {
-                assert!((s - e).abs() <= MILLION / 50, "{seen:?} vs {expected:?}");
-            }
-        }
-        for k in 0..4 {
-            assert_eq!(
-                seen.iter().map(|s| s[k]).sum::<i64>(),
-                expected.iter().map(|e| e[k]).sum::<i64>(),
-                "{seen:?} vs {expected:?}"
-            );
-        }
-    }
+    assert_eq!(seen, expected, "{}", run.describe());
     let log = run.file("api.log");
     assert!(log.contains("counting work per migration from "), "{log}");
 }
 
 #[test]
 fn postgresql_alembic_runs_get_counters_per_migration() {
-    alembic_counts(Engine::PostgreSql, PG_ROWS, 0, 0, true);
+    alembic_counts(Engine::PostgreSql, PG_ROWS, 0, 0, false);
 }
 
 #[test]
 fn mariadb_alembic_runs_get_counters_per_migration() {
-    alembic_counts(Engine::MariaDb, MARIADB_ROWS, MILLION, 1, false);
+    alembic_counts(Engine::MariaDb, MARIADB_ROWS, MILLION, 1, true);
 }
 
 /// Run-private servers (the MariaDB default): two jobs at once, each on its own server, each
