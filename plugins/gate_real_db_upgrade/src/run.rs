@@ -18,6 +18,7 @@ use turbo_hipster_sdk::{Context, Job, Outcome, PluginError};
 use crate::dataset::{self, Dataset};
 use crate::dataset_run::{self, DatasetJob, DatasetOutcome};
 use crate::messages;
+use crate::regression::Baseline;
 use crate::report::{DatasetSummary, JobSummary, SCHEMA, SUMMARY_JSON, SUMMARY_TXT};
 use crate::settings::Settings;
 
@@ -197,6 +198,12 @@ fn run_steps(
     let claims = crate::leftovers::claims_dir(&job.host);
     let golden = crate::provisioning::state_dir(&job.host);
     let parameters = passed_parameters(settings, job);
+    let names: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
+    let baseline = Baseline::load(
+        settings.regression,
+        job.host.history_database.as_deref(),
+        &names,
+    );
     let outcomes = run_datasets(
         settings,
         &datasets,
@@ -212,6 +219,7 @@ fn run_steps(
             dirs,
             pip_cache: job.host.pip_download_cache.as_deref(),
             parameters: &parameters,
+            baseline: &baseline,
         },
         env,
         &step,
@@ -366,6 +374,7 @@ struct DatasetJobBase<'a> {
     dirs: &'a JobDirs,
     pip_cache: Option<&'a Path>,
     parameters: &'a [(String, String)],
+    baseline: &'a Baseline,
 }
 
 /// Runs the datasets on up to `settings.max_parallel` threads; outcomes in dataset order.
@@ -408,6 +417,7 @@ fn run_datasets(
                 results_dir: &base.dirs.results_dir,
                 pip_cache: base.pip_cache,
                 parameters: base.parameters,
+                baseline: base.baseline,
                 cancel: env.cancel,
                 tick: &tick,
             };
@@ -479,6 +489,7 @@ fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
         engine: dataset.engine.name().to_string(),
         database: String::new(),
         seed: dataset.seed.path.display().to_string(),
+        config: dataset.source.display().to_string(),
         result_lines: if messages::is_failure(line) {
             vec![line.to_string()]
         } else {
