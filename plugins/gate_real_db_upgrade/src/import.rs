@@ -8,9 +8,10 @@
 //! for the fixture `tests/fixtures/original/user_001.log`). Each migration becomes a sample
 //! of the dataset (the file's name without `.log`, unless `--dataset` names it), engine
 //! `mysql` (the original ran MySQL only), phase `import`, its start, duration, status (`ok`,
-//! or `unfinished` without its `done`) and counter deltas, and the commit of the log's last
-//! `HEAD is now at <sha>` line. A file whose content was imported before (its SHA-256, under
-//! any name) is skipped; a file that cannot be read, or has no `[output]` line, is reported.
+//! or `unfinished` without its `done`) and counter deltas, and the commit the migrations ran
+//! on (the last `commit <sha>` line, else the last `HEAD is now at <sha>`). A file whose
+//! content was imported before (its SHA-256, under any name) is skipped; a file that cannot
+//! be read, or has no `[output]` line, is reported.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -26,9 +27,12 @@ use crate::report::timestamp;
 /// The engine the original ran.
 const ENGINE: &str = "mysql";
 
-#[allow(clippy::expect_used)] // a constant pattern, exercised by the tests
+#[allow(clippy::expect_used)] // constant patterns, exercised by the tests
 static HEAD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"HEAD is now at ([0-9a-f]{7,40})\b").expect("pattern"));
+#[allow(clippy::expect_used)]
+static COMMIT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^commit ([0-9a-f]{40})\s*$").expect("pattern"));
 
 /// What an import did: one line per file imported or skipped, one per file it could not read.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -57,6 +61,26 @@ pub fn import_logs(request: &ImportLogs, db: &HistoryDb) -> Report {
     report
 }
 
+/// The commit the migrations ran on: the last `commit <sha>` the original's script printed
+/// (`HEAD of branch under test is:` then `git log -1`), else the last `HEAD is now at <sha>`;
+/// empty when the log names none.
+fn commit_of(text: &str) -> String {
+    let outputs = || {
+        text.lines()
+            .filter_map(parse_line)
+            .filter(|l| l.tag == "output")
+    };
+    outputs()
+        .filter_map(|l| COMMIT.captures(&l.text).map(|c| c[1].to_string()))
+        .last()
+        .or_else(|| {
+            outputs()
+                .filter_map(|l| HEAD.captures(&l.text).map(|c| c[1].to_string()))
+                .last()
+        })
+        .unwrap_or_default()
+}
+
 fn import_one(path: &Path, dataset: Option<&str>, db: &HistoryDb) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let text = String::from_utf8_lossy(&bytes);
@@ -75,13 +99,7 @@ fn import_one(path: &Path, dataset: Option<&str>, db: &HistoryDb) -> Result<Stri
         .map(str::to_string)
         .unwrap_or_else(|| import::dataset_of(path));
     let sha256 = import::sha256_hex(&bytes);
-    let commit = text
-        .lines()
-        .filter_map(parse_line)
-        .filter(|l| l.tag == "output")
-        .filter_map(|l| HEAD.captures(&l.text).map(|c| c[1].to_string()))
-        .last()
-        .unwrap_or_default();
+    let commit = commit_of(&text);
     let job = format!("import:{}", &sha256[..16]);
     let run = parse_original_log(&text);
     let samples: Vec<Sample> = run

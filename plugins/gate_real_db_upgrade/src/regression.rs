@@ -127,6 +127,8 @@ mod tests {
         assert_eq!(baseline.check("other", &record(450)), None);
         assert_eq!(Baseline::default().check("d", &record(450)), None);
         // Off, or no history: no baseline.
-        assert!(Baseline::load(None, Some("/x.sqlite"), &["d"]).check("d", &record(1)).is_none());
+        assert!(Baseline::load(None, Some("/x.sqlite"), &["d"])
+            .check("d", &record(1))
+            .is_none());
     }
 }
