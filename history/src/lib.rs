@@ -26,7 +26,7 @@ pub use stats::{LimitRule, RegressionRule, Stats};
 pub use store::{HistoryDb, Imported, Location, Sample};
 
 /// The default history file, in `jobs_working_dir` beside `jobs.jsonl`.
-pub const DEFAULT_FILE: &str = "history.sqlite";
+pub const DEFAULT_FILE: &str = "history.db";
 
 /// Why the history could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -220,7 +220,7 @@ pub struct Config {
     pub keep_work_dirs: bool,
     /// Where logs go.
     pub publish_logs: PublishLogs,
-    /// The per-migration history (`history_database`; default `history.sqlite` in
+    /// The per-migration history (`history_database`; default `history.db` in
     /// `jobs_working_dir`, beside `jobs.jsonl`).
     pub history_database: th_history::Location,
     /// How jobs run: in a child process each, or on the daemon's threads (a job's config entry
@@ -646,7 +646,7 @@ fn is_gearman_token(s: &str) -> bool {
 }
 
 /// `history_database`: a SQLite file (relative to the config's directory) or a `postgres://`
-/// URL; default `history.sqlite` in `jobs_working_dir`.
+/// URL; default `history.db` in `jobs_working_dir`.
 fn check_history(
     c: &mut Checker,
     root: &Map<String, Value>,

@@ -64,7 +64,7 @@ fn original_logs_are_imported_once_and_unreadable_files_reported() {
         out.contains("missing-dir: cannot read: No such file"),
         "{out}"
     );
-    assert!(setup.jobs_dir().join("history.sqlite").is_file());
+    assert!(setup.jobs_dir().join("history.db").is_file());
 
     // Again, and a renamed copy: nothing twice.
     std::fs::copy(fixtures().join("user_001.log"), logs.join("copy.log")).unwrap();
@@ -324,7 +324,7 @@ fn a_postgresql_history_by_url() {
     assert_eq!(import.0, Some(0), "{}", import.1);
     assert_eq!(history.0, Some(0), "{}", history.1);
     assert!(history.1.contains("134->135"), "{}", history.1);
-    assert!(!setup.jobs_dir().join("history.sqlite").exists());
+    assert!(!setup.jobs_dir().join("history.db").exists());
 }
 
 #[test]
