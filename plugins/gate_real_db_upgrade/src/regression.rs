@@ -11,10 +11,14 @@
 //! median of 0 ms counts as 1 ms. Migrations that never ended give their own FAILURE and are
 //! not compared. The history is read once per job, before the datasets run; a history that
 //! cannot be read is logged and the job runs without the warning.
+//!
+//! The same read gives each dataset's trends page (`trends-<dataset>.html` in the job's
+//! results, [`trends_page`]): the history's runs and this one, each migration's duration over
+//! time with its limit ([`th_history::trends`]), self-contained, published with the logs.
 
 use std::collections::BTreeMap;
 
-use th_history::{HistoryDb, Location, RegressionRule, Stats};
+use th_history::{HistoryDb, Location, RegressionRule, Sample, Stats};
 
 use crate::logparse::MigrationRecord;
 use crate::messages;
@@ -24,14 +28,15 @@ use crate::messages;
 pub struct Baseline {
     rule: Option<RegressionRule>,
     by_dataset: BTreeMap<String, BTreeMap<String, Stats>>,
+    samples: BTreeMap<String, Vec<Sample>>,
 }
 
 impl Baseline {
-    /// Reads the figures of `datasets` from the history at `location` (the host's setting);
-    /// an empty baseline (no warning) when the rule is off, there is no history, or it cannot
-    /// be read (logged).
+    /// Reads the runs of `datasets` from the history at `location` (the host's setting); an
+    /// empty baseline (no warning, no trends) when there is no history or it cannot be read
+    /// (logged). With `rule` `None` it gives no warning.
     pub fn load(rule: Option<RegressionRule>, location: Option<&str>, datasets: &[&str]) -> Self {
-        let (Some(rule), Some(location)) = (rule, location) else {
+        let Some(location) = location else {
             return Baseline::default();
         };
         let location = match Location::parse(location, std::path::Path::new("/")) {
@@ -43,10 +48,13 @@ impl Baseline {
         };
         let db = HistoryDb::new(location);
         let mut by_dataset = BTreeMap::new();
+        let mut samples = BTreeMap::new();
         for name in datasets {
-            match db.stats(name) {
-                Ok(stats) => {
+            match db.samples(name) {
+                Ok(runs) => {
+                    let stats = th_history::store::stats_of(&runs);
                     by_dataset.insert(name.to_string(), stats.into_iter().collect());
+                    samples.insert(name.to_string(), runs);
                 }
                 Err(e) => {
                     tracing::warn!("dataset {name}: no regression warning: {e}");
@@ -54,9 +62,18 @@ impl Baseline {
             }
         }
         Baseline {
-            rule: Some(rule),
+            rule,
             by_dataset,
+            samples,
         }
+    }
+
+    /// The trends page of `dataset`: its runs in the history and `current` (this job's), or
+    /// `None` when the history was not read.
+    pub fn trends_page(&self, dataset: &str, current: &[Sample]) -> Option<String> {
+        let mut runs = self.samples.get(dataset)?.clone();
+        runs.extend(current.iter().filter(|s| s.dataset == dataset).cloned());
+        Some(th_history::trends::page(dataset, &runs))
     }
 
     /// A baseline from figures already known (tests, tools).
@@ -67,6 +84,7 @@ impl Baseline {
         Baseline {
             rule: Some(rule),
             by_dataset,
+            samples: BTreeMap::new(),
         }
     }
 

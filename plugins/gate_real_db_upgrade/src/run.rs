@@ -229,10 +229,27 @@ fn run_steps(
     let cancelled = outcomes.iter().any(|o| o.cancelled) || env.cancel.is_cancelled();
     summary.result = job_result(&outcomes, cancelled);
     summary.datasets = outcomes.into_iter().map(|o| o.summary).collect();
+    write_trends(&baseline, summary, &unique, &dirs.results_dir);
     if done.load(Ordering::SeqCst) < total {
         (env.progress)(total, total);
     }
     Ok(cancelled)
+}
+
+/// Each dataset's trends page (`trends-<dataset>.html`) from the history and this job's
+/// migrations ([`Baseline::trends_page`]); none without a history.
+fn write_trends(baseline: &Baseline, summary: &JobSummary, unique: &str, results: &Path) {
+    let current = th_history::samples_from_details(&summary.to_json(), unique);
+    for d in &summary.datasets {
+        if let Some(page) = baseline.trends_page(&d.name, &current) {
+            write_file(&results.join(trends_name(&d.name)), &page);
+        }
+    }
+}
+
+/// The name of a dataset's trends page in the results directory.
+pub fn trends_name(dataset: &str) -> String {
+    format!("trends-{dataset}.html")
 }
 
 /// The datasets testing `project`.
@@ -535,7 +552,7 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
             summary
                 .datasets
                 .iter()
-                .map(|d| dataset_run::log_name(&d.name)),
+                .flat_map(|d| [dataset_run::log_name(&d.name), trends_name(&d.name)]),
         )
         .chain([SUMMARY_JSON.to_string(), SUMMARY_TXT.to_string()])
         .filter(|name| dirs.results_dir.join(name).is_file())

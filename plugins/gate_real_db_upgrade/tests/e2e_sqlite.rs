@@ -992,6 +992,22 @@ fn a_migration_much_slower_than_its_history_warns() {
     );
     assert_eq!(recorded[1].limit_seconds, Some(60.0));
 
+    // The dataset's trends page, published with the logs: the three earlier runs and this
+    // one of 1->2 (four points), this run of 0->1, each limit a dashed line.
+    let page = run.file("trends-shop_tool.html");
+    assert_eq!(page.matches("<svg").count(), 2, "{page}");
+    assert_eq!(page.matches("class=\"run\"").count(), 5, "{page}");
+    assert_eq!(page.matches("class=\"limit\"").count(), 2, "{page}");
+    assert!(page.contains(&format!("{ms} ms (")), "{page}");
+    let job: Value = serde_json::from_str(&run.file("job.json")).unwrap();
+    assert!(
+        job["details"]["logs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("trends-shop_tool.html")),
+        "{job}"
+    );
+
     // At the usual speed (the median is now 110 ms): no warning.
     let fast = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
     let run = world.run("shop/tool", &fast);
