@@ -72,11 +72,11 @@ fn commit_of(text: &str) -> String {
     };
     outputs()
         .filter_map(|l| COMMIT.captures(&l.text).map(|c| c[1].to_string()))
-        .last()
+        .next_back()
         .or_else(|| {
             outputs()
                 .filter_map(|l| HEAD.captures(&l.text).map(|c| c[1].to_string()))
-                .last()
+                .next_back()
         })
         .unwrap_or_default()
 }
