@@ -1,22 +1,22 @@
 //! The history commands: `history` (per migration: samples, median, p95, max), `limits`
 //! (suggested time limits, `--write` into the dataset's config) and `trends` (the dataset's
 //! trends page). They read the history database the config names (`history_database`).
+//! Errors are the message `main` prints (the caller sets up logging).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use th_history::{dataset_config, trends, HistoryDb, LimitRule, Sample};
-use turbo_hipster::{config, logging};
+use turbo_hipster::config;
 
-type Outcome = anyhow::Result<ExitCode>;
+type Outcome = Result<ExitCode, String>;
 
 /// The history database of the config at `path`, its samples of `dataset`.
-fn samples(path: &Path, level: &str, dataset: &str) -> anyhow::Result<(HistoryDb, Vec<Sample>)> {
-    let _log = logging::init(level, true, None)?;
-    let config = config::load(path).map_err(anyhow::Error::new)?;
+fn samples(path: &Path, dataset: &str) -> Result<(HistoryDb, Vec<Sample>), String> {
+    let config = config::load(path).map_err(|e| e.to_string())?;
     let db = HistoryDb::new(config.history_database.clone());
-    let samples = db.samples(dataset)?;
+    let samples = db.samples(dataset).map_err(|e| e.to_string())?;
     Ok((db, samples))
 }
 
@@ -29,8 +29,8 @@ fn nothing_for(db: &HistoryDb, dataset: &str) -> ExitCode {
 }
 
 /// `history --dataset D`.
-pub fn show(path: &Path, level: &str, dataset: &str) -> Outcome {
-    let (db, samples) = samples(path, level, dataset)?;
+pub fn show(path: &Path, dataset: &str) -> Outcome {
+    let (db, samples) = samples(path, dataset)?;
     let figures = th_history::store::stats_of(&samples);
     if figures.is_empty() {
         return Ok(nothing_for(&db, dataset));
@@ -58,18 +58,20 @@ pub fn show(path: &Path, level: &str, dataset: &str) -> Outcome {
 /// `limits --dataset D [--write [--file F]]`: `write` is `Some(file)` with `--write`.
 pub fn limits(
     path: &Path,
-    level: &str,
     dataset: &str,
     rule: LimitRule,
     write: Option<Option<&Path>>,
 ) -> Outcome {
     if !(rule.factor.is_finite() && rule.factor > 0.0) {
-        anyhow::bail!("--factor {}: give a number above 0", rule.factor);
+        return Err(format!("--factor {}: give a number above 0", rule.factor));
     }
     if !(rule.floor_seconds.is_finite() && rule.floor_seconds >= 0.0) {
-        anyhow::bail!("--floor {}: give 0 or more seconds", rule.floor_seconds);
+        return Err(format!(
+            "--floor {}: give 0 or more seconds",
+            rule.floor_seconds
+        ));
     }
-    let (db, samples) = samples(path, level, dataset)?;
+    let (db, samples) = samples(path, dataset)?;
     let figures = th_history::store::stats_of(&samples);
     if figures.is_empty() {
         return Ok(nothing_for(&db, dataset));
@@ -119,7 +121,7 @@ pub fn limits(
             .find(|c| !c.is_empty())
             .map(PathBuf::from)
             .ok_or_else(|| {
-                anyhow::anyhow!(
+                format!(
                     "the history does not say where dataset {dataset}'s config is (its runs \
                      were imported): give it with --file"
                 )
@@ -129,7 +131,8 @@ pub fn limits(
         println!("nothing to write to {}", file.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let (replaced, added) = dataset_config::write_limits(&file, &suggested)?;
+    let (replaced, added) =
+        dataset_config::write_limits(&file, &suggested).map_err(|e| e.to_string())?;
     println!(
         "wrote {} limit(s) to {} under {}: {replaced} replaced, {added} added",
         suggested.len(),
@@ -140,8 +143,8 @@ pub fn limits(
 }
 
 /// `trends --dataset D [-o FILE]`.
-pub fn trends(path: &Path, level: &str, dataset: &str, output: Option<&Path>) -> Outcome {
-    let (db, samples) = samples(path, level, dataset)?;
+pub fn trends(path: &Path, dataset: &str, output: Option<&Path>) -> Outcome {
+    let (db, samples) = samples(path, dataset)?;
     if samples.is_empty() {
         return Ok(nothing_for(&db, dataset));
     }
@@ -150,7 +153,7 @@ pub fn trends(path: &Path, level: &str, dataset: &str, output: Option<&Path>) ->
         None => print!("{page}"),
         Some(file) => {
             std::fs::write(file, page)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
             println!("wrote {}", file.display());
         }
     }

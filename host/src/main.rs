@@ -177,9 +177,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::PrepareDatasets { rebuild, prune }) => {
             prepare_datasets(&config_path, &cli.log_level, rebuild, prune)
         }
-        Some(Command::History { ref dataset }) => {
-            history_command::show(&config_path, &cli.log_level, dataset)
-        }
+        Some(Command::History { ref dataset }) => with_log(&cli.log_level, || {
+            history_command::show(&config_path, dataset)
+        }),
         Some(Command::Limits {
             ref dataset,
             factor,
@@ -187,21 +187,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             min_samples,
             write,
             ref file,
-        }) => history_command::limits(
-            &config_path,
-            &cli.log_level,
-            dataset,
-            th_history::LimitRule {
-                factor,
-                floor_seconds: floor,
-                min_samples,
-            },
-            write.then_some(file.as_deref()),
-        ),
+        }) => with_log(&cli.log_level, || {
+            history_command::limits(
+                &config_path,
+                dataset,
+                th_history::LimitRule {
+                    factor,
+                    floor_seconds: floor,
+                    min_samples,
+                },
+                write.then_some(file.as_deref()),
+            )
+        }),
         Some(Command::Trends {
             ref dataset,
             ref output,
-        }) => history_command::trends(&config_path, &cli.log_level, dataset, output.as_deref()),
+        }) => with_log(&cli.log_level, || {
+            history_command::trends(&config_path, dataset, output.as_deref())
+        }),
         Some(Command::ImportLogs {
             ref paths,
             ref dataset,
@@ -352,6 +355,15 @@ fn prepare_datasets(path: &Path, level: &str, rebuild: bool, prune: bool) -> Res
     }
     println!("datasets prepared for {} job(s)", registry.jobs.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A history command with the log on stderr; its error message becomes the command's error.
+fn with_log(
+    level: &str,
+    command: impl FnOnce() -> std::result::Result<ExitCode, String>,
+) -> Result<ExitCode> {
+    let _log = logging::init(level, true, None)?;
+    command().map_err(|e| anyhow::anyhow!(e))
 }
 
 /// `import-logs`: the first job of each plugin imports the logs while it loads (the gate
