@@ -63,6 +63,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_packet_bytes",
     "keep_work_dirs",
     "job_isolation",
+    "history_database",
 ];
 
 /// One problem in the configuration, with its place: `<file>: <key path>: <what>`.
@@ -295,6 +296,9 @@ pub struct Config {
     pub keep_work_dirs: bool,
     /// Where logs go.
     pub publish_logs: PublishLogs,
+    /// The per-migration history (`history_database`; default `history.db` in
+    /// `jobs_working_dir`, beside `jobs.jsonl`).
+    pub history_database: th_history::Location,
     /// How jobs run: in a child process each, or on the daemon's threads (a job's config entry
     /// may override it with its own `job_isolation`).
     pub job_isolation: Isolation,
@@ -509,6 +513,7 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         .and_then(|v| c.boolean("keep_work_dirs", v))
         .unwrap_or(false);
     let publish_logs = check_publish(c, root, base);
+    let history_database = check_history(c, root, base, &jobs_working_dir);
     let jobs = check_entries(c, entries);
     let job_isolation = check_isolation(c, root, &jobs);
     Config {
@@ -527,6 +532,7 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         max_packet_bytes: limits.max_packet_bytes,
         keep_work_dirs,
         publish_logs,
+        history_database,
         job_isolation,
         jobs,
         warnings: Vec::new(),
@@ -713,6 +719,24 @@ fn check_isolation(c: &mut Checker, root: &Map<String, Value>, jobs: &[JobSpec])
 
 fn is_gearman_token(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|ch| ch.is_ascii_graphic())
+}
+
+/// `history_database`: a SQLite file (relative to the config's directory) or a `postgres://`
+/// URL; default `history.db` in `jobs_working_dir`.
+fn check_history(
+    c: &mut Checker,
+    root: &Map<String, Value>,
+    base: &Path,
+    jobs_working_dir: &Path,
+) -> th_history::Location {
+    let default = || th_history::Location::Sqlite(jobs_working_dir.join(th_history::DEFAULT_FILE));
+    let Some(value) = string_key(c, root, "history_database") else {
+        return default();
+    };
+    th_history::Location::parse(&value, base).unwrap_or_else(|why| {
+        c.error("history_database", &why);
+        default()
+    })
 }
 
 fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> PublishLogs {

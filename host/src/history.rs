@@ -7,6 +7,13 @@
 //! glued to the next record. A record that could not be written is kept in memory (bounded)
 //! and written with the next one, so the history is complete once the disk has room again.
 //!
+//! Beside the raw record, every job's migrations (from the outcome's details: duration,
+//! counters, locks, dataset, engine, commit, status) go into the per-migration history
+//! database ([`th_history::HistoryDb`], config `history_database`), which the `history`,
+//! `limits` and `trends` commands read and the gate plugin's regression warning compares
+//! with. A job that was aborted or failed by the infrastructure is not recorded there (its
+//! figures say nothing about the change); one that cannot be recorded is logged.
+//!
 //! One [`History`] per service (its [`crate::pipeline::Pipeline`] owns it): every job of the
 //! service appends through it, one at a time.
 
@@ -23,6 +30,7 @@ const MAX_PENDING: usize = 4 * 1024 * 1024;
 pub struct History {
     path: PathBuf,
     state: Mutex<State>,
+    migrations: Option<th_history::HistoryDb>,
 }
 
 /// The open history file and what waits to be written to it.
@@ -53,6 +61,33 @@ impl History {
         History {
             path: path.to_path_buf(),
             state: Mutex::new(state),
+            migrations: None,
+        }
+    }
+
+    /// Records every job's migrations in `db` too.
+    pub fn with_migrations(mut self, db: th_history::HistoryDb) -> Self {
+        self.migrations = Some(db);
+        self
+    }
+
+    /// Records the migrations of the job `unique` (from its outcome's `details`) in the
+    /// history database, unless it was aborted or failed by the infrastructure. Failures are
+    /// logged, never returned.
+    pub fn record_migrations(&self, unique: &str, result: &str, details: &serde_json::Value) {
+        let Some(db) = &self.migrations else {
+            return;
+        };
+        if result == turbo_hipster_sdk::results::ABORTED
+            || turbo_hipster_sdk::results::infrastructure_failure(result).is_some()
+        {
+            return;
+        }
+        let samples = th_history::samples_from_details(details, unique);
+        match db.record(&samples) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(unique, samples = n, "migrations recorded in the history"),
+            Err(e) => tracing::warn!(unique, "cannot record the job's migrations: {e}"),
         }
     }
 

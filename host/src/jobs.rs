@@ -309,6 +309,7 @@ pub fn finish(
     if let Some(line) = history_line {
         history.append(&line);
     }
+    history.record_migrations(&job.request.unique, &outcome.result, &outcome.details);
     if !config.keep_work_dirs && ran.work_made {
         remove_work_dir(&job.work_dir());
     }

@@ -93,10 +93,61 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
     },
+    /// Per migration of a dataset, from the history database: samples, median, p95, max.
+    History {
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+    },
+    /// Suggest time limits for a dataset's migrations from the history (p99 × factor + floor,
+    /// in whole seconds rounded up); `--write` puts them into the dataset's config.
+    Limits {
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The factor on the 99th percentile.
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        /// Seconds added to every limit.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        floor: f64,
+        /// Migrations with fewer samples get no suggestion.
+        #[arg(long, default_value_t = 1)]
+        min_samples: usize,
+        /// Write the suggestions into the dataset's config (`maximum_migration_times`),
+        /// keeping its other keys and their order.
+        #[arg(long)]
+        write: bool,
+        /// The dataset's config file [default: the one its latest recorded run used].
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Write a dataset's trends page (each migration's duration over time, with its limit) as
+    /// one self-contained HTML file.
+    Trends {
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The file to write [default: standard output].
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Import the original turbo-hipster's job logs (`<dataset>.log`, `[output]` lines) into
+    /// the history; files imported before are skipped.
+    ImportLogs {
+        /// Log files, or directories searched for `*.log`.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// The dataset the logs belong to [default: each file's name without `.log`].
+        #[arg(long)]
+        dataset: Option<String>,
+    },
     /// Runs one job for the daemon in a child process (`job_isolation: "process"`).
     #[command(name = "__run-job-child", hide = true)]
     RunJobChild,
 }
+
+mod history_command;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -126,6 +177,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::PrepareDatasets { rebuild, prune }) => {
             prepare_datasets(&config_path, &cli.log_level, rebuild, prune)
         }
+        Some(Command::History { ref dataset }) => with_log(&cli.log_level, || {
+            history_command::show(&config_path, dataset)
+        }),
+        Some(Command::Limits {
+            ref dataset,
+            factor,
+            floor,
+            min_samples,
+            write,
+            ref file,
+        }) => with_log(&cli.log_level, || {
+            history_command::limits(
+                &config_path,
+                dataset,
+                th_history::LimitRule {
+                    factor,
+                    floor_seconds: floor,
+                    min_samples,
+                },
+                write.then_some(file.as_deref()),
+            )
+        }),
+        Some(Command::Trends {
+            ref dataset,
+            ref output,
+        }) => with_log(&cli.log_level, || {
+            history_command::trends(&config_path, dataset, output.as_deref())
+        }),
+        Some(Command::ImportLogs {
+            ref paths,
+            ref dataset,
+        }) => import_logs(&config_path, &cli.log_level, paths, dataset.clone()),
         Some(Command::RunJob {
             ref job,
             ref params,
@@ -272,6 +355,38 @@ fn prepare_datasets(path: &Path, level: &str, rebuild: bool, prune: bool) -> Res
     }
     println!("datasets prepared for {} job(s)", registry.jobs.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A history command with the log on stderr; its error message becomes the command's error.
+fn with_log(
+    level: &str,
+    command: impl FnOnce() -> std::result::Result<ExitCode, String>,
+) -> Result<ExitCode> {
+    let _log = logging::init(level, true, None)?;
+    command().map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `import-logs`: the first job of each plugin imports the logs while it loads (the gate
+/// plugin reads the original's format); what it could not read is printed and makes the exit
+/// status 1.
+fn import_logs(
+    path: &Path,
+    level: &str,
+    paths: &[PathBuf],
+    dataset: Option<String>,
+) -> Result<ExitCode> {
+    let _log = logging::init(level, true, None)?;
+    let config = load_config(path)?;
+    let paths = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let import = turbo_hipster_sdk::ImportLogs { paths, dataset };
+    let registry = plugins::import_registry(&config, import);
+    for (source, message) in &registry.job_errors {
+        println!("error: {source}: {message}");
+    }
+    Ok(exit_code(registry.job_errors.is_empty()))
 }
 
 fn list_plugins(path: &Path, level: &str) -> Result<ExitCode> {

@@ -57,7 +57,8 @@ impl Pipeline {
     /// In-process jobs are not journaled: see [`Pipeline::with_journal`].
     pub fn new(config: Arc<Config>, registry: Arc<Registry>) -> Self {
         Pipeline {
-            history: History::open(&config.jobs_working_dir.join(HISTORY_FILE)),
+            history: History::open(&config.jobs_working_dir.join(HISTORY_FILE))
+                .with_migrations(th_history::HistoryDb::new(config.history_database.clone())),
             config,
             registry,
             jobs_dir_made: AtomicBool::new(false),

@@ -385,7 +385,28 @@ pub fn host_settings(config: &Config) -> HostSettings {
         check_only: false,
         clean_leftovers: false,
         prepare_datasets: None,
+        history_database: Some(config.history_database.to_setting()),
+        import_logs: None,
     }
+}
+
+/// [`build_registry`] for `import-logs`: the first job of each plugin imports the logs while
+/// it loads ([`HostSettings::import_logs`]; the other jobs of the plugin would find them
+/// imported already); a file it could not read is one of the registry's job errors.
+pub fn import_registry(config: &Config, import: turbo_hipster_sdk::ImportLogs) -> Registry {
+    let plain = host_settings(config);
+    let importing = HostSettings {
+        import_logs: Some(import),
+        ..plain.clone()
+    };
+    let mut asked = std::collections::BTreeSet::new();
+    build_registry_each(config, |spec| {
+        if asked.insert(spec.plugin.clone()) {
+            importing.clone()
+        } else {
+            plain.clone()
+        }
+    })
 }
 
 /// [`build_registry`] for `prepare-datasets`: plugins prepare their data while they load
@@ -426,6 +447,15 @@ pub fn build_serving_registry(config: &Config) -> Registry {
 }
 
 fn build_registry_with(config: &Config, settings: &HostSettings) -> Registry {
+    build_registry_each(config, |_| settings.clone())
+}
+
+/// Loads every plugin the config names and creates a runner for every job, with the host
+/// settings `settings_of` gives for it.
+fn build_registry_each(
+    config: &Config,
+    mut settings_of: impl FnMut(&JobSpec) -> HostSettings,
+) -> Registry {
     let mut plugins: BTreeMap<String, Result<Arc<LoadedPlugin>, PluginLoadError>> = BTreeMap::new();
     let mut jobs = BTreeMap::new();
     let mut job_errors = Vec::new();
@@ -445,7 +475,7 @@ fn build_registry_with(config: &Config, settings: &HostSettings) -> Registry {
                 continue;
             }
         };
-        match create_runner(&plugin, spec, settings) {
+        match create_runner(&plugin, spec, &settings_of(spec)) {
             Ok(runner) => {
                 if jobs.contains_key(&runner.function) {
                     job_errors.push((

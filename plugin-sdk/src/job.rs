@@ -34,6 +34,28 @@ pub struct HostSettings {
     /// (the gate plugin's golden copies) makes them now, in [`crate::Plugin::new`], and
     /// reports a failure as a configuration error.
     pub prepare_datasets: Option<PrepareDatasets>,
+    /// The per-migration history database (config `history_database`): a SQLite file's path
+    /// or a `postgres://` URL; `None` from a host without one. A plugin may read it (the gate
+    /// plugin's regression warning) and write it (`import-logs`); the daemon records every
+    /// job's migrations there itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_database: Option<String>,
+    /// Set by `turbo-hipster import-logs`: a plugin that can read job logs of the original
+    /// turbo-hipster imports them into the history now, in [`crate::Plugin::new`], prints what
+    /// it imported and skipped, and reports the files it could not read as configuration
+    /// errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_logs: Option<ImportLogs>,
+}
+
+/// What `turbo-hipster import-logs` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ImportLogs {
+    /// The files and directories given (directories are searched for `*.log`).
+    pub paths: Vec<PathBuf>,
+    /// The dataset the logs belong to (`--dataset`); `None`: each file's name without `.log`.
+    pub dataset: Option<String>,
 }
 
 /// What `turbo-hipster prepare-datasets` asks for.

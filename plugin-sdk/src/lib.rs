@@ -131,7 +131,7 @@ mod tracing_forward;
 
 pub use abi_stable;
 pub use context::Context;
-pub use job::{HostSettings, Job, JobConfig, Outcome, PrepareDatasets};
+pub use job::{HostSettings, ImportLogs, Job, JobConfig, Outcome, PrepareDatasets};
 
 /// The version of this SDK, as plugins report it.
 pub const SDK_VERSION: &str = abi::SDK_VERSION;

@@ -92,6 +92,8 @@ pub struct DatasetJob<'a> {
     /// The build parameters the tool gets in its environment (already filtered by the
     /// job's allow-list, [`Settings::parameters`]).
     pub parameters: &'a [(String, String)],
+    /// The history of the job's datasets, for the regression warning ([`crate::regression`]).
+    pub baseline: &'a crate::regression::Baseline,
     /// The job's cancellation.
     pub cancel: &'a dyn Cancellation,
     /// Called after each of [`STEPS`] steps of the run.
@@ -325,7 +327,12 @@ struct Executed {
 impl Executed {
     /// The dataset's result lines: set-up failures, the phases' failures, the limits'
     /// warnings, the version check; only the infrastructure's when it is to blame.
-    fn result_lines(&self, limits: &Limits, records: &[MigrationRecord]) -> Vec<String> {
+    fn result_lines(
+        &self,
+        limits: &Limits,
+        records: &[MigrationRecord],
+        regressions: Vec<String>,
+    ) -> Vec<String> {
         if let Err(Stop::Infrastructure(what)) = &self.end {
             return vec![messages::infrastructure(what)];
         }
@@ -339,6 +346,7 @@ impl Executed {
                 .flat_map(|(_, p)| p.lines.iter().cloned()),
         );
         lines.extend(limits::check(limits, records));
+        lines.extend(regressions);
         if let Err(Stop::VersionMismatch) = &self.end {
             lines.push(messages::VERSION_MISMATCH.to_string());
         }
@@ -375,6 +383,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         engine: ds.engine.name().to_string(),
         database: db.clone(),
         seed: ds.seed.path.display().to_string(),
+        config: ds.source.display().to_string(),
         result_lines: Vec::new(),
         duration_ms: 0,
         final_version: None,
@@ -419,7 +428,8 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         // The guard inside `execute` has dropped the database when it returns.
         run.execute(&mut summary)
     };
-    let records = summarise_migrations(&mut summary, ds, &executed.phases);
+    let (records, regressions) =
+        summarise_migrations(&mut summary, ds, &executed.phases, job.baseline);
     if let Err(Stop::Infrastructure(what)) = &executed.end {
         // The other lines are consequences: the change is not judged.
         tracing::warn!("dataset {}: infrastructure failure: {what}", ds.name);
@@ -428,7 +438,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
             &format!("infrastructure failure, not the change's: {what}"),
         );
     }
-    summary.result_lines = executed.result_lines(&ds.limits, &records);
+    summary.result_lines = executed.result_lines(&ds.limits, &records, regressions);
     summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let _ = log.line(
         NOTE,
@@ -458,24 +468,31 @@ fn open_log(job: &DatasetJob<'_>) -> Result<LogFile, String> {
 }
 
 /// Every migration of every phase into the summary, with its limit and warnings; the
-/// migrations' records, in order.
+/// migrations' records, in order, and the regression warnings ([`crate::regression`]).
 fn summarise_migrations(
     summary: &mut DatasetSummary,
     ds: &Dataset,
     phases: &[(String, Phase)],
-) -> Vec<MigrationRecord> {
+    baseline: &crate::regression::Baseline,
+) -> (Vec<MigrationRecord>, Vec<String>) {
     let mut all_records = Vec::new();
+    let mut regressions = Vec::new();
     for (phase, p) in phases {
         for record in &p.records {
             let limit = ds.limits.seconds.lookup(&record.from, &record.to);
-            let messages = limits::check(&ds.limits, std::slice::from_ref(record));
+            let mut messages = limits::check(&ds.limits, std::slice::from_ref(record));
+            if let Some(line) = baseline.check(&ds.name, record) {
+                tracing::warn!("dataset {}: {line}", ds.name);
+                messages.push(line.clone());
+                regressions.push(line);
+            }
             summary.migrations.push(MigrationSummary::from_record(
                 phase, record, limit, messages,
             ));
             all_records.push(record.clone());
         }
     }
-    all_records
+    (all_records, regressions)
 }
 
 /// `text` with every secret replaced by `***`.

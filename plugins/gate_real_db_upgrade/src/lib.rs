@@ -30,6 +30,7 @@
 //!    |---|---|
 //!    | `FAILURE - Did not find the end of a migration after a start` | a migration started and never ended (the tool exited, crashed or timed out inside it; an SQL file failed) |
 //!    | `WARNING - Migration <from->to> took too long` | strictly over its `maximum_migration_times` limit ([`limits`]) |
+//!    | `WARNING - Migration <from->to> took N× longer than usual (M ms vs median T ms)` | strictly slower than `regression_factor` × its median in the history of the dataset, once the history has `regression_min_samples` runs of it ([`regression`]) |
 //!    | `FAILURE - Final schema version does not match expectation` | after a clean run, the database's version (or the tool's `Final schema version is N`) differs from what the change expects ([`version`]) |
 //!    | `FAILURE - Could not setup seed database.` | the seed did not load, or the server refused us |
 //!    | `FAILURE - Could not find seed database.` | the seed file is missing |
@@ -62,11 +63,13 @@ pub mod alembic;
 pub mod dataset;
 pub mod dataset_run;
 pub mod engine;
+pub mod import;
 pub mod leftovers;
 pub mod limits;
 pub mod logparse;
 pub mod messages;
 pub mod provisioning;
+pub mod regression;
 pub mod report;
 pub mod run;
 pub mod settings;
@@ -138,6 +141,9 @@ impl Plugin for GateRealDbUpgrade {
         if let Some(options) = config.host.prepare_datasets {
             prepare(&settings, config, options)?;
         }
+        if let Some(request) = &config.host.import_logs {
+            import_logs(config, request)?;
+        }
         Ok(Self { settings })
     }
 
@@ -184,6 +190,30 @@ fn prepare(
         Ok(())
     } else {
         Err(PluginError::Config(failed))
+    }
+}
+
+/// `turbo-hipster import-logs` ([`import::import_logs`]): each file's line printed; the files
+/// it could not read are the job's configuration errors.
+fn import_logs(
+    config: &JobConfig,
+    request: &turbo_hipster_sdk::ImportLogs,
+) -> Result<(), PluginError> {
+    let Some(location) = config.host.history_database.as_deref() else {
+        return Err(PluginError::Config(vec![
+            "import-logs: the daemon names no history database".into(),
+        ]));
+    };
+    let location = th_history::Location::parse(location, std::path::Path::new("/"))
+        .map_err(|why| PluginError::Config(vec![format!("history_database {why}")]))?;
+    let report = import::import_logs(request, &th_history::HistoryDb::new(location));
+    for line in &report.done {
+        println!("{line}");
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::Config(report.failed))
     }
 }
 

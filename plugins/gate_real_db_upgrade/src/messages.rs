@@ -30,6 +30,14 @@ pub fn took_too_long(migration: &str) -> String {
     format!("WARNING - Migration {migration} took too long")
 }
 
+/// A migration took more than K times its historical median on this dataset
+/// ([`crate::regression`]): `ratio` times, `ms` against the median `median_ms`.
+pub fn took_longer_than_usual(migration: &str, ratio: f64, ms: i64, median_ms: f64) -> String {
+    format!(
+        "WARNING - Migration {migration} took {ratio:.1}× longer than usual ({ms} ms vs median {median_ms:.0} ms)"
+    )
+}
+
 /// A migration changed more rows than its `XInnodb_rows_changed` limit.
 pub fn changed_too_many_rows(migration: &str, rows: i64) -> String {
     format!("WARNING - Migration {migration} changed too many rows ({rows})")

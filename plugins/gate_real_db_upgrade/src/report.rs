@@ -15,6 +15,7 @@
 //!       "engine": "mysql",
 //!       "database": "nova_datasets_user_001_1a2b3c4d_0",
 //!       "seed": "/var/lib/turbo-hipster/datasets/user_001/nova.sql",
+//!       "config": "/var/lib/turbo-hipster/datasets/user_001/config.json",
 //!       "result_lines": [],
 //!       "duration_ms": 81234,
 //!       "final_version": "216",
@@ -47,6 +48,8 @@
 //!   that was tested.
 //! - `result` is the job's result as sent to Zuul; `result_lines` are one dataset's problems
 //!   (empty when it passed), without the dataset-name prefix.
+//! - `config` is the dataset's config file (the daemon's history keeps it for
+//!   `turbo-hipster limits --write`).
 //! - `final_version` is what the database recorded after the run (`null` if nothing);
 //!   `expected_version` what the change expects (`null` when unchecked or unknown).
 //! - `phase` is `change` for the run on the change, or the git ref of an `upgrade_path` step.
@@ -352,6 +355,8 @@ pub struct DatasetSummary {
     pub database: String,
     /// The seed file.
     pub seed: String,
+    /// The dataset's config file (`limits --write` writes there).
+    pub config: String,
     /// Its problems, without prefix; empty when it passed.
     pub result_lines: Vec<String>,
     /// How long the dataset's run took.
@@ -577,6 +582,7 @@ mod tests {
                 engine: "sqlite".into(),
                 database: "example_1_0".into(),
                 seed: "/s.sql".into(),
+                config: "/d/example/config.json".into(),
                 result_lines: vec![],
                 duration_ms: 10,
                 final_version: Some("2".into()),

@@ -18,6 +18,7 @@ use turbo_hipster_sdk::{Context, Job, Outcome, PluginError};
 use crate::dataset::{self, Dataset};
 use crate::dataset_run::{self, DatasetJob, DatasetOutcome};
 use crate::messages;
+use crate::regression::Baseline;
 use crate::report::{html, DatasetSummary, JobSummary, SCHEMA, SUMMARY_JSON, SUMMARY_TXT};
 use crate::settings::Settings;
 
@@ -197,6 +198,12 @@ fn run_steps(
     let claims = crate::leftovers::claims_dir(&job.host);
     let golden = crate::provisioning::state_dir(&job.host);
     let parameters = passed_parameters(settings, job);
+    let names: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
+    let baseline = Baseline::load(
+        settings.regression,
+        job.host.history_database.as_deref(),
+        &names,
+    );
     let outcomes = run_datasets(
         settings,
         &datasets,
@@ -212,6 +219,7 @@ fn run_steps(
             dirs,
             pip_cache: job.host.pip_download_cache.as_deref(),
             parameters: &parameters,
+            baseline: &baseline,
         },
         env,
         &step,
@@ -221,10 +229,27 @@ fn run_steps(
     let cancelled = outcomes.iter().any(|o| o.cancelled) || env.cancel.is_cancelled();
     summary.result = job_result(&outcomes, cancelled);
     summary.datasets = outcomes.into_iter().map(|o| o.summary).collect();
+    write_trends(&baseline, summary, &unique, &dirs.results_dir);
     if done.load(Ordering::SeqCst) < total {
         (env.progress)(total, total);
     }
     Ok(cancelled)
+}
+
+/// Each dataset's trends page (`trends-<dataset>.html`) from the history and this job's
+/// migrations ([`Baseline::trends_page`]); none without a history.
+fn write_trends(baseline: &Baseline, summary: &JobSummary, unique: &str, results: &Path) {
+    let current = th_history::samples_from_details(&summary.to_json(), unique);
+    for d in &summary.datasets {
+        if let Some(page) = baseline.trends_page(&d.name, &current) {
+            write_file(&results.join(trends_name(&d.name)), &page);
+        }
+    }
+}
+
+/// The name of a dataset's trends page in the results directory.
+pub fn trends_name(dataset: &str) -> String {
+    format!("trends-{dataset}.html")
 }
 
 /// The datasets testing `project`.
@@ -366,6 +391,7 @@ struct DatasetJobBase<'a> {
     dirs: &'a JobDirs,
     pip_cache: Option<&'a Path>,
     parameters: &'a [(String, String)],
+    baseline: &'a Baseline,
 }
 
 /// Runs the datasets on up to `settings.max_parallel` threads; outcomes in dataset order.
@@ -408,6 +434,7 @@ fn run_datasets(
                 results_dir: &base.dirs.results_dir,
                 pip_cache: base.pip_cache,
                 parameters: base.parameters,
+                baseline: base.baseline,
                 cancel: env.cancel,
                 tick: &tick,
             };
@@ -479,6 +506,7 @@ fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
         engine: dataset.engine.name().to_string(),
         database: String::new(),
         seed: dataset.seed.path.display().to_string(),
+        config: dataset.source.display().to_string(),
         result_lines: if messages::is_failure(line) {
             vec![line.to_string()]
         } else {
@@ -515,13 +543,23 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
     }
     write_file(&dirs.results_dir.join(SUMMARY_TXT), &text);
     // The daemon adds task_output.log and job.json to the published results.
-    let files = [
+    // Each dataset's trends page, when the history gave one.
+    let trends: Vec<String> = summary
+        .datasets
+        .iter()
+        .map(|d| trends_name(&d.name))
+        .filter(|name| dirs.results_dir.join(name).is_file())
+        .collect();
+    let files: Vec<&str> = [
         GIT_LOG,
         SUMMARY_JSON,
         SUMMARY_TXT,
         "task_output.log",
         "job.json",
-    ];
+    ]
+    .into_iter()
+    .chain(trends.iter().map(String::as_str))
+    .collect();
     if let Err(e) = html::write_index(&summary, &dirs.results_dir, &dataset_run::log_name, &files) {
         tracing::warn!("cannot write the report page {}: {e}", html::INDEX_HTML);
     }
@@ -537,7 +575,7 @@ fn finish(summary: JobSummary, dirs: &JobDirs, cancelled: bool) -> Outcome {
             summary
                 .datasets
                 .iter()
-                .map(|d| dataset_run::log_name(&d.name)),
+                .flat_map(|d| [dataset_run::log_name(&d.name), trends_name(&d.name)]),
         )
         .chain([
             SUMMARY_JSON.to_string(),

@@ -14,6 +14,8 @@
 //! | `git_stall_timeout` | seconds a git command may go without progress | 300 |
 //! | `git_protocols` | transports `ZUUL_URL` may use | `["http", "https", "git", "ssh", "file"]` |
 //! | `pass_parameters` | build parameters (`NAME` or `PREFIX*`) passed to the migration tool besides Zuul's; never one that changes how programs start | none |
+//! | `regression_factor` | K: a migration slower than K times its median in the history of the dataset gets `WARNING - Migration … took N× longer than usual …` ([`crate::regression`]); a number from 1, or `false`: off | 3 |
+//! | `regression_min_samples` | how many earlier runs of the migration the history needs before it judges (whole, 1 to 1000000) | 10 |
 //! | `containment` | `{run_as, memory_mib, processes, open_files, network_namespace}`: how the migration tool runs ([`turbo_hipster_sdk::support::contain`]) | `nobody` when root, 4096, 512, 4096, false |
 //!
 //! With `containment.network_namespace`, the tool has only loopback: every tool-mode dataset
@@ -71,7 +73,14 @@ pub struct Settings {
     pub parameters: ParameterFilter,
     /// How the migration tool is contained (`containment`).
     pub containment: Containment,
+    /// The regression warning (`regression_factor`, `regression_min_samples`); `None`: off.
+    pub regression: Option<th_history::RegressionRule>,
 }
+
+/// The default `regression_factor`.
+pub const DEFAULT_REGRESSION_FACTOR: f64 = 3.0;
+/// The default `regression_min_samples`.
+pub const DEFAULT_REGRESSION_MIN_SAMPLES: usize = 10;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -85,6 +94,10 @@ impl Default for Settings {
             git: GitOptions::default(),
             parameters: ParameterFilter::zuul_only(),
             containment: Containment::default(),
+            regression: Some(th_history::RegressionRule {
+                factor: DEFAULT_REGRESSION_FACTOR,
+                min_samples: DEFAULT_REGRESSION_MIN_SAMPLES,
+            }),
         }
     }
 }
@@ -131,6 +144,23 @@ impl Settings {
             match lock_sample_interval(v) {
                 Ok(every) => s.defaults.lock_sample = every,
                 Err(what) => c.error(k, what),
+            }
+        }
+        if let Some((k, v)) = get("regression_factor") {
+            match v {
+                Value::Bool(false) => s.regression = None,
+                v => {
+                    if let (Some(rule), Some(factor)) = (&mut s.regression, c.number(k, v, 1.0)) {
+                        rule.factor = factor;
+                    }
+                }
+            }
+        }
+        if let Some(n) =
+            get("regression_min_samples").and_then(|(k, v)| c.integer(k, v, 1..=1_000_000))
+        {
+            if let Some(rule) = &mut s.regression {
+                rule.min_samples = usize::try_from(n).unwrap_or(DEFAULT_REGRESSION_MIN_SAMPLES);
             }
         }
         s.git.read_config(&mut c, config);

@@ -907,3 +907,110 @@ fn a_tool_the_contained_user_cannot_run_is_an_infrastructure_error_before_the_se
     );
     assert!(!log.contains("never"), "{log}");
 }
+
+/// Samples of `migration` of dataset `shop_tool`, as earlier runs would have left them.
+fn seeded(migration: &str, ms: i64, i: usize) -> th_history::Sample {
+    th_history::Sample {
+        dataset: "shop_tool".into(),
+        engine: "sqlite".into(),
+        migration: migration.into(),
+        phase: "change".into(),
+        started: format!("2026-01-0{} 00:00:00,000", i + 1),
+        duration_ms: Some(ms),
+        status: "ok".into(),
+        limit_seconds: Some(60.0),
+        commit: format!("seed{i}"),
+        job: format!("seed-{i}"),
+        counters: Default::default(),
+        locks: json!([]),
+        dataset_config: String::new(),
+    }
+}
+
+/// The regression warning in a real job: the history (the daemon's default SQLite file) is
+/// seeded with three earlier runs of `1->2` at about 100 ms; the change's 1->2 sleeps 1.5 s,
+/// far over 3 × the median, within its time limit. The job's own migrations are recorded by
+/// the daemon afterwards; a next run at the usual speed does not warn.
+#[test]
+fn a_migration_much_slower_than_its_history_warns() {
+    let mut world = World::new(json!({"regression_min_samples": 3}));
+    world.project(
+        "shop/tool",
+        &[
+            ("tools/migrate.py", MIGRATE_PY),
+            ("versions/001_items.py", V1_ITEMS),
+        ],
+    );
+    let config = world.dataset(
+        "shop_tool",
+        tool_dataset(
+            "shop/tool",
+            json!({"maximum_migration_times": {"default": 60}}),
+        ),
+        &[("seed.sql", TOOL_SEED)],
+    );
+    let history = th_history::HistoryDb::new(th_history::Location::Sqlite(
+        world.root.join("jobs").join(th_history::DEFAULT_FILE),
+    ));
+    let earlier: Vec<_> = [100, 120, 90]
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| seeded("1->2", *ms, i))
+        .collect();
+    history.record(&earlier).unwrap();
+
+    let slow = world.propose("shop/tool", &[("versions/002_slow.py", V2_SLOW)]);
+    let run = world.run("shop/tool", &slow);
+    let m = run.migrations(0);
+    let ms = m[1]["duration_ms"].as_i64().unwrap();
+    assert!(ms >= 1500, "{}", run.describe());
+    // 1->2 against the median of 90, 100, 120.
+    let line = format!(
+        "WARNING - Migration 1->2 took {:.1}× longer than usual ({ms} ms vs median 100 ms)",
+        ms as f64 / 100.0
+    );
+    assert_eq!(run.result, line, "{}", run.describe());
+    assert_eq!(m[1]["status"], "ok");
+    assert_eq!(m[1]["messages"], json!([line]));
+    // 0->1 has no history: no judgement.
+    assert_eq!(m[0]["messages"], json!([]));
+
+    // The daemon recorded the run: both migrations, with the commit, engine and config.
+    let samples = history.samples("shop_tool").unwrap();
+    let recorded: Vec<_> = samples.iter().filter(|s| s.job == run.uuid).collect();
+    assert_eq!(recorded.len(), 2, "{samples:?}");
+    assert_eq!(recorded[1].migration, "1->2");
+    assert_eq!(recorded[1].duration_ms, Some(ms));
+    assert_eq!(recorded[1].engine, "sqlite");
+    assert_eq!(
+        recorded[1].commit,
+        run.summary["change"]["commit"].as_str().unwrap()
+    );
+    assert_eq!(
+        recorded[1].dataset_config,
+        config.join("config.json").display().to_string()
+    );
+    assert_eq!(recorded[1].limit_seconds, Some(60.0));
+
+    // The dataset's trends page, published with the logs: the three earlier runs and this
+    // one of 1->2 (four points), this run of 0->1, each limit a dashed line.
+    let page = run.file("trends-shop_tool.html");
+    assert_eq!(page.matches("<svg").count(), 2, "{page}");
+    assert_eq!(page.matches("class=\"run\"").count(), 5, "{page}");
+    assert_eq!(page.matches("class=\"limit\"").count(), 2, "{page}");
+    assert!(page.contains(&format!("{ms} ms (")), "{page}");
+    let job: Value = serde_json::from_str(&run.file("job.json")).unwrap();
+    assert!(
+        job["details"]["logs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("trends-shop_tool.html")),
+        "{job}"
+    );
+
+    // At the usual speed (the median is now 110 ms): no warning.
+    let fast = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
+    let run = world.run("shop/tool", &fast);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    assert_eq!(history.stats("shop_tool").unwrap()[0].1.count, 5);
+}

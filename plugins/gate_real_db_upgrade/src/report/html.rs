@@ -972,6 +972,7 @@ mod tests {
                 engine: "postgresql".into(),
                 database: "db".into(),
                 seed: "/s.sql".into(),
+                config: "/datasets/big/config.json".into(),
                 result_lines: vec!["WARNING - Migration 2->3 took too long".into()],
                 duration_ms: 5000,
                 final_version: Some("3".into()),
