@@ -287,11 +287,15 @@ fn a_job_s_results_are_uploaded_and_open_at_the_url_zuul_gets() {
         .find_map(|l| l.strip_prefix("url: "))
         .unwrap()
         .to_string();
+    // The job left a report page (index.html), so the URL Zuul gets is that page's, under
+    // the path-style URL of the job's prefix.
     assert_eq!(
         url,
-        format!("{}/th-logs/ci-logs/{log_path}/", moto.endpoint()),
-        "the URL Zuul gets is the path-style URL of the job's prefix"
+        format!("{}/th-logs/ci-logs/{log_path}/index.html", moto.endpoint()),
+        "the URL Zuul gets is the report page under the path-style URL of the job's prefix"
     );
+    let report_url = url.clone();
+    let url = url.trim_end_matches("index.html").to_string();
 
     // Every file of the results is at the URL, byte for byte (the secret key cut out).
     let results = setup.jobs_dir().join(log_path);
@@ -326,7 +330,10 @@ fn a_job_s_results_are_uploaded_and_open_at_the_url_zuul_gets() {
     let log = String::from_utf8_lossy(&std::fs::read(results.join("shell_script.log")).unwrap())
         .into_owned();
     assert!(log.contains("report for example/shop"), "{log}");
-    assert!(log.contains(SECRET_KEY), "the job printed the key: {log}");
+    // The job printed the key; the daemon masked it in the results before publishing them
+    // (the storage keys are among the secrets masked in every results file).
+    assert!(log.contains("leak: ***"), "the job printed the key: {log}");
+    assert!(!log.contains(SECRET_KEY), "{log}");
     // Nothing else is there: no marker of an unfinished upload, no work dir.
     let mut keys = moto.keys("th-logs");
     keys.sort();
@@ -344,7 +351,7 @@ fn a_job_s_results_are_uploaded_and_open_at_the_url_zuul_gets() {
             .1,
     )
     .unwrap();
-    assert_eq!(record["url"], url.as_str());
+    assert_eq!(record["url"], report_url.as_str());
     let mut texts = vec![("daemon log".to_string(), daemon.log_text())];
     texts.extend(read_all(setup.dir.path()).into_iter().filter(|(n, _)| {
         // The config holds the keys by design; the job's own log holds what the script printed.
