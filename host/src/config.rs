@@ -747,17 +747,25 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
         c.required("publish_logs.type", "\"local\" or \"s3\"");
         return PublishLogs::None;
     };
-    if type_.as_str() == Some("scp") {
-        c.error(
-            "publish_logs.type",
-            "\"scp\" publishing is not supported: use \
-             \"local\" with a path a web server serves (copy it elsewhere with your own \
-             rsync or scp), \"s3\" for object storage, or leave publish_logs out to keep \
-             the logs under jobs_working_dir",
-        );
+    let refused = match type_.as_str() {
+        Some("scp") => Some(
+            "\"scp\" publishing is not supported: use \"local\" with a path a web server \
+             serves (copy it elsewhere with your own rsync or scp), \"s3\" for object storage, \
+             or leave publish_logs out to keep the logs under jobs_working_dir",
+        ),
+        Some("swift") => Some(
+            "\"swift\" publishing is not supported: a Swift cluster with its S3 API (the \
+             s3api middleware) takes \"s3\" with its endpoint; else use \"local\" with a \
+             path a web server serves, or leave publish_logs out to keep the logs under \
+             jobs_working_dir",
+        ),
+        _ => None,
+    };
+    if let Some(why) = refused {
+        c.error("publish_logs.type", why);
         return PublishLogs::None;
     }
-    let types = ["local", "s3", "swift"].map(|t| (t, t));
+    let types = ["local", "s3"].map(|t| (t, t));
     match c.one_of("publish_logs.type", type_, &types) {
         Some("local") => {
             let path = path_key(c, obj, "publish_logs.path", base);
@@ -773,16 +781,7 @@ fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> Pub
             }
         }
         Some("s3") => check_s3(c, obj, &|name| std::env::var(name).ok()),
-        Some(t) => {
-            c.warn(
-                "publish_logs.type",
-                format!(
-                    "\"{t}\" publishing is not supported by this version; logs stay under jobs_working_dir"
-                ),
-            );
-            PublishLogs::None
-        }
-        None => PublishLogs::None,
+        Some(_) | None => PublishLogs::None,
     }
 }
 
@@ -1192,7 +1191,7 @@ mod tests {
             "jobs[1].function: \"build:a b\" contains spaces",
             "jobs[2]: expected an object",
             "plugins[0].name: \"x/y\" is not a valid plugin name",
-            "publish_logs.type: must be one of local, s3, swift, got \"ftp\"",
+            "publish_logs.type: must be one of local, s3, got \"ftp\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
@@ -1202,7 +1201,7 @@ mod tests {
     }
 
     #[test]
-    fn scp_publishing_and_bad_secret_keys_are_refused() {
+    fn scp_and_swift_publishing_and_bad_secret_keys_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let p = write(
             d.path(),
@@ -1222,6 +1221,20 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(err.issues.len(), 2, "{text}");
+        // The original's swift: refused too (it used to be accepted and ignored), naming s3.
+        let p = write(
+            d.path(),
+            "swift.json",
+            r#"{"publish_logs": {"type": "swift", "container": "logs"}}"#,
+        );
+        let text = load(&p).unwrap_err().to_string();
+        assert!(
+            text.contains(
+                "publish_logs.type: \"swift\" publishing is not supported: a Swift cluster \
+                 with its S3 API (the s3api middleware) takes \"s3\""
+            ),
+            "{text}"
+        );
     }
 
     #[test]
