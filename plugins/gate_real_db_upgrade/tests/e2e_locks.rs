@@ -12,9 +12,9 @@ use turbo_hipster_tests::gate::{
     alembic_ini, assert_no_databases, example, require, venv, JobRun, World, ALEMBIC_ENV_PY,
 };
 
-/// The limit of the tests: a rewrite of a million rows holds its lock for more than a second
-/// here; an instant change for a few milliseconds.
-const LIMIT: f64 = 0.5;
+/// The limit of the tests: a rewrite of a million rows holds its lock for about half a second
+/// on a quiet machine (seconds on a loaded one); an instant change for a few milliseconds.
+const LIMIT: f64 = 0.2;
 
 /// The example dataset on `engine` with `maximum_lock_hold`; the change adds `files`. The
 /// world holds the results.
@@ -64,7 +64,8 @@ fn assert_flagged(run: &JobRun, name: &str, mode: &str) -> f64 {
         .unwrap_or_else(|| panic!("{}", run.describe()))
         .parse()
         .unwrap();
-    assert!(seconds > LIMIT, "{}", run.describe());
+    // The message rounds the hold to a tenth of a second.
+    assert!(seconds + 0.05 > LIMIT, "{}", run.describe());
     seconds
 }
 
