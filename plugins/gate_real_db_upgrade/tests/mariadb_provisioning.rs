@@ -257,17 +257,21 @@ fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
 #[test]
 fn mariadb_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
     let f = Fixture::new(500, json!({}));
-    let note = |_: &str| {};
+    let notes = Notes::default();
+    let note = |t: &str| notes.push(t);
     let old = f
         .provider(&note)
         .provide(&f.db(1))
         .unwrap()
         .golden
         .clone()
-        .unwrap();
+        .unwrap_or_else(|| panic!("no golden copy: {:?}", notes.all()));
     std::fs::write(&f.seed, seed_sql(700, "b")).unwrap();
     let new = f.provider(&note).provide(&f.db(2)).unwrap();
-    let golden = new.golden.clone().unwrap();
+    let golden = new
+        .golden
+        .clone()
+        .unwrap_or_else(|| panic!("no golden copy: {:?}", notes.all()));
     assert_ne!(golden, old);
     assert_eq!(f.goldens(), vec![golden]);
     let private = new.private.as_ref().unwrap();

@@ -213,11 +213,13 @@ impl Instance<'_> {
     /// # Errors
     /// The installer failed; its last output lines say why.
     pub fn install(&self) -> Result<(), EngineError> {
+        let tmp = self.make_tmp()?;
         let mut cmd = Command::new(&self.binaries.install);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.data().display()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .stdin(Stdio::null());
         if nix::unistd::geteuid().is_root() {
             cmd.arg("--user=root");
@@ -231,13 +233,25 @@ impl Instance<'_> {
         if out.status.success() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+        // stderr last: its lines say what failed (stdout ends with the installer's trailer).
+        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
         Err(EngineError::Other(format!(
             "{} failed ({}): {}",
             self.binaries.install.display(),
             out.status,
             last_lines(&text, 5)
         )))
+    }
+
+    /// The instance's own temporary directory (`<dir>/tmp`, made if missing). Each installer
+    /// and server gets its own: several `mariadb-install-db` at once sharing `/tmp` fail
+    /// (`ERROR: 1051 Unknown table 'mysql.tmp_user_sys'`, after `Could not remove temporary
+    /// table '/tmp/#sql-temptable-…'`), seen with a dozen at once on this machine.
+    fn make_tmp(&self) -> Result<PathBuf, EngineError> {
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| EngineError::Other(format!("cannot make {}: {e}", tmp.display())))?;
+        Ok(tmp)
     }
 
     /// Starts the server on the datadir and waits until it answers as the run's user.
@@ -268,6 +282,7 @@ impl Instance<'_> {
             super::instance_claims::claim_instance(dir, &private.dir, &private.socket, None)
         });
         self.write_init_file()?;
+        self.make_tmp()?;
         for attempt in 1..=PORT_TRIES {
             private.port = free_port()?;
             let child = spawn(self.command(&private)).map_err(|e| {
@@ -310,6 +325,7 @@ impl Instance<'_> {
             .arg(format!("--port={}", private.port))
             .arg("--bind-address=127.0.0.1")
             .arg("--skip-name-resolve")
+            .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
             .arg(format!(
                 "--pid-file={}",
                 self.dir.join("mariadbd.pid").display()

@@ -100,6 +100,24 @@ const POSTGRES_TABLES: &str = "\
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
+/// [`POSTGRES_TABLES`] without the sizes, which take no lock: read when the sizes' read ran
+/// into a lock taken between its look at `pg_locks` and the size (the migration's next
+/// statement, begun just after its boundary was printed). The storage identities are what
+/// attribution needs; the last sizes read stand.
+const POSTGRES_TABLES_NO_SIZES: &str = "\
+    SELECT c.relname::text, c.relfilenode::bigint, NULL::bigint, NULL::bool, \
+           extract(epoch FROM clock_timestamp())::float8, \
+           (SELECT extract(epoch FROM min(a.xact_start))::float8 FROM pg_stat_activity a \
+            WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
+              AND a.backend_xid IS NOT NULL) \
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'm') \
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// PostgreSQL's `lock_not_available`: a `lock_timeout` ran out.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// The probe never waits for a migration's lock for long: a read that would is abandoned (that
 /// point is then skipped).
 const POSTGRES_SESSION: &str = "SET lock_timeout = '100ms'";
@@ -156,9 +174,17 @@ impl TableProbe {
             let (rows, at, open_since): (Vec<Row>, Option<f64>, Option<f64>) = match conn {
                 ProbeConnection::Postgres(c) => {
                     type PgRow = (String, i64, Option<i64>, Option<bool>, f64, Option<f64>);
-                    let rows: Vec<PgRow> = sqlx::query_as(POSTGRES_TABLES)
-                        .fetch_all(&mut *c)
-                        .await
+                    let rows: Vec<PgRow> =
+                        match sqlx::query_as(POSTGRES_TABLES).fetch_all(&mut *c).await {
+                            Err(sqlx::Error::Database(e))
+                                if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+                            {
+                                sqlx::query_as(POSTGRES_TABLES_NO_SIZES)
+                                    .fetch_all(&mut *c)
+                                    .await
+                            }
+                            other => other,
+                        }
                         .map_err(|e| super::postgres::classify_error(ep, &e))?;
                     let at = rows.first().map(|r| r.4);
                     let open = rows.first().and_then(|r| r.5);
