@@ -167,19 +167,29 @@ fn mariadb_private_server_sql_files_counts_equal_the_rows() {
 }
 
 /// Two jobs at once on one server, one with 300 000 rows, the other with 700 000: each
-/// migration's counts are its own job's rows only. The jobs are started together, but on a
-/// loaded machine one may finish its migrations before the other begins them (their seeds and
-/// servers take unequal times); then the pair runs again, up to three times, so that what is
-/// checked is always two jobs' migrations running at once.
+/// migration's counts are its own job's rows only. The jobs are started together, but one may
+/// finish its migrations before the other begins them (their seeds and servers take unequal
+/// times; seen with run-private MariaDB servers): each job's first migration begins with a
+/// pause, and should they still not overlap the pair runs again, up to three times, so that
+/// what is checked is always two jobs' migrations running at once.
 fn two_jobs_at_once(engine: Engine, dataset: Value, insert_from: &str) -> (JobRun, JobRun) {
     let mut spans = Vec::new();
     for _ in 0..3 {
         let small = example_world(engine, json!({}), dataset.clone());
         let large = example_world(engine, json!({}), dataset.clone());
-        let (f_small, f_large) = (
-            big_files(300_000, insert_from),
-            big_files(700_000, insert_from),
-        );
+        // Each job's first migration waits 5 s before its insert (touching no table), so
+        // that unequal start-ups (seeds, golden copies, private servers) still leave the two
+        // jobs' migrations running at the same time.
+        let pause = match engine {
+            Engine::PostgreSql => "SELECT pg_sleep(5);\n",
+            _ => "SELECT SLEEP(5);\n",
+        };
+        let paused = |rows| {
+            let mut files = big_files(rows, insert_from);
+            files[0].1.insert_str(0, pause);
+            files
+        };
+        let (f_small, f_large) = (paused(300_000), paused(700_000));
         let c_small = small.propose("example/shop", &refs(&f_small));
         let c_large = large.propose("example/shop", &refs(&f_large));
         let a = small.spawn("example/shop", &c_small, &[]);

@@ -1007,6 +1007,12 @@ fn a_migration_much_slower_than_its_history_warns() {
             .contains(&json!("trends-shop_tool.html")),
         "{job}"
     );
+    // The job's report page links it.
+    let report = run.file("index.html");
+    assert!(
+        report.contains("href=\"trends-shop_tool.html\""),
+        "{report}"
+    );
 
     // At the usual speed (the median is now 110 ms): no warning.
     let fast = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
