@@ -596,7 +596,7 @@ impl Run<'_, '_> {
             connection: private.server.connection(),
             ..self.spec.clone()
         };
-        let server = spec.server();
+        let server = spec.server().run_private();
         summary.database.clone_from(&private.database);
         let run = Run {
             db: &private.database,

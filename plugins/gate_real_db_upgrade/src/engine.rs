@@ -306,6 +306,9 @@ pub struct Server {
     connection: Connection,
     /// For SQLite: where the database files live (the job's work dir).
     sqlite_dir: PathBuf,
+    /// The server holds the run's database only (a run-private `mariadbd`,
+    /// [`Server::run_private`]): its server-wide figures are the run's.
+    run_private: bool,
     /// The plugin's own runtime, made on first use.
     runtime: OnceLock<tokio::runtime::Runtime>,
 }
@@ -338,8 +341,22 @@ impl Server {
             engine,
             connection,
             sqlite_dir,
+            run_private: false,
             runtime: OnceLock::new(),
         }
+    }
+
+    /// This server as one that holds the run's database only (a run-private server): its
+    /// server-wide work counters are then the run's own ([`Server::count_work`]).
+    #[must_use]
+    pub fn run_private(mut self) -> Self {
+        self.run_private = true;
+        self
+    }
+
+    /// Whether the server holds the run's database only ([`Server::run_private`]).
+    pub fn is_run_private(&self) -> bool {
+        self.run_private
     }
 
     /// The engine.

@@ -184,7 +184,7 @@ pub struct Dataset {
     /// not observed.
     pub lock_sample: Option<Duration>,
     /// Whether each migration's work is counted (`count_work`, default `true`); off, no
-    /// counter is read and a run-private MariaDB starts without `performance_schema`.
+    /// counter is read.
     pub count_work: bool,
 }
 

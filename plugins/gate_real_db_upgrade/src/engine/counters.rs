@@ -7,7 +7,8 @@
 //!
 //! | engine | source | scope | counters |
 //! |---|---|---|---|
-//! | MariaDB/MySQL | `performance_schema.table_io_waits_summary_by_table` of the run's schema (MySQL: on by default; a run-private `mariadbd` starts with it on) | `database` | `Innodb_rows_read` (row fetches), `Innodb_rows_inserted`, `Innodb_rows_updated`, `Innodb_rows_deleted` |
+//! | MariaDB (run-private `mariadbd`, the default) | `SHOW GLOBAL STATUS` of a server that holds the run's database only: `Rows_read`, `Handler_write`, `Handler_update`, `Handler_delete` (MariaDB; MySQL's `Innodb_rows_*` when there) | `run-private server` | `Innodb_rows_read` (rows read, every engine: a sequence table's rows too), `Innodb_rows_inserted`, `Innodb_rows_updated`, `Innodb_rows_deleted` |
+//! | MariaDB/MySQL | `performance_schema.table_io_waits_summary_by_table` of the run's schema (MySQL: on by default) | `database` | `Innodb_rows_read` (row fetches), `Innodb_rows_inserted`, `Innodb_rows_updated`, `Innodb_rows_deleted` |
 //! | MariaDB | `information_schema.TABLE_STATISTICS` of the run's schema (`userstat`, switched on here when off and the account may) | `database` | `Innodb_rows_read`, `rows_changed` (inserted + updated + deleted: no split) |
 //! | MariaDB/MySQL | `SHOW GLOBAL STATUS` (`Innodb_rows_*`, else `Rows_read`/`Handler_*`) | `server`: other sessions' work is counted too | as the first row |
 //! | PostgreSQL | `pg_stat_user_tables` of the run's database | `database` | `Innodb_rows_read` (`seq_tup_read + idx_tup_fetch`), `Innodb_rows_inserted` (`n_tup_ins`), `Innodb_rows_updated` (`n_tup_upd`), `Innodb_rows_deleted` (`n_tup_del`) |
@@ -17,7 +18,11 @@
 //! `Innodb_rows_read`) have always used, so the same limits apply to every engine.
 //!
 //! Per-table figures are summed over the run database's tables: the observer's own queries
-//! (system views only) are not counted, nor other databases' work. A table dropped during a
+//! (system views only) are not counted, nor other databases' work. On a run-private server the
+//! server's own counters cost nothing to keep (MariaDB keeps them always) and the observer's
+//! queries add nothing to them: `information_schema` and `SHOW STATUS` read through internal
+//! temporary tables (`Rows_tmp_read`, `Handler_tmp_write`), which are not counted; the server
+//! holds no other database to work on. A table dropped during a
 //! migration takes its figures with it (its work is not counted); a table created counts from
 //! zero.
 //!
@@ -134,6 +139,8 @@ impl Reading {
 enum Source {
     PerfSchema(MySqlConnection, String),
     UserStat(MySqlConnection, String),
+    /// `SHOW GLOBAL STATUS` of a run-private server: the run's own work.
+    RunPrivate(MySqlConnection),
     /// `SHOW GLOBAL STATUS`, read through a connection of its own each time.
     Global,
     /// With the sessions that were there when it started (the worker's own).
@@ -157,7 +164,8 @@ impl CounterReader {
         self.name
     }
 
-    /// `database` when the row counts are the run database's only, `server` when they are
+    /// `database` when the row counts are the run database's only, `run-private server` when
+    /// they are a server's that holds the run's database only, `server` when they are
     /// server-wide (other sessions' work included).
     pub fn scope(&self) -> &'static str {
         self.scope
@@ -218,7 +226,7 @@ impl Drop for CounterReader {
         if let Some(source) = source {
             let _ = on_runtime(&self.runtime, || async {
                 match source {
-                    Source::PerfSchema(c, _) | Source::UserStat(c, _) => {
+                    Source::PerfSchema(c, _) | Source::UserStat(c, _) | Source::RunPrivate(c) => {
                         let _ = c.close().await;
                     }
                     Source::Global => {}
@@ -281,6 +289,13 @@ async fn read(ep: &Endpoint, source: &mut Source) -> Result<Reading, EngineError
                 reading.tables.insert(t, vec![r, c]);
             }
         }
+        Source::RunPrivate(conn) => {
+            let status = super::mysql::counters_on(ep, conn).await?;
+            reading.totals = SPLIT
+                .iter()
+                .filter_map(|name| Some(((*name).to_string(), *status.get(*name)?)))
+                .collect();
+        }
         Source::Global => {
             reading.totals = super::mysql::counters(ep).await?;
         }
@@ -306,14 +321,27 @@ async fn read(ep: &Endpoint, source: &mut Source) -> Result<Reading, EngineError
     Ok(reading)
 }
 
-/// A MariaDB/MySQL source for `db`: `performance_schema` when on, else MariaDB's `userstat`
-/// (switched on when off and the account may), else the server-wide status counters; and a
-/// note when `userstat` was switched on.
+/// A MariaDB/MySQL source for `db`: on a run-private server its own status counters; else
+/// `performance_schema` when on, else MariaDB's `userstat` (switched on when off and the
+/// account may), else the server-wide status counters.
 async fn mysql_source(
     ep: &Endpoint,
     db: &str,
+    run_private: bool,
 ) -> Result<(Source, &'static str, &'static str, &'static [&'static str]), EngineError> {
     let mut conn = super::mysql::connect(ep, Some(db)).await?;
+    if run_private {
+        // Every counter of the split must be there (MariaDB's stand-ins or MySQL's own).
+        let status = super::mysql::counters_on(ep, &mut conn).await;
+        if status.is_ok_and(|s| SPLIT.iter().all(|n| s.contains_key(*n))) {
+            return Ok((
+                Source::RunPrivate(conn),
+                "SHOW GLOBAL STATUS (run-private server)",
+                "run-private server",
+                &[],
+            ));
+        }
+    }
     let probe = sqlx::query_as::<_, (String, i64, i64, i64, i64)>(PERF_SCHEMA)
         .bind(db)
         .fetch_all(&mut conn)
@@ -382,7 +410,9 @@ impl Server {
             .map_err(|e| EngineError::Other(format!("counter reader: {e}")))?;
         let (ep, source, name, scope, names) = match self.backend() {
             Backend::MySql(ep) => {
-                let (source, name, scope, names) = on_runtime(&runtime, || mysql_source(&ep, db))?;
+                let private = self.is_run_private();
+                let (source, name, scope, names) =
+                    on_runtime(&runtime, || mysql_source(&ep, db, private))?;
                 (ep, source, name, scope, names)
             }
             Backend::Postgres(ep) => {

@@ -238,14 +238,23 @@ const FALLBACK_COUNTERS: [(&str, &str); 4] = [
 /// `Innodb_rows_*` from `SHOW GLOBAL STATUS`, or their stand-ins.
 pub(super) async fn counters(ep: &Endpoint) -> Result<BTreeMap<String, i64>, EngineError> {
     let mut conn = connect(ep, None).await?;
-    let result = sqlx::raw_sql(
+    let result = counters_on(ep, &mut conn).await;
+    close(conn).await;
+    result
+}
+
+/// [`counters`] through the connection `conn`.
+pub(super) async fn counters_on(
+    ep: &Endpoint,
+    conn: &mut MySqlConnection,
+) -> Result<BTreeMap<String, i64>, EngineError> {
+    let rows = sqlx::raw_sql(
         "SHOW GLOBAL STATUS WHERE Variable_name LIKE 'Innodb\\_rows\\_%' \
          OR Variable_name IN ('Rows_read', 'Handler_write', 'Handler_update', 'Handler_delete')",
     )
-    .fetch_all(&mut conn)
-    .await;
-    close(conn).await;
-    let rows = result.map_err(|e| classify(ep, &e))?;
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| classify(ep, &e))?;
     let counters: BTreeMap<String, i64> = rows
         .iter()
         .filter_map(|row| {

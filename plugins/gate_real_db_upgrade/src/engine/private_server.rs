@@ -197,9 +197,6 @@ pub struct Instance<'a> {
     /// in a network namespace of its own cannot reach 127.0.0.1 of ours); the socket is then
     /// in the temporary directory, which every user can reach.
     pub via_socket: bool,
-    /// The run's work is counted (engine/counters.rs): the server starts with
-    /// `performance_schema` on for table I/O; off, without it (MariaDB's default).
-    pub count_work: bool,
 }
 
 impl Instance<'_> {
@@ -341,16 +338,6 @@ impl Instance<'_> {
             // A cold buffer pool: nothing loaded from (nor dumped to) `ib_buffer_pool`.
             .arg("--innodb-buffer-pool-load-at-startup=OFF")
             .arg("--innodb-buffer-pool-dump-at-shutdown=OFF");
-        if self.count_work {
-            // Per-table row counts of the run's schema (engine/counters.rs), and nothing else
-            // of performance_schema: counted, not timed.
-            cmd.arg("--performance-schema=ON")
-                .arg("--performance-schema-instrument=%=OFF")
-                .arg("--performance-schema-instrument=wait/io/table/sql/handler=COUNTED")
-                .arg("--performance-schema-consumer-events-statements-current=OFF")
-                .arg("--performance-schema-consumer-thread-instrumentation=OFF")
-                .arg("--performance-schema-consumer-statements-digest=OFF");
-        }
         if nix::unistd::geteuid().is_root() {
             cmd.arg("--user=root");
         }
@@ -498,7 +485,7 @@ impl PrivateServer {
 
     /// A [`Server`] for it.
     pub fn server(&self) -> Server {
-        Server::new(self.engine, self.connection(), PathBuf::new())
+        Server::new(self.engine, self.connection(), PathBuf::new()).run_private()
     }
 
     /// Its port.

@@ -195,7 +195,6 @@ fn instance<'a>(host: &'a Host, dataset: &Dataset, dir: PathBuf) -> Instance<'a>
         user,
         password,
         via_socket: dataset.connection.socket.is_some(),
-        count_work: dataset.count_work,
     }
 }
 
