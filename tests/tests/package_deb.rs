@@ -333,10 +333,10 @@ fn install_upgrade_remove_purge_in_a_temporary_root() {
     let tmp = tempfile::tempdir().unwrap();
     let deb = &package().1;
     // The next version: the same package with a higher version (repacked: no second build).
-    let v1 = field(&deb, "Version");
+    let v1 = field(deb, "Version");
     let v2 = format!("{v1}+next");
     let unpacked = tmp.path().join("unpacked");
-    run(Command::new("dpkg-deb").arg("-R").arg(&deb).arg(&unpacked));
+    run(Command::new("dpkg-deb").arg("-R").arg(deb).arg(&unpacked));
     let control = unpacked.join("DEBIAN/control");
     let c = std::fs::read_to_string(&control).unwrap();
     std::fs::write(
