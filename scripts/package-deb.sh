@@ -138,7 +138,8 @@ cp -R etc/example/. "$DOC/examples/"
 find "$DOC/examples" -type d -exec chmod 755 {} + -o -type f -exec chmod 644 {} +
 # A native package's changelog: this version and the commit it was built from.
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -n 1)
+dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | wc -l)
+[ "$dirty" -gt 0 ] || dirty=
 MAINTAINER=${DEB_MAINTAINER:-turbo-hipster maintainers <turbo-hipster@example.org>}
 {
     echo "$PACKAGE ($VERSION) unstable; urgency=medium"
@@ -157,7 +158,7 @@ done < <(find "$STAGE/usr/lib/turbo-hipster/plugins" -name '*.so' -type f -print
 build_ids=()
 for elf in "${ELFS[@]}"; do
     if [ "$DBGSYM" -eq 1 ]; then
-        id=$(readelf -n "$elf" | sed -n 's/^[[:space:]]*Build ID: \([0-9a-f]*\)$/\1/p' | head -n 1)
+        id=$(readelf -n "$elf" | sed -n 's/^[[:space:]]*Build ID: \([0-9a-f]*\)$/\1/p' | sed -n 1p)
         [ -n "$id" ] || die "${elf#"$STAGE"} has no build id: cannot make its -dbgsym"
         dbg=$DBG_STAGE/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug
         install -d -m 755 "$(dirname "$dbg")"
