@@ -2,6 +2,7 @@
 # Builds turbo-hipster and its plugins in release mode and installs them.
 #
 #   scripts/install.sh [--destdir DIR] [--prefix /usr] [--no-build] [--profile release|debug]
+#                      [--no-state-dirs]
 #
 # Installed layout (DIR defaults to /, PREFIX to /usr):
 #   DIR/PREFIX/bin/turbo-hipster
@@ -13,6 +14,8 @@
 #   DIR/var/lib/turbo-hipster/{jobs,git,datasets,logs}/
 #   DIR/var/log/turbo-hipster/
 # Running it again upgrades the binaries and service files and keeps the config.
+# --no-state-dirs leaves out the two var/ lines (scripts/package-deb.sh stages with it: the
+# package's postinst makes them, so that dpkg does not own them and removing it keeps them).
 set -euo pipefail
 
 usage() {
@@ -28,6 +31,7 @@ DESTDIR=/
 PREFIX=/usr
 BUILD=1
 PROFILE=release
+STATE_DIRS=1
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -51,6 +55,10 @@ while [ $# -gt 0 ]; do
             ;;
         --no-build)
             BUILD=0
+            shift
+            ;;
+        --no-state-dirs)
+            STATE_DIRS=0
             shift
             ;;
         --profile)
@@ -220,10 +228,12 @@ install_text 755 "$ROOT/etc/init.d/turbo-hipster" "$D/etc/init.d/turbo-hipster"
 install_text 644 "$ROOT/etc/turbo-hipster.service" "$D/lib/systemd/system/turbo-hipster.service"
 
 # --- state and log directories ---------------------------------------------------------
-for dir in var/lib/turbo-hipster var/lib/turbo-hipster/jobs var/lib/turbo-hipster/git \
-    var/lib/turbo-hipster/datasets var/lib/turbo-hipster/logs var/log/turbo-hipster; do
-    install_dir 755 "$D/$dir"
-done
+if [ "$STATE_DIRS" -eq 1 ]; then
+    for dir in var/lib/turbo-hipster var/lib/turbo-hipster/jobs var/lib/turbo-hipster/git \
+        var/lib/turbo-hipster/datasets var/lib/turbo-hipster/logs var/log/turbo-hipster; do
+        install_dir 755 "$D/$dir"
+    done
+fi
 
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl daemon-reload && echo "  ran       systemctl daemon-reload"

@@ -66,6 +66,9 @@ postgres_server_installed || missing+=(postgresql)
 if ! have psql || ! have pg_isready; then missing+=(postgresql-client); fi
 if ! have cc || ! have make; then missing+=(build-essential); fi
 have pkg-config || missing+=(pkg-config)
+# scripts/package-deb.sh (tests/tests/package_deb.rs): dpkg-shlibdeps, strip, objcopy, readelf
+have dpkg-shlibdeps || missing+=(dpkg-dev)
+if ! have strip || ! have objcopy || ! have readelf; then missing+=(binutils); fi
 have chromium || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -75,7 +78,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 else
-    say "packages: all present (gearmand, gearman tools, git, python3 venv, MariaDB, PostgreSQL, cc, pkg-config, chromium)"
+    say "packages: all present (gearmand, gearman tools, git, python3 venv, MariaDB, PostgreSQL, cc, pkg-config, dpkg-dev, binutils, chromium)"
 fi
 
 PYTHON=$(find_python)
