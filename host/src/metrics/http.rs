@@ -8,7 +8,9 @@
 //!   never read;
 //! - at most [`MAX_CONNECTIONS`] connections at once; one more is answered `503` without
 //!   being read and closed;
-//! - the answer must be taken within [`WRITE_TIMEOUT`];
+//! - the answer must be taken within [`WRITE_TIMEOUT`]; then at most 64 KiB more of what the
+//!   client sends is read and dropped for at most a second (so that it reads the answer before
+//!   the connection is reset);
 //! - `GET /metrics` (a query string is ignored) gets the metrics, another path `404`, another
 //!   method on `/metrics` `405`, anything that is not HTTP/1.x `400`.
 //!
@@ -35,6 +37,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
+/// After answering, how long and how much of what the client still sends is read and dropped.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 /// The most headers a request may have.
 const MAX_HEADERS: usize = 64;
 /// The media type of the text format, version 0.0.4.
@@ -192,7 +197,26 @@ async fn serve_connection(mut stream: TcpStream, metrics: &Metrics) {
         stream.shutdown().await
     };
     // A client that does not read its answer is dropped with it.
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+    if let Ok(Ok(())) = tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        linger(&mut stream).await;
+    }
+}
+
+/// After the answer: reads (and drops) what the client still sends, a little of it for a
+/// little while, so that closing a socket with unread data (a refused large request) does not
+/// reset the connection before the client read the answer.
+async fn linger(stream: &mut TcpStream) {
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 fn route(request: &Request) -> Status {
