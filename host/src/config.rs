@@ -759,7 +759,7 @@ fn check_metrics(c: &mut Checker, root: &Map<String, Value>) -> Option<MetricsCo
     let Some(value) = present(obj, "listen") else {
         c.required(
             "metrics.listen",
-            "the address and port to serve /metrics on, e.g. \"127.0.0.1:9187\"",
+            "the address and port to serve /metrics on, e.g. \"127.0.0.1:9730\"",
         );
         return None;
     };
@@ -777,7 +777,7 @@ fn check_metrics(c: &mut Checker, root: &Map<String, Value>) -> Option<MetricsCo
             c.error(
                 "metrics.listen",
                 format!(
-                    "must be an IP address and a port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\", got {}",
+                    "must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got {}",
                     says::show(value)
                 ),
             );
@@ -1354,12 +1354,12 @@ mod tests {
         let p = write(
             d.path(),
             "config.json",
-            r#"{"metrics": {"listen": "[::1]:9187", "path": "/m"}}"#,
+            r#"{"metrics": {"listen": "[::1]:9730", "path": "/m"}}"#,
         );
         let c = load(&p).unwrap();
         assert_eq!(
             c.metrics.map(|m| m.listen.to_string()).as_deref(),
-            Some("[::1]:9187")
+            Some("[::1]:9730")
         );
         assert!(
             c.warnings
@@ -1370,19 +1370,19 @@ mod tests {
         );
         let m = p.display();
         for (value, what) in [
-            (r#""127.0.0.1:9187""#, "expected an object, got a string"),
+            (r#""127.0.0.1:9730""#, "expected an object, got a string"),
             (
                 "{}",
-                "listen: required: the address and port to serve /metrics on, e.g. \"127.0.0.1:9187\"",
+                "listen: required: the address and port to serve /metrics on, e.g. \"127.0.0.1:9730\"",
             ),
-            (r#"{"listen": 9187}"#, "listen: expected a string, got a number"),
+            (r#"{"listen": 9730}"#, "listen: expected a string, got a number"),
             (
-                r#"{"listen": "localhost:9187"}"#,
-                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\", got \"localhost:9187\"",
+                r#"{"listen": "localhost:9730"}"#,
+                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got \"localhost:9730\"",
             ),
             (
                 r#"{"listen": "127.0.0.1"}"#,
-                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\", got \"127.0.0.1\"",
+                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got \"127.0.0.1\"",
             ),
             (
                 r#"{"listen": "127.0.0.1:0"}"#,
@@ -1390,7 +1390,7 @@ mod tests {
             ),
             (
                 r#"{"listen": "127.0.0.1:65536"}"#,
-                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\", got \"127.0.0.1:65536\"",
+                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got \"127.0.0.1:65536\"",
             ),
         ] {
             let p = write(d.path(), "config.json", &format!("{{\"metrics\": {value}}}"));

@@ -173,7 +173,7 @@ mod tests {
         // Not an address of this machine (TEST-NET-1): an error.
         let c = config(
             d.path(),
-            serde_json::json!({"metrics": {"listen": "192.0.2.1:9187"}}),
+            serde_json::json!({"metrics": {"listen": "192.0.2.1:9730"}}),
         );
         let text: Vec<String> = check_environment(&c)
             .iter()
@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(text.len(), 1, "{text:#?}");
         assert!(
             text[0].starts_with(&format!(
-                "{main}: metrics.listen: cannot listen on 192.0.2.1:9187: "
+                "{main}: metrics.listen: cannot listen on 192.0.2.1:9730: "
             )),
             "{text:#?}"
         );
