@@ -778,7 +778,8 @@ fn hostile_clients_neither_crash_the_daemon_nor_hold_up_its_builds() {
 
     // Meanwhile builds run as ever.
     let started = Instant::now();
-    let o = enqueue(&w.server.addr(), "ok", &[]);
+    // (A build stuck behind the idle connections would take 5 s or never end: --timeout.)
+    let o = enqueue(&w.server.addr(), "ok", &["--timeout", "60"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         started.elapsed() < Duration::from_secs(5),
