@@ -64,6 +64,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "keep_work_dirs",
     "job_isolation",
     "history_database",
+    "metrics",
 ];
 
 /// One problem in the configuration, with its place: `<file>: <key path>: <what>`.
@@ -221,6 +222,13 @@ impl PublishLogs {
     }
 }
 
+/// The Prometheus endpoint (`metrics`): absent, none is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The address and port `GET /metrics` is served on (`metrics.listen`).
+    pub listen: std::net::SocketAddr,
+}
+
 /// Where a job runs (`job_isolation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
@@ -302,6 +310,8 @@ pub struct Config {
     /// How jobs run: in a child process each, or on the daemon's threads (a job's config entry
     /// may override it with its own `job_isolation`).
     pub job_isolation: Isolation,
+    /// The Prometheus endpoint, when `metrics` is set.
+    pub metrics: Option<MetricsConfig>,
     /// The jobs, in config order.
     pub jobs: Vec<JobSpec>,
     /// Warnings (unknown keys, unsupported settings).
@@ -514,6 +524,7 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         .unwrap_or(false);
     let publish_logs = check_publish(c, root, base);
     let history_database = check_history(c, root, base, &jobs_working_dir);
+    let metrics = check_metrics(c, root);
     let jobs = check_entries(c, entries);
     let job_isolation = check_isolation(c, root, &jobs);
     Config {
@@ -534,6 +545,7 @@ fn check(c: &mut Checker, root: &Map<String, Value>, base: &Path, entries: Vec<E
         publish_logs,
         history_database,
         job_isolation,
+        metrics,
         jobs,
         warnings: Vec::new(),
         origins: BTreeMap::new(),
@@ -737,6 +749,41 @@ fn check_history(
         c.error("history_database", &why);
         default()
     })
+}
+
+/// `metrics`: `{"listen": "ADDRESS:PORT"}`, an IP address (IPv6 in brackets) and a port from
+/// 1 to 65535 (a port of 0 would be a random one nobody can scrape).
+fn check_metrics(c: &mut Checker, root: &Map<String, Value>) -> Option<MetricsConfig> {
+    let obj = present(root, "metrics").and_then(|v| c.object("metrics", v))?;
+    c.unknown_keys("metrics", obj, &["listen"], Unknown::Warn);
+    let Some(value) = present(obj, "listen") else {
+        c.required(
+            "metrics.listen",
+            "the address and port to serve /metrics on, e.g. \"127.0.0.1:9730\"",
+        );
+        return None;
+    };
+    let text = c.string("metrics.listen", value)?;
+    match text.trim().parse::<std::net::SocketAddr>() {
+        Ok(listen) if listen.port() != 0 => Some(MetricsConfig { listen }),
+        Ok(_) => {
+            c.error(
+                "metrics.listen",
+                format!("port {}", says::between(1, u16::MAX, 0)),
+            );
+            None
+        }
+        Err(_) => {
+            c.error(
+                "metrics.listen",
+                format!(
+                    "must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got {}",
+                    says::show(value)
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn check_publish(c: &mut Checker, root: &Map<String, Value>, base: &Path) -> PublishLogs {
@@ -1295,6 +1342,63 @@ mod tests {
             ),
             (1024, 1024, 0)
         );
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_off_unless_set_and_checked_when_set() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "config.json", "{}");
+        assert_eq!(load(&p).unwrap().metrics, None);
+        let p = write(d.path(), "config.json", r#"{"metrics": null}"#);
+        assert_eq!(load(&p).unwrap().metrics, None);
+        let p = write(
+            d.path(),
+            "config.json",
+            r#"{"metrics": {"listen": "[::1]:9730", "path": "/m"}}"#,
+        );
+        let c = load(&p).unwrap();
+        assert_eq!(
+            c.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("[::1]:9730")
+        );
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.path == "metrics.path" && w.message == says::UNKNOWN_IGNORED),
+            "{:?}",
+            c.warnings
+        );
+        let m = p.display();
+        for (value, what) in [
+            (r#""127.0.0.1:9730""#, "expected an object, got a string"),
+            (
+                "{}",
+                "listen: required: the address and port to serve /metrics on, e.g. \"127.0.0.1:9730\"",
+            ),
+            (r#"{"listen": 9730}"#, "listen: expected a string, got a number"),
+            (
+                r#"{"listen": "localhost:9730"}"#,
+                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got \"localhost:9730\"",
+            ),
+            (
+                r#"{"listen": "127.0.0.1"}"#,
+                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got \"127.0.0.1\"",
+            ),
+            (
+                r#"{"listen": "127.0.0.1:0"}"#,
+                "listen: port must be between 1 and 65535, got 0",
+            ),
+            (
+                r#"{"listen": "127.0.0.1:65536"}"#,
+                "listen: must be an IP address and a port, e.g. \"127.0.0.1:9730\" or \"[::1]:9730\", got \"127.0.0.1:65536\"",
+            ),
+        ] {
+            let p = write(d.path(), "config.json", &format!("{{\"metrics\": {value}}}"));
+            let err = load(&p).unwrap_err();
+            let text: Vec<String> = err.issues.iter().map(ToString::to_string).collect();
+            let sep = if what.starts_with("listen") { "." } else { ": " };
+            assert_eq!(text, [format!("{m}: metrics{sep}{what}")], "{value}");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! rather than as the first job's failure.
 //!
 //! The checks are made as the user running `check-config`: run it as the daemon's user. With
-//! `publish_logs` of type `s3`, one small object is written to the store and removed.
+//! `publish_logs` of type `s3`, one small object is written to the store and removed. With
+//! `metrics`, its address is listened on for a moment: one that is not this machine's, or a
+//! privileged port, is an error; one in use is a warning (it may be the running daemon's).
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -56,7 +58,39 @@ pub fn check_environment(config: &Config) -> Vec<ConfigIssue> {
             problem("debug_log", why);
         }
     }
+    if let Some(Err(e)) = try_metrics_listen(config) {
+        if e.kind() != ErrorKind::AddrInUse {
+            problem("metrics.listen", metrics_listen_problem(config, &e));
+        }
+    }
     issues
+}
+
+/// What `check-config` warns about: the metrics address in use (by the running daemon, or by
+/// something else the daemon would then not start beside).
+pub fn environment_warnings(config: &Config) -> Vec<ConfigIssue> {
+    match try_metrics_listen(config) {
+        Some(Err(e)) if e.kind() == ErrorKind::AddrInUse => vec![ConfigIssue {
+            file: source_of(config, "metrics"),
+            path: "metrics.listen".into(),
+            message: format!(
+                "{}: the daemon cannot start while it is (unless it is this daemon's, running)",
+                metrics_listen_problem(config, &e)
+            ),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// Listens on the metrics address for a moment, when there is one.
+fn try_metrics_listen(config: &Config) -> Option<std::io::Result<()>> {
+    let m = config.metrics.as_ref()?;
+    Some(std::net::TcpListener::bind(m.listen).map(drop))
+}
+
+fn metrics_listen_problem(config: &Config, e: &std::io::Error) -> String {
+    let listen = config.metrics.as_ref().map(|m| m.listen.to_string());
+    format!("cannot listen on {}: {e}", listen.unwrap_or_default())
 }
 
 /// The file that set `key` (a `conf_d` snippet, else the main file).
@@ -130,6 +164,47 @@ mod tests {
         let path = dir.join("config.json");
         std::fs::write(&path, c.to_string()).unwrap();
         crate::config::load(&path).unwrap()
+    }
+
+    #[test]
+    fn a_metrics_address_that_cannot_be_listened_on_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let main = d.path().join("config.json").display().to_string();
+        // Not an address of this machine (TEST-NET-1): an error.
+        let c = config(
+            d.path(),
+            serde_json::json!({"metrics": {"listen": "192.0.2.1:9730"}}),
+        );
+        let text: Vec<String> = check_environment(&c)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text.len(), 1, "{text:#?}");
+        assert!(
+            text[0].starts_with(&format!(
+                "{main}: metrics.listen: cannot listen on 192.0.2.1:9730: "
+            )),
+            "{text:#?}"
+        );
+        assert!(environment_warnings(&c).is_empty());
+        // In use: a warning (the running daemon may hold it), not an error.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = held.local_addr().unwrap().to_string();
+        let c = config(d.path(), serde_json::json!({"metrics": {"listen": listen}}));
+        assert_eq!(check_environment(&c), Vec::new());
+        let warnings: Vec<String> = environment_warnings(&c)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with(&format!(
+                "{main}: metrics.listen: cannot listen on {listen}: "
+            )),
+            "{warnings:#?}"
+        );
+        drop(held);
+        assert!(environment_warnings(&c).is_empty());
     }
 
     #[test]

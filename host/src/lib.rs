@@ -4,7 +4,7 @@
 //! [`config`] → [`plugins`] → [`jobs`] (with [`host_context`] and [`zuul`]) → [`pipeline`]
 //! (the service's jobs: a job runs on one of its [`job_threads`], in a child process,
 //! [`isolation`], or in the daemon, guarded by the [`journal`], and is recorded in the
-//! [`history`]) → [`gearman`] → [`service`] → [`daemon`].
+//! [`history`]) → [`gearman`] → [`service`] (its [`metrics`]) → [`daemon`].
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod journal;
 pub mod leftovers;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
 pub mod publish;

@@ -314,6 +314,9 @@ fn check_config(path: &Path, level: &str) -> Result<ExitCode> {
     for w in &config.warnings {
         println!("warning: {w}");
     }
+    for w in config_check::environment_warnings(&config) {
+        println!("warning: {w}");
+    }
     let registry = plugins::check_registry(&config);
     let mut errors = 0;
     for issue in config_check::check_environment(&config) {
@@ -612,10 +615,13 @@ fn run_daemon(cli: &Cli, config_path: &Path) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let shutdown = Shutdown::on_signals()?;
+        // What can stop the start (the metrics port in use) does so before `-b` reports it.
+        let service = service::start(config, registry).await?;
         if background_child {
             daemon::report_ready();
         }
-        service::serve(config, registry, Shutdown::on_signals()?).await
+        service.run(shutdown).await
     })?;
     tracing::info!("turbo-hipster stopped");
     Ok(ExitCode::SUCCESS)

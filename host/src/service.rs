@@ -10,7 +10,9 @@
 //! [`serve`] owns the service's [`Pipeline`] (its jobs' threads, history and journal) and takes
 //! its [`Shutdown`] as a parameter: the daemon's comes from SIGTERM/SIGINT
 //! ([`Shutdown::on_signals`]), a test's from a [`ShutdownHandle`], so the drain runs the same
-//! in both.
+//! in both. It is [`start`] (the metrics endpoint bound, the worker connecting) then
+//! [`Service::run`]; the daemon calls the two apart so that a port in use stops it before it
+//! reports that it serves. The service counts its builds in its [`Metrics`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::gearman::worker::{AssignedJob, JobReporter, Worker, WorkerConfig};
 use crate::host_context::{CancelToken, EventSink, JobEvent};
-use crate::jobs::{JobOutcome, JobRequest, PreparedJob};
+use crate::jobs::{JobOutcome, JobRequest, PrepareError, PreparedJob};
+use crate::metrics::{http::MetricsServer, AbortReason, Metrics, Refusal, RunningBuild};
 use crate::pipeline::{JobHooks, Pipeline};
 use crate::plugins::Registry;
 use crate::zuul::{self, WorkerFacts};
@@ -30,18 +33,41 @@ use crate::zuul::{self, WorkerFacts};
 /// How long a stop request waits for the build to end before completing anyway.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
+/// Why a build is cancelled, as its log and [`AbortReason`] say.
+const STOPPED_BY_ZUUL: &str = "stopped by Zuul";
+const CONNECTION_LOST: &str = "the Gearman connection that assigned the job was lost";
+const SHUTTING_DOWN: &str = "the daemon is shutting down";
+
+/// The metrics' reason for a cancelled build.
+fn abort_reason(cancel: &CancelToken) -> Option<AbortReason> {
+    cancel.reason().map(|why| match why.as_str() {
+        STOPPED_BY_ZUUL => AbortReason::Stop,
+        CONNECTION_LOST => AbortReason::ConnectionLost,
+        SHUTTING_DOWN => AbortReason::Shutdown,
+        _ => AbortReason::Plugin,
+    })
+}
+
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
-    Signals(#[from] std::io::Error),
+    Signals(std::io::Error),
     /// The Gearman worker could not start.
     #[error("cannot start the Gearman worker: {0}")]
     Worker(#[from] crate::gearman::Error),
     /// Nothing to connect to.
     #[error("no Gearman server configured: set zuul_server.gearman_host or gearman_servers")]
     NoServers,
+    /// The metrics endpoint cannot listen.
+    #[error("metrics.listen: cannot serve metrics on {listen}: {source}")]
+    Metrics {
+        /// The address configured.
+        listen: std::net::SocketAddr,
+        /// Why not (in use, not an address of this machine, a privileged port).
+        source: std::io::Error,
+    },
 }
 
 /// The requests to stop a service, in order: the first drains it, a second cuts the grace
@@ -76,8 +102,8 @@ impl Shutdown {
     /// # Errors
     /// The signal handlers could not be installed.
     pub fn on_signals() -> Result<Shutdown, ServeError> {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
         let (handle, shutdown) = Self::channel();
         tokio::spawn(async move {
             loop {
@@ -113,6 +139,7 @@ struct BuildGuard {
     handler: Arc<ZuulHandler>,
     unique: String,
     build: Arc<Build>,
+    _running: RunningBuild,
 }
 
 impl Drop for BuildGuard {
@@ -134,6 +161,7 @@ pub struct ZuulHandler {
     config: Arc<Config>,
     registry: Arc<Registry>,
     pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
     builds: Mutex<HashMap<String, Arc<Build>>>,
     facts: WorkerFacts,
     stop_function: String,
@@ -141,8 +169,8 @@ pub struct ZuulHandler {
 }
 
 impl ZuulHandler {
-    /// A handler for the jobs of `pipeline`.
-    pub fn new(pipeline: Arc<Pipeline>) -> Arc<Self> {
+    /// A handler for the jobs of `pipeline`, counting them in `metrics`.
+    pub fn new(pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Arc<Self> {
         let config = pipeline.config().clone();
         let registry = pipeline.registry().clone();
         let hostname = crate::config::hostname();
@@ -158,6 +186,7 @@ impl ZuulHandler {
             config,
             registry,
             pipeline,
+            metrics,
             builds: Mutex::new(HashMap::new()),
         })
     }
@@ -207,9 +236,16 @@ impl ZuulHandler {
     async fn handle_build(self: Arc<Self>, job: AssignedJob, reporter: JobReporter) {
         let prepared = match self.prepare(&job) {
             Ok(p) => p,
-            Err(result) => return send_result(&reporter, &result, None),
+            Err((why, result)) => {
+                let label = self.registry.find(&job.function).map(|r| &r.function);
+                let label = label.map_or(crate::metrics::UNREGISTERED, String::as_str);
+                self.metrics.build_refused(label, why);
+                return send_result(&reporter, &result, None);
+            }
         };
-        let (function, unique) = (job.function, prepared.request.unique.clone());
+        // The registered function: the metrics' label.
+        let function = prepared.runner.function.clone();
+        let unique = prepared.request.unique.clone();
         let cancel = CancelToken::new();
         // Forgets the build (and wakes a stop waiting for it) when the job is over, however it
         // ends.
@@ -226,28 +262,56 @@ impl ZuulHandler {
         // A lost connection means nobody waits for this build any more: cancel it.
         reporter.on_connection_lost({
             let cancel = cancel.clone();
-            move || cancel.cancel("the Gearman connection that assigned the job was lost")
+            move || cancel.cancel(CONNECTION_LOST)
         });
-        let hooks = gearman_hooks(&reporter, guard);
+        let hooks = self.gearman_hooks(&reporter, guard, &function, &cancel);
         let launched = self
             .pipeline
             .launch(prepared, event_sink(&reporter), cancel, hooks);
         if let Err(e) = launched {
             tracing::error!(%function, %unique, "cannot start a thread for the job: {e}");
             let result = format!("FAILURE - cannot start a thread for the job: {e}");
+            self.metrics
+                .build_finished(&function, &result, Duration::ZERO, None);
             send_result(&reporter, &result, None);
         }
     }
 
-    /// The assigned job as a prepared one, or the result that refuses it.
-    fn prepare(&self, job: &AssignedJob) -> Result<PreparedJob, String> {
+    /// The result goes out from the job's thread as soon as its logs are in place, counted
+    /// first (whoever heard it finds it counted); the async side does not wait for the job at
+    /// all. The job counts as running (a drain waits for it, a stop finds it, the metrics show
+    /// it) until its history line is written: the reporter and the build's guard are held
+    /// until then.
+    fn gearman_hooks(
+        &self,
+        reporter: &JobReporter,
+        guard: BuildGuard,
+        function: &str,
+        cancel: &CancelToken,
+    ) -> JobHooks {
+        let keep = (reporter.clone(), guard);
+        let reporter = reporter.clone();
+        let (metrics, function, cancel) =
+            (self.metrics.clone(), function.to_string(), cancel.clone());
+        JobHooks {
+            on_result: Box::new(move |o: &JobOutcome| {
+                metrics.build_finished(&function, &o.result, o.duration, abort_reason(&cancel));
+                send_result(&reporter, &o.result, Some(&o.url));
+            }),
+            on_done: Box::new(move |_| drop(keep)),
+        }
+    }
+
+    /// The assigned job as a prepared one, or why it is refused and the result that says so.
+    fn prepare(&self, job: &AssignedJob) -> Result<PreparedJob, (Refusal, String)> {
         let function = &job.function;
         let unique = job.unique_str().map_err(|_| {
-            "FAILURE - invalid job parameters: the Gearman unique id is not UTF-8".to_string()
+            let result = "FAILURE - invalid job parameters: the Gearman unique id is not UTF-8";
+            (Refusal::InvalidParameters, result.to_string())
         })?;
         let parameters = zuul::parse_parameters(&job.data).map_err(|e| {
             tracing::warn!(%function, %unique, "refused: {e}");
-            e.result()
+            (Refusal::InvalidParameters, e.result())
         })?;
         let request = JobRequest {
             function: function.clone(),
@@ -256,7 +320,12 @@ impl ZuulHandler {
         };
         self.pipeline.prepare(request).map_err(|e| {
             tracing::warn!(%function, %unique, "cannot start: {e}");
-            e.result()
+            let why = match e {
+                PrepareError::InvalidParameters(_) => Refusal::InvalidParameters,
+                PrepareError::UnknownJob(_) => Refusal::UnknownJob,
+                PrepareError::Directory { .. } => Refusal::JobDirectory,
+            };
+            (why, e.result())
         })
     }
 
@@ -279,6 +348,7 @@ impl ZuulHandler {
             handler: self.clone(),
             unique: unique.to_string(),
             build,
+            _running: self.metrics.build_started(function),
         }
     }
 
@@ -307,7 +377,7 @@ impl ZuulHandler {
             Some(build) => {
                 tracing::info!(build = %number, name = %name, function = %build.function, "stop requested by Zuul");
                 let finished = build.finished.notified();
-                build.cancel.cancel("stopped by Zuul");
+                build.cancel.cancel(STOPPED_BY_ZUUL);
                 let ended = tokio::time::timeout(STOP_WAIT, finished).await.is_ok();
                 if !ended {
                     tracing::warn!(build = %number, "build still running {} s after the stop", STOP_WAIT.as_secs());
@@ -366,19 +436,6 @@ fn event_sink(reporter: &JobReporter) -> EventSink {
     })
 }
 
-/// The result goes out from the job's thread as soon as its logs are in place; the async side
-/// does not wait for the job at all. The job counts as running (a drain waits for it, a stop
-/// finds it) until its history line is written: the reporter and the build's guard are held
-/// until then.
-fn gearman_hooks(reporter: &JobReporter, guard: BuildGuard) -> JobHooks {
-    let keep = (reporter.clone(), guard);
-    let reporter = reporter.clone();
-    JobHooks {
-        on_result: Box::new(move |o: &JobOutcome| send_result(&reporter, &o.result, Some(&o.url))),
-        on_done: Box::new(move |_| drop(keep)),
-    }
-}
-
 /// The end of a build for Zuul: WORK_DATA with `result` (and `url`), then exactly one terminal
 /// packet: WORK_COMPLETE (carrying the same data) on SUCCESS, WORK_FAIL otherwise.
 ///
@@ -423,32 +480,99 @@ fn fqdn(hostname: &str) -> String {
 /// Serves every job of `registry` until `shutdown` asks it to stop, then drains: no new jobs,
 /// running ones get `shutdown_grace_seconds` to finish (a second request cuts that short), the
 /// rest are aborted (ABORTED). Returns once every job is over, its history line written.
+/// [`start`], then [`Service::run`].
 ///
 /// # Errors
 /// Only when the daemon cannot run at all.
 pub async fn serve(
     config: Arc<Config>,
     registry: Arc<Registry>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    start(config, registry).await?.run(shutdown).await
+}
+
+/// A service that serves: its worker connected (or connecting), its metrics endpoint up.
+pub struct Service {
+    config: Arc<Config>,
+    handler: Arc<ZuulHandler>,
+    worker: Worker,
+    metrics_server: Option<MetricsServer>,
+}
+
+/// Starts serving: the metrics endpoint listens (when `metrics` is set), the worker connects
+/// to every server and registers the jobs.
+///
+/// # Errors
+/// No server is configured, the metrics endpoint cannot listen, or the worker cannot start.
+pub async fn start(config: Arc<Config>, registry: Arc<Registry>) -> Result<Service, ServeError> {
     if config.gearman_servers.is_empty() {
         return Err(ServeError::NoServers);
     }
+    let metrics_error = |listen, source| ServeError::Metrics { listen, source };
+    let listener = match &config.metrics {
+        Some(m) => Some(
+            crate::metrics::http::bind(m.listen)
+                .await
+                .map_err(|e| metrics_error(m.listen, e))?,
+        ),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new(&config, &registry));
     let pipeline = Arc::new(Pipeline::new(config.clone(), registry.clone()).with_journal());
-    let handler = ZuulHandler::new(pipeline);
+    let handler = ZuulHandler::new(pipeline, metrics.clone());
     let worker = spawn_worker(&handler)?;
+    metrics.set_gearman(worker.stats());
+    let metrics_server = match (listener, &config.metrics) {
+        (Some(l), Some(m)) => {
+            Some(crate::metrics::http::spawn(l, metrics).map_err(|e| metrics_error(m.listen, e))?)
+        }
+        _ => None,
+    };
+    let endpoint = metrics_server
+        .as_ref()
+        .map(|m| format!("http://{}/metrics", m.local_addr()));
     tracing::info!(
         worker = %config.worker_name,
         manager = %config.manager_name,
         functions = %registry.functions().join(", "),
         servers = %config.gearman_servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         slots = config.max_concurrent_jobs,
+        metrics = %endpoint.as_deref().unwrap_or("off"),
         "turbo-hipster serving"
     );
-    let which = shutdown.requested().await;
-    drain(&config, &handler, &worker, &mut shutdown, &which).await;
-    worker.shutdown().await;
-    Ok(())
+    Ok(Service {
+        config,
+        handler,
+        worker,
+        metrics_server,
+    })
+}
+
+impl Service {
+    /// Where the metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// Serves until `shutdown` asks it to stop, then drains (see [`serve`]); the metrics are
+    /// served until the drain is over.
+    ///
+    /// # Errors
+    /// None so far: the service has started.
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ServeError> {
+        let Service {
+            config,
+            handler,
+            worker,
+            metrics_server,
+        } = self;
+        let which = shutdown.requested().await;
+        drain(&config, &handler, &worker, &mut shutdown, &which).await;
+        worker.shutdown().await;
+        drop(metrics_server);
+        Ok(())
+    }
 }
 
 fn spawn_worker(handler: &Arc<ZuulHandler>) -> Result<Worker, ServeError> {
@@ -485,7 +609,7 @@ async fn drain(
         _ = shutdown.requested() => false,
     };
     if !drained {
-        let n = handler.abort_all("the daemon is shutting down");
+        let n = handler.abort_all(SHUTTING_DOWN);
         tracing::warn!("aborting {n} running job(s)");
         worker.wait_idle().await;
     }

@@ -31,6 +31,7 @@ fn valid_config(dir: &Path) -> Value {
         "shutdown_grace_seconds": 30,
         "max_packet_bytes": 1048576,
         "keep_work_dirs": false,
+        "metrics": {"listen": "127.0.0.1:9730"},
         "publish_logs": {"type": "local", "path": dir.join("logs"), "prepend_url": "http://logs.example.org/"},
         "plugins": [
             "gate_real_db_upgrade",

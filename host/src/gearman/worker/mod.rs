@@ -62,7 +62,8 @@
 //! [`settings`]: the configuration and the connections it asks for; [`slots`]: the slot
 //! budgets and the activity [`Worker::wait_idle`] waits on; [`outbox`]: a session's write side
 //! and grab state; [`reporter`]: a job's side of it; [`job`]: what a handler gets;
-//! [`session`]: a connection's life, step by step.
+//! [`session`]: a connection's life, step by step; [`stats`]: what each server's connections
+//! report (registered, reconnects, over-large jobs), read by the daemon's metrics.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,11 +81,13 @@ mod reporter;
 mod session;
 mod settings;
 mod slots;
+mod stats;
 
 pub use job::{AssignedJob, HandlerFuture, JobHandler, JobKey};
 pub use reporter::JobReporter;
 pub use session::oversized_job_result;
 pub use settings::{ServerId, WorkerConfig, CONTROL_CLIENT_ID_SUFFIX};
+pub use stats::{ServerState, WorkerStats};
 
 /// What the worker's connections and jobs share.
 struct Shared {
@@ -96,6 +99,8 @@ struct Shared {
     activity: Arc<watch::Sender<usize>>,
     running: AtomicUsize,
     registered: AtomicUsize,
+    /// Per server: registered connections, reconnects, over-large jobs (for metrics).
+    stats: Arc<WorkerStats>,
     shutdown: CancellationToken,
 }
 
@@ -130,6 +135,7 @@ impl Worker {
     pub fn spawn<H: JobHandler>(config: WorkerConfig, handler: H) -> Result<Worker> {
         config.validate()?;
         let connections = config.connections();
+        let stats = Arc::new(WorkerStats::new(&connections));
         let (grabbing, _) = watch::channel(true);
         let (activity, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
@@ -138,6 +144,7 @@ impl Worker {
             activity: Arc::new(activity),
             running: AtomicUsize::new(0),
             registered: AtomicUsize::new(0),
+            stats,
             shutdown: CancellationToken::new(),
             config,
         });
@@ -168,6 +175,11 @@ impl Worker {
     /// Connections currently connected and registered (normal and control).
     pub fn registered_connections(&self) -> usize {
         self.shared.registered.load(Ordering::Acquire)
+    }
+
+    /// Each server's connection state and counters, readable after the worker is gone too.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.shared.stats.clone()
     }
 
     /// Waits until no job runs (every reporter is gone) and no normal grab is in flight. After

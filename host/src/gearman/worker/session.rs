@@ -40,9 +40,11 @@ pub fn oversized_job_result(data_len: usize, max_body: usize) -> String {
 pub(super) async fn connection_task(shared: Arc<Shared>, spec: ConnSpec) {
     let cfg = &shared.config;
     let mut backoff = cfg.reconnect_initial;
+    // Whether a session of this connection was ever registered: the next one is a reconnect.
+    let mut registered_before = false;
     loop {
         let started = Instant::now();
-        let Some(healthy) = run_session(&shared, &spec).await else {
+        let Some(healthy) = run_session(&shared, &spec, &mut registered_before).await else {
             return;
         };
         if healthy || started.elapsed() >= cfg.reconnect_max {
@@ -68,8 +70,12 @@ enum SessionEnd {
 
 /// Runs one session and logs how it ended: `None` at shutdown, else whether the session was
 /// healthy (it got a packet from the server, so the reconnect backoff starts over).
-async fn run_session(shared: &Arc<Shared>, spec: &ConnSpec) -> Option<bool> {
-    let (end, heard) = match Session::open(shared, spec).await {
+async fn run_session(
+    shared: &Arc<Shared>,
+    spec: &ConnSpec,
+    registered_before: &mut bool,
+) -> Option<bool> {
+    let (end, heard) = match Session::open(shared, spec, registered_before).await {
         Ok(Some(mut session)) => (session.serve().await, session.heard),
         Ok(None) => return None,
         Err(e) => (Err(e), false),
@@ -112,8 +118,13 @@ struct Turn {
 }
 
 impl<'a> Session<'a> {
-    /// Connects and registers; `None` when the worker shuts down meanwhile.
-    async fn open(shared: &'a Arc<Shared>, spec: &'a ConnSpec) -> Result<Option<Session<'a>>> {
+    /// Connects and registers; `None` when the worker shuts down meanwhile. A registration
+    /// after `registered_before` counts as a reconnect of the server.
+    async fn open(
+        shared: &'a Arc<Shared>,
+        spec: &'a ConnSpec,
+        registered_before: &mut bool,
+    ) -> Result<Option<Session<'a>>> {
         let cfg = &shared.config;
         let Some(stream) = connect(shared, spec).await? else {
             return Ok(None);
@@ -126,12 +137,18 @@ impl<'a> Session<'a> {
             WorkerCodec::new(cfg.max_packet_body),
         );
         register(&outbox.0, &stream, spec).await?;
+        let stats = shared.stats.server(spec.server.index);
+        if std::mem::replace(registered_before, true) {
+            if let Some(s) = stats {
+                s.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let session = Session {
             shared,
             spec,
             heard: false,
             grabbing_rx: shared.grabbing.subscribe(),
-            _registered: RegisteredGuard::new(&shared.registered),
+            _registered: RegisteredGuard::new(&shared.registered, stats.map(|s| &s.registered)),
             reader,
             outbox,
             stream,
@@ -251,6 +268,9 @@ impl<'a> Session<'a> {
     /// job out again), and the slot its grab reserved is free again.
     fn refuse_oversized(&self, job: OversizedJob) {
         let result = oversized_job_result(job.data_len, self.shared.config.max_packet_body);
+        if let Some(s) = self.shared.stats.server(self.spec.server.index) {
+            s.oversized_jobs.fetch_add(1, Ordering::Relaxed);
+        }
         warn!(
             server = %self.spec.server,
             handle = %String::from_utf8_lossy(&job.handle),
@@ -331,19 +351,25 @@ async fn register(outbox: &Outbox, stream: &TcpStream, spec: &ConnSpec) -> Resul
     outbox.finish_writes(stream).await
 }
 
-/// Counts a registered session in the worker's gauge while it lives.
-struct RegisteredGuard<'a>(&'a AtomicUsize);
+/// Counts a registered session in the worker's gauge (and its server's) while it lives.
+struct RegisteredGuard<'a>(&'a AtomicUsize, Option<&'a AtomicUsize>);
 
 impl<'a> RegisteredGuard<'a> {
-    fn new(registered: &'a AtomicUsize) -> Self {
+    fn new(registered: &'a AtomicUsize, server: Option<&'a AtomicUsize>) -> Self {
         registered.fetch_add(1, Ordering::AcqRel);
-        RegisteredGuard(registered)
+        if let Some(s) = server {
+            s.fetch_add(1, Ordering::AcqRel);
+        }
+        RegisteredGuard(registered, server)
     }
 }
 
 impl Drop for RegisteredGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some(s) = self.1 {
+            s.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
