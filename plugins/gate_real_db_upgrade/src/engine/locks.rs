@@ -844,6 +844,83 @@ mod tests {
         assert!(samples > 10, "{samples} samples");
     }
 
+    /// On the real MariaDB server: the sampler's connection, killed (`KILL CONNECTION`),
+    /// is made again; the time between is a gap of the locks (the hold in progress ends at
+    /// it), and a lock taken afterwards is seen.
+    #[test]
+    fn mariadb_sampler_killed_reconnects_and_records_the_gap() {
+        let db = format!("th_locks_{}_{}", std::process::id(), rand_suffix());
+        let run = |sql: &str| assert!(mariadb("mysql", sql).wait().unwrap().success(), "{sql}");
+        run(&format!(
+            "CREATE DATABASE {db}; CREATE TABLE {db}.orders (id int) ENGINE=InnoDB"
+        ));
+        let server = Server::new(
+            crate::engine::Engine::MariaDb,
+            crate::engine::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let observer = server
+            .observe_locks(&db, Duration::from_millis(20))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // The sampler: the connection on the run database that is not ours.
+        let out = std::process::Command::new("mysql")
+            .args(["-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e"])
+            .arg(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{db}'"
+            ))
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        run(&format!("KILL CONNECTION {}", ids[0]));
+        std::thread::sleep(Duration::from_millis(700));
+        let mut holder = mariadb(
+            &db,
+            "LOCK TABLES orders WRITE; SELECT SLEEP(0.5); UNLOCK TABLES",
+        );
+        assert!(holder.wait().unwrap().success());
+        let gaps = observer.gaps();
+        let (locks, _) = observer.finish().unwrap();
+        run(&format!("DROP DATABASE {db}"));
+
+        let mut book = gaps.lock().unwrap();
+        let found = book.cut(chrono::Local::now());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].part, Part::Locks);
+        assert!(!found[0].ongoing && found[0].seconds() < 1.5, "{found:?}");
+        assert!(
+            found[0]
+                .why
+                .starts_with("sampling information_schema.METADATA_LOCK_INFO: "),
+            "{found:?}"
+        );
+        let events = book.events();
+        assert_eq!(events.len(), 2, "stopped, resumed: {events:?}");
+        let orders = locks.iter().find(|l| l.table == "orders").unwrap();
+        let hold = orders.longest_blocking.unwrap();
+        assert!(hold.seconds > 0.3, "{hold:?}");
+    }
+
+    #[test]
+    fn an_interruption_ends_the_holds_in_progress() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut tracker = LockTracker::default();
+        tracker.add(at(0), &[lock("orders", "AccessExclusiveLock", true)]);
+        tracker.add(at(100), &[lock("orders", "AccessExclusiveLock", true)]);
+        tracker.interrupt();
+        // Seen again after the gap: a new hold, not one spanning what was not seen.
+        tracker.add(at(900), &[lock("orders", "AccessExclusiveLock", true)]);
+        tracker.add(at(950), &[lock("orders", "AccessExclusiveLock", true)]);
+        let cut = tracker.cut();
+        let hold = cut[0].longest_blocking.unwrap();
+        assert!((hold.seconds - 0.1).abs() < 1e-9, "{hold:?}");
+    }
+
     fn rand_suffix() -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::hash::RandomState::new().build_hasher();

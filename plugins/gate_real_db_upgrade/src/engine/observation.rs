@@ -391,7 +391,94 @@ impl Observation {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::engine::test_psql::run;
     use chrono::TimeZone;
+
+    /// `sql`'s output in database `db` of the shared PostgreSQL server (one value).
+    fn psql_value(db: &str, sql: &str) -> String {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// On the real server: the three side connections (named in `pg_stat_activity`) are
+    /// killed between two boundaries. The lock sampler records a gap and samples again (a lock
+    /// held after the kill is seen); the counter reader and the table probe fail their next
+    /// read, reconnect once and read: the counters are there, no gap for them, a log line
+    /// each.
+    #[test]
+    fn postgresql_side_connections_killed_reconnect_with_a_gap_for_the_locks_only() {
+        let db = format!("th_gaps_{}", std::process::id());
+        run("postgres", &format!("DROP DATABASE IF EXISTS {db}"));
+        run("postgres", &format!("CREATE DATABASE {db}"));
+        run(&db, "CREATE TABLE orders (id int)");
+        let server = super::super::Server::new(
+            super::super::Engine::PostgreSql,
+            super::super::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let locks = server
+            .observe_locks(&db, std::time::Duration::from_millis(20))
+            .unwrap()
+            .with_tables(server.table_probe(&db).unwrap());
+        let observation = Observation::new(Some(locks), Some(server.count_work(&db).unwrap()));
+        observation.cut();
+        assert!(observation.tables().unwrap().is_ok());
+        let names = psql_value(
+            &db,
+            "SELECT string_agg(application_name, ',' ORDER BY application_name) \
+             FROM pg_stat_activity WHERE datname = current_database() \
+               AND application_name LIKE 'turbo-hipster %'",
+        );
+        assert_eq!(
+            names,
+            "turbo-hipster counters,turbo-hipster locks,turbo-hipster rewrites"
+        );
+        let killed = psql_value(
+            &db,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'turbo-hipster %'",
+        );
+        assert_eq!(killed, "3");
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        run(
+            &db,
+            "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(0.4); \
+             INSERT INTO orders VALUES (1); COMMIT",
+        );
+        let cut = observation.cut();
+        let tables = observation.tables().unwrap();
+        let events = observation.events();
+        let second = observation.cut();
+        drop(observation);
+        run("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+
+        let parts: Vec<Part> = cut.gaps.iter().map(|g| g.part).collect();
+        assert_eq!(parts, [Part::Locks], "{cut:?}");
+        let gap = &cut.gaps[0];
+        assert!(!gap.ongoing && gap.seconds() < 1.0, "{gap:?}");
+        assert!(gap.why.contains("sampling pg_locks"), "{gap:?}");
+        let orders = cut.locks.iter().find(|l| l.table == "orders");
+        assert!(
+            orders.is_some_and(|o| o.longest_blocking.is_some()),
+            "the lock taken after the kill is seen: {cut:?}"
+        );
+        // Read again after reconnecting (the figures' exactness is the counters' tests').
+        assert!(cut.counters.is_some(), "{cut:?}");
+        assert!(tables.is_ok(), "{tables:?}");
+        let texts: Vec<&str> = events.iter().map(|e| e.text.as_str()).collect();
+        let has = |what: &str| texts.iter().any(|t| t.contains(what));
+        assert!(has("locks not observed from now"), "{texts:?}");
+        assert!(has("locks observed again after a gap"), "{texts:?}");
+        assert!(
+            has("reading the work counters failed") && has("reading the tables failed"),
+            "{texts:?}"
+        );
+        assert!(second.gaps.is_empty(), "{second:?}");
+    }
 
     fn t(ms: i64) -> DateTime<Local> {
         Local.timestamp_millis_opt(1_700_000_000_000 + ms).unwrap()
