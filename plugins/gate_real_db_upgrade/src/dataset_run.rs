@@ -1424,7 +1424,10 @@ impl Run<'_, '_> {
             self.note(&mask(&format!("rewrites: could not read the tables: {e}")));
         }
         log_observation(self.log, observer, &mask);
-        for gap in records.iter_mut().flat_map(|r| r.observation_gaps.iter_mut()) {
+        for gap in records
+            .iter_mut()
+            .flat_map(|r| r.observation_gaps.iter_mut())
+        {
             gap.why = mask(&gap.why);
         }
         let mut out = Phase {

@@ -444,7 +444,11 @@ mod tests {
             lock_hold: Some(read(KEY_LOCK_HOLD, json!({"default": 1})).unwrap()),
             ..Limits::default()
         };
-        let at = |ms: i64| chrono::Local.timestamp_millis_opt(1_700_000_000_000 + ms).unwrap();
+        let at = |ms: i64| {
+            chrono::Local
+                .timestamp_millis_opt(1_700_000_000_000 + ms)
+                .unwrap()
+        };
         let gap = |part| crate::engine::Gap {
             part,
             from: at(0),

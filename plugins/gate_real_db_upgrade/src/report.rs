@@ -36,9 +36,15 @@
 //!             {"table": "orders", "strongest": "ACCESS EXCLUSIVE",
 //!              "longest_blocking": {"mode": "ACCESS EXCLUSIVE", "seconds": 4.1}, "waited": true}
 //!           ],
-//!           "rewrites": [{"table": "orders", "bytes": 46347878, "certain": true}]
+//!           "rewrites": [{"table": "orders", "bytes": 46347878, "certain": true}],
+//!           "observation_gaps": [
+//!             {"part": "locks", "from": "2014-01-16 06:58:04,100",
+//!              "to": "2014-01-16 06:58:04,210", "seconds": 0.11, "ongoing": false,
+//!              "why": "sampling pg_locks: error returned from database: terminating connection due to administrator command"}
+//!           ]
 //!         }
-//!       ]
+//!       ],
+//!       "observation_gaps": 1
 //!     }
 //!   ]
 //! }
@@ -73,6 +79,13 @@
 //!   migration's (PostgreSQL, all migrations in one transaction: seen at the commit, given to
 //!   the first migration seen holding `ACCESS EXCLUSIVE` on the table). Empty when rewrites were not
 //!   watched (no lock observation) or there were none ([`crate::engine::rewrites`]).
+//! - `observation_gaps`: what was not observed while the migration ran (a side connection
+//!   failed and reconnected, [`crate::engine::Gap`]): the `part` (`locks`, `counters`,
+//!   `rewrites`), `from`/`to` (the migration's start or end when the gap began before it or
+//!   went on after it; `ongoing` then `true`), `seconds`, and `why` (the error, one line,
+//!   secrets masked). Empty when all was observed (or nothing was). That part's figures are
+//!   partial: limits are checked on what was seen. The dataset's `observation_gaps` counts
+//!   them. An observation fault is never the change's: it adds no result line.
 //! - Timestamps are local time, `YYYY-MM-DD HH:MM:SS,mmm`, as in the logs.
 //!
 //! Fields may be added within schema 1; a change of meaning bumps `schema`.
@@ -627,7 +640,11 @@ impl JobSummary {
     fn gaps_footnote(&self, out: &mut String) {
         let mut lines = Vec::new();
         for d in &self.datasets {
-            for m in d.migrations.iter().filter(|m| !m.observation_gaps.is_empty()) {
+            for m in d
+                .migrations
+                .iter()
+                .filter(|m| !m.observation_gaps.is_empty())
+            {
                 let gaps: Vec<String> = m
                     .observation_gaps
                     .iter()
@@ -718,7 +735,11 @@ mod tests {
     #[test]
     fn gaps_are_in_the_json_and_marked_in_the_text() {
         use chrono::TimeZone;
-        let at = |ms: i64| chrono::Local.timestamp_millis_opt(1_700_000_000_000 + ms).unwrap();
+        let at = |ms: i64| {
+            chrono::Local
+                .timestamp_millis_opt(1_700_000_000_000 + ms)
+                .unwrap()
+        };
         let mut r = record(
             "1",
             "2",
@@ -736,7 +757,17 @@ mod tests {
             Gap::point(crate::engine::Part::Counters, at(2_000), "reader gone"),
         ];
         let gapped = MigrationSummary::from_record("change", &r, None, vec![]);
-        let clean = MigrationSummary::from_record("change", &record("2", "3", "2020-01-01 00:00:05,000", Some("2020-01-01 00:00:06,000")), None, vec![]);
+        let clean = MigrationSummary::from_record(
+            "change",
+            &record(
+                "2",
+                "3",
+                "2020-01-01 00:00:05,000",
+                Some("2020-01-01 00:00:06,000"),
+            ),
+            None,
+            vec![],
+        );
         let json = serde_json::to_value(&gapped).unwrap();
         assert_eq!(json["observation_gaps"][0]["part"], "locks");
         assert_eq!(json["observation_gaps"][0]["seconds"], 1.5);
@@ -754,7 +785,10 @@ mod tests {
         assert!(note.contains("locks: 1 of 2 migration(s)"), "{note}");
         assert!(note.contains("not the change's"), "{note}");
         let lost = observation_note(std::slice::from_ref(&gapped)).unwrap();
-        assert!(lost.contains("locks: not observed in any migration (lost for the whole run)"), "{lost}");
+        assert!(
+            lost.contains("locks: not observed in any migration (lost for the whole run)"),
+            "{lost}"
+        );
         assert_eq!(observation_note(std::slice::from_ref(&clean)), None);
 
         let summary = JobSummary {
@@ -784,10 +818,17 @@ mod tests {
         assert!(row.contains("- (partial)"), "locks: {text}");
         assert!(row.contains("not observed"), "counters: {text}");
         let clean_row = text.lines().find(|l| l.contains("2->3")).unwrap();
-        assert!(!clean_row.contains("not observed") && !clean_row.contains("partial"), "{text}");
-        assert!(text.contains("observation gaps (an observation fault, not the change's"), "{text}");
         assert!(
-            text.contains("example change 1->2: locks not observed ") && text.contains("(1.5 s): sampling pg_locks: connection reset"),
+            !clean_row.contains("not observed") && !clean_row.contains("partial"),
+            "{text}"
+        );
+        assert!(
+            text.contains("observation gaps (an observation fault, not the change's"),
+            "{text}"
+        );
+        assert!(
+            text.contains("example change 1->2: locks not observed ")
+                && text.contains("(1.5 s): sampling pg_locks: connection reset"),
             "{text}"
         );
         assert!(text.contains("example: observation incomplete"), "{text}");

@@ -106,15 +106,16 @@ fn assert_gap_reported(run: &JobRun, lock_modes: &[&str]) {
         .iter()
         .find(|l| l["table"] == "customers")
         .unwrap_or_else(|| panic!("the lock after the gap is seen: {after}"));
-    let mode = customers["longest_blocking"]["mode"].as_str().unwrap_or_default();
+    let mode = customers["longest_blocking"]["mode"]
+        .as_str()
+        .unwrap_or_default();
     assert!(lock_modes.contains(&mode), "{after}");
     assert!(
         customers["longest_blocking"]["seconds"].as_f64().unwrap() >= 0.3,
         "{after}"
     );
     assert_eq!(
-        run.summary["datasets"][0]["observation_gaps"],
-        1,
+        run.summary["datasets"][0]["observation_gaps"], 1,
         "{}",
         run.summary
     );
@@ -130,7 +131,10 @@ fn assert_gap_reported(run: &JobRun, lock_modes: &[&str]) {
             && text.contains("  example change 3->4: locks not observed "),
         "{text}"
     );
-    assert!(text.contains("example: observation incomplete (locks: 1 of 3 migration(s))"), "{text}");
+    assert!(
+        text.contains("example: observation incomplete (locks: 1 of 3 migration(s))"),
+        "{text}"
+    );
     let log = run.file("example.log");
     for said in [
         "observation: locks not observed from now: ",
@@ -212,7 +216,10 @@ fn mariadb_killed_side_connections_leave_a_gap_and_the_job_passes() {
         logs.iter().find_map(|log| {
             let text = std::fs::read_to_string(log).ok()?;
             let rest = &text[text.find(marker)? + marker.len()..];
-            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
     });
     let my = |sql: &str| query(DbKind::MariaDb, port, None, sql);

@@ -210,9 +210,7 @@ impl CounterReader {
             };
             again
                 .map(|reading| (reading, Some(first.clone())))
-                .map_err(|e| {
-                    EngineError::Other(format!("{first}; after reconnecting: {e}"))
-                })
+                .map_err(|e| EngineError::Other(format!("{first}; after reconnecting: {e}")))
         })
     }
 

@@ -712,9 +712,9 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("th-locks".into())
             .spawn(move || {
-                Ok::<u64, EngineError>(runtime.block_on(sample_until_stopped(
-                    sampler, &ep, &db, every, &shared,
-                )))
+                Ok::<u64, EngineError>(
+                    runtime.block_on(sample_until_stopped(sampler, &ep, &db, every, &shared)),
+                )
             })
             .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
         Ok(LockObserver {

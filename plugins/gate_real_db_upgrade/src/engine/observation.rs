@@ -202,7 +202,7 @@ impl GapBook {
             });
             open.counted_from = at;
         }
-        gaps.sort_by(|a, b| (a.part, a.from).cmp(&(b.part, b.from)));
+        gaps.sort_by_key(|g| (g.part, g.from));
         gaps
     }
 
@@ -259,10 +259,7 @@ pub struct Observation {
 impl Observation {
     /// Observes with these parts (either may be off).
     pub fn new(locks: Option<LockObserver>, counters: Option<CounterReader>) -> Self {
-        let gaps = locks
-            .as_ref()
-            .map(LockObserver::gaps)
-            .unwrap_or_default();
+        let gaps = locks.as_ref().map(LockObserver::gaps).unwrap_or_default();
         Self {
             locks,
             counters,
@@ -316,7 +313,10 @@ impl Observation {
             .as_ref()
             .map(LockObserver::cut)
             .unwrap_or_default();
-        let counters = self.counters.as_ref().and_then(|reader| self.count(reader, at));
+        let counters = self
+            .counters
+            .as_ref()
+            .and_then(|reader| self.count(reader, at));
         let gaps = self.book().cut(at);
         Cut {
             locks,
@@ -397,7 +397,18 @@ mod tests {
     /// `sql`'s output in database `db` of the shared PostgreSQL server (one value).
     fn psql_value(db: &str, sql: &str) -> String {
         let out = std::process::Command::new("psql")
-            .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{sql}: {out:?}");
@@ -507,7 +518,9 @@ mod tests {
         assert!((gaps[0].seconds() - 1.3).abs() < 1e-9);
         let events = book.events();
         assert_eq!(events.len(), 2, "{events:?}");
-        assert!(events[0].text.contains("locks not observed from now: connection reset"));
+        assert!(events[0]
+            .text
+            .contains("locks not observed from now: connection reset"));
         assert!(events[1]
             .text
             .contains("locks observed again after a gap of 1.3 s"));
@@ -534,7 +547,10 @@ mod tests {
         assert!(!third[0].ongoing);
         // The log's resumption counts the whole gap.
         let events = book.events();
-        assert!(events[1].text.contains("after a gap of 2.0 s"), "{events:?}");
+        assert!(
+            events[1].text.contains("after a gap of 2.0 s"),
+            "{events:?}"
+        );
     }
 
     #[test]

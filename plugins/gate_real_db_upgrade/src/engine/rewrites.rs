@@ -202,10 +202,7 @@ impl TableProbe {
             Ok(snapshot) => return Ok((snapshot, None)),
             Err(e) => e.to_string(),
         };
-        let again = match self
-            .runtime
-            .block_on(connect_probe(&self.ep, &self.db))
-        {
+        let again = match self.runtime.block_on(connect_probe(&self.ep, &self.db)) {
             Ok(conn) => {
                 // The old connection failed: dropped, not closed politely.
                 self.conn = Some(conn);
