@@ -1399,9 +1399,10 @@ impl Run<'_, '_> {
         let result = ProcessRunner::new(cmd)
             .timeout(Some(remaining))
             .on_line(|line| {
+                // What the observation met since the last line happened before this one.
+                log_observation(self.log, observer, &mask);
                 let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
                 cuts.feed(&mut parser, line.time.naive_local(), &line.text);
-                log_observation(self.log, observer, &mask);
                 if hint.is_none() && crate::engine::unavailable_kind(&line.text).is_some() {
                     hint = Some(mask(&line.text));
                 }

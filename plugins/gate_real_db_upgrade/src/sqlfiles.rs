@@ -329,7 +329,6 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
         record.observation_gaps = cut.gaps;
         points.extend(tables_at(target.observation, Some(0), &note, &mut gaps));
         record.observation_gaps.append(&mut gaps);
-        log_observation(target.log, target.observation, &str::to_string);
         if !points.is_empty() {
             let locks = [record.locks.clone()];
             record.rewrites = rewrites::attribute(&points, &locks)
@@ -345,6 +344,7 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 record.counters = cut.counters.unwrap_or_default();
                 let ms = (end - start).num_milliseconds();
                 let _ = target.log.line_at(&end, TAG, &format!("done ({ms} ms)"));
+                log_observation(target.log, target.observation, &str::to_string);
                 run.migrations.push(record);
                 let record_version = format!(
                     "DELETE FROM {table}; INSERT INTO {table} (version) VALUES ('{}')",
@@ -361,6 +361,7 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 let _ = target
                     .log
                     .line_at(&end, TAG, &format!("ERROR in {name}: {message}"));
+                log_observation(target.log, target.observation, &str::to_string);
                 run.migrations.push(record);
                 run.end = SqlEnd::Failed {
                     file: name,
@@ -369,6 +370,7 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 return run;
             }
             Watched::Stopped(why) => {
+                log_observation(target.log, target.observation, &str::to_string);
                 run.migrations.push(record);
                 run.end = why;
                 return run;
@@ -428,6 +430,8 @@ fn execute_watched(target: &SqlTarget<'_>, server: &Server, sql: String) -> Watc
             }
             return Watched::Stopped(why);
         }
+        // The observation's news (the lock sampler stopped, resumed) as the file runs.
+        log_observation(target.log, target.observation, &str::to_string);
         let wait = POLL.min(target.deadline.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(result) => return Watched::Done(result),

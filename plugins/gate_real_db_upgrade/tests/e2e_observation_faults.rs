@@ -6,6 +6,8 @@
 //! migration's `observation_gaps` (summary.json), marked in summary.txt and said in the log
 //! (stopped, resumed); the counter reader and the table probe reconnect at the next boundary
 //! (no gap: the migration has its counters); the next migration's lock is observed again.
+//! SQL-files mode on both engines; alembic (tool mode: the observation cut as the output
+//! arrives) on PostgreSQL.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,9 @@ use gate_real_db_upgrade::dataset::Engine;
 use gate_real_db_upgrade::dataset_run::database_prefix;
 use serde_json::{json, Value};
 use turbo_hipster_tests::db_servers::{query, DbKind};
-use turbo_hipster_tests::gate::{assert_no_databases, example, require, JobRun, World};
+use turbo_hipster_tests::gate::{
+    alembic_ini, assert_no_databases, example, require, venv, JobRun, World, ALEMBIC_ENV_PY,
+};
 
 /// How long the migration during which the connections are killed runs.
 const SLEEP_SECONDS: u32 = 5;
@@ -146,6 +150,14 @@ fn assert_gap_reported(run: &JobRun, lock_modes: &[&str]) {
     ] {
         assert!(log.contains(said), "{said}\n{log}");
     }
+    // Logged as the file ran, not after it.
+    let stop = log
+        .find("observation: locks not observed from now")
+        .unwrap();
+    let start = log.find("3 -> 4... 004_sleep.sql").unwrap();
+    let done = start + log[start..].find("[sql] done (").unwrap();
+    assert!(start < stop, "{log}");
+    assert!(stop < done, "{log}");
 }
 
 /// The change: 004 sleeps (the test kills the connections then), 005 holds `lock` on
@@ -168,24 +180,9 @@ fn postgresql_killed_side_connections_leave_a_gap_and_the_job_passes() {
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let change = world.propose("example/shop", &refs);
     let job = world.spawn("example/shop", &change, &[]);
-    let prefix = database_prefix("example_shop", &job.1);
-    let pg = |sql: &str| query(DbKind::PostgreSql, 5432, None, sql);
-    let db = wait_for("the sleeping migration", Duration::from_secs(120), || {
-        pg(&format!(
-            "SELECT datname FROM pg_stat_activity WHERE datname LIKE '{prefix}%' \
-             AND state = 'active' AND query LIKE '%pg_sleep({SLEEP_SECONDS})%'"
-        ))
-        .ok()
-        .and_then(|out| out.lines().next().map(str::to_string))
-    });
-    let killed = pg(&format!(
-        "SELECT application_name FROM pg_stat_activity WHERE datname = '{db}' \
-         AND application_name LIKE 'turbo-hipster %' AND pg_terminate_backend(pid) \
-         ORDER BY 1"
-    ))
-    .unwrap();
+    let killed = kill_postgresql_observers(&job.1, "example_shop");
     assert_eq!(
-        killed.lines().collect::<Vec<_>>(),
+        killed,
         [
             "turbo-hipster counters",
             "turbo-hipster locks",
@@ -252,4 +249,152 @@ fn mariadb_killed_side_connections_leave_a_gap_and_the_job_passes() {
         "private"
     );
     assert_gap_reported(&run, &["SHARED_NO_READ_WRITE", "EXCLUSIVE"]);
+}
+
+/// `kill` the three PostgreSQL side connections of the job's run database once a session of
+/// it runs `pg_sleep(<SLEEP_SECONDS>)`; their names.
+fn kill_postgresql_observers(uuid: &str, database: &str) -> Vec<String> {
+    let prefix = database_prefix(database, uuid);
+    let pg = |sql: &str| query(DbKind::PostgreSql, 5432, None, sql);
+    let db = wait_for("the sleeping migration", Duration::from_secs(120), || {
+        pg(&format!(
+            "SELECT datname FROM pg_stat_activity WHERE datname LIKE '{prefix}%' \
+             AND state = 'active' AND query LIKE '%pg_sleep({SLEEP_SECONDS})%'"
+        ))
+        .ok()
+        .and_then(|out| out.lines().next().map(str::to_string))
+    });
+    // The sessions chosen first (MATERIALIZED): a filter beside pg_terminate_backend may be
+    // evaluated after it, killing other runs' sessions.
+    pg(&format!(
+        "WITH ours AS MATERIALIZED (SELECT pid, application_name FROM pg_stat_activity \
+                                    WHERE datname = '{db}' \
+                                      AND application_name LIKE 'turbo-hipster %') \
+         SELECT application_name FROM ours WHERE pg_terminate_backend(pid) ORDER BY 1"
+    ))
+    .unwrap()
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+const REV_A: &str = "a1a1a1a1a1a1";
+const REV_B: &str = "b2b2b2b2b2b2";
+
+fn revision(rev: &str, down: &str, upgrade: &str) -> String {
+    format!(
+        "\"\"\"{rev}\"\"\"\nfrom alembic import op\n\n\
+         revision = '{rev}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n\
+         def upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    pass\n"
+    )
+}
+
+/// alembic, one transaction per migration, the output parsed as it arrives: the first
+/// migration sleeps (the observers are killed then), the second holds ACCESS EXCLUSIVE on
+/// `big` for 0.6 s. The gap is the first migration's, the second's lock is seen.
+#[test]
+fn postgresql_alembic_killed_side_connections_leave_a_gap_and_the_job_passes() {
+    let engine = Engine::PostgreSql;
+    require(engine);
+    let venv = venv();
+    let mut world = World::new(json!({}));
+    world.dataset(
+        "api",
+        json!({
+            "project": "acme/gaps",
+            "engine": engine.name(),
+            "database": "acme_gaps",
+            "seed_data": "seed.sql",
+            "migration": {
+                "tool": [venv.join("bin/alembic"), "-c", "{work_dir}/alembic.ini", "upgrade", "head"],
+                "templates": {"alembic.ini": "alembic.ini.tmpl"},
+                "log_format": "alembic",
+            },
+            "expected_version": {"alembic_heads": "alembic/versions"},
+            "maximum_lock_hold": {"default": 30},
+        }),
+        &[
+            ("seed.sql", "CREATE TABLE big (id INTEGER PRIMARY KEY);\n"),
+            ("alembic.ini.tmpl", &alembic_ini("")),
+        ],
+    );
+    world.project("acme/gaps", &[("alembic/env.py", ALEMBIC_ENV_PY)]);
+    let rev_a = revision(
+        REV_A,
+        "None",
+        &format!("op.execute('SELECT pg_sleep({SLEEP_SECONDS})')"),
+    );
+    let rev_b = revision(
+        REV_B,
+        &format!("'{REV_A}'"),
+        "op.execute('LOCK TABLE big IN ACCESS EXCLUSIVE MODE')\n    \
+         op.execute('SELECT pg_sleep(0.6)')",
+    );
+    let change = world.propose(
+        "acme/gaps",
+        &[
+            ("alembic/versions/a_sleep.py", &rev_a),
+            ("alembic/versions/b_lock.py", &rev_b),
+        ],
+    );
+    let job = world.spawn("acme/gaps", &change, &[]);
+    let killed = kill_postgresql_observers(&job.1, "acme_gaps");
+    assert_eq!(
+        killed,
+        [
+            "turbo-hipster counters",
+            "turbo-hipster locks",
+            "turbo-hipster rewrites"
+        ]
+    );
+    let run = world.finish(job);
+    assert_no_databases(engine, "acme_gaps", &run.uuid);
+    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+
+    let first = migration(&run, "base", REV_A);
+    let gaps = first["observation_gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{first}\n{}", run.describe());
+    assert_eq!(gaps[0]["part"], "locks", "{first}");
+    assert_eq!(gaps[0]["ongoing"], false, "{first}");
+    assert!(gaps[0]["seconds"].as_f64().unwrap() < 3.0, "{first}");
+    assert!(
+        first["counters"].as_object().is_some_and(|c| !c.is_empty()),
+        "read again after reconnecting: {first}"
+    );
+    let second = migration(&run, REV_A, REV_B);
+    assert_eq!(second["observation_gaps"], json!([]), "{second}");
+    let big = second["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["table"] == "big")
+        .unwrap_or_else(|| panic!("the lock after the gap is seen: {second}"));
+    assert_eq!(
+        big["longest_blocking"]["mode"], "ACCESS EXCLUSIVE",
+        "{second}"
+    );
+    assert!(
+        big["longest_blocking"]["seconds"].as_f64().unwrap() >= 0.3,
+        "{second}"
+    );
+    let text = run.file("summary.txt");
+    assert!(
+        text.contains(&format!("  api change base->{REV_A}: locks not observed ")),
+        "{text}"
+    );
+    let log = run.file("api.log");
+    for said in [
+        "observation: locks not observed from now: sampling pg_locks: ",
+        "observation: locks observed again after a gap of ",
+        &format!("observation: migration base->{REV_A} partly unobserved: locks not observed "),
+        "observation incomplete (locks: 1 of 2 migration(s))",
+    ] {
+        assert!(log.contains(said), "{said}\n{log}");
+    }
+    // The stop and the resumption are logged among the tool's output, as they happened.
+    let stop = log.find("locks not observed from now").unwrap();
+    let next_start = log
+        .find(&format!("Running upgrade {REV_A} -> {REV_B}"))
+        .unwrap();
+    assert!(stop < next_start, "{log}");
 }
