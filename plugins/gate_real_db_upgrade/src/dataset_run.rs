@@ -33,7 +33,7 @@ use crate::alembic;
 use crate::dataset::{Dataset, Migration};
 use crate::engine::rewrites::StatePoint;
 use crate::engine::Engine;
-use crate::engine::{Cut, EngineError, Observation, Server, TableLocks};
+use crate::engine::{Cut, EngineError, Gap, Observation, Part, Server, TableLocks};
 use crate::limits;
 use crate::limits::Limits;
 use crate::logparse::LogFormat;
@@ -392,6 +392,7 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
         provisioning: None,
         counters_source: None,
         counters_scope: None,
+        observation_gaps: 0,
     };
     let log = match open_log(job) {
         Ok(log) => log,
@@ -430,6 +431,16 @@ pub fn run_dataset(job: &DatasetJob<'_>) -> DatasetOutcome {
     };
     let (records, regressions) =
         summarise_migrations(&mut summary, ds, &executed.phases, job.baseline);
+    summary.observation_gaps = summary
+        .migrations
+        .iter()
+        .map(|m| m.observation_gaps.len())
+        .sum();
+    if let Some(note) = crate::report::observation_note(&summary.migrations) {
+        // A note, not a result line: the change is judged on what was seen.
+        tracing::warn!("dataset {}: {note}", ds.name);
+        let _ = log.line(NOTE, &note);
+    }
     if let Err(Stop::Infrastructure(what)) = &executed.end {
         // The other lines are consequences: the change is not judged.
         tracing::warn!("dataset {}: infrastructure failure: {what}", ds.name);
@@ -1175,7 +1186,21 @@ impl Run<'_, '_> {
         };
         self.log_locks(&out.records);
         self.log_counters(&out.records);
+        self.log_gaps(&out.records);
         out
+    }
+
+    /// One line per migration whose observation had gaps: what was not seen, when, why.
+    fn log_gaps(&self, records: &[MigrationRecord]) {
+        for record in records {
+            if let Some(gaps) = crate::report::gaps_text(&record.observation_gaps) {
+                self.note(&format!(
+                    "observation: migration {}->{} partly unobserved: {gaps}; its figures of \
+                     these parts are partial (an observation fault, not the change's)",
+                    record.from, record.to
+                ));
+            }
+        }
     }
 
     /// Starts observing the run database's locks (`lock_sample_interval`); off, with one
@@ -1374,6 +1399,8 @@ impl Run<'_, '_> {
         let result = ProcessRunner::new(cmd)
             .timeout(Some(remaining))
             .on_line(|line| {
+                // What the observation met since the last line happened before this one.
+                log_observation(self.log, observer, &mask);
                 let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
                 cuts.feed(&mut parser, line.time.naive_local(), &line.text);
                 if hint.is_none() && crate::engine::unavailable_kind(&line.text).is_some() {
@@ -1395,7 +1422,14 @@ impl Run<'_, '_> {
                 .is_some_and(|m| m.end.is_none() || m.end == Some(finished));
         let mut records = parsed.migrations.clone();
         if let Some(e) = cuts.attach(&mut records) {
-            self.note(&format!("rewrites: could not read the tables: {e}"));
+            self.note(&mask(&format!("rewrites: could not read the tables: {e}")));
+        }
+        log_observation(self.log, observer, &mask);
+        for gap in records
+            .iter_mut()
+            .flat_map(|r| r.observation_gaps.iter_mut())
+        {
+            gap.why = mask(&gap.why);
         }
         let mut out = Phase {
             printed_final: parsed.final_version.clone(),
@@ -1567,6 +1601,9 @@ struct LockCuts<'o> {
     points: Vec<StatePoint>,
     /// The first failure to read the tables.
     tables_error: Option<String>,
+    /// A failed read of the tables at a point that ended no migration: the next migration's
+    /// (its rewrites' window starts at an earlier point).
+    pending: Vec<Gap>,
 }
 
 impl<'o> LockCuts<'o> {
@@ -1577,6 +1614,7 @@ impl<'o> LockCuts<'o> {
             cuts: BTreeMap::new(),
             points: Vec::new(),
             tables_error: None,
+            pending: Vec::new(),
         };
         observer.cut();
         cuts.read_tables(None);
@@ -1598,29 +1636,37 @@ impl<'o> LockCuts<'o> {
         self.cut(was.or(started_and_ended.then_some(started)));
     }
 
-    /// Cuts the observation, giving what it saw to migration `owner`.
+    /// Cuts the observation, giving what it saw (and what it did not) to migration `owner`.
     fn cut(&mut self, owner: Option<usize>) {
-        let cut = self.observer.cut();
-        self.read_tables(owner);
+        let mut cut = self.observer.cut();
+        if let Some(gap) = self.read_tables(owner) {
+            self.pending.push(gap);
+        }
         if let Some(owner) = owner {
+            cut.gaps.append(&mut self.pending);
             self.cuts.insert(owner, cut);
         }
     }
 
-    fn read_tables(&mut self, owner: Option<usize>) {
-        let Some(read) = self.observer.tables() else {
-            return;
+    /// Reads the tables' states as the point where `owner` ended; the gap when the read
+    /// failed (even after reconnecting).
+    fn read_tables(&mut self, owner: Option<usize>) -> Option<Gap> {
+        let read = self.observer.tables()?;
+        let at = Local::now();
+        let (snapshot, gap) = match read {
+            Ok(snapshot) => (Some(snapshot), None),
+            Err(e) => {
+                let why = e.to_string();
+                self.tables_error.get_or_insert_with(|| why.clone());
+                (None, Some(Gap::point(Part::Rewrites, at, &why)))
+            }
         };
-        let snapshot = read
-            .map_err(|e| {
-                self.tables_error.get_or_insert_with(|| e.to_string());
-            })
-            .ok();
         self.points.push(StatePoint { owner, snapshot });
+        gap
     }
 
-    /// Gives the records their locks, counters and rewrites; the first failure to read the
-    /// tables, if any.
+    /// Gives the records their locks, counters, rewrites and the observation's gaps; the
+    /// first failure to read the tables, if any.
     fn attach(self, records: &mut [MigrationRecord]) -> Option<String> {
         for (i, cut) in self.cuts {
             if let Some(record) = records.get_mut(i) {
@@ -1629,10 +1675,23 @@ impl<'o> LockCuts<'o> {
                 if let Some(counters) = cut.counters {
                     record.counters = counters;
                 }
+                record.observation_gaps = cut.gaps;
             }
         }
         attach_rewrites(&self.points, records);
         self.tables_error
+    }
+}
+
+/// Writes the observation's news (a part stopped, resumed, reconnected) into the dataset's
+/// log, each line at the time it happened, masked.
+pub(crate) fn log_observation(
+    log: &LogFile,
+    observer: &Observation,
+    mask: &dyn Fn(&str) -> String,
+) {
+    for event in observer.events() {
+        let _ = log.line_at(&event.at, NOTE, &mask(&event.text));
     }
 }
 

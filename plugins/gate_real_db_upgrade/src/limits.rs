@@ -30,6 +30,11 @@
 //!   size as [`messages::human_bytes`] writes it; see [`crate::engine::rewrites`]). A migration
 //!   that never ended is checked too: a rewrite seen is a rewrite done.
 //!
+//! A migration whose observation had a gap in the part a warning is about
+//! ([`MigrationRecord::observation_gaps`]) is checked on what was seen, and the warning ends
+//! with `(partial: <part> not observed for N s of it, an observation fault)`
+//! ([`messages::partial_observation`]).
+//!
 //! Migrations that never ended are skipped but for their rewrites (they give their own FAILURE), and so are the counter
 //! checks of a migration whose counters were not seen.
 
@@ -38,6 +43,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use turbo_hipster_sdk::config::{self, Checker};
 
+use crate::engine::Part;
 use crate::logparse::MigrationRecord;
 use crate::messages;
 
@@ -188,19 +194,20 @@ pub fn check(limits: &Limits, migrations: &[MigrationRecord]) -> Vec<String> {
                 warnings.push(messages::took_too_long(&name));
             }
         }
+        let counted = partial(m, Part::Counters);
         if let (Some(table), Some(n)) = (&limits.rows_changed, rows_changed(&m.counters)) {
             if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
-                warnings.push(messages::changed_too_many_rows(&name, n));
+                warnings.push(messages::changed_too_many_rows(&name, n) + &counted);
             }
         }
         if let (Some(table), Some(n)) = (&limits.rows_read, rows_read(&m.counters)) {
             if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
-                warnings.push(messages::read_too_many_rows(&name, n));
+                warnings.push(messages::read_too_many_rows(&name, n) + &counted);
             }
         }
         if let (Some(table), Some(n)) = (&limits.wal_bytes, wal_bytes(&m.counters)) {
             if table.lookup(&m.from, &m.to).is_some_and(|l| n as f64 > l) {
-                warnings.push(messages::wrote_too_much_wal(&name, n));
+                warnings.push(messages::wrote_too_much_wal(&name, n) + &counted);
             }
         }
         if let Some(limit) = limits
@@ -229,22 +236,37 @@ fn rewrote_too_much(limits: &Limits, name: &str, m: &MigrationRecord) -> Vec<Str
     m.rewrites
         .iter()
         .filter(|r| r.bytes as f64 > limit)
-        .map(|r| messages::rewrote_table(name, &r.table, r.bytes, r.certain))
+        .map(|r| {
+            messages::rewrote_table(name, &r.table, r.bytes, r.certain)
+                + &partial(m, Part::Rewrites)
+        })
         .collect()
+}
+
+/// The warnings' suffix when `part` of `m` was not fully observed (empty when it was).
+fn partial(m: &MigrationRecord, part: Part) -> String {
+    let gaps: Vec<&crate::engine::Gap> = m
+        .observation_gaps
+        .iter()
+        .filter(|g| g.part == part)
+        .collect();
+    if gaps.is_empty() {
+        return String::new();
+    }
+    messages::partial_observation(part.as_str(), gaps.iter().map(|g| g.seconds()).sum())
 }
 
 /// The warnings of the tables `m` held a blocking lock on for strictly longer than `limit`.
 fn held_too_long(name: &str, m: &MigrationRecord, limit: f64) -> Vec<String> {
+    let partial = partial(m, Part::Locks);
     m.locks
         .iter()
         .filter_map(|l| {
             let hold = l.longest_blocking.filter(|h| h.seconds > limit)?;
-            Some(messages::held_lock_too_long(
-                name,
-                hold.mode.name,
-                &l.table,
-                hold.seconds,
-            ))
+            Some(
+                messages::held_lock_too_long(name, hold.mode.name, &l.table, hold.seconds)
+                    + &partial,
+            )
         })
         .collect()
 }
@@ -279,6 +301,7 @@ mod tests {
             counters: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             locks: Vec::new(),
             rewrites: Vec::new(),
+            observation_gaps: Vec::new(),
         }
     }
 
@@ -410,6 +433,50 @@ mod tests {
             check(&Limits::default(), &[first]).is_empty(),
             "no limit, no warning"
         );
+    }
+
+    /// A gap in the locks makes the hold a partial figure: still checked, the warning says so;
+    /// a gap in another part changes nothing about the locks' warning.
+    #[test]
+    fn warnings_on_partly_observed_figures_say_so() {
+        use chrono::TimeZone;
+        let limits = Limits {
+            lock_hold: Some(read(KEY_LOCK_HOLD, json!({"default": 1})).unwrap()),
+            ..Limits::default()
+        };
+        let at = |ms: i64| {
+            chrono::Local
+                .timestamp_millis_opt(1_700_000_000_000 + ms)
+                .unwrap()
+        };
+        let gap = |part| crate::engine::Gap {
+            part,
+            from: at(0),
+            to: at(1_300),
+            ongoing: false,
+            why: "connection reset".into(),
+        };
+        let mut m = record("1", "2", 5000, &[]);
+        m.locks = vec![locks(
+            "orders",
+            "AccessExclusiveLock",
+            Some(("AccessExclusiveLock", 2.0)),
+        )];
+        m.observation_gaps = vec![gap(Part::Counters)];
+        assert_eq!(
+            check(&limits, std::slice::from_ref(&m)),
+            ["WARNING - Migration 1->2 held ACCESS EXCLUSIVE lock on orders for 2.0 s"]
+        );
+        m.observation_gaps.push(gap(Part::Locks));
+        let warnings = check(&limits, &[m]);
+        assert_eq!(
+            warnings,
+            [
+                "WARNING - Migration 1->2 held ACCESS EXCLUSIVE lock on orders for 2.0 s \
+                 (partial: locks not observed for 1.3 s of it, an observation fault)"
+            ]
+        );
+        assert!(messages::is_warning(&warnings[0]));
     }
 
     fn rewrite(table: &str, bytes: i64, certain: bool) -> crate::engine::Rewrite {

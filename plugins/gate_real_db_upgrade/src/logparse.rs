@@ -80,6 +80,10 @@ pub struct MigrationRecord {
     /// The tables it rewrote, in name order, when rewrites were watched
     /// ([`crate::engine::rewrites`]).
     pub rewrites: Vec<crate::engine::Rewrite>,
+    /// What was not observed while it ran (a side connection failed, [`crate::engine::Gap`]):
+    /// its locks, counters or rewrites are then partial. Empty when all was observed (or
+    /// nothing was).
+    pub observation_gaps: Vec<crate::engine::Gap>,
 }
 
 impl MigrationRecord {
@@ -332,6 +336,7 @@ impl StreamParser {
                 counters: BTreeMap::new(),
                 locks: Vec::new(),
                 rewrites: Vec::new(),
+                observation_gaps: Vec::new(),
             });
             self.open = Some((idx, self.latest.clone()));
             // The end may be on the start line itself: `134 -> 135... done`.

@@ -74,6 +74,13 @@ pub fn rewrote_table(migration: &str, table: &str, bytes: i64, certain: bool) ->
     )
 }
 
+/// What a limit's warning adds when the figure it checked is partial: `part` (`locks`, …) was
+/// not observed for `seconds` of the migration (a side connection failed): the figure is what
+/// was seen, the truth may be more.
+pub fn partial_observation(part: &str, seconds: f64) -> String {
+    format!(" (partial: {part} not observed for {seconds:.1} s of it, an observation fault)")
+}
+
 /// A size as people read it: `812 B`, `45.2 MB`, `1.3 GB` (powers of 1024, one decimal).
 pub fn human_bytes(bytes: i64) -> String {
     const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];

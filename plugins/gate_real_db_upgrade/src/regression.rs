@@ -121,6 +121,7 @@ mod tests {
             counters: BTreeMap::new(),
             locks: Vec::new(),
             rewrites: Vec::new(),
+            observation_gaps: Vec::new(),
         }
     }
 

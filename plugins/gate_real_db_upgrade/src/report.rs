@@ -36,9 +36,15 @@
 //!             {"table": "orders", "strongest": "ACCESS EXCLUSIVE",
 //!              "longest_blocking": {"mode": "ACCESS EXCLUSIVE", "seconds": 4.1}, "waited": true}
 //!           ],
-//!           "rewrites": [{"table": "orders", "bytes": 46347878, "certain": true}]
+//!           "rewrites": [{"table": "orders", "bytes": 46347878, "certain": true}],
+//!           "observation_gaps": [
+//!             {"part": "locks", "from": "2014-01-16 06:58:04,100",
+//!              "to": "2014-01-16 06:58:04,210", "seconds": 0.11, "ongoing": false,
+//!              "why": "sampling pg_locks: error returned from database: terminating connection due to administrator command"}
+//!           ]
 //!         }
-//!       ]
+//!       ],
+//!       "observation_gaps": 1
 //!     }
 //!   ]
 //! }
@@ -73,6 +79,13 @@
 //!   migration's (PostgreSQL, all migrations in one transaction: seen at the commit, given to
 //!   the first migration seen holding `ACCESS EXCLUSIVE` on the table). Empty when rewrites were not
 //!   watched (no lock observation) or there were none ([`crate::engine::rewrites`]).
+//! - `observation_gaps`: what was not observed while the migration ran (a side connection
+//!   failed and reconnected, [`crate::engine::Gap`]): the `part` (`locks`, `counters`,
+//!   `rewrites`), `from`/`to` (the migration's start or end when the gap began before it or
+//!   went on after it; `ongoing` then `true`), `seconds`, and `why` (the error, one line,
+//!   secrets masked). Empty when all was observed (or nothing was). That part's figures are
+//!   partial: limits are checked on what was seen. The dataset's `observation_gaps` counts
+//!   them. An observation fault is never the change's: it adds no result line.
 //! - Timestamps are local time, `YYYY-MM-DD HH:MM:SS,mmm`, as in the logs.
 //!
 //! Fields may be added within schema 1; a change of meaning bumps `schema`.
@@ -87,7 +100,7 @@ use serde::Serialize;
 use serde_json::Value;
 use turbo_hipster_sdk::support::logfile::TIMESTAMP_FORMAT;
 
-use crate::engine::{Rewrite, TableLocks};
+use crate::engine::{Gap, Rewrite, TableLocks};
 use crate::logparse::MigrationRecord;
 
 /// The version of the `summary.json` layout.
@@ -149,6 +162,115 @@ pub struct MigrationSummary {
     pub locks: Vec<LockSummary>,
     /// The tables it rewrote.
     pub rewrites: Vec<RewriteSummary>,
+    /// What was not observed while it ran; empty when all was (or nothing was observed).
+    pub observation_gaps: Vec<GapSummary>,
+}
+
+/// A gap in a migration's observation ([`Gap`]), as the summary says it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GapSummary {
+    /// `locks`, `counters` or `rewrites`.
+    pub part: String,
+    /// From when, `YYYY-MM-DD HH:MM:SS,mmm`.
+    pub from: String,
+    /// Until when.
+    pub to: String,
+    /// Its length, to the millisecond.
+    pub seconds: f64,
+    /// It had not ended when the migration did (the part was still not observed).
+    pub ongoing: bool,
+    /// Why (the side connection's error), one line.
+    pub why: String,
+}
+
+impl From<&Gap> for GapSummary {
+    fn from(g: &Gap) -> Self {
+        Self {
+            part: g.part.as_str().to_string(),
+            from: timestamp(&g.from.naive_local()),
+            to: timestamp(&g.to.naive_local()),
+            seconds: (g.seconds() * 1000.0).round() / 1000.0,
+            ongoing: g.ongoing,
+            why: g.why.clone(),
+        }
+    }
+}
+
+/// The gaps, `locks 12:00:01,123-12:00:02,456 (1.3 s): <why>; counters …`; `None` when there
+/// is none.
+pub fn gaps_text(gaps: &[Gap]) -> Option<String> {
+    let all: Vec<String> = gaps
+        .iter()
+        .map(|g| {
+            let clock = |t: &chrono::DateTime<chrono::Local>| t.format("%H:%M:%S,%3f").to_string();
+            let span = if g.from == g.to {
+                format!("at {}", clock(&g.from))
+            } else {
+                format!(
+                    "{}-{} ({:.1} s{})",
+                    clock(&g.from),
+                    clock(&g.to),
+                    g.seconds(),
+                    if g.ongoing { ", to its end" } else { "" }
+                )
+            };
+            format!("{} not observed {span}: {}", g.part.as_str(), g.why)
+        })
+        .collect();
+    (!all.is_empty()).then(|| all.join("; "))
+}
+
+/// How much of a dataset's observation was missed, for the log and `summary.txt`: `None`
+/// when nothing was. A part missed for every migration is said lost for the whole run; that
+/// is a note, not an error: the migrations' results stand, only that part's figures are
+/// missing.
+pub fn observation_note(migrations: &[MigrationSummary]) -> Option<String> {
+    let with_gaps = migrations
+        .iter()
+        .filter(|m| !m.observation_gaps.is_empty())
+        .count();
+    if with_gaps == 0 {
+        return None;
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for part in ["locks", "counters", "rewrites"] {
+        let n = migrations
+            .iter()
+            .filter(|m| m.observation_gaps.iter().any(|g| g.part == part))
+            .count();
+        if n == 0 {
+            continue;
+        }
+        parts.push(if n == migrations.len() {
+            format!("{part}: not observed in any migration (lost for the whole run)")
+        } else {
+            format!("{part}: {n} of {} migration(s)", migrations.len())
+        });
+    }
+    Some(format!(
+        "observation incomplete ({}); those figures are partial, limits were checked on what \
+         was seen; an observation fault, not the change's: the migrations' results stand",
+        parts.join(", ")
+    ))
+}
+
+impl MigrationSummary {
+    /// Whether `part` (`locks`, …) had a gap in this migration.
+    fn gap_in(&self, part: &str) -> bool {
+        self.observation_gaps.iter().any(|g| g.part == part)
+    }
+
+    /// `cell`, marked when `part` was not fully observed: `(partial)`, or `not observed` for
+    /// counters that were not read (a counters gap leaves the migration without figures).
+    fn marked(&self, cell: String, part: &str) -> String {
+        if !self.gap_in(part) {
+            cell
+        } else if cell == "-" && part == "counters" {
+            "not observed".into()
+        } else {
+            format!("{cell} (partial)")
+        }
+    }
 }
 
 /// A table a migration rewrote ([`Rewrite`]), as the summary says it.
@@ -340,6 +462,11 @@ impl MigrationSummary {
             counters: record.counters.clone(),
             locks: record.locks.iter().map(LockSummary::from).collect(),
             rewrites: record.rewrites.iter().map(RewriteSummary::from).collect(),
+            observation_gaps: record
+                .observation_gaps
+                .iter()
+                .map(GapSummary::from)
+                .collect(),
         }
     }
 }
@@ -375,6 +502,9 @@ pub struct DatasetSummary {
     /// `database`: the counters are the run database's own; `server`: server-wide, other
     /// sessions' work included; `database (WAL: server)` on PostgreSQL.
     pub counters_scope: Option<String>,
+    /// The number of gaps in its migrations' observation (their `observation_gaps`); 0 when
+    /// all was observed.
+    pub observation_gaps: usize,
 }
 
 /// The whole job.
@@ -424,9 +554,9 @@ impl JobSummary {
                     m.limit_seconds
                         .map_or_else(|| "-".into(), |l| l.to_string()),
                     m.status.as_str().to_string(),
-                    m.blocking_locks(),
-                    m.rewrites_cell(),
-                    m.work(),
+                    m.marked(m.blocking_locks(), "locks"),
+                    m.marked(m.rewrites_cell(), "rewrites"),
+                    m.marked(m.work(), "counters"),
                 ]);
             }
         }
@@ -465,6 +595,7 @@ impl JobSummary {
         if rows.len() == 1 {
             let _ = writeln!(out, "(no migration ran)");
         }
+        self.gaps_footnote(&mut out);
         out.push('\n');
         for d in &self.datasets {
             let _ = writeln!(
@@ -496,8 +627,59 @@ impl JobSummary {
                 );
             }
         }
+        for d in &self.datasets {
+            if let Some(note) = observation_note(&d.migrations) {
+                let _ = writeln!(out, "{}: {note}", d.name);
+            }
+        }
         let _ = writeln!(out, "\nresult:\n{}", self.result);
         out
+    }
+
+    /// Under the table: the gaps of the migrations marked `(partial)` / `not observed`.
+    fn gaps_footnote(&self, out: &mut String) {
+        let mut lines = Vec::new();
+        for d in &self.datasets {
+            for m in d
+                .migrations
+                .iter()
+                .filter(|m| !m.observation_gaps.is_empty())
+            {
+                let gaps: Vec<String> = m
+                    .observation_gaps
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{} not observed {}-{} ({:.1} s{}): {}",
+                            g.part,
+                            g.from,
+                            g.to,
+                            g.seconds,
+                            if g.ongoing { ", to its end" } else { "" },
+                            g.why
+                        )
+                    })
+                    .collect();
+                lines.push(format!(
+                    "  {} {} {}->{}: {}",
+                    d.name,
+                    m.phase,
+                    m.from,
+                    m.to,
+                    gaps.join("; ")
+                ));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nobservation gaps (an observation fault, not the change's; the marked figures \
+                 are partial):"
+            );
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
     }
 }
 
@@ -522,6 +704,7 @@ mod tests {
             counters: BTreeMap::new(),
             locks: Vec::new(),
             rewrites: Vec::new(),
+            observation_gaps: Vec::new(),
         }
     }
 
@@ -545,6 +728,111 @@ mod tests {
         let m = MigrationSummary::from_record("change", &r, Some(1.0), vec![]);
         assert_eq!(m.status, MigrationStatus::Unfinished);
         assert_eq!(m.end, None);
+    }
+
+    /// A migration with gaps: `observation_gaps` in the JSON, its cells marked in the text
+    /// with the gaps listed under the table, and a part missed in every migration said lost.
+    #[test]
+    fn gaps_are_in_the_json_and_marked_in_the_text() {
+        use chrono::TimeZone;
+        let at = |ms: i64| {
+            chrono::Local
+                .timestamp_millis_opt(1_700_000_000_000 + ms)
+                .unwrap()
+        };
+        let mut r = record(
+            "1",
+            "2",
+            "2020-01-01 00:00:00,000",
+            Some("2020-01-01 00:00:05,000"),
+        );
+        r.observation_gaps = vec![
+            Gap {
+                part: crate::engine::Part::Locks,
+                from: at(0),
+                to: at(1_500),
+                ongoing: false,
+                why: "sampling pg_locks: connection reset".into(),
+            },
+            Gap::point(crate::engine::Part::Counters, at(2_000), "reader gone"),
+        ];
+        let gapped = MigrationSummary::from_record("change", &r, None, vec![]);
+        let clean = MigrationSummary::from_record(
+            "change",
+            &record(
+                "2",
+                "3",
+                "2020-01-01 00:00:05,000",
+                Some("2020-01-01 00:00:06,000"),
+            ),
+            None,
+            vec![],
+        );
+        let json = serde_json::to_value(&gapped).unwrap();
+        assert_eq!(json["observation_gaps"][0]["part"], "locks");
+        assert_eq!(json["observation_gaps"][0]["seconds"], 1.5);
+        assert_eq!(json["observation_gaps"][0]["ongoing"], false);
+        assert_eq!(
+            json["observation_gaps"][0]["why"],
+            "sampling pg_locks: connection reset"
+        );
+        assert_eq!(json["observation_gaps"][1]["seconds"], 0.0);
+        assert_eq!(
+            serde_json::to_value(&clean).unwrap()["observation_gaps"],
+            serde_json::json!([])
+        );
+        let note = observation_note(&[gapped.clone(), clean.clone()]).unwrap();
+        assert!(note.contains("locks: 1 of 2 migration(s)"), "{note}");
+        assert!(note.contains("not the change's"), "{note}");
+        let lost = observation_note(std::slice::from_ref(&gapped)).unwrap();
+        assert!(
+            lost.contains("locks: not observed in any migration (lost for the whole run)"),
+            "{lost}"
+        );
+        assert_eq!(observation_note(std::slice::from_ref(&clean)), None);
+
+        let summary = JobSummary {
+            schema: SCHEMA,
+            project: "example/shop".into(),
+            change: BTreeMap::new(),
+            result: "SUCCESS".into(),
+            datasets: vec![DatasetSummary {
+                name: "example".into(),
+                engine: "postgresql".into(),
+                database: "example_1_0".into(),
+                seed: "/s.sql".into(),
+                config: "/c.json".into(),
+                result_lines: vec![],
+                duration_ms: 10,
+                final_version: None,
+                expected_version: None,
+                migrations: vec![gapped, clean],
+                provisioning: None,
+                counters_source: None,
+                counters_scope: None,
+                observation_gaps: 2,
+            }],
+        };
+        let text = summary.to_text();
+        let row = text.lines().find(|l| l.contains("1->2")).unwrap();
+        assert!(row.contains("- (partial)"), "locks: {text}");
+        assert!(row.contains("not observed"), "counters: {text}");
+        let clean_row = text.lines().find(|l| l.contains("2->3")).unwrap();
+        assert!(
+            !clean_row.contains("not observed") && !clean_row.contains("partial"),
+            "{text}"
+        );
+        assert!(
+            text.contains("observation gaps (an observation fault, not the change's"),
+            "{text}"
+        );
+        assert!(
+            text.contains("example change 1->2: locks not observed ")
+                && text.contains("(1.5 s): sampling pg_locks: connection reset"),
+            "{text}"
+        );
+        assert!(text.contains("example: observation incomplete"), "{text}");
+        assert_eq!(summary.to_json()["datasets"][0]["observation_gaps"], 2);
     }
 
     #[test]
@@ -601,6 +889,7 @@ mod tests {
                 }),
                 counters_source: Some("pg_stat_user_tables".into()),
                 counters_scope: Some("database".into()),
+                observation_gaps: 0,
             }],
         };
         let json = summary.to_json();

@@ -519,6 +519,7 @@ fn not_run(dataset: &Dataset, line: &str) -> DatasetSummary {
         provisioning: None,
         counters_source: None,
         counters_scope: None,
+        observation_gaps: 0,
     }
 }
 

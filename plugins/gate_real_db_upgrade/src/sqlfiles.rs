@@ -23,7 +23,8 @@ use chrono::Local;
 use turbo_hipster_sdk::support::process::{seconds, Cancellation};
 use turbo_hipster_sdk::support::LogFile;
 
-use crate::engine::{rewrites, EngineError, Observation, Server, VersionSource};
+use crate::dataset_run::log_observation;
+use crate::engine::{rewrites, EngineError, Gap, Observation, Part, Server, VersionSource};
 use crate::engine::{Connection, Engine};
 use crate::logparse::MigrationRecord;
 use crate::version::{cmp_numbers, normalize};
@@ -203,15 +204,20 @@ pub struct SqlTarget<'a> {
 }
 
 /// The tables' states now, when rewrites are watched, as the point where migration `owner`
-/// (of the points' own numbering) ended; a failure to read them is noted.
+/// (of the points' own numbering) ended; a failure to read them (even after reconnecting) is
+/// noted and is a gap of the file's observation, into `gaps`.
 fn tables_at(
     observer: &Observation,
     owner: Option<usize>,
     note: &dyn Fn(&str),
+    gaps: &mut Vec<Gap>,
 ) -> Option<rewrites::StatePoint> {
     let snapshot = observer
         .tables()?
-        .map_err(|e| note(&format!("rewrites: could not read the tables: {e}")))
+        .map_err(|e| {
+            note(&format!("rewrites: could not read the tables: {e}"));
+            gaps.push(Gap::point(Part::Rewrites, Local::now(), &e.to_string()));
+        })
         .ok();
     Some(rewrites::StatePoint { owner, snapshot })
 }
@@ -294,11 +300,13 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
         // What came before this file belongs to no migration.
         target.observation.cut();
         let mut points = Vec::new();
+        let mut gaps = Vec::new();
         points.extend(
             tables_before
                 .take()
-                .or_else(|| tables_at(target.observation, None, &note)),
+                .or_else(|| tables_at(target.observation, None, &note, &mut gaps)),
         );
+        log_observation(target.log, target.observation, &str::to_string);
         let start = Local::now();
         let _ = target
             .log
@@ -312,12 +320,15 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
             counters: BTreeMap::new(),
             locks: Vec::new(),
             rewrites: Vec::new(),
+            observation_gaps: Vec::new(),
         };
         let outcome = execute_watched(target, &server, sql);
         let end = Local::now();
         let cut = target.observation.cut();
         record.locks = cut.locks;
-        points.extend(tables_at(target.observation, Some(0), &note));
+        record.observation_gaps = cut.gaps;
+        points.extend(tables_at(target.observation, Some(0), &note, &mut gaps));
+        record.observation_gaps.append(&mut gaps);
         if !points.is_empty() {
             let locks = [record.locks.clone()];
             record.rewrites = rewrites::attribute(&points, &locks)
@@ -333,6 +344,7 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 record.counters = cut.counters.unwrap_or_default();
                 let ms = (end - start).num_milliseconds();
                 let _ = target.log.line_at(&end, TAG, &format!("done ({ms} ms)"));
+                log_observation(target.log, target.observation, &str::to_string);
                 run.migrations.push(record);
                 let record_version = format!(
                     "DELETE FROM {table}; INSERT INTO {table} (version) VALUES ('{}')",
@@ -349,6 +361,7 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 let _ = target
                     .log
                     .line_at(&end, TAG, &format!("ERROR in {name}: {message}"));
+                log_observation(target.log, target.observation, &str::to_string);
                 run.migrations.push(record);
                 run.end = SqlEnd::Failed {
                     file: name,
@@ -357,6 +370,7 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 return run;
             }
             Watched::Stopped(why) => {
+                log_observation(target.log, target.observation, &str::to_string);
                 run.migrations.push(record);
                 run.end = why;
                 return run;
@@ -416,6 +430,8 @@ fn execute_watched(target: &SqlTarget<'_>, server: &Server, sql: String) -> Watc
             }
             return Watched::Stopped(why);
         }
+        // The observation's news (the lock sampler stopped, resumed) as the file runs.
+        log_observation(target.log, target.observation, &str::to_string);
         let wait = POLL.min(target.deadline.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(result) => return Watched::Done(result),

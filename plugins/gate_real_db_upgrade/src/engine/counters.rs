@@ -79,10 +79,15 @@ const PG_TABLES: &str = "\
 /// The server's WAL insert position in bytes.
 const PG_WAL: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint";
 
-/// The other sessions on the database connected to, but those given (the worker's own).
+/// The other sessions on the database connected to, but those given (the worker's own) and
+/// the run's side connections (`turbo-hipster locks`, …: one reconnected has a new pid).
 const PG_OTHERS: &str = "\
     SELECT count(*) FROM pg_stat_activity \
-    WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> ALL($1)";
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> ALL($1) \
+      AND application_name NOT LIKE 'turbo-hipster %'";
+
+/// The `application_name` of the reader's PostgreSQL connection.
+const APPLICATION_NAME: &str = "turbo-hipster counters";
 
 /// The sessions on the database connected to now: when the reader starts, the worker's own
 /// (the lock sampler's).
@@ -151,6 +156,8 @@ enum Source {
 pub struct CounterReader {
     runtime: tokio::runtime::Runtime,
     ep: Endpoint,
+    /// The run database.
+    db: String,
     source: Mutex<Option<Source>>,
     name: &'static str,
     scope: &'static str,
@@ -187,6 +194,32 @@ impl CounterReader {
         };
         let ep = &self.ep;
         on_runtime(&self.runtime, || read(ep, source))
+    }
+
+    /// The counters now; when the reading fails, the side connection is made again and read
+    /// once more: then the first failure comes along (for the log).
+    ///
+    /// # Errors
+    /// The reading failed, and so did the reconnection or the second reading (both said).
+    pub fn read_retrying(&self) -> Result<(Reading, Option<String>), EngineError> {
+        let mut guard = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(source) = guard.as_mut() else {
+            return Err(EngineError::Other("the counter reader is closed".into()));
+        };
+        let (ep, db) = (&self.ep, self.db.as_str());
+        on_runtime(&self.runtime, || async {
+            let first = match read(ep, source).await {
+                Ok(reading) => return Ok((reading, None)),
+                Err(e) => e.to_string(),
+            };
+            let again = match reconnect(ep, db, source).await {
+                Ok(()) => read(ep, source).await,
+                Err(e) => Err(e),
+            };
+            again
+                .map(|reading| (reading, Some(first.clone())))
+                .map_err(|e| EngineError::Other(format!("{first}; after reconnecting: {e}")))
+        })
     }
 
     /// PostgreSQL: waits (at most 3 s) until the database's sessions that were not there when
@@ -262,6 +295,21 @@ where
             Err(e) => Err(EngineError::Other(format!("cannot start a thread: {e}"))),
         }
     })
+}
+
+/// Makes `source`'s connection again (the old one is dropped: it failed).
+async fn reconnect(ep: &Endpoint, db: &str, source: &mut Source) -> Result<(), EngineError> {
+    match source {
+        Source::PerfSchema(conn, _) | Source::UserStat(conn, _) => {
+            *conn = super::mysql::connect(ep, Some(db)).await?;
+        }
+        // A connection of its own each time already.
+        Source::Global => {}
+        Source::Postgres(conn, _) => {
+            *conn = super::postgres::connect_as(ep, db, APPLICATION_NAME).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn read(ep: &Endpoint, source: &mut Source) -> Result<Reading, EngineError> {
@@ -417,7 +465,7 @@ impl Server {
             }
             Backend::Postgres(ep) => {
                 let (conn, ours) = on_runtime(&runtime, || async {
-                    let mut conn = super::postgres::connect_to(&ep, db).await?;
+                    let mut conn = super::postgres::connect_as(&ep, db, APPLICATION_NAME).await?;
                     match sqlx::query_scalar::<_, i32>(PG_SESSIONS)
                         .fetch_all(&mut conn)
                         .await
@@ -447,6 +495,7 @@ impl Server {
         Ok(CounterReader {
             runtime,
             ep,
+            db: db.to_string(),
             source: Mutex::new(Some(source)),
             name,
             scope,

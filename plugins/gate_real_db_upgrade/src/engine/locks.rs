@@ -21,6 +21,7 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection as _;
 
+use super::observation::{GapBook, Part};
 use super::{Backend, EngineError, Server};
 
 /// What a lock held on a table stops other sessions from doing.
@@ -232,6 +233,16 @@ impl LockTracker {
         }
     }
 
+    /// The samples stopped for a while (the side connection failed): every hold in progress
+    /// ends at its last sample, so that no hold spans time that was not seen (a hold is what
+    /// was seen held without a break); the next sample starts them again.
+    pub fn interrupt(&mut self) {
+        let open: Vec<String> = self.streaks.keys().cloned().collect();
+        for table in &open {
+            self.close(table);
+        }
+    }
+
     /// Ends the current migration: what it did, tables in name order. A hold going on across
     /// the boundary ends there for this migration; the next sample starts it again for the
     /// next one.
@@ -276,14 +287,14 @@ const POSTGRES_SAMPLE: &str = "\
 /// MariaDB's `metadata_lock_info` plugin: the table metadata locks granted to the run
 /// database's other sessions (`#sql…`: the temporary copy of an `ALTER … ALGORITHM=COPY`).
 const MARIADB_SAMPLE: &str = "\
-    SELECT TABLE_NAME, LOCK_MODE, 1 FROM information_schema.METADATA_LOCK_INFO \
+    SELECT /* turbo-hipster locks */ TABLE_NAME, LOCK_MODE, 1 FROM information_schema.METADATA_LOCK_INFO \
     WHERE TABLE_SCHEMA = ? AND LOCK_TYPE = 'Table metadata lock' \
       AND THREAD_ID <> CONNECTION_ID() AND TABLE_NAME NOT LIKE '#sql%'";
 
 /// MySQL's `performance_schema.metadata_locks` (on by default from 8.0): granted and
 /// pending table metadata locks of the other sessions.
 const MYSQL_SAMPLE: &str = "\
-    SELECT OBJECT_NAME, LOCK_TYPE, LOCK_STATUS = 'GRANTED' \
+    SELECT /* turbo-hipster locks */ OBJECT_NAME, LOCK_TYPE, LOCK_STATUS = 'GRANTED' \
     FROM performance_schema.metadata_locks \
     WHERE OBJECT_TYPE = 'TABLE' AND OBJECT_SCHEMA = ? \
       AND OWNER_THREAD_ID <> PS_CURRENT_THREAD_ID() AND OBJECT_NAME NOT LIKE '#sql%'";
@@ -446,9 +457,16 @@ pub struct LockObserver {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<u64, EngineError>>>,
     source: &'static str,
+    /// Where the sampler writes its gaps; [`super::Observation`] reads them.
+    gaps: Arc<Mutex<GapBook>>,
 }
 
 impl LockObserver {
+    /// The book of the observation's gaps the sampler writes to (shared).
+    pub fn gaps(&self) -> Arc<Mutex<GapBook>> {
+        Arc::clone(&self.gaps)
+    }
+
     /// Ends the current migration's observation: what it did (see [`LockTracker::cut`]).
     pub fn cut(&self) -> Vec<TableLocks> {
         self.tracker
@@ -471,6 +489,20 @@ impl LockObserver {
         Some(probe.lock().unwrap_or_else(PoisonError::into_inner).read())
     }
 
+    /// [`LockObserver::tables`], reconnecting once when the read fails
+    /// ([`super::TableProbe::read_retrying`]).
+    pub fn tables_retrying(
+        &self,
+    ) -> Option<Result<(super::rewrites::Snapshot, Option<String>), EngineError>> {
+        let probe = self.tables.as_ref()?;
+        Some(
+            probe
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .read_retrying(),
+        )
+    }
+
     /// What the locks are read from (`pg_locks`, `information_schema.METADATA_LOCK_INFO`, …).
     pub fn source(&self) -> &'static str {
         self.source
@@ -479,8 +511,8 @@ impl LockObserver {
     /// Stops sampling; the last migration's locks and the number of samples taken.
     ///
     /// # Errors
-    /// The side connection failed (the samples taken until then are kept in the result of
-    /// the next call to `cut`, which this returns only on success).
+    /// The sampler's thread could not be ended (a failing side connection is no error: the
+    /// sampler reconnects, its gaps are in [`LockObserver::gaps`]).
     pub fn finish(mut self) -> Result<(Vec<TableLocks>, u64), EngineError> {
         self.stop.store(true, Ordering::Relaxed);
         let samples = match self.thread.take().map(JoinHandle::join) {
@@ -501,9 +533,145 @@ impl Drop for LockObserver {
     }
 }
 
+/// The `application_name` of the sampler's PostgreSQL connection.
+const APPLICATION_NAME: &str = "turbo-hipster locks";
+
+/// The first wait before reconnecting a failed sampler; each failed attempt doubles it, up
+/// to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts to reconnect (attempts go on until the sampler is
+/// stopped: a server back after a minute is observed again).
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// How long one attempt to reconnect may take.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A new sampler of the same kind on `db`.
+async fn connect_sampler(
+    ep: &super::Endpoint,
+    db: &str,
+    postgres: bool,
+) -> Result<Sampler, EngineError> {
+    if postgres {
+        let conn = super::postgres::connect_as(ep, db, APPLICATION_NAME).await?;
+        Ok(Sampler::Postgres(conn))
+    } else {
+        mysql_sampler(ep, db).await
+    }
+}
+
+/// What the sampler's thread shares with its [`LockObserver`].
+struct Shared {
+    tracker: Arc<Mutex<LockTracker>>,
+    gaps: Arc<Mutex<GapBook>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps `d`, waking early when stopped; whether it was stopped.
+    async fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+        }
+        true
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, GapBook> {
+        self.gaps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sampler's loop: a sample every `every` until stopped; a failed sample opens a gap
+/// (the holds in progress end there), and the sampler reconnects with a growing wait
+/// ([`RECONNECT_FIRST`] doubled up to [`RECONNECT_MAX`]) until it can sample again, which ends
+/// the gap. The number of samples taken.
+async fn sample_until_stopped(
+    mut sampler: Sampler,
+    ep: &super::Endpoint,
+    db: &str,
+    every: Duration,
+    shared: &Shared,
+) -> u64 {
+    let postgres = matches!(sampler, Sampler::Postgres(_));
+    let mut samples = 0u64;
+    while !shared.stopped() {
+        let at = Instant::now();
+        match sampler.sample().await {
+            Ok(locks) => {
+                shared
+                    .tracker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .add(at, &locks);
+                samples += 1;
+                let mut book = shared.book();
+                if book.is_stopped(Part::Locks) {
+                    book.resumed(Part::Locks, chrono::Local::now());
+                }
+            }
+            Err(e) => {
+                let why = format!("sampling {}: {e}", sampler.source());
+                tracing::warn!("{ep}: lock observation interrupted: {why}");
+                shared
+                    .tracker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .interrupt();
+                shared
+                    .book()
+                    .stopped(Part::Locks, chrono::Local::now(), &why);
+                // A dead connection says goodbye at once; a stuck one is not waited for long.
+                let _ = tokio::time::timeout(Duration::from_secs(1), sampler.close()).await;
+                match reconnect(ep, db, postgres, shared).await {
+                    Some(new) => sampler = new,
+                    None => return samples,
+                }
+                continue;
+            }
+        }
+        if shared.sleep(every.saturating_sub(at.elapsed())).await {
+            break;
+        }
+    }
+    sampler.close().await;
+    samples
+}
+
+/// A new sampler, after waits growing from [`RECONNECT_FIRST`] to [`RECONNECT_MAX`]; `None`
+/// when stopped first.
+async fn reconnect(
+    ep: &super::Endpoint,
+    db: &str,
+    postgres: bool,
+    shared: &Shared,
+) -> Option<Sampler> {
+    let mut wait = RECONNECT_FIRST;
+    loop {
+        if shared.sleep(wait).await {
+            return None;
+        }
+        match tokio::time::timeout(RECONNECT_TIMEOUT, connect_sampler(ep, db, postgres)).await {
+            Ok(Ok(sampler)) => return Some(sampler),
+            Ok(Err(e)) => tracing::debug!("reconnecting the lock sampler: {e}"),
+            Err(_) => tracing::debug!("reconnecting the lock sampler: no answer in time"),
+        }
+        wait = (wait * 2).min(RECONNECT_MAX);
+    }
+}
+
 impl Server {
     /// Starts sampling the locks in database `db` every `every`: PostgreSQL's `pg_locks`,
-    /// MariaDB's `METADATA_LOCK_INFO` or MySQL's `performance_schema.metadata_locks`.
+    /// MariaDB's `METADATA_LOCK_INFO` or MySQL's `performance_schema.metadata_locks`. A failed
+    /// sample does not end the sampling: the sampler reconnects and the time it did not see
+    /// is a gap in [`LockObserver::gaps`].
     ///
     /// # Errors
     /// SQLite, no lock view on the server, or the side connection cannot be made.
@@ -513,13 +681,13 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
-        let (ep, mut sampler) = match self.backend() {
+        let (ep, sampler) = match self.backend() {
             Backend::Postgres(ep) => {
-                let conn = runtime.block_on(super::postgres::connect_to(&ep, db))?;
-                (ep, Sampler::Postgres(conn))
+                let sampler = runtime.block_on(connect_sampler(&ep, db, true))?;
+                (ep, sampler)
             }
             Backend::MySql(ep) => {
-                let sampler = runtime.block_on(mysql_sampler(&ep, db))?;
+                let sampler = runtime.block_on(connect_sampler(&ep, db, false))?;
                 (ep, sampler)
             }
             Backend::Sqlite => {
@@ -530,34 +698,23 @@ impl Server {
             }
         };
         let source = sampler.source();
-        let postgres = matches!(sampler, Sampler::Postgres(_));
-        let tracker = Arc::new(Mutex::new(LockTracker::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (t, s) = (Arc::clone(&tracker), Arc::clone(&stop));
+        let shared = Shared {
+            tracker: Arc::new(Mutex::new(LockTracker::default())),
+            gaps: Arc::new(Mutex::new(GapBook::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (tracker, gaps, stop) = (
+            Arc::clone(&shared.tracker),
+            Arc::clone(&shared.gaps),
+            Arc::clone(&shared.stop),
+        );
+        let db = db.to_string();
         let thread = std::thread::Builder::new()
             .name("th-locks".into())
             .spawn(move || {
-                let mut samples = 0u64;
-                let result = runtime.block_on(async {
-                    while !s.load(Ordering::Relaxed) {
-                        let at = Instant::now();
-                        let locks = sampler.sample().await.map_err(|e| {
-                            if postgres {
-                                super::postgres::classify_error(&ep, &e)
-                            } else {
-                                super::mysql::classify(&ep, &e)
-                            }
-                        })?;
-                        t.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .add(at, &locks);
-                        samples += 1;
-                        tokio::time::sleep(every.saturating_sub(at.elapsed())).await;
-                    }
-                    Ok(())
-                });
-                runtime.block_on(sampler.close());
-                result.map(|()| samples)
+                Ok::<u64, EngineError>(
+                    runtime.block_on(sample_until_stopped(sampler, &ep, &db, every, &shared)),
+                )
             })
             .map_err(|e| EngineError::Other(format!("lock sampler: {e}")))?;
         Ok(LockObserver {
@@ -566,6 +723,7 @@ impl Server {
             stop,
             thread: Some(thread),
             source,
+            gaps,
         })
     }
 }
@@ -684,6 +842,83 @@ mod tests {
         assert!((0.3..0.9).contains(&hold.seconds), "{hold:?}");
         assert!(orders.waited, "the SELECT behind the lock waited");
         assert!(samples > 10, "{samples} samples");
+    }
+
+    /// On the real MariaDB server: the sampler's connection, killed (`KILL CONNECTION`),
+    /// is made again; the time between is a gap of the locks (the hold in progress ends at
+    /// it), and a lock taken afterwards is seen.
+    #[test]
+    fn mariadb_sampler_killed_reconnects_and_records_the_gap() {
+        let db = format!("th_locks_{}_{}", std::process::id(), rand_suffix());
+        let run = |sql: &str| assert!(mariadb("mysql", sql).wait().unwrap().success(), "{sql}");
+        run(&format!(
+            "CREATE DATABASE {db}; CREATE TABLE {db}.orders (id int) ENGINE=InnoDB"
+        ));
+        let server = Server::new(
+            crate::engine::Engine::MariaDb,
+            crate::engine::Connection::default(),
+            std::path::PathBuf::new(),
+        );
+        let observer = server
+            .observe_locks(&db, Duration::from_millis(20))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // The sampler: the connection on the run database that is not ours.
+        let out = std::process::Command::new("mysql")
+            .args(["-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e"])
+            .arg(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{db}'"
+            ))
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        run(&format!("KILL CONNECTION {}", ids[0]));
+        std::thread::sleep(Duration::from_millis(700));
+        let mut holder = mariadb(
+            &db,
+            "LOCK TABLES orders WRITE; SELECT SLEEP(0.5); UNLOCK TABLES",
+        );
+        assert!(holder.wait().unwrap().success());
+        let gaps = observer.gaps();
+        let (locks, _) = observer.finish().unwrap();
+        run(&format!("DROP DATABASE {db}"));
+
+        let mut book = gaps.lock().unwrap();
+        let found = book.cut(chrono::Local::now());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].part, Part::Locks);
+        assert!(!found[0].ongoing && found[0].seconds() < 1.5, "{found:?}");
+        assert!(
+            found[0]
+                .why
+                .starts_with("sampling information_schema.METADATA_LOCK_INFO: "),
+            "{found:?}"
+        );
+        let events = book.events();
+        assert_eq!(events.len(), 2, "stopped, resumed: {events:?}");
+        let orders = locks.iter().find(|l| l.table == "orders").unwrap();
+        let hold = orders.longest_blocking.unwrap();
+        assert!(hold.seconds > 0.3, "{hold:?}");
+    }
+
+    #[test]
+    fn an_interruption_ends_the_holds_in_progress() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut tracker = LockTracker::default();
+        tracker.add(at(0), &[lock("orders", "AccessExclusiveLock", true)]);
+        tracker.add(at(100), &[lock("orders", "AccessExclusiveLock", true)]);
+        tracker.interrupt();
+        // Seen again after the gap: a new hold, not one spanning what was not seen.
+        tracker.add(at(900), &[lock("orders", "AccessExclusiveLock", true)]);
+        tracker.add(at(950), &[lock("orders", "AccessExclusiveLock", true)]);
+        let cut = tracker.cut();
+        let hold = cut[0].longest_blocking.unwrap();
+        assert!((hold.seconds - 0.1).abs() < 1e-9, "{hold:?}");
     }
 
     fn rand_suffix() -> u64 {

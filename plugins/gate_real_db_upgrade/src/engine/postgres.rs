@@ -24,13 +24,17 @@ const UNDEFINED_TABLE: &str = "42P01";
 const INVALID_SCHEMA_NAME: &str = "3F000";
 const SYNTAX_ERROR: &str = "42601";
 
-fn options(ep: &Endpoint, database: &str) -> PgConnectOptions {
+/// The worker's connections' `application_name` (`pg_stat_activity`); the run's side
+/// connections add what they observe (`turbo-hipster locks`, …).
+pub(super) const APPLICATION_NAME: &str = "turbo-hipster";
+
+fn options_as(ep: &Endpoint, database: &str, application_name: &str) -> PgConnectOptions {
     // Everything explicit: nothing from ~/.pgpass, PGHOST or PGUSER.
     let mut options = PgConnectOptions::new_without_pgpass()
         .username(&ep.user)
         .port(ep.port)
         .database(database)
-        .application_name("turbo-hipster");
+        .application_name(application_name);
     if !ep.password.is_empty() {
         options = options.password(&ep.password);
     }
@@ -107,7 +111,16 @@ pub(super) fn classify_error(ep: &Endpoint, e: &sqlx::Error) -> EngineError {
 }
 
 async fn connect(ep: &Endpoint, database: Option<&str>) -> Result<PgConnection, EngineError> {
-    let options = options(ep, database.unwrap_or(ADMIN_DATABASE));
+    connect_named(ep, database, APPLICATION_NAME).await
+}
+
+/// A connection to `database` (the admin database when `None`) with that `application_name`.
+async fn connect_named(
+    ep: &Endpoint,
+    database: Option<&str>,
+    application_name: &str,
+) -> Result<PgConnection, EngineError> {
+    let options = options_as(ep, database.unwrap_or(ADMIN_DATABASE), application_name);
     match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
         Ok(Ok(conn)) => Ok(conn),
         // A run database that is not there is not the server refusing us.
@@ -128,8 +141,15 @@ pub(super) async fn connect_admin(ep: &Endpoint) -> Result<PgConnection, EngineE
     connect(ep, None).await
 }
 
-pub(super) async fn connect_to(ep: &Endpoint, database: &str) -> Result<PgConnection, EngineError> {
-    connect(ep, Some(database)).await
+/// A side connection to `database` named `application_name` in `pg_stat_activity` (`turbo-hipster
+/// locks`, `turbo-hipster counters`, `turbo-hipster rewrites`), so that operators (and tests)
+/// can tell the run's observers apart.
+pub(super) async fn connect_as(
+    ep: &Endpoint,
+    database: &str,
+    application_name: &str,
+) -> Result<PgConnection, EngineError> {
+    connect_named(ep, Some(database), application_name).await
 }
 
 async fn close(conn: PgConnection) {

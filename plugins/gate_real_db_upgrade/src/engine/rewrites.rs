@@ -157,9 +157,64 @@ pub struct TableProbe {
     conn: Option<ProbeConnection>,
     /// The engine, for errors.
     ep: super::Endpoint,
+    /// The run database.
+    db: String,
+}
+
+/// The `application_name` of the probe's PostgreSQL connection.
+const APPLICATION_NAME: &str = "turbo-hipster rewrites";
+
+/// A probe connection to `db`, its session set.
+async fn connect_probe(ep: &super::Endpoint, db: &str) -> Result<ProbeConnection, EngineError> {
+    match ep.engine {
+        super::Engine::PostgreSql => {
+            let mut conn = super::postgres::connect_as(ep, db, APPLICATION_NAME).await?;
+            sqlx::raw_sql(POSTGRES_SESSION)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| super::postgres::classify_error(ep, &e))?;
+            Ok(ProbeConnection::Postgres(conn))
+        }
+        _ => {
+            let mut conn = super::mysql::connect(ep, Some(db)).await?;
+            sqlx::raw_sql(MYSQL_SESSION)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| super::mysql::classify(ep, &e))?;
+            let sql = if ep.engine == super::Engine::MySql {
+                MYSQL_TABLES
+            } else {
+                MARIADB_TABLES
+            };
+            Ok(ProbeConnection::MySql(conn, db.to_string(), sql))
+        }
+    }
 }
 
 impl TableProbe {
+    /// [`TableProbe::read`]; when it fails, the side connection is made again and read once
+    /// more: then the first failure comes along (for the log).
+    ///
+    /// # Errors
+    /// The read failed, and so did the reconnection or the second read (both said).
+    pub fn read_retrying(&mut self) -> Result<(Snapshot, Option<String>), EngineError> {
+        let first = match self.read() {
+            Ok(snapshot) => return Ok((snapshot, None)),
+            Err(e) => e.to_string(),
+        };
+        let again = match self.runtime.block_on(connect_probe(&self.ep, &self.db)) {
+            Ok(conn) => {
+                // The old connection failed: dropped, not closed politely.
+                self.conn = Some(conn);
+                self.read()
+            }
+            Err(e) => Err(e),
+        };
+        again
+            .map(|snapshot| (snapshot, Some(first.clone())))
+            .map_err(|e| EngineError::Other(format!("{first}; after reconnecting: {e}")))
+    }
+
     /// The state of every table now.
     ///
     /// # Errors
@@ -263,26 +318,8 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| EngineError::Other(format!("table probe: {e}")))?;
-        let (ep, conn) = match self.backend() {
-            Backend::Postgres(ep) => {
-                let mut conn = runtime.block_on(super::postgres::connect_to(&ep, db))?;
-                runtime
-                    .block_on(sqlx::raw_sql(POSTGRES_SESSION).execute(&mut conn))
-                    .map_err(|e| super::postgres::classify_error(&ep, &e))?;
-                (ep, ProbeConnection::Postgres(conn))
-            }
-            Backend::MySql(ep) => {
-                let mut conn = runtime.block_on(super::mysql::connect(&ep, Some(db)))?;
-                runtime
-                    .block_on(sqlx::raw_sql(MYSQL_SESSION).execute(&mut conn))
-                    .map_err(|e| super::mysql::classify(&ep, &e))?;
-                let sql = if ep.engine == super::Engine::MySql {
-                    MYSQL_TABLES
-                } else {
-                    MARIADB_TABLES
-                };
-                (ep, ProbeConnection::MySql(conn, db.to_string(), sql))
-            }
+        let ep = match self.backend() {
+            Backend::Postgres(ep) | Backend::MySql(ep) => ep,
             Backend::Sqlite => {
                 return Err(EngineError::Other(format!(
                     "rewrite detection is not available for {}",
@@ -290,10 +327,12 @@ impl Server {
                 )))
             }
         };
+        let conn = runtime.block_on(connect_probe(&ep, db))?;
         let mut probe = TableProbe {
             runtime,
             conn: Some(conn),
             ep,
+            db: db.to_string(),
         };
         probe.read()?;
         Ok(probe)

@@ -958,6 +958,7 @@ mod tests {
                 bytes: 46_347_878,
                 certain: true,
             }],
+            observation_gaps: vec![],
         }
     }
 
@@ -984,6 +985,7 @@ mod tests {
                 provisioning: None,
                 counters_source: Some("pg_stat_user_tables".into()),
                 counters_scope: Some("database".into()),
+                observation_gaps: 0,
             }],
         }
     }
