@@ -300,7 +300,7 @@ where
 /// Makes `source`'s connection again (the old one is dropped: it failed).
 async fn reconnect(ep: &Endpoint, db: &str, source: &mut Source) -> Result<(), EngineError> {
     match source {
-        Source::PerfSchema(conn, _) | Source::UserStat(conn, _) => {
+        Source::PerfSchema(conn, _) | Source::UserStat(conn, _) | Source::RunPrivate(conn) => {
             *conn = super::mysql::connect(ep, Some(db)).await?;
         }
         // A connection of its own each time already.
