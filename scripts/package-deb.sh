@@ -15,7 +15,7 @@
 #   --lintian      run lintian on the result (apt-get install lintian) and fail on its errors
 #
 # The tree is staged with scripts/install.sh --prefix /usr --no-state-dirs, the binaries are
-# stripped, the maintainer scripts come from packaging/deb/. Prints the path of each package
+# stripped, the maintainer scripts come from etc/debian/. Prints the path of each package
 # built as its last lines. What the package holds and does: docs/packaging.md.
 set -euo pipefail
 
@@ -129,7 +129,7 @@ done
 # --- documentation ----------------------------------------------------------------------
 DOC=$STAGE/usr/share/doc/$PACKAGE
 install -d -m 755 "$DOC" "$DOC/examples"
-install -m 644 packaging/deb/copyright "$DOC/copyright"
+install -m 644 etc/debian/copyright "$DOC/copyright"
 for f in README.md docs/*.md; do
     gzip -9n -c "$f" >"$DOC/$(basename "$f").gz"
     chmod 644 "$DOC/$(basename "$f").gz"
@@ -230,7 +230,7 @@ control_dir() { # stage dir
 
 control_dir "$STAGE"
 for script in postinst prerm postrm; do
-    install -m 755 "packaging/deb/$script" "$STAGE/DEBIAN/$script"
+    install -m 755 "etc/debian/$script" "$STAGE/DEBIAN/$script"
 done
 # Every file under /etc is a conffile: dpkg never overwrites an operator's change to one.
 (cd "$STAGE" && find etc -type f -printf '/%p\n' | sort) >"$STAGE/DEBIAN/conffiles"
@@ -294,8 +294,8 @@ if [ "$LINTIAN" -eq 1 ]; then
     command -v lintian >/dev/null 2>&1 || die "lintian not found (apt-get install lintian)"
     say "lintian ${built[*]##*/}"
     # Errors fail the run; warnings are shown. Tags that do not fit a package built outside
-    # a Debian source tree are listed (and explained) in packaging/deb/lintian-suppress.
-    lintian --fail-on error --suppress-tags-from-file packaging/deb/lintian-suppress "${built[@]}"
+    # a Debian source tree are listed (and explained) in etc/debian/lintian-suppress.
+    lintian --fail-on error --suppress-tags-from-file etc/debian/lintian-suppress "${built[@]}"
 fi
 
 for deb in "${built[@]}"; do
