@@ -252,6 +252,17 @@ impl World {
         dir
     }
 
+    /// Changes dataset `name`'s `config.json` with `edit`.
+    pub fn edit_dataset(&self, name: &str, edit: impl FnOnce(&mut Value)) {
+        let path = self.datasets.join(name).join("config.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut config: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+    }
+
     /// Copies the shipped example dataset in as `name`.
     pub fn example_dataset(&mut self, name: &str) -> PathBuf {
         let dir = self.datasets.join(name);
@@ -379,6 +390,82 @@ impl World {
         walk(&self.root.join("jobs"), &mut found);
         assert!(found.is_empty(), "SQLite databases left behind: {found:?}");
     }
+}
+
+/// The shipped example on `engine`'s server (panics when it is not reachable): the job config
+/// with `engine` and then `job` merged in, dataset `example` with `edit` applied to its config,
+/// and project `example/shop` upstream.
+pub fn example_world(engine: Engine, job: Value, edit: impl FnOnce(&mut Value)) -> World {
+    require(engine);
+    let mut job_config = json!({"engine": engine.name()});
+    for (k, v) in job.as_object().unwrap() {
+        job_config[k] = v.clone();
+    }
+    let mut world = World::new(job_config);
+    world.example_dataset("example");
+    world.edit_dataset("example", edit);
+    world.project_from("example/shop", &example().join("project"));
+    world
+}
+
+/// Runs the change adding `files` to `example/shop` in a world of [`example_world`], then
+/// checks that no database of the job is left on `engine`'s server.
+pub fn run_example_change(world: &World, engine: Engine, files: &[(&str, &str)]) -> JobRun {
+    let change = world.propose("example/shop", files);
+    let run = world.run("example/shop", &change);
+    assert_no_databases(engine, "example_shop", &run.uuid);
+    run
+}
+
+/// An alembic project on `engine`'s server, migrated by the test venv's alembic (panics when
+/// the server or the venv is missing): project `project` upstream with `files` on master (its
+/// `alembic/env.py`, such as [`ALEMBIC_ENV_PY`], and first revisions), and its dataset `api`:
+/// database `project` with `/` made `_` (`acme/locks`: `acme_locks`), seeded from `seed`,
+/// migrated by `alembic upgrade head` (`alembic.ini` from [`alembic_ini`] with no options,
+/// output parsed as alembic's), version checked against the heads of `alembic/versions`,
+/// `settings` merged into its config.
+pub fn alembic_world(
+    engine: Engine,
+    project: &str,
+    seed: &str,
+    settings: Value,
+    files: &[(&str, &str)],
+) -> World {
+    require(engine);
+    let venv = venv();
+    let mut config = json!({
+        "project": project,
+        "engine": engine.name(),
+        "database": project.replace('/', "_"),
+        "seed_data": "seed.sql",
+        "migration": {
+            "tool": [venv.join("bin/alembic"), "-c", "{work_dir}/alembic.ini", "upgrade", "head"],
+            "templates": {"alembic.ini": "alembic.ini.tmpl"},
+            "log_format": "alembic",
+        },
+        "expected_version": {"alembic_heads": "alembic/versions"},
+    });
+    for (k, v) in settings.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let mut world = World::new(json!({}));
+    world.dataset(
+        "api",
+        config,
+        &[("seed.sql", seed), ("alembic.ini.tmpl", &alembic_ini(""))],
+    );
+    world.project(project, files);
+    world
+}
+
+/// An alembic revision script: revision `rev` after `down` (a Python expression: `None` or a
+/// quoted revision) whose `upgrade()` body is `upgrade` (`op` and `sa` imported).
+pub fn alembic_revision(rev: &str, down: &str, upgrade: &str) -> String {
+    format!(
+        "\"\"\"{rev}\"\"\"\nfrom alembic import op\nimport sqlalchemy as sa\n\n\
+         revision = '{rev}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n\
+         def upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    pass\n"
+    )
 }
 
 /// An alembic `env.py` as OpenStack projects have it: online migrations only, one transaction
