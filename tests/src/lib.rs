@@ -2,7 +2,8 @@
 //! end-to-end tests): build the real daemon and plugins (and the test-only plugins under
 //! `tests/fixtures`), lay them out as the daemon expects, write configs, run it; start gearmand
 //! or Zuul's `gear.Server`; git repositories, scripts, the test venv. [`db_servers`] has the
-//! database clients and private servers, [`gate`] the gate plugin's end-to-end world.
+//! database clients and private servers, [`gate`] the gate plugin's end-to-end world,
+//! [`provisioning`] its provisioning tests' fixture.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use serde_json::Value;
 pub mod db_servers;
 pub mod fuzz;
 pub mod gate;
+pub mod provisioning;
 
 /// The workspace root.
 pub fn root() -> PathBuf {

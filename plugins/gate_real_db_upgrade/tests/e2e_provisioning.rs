@@ -163,7 +163,7 @@ fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
     require(Engine::PostgreSql);
     let mut world = World::new(json!({"engine": "postgresql"}));
     let name = format!("goldst{:x}", std::process::id());
-    let dir = world.example_dataset(&name);
+    world.example_dataset(&name);
     world.project_from("example/shop", &example().join("project"));
     let _cleanup = DropGoldens(format!("th_golden_{name}_"));
     let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
@@ -192,11 +192,7 @@ fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
     );
 
     // Timed out in the same migration.
-    let path = dir.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["timeout"] = json!(3);
-    std::fs::write(&path, config.to_string()).unwrap();
+    world.edit_dataset(&name, |c| c["timeout"] = json!(3));
     let timed_out = world.run("example/shop", &change);
     assert_eq!(
         timed_out.result,

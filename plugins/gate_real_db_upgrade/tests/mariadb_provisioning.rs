@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
-use gate_real_db_upgrade::dataset::{load_datasets, Dataset, DatasetDefaults, Engine};
+use gate_real_db_upgrade::dataset::{load_datasets, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{Binaries, Server};
-use gate_real_db_upgrade::provisioning::{hash_file, mariadb, Provider};
+use gate_real_db_upgrade::provisioning::{mariadb, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+use turbo_hipster_tests::provisioning::{mariadb_golden_fingerprint, Notes, ProviderFixture};
 
 fn seed_sql(rows: u32, tag: &str) -> String {
     format!(
@@ -25,62 +25,28 @@ fn seed_sql(rows: u32, tag: &str) -> String {
     )
 }
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    state: PathBuf,
-    claims: PathBuf,
-    seed: PathBuf,
-    dataset: Dataset,
-    server: Server,
+/// A MariaDB dataset of its own (database `shop`) with a seed of `rows` items.
+struct Fixture(ProviderFixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = ProviderFixture;
+
+    fn deref(&self) -> &ProviderFixture {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new(rows: u32, config: serde_json::Value) -> Self {
         Binaries::find().expect("MariaDB's mariadbd and mariadb-install-db on this host");
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let name = format!("provm{:x}", rand_u64());
-        let ds_dir = dir.join("datasets").join(&name);
-        std::fs::create_dir_all(&ds_dir).unwrap();
-        let seed = ds_dir.join("seed.sql");
-        std::fs::write(&seed, seed_sql(rows, "a")).unwrap();
-        let mut full = json!({
-            "project": "acme/app",
-            "engine": "mariadb",
-            "seed_data": "seed.sql",
-            "database": "shop",
-        });
-        for (k, v) in config.as_object().unwrap() {
-            full[k] = v.clone();
-        }
-        std::fs::write(ds_dir.join("config.json"), full.to_string()).unwrap();
-        let dataset = load_datasets(&dir.join("datasets"), &DatasetDefaults::default())
-            .unwrap()
-            .remove(0);
-        let server = Server::new(Engine::MariaDb, dataset.connection.clone(), dir.clone());
-        Fixture {
-            state: dir.join("jobs/.gate_real_db_upgrade-golden"),
-            claims: dir.join("jobs/.gate_real_db_upgrade"),
-            seed,
-            tmp,
-            dataset,
-            server,
-        }
-    }
-
-    fn provider<'a>(&'a self, note: &'a (dyn Fn(&str) + Sync)) -> Provider<'a> {
-        Provider {
-            server: &self.server,
-            dataset: &self.dataset,
-            state: Some(&self.state),
-            claims: Some(&self.claims),
-            cancel: &NeverCancelled,
-            note,
-        }
-    }
-
-    fn db(&self, n: u32) -> String {
-        format!("{}_run{n}", self.dataset.name)
+        let mut settings = config;
+        settings["database"] = json!("shop");
+        Fixture(ProviderFixture::new(
+            Engine::MariaDb,
+            "provm",
+            &seed_sql(rows, "a"),
+            settings,
+        ))
     }
 
     fn goldens(&self) -> Vec<String> {
@@ -91,10 +57,7 @@ impl Fixture {
 
     /// Every file of the golden copy with its sha256.
     fn fingerprint(&self, golden: &str) -> BTreeMap<PathBuf, String> {
-        let mut files = BTreeMap::new();
-        walk(&mariadb::golden_dir(&self.state, golden), &mut files);
-        assert!(files.len() > 10, "{files:?}");
-        files
+        mariadb_golden_fingerprint(&self.state, golden)
     }
 
     /// Instances of private servers left (directories and claims).
@@ -107,24 +70,6 @@ impl Fixture {
             )),
         )
     }
-}
-
-fn walk(dir: &Path, files: &mut BTreeMap<PathBuf, String>) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, files);
-        } else {
-            files.insert(path.clone(), hash_file(&path).unwrap());
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 /// `sql` on a private server (as root: the dataset's user).
@@ -149,28 +94,6 @@ const CONTENT: &str =
 fn pid_alive(pid: u32) -> bool {
     turbo_hipster_sdk::support::procfs::stat(i32::try_from(pid).unwrap())
         .is_some_and(|s| s.state != 'Z')
-}
-
-#[derive(Default)]
-struct Notes(Mutex<Vec<String>>);
-
-impl Notes {
-    fn push(&self, text: &str) {
-        self.0.lock().unwrap().push(text.to_string());
-    }
-
-    fn count(&self, what: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|n| n.contains(what))
-            .count()
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
 }
 
 #[test]

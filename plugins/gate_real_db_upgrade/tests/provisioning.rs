@@ -6,15 +6,13 @@
 //! drops them at the end.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-
-use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
+use gate_real_db_upgrade::dataset::{load_datasets, Connection, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{GoldenState, Server};
 use gate_real_db_upgrade::provisioning::{hash_file, Provider};
 use serde_json::json;
-use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+use turbo_hipster_sdk::support::process::CancelFlag;
 use turbo_hipster_tests::db_servers::{psql, query, DbKind};
+use turbo_hipster_tests::provisioning::{Notes, ProviderFixture};
 
 const PG: DbKind = DbKind::PostgreSql;
 
@@ -40,57 +38,28 @@ fn seed_sql(engine: Engine, rows: u32, tag: &str) -> String {
     sql
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    state: PathBuf,
-    claims: PathBuf,
-    dataset: Dataset,
-    server: Server,
+/// A dataset of its own on `engine` with a seed of `rows` items, its golden copies and run
+/// databases dropped at the end.
+struct Fixture(ProviderFixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = ProviderFixture;
+
+    fn deref(&self) -> &ProviderFixture {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new(engine: Engine, rows: u32, provisioning: &str) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let name = format!("prov{:x}", rand_u64());
-        let ds_dir = dir.join("datasets").join(&name);
-        std::fs::create_dir_all(&ds_dir).unwrap();
-        std::fs::write(ds_dir.join("seed.sql"), seed_sql(engine, rows, "a")).unwrap();
-        let config = json!({
-            "project": "acme/app",
-            "engine": engine.name(),
-            "seed_data": "seed.sql",
-            "provisioning": provisioning,
-        });
-        std::fs::write(ds_dir.join("config.json"), config.to_string()).unwrap();
-        let dataset = load_datasets(&dir.join("datasets"), &DatasetDefaults::default())
-            .unwrap()
-            .remove(0);
-        let server = Server::new(engine, Connection::default(), dir.join("databases"));
-        server.ping().unwrap();
-        std::fs::create_dir_all(dir.join("databases")).unwrap();
-        Fixture {
-            state: dir.join("jobs/.gate_real_db_upgrade-golden"),
-            claims: dir.join("jobs/.gate_real_db_upgrade"),
-            _tmp: tmp,
-            dataset,
-            server,
-        }
-    }
-
-    fn provider<'a>(&'a self, note: &'a (dyn Fn(&str) + Sync)) -> Provider<'a> {
-        Provider {
-            server: &self.server,
-            dataset: &self.dataset,
-            state: Some(&self.state),
-            claims: Some(&self.claims),
-            cancel: &NeverCancelled,
-            note,
-        }
-    }
-
-    fn db(&self, n: u32) -> String {
-        format!("{}_run{n}", self.dataset.name)
+        let f = ProviderFixture::new(
+            engine,
+            "prov",
+            &seed_sql(engine, rows, "a"),
+            json!({"provisioning": provisioning}),
+        );
+        f.server.ping().unwrap();
+        Fixture(f)
     }
 
     /// Every golden copy of this dataset on the server (PostgreSQL) or in the state dir.
@@ -130,13 +99,6 @@ impl Drop for Fixture {
     }
 }
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 const CONTENT: &str = "SELECT count(*) || ':' || md5(string_agg(id || ',' || name || ',' || qty, ';' ORDER BY id)) FROM items";
 
 /// The golden copy's contents, read through a clone (nobody may connect to it).
@@ -146,29 +108,6 @@ fn golden_content(f: &Fixture, golden: &str) -> String {
     let content = psql(&check, CONTENT);
     f.server.drop_database(&check).unwrap();
     content
-}
-
-/// The notes a provider wrote.
-#[derive(Default)]
-struct Notes(Mutex<Vec<String>>);
-
-impl Notes {
-    fn push(&self, text: &str) {
-        self.0.lock().unwrap().push(text.to_string());
-    }
-
-    fn count(&self, what: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|n| n.contains(what))
-            .count()
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
 }
 
 #[test]
