@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use turbo_hipster_tests::gate::{example, World};
+use turbo_hipster_tests::gate::{example, JobRun, World};
 
 /// A sqlalchemy-migrate look-alike for SQLite: applies `versions/NNN_*.py` (each defines
 /// `upgrade(conn)`) above the version in `migrate_version`, printing `N -> M... ` before and
@@ -90,6 +90,16 @@ fn tool_world(extra: Value) -> World {
     world
 }
 
+/// The job of a [`tool_world`] with `extra` on the change adding `migration` (path,
+/// content); its result must be `result`. The world holds the results.
+fn tool_run(extra: Value, migration: (&str, &str), result: &str) -> (World, JobRun) {
+    let world = tool_world(extra);
+    let change = world.propose("shop/tool", &[migration]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(run.result, result, "{}", run.describe());
+    (world, run)
+}
+
 fn assert_log_line_format(log: &str) {
     let re = regex::Regex::new(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[[^\]]+\]( .*)?$").unwrap();
     for line in log.lines() {
@@ -159,14 +169,10 @@ fn the_shipped_example_passes_on_sqlite() {
 
 #[test]
 fn a_migration_slower_than_its_limit_warns() {
-    let world = tool_world(json!({}));
-    let change = world.propose("shop/tool", &[("versions/002_slow.py", V2_SLOW)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({}),
+        ("versions/002_slow.py", V2_SLOW),
         "WARNING - Migration 1->2 took too long",
-        "{}",
-        run.describe()
     );
     let m = run.migrations(0);
     assert_eq!(m.len(), 2, "{}", run.describe());
@@ -191,23 +197,16 @@ fn a_migration_slower_than_its_limit_warns() {
 
 #[test]
 fn a_clean_tool_run_passes_and_a_fast_migration_does_not_warn() {
-    let world = tool_world(json!({}));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let (_world, run) = tool_run(json!({}), ("versions/002_fast.py", V2_FAST), "SUCCESS");
     assert_eq!(run.migrations(0).len(), 2);
 }
 
 #[test]
 fn a_migration_that_crashes_did_not_end() {
-    let world = tool_world(json!({}));
-    let change = world.propose("shop/tool", &[("versions/002_broken.py", V3_BROKEN)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({}),
+        ("versions/002_broken.py", V3_BROKEN),
         "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        run.describe()
     );
     let m = run.migrations(0);
     assert_eq!(m.last().unwrap()["status"], "unfinished");
@@ -217,14 +216,10 @@ fn a_migration_that_crashes_did_not_end() {
 
 #[test]
 fn a_hanging_migration_is_ended_by_the_timeout_and_cleaned_up() {
-    let world = tool_world(json!({"timeout": 2}));
-    let change = world.propose("shop/tool", &[("versions/002_hangs.py", V3_HANGS)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({"timeout": 2}),
+        ("versions/002_hangs.py", V3_HANGS),
         "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        run.describe()
     );
     assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
     let log = run.file("shop_tool.log");
@@ -235,56 +230,40 @@ fn a_hanging_migration_is_ended_by_the_timeout_and_cleaned_up() {
 
 #[test]
 fn a_tool_that_cannot_import_fails_with_the_import_line() {
-    let world = tool_world(json!({
-        "migration": {"tool": ["python3", "-c", "import nonexistent_module_xyz"]},
-    }));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    tool_run(
+        json!({
+            "migration": {"tool": ["python3", "-c", "import nonexistent_module_xyz"]},
+        }),
+        ("versions/002_fast.py", V2_FAST),
         "FAILURE - Could not import required module.",
-        "{}",
-        run.describe()
     );
 
-    let world = tool_world(json!({
-        "migration": {"tool": ["/nonexistent/bin/nova-manage", "db", "sync"]},
-    }));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    tool_run(
+        json!({
+            "migration": {"tool": ["/nonexistent/bin/nova-manage", "db", "sync"]},
+        }),
+        ("versions/002_fast.py", V2_FAST),
         "FAILURE - Could not import required module.",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_failing_tool_reports_its_return_code() {
-    let world = tool_world(json!({
-        "migration": {"tool": ["sh", "-c", "echo checking; exit 3"]},
-    }));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    tool_run(
+        json!({
+            "migration": {"tool": ["sh", "-c", "echo checking; exit 3"]},
+        }),
+        ("versions/002_fast.py", V2_FAST),
         "Return code from test script was non-zero (3)",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_wrong_final_version_fails() {
-    let world = tool_world(json!({"expected_version": {"fixed": "7"}}));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({"expected_version": {"fixed": "7"}}),
+        ("versions/002_fast.py", V2_FAST),
         "FAILURE - Final schema version does not match expectation",
-        "{}",
-        run.describe()
     );
     assert_eq!(run.summary["datasets"][0]["final_version"], "2");
     assert_eq!(run.summary["datasets"][0]["expected_version"], "7");
