@@ -71,6 +71,32 @@ fn pg_generate(db: &str, rows: u64) {
     );
 }
 
+/// Runs `dump` (a dump tool given the output file's option last) writing database `db` to
+/// `seed`; the seed's size in MB.
+fn dump(mut dump: Command, db: &str, seed: &Path) -> f64 {
+    let status = dump.arg(seed).arg(db).status().unwrap();
+    assert!(status.success(), "{dump:?}");
+    std::fs::metadata(seed).unwrap().len() as f64 / 1e6
+}
+
+/// A PostgreSQL seed at `seed` (`pg_dump`): the generated rows, then `extra`, in scratch
+/// database `scratch` (dropped after); its size in MB.
+fn pg_seed(server: &Server, scratch: &str, extra: Option<&str>, seed: &Path) -> f64 {
+    let _ = server.drop_database(scratch);
+    server
+        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
+        .unwrap();
+    pg_generate(scratch, rows_for(size_mb()));
+    if let Some(sql) = extra {
+        psql(scratch, sql);
+    }
+    let mut pg_dump = Command::new("pg_dump");
+    pg_dump.args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"]);
+    let mb = dump(pg_dump, scratch, seed);
+    server.drop_database(scratch).unwrap();
+    mb
+}
+
 fn sqlite_seed(rows: u64) -> String {
     let mut sql = String::from("BEGIN;\n");
     sql.push_str(
@@ -218,22 +244,8 @@ fn postgresql_reload_versus_clone() {
     let server = Server::new(Engine::PostgreSql, Connection::default(), tmp.path().into());
     server.ping().unwrap();
     let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
-    let scratch = format!("{tag}_gen");
-    let _ = server.drop_database(&scratch);
-    server
-        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
-        .unwrap();
-    pg_generate(&scratch, rows_for(size_mb()));
     let seed = seed_path(tmp.path(), &tag);
-    let dumped = Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let mb = pg_seed(&server, &format!("{tag}_gen"), None, &seed);
     let ds = dataset(tmp.path(), Engine::PostgreSql, &tag);
     let state = tmp.path().join("state");
     let timed = measure(&server, &ds, &state, &tag);
@@ -317,6 +329,27 @@ fn mariadb_generate(db: &str, rows: u64) -> String {
     )
 }
 
+/// A MariaDB seed at `seed` (`mariadb-dump`): the generated rows, then `extra`, in scratch
+/// database `scratch` (dropped after; the caller drops it too should this fail); its size in
+/// MB.
+fn mariadb_seed(server: &Server, scratch: &str, extra: &str, seed: &Path) -> f64 {
+    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
+    mariadb(
+        &[scratch],
+        &format!("{}{extra}", mariadb_generate(scratch, rows_for(size_mb()))),
+    );
+    let mut mariadb_dump = Command::new("mariadb-dump");
+    mariadb_dump.args([
+        "-h127.0.0.1",
+        "-uroot",
+        "--single-transaction",
+        "--result-file",
+    ]);
+    let mb = dump(mariadb_dump, scratch, seed);
+    server.drop_database(scratch).unwrap();
+    mb
+}
+
 fn mariadb(args: &[&str], sql: &str) -> String {
     let out = Command::new("mariadb")
         .args(["-h127.0.0.1", "-uroot", "-N", "-B"])
@@ -356,26 +389,8 @@ fn mariadb_reload_versus_private_server() {
     }
     let scratch = format!("{tag}_gen");
     let _cleanup = DropMariaDb(vec![scratch.clone(), format!("{tag}_r")]);
-    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
-    mariadb(
-        &[&scratch],
-        &mariadb_generate(&scratch, rows_for(size_mb())),
-    );
     let seed = seed_path(tmp.path(), &tag);
-    let dumped = Command::new("mariadb-dump")
-        .args([
-            "-h127.0.0.1",
-            "-uroot",
-            "--single-transaction",
-            "--result-file",
-        ])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let mb = mariadb_seed(&server, &scratch, "", &seed);
     let ds = dataset(tmp.path(), Engine::MariaDb, &tag);
     let timed = measure(&server, &ds, &tmp.path().join("state"), &tag);
     let content = "SELECT CONCAT(COUNT(*), ':', SUM(CRC32(CONCAT(id, email)))) FROM customers";
@@ -491,29 +506,18 @@ fn postgresql_whole_job_against_clone_and_migration_alone() {
     );
     server.ping().unwrap();
     let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
-    let scratch = format!("{tag}_gen");
-    let _ = server.drop_database(&scratch);
-    server
-        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
-        .unwrap();
-    pg_generate(&scratch, rows_for(size_mb()));
-    psql(
-        &scratch,
-        "CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
-         INSERT INTO th_schema_version VALUES ('1')",
-    );
     let seed_dir = world.datasets.join(&tag);
     std::fs::create_dir_all(&seed_dir).unwrap();
     let seed = seed_dir.join("seed.sql");
-    let dumped = Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let mb = pg_seed(
+        &server,
+        &format!("{tag}_gen"),
+        Some(
+            "CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
+             INSERT INTO th_schema_version VALUES ('1')",
+        ),
+        &seed,
+    );
     let migration = "ALTER TABLE customers ADD COLUMN nickname TEXT;\n\
                      CREATE INDEX bench_orders_amount ON orders (amount);\n";
     let (job, ds) = two_jobs(&mut world, &tag, migration, "clone");
@@ -556,32 +560,16 @@ fn mariadb_whole_job_against_private_server_and_migration_alone() {
     }
     let scratch = format!("{tag}_gen");
     let _cleanup = DropMariaDb(vec![scratch.clone()]);
-    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
-    mariadb(
-        &[&scratch],
-        &format!(
-            "{} CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
-             INSERT INTO th_schema_version VALUES ('1');",
-            mariadb_generate(&scratch, rows_for(size_mb()))
-        ),
-    );
     let seed_dir = world.datasets.join(&tag);
     std::fs::create_dir_all(&seed_dir).unwrap();
     let seed = seed_dir.join("seed.sql");
-    let dumped = Command::new("mariadb-dump")
-        .args([
-            "-h127.0.0.1",
-            "-uroot",
-            "--single-transaction",
-            "--result-file",
-        ])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let mb = mariadb_seed(
+        &server,
+        &scratch,
+        " CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
+         INSERT INTO th_schema_version VALUES ('1');",
+        &seed,
+    );
     let migration = "ALTER TABLE customers ADD COLUMN nickname VARCHAR(40);\n\
                      CREATE INDEX bench_orders_amount ON orders (amount);\n";
     let (job, _) = two_jobs(&mut world, &tag, migration, "private");
