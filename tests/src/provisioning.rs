@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use gate_real_db_upgrade::dataset::{load_datasets, Dataset, DatasetDefaults, Engine};
+use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::Server;
 use gate_real_db_upgrade::provisioning::{hash_file, mariadb, Provider};
 use serde_json::{json, Value};
 use turbo_hipster_sdk::support::process::NeverCancelled;
 
-/// A dataset of its own (a fresh name) in a temp dir, and the server it runs on.
+/// A dataset of its own (a fresh name) in a temp dir, and the server it runs on; on
+/// PostgreSQL its databases are dropped at the end.
 pub struct ProviderFixture {
     /// Keeps everything alive: `datasets/<name>/` (config and seed), `jobs/` (the state dirs)
     /// and `databases/` (SQLite files).
@@ -82,6 +83,50 @@ impl ProviderFixture {
     /// The name of run database `n`.
     pub fn db(&self, n: u32) -> String {
         format!("{}_run{n}", self.dataset.name)
+    }
+
+    /// Every golden copy of the dataset, sorted for MariaDB: its golden datadirs in the state
+    /// dir; PostgreSQL: its databases on the server; SQLite: its files in the state dir.
+    pub fn goldens(&self) -> Vec<String> {
+        let prefix = format!("th_golden_{}_", self.dataset.name);
+        match self.dataset.engine {
+            Engine::MariaDb => {
+                let mut names = mariadb::golden_names(&self.state);
+                names.sort();
+                names
+            }
+            Engine::Sqlite => Server::new(
+                Engine::Sqlite,
+                Connection::default(),
+                self.state.join("sqlite"),
+            )
+            .databases_with_prefix(&prefix)
+            .unwrap(),
+            _ => self.server.databases_with_prefix(&prefix).unwrap(),
+        }
+    }
+}
+
+/// On PostgreSQL the dataset's golden copies and run databases are dropped (elsewhere they are
+/// files in the temp dir).
+impl Drop for ProviderFixture {
+    fn drop(&mut self) {
+        if self.dataset.engine == Engine::PostgreSql {
+            for name in self
+                .server
+                .databases_with_prefix(&format!("th_golden_{}_", self.dataset.name))
+                .unwrap_or_default()
+            {
+                let _ = self.server.drop_database(&name);
+            }
+            for name in self
+                .server
+                .databases_with_prefix(&self.dataset.name)
+                .unwrap_or_default()
+            {
+                let _ = self.server.drop_database(&name);
+            }
+        }
     }
 }
 

@@ -6,7 +6,6 @@
 //! private server says why.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,51 +24,22 @@ fn seed_sql(rows: u32, tag: &str) -> String {
     )
 }
 
-/// A MariaDB dataset of its own (database `shop`) with a seed of `rows` items.
-struct Fixture(ProviderFixture);
-
-impl std::ops::Deref for Fixture {
-    type Target = ProviderFixture;
-
-    fn deref(&self) -> &ProviderFixture {
-        &self.0
-    }
+/// A MariaDB dataset of its own (database `shop`) with a seed of `rows` items, `config`
+/// merged into its config.
+fn fixture(rows: u32, config: serde_json::Value) -> ProviderFixture {
+    Binaries::find().expect("MariaDB's mariadbd and mariadb-install-db on this host");
+    let mut settings = config;
+    settings["database"] = json!("shop");
+    ProviderFixture::new(Engine::MariaDb, "provm", &seed_sql(rows, "a"), settings)
 }
 
-impl Fixture {
-    fn new(rows: u32, config: serde_json::Value) -> Self {
-        Binaries::find().expect("MariaDB's mariadbd and mariadb-install-db on this host");
-        let mut settings = config;
-        settings["database"] = json!("shop");
-        Fixture(ProviderFixture::new(
-            Engine::MariaDb,
-            "provm",
-            &seed_sql(rows, "a"),
-            settings,
-        ))
-    }
-
-    fn goldens(&self) -> Vec<String> {
-        let mut names = mariadb::golden_names(&self.state);
-        names.sort();
-        names
-    }
-
-    /// Every file of the golden copy with its sha256.
-    fn fingerprint(&self, golden: &str) -> BTreeMap<PathBuf, String> {
-        mariadb_golden_fingerprint(&self.state, golden)
-    }
-
-    /// Instances of private servers left (directories and claims).
-    fn leftovers(&self) -> (usize, usize) {
-        let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        (
-            count(&self.state.join(mariadb::RUNS_DIR)),
-            count(&gate_real_db_upgrade::leftovers::instances_dir(
-                &self.claims,
-            )),
-        )
-    }
+/// Instances of private servers left (directories and claims).
+fn leftovers(f: &ProviderFixture) -> (usize, usize) {
+    let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    (
+        count(&f.state.join(mariadb::RUNS_DIR)),
+        count(&gate_real_db_upgrade::leftovers::instances_dir(&f.claims)),
+    )
 }
 
 /// `sql` on a private server (as root: the dataset's user).
@@ -98,14 +68,14 @@ fn pid_alive(pid: u32) -> bool {
 
 #[test]
 fn mariadb_golden_datadir_is_built_once_and_never_changed_by_a_run() {
-    let f = Fixture::new(2000, json!({}));
+    let f = fixture(2000, json!({}));
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let first = f.provider(&note).provide(&f.db(1)).unwrap();
     assert_eq!(first.method, "private", "{:?}", notes.all());
     let golden = first.golden.clone().unwrap();
     assert_eq!(notes.count("building the golden copy"), 1);
-    let before = f.fingerprint(&golden);
+    let before = mariadb_golden_fingerprint(&f.state, &golden);
     let run1 = first.private.as_ref().unwrap();
     assert_eq!(run1.database, "shop");
     let content = query(run1.server.port(), "shop", CONTENT);
@@ -140,15 +110,19 @@ fn mariadb_golden_datadir_is_built_once_and_never_changed_by_a_run() {
     assert!(!pid_alive(pid), "the private server still runs");
     assert!(!dir.exists(), "{} left", dir.display());
     drop(second);
-    assert_eq!(f.leftovers(), (0, 0), "instances or claims left");
-    assert_eq!(f.fingerprint(&golden), before, "the golden copy changed");
+    assert_eq!(leftovers(&f), (0, 0), "instances or claims left");
+    assert_eq!(
+        mariadb_golden_fingerprint(&f.state, &golden),
+        before,
+        "the golden copy changed"
+    );
     // The golden copy's own server was shut down; no server runs on it.
     assert!(mariadb::ready(&f.state, &golden, &Binaries::find().unwrap().version).is_some());
 }
 
 #[test]
 fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
-    let f = Fixture::new(20_000, json!({}));
+    let f = fixture(20_000, json!({}));
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let results: Vec<_> = std::thread::scope(|s| {
@@ -174,12 +148,12 @@ fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
     assert_eq!(contents[0], contents[1]);
     assert!(contents[0].starts_with("20000:"), "{}", contents[0]);
     drop(results);
-    assert_eq!(f.leftovers(), (0, 0));
+    assert_eq!(leftovers(&f), (0, 0));
 }
 
 #[test]
 fn mariadb_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
-    let f = Fixture::new(500, json!({}));
+    let f = fixture(500, json!({}));
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let old = f
@@ -204,7 +178,7 @@ fn mariadb_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
 
 #[test]
 fn mariadb_a_cancelled_build_leaves_no_directory_claim_or_process() {
-    let f = Fixture::new(3_000_000, json!({"provisioning": "clone"}));
+    let f = fixture(3_000_000, json!({"provisioning": "clone"}));
     let flag = CancelFlag::new();
     let note = |_: &str| {};
     let provider = Provider {
@@ -229,11 +203,11 @@ fn mariadb_a_cancelled_build_leaves_no_directory_claim_or_process() {
     });
     assert!(result.is_err());
     assert!(f.goldens().is_empty(), "{:?}", f.goldens());
-    assert_eq!(f.leftovers(), (0, 0));
+    assert_eq!(leftovers(&f), (0, 0));
 }
 
 /// Whether a private server instance claim names a running process.
-fn claimed_process(f: &Fixture) -> bool {
+fn claimed_process(f: &ProviderFixture) -> bool {
     let dir = gate_real_db_upgrade::leftovers::instances_dir(&f.claims);
     std::fs::read_dir(dir)
         .into_iter()
@@ -247,7 +221,7 @@ fn claimed_process(f: &Fixture) -> bool {
 /// this test binary run again as a child (`TH_MARIADB_KILLED_RUN` names the fixture's dir).
 #[test]
 fn mariadb_a_killed_runs_private_server_is_removed_at_the_next_start() {
-    let f = Fixture::new(100, json!({}));
+    let f = fixture(100, json!({}));
     let note = |_: &str| {};
     // Build the golden copy first, so the child only starts its server.
     drop(f.provider(&note).provide(&f.db(1)).unwrap());
@@ -268,13 +242,13 @@ fn mariadb_a_killed_runs_private_server_is_removed_at_the_next_start() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        f.leftovers(),
+        leftovers(&f),
         (1, 1),
         "the killed run's instance and claim are there"
     );
     let removed = gate_real_db_upgrade::leftovers::remove_orphaned_instances(&f.claims);
     assert_eq!(removed.len(), 1, "{removed:?}");
-    assert_eq!(f.leftovers(), (0, 0));
+    assert_eq!(leftovers(&f), (0, 0));
     let alive = turbo_hipster_sdk::support::procfs::processes().any(|p| {
         std::fs::read_to_string(format!("/proc/{}/cmdline", p.pid))
             .is_ok_and(|c| c.contains(&removed[0].display().to_string()))
@@ -310,7 +284,7 @@ fn killed_run_child() {
 #[test]
 fn mariadb_clone_without_a_local_server_says_why_and_auto_reloads_elsewhere() {
     // A server elsewhere: a private server here would not be the same server.
-    let f = Fixture::new(
+    let f = fixture(
         10,
         json!({"provisioning": "clone", "connection": {"host": "192.0.2.1"}}),
     );
@@ -319,7 +293,7 @@ fn mariadb_clone_without_a_local_server_says_why_and_auto_reloads_elsewhere() {
     assert!(e.contains("192.0.2.1 is not on this host"), "{e}");
     assert!(f.goldens().is_empty());
     // `auto` on the local server with the fast path refused (no jobs dir): reload there.
-    let g = Fixture::new(10, json!({}));
+    let g = fixture(10, json!({}));
     let provider = Provider {
         state: None,
         ..g.provider(&note)
@@ -335,7 +309,7 @@ fn mariadb_clone_without_a_local_server_says_why_and_auto_reloads_elsewhere() {
 #[test]
 fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() {
     use gate_real_db_upgrade::provisioning::Cache;
-    let f = Fixture::new(100_000, json!({"cache": "warm"}));
+    let f = fixture(100_000, json!({"cache": "warm"}));
     assert_eq!(f.dataset.cache, Cache::Warm);
     let note = |_: &str| {};
     let provided = f.provider(&note).provide(&f.db(1)).unwrap();
@@ -388,7 +362,7 @@ fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() 
 fn mariadb_prepare_datasets_builds_and_prune_removes_the_golden_datadir() {
     use gate_real_db_upgrade::provisioning::prepare_datasets;
     use turbo_hipster_sdk::PrepareDatasets;
-    let f = Fixture::new(100, json!({}));
+    let f = fixture(100, json!({}));
     let datasets_dir = f.tmp.path().join("datasets");
     let options = PrepareDatasets {
         rebuild: false,

@@ -6,8 +6,8 @@
 //! drops them at the end.
 #![allow(clippy::unwrap_used)]
 
-use gate_real_db_upgrade::dataset::{load_datasets, Connection, DatasetDefaults, Engine};
-use gate_real_db_upgrade::engine::{GoldenState, Server};
+use gate_real_db_upgrade::dataset::{load_datasets, DatasetDefaults, Engine};
+use gate_real_db_upgrade::engine::GoldenState;
 use gate_real_db_upgrade::provisioning::{hash_file, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::CancelFlag;
@@ -38,71 +38,22 @@ fn seed_sql(engine: Engine, rows: u32, tag: &str) -> String {
     sql
 }
 
-/// A dataset of its own on `engine` with a seed of `rows` items, its golden copies and run
-/// databases dropped at the end.
-struct Fixture(ProviderFixture);
-
-impl std::ops::Deref for Fixture {
-    type Target = ProviderFixture;
-
-    fn deref(&self) -> &ProviderFixture {
-        &self.0
-    }
-}
-
-impl Fixture {
-    fn new(engine: Engine, rows: u32, provisioning: &str) -> Self {
-        let f = ProviderFixture::new(
-            engine,
-            "prov",
-            &seed_sql(engine, rows, "a"),
-            json!({"provisioning": provisioning}),
-        );
-        f.server.ping().unwrap();
-        Fixture(f)
-    }
-
-    /// Every golden copy of this dataset on the server (PostgreSQL) or in the state dir.
-    fn goldens(&self) -> Vec<String> {
-        let prefix = format!("th_golden_{}_", self.dataset.name);
-        match self.dataset.engine {
-            Engine::Sqlite => Server::new(
-                Engine::Sqlite,
-                Connection::default(),
-                self.state.join("sqlite"),
-            )
-            .databases_with_prefix(&prefix)
-            .unwrap(),
-            _ => self.server.databases_with_prefix(&prefix).unwrap(),
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if self.dataset.engine == Engine::PostgreSql {
-            for name in self
-                .server
-                .databases_with_prefix(&format!("th_golden_{}_", self.dataset.name))
-                .unwrap_or_default()
-            {
-                let _ = self.server.drop_database(&name);
-            }
-            for name in self
-                .server
-                .databases_with_prefix(&self.dataset.name)
-                .unwrap_or_default()
-            {
-                let _ = self.server.drop_database(&name);
-            }
-        }
-    }
+/// A dataset of its own on `engine` with a seed of `rows` items and `provisioning`.
+fn fixture(engine: Engine, rows: u32, provisioning: &str) -> ProviderFixture {
+    let f = ProviderFixture::new(
+        engine,
+        "prov",
+        &seed_sql(engine, rows, "a"),
+        json!({"provisioning": provisioning}),
+    );
+    f.server.ping().unwrap();
+    f
 }
 
 const CONTENT: &str = "SELECT count(*) || ':' || md5(string_agg(id || ',' || name || ',' || qty, ';' ORDER BY id)) FROM items";
 
 /// The golden copy's contents, read through a clone (nobody may connect to it).
-fn golden_content(f: &Fixture, golden: &str) -> String {
+fn golden_content(f: &ProviderFixture, golden: &str) -> String {
     let check = f.db(99);
     f.server.clone_database(golden, &check).unwrap();
     let content = psql(&check, CONTENT);
@@ -112,7 +63,7 @@ fn golden_content(f: &Fixture, golden: &str) -> String {
 
 #[test]
 fn postgresql_golden_copy_is_built_once_sealed_and_never_changed_by_a_run() {
-    let f = Fixture::new(Engine::PostgreSql, 2000, "auto");
+    let f = fixture(Engine::PostgreSql, 2000, "auto");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let first = f.provider(&note).provide(&f.db(1)).unwrap();
@@ -157,7 +108,7 @@ fn postgresql_golden_copy_is_built_once_sealed_and_never_changed_by_a_run() {
 
 #[test]
 fn postgresql_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
-    let f = Fixture::new(Engine::PostgreSql, 100, "clone");
+    let f = fixture(Engine::PostgreSql, 100, "clone");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let old = f
@@ -192,7 +143,7 @@ fn postgresql_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
 
 #[test]
 fn postgresql_two_jobs_at_once_build_the_golden_copy_once() {
-    let f = Fixture::new(Engine::PostgreSql, 300_000, "auto");
+    let f = fixture(Engine::PostgreSql, 300_000, "auto");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let results: Vec<_> = std::thread::scope(|s| {
@@ -223,7 +174,7 @@ fn postgresql_two_jobs_at_once_build_the_golden_copy_once() {
 /// load, an infrastructure error for a good change), and both runs get a clone.
 #[test]
 fn postgresql_two_workers_sharing_a_server_build_at_once_without_harm() {
-    let f = Fixture::new(Engine::PostgreSql, 300_000, "auto");
+    let f = fixture(Engine::PostgreSql, 300_000, "auto");
     let other_jobs = tempfile::tempdir().unwrap();
     let other_state = other_jobs.path().join(".gate_real_db_upgrade-golden");
     let other_claims = other_jobs.path().join(".gate_real_db_upgrade");
@@ -254,7 +205,7 @@ fn postgresql_two_workers_sharing_a_server_build_at_once_without_harm() {
 
 #[test]
 fn postgresql_a_cancelled_build_leaves_no_database_and_no_claim() {
-    let f = Fixture::new(Engine::PostgreSql, 3_000_000, "clone");
+    let f = fixture(Engine::PostgreSql, 3_000_000, "clone");
     let flag = CancelFlag::new();
     let note = |_: &str| {};
     let provider = Provider {
@@ -280,7 +231,7 @@ fn postgresql_a_cancelled_build_leaves_no_database_and_no_claim() {
 
 #[test]
 fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
-    let f = Fixture::new(Engine::Sqlite, 500, "auto");
+    let f = fixture(Engine::Sqlite, 500, "auto");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let first = f.provider(&note).provide(&f.db(1)).unwrap();
@@ -323,7 +274,7 @@ fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
 
 #[test]
 fn reload_when_asked_or_when_there_is_no_fast_path() {
-    let f = Fixture::new(Engine::PostgreSql, 10, "reload");
+    let f = fixture(Engine::PostgreSql, 10, "reload");
     let note = |_: &str| {};
     let done = f.provider(&note).provide(&f.db(1)).unwrap();
     assert_eq!(
@@ -332,7 +283,7 @@ fn reload_when_asked_or_when_there_is_no_fast_path() {
     );
     assert!(f.goldens().is_empty());
     // auto without a state dir reloads too.
-    let f = Fixture::new(Engine::PostgreSql, 10, "auto");
+    let f = fixture(Engine::PostgreSql, 10, "auto");
     let provider = Provider {
         state: None,
         ..f.provider(&note)
