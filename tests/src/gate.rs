@@ -468,6 +468,96 @@ pub fn alembic_revision(rev: &str, down: &str, upgrade: &str) -> String {
     )
 }
 
+/// The first revision of [`big_table_alembic_run`] (makes table `small`).
+pub const REV_A: &str = "a1a1a1a1a1a1";
+/// The second revision of [`big_table_alembic_run`] (rewrites `big`).
+pub const REV_B: &str = "b2b2b2b2b2b2";
+/// The third revision of [`big_table_alembic_run`] (adds a column to `big`).
+pub const REV_C: &str = "c3c3c3c3c3c3";
+
+/// The observation tests' alembic run on PostgreSQL: an [`alembic_world`] of `project` with
+/// `settings` and `env_py`, seeded with table `big` of a million rows; master has revision
+/// [`REV_A`] (makes table `small`), the change adds [`REV_B`] (rewrites `big`: a column with
+/// a volatile default) and [`REV_C`] (adds a column to `big`, catalog-only, then runs
+/// `c_then`: more Python statements of its `upgrade()`, each after a `;`, or nothing). The
+/// world holds the results; no database of the job is left.
+pub fn big_table_alembic_run(
+    project: &str,
+    settings: Value,
+    env_py: &str,
+    c_then: &str,
+) -> (World, JobRun) {
+    let engine = Engine::PostgreSql;
+    let rev_a = alembic_revision(
+        REV_A,
+        "None",
+        "op.create_table('small', sa.Column('id', sa.Integer, primary_key=True))",
+    );
+    let world = alembic_world(
+        engine,
+        project,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER);\n\
+         INSERT INTO big SELECT g, g FROM generate_series(1, 1000000) g;\n",
+        settings,
+        &[
+            ("alembic/env.py", env_py),
+            ("alembic/versions/a_small.py", &rev_a),
+        ],
+    );
+    let rev_b = alembic_revision(
+        REV_B,
+        &format!("'{REV_A}'"),
+        "op.execute('ALTER TABLE big ADD COLUMN c FLOAT DEFAULT random()')",
+    );
+    let rev_c = alembic_revision(
+        REV_C,
+        &format!("'{REV_B}'"),
+        &format!("op.add_column('big', sa.Column('d', sa.Integer)){c_then}"),
+    );
+    let change = world.propose(
+        project,
+        &[
+            ("alembic/versions/b_rewrite.py", &rev_b),
+            ("alembic/versions/c_add_column.py", &rev_c),
+        ],
+    );
+    let run = world.run(project, &change);
+    assert_no_databases(engine, &project.replace('/', "_"), &run.uuid);
+    (world, run)
+}
+
+/// A sqlalchemy-migrate look-alike for SQLite (`python3 tools/migrate.py {db_url}` in a
+/// checkout): applies `versions/NNN_*.py` (each defines `upgrade(conn)`) above the version in
+/// `migrate_version`, printing `N -> M... ` before and `done` after each, then `Final schema
+/// version is N`.
+pub const SQLITE_MIGRATE_PY: &str = r#"import glob, importlib.util, os, sqlite3, sys
+url = sys.argv[1]
+assert url.startswith("sqlite:///"), url
+conn = sqlite3.connect(url[len("sqlite:///"):])
+conn.execute("CREATE TABLE IF NOT EXISTS migrate_version "
+             "(repository_id VARCHAR(250) PRIMARY KEY, repository_path TEXT, version INTEGER)")
+row = conn.execute("SELECT version FROM migrate_version").fetchone()
+if row is None:
+    conn.execute("INSERT INTO migrate_version VALUES ('shop', 'versions', 0)")
+    conn.commit()
+version = row[0] if row else 0
+files = sorted(glob.glob("versions/[0-9]*_*.py"), key=lambda p: int(os.path.basename(p).split("_")[0]))
+for path in files:
+    n = int(os.path.basename(path).split("_")[0])
+    if n <= version:
+        continue
+    print("%d -> %d... " % (version, n), flush=True)
+    spec = importlib.util.spec_from_file_location("m%d" % n, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.upgrade(conn)
+    conn.execute("UPDATE migrate_version SET version = ?", (n,))
+    conn.commit()
+    print("done", flush=True)
+    version = n
+print("Final schema version is %d" % version, flush=True)
+"#;
+
 /// An alembic `env.py` as OpenStack projects have it: online migrations only, one transaction
 /// per migration.
 pub const ALEMBIC_ENV_PY: &str = r#"from logging.config import fileConfig

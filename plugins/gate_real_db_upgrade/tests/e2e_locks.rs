@@ -9,8 +9,8 @@
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::gate::{
-    alembic_revision as revision, alembic_world, assert_no_databases, example_world,
-    run_example_change, JobRun, World, ALEMBIC_ENV_PY,
+    big_table_alembic_run, example_world, run_example_change, JobRun, World, ALEMBIC_ENV_PY, REV_A,
+    REV_B, REV_C,
 };
 
 /// The limit of the tests: a rewrite of a million rows holds its lock for about half a second
@@ -154,50 +154,16 @@ fn mariadb_copy_alter_is_flagged_and_an_instant_one_is_not() {
     );
 }
 
-const REV_A: &str = "a1a1a1a1a1a1";
-const REV_B: &str = "b2b2b2b2b2b2";
-const REV_C: &str = "c3c3c3c3c3c3";
-
 /// alembic (one transaction per migration) with the output parsed as it arrives: each
 /// migration gets the locks taken while it ran, and only the rewrite is flagged.
 #[test]
 fn alembic_runs_get_locks_per_migration() {
-    let engine = Engine::PostgreSql;
-    let rev_a = revision(
-        REV_A,
-        "None",
-        "op.create_table('small', sa.Column('id', sa.Integer, primary_key=True))",
-    );
-    let world = alembic_world(
-        engine,
+    let (_world, run) = big_table_alembic_run(
         "acme/locks",
-        "CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER);\n\
-         INSERT INTO big SELECT g, g FROM generate_series(1, 1000000) g;\n",
         json!({"maximum_lock_hold": {"default": LIMIT}, "lock_sample_interval": 50}),
-        &[
-            ("alembic/env.py", ALEMBIC_ENV_PY),
-            ("alembic/versions/a_small.py", &rev_a),
-        ],
+        ALEMBIC_ENV_PY,
+        "",
     );
-    let rev_b = revision(
-        REV_B,
-        &format!("'{REV_A}'"),
-        "op.execute('ALTER TABLE big ADD COLUMN c FLOAT DEFAULT random()')",
-    );
-    let rev_c = revision(
-        REV_C,
-        &format!("'{REV_B}'"),
-        "op.add_column('big', sa.Column('d', sa.Integer))",
-    );
-    let change = world.propose(
-        "acme/locks",
-        &[
-            ("alembic/versions/b_rewrite.py", &rev_b),
-            ("alembic/versions/c_add_column.py", &rev_c),
-        ],
-    );
-    let run = world.run("acme/locks", &change);
-    assert_no_databases(engine, "acme_locks", &run.uuid);
 
     assert_flagged(&run, &format!("{REV_A}->{REV_B}"), "ACCESS EXCLUSIVE");
     let m = run.migrations(0);

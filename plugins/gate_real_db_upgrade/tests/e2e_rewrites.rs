@@ -11,8 +11,8 @@
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::gate::{
-    alembic_revision as revision, alembic_world, assert_no_databases, example_world,
-    run_example_change, JobRun, World, ALEMBIC_ENV_PY,
+    big_table_alembic_run, example_world, run_example_change, JobRun, World, ALEMBIC_ENV_PY, REV_A,
+    REV_B,
 };
 
 /// The limit of the tests, in bytes: a million rows take tens of MB.
@@ -134,50 +134,16 @@ fn mariadb_copy_alter_is_a_rewrite_and_an_instant_one_is_not() {
     );
 }
 
-const REV_A: &str = "a1a1a1a1a1a1";
-const REV_B: &str = "b2b2b2b2b2b2";
-const REV_C: &str = "c3c3c3c3c3c3";
-
 /// An alembic run on PostgreSQL whose `env.py` is `env_py`: a table, the rewrite of `big`,
 /// a catalog-only column on `big` that then takes a few samples' time. The world holds the
 /// results.
 fn alembic_run(env_py: &str) -> (World, JobRun) {
-    let engine = Engine::PostgreSql;
-    let rev_a = revision(
-        REV_A,
-        "None",
-        "op.create_table('small', sa.Column('id', sa.Integer, primary_key=True))",
-    );
-    let world = alembic_world(
-        engine,
+    let (world, run) = big_table_alembic_run(
         "acme/rewrites",
-        "CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER);\n\
-         INSERT INTO big SELECT g, g FROM generate_series(1, 1000000) g;\n",
         json!({"maximum_rewrite_bytes": {"default": LIMIT}, "lock_sample_interval": 50}),
-        &[
-            ("alembic/env.py", env_py),
-            ("alembic/versions/a_small.py", &rev_a),
-        ],
+        env_py,
+        "; op.execute('SELECT pg_sleep(0.4)')",
     );
-    let rev_b = revision(
-        REV_B,
-        &format!("'{REV_A}'"),
-        "op.execute('ALTER TABLE big ADD COLUMN c FLOAT DEFAULT random()')",
-    );
-    let rev_c = revision(
-        REV_C,
-        &format!("'{REV_B}'"),
-        "op.add_column('big', sa.Column('d', sa.Integer)); op.execute('SELECT pg_sleep(0.4)')",
-    );
-    let change = world.propose(
-        "acme/rewrites",
-        &[
-            ("alembic/versions/b_rewrite.py", &rev_b),
-            ("alembic/versions/c_add_column.py", &rev_c),
-        ],
-    );
-    let run = world.run("acme/rewrites", &change);
-    assert_no_databases(engine, "acme_rewrites", &run.uuid);
     assert_eq!(run.migrations(0).len(), 3, "{}", run.describe());
     (world, run)
 }

@@ -8,38 +8,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use turbo_hipster_tests::gate::{example, JobRun, World};
-
-/// A sqlalchemy-migrate look-alike for SQLite: applies `versions/NNN_*.py` (each defines
-/// `upgrade(conn)`) above the version in `migrate_version`, printing `N -> M... ` before and
-/// `done` after each, then `Final schema version is N`.
-const MIGRATE_PY: &str = r#"import glob, importlib.util, os, sqlite3, sys
-url = sys.argv[1]
-assert url.startswith("sqlite:///"), url
-conn = sqlite3.connect(url[len("sqlite:///"):])
-conn.execute("CREATE TABLE IF NOT EXISTS migrate_version "
-             "(repository_id VARCHAR(250) PRIMARY KEY, repository_path TEXT, version INTEGER)")
-row = conn.execute("SELECT version FROM migrate_version").fetchone()
-if row is None:
-    conn.execute("INSERT INTO migrate_version VALUES ('shop', 'versions', 0)")
-    conn.commit()
-version = row[0] if row else 0
-files = sorted(glob.glob("versions/[0-9]*_*.py"), key=lambda p: int(os.path.basename(p).split("_")[0]))
-for path in files:
-    n = int(os.path.basename(path).split("_")[0])
-    if n <= version:
-        continue
-    print("%d -> %d... " % (version, n), flush=True)
-    spec = importlib.util.spec_from_file_location("m%d" % n, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.upgrade(conn)
-    conn.execute("UPDATE migrate_version SET version = ?", (n,))
-    conn.commit()
-    print("done", flush=True)
-    version = n
-print("Final schema version is %d" % version, flush=True)
-"#;
+use turbo_hipster_tests::gate::{example, JobRun, World, SQLITE_MIGRATE_PY};
 
 const V1_ITEMS: &str =
     "def upgrade(conn):\n    conn.execute('CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)')\n";
@@ -74,11 +43,16 @@ fn tool_dataset(project: &str, extra: Value) -> Value {
 
 /// A world with project `shop/tool` (the tool and migration 001) and a tool dataset.
 fn tool_world(extra: Value) -> World {
-    let mut world = World::new(json!({}));
+    tool_world_with(json!({}), extra)
+}
+
+/// [`tool_world`] with `job` merged into the job config.
+fn tool_world_with(job: Value, extra: Value) -> World {
+    let mut world = World::new(job);
     world.project(
         "shop/tool",
         &[
-            ("tools/migrate.py", MIGRATE_PY),
+            ("tools/migrate.py", SQLITE_MIGRATE_PY),
             ("versions/001_items.py", V1_ITEMS),
         ],
     );
@@ -272,7 +246,7 @@ fn a_wrong_final_version_fails() {
 #[test]
 fn a_missing_seed_fails_with_the_original_line() {
     let mut world = World::new(json!({}));
-    world.project("shop/tool", &[("tools/migrate.py", MIGRATE_PY)]);
+    world.project("shop/tool", &[("tools/migrate.py", SQLITE_MIGRATE_PY)]);
     world.dataset(
         "no_seed",
         tool_dataset("shop/tool", json!({"seed_data": "missing.sql"})),
@@ -291,7 +265,7 @@ fn a_missing_seed_fails_with_the_original_line() {
 #[test]
 fn a_seed_that_does_not_load_fails_with_the_original_line() {
     let mut world = World::new(json!({}));
-    world.project("shop/tool", &[("tools/migrate.py", MIGRATE_PY)]);
+    world.project("shop/tool", &[("tools/migrate.py", SQLITE_MIGRATE_PY)]);
     world.dataset(
         "bad_seed",
         tool_dataset("shop/tool", json!({})),
@@ -633,11 +607,8 @@ fn check_config(world: &World) -> (bool, String) {
 /// config file.
 fn example_with_seed(world: &mut World, name: &str, seed: &str) -> std::path::PathBuf {
     let dir = world.example_dataset(name);
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["seed_data"] = json!(seed);
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
+    world.edit_dataset(name, |c| c["seed_data"] = json!(seed));
+    dir.join("config.json")
 }
 
 /// `seed_data` of `/etc/shadow`, directly or through `..`, is refused by check-config and by a
@@ -733,36 +704,15 @@ fn check_config_reports_seeds_a_job_would_not_find() {
 fn check_config_validates_every_dataset() {
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
-    check_config(&world);
-    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
-        .arg("-c")
-        .arg(&world.config)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = check_config(&world);
+    assert!(ok, "{text}");
     world.dataset(
         "broken",
         json!({"seed_data": "seed.sql", "maximum_migration_times": {"no_default": 1}}),
         &[],
     );
-    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
-        .arg("-c")
-        .arg(&world.config)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = check_config(&world);
+    assert!(!ok, "{text}");
     assert!(text.contains("broken/config.json"), "{text}");
     assert!(text.contains("project"), "{text}");
     assert!(text.contains("default"), "{text}");
@@ -770,30 +720,18 @@ fn check_config_validates_every_dataset() {
 
 #[test]
 fn the_tool_gets_only_allowed_parameters_and_runs_contained() {
-    let mut world = World::new(json!({"pass_parameters": ["MY_VAR"]}));
-    world.project(
-        "shop/tool",
-        &[
-            ("tools/migrate.py", MIGRATE_PY),
-            ("versions/001_items.py", V1_ITEMS),
-        ],
-    );
-    world.dataset(
-        "shop_tool",
-        tool_dataset(
-            "shop/tool",
-            json!({"migration": {
-                "tool": [
-                    "sh", "-c",
-                    "echo \"env: project=$ZUUL_PROJECT bash_env=${BASH_ENV-unset} \
-                     ld=${LD_PRELOAD-unset} mine=${MY_VAR-unset} other=${OTHER-unset} \
-                     uid=$(id -u)\"; exec python3 tools/migrate.py \"$0\"",
-                    "{db_url}"
-                ],
-                "log_format": "sqlalchemy-migrate",
-            }}),
-        ),
-        &[("seed.sql", TOOL_SEED)],
+    let world = tool_world_with(
+        json!({"pass_parameters": ["MY_VAR"]}),
+        json!({"migration": {
+            "tool": [
+                "sh", "-c",
+                "echo \"env: project=$ZUUL_PROJECT bash_env=${BASH_ENV-unset} \
+                 ld=${LD_PRELOAD-unset} mine=${MY_VAR-unset} other=${OTHER-unset} \
+                 uid=$(id -u)\"; exec python3 tools/migrate.py \"$0\"",
+                "{db_url}"
+            ],
+            "log_format": "sqlalchemy-migrate",
+        }}),
     );
     let change = world.propose("shop/tool", &[("versions/002_price.py", V2_FAST)]);
     let run = world.run_with(
@@ -839,7 +777,7 @@ fn a_tool_the_contained_user_cannot_run_is_an_infrastructure_error_before_the_se
     world.project(
         "shop/venv",
         &[
-            ("tools/migrate.py", MIGRATE_PY),
+            ("tools/migrate.py", SQLITE_MIGRATE_PY),
             ("versions/001_items.py", V1_ITEMS),
         ],
     );
@@ -912,22 +850,11 @@ fn seeded(migration: &str, ms: i64, i: usize) -> th_history::Sample {
 /// the daemon afterwards; a next run at the usual speed does not warn.
 #[test]
 fn a_migration_much_slower_than_its_history_warns() {
-    let mut world = World::new(json!({"regression_min_samples": 3}));
-    world.project(
-        "shop/tool",
-        &[
-            ("tools/migrate.py", MIGRATE_PY),
-            ("versions/001_items.py", V1_ITEMS),
-        ],
+    let world = tool_world_with(
+        json!({"regression_min_samples": 3}),
+        json!({"maximum_migration_times": {"default": 60}}),
     );
-    let config = world.dataset(
-        "shop_tool",
-        tool_dataset(
-            "shop/tool",
-            json!({"maximum_migration_times": {"default": 60}}),
-        ),
-        &[("seed.sql", TOOL_SEED)],
-    );
+    let config = world.datasets.join("shop_tool");
     let history = th_history::HistoryDb::new(th_history::Location::Sqlite(
         world.root.join("jobs").join(th_history::DEFAULT_FILE),
     ));
