@@ -25,7 +25,10 @@ use gate_real_db_upgrade::engine::{Server, VersionSource};
 use gate_real_db_upgrade::provisioning::{Provided, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::NeverCancelled;
-use turbo_hipster_tests::db_servers::psql;
+use turbo_hipster_tests::db_servers::{mariadb, psql, DbKind};
+
+/// The shared MariaDB server's port.
+const SHARED: u16 = DbKind::MariaDb.shared_port();
 
 fn size_mb() -> u64 {
     std::env::var("TH_BENCH_SEED_MB")
@@ -133,7 +136,7 @@ fn sqlite_seed(rows: u64) -> String {
     sql
 }
 
-/// Where the dataset `name` keeps its seed (`seed.sql`).
+/// Where the dataset `name` under `dir` (`dir/datasets/name`, made) keeps its seed (`seed.sql`).
 fn seed_path(dir: &Path, name: &str) -> std::path::PathBuf {
     let ds = dir.join("datasets").join(name);
     std::fs::create_dir_all(&ds).unwrap();
@@ -333,9 +336,10 @@ fn mariadb_generate(db: &str, rows: u64) -> String {
 /// database `scratch` (dropped after; the caller drops it too should this fail); its size in
 /// MB.
 fn mariadb_seed(server: &Server, scratch: &str, extra: &str, seed: &Path) -> f64 {
-    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
+    mariadb(SHARED, None, &format!("CREATE DATABASE `{scratch}`"));
     mariadb(
-        &[scratch],
+        SHARED,
+        Some(scratch),
         &format!("{}{extra}", mariadb_generate(scratch, rows_for(size_mb()))),
     );
     let mut mariadb_dump = Command::new("mariadb-dump");
@@ -348,21 +352,6 @@ fn mariadb_seed(server: &Server, scratch: &str, extra: &str, seed: &Path) -> f64
     let mb = dump(mariadb_dump, scratch, seed);
     server.drop_database(scratch).unwrap();
     mb
-}
-
-fn mariadb(args: &[&str], sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-uroot", "-N", "-B"])
-        .args(args)
-        .args(["-e", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Drops the benchmark's MariaDB databases, even on a panic.
@@ -395,9 +384,9 @@ fn mariadb_reload_versus_private_server() {
     let timed = measure(&server, &ds, &tmp.path().join("state"), &tag);
     let content = "SELECT CONCAT(COUNT(*), ':', SUM(CRC32(CONCAT(id, email)))) FROM customers";
     let private = timed.clone.private.as_ref().expect("a private server");
-    let port = private.server.port().to_string();
-    let reloaded = mariadb(&[&format!("{tag}_r")], content);
-    let copied = mariadb(&["-P", &port, &private.database], content);
+    let port = private.server.port();
+    let reloaded = mariadb(SHARED, Some(&format!("{tag}_r")), content);
+    let copied = mariadb(port, Some(&private.database), content);
     assert_eq!(reloaded, copied, "reload and private server differ");
     assert!(
         reloaded.starts_with(&format!("{}:", rows_for(size_mb()))),
@@ -506,9 +495,7 @@ fn postgresql_whole_job_against_clone_and_migration_alone() {
     );
     server.ping().unwrap();
     let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
-    let seed_dir = world.datasets.join(&tag);
-    std::fs::create_dir_all(&seed_dir).unwrap();
-    let seed = seed_dir.join("seed.sql");
+    let seed = seed_path(&world.root, &tag);
     let mb = pg_seed(
         &server,
         &format!("{tag}_gen"),
@@ -560,9 +547,7 @@ fn mariadb_whole_job_against_private_server_and_migration_alone() {
     }
     let scratch = format!("{tag}_gen");
     let _cleanup = DropMariaDb(vec![scratch.clone()]);
-    let seed_dir = world.datasets.join(&tag);
-    std::fs::create_dir_all(&seed_dir).unwrap();
-    let seed = seed_dir.join("seed.sql");
+    let seed = seed_path(&world.root, &tag);
     let mb = mariadb_seed(
         &server,
         &scratch,
@@ -588,8 +573,8 @@ fn mariadb_whole_job_against_private_server_and_migration_alone() {
         .unwrap();
     let made = started.elapsed().as_secs_f64();
     let private = provided.private.as_ref().expect("a private server");
-    let port = private.server.port().to_string();
-    mariadb(&["-P", &port, &private.database], migration);
+    let port = private.server.port();
+    mariadb(port, Some(&private.database), migration);
     let migrated = started.elapsed().as_secs_f64() - made;
     drop(provided);
     let alone = started.elapsed().as_secs_f64();

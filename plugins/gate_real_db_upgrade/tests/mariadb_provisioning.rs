@@ -14,6 +14,7 @@ use gate_real_db_upgrade::engine::{Binaries, Server};
 use gate_real_db_upgrade::provisioning::{mariadb, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+use turbo_hipster_tests::db_servers::mariadb;
 use turbo_hipster_tests::provisioning::{mariadb_golden_fingerprint, Notes, ProviderFixture};
 
 fn seed_sql(rows: u32, tag: &str) -> String {
@@ -42,22 +43,6 @@ fn leftovers(f: &ProviderFixture) -> (usize, usize) {
     )
 }
 
-/// `sql` on a private server (as root: the dataset's user).
-fn query(port: u16, db: &str, sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-uroot", "-N", "-B"])
-        .arg(format!("-P{port}"))
-        .args([db, "-e", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 const CONTENT: &str =
     "SELECT CONCAT(COUNT(*), ':', MD5(GROUP_CONCAT(id, ',', name, ',', qty ORDER BY id))) FROM items";
 
@@ -78,7 +63,7 @@ fn mariadb_golden_datadir_is_built_once_and_never_changed_by_a_run() {
     let before = mariadb_golden_fingerprint(&f.state, &golden);
     let run1 = first.private.as_ref().unwrap();
     assert_eq!(run1.database, "shop");
-    let content = query(run1.server.port(), "shop", CONTENT);
+    let content = mariadb(run1.server.port(), Some("shop"), CONTENT);
     assert!(content.starts_with("2000:"), "{content}");
     // The run's server is its own: not the configured one, and its counters start at zero.
     assert_ne!(run1.server.port(), 3306);
@@ -96,15 +81,13 @@ fn mariadb_golden_datadir_is_built_once_and_never_changed_by_a_run() {
     assert_eq!(notes.count("building the golden copy"), 1);
     let run2 = second.private.as_ref().unwrap();
     assert_ne!(run1.server.port(), run2.server.port());
-    assert_eq!(query(run2.server.port(), "shop", CONTENT), content);
+    assert_eq!(mariadb(run2.server.port(), Some("shop"), CONTENT), content);
 
     // What a run does (a failing migration half done) stays on its server.
-    query(
-        run1.server.port(),
-        "shop",
+    mariadb(run1.server.port(), Some("shop"),
         "DELETE FROM items WHERE id > 10; UPDATE items SET qty = -1; ALTER TABLE items DROP KEY items_name",
     );
-    assert_eq!(query(run2.server.port(), "shop", CONTENT), content);
+    assert_eq!(mariadb(run2.server.port(), Some("shop"), CONTENT), content);
     let (pid, dir) = (run1.server.pid().unwrap(), run1.server.dir().to_path_buf());
     drop(first);
     assert!(!pid_alive(pid), "the private server still runs");
@@ -136,7 +119,7 @@ fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
             let r = r.as_ref().unwrap();
             assert_eq!(r.method, "private", "{:?}", notes.all());
             let private = r.private.as_ref().unwrap();
-            query(private.server.port(), &private.database, CONTENT)
+            mariadb(private.server.port(), Some(&private.database), CONTENT)
         })
         .collect();
     assert_eq!(
@@ -172,7 +155,7 @@ fn mariadb_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
     assert_ne!(golden, old);
     assert_eq!(f.goldens(), vec![golden]);
     let private = new.private.as_ref().unwrap();
-    let content = query(private.server.port(), "shop", CONTENT);
+    let content = mariadb(private.server.port(), Some("shop"), CONTENT);
     assert!(content.starts_with("700:"), "{content}");
 }
 
@@ -316,9 +299,9 @@ fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() 
     let private = provided.private.as_ref().unwrap();
     let port = private.server.port();
     let pages = || -> u64 {
-        query(
+        mariadb(
             port,
-            "shop",
+            Some("shop"),
             "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
              WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_PAGES_DATA'",
         )
