@@ -263,6 +263,23 @@ impl World {
         std::fs::write(&path, config.to_string()).unwrap();
     }
 
+    /// Runs the job on `project` at `reference` again with dataset `dataset`'s `timeout` set
+    /// to 3 s, for a migration that takes longer: checks that the timeout ended it (the
+    /// result, and the dataset's log saying so).
+    pub fn run_timing_out(&self, dataset: &str, project: &str, reference: &str) -> JobRun {
+        self.edit_dataset(dataset, |c| c["timeout"] = json!(3));
+        let run = self.run(project, reference);
+        assert_eq!(
+            run.result,
+            "FAILURE - Did not find the end of a migration after a start",
+            "{}",
+            run.describe()
+        );
+        let log = run.file(&format!("{dataset}.log"));
+        assert!(log.contains("timed out after 3 s"), "{log}");
+        run
+    }
+
     /// Copies the shipped example dataset in as `name`.
     pub fn example_dataset(&mut self, name: &str) -> PathBuf {
         let dir = self.datasets.join(name);

@@ -150,17 +150,7 @@ fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
     assert_eq!(golden.instances(), 1, "the killed run's instance");
 
     // 5. Timed out; this run-job's start also removed the killed run's instance.
-    world.edit_dataset("example", |c| c["timeout"] = json!(3));
-    let timed_out = world.run("example/shop", &change);
-    assert_eq!(
-        timed_out.result,
-        "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        timed_out.describe()
-    );
-    assert!(timed_out
-        .file("example.log")
-        .contains("timed out after 3 s"));
+    world.run_timing_out("example", "example/shop", &change);
     assert_eq!(
         golden.fingerprint(),
         before,

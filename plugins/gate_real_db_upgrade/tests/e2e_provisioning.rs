@@ -194,17 +194,7 @@ fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
     );
 
     // Timed out in the same migration.
-    world.edit_dataset(&name, |c| c["timeout"] = json!(3));
-    let timed_out = world.run("example/shop", &change);
-    assert_eq!(
-        timed_out.result,
-        "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        timed_out.describe()
-    );
-    assert!(timed_out
-        .file(&format!("{name}.log"))
-        .contains("timed out after 3 s"));
+    let timed_out = world.run_timing_out(&name, "example/shop", &change);
     assert_no_databases(Engine::PostgreSql, "example_shop", &timed_out.uuid);
     assert_eq!(
         golden_content(&golden),
