@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
-use turbo_hipster_tests::gate::{example, JobRun, World, SQLITE_MIGRATE_PY};
+use turbo_hipster_tests::gate::{example, example_world, JobRun, World, SQLITE_MIGRATE_PY};
 
 const V1_ITEMS: &str =
     "def upgrade(conn):\n    conn.execute('CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)')\n";
@@ -74,6 +75,17 @@ fn tool_run(extra: Value, migration: (&str, &str), result: &str) -> (World, JobR
     (world, run)
 }
 
+/// A world with only the tool on `shop/tool`'s master and its tool dataset `name` (`extra`
+/// keys, `files`); the change adds migration 001, and the job's result must be `result`.
+fn first_migration_run(name: &str, extra: Value, files: &[(&str, &str)], result: &str) {
+    let mut world = World::new(json!({}));
+    world.project("shop/tool", &[("tools/migrate.py", SQLITE_MIGRATE_PY)]);
+    world.dataset(name, tool_dataset("shop/tool", extra), files);
+    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(run.result, result, "{}", run.describe());
+}
+
 fn assert_log_line_format(log: &str) {
     let re = regex::Regex::new(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[[^\]]+\]( .*)?$").unwrap();
     for line in log.lines() {
@@ -83,6 +95,7 @@ fn assert_log_line_format(log: &str) {
 
 #[test]
 fn the_shipped_example_passes_on_sqlite() {
+    // The shipped files as they are (example_world would write the config again).
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
     world.project_from("example/shop", &example().join("project"));
@@ -245,47 +258,27 @@ fn a_wrong_final_version_fails() {
 
 #[test]
 fn a_missing_seed_fails_with_the_original_line() {
-    let mut world = World::new(json!({}));
-    world.project("shop/tool", &[("tools/migrate.py", SQLITE_MIGRATE_PY)]);
-    world.dataset(
+    first_migration_run(
         "no_seed",
-        tool_dataset("shop/tool", json!({"seed_data": "missing.sql"})),
+        json!({"seed_data": "missing.sql"}),
         &[],
-    );
-    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
         "FAILURE - Could not find seed database.",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_seed_that_does_not_load_fails_with_the_original_line() {
-    let mut world = World::new(json!({}));
-    world.project("shop/tool", &[("tools/migrate.py", SQLITE_MIGRATE_PY)]);
-    world.dataset(
+    first_migration_run(
         "bad_seed",
-        tool_dataset("shop/tool", json!({})),
+        json!({}),
         &[("seed.sql", "CREATE TABLE broken (;\n")],
-    );
-    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
         "FAILURE - Could not setup seed database.",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_broken_sql_file_did_not_end() {
-    let mut world = World::new(json!({"engine": "sqlite"}));
-    world.example_dataset("example");
-    world.project_from("example/shop", &example().join("project"));
+    let world = example_world(Engine::Sqlite, json!({}), |_| {});
     let change = world.propose(
         "example/shop",
         &[(
@@ -393,9 +386,7 @@ fn a_job_without_zuul_project_says_so() {
 
 #[test]
 fn a_missing_ref_fails_the_checkout() {
-    let mut world = World::new(json!({"engine": "sqlite"}));
-    world.example_dataset("example");
-    world.project_from("example/shop", &example().join("project"));
+    let world = example_world(Engine::Sqlite, json!({}), |_| {});
     let run = world.run("example/shop", "refs/zuul/master/Zmissing");
     assert!(
         run.result.starts_with(
