@@ -647,6 +647,35 @@ pub fn enqueue(server: &str, job: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Enqueues `gate-real-db-upgrade` on the Gearman server `server` for a change of
+/// `example/shop` (`ZUUL_URL` `repos`, `ZUUL_REF` `zuul_ref`, as [`example_repo`] makes them)
+/// with the `extra` parameters (name, value), waiting up to `timeout` seconds.
+pub fn enqueue_example_change(
+    server: &str,
+    repos: &Path,
+    zuul_ref: &str,
+    extra: &[(&str, &str)],
+    timeout: u32,
+) -> Output {
+    let mut args: Vec<String> = Vec::new();
+    for (name, value) in extra {
+        args.push("--param".into());
+        args.push(format!("{name}={value}"));
+    }
+    for param in [
+        "ZUUL_PROJECT=example/shop".to_string(),
+        format!("ZUUL_URL={}", repos.display()),
+        format!("ZUUL_REF={zuul_ref}"),
+    ] {
+        args.push("--param".into());
+        args.push(param);
+    }
+    args.push("--timeout".into());
+    args.push(timeout.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    enqueue(server, "gate-real-db-upgrade", &args)
+}
+
 /// A small tmpfs of the test's own, unmounted (lazily) on drop: a disk that fills up. Writable
 /// by every user (mode 1777, like /tmp), since contained scripts run as `nobody`. Mounting needs
 /// root: `None` (after saying `SKIPPED`) where it is not permitted.

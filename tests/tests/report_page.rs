@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use turbo_hipster_tests::db_servers;
 use turbo_hipster_tests::gate::{uuid, World, SQLITE_MIGRATE_PY};
 use turbo_hipster_tests::{
-    enqueue, example_repo, free_port, root, text, Daemon, JobServer, PluginDir, ServerKind, Setup,
+    enqueue_example_change, example_repo, free_port, root, text, Daemon, JobServer, PluginDir,
+    ServerKind, Setup,
 };
 
 /// `chromium`, or a failure saying how to install it.
@@ -366,23 +367,12 @@ fn the_url_zuul_gets_opens_the_report_over_http() {
     server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
     let uuid = uuid();
     let log_path = format!("check/report/{}", &uuid[..8]);
-    let out = enqueue(
+    let out = enqueue_example_change(
         &server.addr(),
-        "gate-real-db-upgrade",
-        &[
-            "--param",
-            &format!("ZUUL_UUID={uuid}"),
-            "--param",
-            &format!("LOG_PATH={log_path}"),
-            "--param",
-            "ZUUL_PROJECT=example/shop",
-            "--param",
-            &format!("ZUUL_URL={}", repos.path().display()),
-            "--param",
-            &format!("ZUUL_REF={zuul_ref}"),
-            "--timeout",
-            "300",
-        ],
+        repos.path(),
+        &zuul_ref,
+        &[("ZUUL_UUID", &uuid), ("LOG_PATH", &log_path)],
+        300,
     );
     let t = text(&out);
     assert!(t.contains("result: SUCCESS"), "{t}\n{}", daemon.log_text());
