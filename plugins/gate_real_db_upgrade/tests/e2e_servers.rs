@@ -12,13 +12,25 @@ use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::files_containing;
 use turbo_hipster_tests::gate::{
-    assert_no_databases, example, example_world, require, run_example_change, World,
+    assert_no_databases, example, example_world, require, run_example_change, JobRun, World,
 };
 
 const LOYALTY: &str =
     "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
     UPDATE customers SET loyalty_points = \
     (SELECT COUNT(*) FROM orders WHERE orders.customer_id = customers.id);\n";
+
+/// The change adding the loyalty points, run in a world of [`example_world`]; its result must
+/// be `result`.
+fn run_loyalty(world: &World, engine: Engine, result: &str) -> JobRun {
+    let run = run_example_change(
+        world,
+        engine,
+        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
+    );
+    assert_eq!(run.result, result, "{}", run.describe());
+    run
+}
 
 fn sleep_sql(engine: Engine, seconds: u32) -> String {
     match engine {
@@ -29,12 +41,7 @@ fn sleep_sql(engine: Engine, seconds: u32) -> String {
 
 fn good_change_passes(engine: Engine) {
     let world = example_world(engine, json!({}), |_| {});
-    let run = run_example_change(
-        &world,
-        engine,
-        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
-    );
-    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let run = run_loyalty(&world, engine, "SUCCESS");
     let ds = &run.summary["datasets"][0];
     assert_eq!(ds["engine"], engine.name());
     assert_eq!(ds["final_version"], "4");
@@ -130,17 +137,7 @@ fn bad_credentials_fail_the_seed(engine: Engine) {
             _ => json!({"user": "root", "password": "definitely-wrong"}),
         };
     });
-    let run = run_example_change(
-        &world,
-        engine,
-        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
-    );
-    assert_eq!(
-        run.result,
-        "FAILURE - Could not setup seed database.",
-        "{}",
-        run.describe()
-    );
+    let run = run_loyalty(&world, engine, "FAILURE - Could not setup seed database.");
     assert!(
         !run.file("example.log").contains("wrong"),
         "the password leaked"
@@ -149,17 +146,7 @@ fn bad_credentials_fail_the_seed(engine: Engine) {
 
 fn missing_seed_fails(engine: Engine) {
     let world = example_world(engine, json!({}), |c| c["seed_data"] = json!("nowhere.sql"));
-    let run = run_example_change(
-        &world,
-        engine,
-        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
-    );
-    assert_eq!(
-        run.result,
-        "FAILURE - Could not find seed database.",
-        "{}",
-        run.describe()
-    );
+    run_loyalty(&world, engine, "FAILURE - Could not find seed database.");
 }
 
 /// A seed holding a secret and a syntax error: the job fails with the original's line, the
@@ -175,17 +162,7 @@ fn a_seed_error_never_echoes_the_seed(engine: Engine, summary: &str) {
     let seed_path = world.datasets.join("example/secret.sql");
     std::fs::write(&seed_path, &seed).unwrap();
     world.watch_seed(&seed_path);
-    let run = run_example_change(
-        &world,
-        engine,
-        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
-    );
-    assert_eq!(
-        run.result,
-        "FAILURE - Could not setup seed database.",
-        "{}",
-        run.describe()
-    );
+    let run = run_loyalty(&world, engine, "FAILURE - Could not setup seed database.");
     let log = run.file("example.log");
     assert!(log.contains(summary), "{log}");
     let leaked = files_containing(&world.root.join("jobs"), &marker);
@@ -329,12 +306,7 @@ fn postgresql_the_password_never_reaches_the_logs() {
         });
         c["expected_version"] = json!("unchecked");
     });
-    let run = run_example_change(
-        &world,
-        engine,
-        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
-    );
-    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let run = run_loyalty(&world, engine, "SUCCESS");
     let log = run.file("example.log");
     assert!(!log.contains("s3cret"), "{log}");
     assert!(
