@@ -18,6 +18,7 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
+use turbo_hipster_sdk::support::text::one_line;
 
 use crate::config::S3Publish;
 use crate::job_dir::{JOB_SUMMARY, WORK_DIR};
@@ -200,7 +201,7 @@ async fn upload_all(
             Err(_) => {
                 failure = Some(format!(
                     "{}: not a valid object name (control characters, \".\" or \"..\")",
-                    visible(&file.display().to_string())
+                    one_line(&file.display().to_string())
                 ));
                 break;
             }
@@ -358,20 +359,6 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `text` with control characters written as escapes (`\u{1}`): a result line stays one
-/// readable line whatever a file is called.
-fn visible(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// An error of the store on one line: an S3 error document (`<?xml …><Error><Code>…`) becomes
 /// `Code: Message`, line breaks become spaces.
 fn condense(text: &str) -> String {
@@ -391,7 +378,7 @@ fn condense(text: &str) -> String {
         }
         _ => text.to_string(),
     };
-    visible(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+    one_line(&text.split_whitespace().collect::<Vec<_>>().join(" ")).into_owned()
 }
 
 /// `text` with every credential replaced by `***`.
@@ -427,7 +414,9 @@ mod tests {
             "Error performing PUT http://h/b/k in 5ms - Server returned non-2xx status code: 403 \
              Forbidden: InvalidAccessKeyId: The key you provided does not exist."
         );
+        // Control characters are escaped as the SDK's `one_line` does, a NUL too.
         assert_eq!(condense("a\n  b\u{1}"), "a b\\u{1}");
+        assert_eq!(condense("a\u{1b}[2J\0b"), "a\\u{1b}[2J\\0b");
     }
 
     #[test]

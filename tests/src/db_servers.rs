@@ -31,7 +31,7 @@ pub enum DbKind {
 
 impl DbKind {
     /// The port of the machine's shared server of this kind (`scripts/setup-test-env.sh`).
-    pub fn shared_port(self) -> u16 {
+    pub const fn shared_port(self) -> u16 {
         match self {
             DbKind::MariaDb => 3306,
             DbKind::PostgreSql => 5432,
@@ -95,6 +95,15 @@ pub fn psql(db: &str, sql: &str) -> String {
     .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
     .trim()
     .to_string()
+}
+
+/// The MariaDB client as root against the server on 127.0.0.1:`port`, in database `db` if
+/// any: the output of `sql`, trimmed. Panics, naming the statement, if the client fails.
+pub fn mariadb(port: u16, db: Option<&str>, sql: &str) -> String {
+    query(DbKind::MariaDb, port, db, sql)
+        .unwrap_or_else(|e| panic!("mariadb {sql}: {e}"))
+        .trim()
+        .to_string()
 }
 
 /// A private database server, killed and removed on drop.

@@ -252,6 +252,34 @@ impl World {
         dir
     }
 
+    /// Changes dataset `name`'s `config.json` with `edit`.
+    pub fn edit_dataset(&self, name: &str, edit: impl FnOnce(&mut Value)) {
+        let path = self.datasets.join(name).join("config.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut config: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+    }
+
+    /// Runs the job on `project` at `reference` again with dataset `dataset`'s `timeout` set
+    /// to 3 s, for a migration that takes longer: checks that the timeout ended it (the
+    /// result, and the dataset's log saying so).
+    pub fn run_timing_out(&self, dataset: &str, project: &str, reference: &str) -> JobRun {
+        self.edit_dataset(dataset, |c| c["timeout"] = json!(3));
+        let run = self.run(project, reference);
+        assert_eq!(
+            run.result,
+            "FAILURE - Did not find the end of a migration after a start",
+            "{}",
+            run.describe()
+        );
+        let log = run.file(&format!("{dataset}.log"));
+        assert!(log.contains("timed out after 3 s"), "{log}");
+        run
+    }
+
     /// Copies the shipped example dataset in as `name`.
     pub fn example_dataset(&mut self, name: &str) -> PathBuf {
         let dir = self.datasets.join(name);
@@ -380,6 +408,172 @@ impl World {
         assert!(found.is_empty(), "SQLite databases left behind: {found:?}");
     }
 }
+
+/// The shipped example on `engine`'s server (panics when it is not reachable): the job config
+/// with `engine` and then `job` merged in, dataset `example` with `edit` applied to its config,
+/// and project `example/shop` upstream.
+pub fn example_world(engine: Engine, job: Value, edit: impl FnOnce(&mut Value)) -> World {
+    require(engine);
+    let mut job_config = json!({"engine": engine.name()});
+    for (k, v) in job.as_object().unwrap() {
+        job_config[k] = v.clone();
+    }
+    let mut world = World::new(job_config);
+    world.example_dataset("example");
+    world.edit_dataset("example", edit);
+    world.project_from("example/shop", &example().join("project"));
+    world
+}
+
+/// Runs the change adding `files` to `example/shop` in a world of [`example_world`], then
+/// checks that no database of the job is left on `engine`'s server.
+pub fn run_example_change(world: &World, engine: Engine, files: &[(&str, &str)]) -> JobRun {
+    let change = world.propose("example/shop", files);
+    let run = world.run("example/shop", &change);
+    assert_no_databases(engine, "example_shop", &run.uuid);
+    run
+}
+
+/// An alembic project on `engine`'s server, migrated by the test venv's alembic (panics when
+/// the server or the venv is missing): project `project` upstream with `files` on master (its
+/// `alembic/env.py`, such as [`ALEMBIC_ENV_PY`], and first revisions), and its dataset `api`:
+/// database `project` with `/` made `_` (`acme/locks`: `acme_locks`), seeded from `seed`,
+/// migrated by `alembic upgrade head` (`alembic.ini` from [`alembic_ini`] with no options,
+/// output parsed as alembic's), version checked against the heads of `alembic/versions`,
+/// `settings` merged into its config.
+pub fn alembic_world(
+    engine: Engine,
+    project: &str,
+    seed: &str,
+    settings: Value,
+    files: &[(&str, &str)],
+) -> World {
+    require(engine);
+    let venv = venv();
+    let mut config = json!({
+        "project": project,
+        "engine": engine.name(),
+        "database": project.replace('/', "_"),
+        "seed_data": "seed.sql",
+        "migration": {
+            "tool": [venv.join("bin/alembic"), "-c", "{work_dir}/alembic.ini", "upgrade", "head"],
+            "templates": {"alembic.ini": "alembic.ini.tmpl"},
+            "log_format": "alembic",
+        },
+        "expected_version": {"alembic_heads": "alembic/versions"},
+    });
+    for (k, v) in settings.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let mut world = World::new(json!({}));
+    world.dataset(
+        "api",
+        config,
+        &[("seed.sql", seed), ("alembic.ini.tmpl", &alembic_ini(""))],
+    );
+    world.project(project, files);
+    world
+}
+
+/// An alembic revision script: revision `rev` after `down` (a Python expression: `None` or a
+/// quoted revision) whose `upgrade()` body is `upgrade` (`op` and `sa` imported).
+pub fn alembic_revision(rev: &str, down: &str, upgrade: &str) -> String {
+    format!(
+        "\"\"\"{rev}\"\"\"\nfrom alembic import op\nimport sqlalchemy as sa\n\n\
+         revision = '{rev}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n\
+         def upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    pass\n"
+    )
+}
+
+/// The first revision of [`big_table_alembic_run`] (makes table `small`).
+pub const REV_A: &str = "a1a1a1a1a1a1";
+/// The second revision of [`big_table_alembic_run`] (rewrites `big`).
+pub const REV_B: &str = "b2b2b2b2b2b2";
+/// The third revision of [`big_table_alembic_run`] (adds a column to `big`).
+pub const REV_C: &str = "c3c3c3c3c3c3";
+
+/// The observation tests' alembic run on PostgreSQL: an [`alembic_world`] of `project` with
+/// `settings` and `env_py`, seeded with table `big` of a million rows; master has revision
+/// [`REV_A`] (makes table `small`), the change adds [`REV_B`] (rewrites `big`: a column with
+/// a volatile default) and [`REV_C`] (adds a column to `big`, catalog-only, then runs
+/// `c_then`: more Python statements of its `upgrade()`, each after a `;`, or nothing). The
+/// world holds the results; no database of the job is left.
+pub fn big_table_alembic_run(
+    project: &str,
+    settings: Value,
+    env_py: &str,
+    c_then: &str,
+) -> (World, JobRun) {
+    let engine = Engine::PostgreSql;
+    let rev_a = alembic_revision(
+        REV_A,
+        "None",
+        "op.create_table('small', sa.Column('id', sa.Integer, primary_key=True))",
+    );
+    let world = alembic_world(
+        engine,
+        project,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER);\n\
+         INSERT INTO big SELECT g, g FROM generate_series(1, 1000000) g;\n",
+        settings,
+        &[
+            ("alembic/env.py", env_py),
+            ("alembic/versions/a_small.py", &rev_a),
+        ],
+    );
+    let rev_b = alembic_revision(
+        REV_B,
+        &format!("'{REV_A}'"),
+        "op.execute('ALTER TABLE big ADD COLUMN c FLOAT DEFAULT random()')",
+    );
+    let rev_c = alembic_revision(
+        REV_C,
+        &format!("'{REV_B}'"),
+        &format!("op.add_column('big', sa.Column('d', sa.Integer)){c_then}"),
+    );
+    let change = world.propose(
+        project,
+        &[
+            ("alembic/versions/b_rewrite.py", &rev_b),
+            ("alembic/versions/c_add_column.py", &rev_c),
+        ],
+    );
+    let run = world.run(project, &change);
+    assert_no_databases(engine, &project.replace('/', "_"), &run.uuid);
+    (world, run)
+}
+
+/// A sqlalchemy-migrate look-alike for SQLite (`python3 tools/migrate.py {db_url}` in a
+/// checkout): applies `versions/NNN_*.py` (each defines `upgrade(conn)`) above the version in
+/// `migrate_version`, printing `N -> M... ` before and `done` after each, then `Final schema
+/// version is N`.
+pub const SQLITE_MIGRATE_PY: &str = r#"import glob, importlib.util, os, sqlite3, sys
+url = sys.argv[1]
+assert url.startswith("sqlite:///"), url
+conn = sqlite3.connect(url[len("sqlite:///"):])
+conn.execute("CREATE TABLE IF NOT EXISTS migrate_version "
+             "(repository_id VARCHAR(250) PRIMARY KEY, repository_path TEXT, version INTEGER)")
+row = conn.execute("SELECT version FROM migrate_version").fetchone()
+if row is None:
+    conn.execute("INSERT INTO migrate_version VALUES ('shop', 'versions', 0)")
+    conn.commit()
+version = row[0] if row else 0
+files = sorted(glob.glob("versions/[0-9]*_*.py"), key=lambda p: int(os.path.basename(p).split("_")[0]))
+for path in files:
+    n = int(os.path.basename(path).split("_")[0])
+    if n <= version:
+        continue
+    print("%d -> %d... " % (version, n), flush=True)
+    spec = importlib.util.spec_from_file_location("m%d" % n, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.upgrade(conn)
+    conn.execute("UPDATE migrate_version SET version = ?", (n,))
+    conn.commit()
+    print("done", flush=True)
+    version = n
+print("Final schema version is %d" % version, flush=True)
+"#;
 
 /// An alembic `env.py` as OpenStack projects have it: online migrations only, one transaction
 /// per migration.

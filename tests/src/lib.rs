@@ -2,7 +2,8 @@
 //! end-to-end tests): build the real daemon and plugins (and the test-only plugins under
 //! `tests/fixtures`), lay them out as the daemon expects, write configs, run it; start gearmand
 //! or Zuul's `gear.Server`; git repositories, scripts, the test venv. [`db_servers`] has the
-//! database clients and private servers, [`gate`] the gate plugin's end-to-end world.
+//! database clients and private servers, [`gate`] the gate plugin's end-to-end world,
+//! [`provisioning`] its provisioning tests' fixture.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use serde_json::Value;
 pub mod db_servers;
 pub mod fuzz;
 pub mod gate;
+pub mod provisioning;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -643,6 +645,35 @@ pub fn enqueue(server: &str, job: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Enqueues `gate-real-db-upgrade` on the Gearman server `server` for a change of
+/// `example/shop` (`ZUUL_URL` `repos`, `ZUUL_REF` `zuul_ref`, as [`example_repo`] makes them)
+/// with the `extra` parameters (name, value), waiting up to `timeout` seconds.
+pub fn enqueue_example_change(
+    server: &str,
+    repos: &Path,
+    zuul_ref: &str,
+    extra: &[(&str, &str)],
+    timeout: u32,
+) -> Output {
+    let mut args: Vec<String> = Vec::new();
+    for (name, value) in extra {
+        args.push("--param".into());
+        args.push(format!("{name}={value}"));
+    }
+    for param in [
+        "ZUUL_PROJECT=example/shop".to_string(),
+        format!("ZUUL_URL={}", repos.display()),
+        format!("ZUUL_REF={zuul_ref}"),
+    ] {
+        args.push("--param".into());
+        args.push(param);
+    }
+    args.push("--timeout".into());
+    args.push(timeout.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    enqueue(server, "gate-real-db-upgrade", &args)
 }
 
 /// A small tmpfs of the test's own, unmounted (lazily) on drop: a disk that fills up. Writable

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use turbo_hipster_tests::db_servers::{self, DbKind};
 use turbo_hipster_tests::{
-    enqueue, example_repo, files_containing, root, text, Daemon, JobServer, PluginDir, ServerKind,
-    Setup,
+    enqueue_example_change, example_repo, files_containing, root, text, Daemon, JobServer,
+    PluginDir, ServerKind, Setup,
 };
 
 /// The databases whose names start with `prefix` on the shared server of `engine` (none for
@@ -85,21 +85,12 @@ fn run_with(
     let daemon = Daemon::start(&setup);
     server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
     let uuid = turbo_hipster::zuul::random_uuid_hex();
-    let out = enqueue(
+    let out = enqueue_example_change(
         &server.addr(),
-        "gate-real-db-upgrade",
-        &[
-            "--param",
-            &format!("ZUUL_UUID={uuid}"),
-            "--param",
-            "ZUUL_PROJECT=example/shop",
-            "--param",
-            &format!("ZUUL_URL={}", repos.path().display()),
-            "--param",
-            &format!("ZUUL_REF={zuul_ref}"),
-            "--timeout",
-            "300",
-        ],
+        repos.path(),
+        &zuul_ref,
+        &[("ZUUL_UUID", &uuid)],
+        300,
     );
     let t = text(&out);
     let dir = results_dir(&t);
@@ -289,20 +280,7 @@ fn a_seed_outside_the_datasets_dir_fails_the_build_through_gearman() {
     .unwrap();
     config["seed_data"] = json!("../../../../../../../../../etc/shadow");
     std::fs::write(shadow.join("config.json"), config.to_string()).unwrap();
-    let out = enqueue(
-        &server.addr(),
-        "gate-real-db-upgrade",
-        &[
-            "--param",
-            "ZUUL_PROJECT=example/shop",
-            "--param",
-            &format!("ZUUL_URL={}", repos.path().display()),
-            "--param",
-            &format!("ZUUL_REF={zuul_ref}"),
-            "--timeout",
-            "120",
-        ],
-    );
+    let out = enqueue_example_change(&server.addr(), repos.path(), &zuul_ref, &[], 120);
     let t = text(&out);
     // In a job's child process the plugin validates its datasets when it makes the job's
     // runner ("rejected the job"); in the daemon's process when the run loads them ("invalid
@@ -354,20 +332,7 @@ fn a_seed_error_never_reaches_the_published_logs(engine: &str) {
     );
     let daemon = Daemon::start(&setup);
     server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
-    let out = enqueue(
-        &server.addr(),
-        "gate-real-db-upgrade",
-        &[
-            "--param",
-            "ZUUL_PROJECT=example/shop",
-            "--param",
-            &format!("ZUUL_URL={}", repos.path().display()),
-            "--param",
-            &format!("ZUUL_REF={zuul_ref}"),
-            "--timeout",
-            "120",
-        ],
-    );
+    let out = enqueue_example_change(&server.addr(), repos.path(), &zuul_ref, &[], 120);
     let t = text(&out);
     assert!(
         t.contains("result: FAILURE - Could not setup seed database."),

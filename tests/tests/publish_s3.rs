@@ -98,17 +98,20 @@ impl Moto {
         assert_eq!(status, 200);
     }
 
-    /// Every key in `bucket` (moto lists without signatures while auth is off).
+    /// Every key in `bucket`, sorted (moto lists without signatures while auth is off).
     fn keys(&self, bucket: &str) -> Vec<String> {
         let (status, body) =
             http(self.port, "GET", &format!("/{bucket}?list-type=2"), b"").unwrap();
         assert_eq!(status, 200);
         let body = String::from_utf8_lossy(&body).into_owned();
-        body.split("<Key>")
+        let mut keys: Vec<String> = body
+            .split("<Key>")
             .skip(1)
             .filter_map(|s| s.split("</Key>").next())
             .map(str::to_string)
-            .collect()
+            .collect();
+        keys.sort();
+        keys
     }
 }
 
@@ -230,6 +233,22 @@ fn set_config(setup: &Setup, key: &str, value: Value) {
     std::fs::write(&setup.config, cfg.to_string()).unwrap();
 }
 
+/// Runs the job with `LOG_PATH=log_path`, which fails (exit status 1): its output and its
+/// result.
+fn run_failing(setup: &Setup, log_path: &str) -> (String, String) {
+    let param = format!("LOG_PATH={log_path}");
+    let out = setup.run(&["run-job", "build:shelly", "--param", &param]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let result = t
+        .lines()
+        .find_map(|l| l.strip_prefix("result: "))
+        .unwrap()
+        .to_string();
+    eprintln!("result: {result}");
+    (t, result)
+}
+
 /// No text holds either key.
 fn assert_no_keys(what: &str, texts: &[(String, String)]) {
     for (name, t) in texts {
@@ -335,8 +354,7 @@ fn a_job_s_results_are_uploaded_and_open_at_the_url_zuul_gets() {
     assert!(log.contains("leak: ***"), "the job printed the key: {log}");
     assert!(!log.contains(SECRET_KEY), "{log}");
     // Nothing else is there: no marker of an unfinished upload, no work dir.
-    let mut keys = moto.keys("th-logs");
-    keys.sort();
+    let keys = moto.keys("th-logs");
     let mut expected: Vec<String> = files
         .iter()
         .map(|(n, _)| format!("ci-logs/{log_path}/{n}"))
@@ -377,11 +395,7 @@ fn an_unreachable_store_is_retried_then_ends_the_job_as_infrastructure() {
         JOB,
     );
     let started = Instant::now();
-    let out = setup.run(&["run-job", "build:shelly", "--param", "LOG_PATH=7/check/x"]);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    let result = t.lines().find_map(|l| l.strip_prefix("result: ")).unwrap();
-    eprintln!("result: {result}");
+    let (t, result) = run_failing(&setup, "7/check/x");
     assert!(
         result.starts_with(
             "ERROR - infrastructure: cannot write the job's results: cannot publish the job's logs to \
@@ -415,11 +429,7 @@ fn keys_refused_part_way_leave_a_marker_and_say_so_without_showing_the_keys() {
     // The marker and the first file go up; then the server checks the keys, which it does not
     // know: the next uploads and every removal are refused.
     moto.refuse_keys_after("2");
-    let out = setup.run(&["run-job", "build:shelly", "--param", "LOG_PATH=8/check/y"]);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    let result = t.lines().find_map(|l| l.strip_prefix("result: ")).unwrap();
-    eprintln!("result: {result}");
+    let (t, result) = run_failing(&setup, "8/check/y");
     assert!(
         result.starts_with(
             "ERROR - infrastructure: cannot write the job's results: cannot publish the job's logs to \
@@ -437,8 +447,7 @@ fn keys_refused_part_way_leave_a_marker_and_say_so_without_showing_the_keys() {
         "{result}"
     );
     moto.refuse_keys_after("inf");
-    let mut keys = moto.keys("th-logs");
-    keys.sort();
+    let keys = moto.keys("th-logs");
     assert_eq!(
         keys,
         [
@@ -471,11 +480,7 @@ fn a_file_the_store_cannot_name_has_the_upload_removed() {
     moto.create_bucket("th-logs");
     let body = format!("{JOB}printf x > \"$TH_RESULTS_DIR/zz$(printf '\\001')\"\n");
     let (_p, setup, _s) = shell_setup(s3_config(&moto.endpoint(), "th-logs", json!({})), &body);
-    let out = setup.run(&["run-job", "build:shelly", "--param", "LOG_PATH=9/check/z"]);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    let result = t.lines().find_map(|l| l.strip_prefix("result: ")).unwrap();
-    eprintln!("result: {result}");
+    let (_, result) = run_failing(&setup, "9/check/z");
     assert!(
         result.contains("/jobs/9/check/z/zz\\u{1}: not a valid object name (control characters"),
         "{result}"

@@ -13,37 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use turbo_hipster_tests::db_servers;
-use turbo_hipster_tests::gate::{uuid, World};
+use turbo_hipster_tests::gate::{uuid, World, SQLITE_MIGRATE_PY};
 use turbo_hipster_tests::{
-    enqueue, example_repo, free_port, root, text, Daemon, JobServer, PluginDir, ServerKind, Setup,
+    enqueue_example_change, example_repo, free_port, root, text, Daemon, JobServer, PluginDir,
+    ServerKind, Setup,
 };
-
-/// A sqlalchemy-migrate look-alike for SQLite (as in the plugin's e2e tests).
-const MIGRATE_PY: &str = r#"import glob, importlib.util, os, sqlite3, sys
-url = sys.argv[1]
-conn = sqlite3.connect(url[len("sqlite:///"):])
-conn.execute("CREATE TABLE IF NOT EXISTS migrate_version (version INTEGER)")
-row = conn.execute("SELECT version FROM migrate_version").fetchone()
-if row is None:
-    conn.execute("INSERT INTO migrate_version VALUES (0)")
-    conn.commit()
-version = row[0] if row else 0
-files = sorted(glob.glob("versions/[0-9]*_*.py"), key=lambda p: int(os.path.basename(p).split("_")[0]))
-for path in files:
-    n = int(os.path.basename(path).split("_")[0])
-    if n <= version:
-        continue
-    print("%d -> %d... " % (version, n), flush=True)
-    spec = importlib.util.spec_from_file_location("m%d" % n, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.upgrade(conn)
-    conn.execute("UPDATE migrate_version SET version = ?", (n,))
-    conn.commit()
-    print("done", flush=True)
-    version = n
-print("Final schema version is %d" % version, flush=True)
-"#;
 
 /// `chromium`, or a failure saying how to install it.
 fn chromium() -> PathBuf {
@@ -129,7 +103,7 @@ fn warning_run() -> (World, turbo_hipster_tests::gate::JobRun) {
     world.project(
         "shop/report",
         &[
-            ("tools/migrate.py", MIGRATE_PY),
+            ("tools/migrate.py", SQLITE_MIGRATE_PY),
             (
                 "versions/001_items.py",
                 "def upgrade(conn):\n    conn.execute('CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)')\n",
@@ -393,23 +367,12 @@ fn the_url_zuul_gets_opens_the_report_over_http() {
     server.wait_registered("build:gate-real-db-upgrade", Duration::from_secs(20));
     let uuid = uuid();
     let log_path = format!("check/report/{}", &uuid[..8]);
-    let out = enqueue(
+    let out = enqueue_example_change(
         &server.addr(),
-        "gate-real-db-upgrade",
-        &[
-            "--param",
-            &format!("ZUUL_UUID={uuid}"),
-            "--param",
-            &format!("LOG_PATH={log_path}"),
-            "--param",
-            "ZUUL_PROJECT=example/shop",
-            "--param",
-            &format!("ZUUL_URL={}", repos.path().display()),
-            "--param",
-            &format!("ZUUL_REF={zuul_ref}"),
-            "--timeout",
-            "300",
-        ],
+        repos.path(),
+        &zuul_ref,
+        &[("ZUUL_UUID", &uuid), ("LOG_PATH", &log_path)],
+        300,
     );
     let t = text(&out);
     assert!(t.contains("result: SUCCESS"), "{t}\n{}", daemon.log_text());

@@ -25,7 +25,10 @@ use gate_real_db_upgrade::engine::{Server, VersionSource};
 use gate_real_db_upgrade::provisioning::{Provided, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::NeverCancelled;
-use turbo_hipster_tests::db_servers::psql;
+use turbo_hipster_tests::db_servers::{mariadb, psql, DbKind};
+
+/// The shared MariaDB server's port.
+const SHARED: u16 = DbKind::MariaDb.shared_port();
 
 fn size_mb() -> u64 {
     std::env::var("TH_BENCH_SEED_MB")
@@ -71,6 +74,32 @@ fn pg_generate(db: &str, rows: u64) {
     );
 }
 
+/// Runs `dump` (a dump tool given the output file's option last) writing database `db` to
+/// `seed`; the seed's size in MB.
+fn dump(mut dump: Command, db: &str, seed: &Path) -> f64 {
+    let status = dump.arg(seed).arg(db).status().unwrap();
+    assert!(status.success(), "{dump:?}");
+    std::fs::metadata(seed).unwrap().len() as f64 / 1e6
+}
+
+/// A PostgreSQL seed at `seed` (`pg_dump`): the generated rows, then `extra`, in scratch
+/// database `scratch` (dropped after); its size in MB.
+fn pg_seed(server: &Server, scratch: &str, extra: Option<&str>, seed: &Path) -> f64 {
+    let _ = server.drop_database(scratch);
+    server
+        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
+        .unwrap();
+    pg_generate(scratch, rows_for(size_mb()));
+    if let Some(sql) = extra {
+        psql(scratch, sql);
+    }
+    let mut pg_dump = Command::new("pg_dump");
+    pg_dump.args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"]);
+    let mb = dump(pg_dump, scratch, seed);
+    server.drop_database(scratch).unwrap();
+    mb
+}
+
 fn sqlite_seed(rows: u64) -> String {
     let mut sql = String::from("BEGIN;\n");
     sql.push_str(
@@ -107,7 +136,7 @@ fn sqlite_seed(rows: u64) -> String {
     sql
 }
 
-/// Where the dataset `name` keeps its seed (`seed.sql`).
+/// Where the dataset `name` under `dir` (`dir/datasets/name`, made) keeps its seed (`seed.sql`).
 fn seed_path(dir: &Path, name: &str) -> std::path::PathBuf {
     let ds = dir.join("datasets").join(name);
     std::fs::create_dir_all(&ds).unwrap();
@@ -218,22 +247,8 @@ fn postgresql_reload_versus_clone() {
     let server = Server::new(Engine::PostgreSql, Connection::default(), tmp.path().into());
     server.ping().unwrap();
     let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
-    let scratch = format!("{tag}_gen");
-    let _ = server.drop_database(&scratch);
-    server
-        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
-        .unwrap();
-    pg_generate(&scratch, rows_for(size_mb()));
     let seed = seed_path(tmp.path(), &tag);
-    let dumped = Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let mb = pg_seed(&server, &format!("{tag}_gen"), None, &seed);
     let ds = dataset(tmp.path(), Engine::PostgreSql, &tag);
     let state = tmp.path().join("state");
     let timed = measure(&server, &ds, &state, &tag);
@@ -317,19 +332,26 @@ fn mariadb_generate(db: &str, rows: u64) -> String {
     )
 }
 
-fn mariadb(args: &[&str], sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-uroot", "-N", "-B"])
-        .args(args)
-        .args(["-e", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// A MariaDB seed at `seed` (`mariadb-dump`): the generated rows, then `extra`, in scratch
+/// database `scratch` (dropped after; the caller drops it too should this fail); its size in
+/// MB.
+fn mariadb_seed(server: &Server, scratch: &str, extra: &str, seed: &Path) -> f64 {
+    mariadb(SHARED, None, &format!("CREATE DATABASE `{scratch}`"));
+    mariadb(
+        SHARED,
+        Some(scratch),
+        &format!("{}{extra}", mariadb_generate(scratch, rows_for(size_mb()))),
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let mut mariadb_dump = Command::new("mariadb-dump");
+    mariadb_dump.args([
+        "-h127.0.0.1",
+        "-uroot",
+        "--single-transaction",
+        "--result-file",
+    ]);
+    let mb = dump(mariadb_dump, scratch, seed);
+    server.drop_database(scratch).unwrap();
+    mb
 }
 
 /// Drops the benchmark's MariaDB databases, even on a panic.
@@ -356,33 +378,15 @@ fn mariadb_reload_versus_private_server() {
     }
     let scratch = format!("{tag}_gen");
     let _cleanup = DropMariaDb(vec![scratch.clone(), format!("{tag}_r")]);
-    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
-    mariadb(
-        &[&scratch],
-        &mariadb_generate(&scratch, rows_for(size_mb())),
-    );
     let seed = seed_path(tmp.path(), &tag);
-    let dumped = Command::new("mariadb-dump")
-        .args([
-            "-h127.0.0.1",
-            "-uroot",
-            "--single-transaction",
-            "--result-file",
-        ])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
+    let mb = mariadb_seed(&server, &scratch, "", &seed);
     let ds = dataset(tmp.path(), Engine::MariaDb, &tag);
     let timed = measure(&server, &ds, &tmp.path().join("state"), &tag);
     let content = "SELECT CONCAT(COUNT(*), ':', SUM(CRC32(CONCAT(id, email)))) FROM customers";
     let private = timed.clone.private.as_ref().expect("a private server");
-    let port = private.server.port().to_string();
-    let reloaded = mariadb(&[&format!("{tag}_r")], content);
-    let copied = mariadb(&["-P", &port, &private.database], content);
+    let port = private.server.port();
+    let reloaded = mariadb(SHARED, Some(&format!("{tag}_r")), content);
+    let copied = mariadb(port, Some(&private.database), content);
     assert_eq!(reloaded, copied, "reload and private server differ");
     assert!(
         reloaded.starts_with(&format!("{}:", rows_for(size_mb()))),
@@ -491,29 +495,16 @@ fn postgresql_whole_job_against_clone_and_migration_alone() {
     );
     server.ping().unwrap();
     let _cleanup = DropDatabases(vec![tag.clone(), format!("th_golden_{tag}_")]);
-    let scratch = format!("{tag}_gen");
-    let _ = server.drop_database(&scratch);
-    server
-        .execute("postgres", &format!("CREATE DATABASE {scratch}"))
-        .unwrap();
-    pg_generate(&scratch, rows_for(size_mb()));
-    psql(
-        &scratch,
-        "CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
-         INSERT INTO th_schema_version VALUES ('1')",
+    let seed = seed_path(&world.root, &tag);
+    let mb = pg_seed(
+        &server,
+        &format!("{tag}_gen"),
+        Some(
+            "CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
+             INSERT INTO th_schema_version VALUES ('1')",
+        ),
+        &seed,
     );
-    let seed_dir = world.datasets.join(&tag);
-    std::fs::create_dir_all(&seed_dir).unwrap();
-    let seed = seed_dir.join("seed.sql");
-    let dumped = Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-f"])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
     let migration = "ALTER TABLE customers ADD COLUMN nickname TEXT;\n\
                      CREATE INDEX bench_orders_amount ON orders (amount);\n";
     let (job, ds) = two_jobs(&mut world, &tag, migration, "clone");
@@ -556,32 +547,14 @@ fn mariadb_whole_job_against_private_server_and_migration_alone() {
     }
     let scratch = format!("{tag}_gen");
     let _cleanup = DropMariaDb(vec![scratch.clone()]);
-    mariadb(&[], &format!("CREATE DATABASE `{scratch}`"));
-    mariadb(
-        &[&scratch],
-        &format!(
-            "{} CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
-             INSERT INTO th_schema_version VALUES ('1');",
-            mariadb_generate(&scratch, rows_for(size_mb()))
-        ),
+    let seed = seed_path(&world.root, &tag);
+    let mb = mariadb_seed(
+        &server,
+        &scratch,
+        " CREATE TABLE th_schema_version (version VARCHAR(64) NOT NULL); \
+         INSERT INTO th_schema_version VALUES ('1');",
+        &seed,
     );
-    let seed_dir = world.datasets.join(&tag);
-    std::fs::create_dir_all(&seed_dir).unwrap();
-    let seed = seed_dir.join("seed.sql");
-    let dumped = Command::new("mariadb-dump")
-        .args([
-            "-h127.0.0.1",
-            "-uroot",
-            "--single-transaction",
-            "--result-file",
-        ])
-        .arg(&seed)
-        .arg(&scratch)
-        .status()
-        .unwrap();
-    assert!(dumped.success());
-    server.drop_database(&scratch).unwrap();
-    let mb = std::fs::metadata(&seed).unwrap().len() as f64 / 1e6;
     let migration = "ALTER TABLE customers ADD COLUMN nickname VARCHAR(40);\n\
                      CREATE INDEX bench_orders_amount ON orders (amount);\n";
     let (job, _) = two_jobs(&mut world, &tag, migration, "private");
@@ -600,8 +573,8 @@ fn mariadb_whole_job_against_private_server_and_migration_alone() {
         .unwrap();
     let made = started.elapsed().as_secs_f64();
     let private = provided.private.as_ref().expect("a private server");
-    let port = private.server.port().to_string();
-    mariadb(&["-P", &port, &private.database], migration);
+    let port = private.server.port();
+    mariadb(port, Some(&private.database), migration);
     let migrated = started.elapsed().as_secs_f64() - made;
     drop(provided);
     let alone = started.elapsed().as_secs_f64();

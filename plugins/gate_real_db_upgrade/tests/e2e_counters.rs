@@ -10,7 +10,8 @@
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::gate::{
-    alembic_ini, assert_no_databases, example, require, venv, JobRun, World, ALEMBIC_ENV_PY,
+    alembic_revision, alembic_world, assert_no_databases, example, require, JobRun, World,
+    ALEMBIC_ENV_PY,
 };
 
 const MILLION: i64 = 1_000_000;
@@ -256,15 +257,13 @@ const REV_A: &str = "a1a1a1a1a1a1";
 const REV_B: &str = "b2b2b2b2b2b2";
 const REV_C: &str = "c3c3c3c3c3c3";
 
+/// An alembic revision whose `upgrade()` runs each of the `;`-separated statements of `sql`.
 fn revision(rev: &str, down: &str, sql: &str) -> String {
-    format!(
-        "\"\"\"{rev}\"\"\"\nfrom alembic import op\n\n\
-         revision = '{rev}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n\
-         def upgrade():\n{}\n\ndef downgrade():\n    pass\n",
-        sql.split(';')
-            .map(|s| format!("    op.execute(\"\"\"{}\"\"\")\n", s.trim()))
-            .collect::<String>()
-    )
+    let ops: Vec<String> = sql
+        .split(';')
+        .map(|s| format!("op.execute(\"\"\"{}\"\"\")", s.trim()))
+        .collect();
+    alembic_revision(rev, down, &ops.join("\n    "))
 }
 
 /// alembic (one transaction per migration, which prints no counters) on `engine`: each
@@ -284,35 +283,16 @@ fn alembic_counts(
     pause: bool,
 ) {
     let pause = if pause { "SELECT SLEEP(1); " } else { "" };
-    require(engine);
-    let venv = venv();
-    let mut world = World::new(json!({}));
-    world.dataset(
-        "api",
-        json!({
-            "project": "acme/counters",
-            "engine": engine.name(),
-            "database": "acme_counters",
-            "seed_data": "seed.sql",
-            "migration": {
-                "tool": [venv.join("bin/alembic"), "-c", "{work_dir}/alembic.ini", "upgrade", "head"],
-                "templates": {"alembic.ini": "alembic.ini.tmpl"},
-                "log_format": "alembic",
-            },
-            "expected_version": {"alembic_heads": "alembic/versions"},
-        }),
-        &[
-            ("seed.sql", "CREATE TABLE other (id INTEGER PRIMARY KEY);\n"),
-            ("alembic.ini.tmpl", &alembic_ini("")),
-        ],
-    );
     let insert = format!(
         "{pause}CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER); \
          INSERT INTO big (id, v) {}",
         insert_from.replace("{rows}", &MILLION.to_string())
     );
-    world.project(
+    let world = alembic_world(
+        engine,
         "acme/counters",
+        "CREATE TABLE other (id INTEGER PRIMARY KEY);\n",
+        json!({}),
         &[
             ("alembic/env.py", ALEMBIC_ENV_PY),
             (

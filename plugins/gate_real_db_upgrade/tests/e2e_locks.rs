@@ -9,7 +9,8 @@
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::gate::{
-    alembic_ini, assert_no_databases, example, require, venv, JobRun, World, ALEMBIC_ENV_PY,
+    big_table_alembic_run, example_world, run_example_change, JobRun, World, ALEMBIC_ENV_PY, REV_A,
+    REV_B, REV_C,
 };
 
 /// The limit of the tests: a rewrite of a million rows holds its lock for about half a second
@@ -19,17 +20,10 @@ const LIMIT: f64 = 0.2;
 /// The example dataset on `engine` with `maximum_lock_hold`; the change adds `files`. The
 /// world holds the results.
 fn run_sql_change(engine: Engine, files: &[(&str, &str)]) -> (World, JobRun) {
-    require(engine);
-    let mut world = World::new(json!({"engine": engine.name()}));
-    let dir = world.example_dataset("example");
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["maximum_lock_hold"] = json!({"default": LIMIT, "_why": "what a deploy can bear"});
-    std::fs::write(&path, config.to_string()).unwrap();
-    world.project_from("example/shop", &example().join("project"));
-    let change = world.propose("example/shop", files);
-    let run = world.run("example/shop", &change);
-    assert_no_databases(engine, "example_shop", &run.uuid);
+    let world = example_world(engine, json!({}), |c| {
+        c["maximum_lock_hold"] = json!({"default": LIMIT, "_why": "what a deploy can bear"});
+    });
+    let run = run_example_change(&world, engine, files);
     (world, run)
 }
 
@@ -160,82 +154,16 @@ fn mariadb_copy_alter_is_flagged_and_an_instant_one_is_not() {
     );
 }
 
-const REV_A: &str = "a1a1a1a1a1a1";
-const REV_B: &str = "b2b2b2b2b2b2";
-const REV_C: &str = "c3c3c3c3c3c3";
-
-fn revision(rev: &str, down: &str, upgrade: &str) -> String {
-    format!(
-        "\"\"\"{rev}\"\"\"\nfrom alembic import op\nimport sqlalchemy as sa\n\n\
-         revision = '{rev}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n\
-         def upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    pass\n"
-    )
-}
-
 /// alembic (one transaction per migration) with the output parsed as it arrives: each
 /// migration gets the locks taken while it ran, and only the rewrite is flagged.
 #[test]
 fn alembic_runs_get_locks_per_migration() {
-    let engine = Engine::PostgreSql;
-    require(engine);
-    let venv = venv();
-    let mut world = World::new(json!({}));
-    world.dataset(
-        "api",
-        json!({
-            "project": "acme/locks",
-            "engine": engine.name(),
-            "database": "acme_locks",
-            "seed_data": "seed.sql",
-            "migration": {
-                "tool": [venv.join("bin/alembic"), "-c", "{work_dir}/alembic.ini", "upgrade", "head"],
-                "templates": {"alembic.ini": "alembic.ini.tmpl"},
-                "log_format": "alembic",
-            },
-            "expected_version": {"alembic_heads": "alembic/versions"},
-            "maximum_lock_hold": {"default": LIMIT},
-            "lock_sample_interval": 50,
-        }),
-        &[
-            (
-                "seed.sql",
-                "CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER);\n\
-                 INSERT INTO big SELECT g, g FROM generate_series(1, 1000000) g;\n",
-            ),
-            ("alembic.ini.tmpl", &alembic_ini("")),
-        ],
-    );
-    let rev_a = revision(
-        REV_A,
-        "None",
-        "op.create_table('small', sa.Column('id', sa.Integer, primary_key=True))",
-    );
-    world.project(
+    let (_world, run) = big_table_alembic_run(
         "acme/locks",
-        &[
-            ("alembic/env.py", ALEMBIC_ENV_PY),
-            ("alembic/versions/a_small.py", &rev_a),
-        ],
+        json!({"maximum_lock_hold": {"default": LIMIT}, "lock_sample_interval": 50}),
+        ALEMBIC_ENV_PY,
+        "",
     );
-    let rev_b = revision(
-        REV_B,
-        &format!("'{REV_A}'"),
-        "op.execute('ALTER TABLE big ADD COLUMN c FLOAT DEFAULT random()')",
-    );
-    let rev_c = revision(
-        REV_C,
-        &format!("'{REV_B}'"),
-        "op.add_column('big', sa.Column('d', sa.Integer))",
-    );
-    let change = world.propose(
-        "acme/locks",
-        &[
-            ("alembic/versions/b_rewrite.py", &rev_b),
-            ("alembic/versions/c_add_column.py", &rev_c),
-        ],
-    );
-    let run = world.run("acme/locks", &change);
-    assert_no_databases(engine, "acme_locks", &run.uuid);
 
     assert_flagged(&run, &format!("{REV_A}->{REV_B}"), "ACCESS EXCLUSIVE");
     let m = run.migrations(0);

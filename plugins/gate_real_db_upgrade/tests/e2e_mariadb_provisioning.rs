@@ -13,24 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gate_real_db_upgrade::dataset::Engine;
-use gate_real_db_upgrade::provisioning::{hash_file, mariadb, STATE_DIR};
-use serde_json::{json, Value};
-use turbo_hipster_tests::gate::{assert_no_databases, example, require, World};
+use gate_real_db_upgrade::provisioning::{mariadb, STATE_DIR};
+use serde_json::json;
+use turbo_hipster_tests::gate::{assert_no_databases, example_world};
+use turbo_hipster_tests::provisioning::mariadb_golden_fingerprint;
 
 const LOYALTY: &str =
     "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n";
 const HANG: &str = "DELETE FROM orders;\nSELECT SLEEP(600);\n";
-
-fn walk(dir: &Path, files: &mut BTreeMap<PathBuf, String>) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, files);
-        } else {
-            files.insert(path.clone(), hash_file(&path).unwrap());
-        }
-    }
-}
 
 struct Golden {
     state: PathBuf,
@@ -39,10 +29,7 @@ struct Golden {
 
 impl Golden {
     fn fingerprint(&self) -> BTreeMap<PathBuf, String> {
-        let mut files = BTreeMap::new();
-        walk(&mariadb::golden_dir(&self.state, &self.name), &mut files);
-        assert!(files.len() > 10, "{files:?}");
-        files
+        mariadb_golden_fingerprint(&self.state, &self.name)
     }
 
     /// Private server instances in the state dir.
@@ -89,19 +76,9 @@ fn wait_for_sleep(root: &Path, child: &mut std::process::Child) {
     }
 }
 
-fn set_timeout(dir: &Path, seconds: u64) {
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["timeout"] = json!(seconds);
-    std::fs::write(&path, config.to_string()).unwrap();
-}
-
 #[test]
 fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
-    require(Engine::MariaDb);
-    let mut world = World::new(json!({"engine": "mariadb"}));
-    let dir = world.example_dataset("example");
-    world.project_from("example/shop", &example().join("project"));
+    let world = example_world(Engine::MariaDb, json!({}), |_| {});
 
     // 1. The first job builds the golden datadir and runs on a private server.
     let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
@@ -173,17 +150,7 @@ fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
     assert_eq!(golden.instances(), 1, "the killed run's instance");
 
     // 5. Timed out; this run-job's start also removed the killed run's instance.
-    set_timeout(&dir, 3);
-    let timed_out = world.run("example/shop", &change);
-    assert_eq!(
-        timed_out.result,
-        "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        timed_out.describe()
-    );
-    assert!(timed_out
-        .file("example.log")
-        .contains("timed out after 3 s"));
+    world.run_timing_out("example", "example/shop", &change);
     assert_eq!(
         golden.fingerprint(),
         before,
@@ -207,14 +174,7 @@ fn mariadb_golden_datadir_survives_failing_stopped_killed_and_timed_out_runs() {
 /// first migration, and says so.
 #[test]
 fn mariadb_warm_cache_reads_every_table_before_the_first_migration() {
-    require(Engine::MariaDb);
-    let mut world = World::new(json!({"engine": "mariadb"}));
-    let dir = world.example_dataset("example");
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["cache"] = json!("warm");
-    std::fs::write(&path, config.to_string()).unwrap();
-    world.project_from("example/shop", &example().join("project"));
+    let world = example_world(Engine::MariaDb, json!({}), |c| c["cache"] = json!("warm"));
     let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
     let run = world.run("example/shop", &change);
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());

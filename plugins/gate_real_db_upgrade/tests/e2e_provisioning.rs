@@ -50,14 +50,21 @@ impl Drop for DropGoldens {
     }
 }
 
-#[test]
-fn postgresql_golden_copy_survives_a_failing_run_and_a_killed_run() {
+/// The example on PostgreSQL with its dataset named `<prefix><pid>` (the name returned), so
+/// that its golden copies are the test's own, and the guard dropping them.
+fn golden_world(prefix: &str) -> (World, String, DropGoldens) {
     require(Engine::PostgreSql);
     let mut world = World::new(json!({"engine": "postgresql"}));
-    let name = format!("gold{:x}", std::process::id());
+    let name = format!("{prefix}{:x}", std::process::id());
     world.example_dataset(&name);
     world.project_from("example/shop", &example().join("project"));
-    let _cleanup = DropGoldens(format!("th_golden_{name}_"));
+    let cleanup = DropGoldens(format!("th_golden_{name}_"));
+    (world, name, cleanup)
+}
+
+#[test]
+fn postgresql_golden_copy_survives_a_failing_run_and_a_killed_run() {
+    let (world, name, _cleanup) = golden_world("gold");
 
     // 1. The first job builds the golden copy and clones it.
     let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
@@ -160,12 +167,7 @@ fn wait_for_pg_sleep(uuid: &str, child: &mut std::process::Child) {
 
 #[test]
 fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
-    require(Engine::PostgreSql);
-    let mut world = World::new(json!({"engine": "postgresql"}));
-    let name = format!("goldst{:x}", std::process::id());
-    let dir = world.example_dataset(&name);
-    world.project_from("example/shop", &example().join("project"));
-    let _cleanup = DropGoldens(format!("th_golden_{name}_"));
+    let (world, name, _cleanup) = golden_world("goldst");
     let change = world.propose("example/shop", &[("migrations/004_loyalty.sql", LOYALTY)]);
     let first = world.run("example/shop", &change);
     assert_eq!(first.result, "SUCCESS", "{}", first.describe());
@@ -192,21 +194,7 @@ fn postgresql_golden_copy_survives_a_stopped_run_and_a_timed_out_run() {
     );
 
     // Timed out in the same migration.
-    let path = dir.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["timeout"] = json!(3);
-    std::fs::write(&path, config.to_string()).unwrap();
-    let timed_out = world.run("example/shop", &change);
-    assert_eq!(
-        timed_out.result,
-        "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        timed_out.describe()
-    );
-    assert!(timed_out
-        .file(&format!("{name}.log"))
-        .contains("timed out after 3 s"));
+    let timed_out = world.run_timing_out(&name, "example/shop", &change);
     assert_no_databases(Engine::PostgreSql, "example_shop", &timed_out.uuid);
     assert_eq!(
         golden_content(&golden),
@@ -234,12 +222,8 @@ fn prepare(world: &World, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn prepare_datasets_builds_rebuilds_and_prunes_golden_copies() {
-    require(Engine::PostgreSql);
-    let mut world = World::new(json!({"engine": "postgresql"}));
-    let name = format!("prep{:x}", std::process::id());
-    let dir = world.example_dataset(&name);
-    world.project_from("example/shop", &example().join("project"));
-    let _cleanup = DropGoldens(format!("th_golden_{name}_"));
+    let (world, name, _cleanup) = golden_world("prep");
+    let dir = world.datasets.join(&name);
     let pg = server(Engine::PostgreSql);
     let goldens = || {
         pg.databases_with_prefix(&format!("th_golden_{name}_"))

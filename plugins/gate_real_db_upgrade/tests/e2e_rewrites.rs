@@ -11,7 +11,8 @@
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::gate::{
-    alembic_ini, assert_no_databases, example, require, venv, JobRun, World, ALEMBIC_ENV_PY,
+    big_table_alembic_run, example_world, run_example_change, JobRun, World, ALEMBIC_ENV_PY, REV_A,
+    REV_B,
 };
 
 /// The limit of the tests, in bytes: a million rows take tens of MB.
@@ -19,17 +20,10 @@ const LIMIT: u64 = 1 << 20;
 
 /// The example dataset on `engine` with `maximum_rewrite_bytes`; the change adds `files`.
 fn run_sql_change(engine: Engine, files: &[(&str, &str)]) -> (World, JobRun) {
-    require(engine);
-    let mut world = World::new(json!({"engine": engine.name()}));
-    let dir = world.example_dataset("example");
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["maximum_rewrite_bytes"] = json!({"default": LIMIT, "_why": "a few seconds of copy"});
-    std::fs::write(&path, config.to_string()).unwrap();
-    world.project_from("example/shop", &example().join("project"));
-    let change = world.propose("example/shop", files);
-    let run = world.run("example/shop", &change);
-    assert_no_databases(engine, "example_shop", &run.uuid);
+    let world = example_world(engine, json!({}), |c| {
+        c["maximum_rewrite_bytes"] = json!({"default": LIMIT, "_why": "a few seconds of copy"});
+    });
+    let run = run_example_change(&world, engine, files);
     (world, run)
 }
 
@@ -140,82 +134,16 @@ fn mariadb_copy_alter_is_a_rewrite_and_an_instant_one_is_not() {
     );
 }
 
-const REV_A: &str = "a1a1a1a1a1a1";
-const REV_B: &str = "b2b2b2b2b2b2";
-const REV_C: &str = "c3c3c3c3c3c3";
-
-fn revision(rev: &str, down: &str, upgrade: &str) -> String {
-    format!(
-        "\"\"\"{rev}\"\"\"\nfrom alembic import op\nimport sqlalchemy as sa\n\n\
-         revision = '{rev}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n\
-         def upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    pass\n"
-    )
-}
-
 /// An alembic run on PostgreSQL whose `env.py` is `env_py`: a table, the rewrite of `big`,
 /// a catalog-only column on `big` that then takes a few samples' time. The world holds the
 /// results.
 fn alembic_run(env_py: &str) -> (World, JobRun) {
-    let engine = Engine::PostgreSql;
-    require(engine);
-    let venv = venv();
-    let mut world = World::new(json!({}));
-    world.dataset(
-        "api",
-        json!({
-            "project": "acme/rewrites",
-            "engine": engine.name(),
-            "database": "acme_rewrites",
-            "seed_data": "seed.sql",
-            "migration": {
-                "tool": [venv.join("bin/alembic"), "-c", "{work_dir}/alembic.ini", "upgrade", "head"],
-                "templates": {"alembic.ini": "alembic.ini.tmpl"},
-                "log_format": "alembic",
-            },
-            "expected_version": {"alembic_heads": "alembic/versions"},
-            "maximum_rewrite_bytes": {"default": LIMIT},
-            "lock_sample_interval": 50,
-        }),
-        &[
-            (
-                "seed.sql",
-                "CREATE TABLE big (id INTEGER PRIMARY KEY, v INTEGER);\n\
-                 INSERT INTO big SELECT g, g FROM generate_series(1, 1000000) g;\n",
-            ),
-            ("alembic.ini.tmpl", &alembic_ini("")),
-        ],
-    );
-    let rev_a = revision(
-        REV_A,
-        "None",
-        "op.create_table('small', sa.Column('id', sa.Integer, primary_key=True))",
-    );
-    world.project(
+    let (world, run) = big_table_alembic_run(
         "acme/rewrites",
-        &[
-            ("alembic/env.py", env_py),
-            ("alembic/versions/a_small.py", &rev_a),
-        ],
+        json!({"maximum_rewrite_bytes": {"default": LIMIT}, "lock_sample_interval": 50}),
+        env_py,
+        "; op.execute('SELECT pg_sleep(0.4)')",
     );
-    let rev_b = revision(
-        REV_B,
-        &format!("'{REV_A}'"),
-        "op.execute('ALTER TABLE big ADD COLUMN c FLOAT DEFAULT random()')",
-    );
-    let rev_c = revision(
-        REV_C,
-        &format!("'{REV_B}'"),
-        "op.add_column('big', sa.Column('d', sa.Integer)); op.execute('SELECT pg_sleep(0.4)')",
-    );
-    let change = world.propose(
-        "acme/rewrites",
-        &[
-            ("alembic/versions/b_rewrite.py", &rev_b),
-            ("alembic/versions/c_add_column.py", &rev_c),
-        ],
-    );
-    let run = world.run("acme/rewrites", &change);
-    assert_no_databases(engine, "acme_rewrites", &run.uuid);
     assert_eq!(run.migrations(0).len(), 3, "{}", run.describe());
     (world, run)
 }

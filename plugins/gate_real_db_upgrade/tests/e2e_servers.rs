@@ -11,12 +11,26 @@ use std::time::Duration;
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::files_containing;
-use turbo_hipster_tests::gate::{assert_no_databases, example, require, JobRun, World};
+use turbo_hipster_tests::gate::{
+    assert_no_databases, example, example_world, require, run_example_change, JobRun, World,
+};
 
 const LOYALTY: &str =
     "ALTER TABLE customers ADD COLUMN loyalty_points INTEGER NOT NULL DEFAULT 0;\n\
     UPDATE customers SET loyalty_points = \
     (SELECT COUNT(*) FROM orders WHERE orders.customer_id = customers.id);\n";
+
+/// The change adding the loyalty points, run in a world of [`example_world`]; its result must
+/// be `result`.
+fn run_loyalty(world: &World, engine: Engine, result: &str) -> JobRun {
+    let run = run_example_change(
+        world,
+        engine,
+        &[("migrations/004_add_loyalty_points.sql", LOYALTY)],
+    );
+    assert_eq!(run.result, result, "{}", run.describe());
+    run
+}
 
 fn sleep_sql(engine: Engine, seconds: u32) -> String {
     match engine {
@@ -25,44 +39,9 @@ fn sleep_sql(engine: Engine, seconds: u32) -> String {
     }
 }
 
-/// The example project and dataset on `engine`; `edit` changes the dataset's config.
-fn example_world(engine: Engine, edit: impl FnOnce(&mut Value)) -> World {
-    example_world_with(engine, json!({}), edit)
-}
-
-/// [`example_world`] with `job` merged into the job config.
-fn example_world_with(engine: Engine, job: Value, edit: impl FnOnce(&mut Value)) -> World {
-    require(engine);
-    let mut job_config = json!({"engine": engine.name()});
-    for (k, v) in job.as_object().unwrap() {
-        job_config[k] = v.clone();
-    }
-    let mut world = World::new(job_config);
-    let dir = world.example_dataset("example");
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    edit(&mut config);
-    std::fs::write(&path, config.to_string()).unwrap();
-    world.project_from("example/shop", &example().join("project"));
-    world
-}
-
-fn run_change(world: &World, engine: Engine, file: &str, sql: &str) -> JobRun {
-    let change = world.propose("example/shop", &[(file, sql)]);
-    let run = world.run("example/shop", &change);
-    assert_no_databases(engine, "example_shop", &run.uuid);
-    run
-}
-
 fn good_change_passes(engine: Engine) {
-    let world = example_world(engine, |_| {});
-    let run = run_change(
-        &world,
-        engine,
-        "migrations/004_add_loyalty_points.sql",
-        LOYALTY,
-    );
-    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let world = example_world(engine, json!({}), |_| {});
+    let run = run_loyalty(&world, engine, "SUCCESS");
     let ds = &run.summary["datasets"][0];
     assert_eq!(ds["engine"], engine.name());
     assert_eq!(ds["final_version"], "4");
@@ -83,14 +62,13 @@ fn good_change_passes(engine: Engine) {
 }
 
 fn slow_migration_warns(engine: Engine) {
-    let world = example_world(engine, |c| {
+    let world = example_world(engine, json!({}), |c| {
         c["maximum_migration_times"] = json!({"default": 30, "3->4": 1});
     });
-    let run = run_change(
+    let run = run_example_change(
         &world,
         engine,
-        "migrations/004_slow.sql",
-        &sleep_sql(engine, 2),
+        &[("migrations/004_slow.sql", &sleep_sql(engine, 2))],
     );
     assert_eq!(
         run.result,
@@ -105,12 +83,14 @@ fn slow_migration_warns(engine: Engine) {
 }
 
 fn broken_migration_fails(engine: Engine) {
-    let world = example_world(engine, |_| {});
-    let run = run_change(
+    let world = example_world(engine, json!({}), |_| {});
+    let run = run_example_change(
         &world,
         engine,
-        "migrations/004_broken.sql",
-        "ALTER TABLE no_such_table ADD COLUMN x INTEGER;\n",
+        &[(
+            "migrations/004_broken.sql",
+            "ALTER TABLE no_such_table ADD COLUMN x INTEGER;\n",
+        )],
     );
     assert_eq!(
         run.result,
@@ -126,17 +106,16 @@ fn broken_migration_fails(engine: Engine) {
 /// hangs.
 fn hanging_migration_times_out(engine: Engine, job_timeout: bool) {
     let world = if job_timeout {
-        example_world_with(engine, json!({"timeout": 3}), |c| {
+        example_world(engine, json!({"timeout": 3}), |c| {
             c.as_object_mut().unwrap().remove("timeout");
         })
     } else {
-        example_world(engine, |c| c["timeout"] = json!(3))
+        example_world(engine, json!({}), |c| c["timeout"] = json!(3))
     };
-    let run = run_change(
+    let run = run_example_change(
         &world,
         engine,
-        "migrations/004_hangs.sql",
-        &sleep_sql(engine, 600),
+        &[("migrations/004_hangs.sql", &sleep_sql(engine, 600))],
     );
     assert_eq!(
         run.result,
@@ -151,25 +130,14 @@ fn hanging_migration_times_out(engine: Engine, job_timeout: bool) {
 }
 
 fn bad_credentials_fail_the_seed(engine: Engine) {
-    let world = example_world(engine, |c| {
+    let world = example_world(engine, json!({}), |c| {
         c["connection"] = match engine {
             // root has an empty password: any other is wrong (ERROR 1045).
             Engine::PostgreSql => json!({"user": "th_no_such_role", "password": "wrong"}),
             _ => json!({"user": "root", "password": "definitely-wrong"}),
         };
     });
-    let run = run_change(
-        &world,
-        engine,
-        "migrations/004_add_loyalty_points.sql",
-        LOYALTY,
-    );
-    assert_eq!(
-        run.result,
-        "FAILURE - Could not setup seed database.",
-        "{}",
-        run.describe()
-    );
+    let run = run_loyalty(&world, engine, "FAILURE - Could not setup seed database.");
     assert!(
         !run.file("example.log").contains("wrong"),
         "the password leaked"
@@ -177,19 +145,8 @@ fn bad_credentials_fail_the_seed(engine: Engine) {
 }
 
 fn missing_seed_fails(engine: Engine) {
-    let world = example_world(engine, |c| c["seed_data"] = json!("nowhere.sql"));
-    let run = run_change(
-        &world,
-        engine,
-        "migrations/004_add_loyalty_points.sql",
-        LOYALTY,
-    );
-    assert_eq!(
-        run.result,
-        "FAILURE - Could not find seed database.",
-        "{}",
-        run.describe()
-    );
+    let world = example_world(engine, json!({}), |c| c["seed_data"] = json!("nowhere.sql"));
+    run_loyalty(&world, engine, "FAILURE - Could not find seed database.");
 }
 
 /// A seed holding a secret and a syntax error: the job fails with the original's line, the
@@ -201,22 +158,11 @@ fn a_seed_error_never_echoes_the_seed(engine: Engine, summary: &str) {
         "-- {marker} in a comment\nCREATE TABLE kept (id INTEGER);\n\
          {marker} is not sql at all 'quoted {marker}';\n"
     );
-    let mut world = example_world(engine, |c| c["seed_data"] = json!("secret.sql"));
+    let mut world = example_world(engine, json!({}), |c| c["seed_data"] = json!("secret.sql"));
     let seed_path = world.datasets.join("example/secret.sql");
     std::fs::write(&seed_path, &seed).unwrap();
     world.watch_seed(&seed_path);
-    let run = run_change(
-        &world,
-        engine,
-        "migrations/004_add_loyalty_points.sql",
-        LOYALTY,
-    );
-    assert_eq!(
-        run.result,
-        "FAILURE - Could not setup seed database.",
-        "{}",
-        run.describe()
-    );
+    let run = run_loyalty(&world, engine, "FAILURE - Could not setup seed database.");
     let log = run.file("example.log");
     assert!(log.contains(summary), "{log}");
     let leaked = files_containing(&world.root.join("jobs"), &marker);
@@ -233,18 +179,14 @@ fn parallel_datasets_get_their_own_databases(engine: Engine) {
     // Reloaded, so both datasets' migrations start together whatever their golden copies'
     // build times (a MariaDB one takes seconds: a private server installs, loads, stops).
     for name in ["one", "two"] {
-        let path = world.example_dataset(name).join("config.json");
-        let mut config: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        config["provisioning"] = json!("reload");
-        std::fs::write(&path, config.to_string()).unwrap();
+        world.example_dataset(name);
+        world.edit_dataset(name, |c| c["provisioning"] = json!("reload"));
     }
     world.project_from("example/shop", &example().join("project"));
-    let run = run_change(
+    let run = run_example_change(
         &world,
         engine,
-        "migrations/004_slow.sql",
-        &sleep_sql(engine, 2),
+        &[("migrations/004_slow.sql", &sleep_sql(engine, 2))],
     );
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
     // They ran at the same time: the two slow migrations overlap.
@@ -357,20 +299,14 @@ fn postgresql_parallel_datasets_get_their_own_databases() {
 fn postgresql_the_password_never_reaches_the_logs() {
     let engine = Engine::PostgreSql;
     // Trust authentication takes any password: the run works and the password is set.
-    let world = example_world(engine, |c| {
+    let world = example_world(engine, json!({}), |c| {
         c["connection"] = json!({"user": "postgres", "password": "s3cret-Pa55"});
         c["migration"] = json!({
             "tool": ["sh", "-c", "echo \"url={db_url} pass={db_pass} host={db_host}:{db_port}\""],
         });
         c["expected_version"] = json!("unchecked");
     });
-    let run = run_change(
-        &world,
-        engine,
-        "migrations/004_add_loyalty_points.sql",
-        LOYALTY,
-    );
-    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let run = run_loyalty(&world, engine, "SUCCESS");
     let log = run.file("example.log");
     assert!(!log.contains("s3cret"), "{log}");
     assert!(

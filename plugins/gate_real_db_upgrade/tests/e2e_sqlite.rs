@@ -7,39 +7,9 @@
 
 use std::time::Duration;
 
+use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
-use turbo_hipster_tests::gate::{example, World};
-
-/// A sqlalchemy-migrate look-alike for SQLite: applies `versions/NNN_*.py` (each defines
-/// `upgrade(conn)`) above the version in `migrate_version`, printing `N -> M... ` before and
-/// `done` after each, then `Final schema version is N`.
-const MIGRATE_PY: &str = r#"import glob, importlib.util, os, sqlite3, sys
-url = sys.argv[1]
-assert url.startswith("sqlite:///"), url
-conn = sqlite3.connect(url[len("sqlite:///"):])
-conn.execute("CREATE TABLE IF NOT EXISTS migrate_version "
-             "(repository_id VARCHAR(250) PRIMARY KEY, repository_path TEXT, version INTEGER)")
-row = conn.execute("SELECT version FROM migrate_version").fetchone()
-if row is None:
-    conn.execute("INSERT INTO migrate_version VALUES ('shop', 'versions', 0)")
-    conn.commit()
-version = row[0] if row else 0
-files = sorted(glob.glob("versions/[0-9]*_*.py"), key=lambda p: int(os.path.basename(p).split("_")[0]))
-for path in files:
-    n = int(os.path.basename(path).split("_")[0])
-    if n <= version:
-        continue
-    print("%d -> %d... " % (version, n), flush=True)
-    spec = importlib.util.spec_from_file_location("m%d" % n, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.upgrade(conn)
-    conn.execute("UPDATE migrate_version SET version = ?", (n,))
-    conn.commit()
-    print("done", flush=True)
-    version = n
-print("Final schema version is %d" % version, flush=True)
-"#;
+use turbo_hipster_tests::gate::{example, example_world, JobRun, World, SQLITE_MIGRATE_PY};
 
 const V1_ITEMS: &str =
     "def upgrade(conn):\n    conn.execute('CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)')\n";
@@ -74,11 +44,16 @@ fn tool_dataset(project: &str, extra: Value) -> Value {
 
 /// A world with project `shop/tool` (the tool and migration 001) and a tool dataset.
 fn tool_world(extra: Value) -> World {
-    let mut world = World::new(json!({}));
+    tool_world_with(json!({}), extra)
+}
+
+/// [`tool_world`] with `job` merged into the job config.
+fn tool_world_with(job: Value, extra: Value) -> World {
+    let mut world = World::new(job);
     world.project(
         "shop/tool",
         &[
-            ("tools/migrate.py", MIGRATE_PY),
+            ("tools/migrate.py", SQLITE_MIGRATE_PY),
             ("versions/001_items.py", V1_ITEMS),
         ],
     );
@@ -90,6 +65,27 @@ fn tool_world(extra: Value) -> World {
     world
 }
 
+/// The job of a [`tool_world`] with `extra` on the change adding `migration` (path,
+/// content); its result must be `result`. The world holds the results.
+fn tool_run(extra: Value, migration: (&str, &str), result: &str) -> (World, JobRun) {
+    let world = tool_world(extra);
+    let change = world.propose("shop/tool", &[migration]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(run.result, result, "{}", run.describe());
+    (world, run)
+}
+
+/// A world with only the tool on `shop/tool`'s master and its tool dataset `name` (`extra`
+/// keys, `files`); the change adds migration 001, and the job's result must be `result`.
+fn first_migration_run(name: &str, extra: Value, files: &[(&str, &str)], result: &str) {
+    let mut world = World::new(json!({}));
+    world.project("shop/tool", &[("tools/migrate.py", SQLITE_MIGRATE_PY)]);
+    world.dataset(name, tool_dataset("shop/tool", extra), files);
+    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
+    let run = world.run("shop/tool", &change);
+    assert_eq!(run.result, result, "{}", run.describe());
+}
+
 fn assert_log_line_format(log: &str) {
     let re = regex::Regex::new(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[[^\]]+\]( .*)?$").unwrap();
     for line in log.lines() {
@@ -99,6 +95,7 @@ fn assert_log_line_format(log: &str) {
 
 #[test]
 fn the_shipped_example_passes_on_sqlite() {
+    // The shipped files as they are (example_world would write the config again).
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
     world.project_from("example/shop", &example().join("project"));
@@ -159,14 +156,10 @@ fn the_shipped_example_passes_on_sqlite() {
 
 #[test]
 fn a_migration_slower_than_its_limit_warns() {
-    let world = tool_world(json!({}));
-    let change = world.propose("shop/tool", &[("versions/002_slow.py", V2_SLOW)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({}),
+        ("versions/002_slow.py", V2_SLOW),
         "WARNING - Migration 1->2 took too long",
-        "{}",
-        run.describe()
     );
     let m = run.migrations(0);
     assert_eq!(m.len(), 2, "{}", run.describe());
@@ -191,23 +184,16 @@ fn a_migration_slower_than_its_limit_warns() {
 
 #[test]
 fn a_clean_tool_run_passes_and_a_fast_migration_does_not_warn() {
-    let world = tool_world(json!({}));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(run.result, "SUCCESS", "{}", run.describe());
+    let (_world, run) = tool_run(json!({}), ("versions/002_fast.py", V2_FAST), "SUCCESS");
     assert_eq!(run.migrations(0).len(), 2);
 }
 
 #[test]
 fn a_migration_that_crashes_did_not_end() {
-    let world = tool_world(json!({}));
-    let change = world.propose("shop/tool", &[("versions/002_broken.py", V3_BROKEN)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({}),
+        ("versions/002_broken.py", V3_BROKEN),
         "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        run.describe()
     );
     let m = run.migrations(0);
     assert_eq!(m.last().unwrap()["status"], "unfinished");
@@ -217,14 +203,10 @@ fn a_migration_that_crashes_did_not_end() {
 
 #[test]
 fn a_hanging_migration_is_ended_by_the_timeout_and_cleaned_up() {
-    let world = tool_world(json!({"timeout": 2}));
-    let change = world.propose("shop/tool", &[("versions/002_hangs.py", V3_HANGS)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({"timeout": 2}),
+        ("versions/002_hangs.py", V3_HANGS),
         "FAILURE - Did not find the end of a migration after a start",
-        "{}",
-        run.describe()
     );
     assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
     let log = run.file("shop_tool.log");
@@ -235,56 +217,40 @@ fn a_hanging_migration_is_ended_by_the_timeout_and_cleaned_up() {
 
 #[test]
 fn a_tool_that_cannot_import_fails_with_the_import_line() {
-    let world = tool_world(json!({
-        "migration": {"tool": ["python3", "-c", "import nonexistent_module_xyz"]},
-    }));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    tool_run(
+        json!({
+            "migration": {"tool": ["python3", "-c", "import nonexistent_module_xyz"]},
+        }),
+        ("versions/002_fast.py", V2_FAST),
         "FAILURE - Could not import required module.",
-        "{}",
-        run.describe()
     );
 
-    let world = tool_world(json!({
-        "migration": {"tool": ["/nonexistent/bin/nova-manage", "db", "sync"]},
-    }));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    tool_run(
+        json!({
+            "migration": {"tool": ["/nonexistent/bin/nova-manage", "db", "sync"]},
+        }),
+        ("versions/002_fast.py", V2_FAST),
         "FAILURE - Could not import required module.",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_failing_tool_reports_its_return_code() {
-    let world = tool_world(json!({
-        "migration": {"tool": ["sh", "-c", "echo checking; exit 3"]},
-    }));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    tool_run(
+        json!({
+            "migration": {"tool": ["sh", "-c", "echo checking; exit 3"]},
+        }),
+        ("versions/002_fast.py", V2_FAST),
         "Return code from test script was non-zero (3)",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_wrong_final_version_fails() {
-    let world = tool_world(json!({"expected_version": {"fixed": "7"}}));
-    let change = world.propose("shop/tool", &[("versions/002_fast.py", V2_FAST)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
+    let (_world, run) = tool_run(
+        json!({"expected_version": {"fixed": "7"}}),
+        ("versions/002_fast.py", V2_FAST),
         "FAILURE - Final schema version does not match expectation",
-        "{}",
-        run.describe()
     );
     assert_eq!(run.summary["datasets"][0]["final_version"], "2");
     assert_eq!(run.summary["datasets"][0]["expected_version"], "7");
@@ -292,47 +258,27 @@ fn a_wrong_final_version_fails() {
 
 #[test]
 fn a_missing_seed_fails_with_the_original_line() {
-    let mut world = World::new(json!({}));
-    world.project("shop/tool", &[("tools/migrate.py", MIGRATE_PY)]);
-    world.dataset(
+    first_migration_run(
         "no_seed",
-        tool_dataset("shop/tool", json!({"seed_data": "missing.sql"})),
+        json!({"seed_data": "missing.sql"}),
         &[],
-    );
-    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
         "FAILURE - Could not find seed database.",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_seed_that_does_not_load_fails_with_the_original_line() {
-    let mut world = World::new(json!({}));
-    world.project("shop/tool", &[("tools/migrate.py", MIGRATE_PY)]);
-    world.dataset(
+    first_migration_run(
         "bad_seed",
-        tool_dataset("shop/tool", json!({})),
+        json!({}),
         &[("seed.sql", "CREATE TABLE broken (;\n")],
-    );
-    let change = world.propose("shop/tool", &[("versions/001_items.py", V1_ITEMS)]);
-    let run = world.run("shop/tool", &change);
-    assert_eq!(
-        run.result,
         "FAILURE - Could not setup seed database.",
-        "{}",
-        run.describe()
     );
 }
 
 #[test]
 fn a_broken_sql_file_did_not_end() {
-    let mut world = World::new(json!({"engine": "sqlite"}));
-    world.example_dataset("example");
-    world.project_from("example/shop", &example().join("project"));
+    let world = example_world(Engine::Sqlite, json!({}), |_| {});
     let change = world.propose(
         "example/shop",
         &[(
@@ -440,9 +386,7 @@ fn a_job_without_zuul_project_says_so() {
 
 #[test]
 fn a_missing_ref_fails_the_checkout() {
-    let mut world = World::new(json!({"engine": "sqlite"}));
-    world.example_dataset("example");
-    world.project_from("example/shop", &example().join("project"));
+    let world = example_world(Engine::Sqlite, json!({}), |_| {});
     let run = world.run("example/shop", "refs/zuul/master/Zmissing");
     assert!(
         run.result.starts_with(
@@ -654,11 +598,8 @@ fn check_config(world: &World) -> (bool, String) {
 /// config file.
 fn example_with_seed(world: &mut World, name: &str, seed: &str) -> std::path::PathBuf {
     let dir = world.example_dataset(name);
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["seed_data"] = json!(seed);
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
+    world.edit_dataset(name, |c| c["seed_data"] = json!(seed));
+    dir.join("config.json")
 }
 
 /// `seed_data` of `/etc/shadow`, directly or through `..`, is refused by check-config and by a
@@ -754,36 +695,15 @@ fn check_config_reports_seeds_a_job_would_not_find() {
 fn check_config_validates_every_dataset() {
     let mut world = World::new(json!({"engine": "sqlite"}));
     world.example_dataset("example");
-    check_config(&world);
-    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
-        .arg("-c")
-        .arg(&world.config)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = check_config(&world);
+    assert!(ok, "{text}");
     world.dataset(
         "broken",
         json!({"seed_data": "seed.sql", "maximum_migration_times": {"no_default": 1}}),
         &[],
     );
-    let out = std::process::Command::new(&turbo_hipster_tests::built().daemon)
-        .arg("-c")
-        .arg(&world.config)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = check_config(&world);
+    assert!(!ok, "{text}");
     assert!(text.contains("broken/config.json"), "{text}");
     assert!(text.contains("project"), "{text}");
     assert!(text.contains("default"), "{text}");
@@ -791,30 +711,18 @@ fn check_config_validates_every_dataset() {
 
 #[test]
 fn the_tool_gets_only_allowed_parameters_and_runs_contained() {
-    let mut world = World::new(json!({"pass_parameters": ["MY_VAR"]}));
-    world.project(
-        "shop/tool",
-        &[
-            ("tools/migrate.py", MIGRATE_PY),
-            ("versions/001_items.py", V1_ITEMS),
-        ],
-    );
-    world.dataset(
-        "shop_tool",
-        tool_dataset(
-            "shop/tool",
-            json!({"migration": {
-                "tool": [
-                    "sh", "-c",
-                    "echo \"env: project=$ZUUL_PROJECT bash_env=${BASH_ENV-unset} \
-                     ld=${LD_PRELOAD-unset} mine=${MY_VAR-unset} other=${OTHER-unset} \
-                     uid=$(id -u)\"; exec python3 tools/migrate.py \"$0\"",
-                    "{db_url}"
-                ],
-                "log_format": "sqlalchemy-migrate",
-            }}),
-        ),
-        &[("seed.sql", TOOL_SEED)],
+    let world = tool_world_with(
+        json!({"pass_parameters": ["MY_VAR"]}),
+        json!({"migration": {
+            "tool": [
+                "sh", "-c",
+                "echo \"env: project=$ZUUL_PROJECT bash_env=${BASH_ENV-unset} \
+                 ld=${LD_PRELOAD-unset} mine=${MY_VAR-unset} other=${OTHER-unset} \
+                 uid=$(id -u)\"; exec python3 tools/migrate.py \"$0\"",
+                "{db_url}"
+            ],
+            "log_format": "sqlalchemy-migrate",
+        }}),
     );
     let change = world.propose("shop/tool", &[("versions/002_price.py", V2_FAST)]);
     let run = world.run_with(
@@ -860,7 +768,7 @@ fn a_tool_the_contained_user_cannot_run_is_an_infrastructure_error_before_the_se
     world.project(
         "shop/venv",
         &[
-            ("tools/migrate.py", MIGRATE_PY),
+            ("tools/migrate.py", SQLITE_MIGRATE_PY),
             ("versions/001_items.py", V1_ITEMS),
         ],
     );
@@ -933,22 +841,11 @@ fn seeded(migration: &str, ms: i64, i: usize) -> th_history::Sample {
 /// the daemon afterwards; a next run at the usual speed does not warn.
 #[test]
 fn a_migration_much_slower_than_its_history_warns() {
-    let mut world = World::new(json!({"regression_min_samples": 3}));
-    world.project(
-        "shop/tool",
-        &[
-            ("tools/migrate.py", MIGRATE_PY),
-            ("versions/001_items.py", V1_ITEMS),
-        ],
+    let world = tool_world_with(
+        json!({"regression_min_samples": 3}),
+        json!({"maximum_migration_times": {"default": 60}}),
     );
-    let config = world.dataset(
-        "shop_tool",
-        tool_dataset(
-            "shop/tool",
-            json!({"maximum_migration_times": {"default": 60}}),
-        ),
-        &[("seed.sql", TOOL_SEED)],
-    );
+    let config = world.datasets.join("shop_tool");
     let history = th_history::HistoryDb::new(th_history::Location::Sqlite(
         world.root.join("jobs").join(th_history::DEFAULT_FILE),
     ));

@@ -6,16 +6,16 @@
 //! private server says why.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
-use gate_real_db_upgrade::dataset::{load_datasets, Dataset, DatasetDefaults, Engine};
+use gate_real_db_upgrade::dataset::{load_datasets, DatasetDefaults, Engine};
 use gate_real_db_upgrade::engine::{Binaries, Server};
-use gate_real_db_upgrade::provisioning::{hash_file, mariadb, Provider};
+use gate_real_db_upgrade::provisioning::{mariadb, Provider};
 use serde_json::json;
 use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+use turbo_hipster_tests::db_servers::mariadb;
+use turbo_hipster_tests::provisioning::{mariadb_golden_fingerprint, Notes, ProviderFixture};
 
 fn seed_sql(rows: u32, tag: &str) -> String {
     format!(
@@ -25,122 +25,22 @@ fn seed_sql(rows: u32, tag: &str) -> String {
     )
 }
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    state: PathBuf,
-    claims: PathBuf,
-    seed: PathBuf,
-    dataset: Dataset,
-    server: Server,
+/// A MariaDB dataset of its own (database `shop`) with a seed of `rows` items, `config`
+/// merged into its config.
+fn fixture(rows: u32, config: serde_json::Value) -> ProviderFixture {
+    Binaries::find().expect("MariaDB's mariadbd and mariadb-install-db on this host");
+    let mut settings = config;
+    settings["database"] = json!("shop");
+    ProviderFixture::new(Engine::MariaDb, "provm", &seed_sql(rows, "a"), settings)
 }
 
-impl Fixture {
-    fn new(rows: u32, config: serde_json::Value) -> Self {
-        Binaries::find().expect("MariaDB's mariadbd and mariadb-install-db on this host");
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let name = format!("provm{:x}", rand_u64());
-        let ds_dir = dir.join("datasets").join(&name);
-        std::fs::create_dir_all(&ds_dir).unwrap();
-        let seed = ds_dir.join("seed.sql");
-        std::fs::write(&seed, seed_sql(rows, "a")).unwrap();
-        let mut full = json!({
-            "project": "acme/app",
-            "engine": "mariadb",
-            "seed_data": "seed.sql",
-            "database": "shop",
-        });
-        for (k, v) in config.as_object().unwrap() {
-            full[k] = v.clone();
-        }
-        std::fs::write(ds_dir.join("config.json"), full.to_string()).unwrap();
-        let dataset = load_datasets(&dir.join("datasets"), &DatasetDefaults::default())
-            .unwrap()
-            .remove(0);
-        let server = Server::new(Engine::MariaDb, dataset.connection.clone(), dir.clone());
-        Fixture {
-            state: dir.join("jobs/.gate_real_db_upgrade-golden"),
-            claims: dir.join("jobs/.gate_real_db_upgrade"),
-            seed,
-            tmp,
-            dataset,
-            server,
-        }
-    }
-
-    fn provider<'a>(&'a self, note: &'a (dyn Fn(&str) + Sync)) -> Provider<'a> {
-        Provider {
-            server: &self.server,
-            dataset: &self.dataset,
-            state: Some(&self.state),
-            claims: Some(&self.claims),
-            cancel: &NeverCancelled,
-            note,
-        }
-    }
-
-    fn db(&self, n: u32) -> String {
-        format!("{}_run{n}", self.dataset.name)
-    }
-
-    fn goldens(&self) -> Vec<String> {
-        let mut names = mariadb::golden_names(&self.state);
-        names.sort();
-        names
-    }
-
-    /// Every file of the golden copy with its sha256.
-    fn fingerprint(&self, golden: &str) -> BTreeMap<PathBuf, String> {
-        let mut files = BTreeMap::new();
-        walk(&mariadb::golden_dir(&self.state, golden), &mut files);
-        assert!(files.len() > 10, "{files:?}");
-        files
-    }
-
-    /// Instances of private servers left (directories and claims).
-    fn leftovers(&self) -> (usize, usize) {
-        let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        (
-            count(&self.state.join(mariadb::RUNS_DIR)),
-            count(&gate_real_db_upgrade::leftovers::instances_dir(
-                &self.claims,
-            )),
-        )
-    }
-}
-
-fn walk(dir: &Path, files: &mut BTreeMap<PathBuf, String>) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, files);
-        } else {
-            files.insert(path.clone(), hash_file(&path).unwrap());
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// `sql` on a private server (as root: the dataset's user).
-fn query(port: u16, db: &str, sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-uroot", "-N", "-B"])
-        .arg(format!("-P{port}"))
-        .args([db, "-e", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// Instances of private servers left (directories and claims).
+fn leftovers(f: &ProviderFixture) -> (usize, usize) {
+    let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    (
+        count(&f.state.join(mariadb::RUNS_DIR)),
+        count(&gate_real_db_upgrade::leftovers::instances_dir(&f.claims)),
+    )
 }
 
 const CONTENT: &str =
@@ -151,41 +51,19 @@ fn pid_alive(pid: u32) -> bool {
         .is_some_and(|s| s.state != 'Z')
 }
 
-#[derive(Default)]
-struct Notes(Mutex<Vec<String>>);
-
-impl Notes {
-    fn push(&self, text: &str) {
-        self.0.lock().unwrap().push(text.to_string());
-    }
-
-    fn count(&self, what: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|n| n.contains(what))
-            .count()
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 #[test]
 fn mariadb_golden_datadir_is_built_once_and_never_changed_by_a_run() {
-    let f = Fixture::new(2000, json!({}));
+    let f = fixture(2000, json!({}));
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let first = f.provider(&note).provide(&f.db(1)).unwrap();
     assert_eq!(first.method, "private", "{:?}", notes.all());
     let golden = first.golden.clone().unwrap();
     assert_eq!(notes.count("building the golden copy"), 1);
-    let before = f.fingerprint(&golden);
+    let before = mariadb_golden_fingerprint(&f.state, &golden);
     let run1 = first.private.as_ref().unwrap();
     assert_eq!(run1.database, "shop");
-    let content = query(run1.server.port(), "shop", CONTENT);
+    let content = mariadb(run1.server.port(), Some("shop"), CONTENT);
     assert!(content.starts_with("2000:"), "{content}");
     // The run's server is its own: not the configured one, and its counters start at zero.
     assert_ne!(run1.server.port(), 3306);
@@ -203,29 +81,31 @@ fn mariadb_golden_datadir_is_built_once_and_never_changed_by_a_run() {
     assert_eq!(notes.count("building the golden copy"), 1);
     let run2 = second.private.as_ref().unwrap();
     assert_ne!(run1.server.port(), run2.server.port());
-    assert_eq!(query(run2.server.port(), "shop", CONTENT), content);
+    assert_eq!(mariadb(run2.server.port(), Some("shop"), CONTENT), content);
 
     // What a run does (a failing migration half done) stays on its server.
-    query(
-        run1.server.port(),
-        "shop",
+    mariadb(run1.server.port(), Some("shop"),
         "DELETE FROM items WHERE id > 10; UPDATE items SET qty = -1; ALTER TABLE items DROP KEY items_name",
     );
-    assert_eq!(query(run2.server.port(), "shop", CONTENT), content);
+    assert_eq!(mariadb(run2.server.port(), Some("shop"), CONTENT), content);
     let (pid, dir) = (run1.server.pid().unwrap(), run1.server.dir().to_path_buf());
     drop(first);
     assert!(!pid_alive(pid), "the private server still runs");
     assert!(!dir.exists(), "{} left", dir.display());
     drop(second);
-    assert_eq!(f.leftovers(), (0, 0), "instances or claims left");
-    assert_eq!(f.fingerprint(&golden), before, "the golden copy changed");
+    assert_eq!(leftovers(&f), (0, 0), "instances or claims left");
+    assert_eq!(
+        mariadb_golden_fingerprint(&f.state, &golden),
+        before,
+        "the golden copy changed"
+    );
     // The golden copy's own server was shut down; no server runs on it.
     assert!(mariadb::ready(&f.state, &golden, &Binaries::find().unwrap().version).is_some());
 }
 
 #[test]
 fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
-    let f = Fixture::new(20_000, json!({}));
+    let f = fixture(20_000, json!({}));
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let results: Vec<_> = std::thread::scope(|s| {
@@ -239,7 +119,7 @@ fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
             let r = r.as_ref().unwrap();
             assert_eq!(r.method, "private", "{:?}", notes.all());
             let private = r.private.as_ref().unwrap();
-            query(private.server.port(), &private.database, CONTENT)
+            mariadb(private.server.port(), Some(&private.database), CONTENT)
         })
         .collect();
     assert_eq!(
@@ -251,12 +131,12 @@ fn mariadb_two_jobs_at_once_build_the_golden_copy_once() {
     assert_eq!(contents[0], contents[1]);
     assert!(contents[0].starts_with("20000:"), "{}", contents[0]);
     drop(results);
-    assert_eq!(f.leftovers(), (0, 0));
+    assert_eq!(leftovers(&f), (0, 0));
 }
 
 #[test]
 fn mariadb_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
-    let f = Fixture::new(500, json!({}));
+    let f = fixture(500, json!({}));
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let old = f
@@ -275,13 +155,13 @@ fn mariadb_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
     assert_ne!(golden, old);
     assert_eq!(f.goldens(), vec![golden]);
     let private = new.private.as_ref().unwrap();
-    let content = query(private.server.port(), "shop", CONTENT);
+    let content = mariadb(private.server.port(), Some("shop"), CONTENT);
     assert!(content.starts_with("700:"), "{content}");
 }
 
 #[test]
 fn mariadb_a_cancelled_build_leaves_no_directory_claim_or_process() {
-    let f = Fixture::new(3_000_000, json!({"provisioning": "clone"}));
+    let f = fixture(3_000_000, json!({"provisioning": "clone"}));
     let flag = CancelFlag::new();
     let note = |_: &str| {};
     let provider = Provider {
@@ -306,11 +186,11 @@ fn mariadb_a_cancelled_build_leaves_no_directory_claim_or_process() {
     });
     assert!(result.is_err());
     assert!(f.goldens().is_empty(), "{:?}", f.goldens());
-    assert_eq!(f.leftovers(), (0, 0));
+    assert_eq!(leftovers(&f), (0, 0));
 }
 
 /// Whether a private server instance claim names a running process.
-fn claimed_process(f: &Fixture) -> bool {
+fn claimed_process(f: &ProviderFixture) -> bool {
     let dir = gate_real_db_upgrade::leftovers::instances_dir(&f.claims);
     std::fs::read_dir(dir)
         .into_iter()
@@ -324,7 +204,7 @@ fn claimed_process(f: &Fixture) -> bool {
 /// this test binary run again as a child (`TH_MARIADB_KILLED_RUN` names the fixture's dir).
 #[test]
 fn mariadb_a_killed_runs_private_server_is_removed_at_the_next_start() {
-    let f = Fixture::new(100, json!({}));
+    let f = fixture(100, json!({}));
     let note = |_: &str| {};
     // Build the golden copy first, so the child only starts its server.
     drop(f.provider(&note).provide(&f.db(1)).unwrap());
@@ -345,13 +225,13 @@ fn mariadb_a_killed_runs_private_server_is_removed_at_the_next_start() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        f.leftovers(),
+        leftovers(&f),
         (1, 1),
         "the killed run's instance and claim are there"
     );
     let removed = gate_real_db_upgrade::leftovers::remove_orphaned_instances(&f.claims);
     assert_eq!(removed.len(), 1, "{removed:?}");
-    assert_eq!(f.leftovers(), (0, 0));
+    assert_eq!(leftovers(&f), (0, 0));
     let alive = turbo_hipster_sdk::support::procfs::processes().any(|p| {
         std::fs::read_to_string(format!("/proc/{}/cmdline", p.pid))
             .is_ok_and(|c| c.contains(&removed[0].display().to_string()))
@@ -387,7 +267,7 @@ fn killed_run_child() {
 #[test]
 fn mariadb_clone_without_a_local_server_says_why_and_auto_reloads_elsewhere() {
     // A server elsewhere: a private server here would not be the same server.
-    let f = Fixture::new(
+    let f = fixture(
         10,
         json!({"provisioning": "clone", "connection": {"host": "192.0.2.1"}}),
     );
@@ -396,7 +276,7 @@ fn mariadb_clone_without_a_local_server_says_why_and_auto_reloads_elsewhere() {
     assert!(e.contains("192.0.2.1 is not on this host"), "{e}");
     assert!(f.goldens().is_empty());
     // `auto` on the local server with the fast path refused (no jobs dir): reload there.
-    let g = Fixture::new(10, json!({}));
+    let g = fixture(10, json!({}));
     let provider = Provider {
         state: None,
         ..g.provider(&note)
@@ -412,16 +292,16 @@ fn mariadb_clone_without_a_local_server_says_why_and_auto_reloads_elsewhere() {
 #[test]
 fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() {
     use gate_real_db_upgrade::provisioning::Cache;
-    let f = Fixture::new(100_000, json!({"cache": "warm"}));
+    let f = fixture(100_000, json!({"cache": "warm"}));
     assert_eq!(f.dataset.cache, Cache::Warm);
     let note = |_: &str| {};
     let provided = f.provider(&note).provide(&f.db(1)).unwrap();
     let private = provided.private.as_ref().unwrap();
     let port = private.server.port();
     let pages = || -> u64 {
-        query(
+        mariadb(
             port,
-            "shop",
+            Some("shop"),
             "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
              WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_PAGES_DATA'",
         )
@@ -465,7 +345,7 @@ fn mariadb_private_server_starts_cold_and_warming_reads_every_table_and_index() 
 fn mariadb_prepare_datasets_builds_and_prune_removes_the_golden_datadir() {
     use gate_real_db_upgrade::provisioning::prepare_datasets;
     use turbo_hipster_sdk::PrepareDatasets;
-    let f = Fixture::new(100, json!({}));
+    let f = fixture(100, json!({}));
     let datasets_dir = f.tmp.path().join("datasets");
     let options = PrepareDatasets {
         rebuild: false,

@@ -6,15 +6,13 @@
 //! drops them at the end.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-
-use gate_real_db_upgrade::dataset::{load_datasets, Connection, Dataset, DatasetDefaults, Engine};
-use gate_real_db_upgrade::engine::{GoldenState, Server};
+use gate_real_db_upgrade::dataset::{load_datasets, DatasetDefaults, Engine};
+use gate_real_db_upgrade::engine::GoldenState;
 use gate_real_db_upgrade::provisioning::{hash_file, Provider};
 use serde_json::json;
-use turbo_hipster_sdk::support::process::{CancelFlag, NeverCancelled};
+use turbo_hipster_sdk::support::process::CancelFlag;
 use turbo_hipster_tests::db_servers::{psql, query, DbKind};
+use turbo_hipster_tests::provisioning::{Notes, ProviderFixture};
 
 const PG: DbKind = DbKind::PostgreSql;
 
@@ -40,107 +38,22 @@ fn seed_sql(engine: Engine, rows: u32, tag: &str) -> String {
     sql
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    state: PathBuf,
-    claims: PathBuf,
-    dataset: Dataset,
-    server: Server,
-}
-
-impl Fixture {
-    fn new(engine: Engine, rows: u32, provisioning: &str) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let name = format!("prov{:x}", rand_u64());
-        let ds_dir = dir.join("datasets").join(&name);
-        std::fs::create_dir_all(&ds_dir).unwrap();
-        std::fs::write(ds_dir.join("seed.sql"), seed_sql(engine, rows, "a")).unwrap();
-        let config = json!({
-            "project": "acme/app",
-            "engine": engine.name(),
-            "seed_data": "seed.sql",
-            "provisioning": provisioning,
-        });
-        std::fs::write(ds_dir.join("config.json"), config.to_string()).unwrap();
-        let dataset = load_datasets(&dir.join("datasets"), &DatasetDefaults::default())
-            .unwrap()
-            .remove(0);
-        let server = Server::new(engine, Connection::default(), dir.join("databases"));
-        server.ping().unwrap();
-        std::fs::create_dir_all(dir.join("databases")).unwrap();
-        Fixture {
-            state: dir.join("jobs/.gate_real_db_upgrade-golden"),
-            claims: dir.join("jobs/.gate_real_db_upgrade"),
-            _tmp: tmp,
-            dataset,
-            server,
-        }
-    }
-
-    fn provider<'a>(&'a self, note: &'a (dyn Fn(&str) + Sync)) -> Provider<'a> {
-        Provider {
-            server: &self.server,
-            dataset: &self.dataset,
-            state: Some(&self.state),
-            claims: Some(&self.claims),
-            cancel: &NeverCancelled,
-            note,
-        }
-    }
-
-    fn db(&self, n: u32) -> String {
-        format!("{}_run{n}", self.dataset.name)
-    }
-
-    /// Every golden copy of this dataset on the server (PostgreSQL) or in the state dir.
-    fn goldens(&self) -> Vec<String> {
-        let prefix = format!("th_golden_{}_", self.dataset.name);
-        match self.dataset.engine {
-            Engine::Sqlite => Server::new(
-                Engine::Sqlite,
-                Connection::default(),
-                self.state.join("sqlite"),
-            )
-            .databases_with_prefix(&prefix)
-            .unwrap(),
-            _ => self.server.databases_with_prefix(&prefix).unwrap(),
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if self.dataset.engine == Engine::PostgreSql {
-            for name in self
-                .server
-                .databases_with_prefix(&format!("th_golden_{}_", self.dataset.name))
-                .unwrap_or_default()
-            {
-                let _ = self.server.drop_database(&name);
-            }
-            for name in self
-                .server
-                .databases_with_prefix(&self.dataset.name)
-                .unwrap_or_default()
-            {
-                let _ = self.server.drop_database(&name);
-            }
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
+/// A dataset of its own on `engine` with a seed of `rows` items and `provisioning`.
+fn fixture(engine: Engine, rows: u32, provisioning: &str) -> ProviderFixture {
+    let f = ProviderFixture::new(
+        engine,
+        "prov",
+        &seed_sql(engine, rows, "a"),
+        json!({"provisioning": provisioning}),
+    );
+    f.server.ping().unwrap();
+    f
 }
 
 const CONTENT: &str = "SELECT count(*) || ':' || md5(string_agg(id || ',' || name || ',' || qty, ';' ORDER BY id)) FROM items";
 
 /// The golden copy's contents, read through a clone (nobody may connect to it).
-fn golden_content(f: &Fixture, golden: &str) -> String {
+fn golden_content(f: &ProviderFixture, golden: &str) -> String {
     let check = f.db(99);
     f.server.clone_database(golden, &check).unwrap();
     let content = psql(&check, CONTENT);
@@ -148,32 +61,9 @@ fn golden_content(f: &Fixture, golden: &str) -> String {
     content
 }
 
-/// The notes a provider wrote.
-#[derive(Default)]
-struct Notes(Mutex<Vec<String>>);
-
-impl Notes {
-    fn push(&self, text: &str) {
-        self.0.lock().unwrap().push(text.to_string());
-    }
-
-    fn count(&self, what: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|n| n.contains(what))
-            .count()
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 #[test]
 fn postgresql_golden_copy_is_built_once_sealed_and_never_changed_by_a_run() {
-    let f = Fixture::new(Engine::PostgreSql, 2000, "auto");
+    let f = fixture(Engine::PostgreSql, 2000, "auto");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let first = f.provider(&note).provide(&f.db(1)).unwrap();
@@ -218,7 +108,7 @@ fn postgresql_golden_copy_is_built_once_sealed_and_never_changed_by_a_run() {
 
 #[test]
 fn postgresql_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
-    let f = Fixture::new(Engine::PostgreSql, 100, "clone");
+    let f = fixture(Engine::PostgreSql, 100, "clone");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let old = f
@@ -253,7 +143,7 @@ fn postgresql_a_changed_seed_rebuilds_and_drops_the_stale_copy() {
 
 #[test]
 fn postgresql_two_jobs_at_once_build_the_golden_copy_once() {
-    let f = Fixture::new(Engine::PostgreSql, 300_000, "auto");
+    let f = fixture(Engine::PostgreSql, 300_000, "auto");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let results: Vec<_> = std::thread::scope(|s| {
@@ -284,7 +174,7 @@ fn postgresql_two_jobs_at_once_build_the_golden_copy_once() {
 /// load, an infrastructure error for a good change), and both runs get a clone.
 #[test]
 fn postgresql_two_workers_sharing_a_server_build_at_once_without_harm() {
-    let f = Fixture::new(Engine::PostgreSql, 300_000, "auto");
+    let f = fixture(Engine::PostgreSql, 300_000, "auto");
     let other_jobs = tempfile::tempdir().unwrap();
     let other_state = other_jobs.path().join(".gate_real_db_upgrade-golden");
     let other_claims = other_jobs.path().join(".gate_real_db_upgrade");
@@ -315,7 +205,7 @@ fn postgresql_two_workers_sharing_a_server_build_at_once_without_harm() {
 
 #[test]
 fn postgresql_a_cancelled_build_leaves_no_database_and_no_claim() {
-    let f = Fixture::new(Engine::PostgreSql, 3_000_000, "clone");
+    let f = fixture(Engine::PostgreSql, 3_000_000, "clone");
     let flag = CancelFlag::new();
     let note = |_: &str| {};
     let provider = Provider {
@@ -341,7 +231,7 @@ fn postgresql_a_cancelled_build_leaves_no_database_and_no_claim() {
 
 #[test]
 fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
-    let f = Fixture::new(Engine::Sqlite, 500, "auto");
+    let f = fixture(Engine::Sqlite, 500, "auto");
     let notes = Notes::default();
     let note = |t: &str| notes.push(t);
     let first = f.provider(&note).provide(&f.db(1)).unwrap();
@@ -384,7 +274,7 @@ fn sqlite_golden_file_is_copied_and_stays_read_only_and_unchanged() {
 
 #[test]
 fn reload_when_asked_or_when_there_is_no_fast_path() {
-    let f = Fixture::new(Engine::PostgreSql, 10, "reload");
+    let f = fixture(Engine::PostgreSql, 10, "reload");
     let note = |_: &str| {};
     let done = f.provider(&note).provide(&f.db(1)).unwrap();
     assert_eq!(
@@ -393,7 +283,7 @@ fn reload_when_asked_or_when_there_is_no_fast_path() {
     );
     assert!(f.goldens().is_empty());
     // auto without a state dir reloads too.
-    let f = Fixture::new(Engine::PostgreSql, 10, "auto");
+    let f = fixture(Engine::PostgreSql, 10, "auto");
     let provider = Provider {
         state: None,
         ..f.provider(&note)

@@ -515,6 +515,27 @@ mod tests {
         }
     }
 
+    /// A database name of its own for a test on a real server.
+    fn unique_db() -> String {
+        format!(
+            "th_rw_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        )
+    }
+
+    /// The test server of `engine` (the default connection).
+    fn test_server(engine: crate::engine::Engine) -> Server {
+        Server::new(
+            engine,
+            crate::engine::Connection::default(),
+            std::path::PathBuf::new(),
+        )
+    }
+
     /// Committed after each migration: each change belongs to the migration that ended there,
     /// with the size read before it; a truncated table is not a rewrite.
     #[test]
@@ -591,24 +612,13 @@ mod tests {
     fn postgresql_probe_sees_committed_rewrites_without_waiting() {
         use crate::engine::test_psql::{run, spawn};
         use std::time::{Duration, Instant};
-        let db = format!(
-            "th_rw_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
+        let db = unique_db();
         run("postgres", &format!("CREATE DATABASE {db}"));
         run(
             &db,
             "CREATE TABLE big (id int, v int); INSERT INTO big SELECT g, g FROM generate_series(1, 100000) g",
         );
-        let server = Server::new(
-            crate::engine::Engine::PostgreSql,
-            crate::engine::Connection::default(),
-            std::path::PathBuf::new(),
-        );
+        let server = test_server(crate::engine::Engine::PostgreSql);
         let mut probe = server.table_probe(&db).unwrap();
         let before = probe.read().unwrap();
         let mut migration = spawn(
@@ -674,14 +684,7 @@ mod tests {
     /// On the real MariaDB server: a copying ALTER changes the table id, an instant one not.
     #[test]
     fn mariadb_probe_sees_copy_alters_not_instant_ones() {
-        let db = format!(
-            "th_rw_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
+        let db = unique_db();
         let sql = |q: &str| {
             let status = std::process::Command::new("mysql")
                 .args(["-h", "127.0.0.1", "-u", "root", "-e", q])
@@ -693,11 +696,7 @@ mod tests {
             "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
              USE {db}; INSERT INTO t SELECT seq, seq FROM seq_1_to_10000"
         ));
-        let server = Server::new(
-            crate::engine::Engine::MariaDb,
-            crate::engine::Connection::default(),
-            std::path::PathBuf::new(),
-        );
+        let server = test_server(crate::engine::Engine::MariaDb);
         let mut probe = server.table_probe(&db).unwrap();
         let first = probe.read().unwrap().tables["t"];
         sql(&format!(
