@@ -25,7 +25,8 @@
 //!     --test bench_observation -- --nocapture --test-threads 1      # add postgresql / mariadb
 //! ```
 //!
-//! The defaults (50,000 rows, 2 rounds) keep the whole bench under a minute for CI; figures
+//! `TH_BENCH_OBS_LOGS=1` also prints the dataset log of one on and one off run (where a job's
+//! time goes). The defaults (50,000 rows, 2 rounds) keep the whole bench under a minute for CI; figures
 //! at that size are dominated by noise. The migrations' work is the server's, so a debug build
 //! of the plugin measures the same migrations (the plugin's own sampling is a few small
 //! queries per interval).
@@ -618,6 +619,15 @@ fn report(engine: Engine, rows: u64, rounds: usize, warm: &Run, runs: &[Run]) {
         figure(Mode::Off, &|r| r.job.took.as_secs_f64()),
         "s",
     );
+    row(
+        &mut out,
+        "the job outside the migrations",
+        figure(Mode::On, &|r| r.job.took.as_secs_f64() - r.span_ms / 1000.0),
+        figure(Mode::Off, &|r| {
+            r.job.took.as_secs_f64() - r.span_ms / 1000.0
+        }),
+        "s",
+    );
     let cpu_label = match engine {
         Engine::PostgreSql => "server CPU (backends of the run database)",
         _ => "server CPU (the private mariadbd, start to stop)",
@@ -725,6 +735,15 @@ fn report(engine: Engine, rows: u64, rounds: usize, warm: &Run, runs: &[Run]) {
             schema(on),
             schema(off)
         ));
+    }
+    if std::env::var_os("TH_BENCH_OBS_LOGS").is_some() {
+        for run in [on, off] {
+            out.push_str(&format!(
+                "   --- {DATASET}.log of the first {:?} run\n{}",
+                run.mode,
+                run.log()
+            ));
+        }
     }
     println!("{out}");
 }
