@@ -42,13 +42,14 @@ use std::time::Duration;
 use gate_real_db_upgrade::dataset::Engine;
 use gate_real_db_upgrade::dataset_run::database_prefix;
 use serde_json::{json, Value};
-use turbo_hipster_tests::gate::{assert_no_databases, require, JobRun, World};
+use turbo_hipster_tests::gate::{assert_no_databases, require, server, JobRun, World};
 
 /// The run database's name (before the run's unique part).
 const DATABASE: &str = "bench_obs";
 const PROJECT: &str = "bench/obs";
-/// The dataset's name (its log is `bench.log`).
-const DATASET: &str = "bench";
+/// The dataset's name (its log is `obsbench.log`; its PostgreSQL golden copy
+/// `th_golden_obsbench_<checksum>`, dropped at the end).
+const DATASET: &str = "obsbench";
 /// Small tables next to `big`: the rewrite probe reads every table at each boundary.
 const SMALL_TABLES: usize = 20;
 
@@ -546,11 +547,31 @@ fn pct(on: f64, off: f64) -> f64 {
     (on - off) / off * 100.0
 }
 
+/// Drops the bench's PostgreSQL golden copies whatever happens (a million rows are hundreds
+/// of MB; MariaDB's golden datadir is in the world's directory, removed with it).
+struct DropGoldens(Engine);
+
+impl Drop for DropGoldens {
+    fn drop(&mut self) {
+        if self.0 != Engine::PostgreSql {
+            return;
+        }
+        let pg = server(Engine::PostgreSql);
+        for name in pg
+            .databases_with_prefix(&format!("th_golden_{DATASET}_"))
+            .unwrap_or_default()
+        {
+            let _ = pg.drop_database(&name);
+        }
+    }
+}
+
 /// The bench of one engine: warm-up, alternating rounds, checks, printout.
 fn bench(engine: Engine) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rows = rows();
     let rounds = rounds();
+    let _goldens = DropGoldens(engine);
     let bench = Bench::new(engine, rows);
     // The first job builds the golden copy (PostgreSQL template, MariaDB datadir): not measured.
     let warm = bench.run(Mode::On);
