@@ -579,7 +579,7 @@ impl Shared {
             if left.is_zero() {
                 return false;
             }
-            tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+            tokio::time::sleep(left.min(Duration::from_millis(10))).await;
         }
         true
     }
