@@ -89,15 +89,19 @@ pub struct RegressionRule {
     pub factor: f64,
     /// No judgement with fewer samples.
     pub min_samples: usize,
+    /// No judgement of a run shorter than this (ms): a few milliseconds' jitter of a quick
+    /// migration is many times its median and no regression anyone would deploy around.
+    pub min_ms: i64,
 }
 
 impl RegressionRule {
     /// How many times slower than the median `duration_ms` is, when it is a regression: the
-    /// history has enough samples, and `duration_ms > factor × median` (strictly). A median of
+    /// history has enough samples, the run took at least `min_ms`, and
+    /// `duration_ms > factor × median` (strictly). A median of
     /// 0 ms counts as 1 ms (a migration of no measurable time would otherwise make any later
     /// one a regression by an infinite factor).
     pub fn regression(&self, duration_ms: i64, history: &Stats) -> Option<f64> {
-        if history.count < self.min_samples.max(1) {
+        if history.count < self.min_samples.max(1) || duration_ms < self.min_ms {
             return None;
         }
         let median = history.median_ms.max(1.0);
@@ -174,6 +178,7 @@ mod tests {
         let rule = RegressionRule {
             factor: 3.0,
             min_samples: 3,
+            min_ms: 0,
         };
         let history = Stats::of(&[100, 110, 90]).unwrap();
         assert_eq!(rule.regression(301, &history), Some(3.01));
@@ -187,5 +192,12 @@ mod tests {
             rule.regression(5, &Stats::of(&[0, 0, 0]).unwrap()),
             Some(5.0)
         );
+        // A run shorter than min_ms is not judged, however many times its median.
+        let quick = RegressionRule {
+            min_ms: 1000,
+            ..rule
+        };
+        assert_eq!(quick.regression(999, &history), None);
+        assert_eq!(quick.regression(1000, &history), Some(10.0));
     }
 }

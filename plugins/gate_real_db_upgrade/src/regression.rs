@@ -5,7 +5,8 @@
 //! The history is the daemon's per-migration database (`HostSettings::history_database`,
 //! [`th_history`]); the daemon records a job's migrations after the job, so a run is compared
 //! with the runs before it only. K (`regression_factor`, default 3) and the least number of
-//! earlier runs (`regression_min_samples`, default 10) are the job's settings
+//! earlier runs (`regression_min_samples`, default 10) and the shortest run judged
+//! (`regression_min_ms`, default 1000) are the job's settings
 //! ([`crate::settings`]): with fewer samples of a migration there is no judgement, so a new
 //! dataset or migration starts without warnings. The comparison is strict (`M > K × T`); a
 //! median of 0 ms counts as 1 ms. Migrations that never ended give their own FAILURE and are
@@ -131,6 +132,7 @@ mod tests {
         let rule = RegressionRule {
             factor: 3.0,
             min_samples: 3,
+            min_ms: 0,
         };
         let baseline = Baseline::from_stats(
             rule,

@@ -16,6 +16,7 @@
 //! | `pass_parameters` | build parameters (`NAME` or `PREFIX*`) passed to the migration tool besides Zuul's; never one that changes how programs start | none |
 //! | `regression_factor` | K: a migration slower than K times its median in the history of the dataset gets `WARNING - Migration … took N× longer than usual …` ([`crate::regression`]); a number from 1, or `false`: off | 3 |
 //! | `regression_min_samples` | how many earlier runs of the migration the history needs before it judges (whole, 1 to 1000000) | 10 |
+//! | `regression_min_ms` | a run shorter than this many milliseconds is not judged (whole, 0 to 86400000) | 1000 |
 //! | `containment` | `{run_as, memory_mib, processes, open_files, network_namespace}`: how the migration tool runs ([`turbo_hipster_sdk::support::contain`]) | `nobody` when root, 4096, 512, 4096, false |
 //!
 //! With `containment.network_namespace`, the tool has only loopback: every tool-mode dataset
@@ -81,6 +82,8 @@ pub struct Settings {
 pub const DEFAULT_REGRESSION_FACTOR: f64 = 3.0;
 /// The default `regression_min_samples`.
 pub const DEFAULT_REGRESSION_MIN_SAMPLES: usize = 10;
+/// The default `regression_min_ms`: a migration of under a second is not judged.
+pub const DEFAULT_REGRESSION_MIN_MS: i64 = 1000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -97,6 +100,7 @@ impl Default for Settings {
             regression: Some(th_history::RegressionRule {
                 factor: DEFAULT_REGRESSION_FACTOR,
                 min_samples: DEFAULT_REGRESSION_MIN_SAMPLES,
+                min_ms: DEFAULT_REGRESSION_MIN_MS,
             }),
         }
     }
@@ -161,6 +165,12 @@ impl Settings {
         {
             if let Some(rule) = &mut s.regression {
                 rule.min_samples = usize::try_from(n).unwrap_or(DEFAULT_REGRESSION_MIN_SAMPLES);
+            }
+        }
+        if let Some(n) = get("regression_min_ms").and_then(|(k, v)| c.integer(k, v, 0..=86_400_000))
+        {
+            if let Some(rule) = &mut s.regression {
+                rule.min_ms = i64::try_from(n).unwrap_or(DEFAULT_REGRESSION_MIN_MS);
             }
         }
         s.git.read_config(&mut c, config);
@@ -290,6 +300,41 @@ mod tests {
                 "git_retries",
                 "keep_databases"
             ],
+            "{problems:?}"
+        );
+    }
+
+    /// The regression warning's keys: defaults, each read, `false` turns it off, bad values
+    /// named.
+    #[test]
+    fn regression_keys() {
+        let rule = |v: Value| Settings::from_config(&config(v)).map(|s| s.regression);
+        let default = rule(json!({})).unwrap().unwrap();
+        assert_eq!(default.factor, DEFAULT_REGRESSION_FACTOR);
+        assert_eq!(default.min_samples, DEFAULT_REGRESSION_MIN_SAMPLES);
+        assert_eq!(default.min_ms, DEFAULT_REGRESSION_MIN_MS);
+        let set = rule(json!({
+            "regression_factor": 2.5,
+            "regression_min_samples": 4,
+            "regression_min_ms": 0,
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!((set.factor, set.min_samples, set.min_ms), (2.5, 4, 0));
+        assert!(rule(json!({"regression_factor": false})).unwrap().is_none());
+        let Err(PluginError::Config(problems)) = rule(json!({
+            "regression_min_ms": -1,
+            "regression_min_samples": 0,
+        })) else {
+            panic!("not a config error")
+        };
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["regression_min_samples", "regression_min_ms"],
             "{problems:?}"
         );
     }
