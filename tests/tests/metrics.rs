@@ -741,6 +741,10 @@ fn hostile_clients_neither_crash_the_daemon_nor_hold_up_its_builds() {
     );
 
     // Slow: a byte every 300 ms never makes a request; the server gives up after its 5 s.
+    // It must hold one of the endpoint's slots before the idle flood below takes the rest
+    // (else it is told 503): it says when it has connected and sent its first bytes, and
+    // the flood waits a moment more for the server to have taken it.
+    let (connected_tx, connected) = std::sync::mpsc::channel();
     let slow = std::thread::spawn({
         let addr = addr.clone();
         move || {
@@ -749,6 +753,7 @@ fn hostile_clients_neither_crash_the_daemon_nor_hold_up_its_builds() {
                 .unwrap();
             let started = Instant::now();
             s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            let _ = connected_tx.send(());
             let mut got = Vec::new();
             loop {
                 let mut buf = [0u8; 512];
@@ -768,6 +773,8 @@ fn hostile_clients_neither_crash_the_daemon_nor_hold_up_its_builds() {
 
     // Many: far more idle connections than the endpoint serves at once. The ones over its
     // limit are told 503 at once; the rest hold their slots until the head timeout.
+    connected.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     let idle: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();

@@ -47,7 +47,7 @@ use crate::version;
 use crate::version::ExpectedVersion;
 
 /// The log tag of the plugin's own notes in a dataset's log.
-pub const NOTE: &str = "th";
+pub const NOTE: &str = crate::engine::NOTE_TAG;
 /// The phase name of the run on the change itself.
 pub const CHANGE_PHASE: &str = "change";
 /// The longest database-name prefix taken from the dataset.
@@ -1400,7 +1400,7 @@ impl Run<'_, '_> {
             .timeout(Some(remaining))
             .on_line(|line| {
                 // What the observation met since the last line happened before this one.
-                log_observation(self.log, observer, &mask);
+                observer.log_events(self.log, NOTE, &mask);
                 let _ = self.log.line_at(&line.time, "output", &mask(&line.text));
                 cuts.feed(&mut parser, line.time.naive_local(), &line.text);
                 if hint.is_none() && crate::engine::unavailable_kind(&line.text).is_some() {
@@ -1424,7 +1424,7 @@ impl Run<'_, '_> {
         if let Some(e) = cuts.attach(&mut records) {
             self.note(&mask(&format!("rewrites: could not read the tables: {e}")));
         }
-        log_observation(self.log, observer, &mask);
+        observer.log_events(self.log, NOTE, &mask);
         for gap in records
             .iter_mut()
             .flat_map(|r| r.observation_gaps.iter_mut())
@@ -1680,18 +1680,6 @@ impl<'o> LockCuts<'o> {
         }
         attach_rewrites(&self.points, records);
         self.tables_error
-    }
-}
-
-/// Writes the observation's news (a part stopped, resumed, reconnected) into the dataset's
-/// log, each line at the time it happened, masked.
-pub(crate) fn log_observation(
-    log: &LogFile,
-    observer: &Observation,
-    mask: &dyn Fn(&str) -> String,
-) {
-    for event in observer.events() {
-        let _ = log.line_at(&event.at, NOTE, &mask(&event.text));
     }
 }
 

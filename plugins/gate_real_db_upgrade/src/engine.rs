@@ -43,7 +43,7 @@ pub use counters::{CounterReader, Reading, SPLIT as COUNTER_SPLIT, WAL_BYTES};
 pub use golden::GoldenState;
 pub use kind::Engine;
 pub use locks::{Blocks, Hold, LockMode, LockObserver, LockTracker, SeenLock, TableLocks};
-pub use observation::{one_line, Cut, Gap, GapBook, GapEvent, Observation, Part};
+pub use observation::{one_line, Cut, Gap, GapBook, GapEvent, Observation, Part, NOTE_TAG};
 pub use private_server::{
     version_number, Binaries, Instance, PrivateServer, Profile, COPIED_VARIABLES,
 };

@@ -23,7 +23,6 @@ use chrono::Local;
 use turbo_hipster_sdk::support::process::{seconds, Cancellation};
 use turbo_hipster_sdk::support::LogFile;
 
-use crate::dataset_run::log_observation;
 use crate::engine::{rewrites, EngineError, Gap, Observation, Part, Server, VersionSource};
 use crate::engine::{Connection, Engine};
 use crate::logparse::MigrationRecord;
@@ -306,7 +305,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 .take()
                 .or_else(|| tables_at(target.observation, None, &note, &mut gaps)),
         );
-        log_observation(target.log, target.observation, &str::to_string);
+        target
+            .observation
+            .log_events(target.log, crate::engine::NOTE_TAG, &str::to_string);
         let start = Local::now();
         let _ = target
             .log
@@ -344,7 +345,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 record.counters = cut.counters.unwrap_or_default();
                 let ms = (end - start).num_milliseconds();
                 let _ = target.log.line_at(&end, TAG, &format!("done ({ms} ms)"));
-                log_observation(target.log, target.observation, &str::to_string);
+                target
+                    .observation
+                    .log_events(target.log, crate::engine::NOTE_TAG, &str::to_string);
                 run.migrations.push(record);
                 let record_version = format!(
                     "DELETE FROM {table}; INSERT INTO {table} (version) VALUES ('{}')",
@@ -361,7 +364,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 let _ = target
                     .log
                     .line_at(&end, TAG, &format!("ERROR in {name}: {message}"));
-                log_observation(target.log, target.observation, &str::to_string);
+                target
+                    .observation
+                    .log_events(target.log, crate::engine::NOTE_TAG, &str::to_string);
                 run.migrations.push(record);
                 run.end = SqlEnd::Failed {
                     file: name,
@@ -370,7 +375,9 @@ pub fn apply(target: &SqlTarget<'_>, files: &[SqlFile]) -> SqlRun {
                 return run;
             }
             Watched::Stopped(why) => {
-                log_observation(target.log, target.observation, &str::to_string);
+                target
+                    .observation
+                    .log_events(target.log, crate::engine::NOTE_TAG, &str::to_string);
                 run.migrations.push(record);
                 run.end = why;
                 return run;
@@ -431,7 +438,9 @@ fn execute_watched(target: &SqlTarget<'_>, server: &Server, sql: String) -> Watc
             return Watched::Stopped(why);
         }
         // The observation's news (the lock sampler stopped, resumed) as the file runs.
-        log_observation(target.log, target.observation, &str::to_string);
+        target
+            .observation
+            .log_events(target.log, crate::engine::NOTE_TAG, &str::to_string);
         let wait = POLL.min(target.deadline.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(result) => return Watched::Done(result),

@@ -16,9 +16,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Local};
+use turbo_hipster_sdk::support::LogFile;
 
 use super::counters::{CounterReader, Reading};
 use super::locks::{LockObserver, TableLocks};
+
+/// The tag of the worker's own notes in a dataset's log (the observation's lines among them).
+pub const NOTE_TAG: &str = "th";
 
 /// A part of the observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -376,6 +380,15 @@ impl Observation {
     /// The log lines about the observation's gaps since the last call, in time order.
     pub fn events(&self) -> Vec<GapEvent> {
         self.book().events()
+    }
+
+    /// Writes the observation's news since the last call (a part stopped, resumed,
+    /// reconnected) into the dataset's `log` under `tag`, each line at the time it happened,
+    /// through `mask`.
+    pub fn log_events(&self, log: &LogFile, tag: &str, mask: &dyn Fn(&str) -> String) {
+        for event in self.events() {
+            let _ = log.line_at(&event.at, tag, &mask(&event.text));
+        }
     }
 
     /// Lets the tool's sessions publish what they counted before the last cut of a phase
