@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
+use turbo_hipster_tests::gate::copy_tree;
 use turbo_hipster_tests::{built, git, profile, root, text};
 
 fn run(cmd: &mut Command) -> Output {
@@ -452,17 +453,4 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         all.push(path);
     }
     all
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

@@ -284,12 +284,8 @@ mod tests {
         .unwrap_err() else {
             panic!("not a config error")
         };
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|p| p.split(':').next().unwrap())
-            .collect();
         assert_eq!(
-            keys,
+            problem_keys(&problems),
             [
                 "datasets_dir",
                 "max_parallel_datasets",
@@ -302,6 +298,14 @@ mod tests {
             ],
             "{problems:?}"
         );
+    }
+
+    /// The key each problem names (the text before its first `:`).
+    fn problem_keys(problems: &[String]) -> Vec<&str> {
+        problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default())
+            .collect()
     }
 
     /// The regression warning's keys: defaults, each read, `false` turns it off, bad values
@@ -328,12 +332,8 @@ mod tests {
         })) else {
             panic!("not a config error")
         };
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|p| p.split(':').next().unwrap())
-            .collect();
         assert_eq!(
-            keys,
+            problem_keys(&problems),
             ["regression_min_samples", "regression_min_ms"],
             "{problems:?}"
         );

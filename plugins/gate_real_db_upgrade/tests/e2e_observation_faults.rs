@@ -18,7 +18,8 @@ use gate_real_db_upgrade::dataset_run::database_prefix;
 use serde_json::{json, Value};
 use turbo_hipster_tests::db_servers::{query, DbKind};
 use turbo_hipster_tests::gate::{
-    alembic_ini, assert_no_databases, example, require, venv, JobRun, World, ALEMBIC_ENV_PY,
+    alembic_revision, alembic_world, assert_no_databases, example, require, JobRun, World,
+    ALEMBIC_ENV_PY, REV_A, REV_B,
 };
 
 /// How long the migration during which the connections are killed runs.
@@ -278,53 +279,25 @@ fn kill_postgresql_observers(uuid: &str, database: &str) -> Vec<String> {
     .collect()
 }
 
-const REV_A: &str = "a1a1a1a1a1a1";
-const REV_B: &str = "b2b2b2b2b2b2";
-
-fn revision(rev: &str, down: &str, upgrade: &str) -> String {
-    format!(
-        "\"\"\"{rev}\"\"\"\nfrom alembic import op\n\n\
-         revision = '{rev}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n\
-         def upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    pass\n"
-    )
-}
-
 /// alembic, one transaction per migration, the output parsed as it arrives: the first
 /// migration sleeps (the observers are killed then), the second holds ACCESS EXCLUSIVE on
 /// `big` for 0.6 s. The gap is the first migration's, the second's lock is seen.
 #[test]
 fn postgresql_alembic_killed_side_connections_leave_a_gap_and_the_job_passes() {
     let engine = Engine::PostgreSql;
-    require(engine);
-    let venv = venv();
-    let mut world = World::new(json!({}));
-    world.dataset(
-        "api",
-        json!({
-            "project": "acme/gaps",
-            "engine": engine.name(),
-            "database": "acme_gaps",
-            "seed_data": "seed.sql",
-            "migration": {
-                "tool": [venv.join("bin/alembic"), "-c", "{work_dir}/alembic.ini", "upgrade", "head"],
-                "templates": {"alembic.ini": "alembic.ini.tmpl"},
-                "log_format": "alembic",
-            },
-            "expected_version": {"alembic_heads": "alembic/versions"},
-            "maximum_lock_hold": {"default": 30},
-        }),
-        &[
-            ("seed.sql", "CREATE TABLE big (id INTEGER PRIMARY KEY);\n"),
-            ("alembic.ini.tmpl", &alembic_ini("")),
-        ],
+    let world = alembic_world(
+        engine,
+        "acme/gaps",
+        "CREATE TABLE big (id INTEGER PRIMARY KEY);\n",
+        json!({"maximum_lock_hold": {"default": 30}}),
+        &[("alembic/env.py", ALEMBIC_ENV_PY)],
     );
-    world.project("acme/gaps", &[("alembic/env.py", ALEMBIC_ENV_PY)]);
-    let rev_a = revision(
+    let rev_a = alembic_revision(
         REV_A,
         "None",
         &format!("op.execute('SELECT pg_sleep({SLEEP_SECONDS})')"),
     );
-    let rev_b = revision(
+    let rev_b = alembic_revision(
         REV_B,
         &format!("'{REV_A}'"),
         "op.execute('LOCK TABLE big IN ACCESS EXCLUSIVE MODE')\n    \
