@@ -170,6 +170,25 @@ fn files(sleep: &str, lock: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Runs `change` of `project` on PostgreSQL, killing the job's three side connections (by
+/// their names) while its first migration sleeps; the finished run, its database gone.
+fn run_killing_postgresql_observers(world: &World, project: &str, change: &str) -> JobRun {
+    let database = project.replace('/', "_");
+    let job = world.spawn(project, change, &[]);
+    let killed = kill_postgresql_observers(&job.1, &database);
+    assert_eq!(
+        killed,
+        [
+            "turbo-hipster counters",
+            "turbo-hipster locks",
+            "turbo-hipster rewrites"
+        ]
+    );
+    let run = world.finish(job);
+    assert_no_databases(Engine::PostgreSql, &database, &run.uuid);
+    run
+}
+
 #[test]
 fn postgresql_killed_side_connections_leave_a_gap_and_the_job_passes() {
     let engine = Engine::PostgreSql;
@@ -180,18 +199,7 @@ fn postgresql_killed_side_connections_leave_a_gap_and_the_job_passes() {
     );
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let change = world.propose("example/shop", &refs);
-    let job = world.spawn("example/shop", &change, &[]);
-    let killed = kill_postgresql_observers(&job.1, "example_shop");
-    assert_eq!(
-        killed,
-        [
-            "turbo-hipster counters",
-            "turbo-hipster locks",
-            "turbo-hipster rewrites"
-        ]
-    );
-    let run = world.finish(job);
-    assert_no_databases(engine, "example_shop", &run.uuid);
+    let run = run_killing_postgresql_observers(&world, "example/shop", &change);
     assert_gap_reported(&run, &["ACCESS EXCLUSIVE"]);
 }
 
@@ -310,18 +318,7 @@ fn postgresql_alembic_killed_side_connections_leave_a_gap_and_the_job_passes() {
             ("alembic/versions/b_lock.py", &rev_b),
         ],
     );
-    let job = world.spawn("acme/gaps", &change, &[]);
-    let killed = kill_postgresql_observers(&job.1, "acme_gaps");
-    assert_eq!(
-        killed,
-        [
-            "turbo-hipster counters",
-            "turbo-hipster locks",
-            "turbo-hipster rewrites"
-        ]
-    );
-    let run = world.finish(job);
-    assert_no_databases(engine, "acme_gaps", &run.uuid);
+    let run = run_killing_postgresql_observers(&world, "acme/gaps", &change);
     assert_eq!(run.result, "SUCCESS", "{}", run.describe());
 
     let first = migration(&run, "base", REV_A);
