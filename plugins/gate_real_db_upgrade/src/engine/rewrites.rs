@@ -85,6 +85,8 @@ pub struct Rewrite {
 const POSTGRES_TABLES: &str = "\
     WITH locked AS (SELECT relation FROM pg_locks \
                     WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' \
+                      AND database = (SELECT oid FROM pg_database \
+                                      WHERE datname = current_database()) \
                       AND pid <> pg_backend_pid()) \
     SELECT c.relname::text, c.relfilenode::bigint, \
            CASE WHEN c.oid NOT IN (SELECT relation FROM locked) \
@@ -607,6 +609,42 @@ mod tests {
 
     /// On the real server: the probe reads a rewrite's new relfilenode only after the commit;
     /// while the migration's transaction holds ACCESS EXCLUSIVE it does not wait for it (the
+    /// Databases cloned from one golden copy have the same relation ids: a lock on the other
+    /// database's `big` is not one on ours (its size is read). Seen in CI as a rewrite of
+    /// "0 B" when two runs of one dataset ran at once.
+    #[test]
+    fn postgresql_probe_ignores_locks_in_other_databases() {
+        use crate::engine::test_psql::{run, spawn};
+        use std::time::Duration;
+        let template = unique_db();
+        let (ours, theirs) = (format!("{template}_a"), format!("{template}_b"));
+        run("postgres", &format!("CREATE DATABASE {template}"));
+        run(
+            &template,
+            "CREATE TABLE big (id int); INSERT INTO big SELECT generate_series(1, 10000)",
+        );
+        for db in [&ours, &theirs] {
+            run(
+                "postgres",
+                &format!("CREATE DATABASE {db} TEMPLATE {template}"),
+            );
+        }
+        let server = test_server(crate::engine::Engine::PostgreSql);
+        let mut probe = server.table_probe(&ours).unwrap();
+        let mut holder = spawn(
+            &theirs,
+            "BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1.5); COMMIT;",
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        let read = probe.read().unwrap();
+        assert!(holder.wait().unwrap().success());
+        drop(probe);
+        for db in [&ours, &theirs, &template] {
+            run("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+        }
+        assert!(read.tables["big"].bytes.is_some_and(|b| b > 0), "{read:?}");
+    }
+
     /// table's size is then unknown) and sees the open transaction.
     #[test]
     fn postgresql_probe_sees_committed_rewrites_without_waiting() {
