@@ -183,19 +183,6 @@ impl CounterReader {
         self.names
     }
 
-    /// The counters now.
-    ///
-    /// # Errors
-    /// The side connection failed.
-    pub fn read(&self) -> Result<Reading, EngineError> {
-        let mut guard = self.source.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(source) = guard.as_mut() else {
-            return Err(EngineError::Other("the counter reader is closed".into()));
-        };
-        let ep = &self.ep;
-        on_runtime(&self.runtime, || read(ep, source))
-    }
-
     /// The counters now; when the reading fails, the side connection is made again and read
     /// once more: then the first failure comes along (for the log).
     ///
