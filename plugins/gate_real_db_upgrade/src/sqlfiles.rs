@@ -218,7 +218,11 @@ fn tables_at(
             gaps.push(Gap::point(Part::Rewrites, Local::now(), &e.to_string()));
         })
         .ok();
-    Some(rewrites::StatePoint { owner, snapshot })
+    Some(rewrites::StatePoint {
+        owner,
+        snapshot,
+        begun: Vec::new(),
+    })
 }
 
 /// Applies `files` in order to the target database.

@@ -196,6 +196,14 @@ fn alembic_runs_get_locks_per_migration() {
         "{}",
         m[2]
     );
+    // The rewrite is the second migration's alone, and certain (one transaction each), even
+    // when the first one is so short that the second had begun before its end was handled.
+    let rewrites = |i: usize| m[i]["rewrites"].as_array().cloned().unwrap_or_default();
+    assert!(rewrites(0).is_empty(), "{}", m[0]);
+    assert!(rewrites(2).is_empty(), "{}", m[2]);
+    assert_eq!(rewrites(1).len(), 1, "{}", m[1]);
+    assert_eq!(rewrites(1)[0]["table"], "big", "{}", m[1]);
+    assert_eq!(rewrites(1)[0]["certain"], true, "{}", m[1]);
     let log = run.file("api.log");
     assert!(
         log.contains("observing locks every 50 ms (pg_locks)"),

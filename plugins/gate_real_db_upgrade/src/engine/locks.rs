@@ -11,7 +11,7 @@
 //! PostgreSQL: `pg_locks` (relation locks) joined with `pg_class`, read from a connection to
 //! the run database. MariaDB/MySQL (metadata locks) use the same [`LockMode`] scale.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -177,17 +177,66 @@ struct Streak {
     mode: LockMode,
 }
 
-/// Folds samples into [`TableLocks`] per migration: [`LockTracker::cut`] at each migration
+/// What the sampler reported, kept in time order until a cut folds it.
+#[derive(Debug)]
+enum Event {
+    /// The locks seen by a sample begun at this instant.
+    Sample(Instant, Vec<SeenLock>),
+    /// The sampling failed at this instant ([`LockTracker::interrupt`]).
+    Interrupt(Instant),
+}
+
+impl Event {
+    fn at(&self) -> Instant {
+        match self {
+            Event::Sample(at, _) | Event::Interrupt(at) => *at,
+        }
+    }
+}
+
+/// How long samples wait for a boundary before they are folded anyway: a boundary handled
+/// later than this after its line arrived cuts at the time it is handled (what was sampled in
+/// between goes to the migration before). Bounds the memory of a long migration.
+const LATE_BOUNDARY: Duration = Duration::from_secs(10);
+
+/// Folds samples into [`TableLocks`] per migration: [`LockTracker::cut_at`] at each migration
 /// boundary returns what the migration that just ended did.
+///
+/// Samples are kept until the cut that places them, so that a boundary cuts at the instant
+/// its line arrived, not when it was handled: a short migration whose successor's start line
+/// waited behind the worker's own work at the boundary (the log, the table probe) does not get
+/// the successor's first samples.
 #[derive(Debug, Default)]
 pub struct LockTracker {
     tables: BTreeMap<String, TableLocks>,
     streaks: BTreeMap<String, Streak>,
+    /// Samples and interruptions not folded yet, in time order.
+    pending: VecDeque<Event>,
 }
 
 impl LockTracker {
-    /// Adds the locks seen by a sample taken at `at`.
+    /// Adds the locks seen by a sample begun at `at` (placed by the next cut, or folded once
+    /// older than [`LATE_BOUNDARY`]).
     pub fn add(&mut self, at: Instant, locks: &[SeenLock]) {
+        self.pending.push_back(Event::Sample(at, locks.to_vec()));
+        self.fold_until(at.checked_sub(LATE_BOUNDARY));
+    }
+
+    /// Folds the pending events that happened at or before `until` (`None`: none).
+    fn fold_until(&mut self, until: Option<Instant>) {
+        let Some(until) = until else {
+            return;
+        };
+        while self.pending.front().is_some_and(|e| e.at() <= until) {
+            match self.pending.pop_front() {
+                Some(Event::Sample(at, locks)) => self.fold(at, &locks),
+                Some(Event::Interrupt(_)) => self.close_all(),
+                None => break,
+            }
+        }
+    }
+
+    fn fold(&mut self, at: Instant, locks: &[SeenLock]) {
         let mut blocking: BTreeMap<&str, LockMode> = BTreeMap::new();
         for lock in locks {
             let entry = self
@@ -237,21 +286,33 @@ impl LockTracker {
     /// ends at its last sample, so that no hold spans time that was not seen (a hold is what
     /// was seen held without a break); the next sample starts them again.
     pub fn interrupt(&mut self) {
+        self.pending.push_back(Event::Interrupt(Instant::now()));
+    }
+
+    fn close_all(&mut self) {
         let open: Vec<String> = self.streaks.keys().cloned().collect();
         for table in &open {
             self.close(table);
         }
     }
 
-    /// Ends the current migration: what it did, tables in name order. A hold going on across
-    /// the boundary ends there for this migration; the next sample starts it again for the
-    /// next one.
-    pub fn cut(&mut self) -> Vec<TableLocks> {
-        let open: Vec<String> = self.streaks.keys().cloned().collect();
-        for table in &open {
-            self.close(table);
-        }
+    /// Ends the current migration at instant `at` (when its boundary's line arrived): what it
+    /// did, from the samples begun up to `at`, tables in name order. A hold going on across
+    /// the boundary ends there for this migration; the samples after `at` start it again for
+    /// the next one.
+    pub fn cut_at(&mut self, at: Instant) -> Vec<TableLocks> {
+        self.fold_until(Some(at));
+        self.close_all();
         std::mem::take(&mut self.tables).into_values().collect()
+    }
+
+    /// Ends the current migration with every sample so far ([`LockTracker::cut_at`]).
+    pub fn cut(&mut self) -> Vec<TableLocks> {
+        let last = self.pending.iter().map(Event::at).max();
+        match last {
+            Some(last) => self.cut_at(last),
+            None => self.cut_at(Instant::now()),
+        }
     }
 
     fn close(&mut self, table: &str) {
@@ -467,7 +528,16 @@ impl LockObserver {
         Arc::clone(&self.gaps)
     }
 
-    /// Ends the current migration's observation: what it did (see [`LockTracker::cut`]).
+    /// Ends the current migration's observation at instant `at`: what it did (see
+    /// [`LockTracker::cut_at`]).
+    pub fn cut_at(&self, at: Instant) -> Vec<TableLocks> {
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cut_at(at)
+    }
+
+    /// Ends the current migration's observation with every sample so far.
     pub fn cut(&self) -> Vec<TableLocks> {
         self.tracker
             .lock()
@@ -919,6 +989,30 @@ mod tests {
         let cut = tracker.cut();
         let hold = cut[0].longest_blocking.unwrap();
         assert!((hold.seconds - 0.1).abs() < 1e-9, "{hold:?}");
+    }
+
+    #[test]
+    fn a_cut_at_an_earlier_instant_leaves_the_later_samples_to_the_next_migration() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut tracker = LockTracker::default();
+        tracker.add(at(0), &[lock("a", "AccessExclusiveLock", true)]);
+        tracker.add(at(100), &[lock("a", "AccessExclusiveLock", true)]);
+        // The boundary's line arrived at 150 ms; it is handled after two more samples.
+        tracker.add(at(200), &[lock("big", "AccessExclusiveLock", true)]);
+        tracker.add(at(300), &[lock("big", "AccessExclusiveLock", true)]);
+        let first = tracker.cut_at(at(150));
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0].table, "a");
+        let second = tracker.cut();
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_eq!(second[0].table, "big");
+        let hold = second[0].longest_blocking.unwrap();
+        assert!((hold.seconds - 0.1).abs() < 1e-9, "{hold:?}");
+        // Samples older than LATE_BOUNDARY are folded without waiting for a cut.
+        tracker.add(at(400), &[lock("a", "AccessShareLock", true)]);
+        tracker.add(at(400) + LATE_BOUNDARY + Duration::from_millis(1), &[]);
+        assert_eq!(tracker.pending.len(), 1);
     }
 
     fn rand_suffix() -> u64 {

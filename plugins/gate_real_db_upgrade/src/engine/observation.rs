@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use chrono::{DateTime, Local};
 use turbo_hipster_sdk::support::LogFile;
@@ -311,12 +312,28 @@ impl Observation {
     /// once —, which also makes the next cut's `None`; both such migrations get a counters
     /// [`Gap`]) and what was not.
     pub fn cut(&self) -> Cut {
-        let at = Local::now();
         let locks = self
             .locks
             .as_ref()
             .map(LockObserver::cut)
             .unwrap_or_default();
+        self.cut_with(locks)
+    }
+
+    /// [`Observation::cut`] at a boundary whose line arrived at `line`: the locks sampled
+    /// after that instant are the next migration's ([`LockObserver::cut_at`]); the counters
+    /// and gaps are read now.
+    pub fn cut_at(&self, line: Instant) -> Cut {
+        let locks = self
+            .locks
+            .as_ref()
+            .map(|l| l.cut_at(line))
+            .unwrap_or_default();
+        self.cut_with(locks)
+    }
+
+    fn cut_with(&self, locks: Vec<TableLocks>) -> Cut {
+        let at = Local::now();
         let counters = self
             .counters
             .as_ref()

@@ -349,6 +349,9 @@ pub struct StatePoint {
     pub owner: Option<usize>,
     /// What was read then; `None` when it could not be read.
     pub snapshot: Option<Snapshot>,
+    /// The later migrations whose start lines had arrived before this point was read (the
+    /// worker was still busy with the lines before): their work may show here too.
+    pub begun: Vec<usize>,
 }
 
 /// Whether a lock on a table could be a rewrite's: PostgreSQL's `ACCESS EXCLUSIVE` (every
@@ -398,7 +401,11 @@ pub fn attribute(
                         .iter()
                         .filter_map(|p| p.owner)
                         .collect();
-                    if let Some((owner, certain)) = culprit(&owners, table, locks) {
+                    let found = match points[at].begun.as_slice() {
+                        [] => culprit(&owners, table, locks),
+                        later => late_culprit(&owners, later, table, locks),
+                    };
+                    if let Some((owner, certain)) = found {
                         out.entry(owner).or_default().push(Rewrite {
                             table: table.clone(),
                             bytes: sizes.get(table.as_str()).copied().unwrap_or(0),
@@ -440,6 +447,36 @@ fn window_start(points: &[StatePoint], since: usize) -> usize {
     }
 }
 
+/// Which of `owners` or of the migrations `later` begun before the read rewrote `table`
+/// ([`attribute`]): the one seen holding a rewrite's lock, certain when it is the only one;
+/// several, the first, uncertain; none, the last of `owners` (the read most likely came
+/// before the next one's change), uncertain.
+fn late_culprit(
+    owners: &[usize],
+    later: &[usize],
+    table: &str,
+    locks: &[Vec<TableLocks>],
+) -> Option<(usize, bool)> {
+    let candidates: Vec<usize> = owners.iter().chain(later).copied().collect();
+    let held: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|m| held_rewrite_lock(*m, table, locks))
+        .collect();
+    match held.as_slice() {
+        [] => owners.last().map(|m| (*m, false)),
+        [only] => Some((*only, true)),
+        [first, ..] => Some((*first, false)),
+    }
+}
+
+/// Whether migration `m` was seen holding a lock on `table` that a rewrite takes.
+fn held_rewrite_lock(m: usize, table: &str, locks: &[Vec<TableLocks>]) -> bool {
+    locks
+        .get(m)
+        .is_some_and(|l| l.iter().any(|l| l.table == table && could_rewrite(l)))
+}
+
 /// Which of `owners` (in order) rewrote `table`, and whether that is certain ([`attribute`]).
 fn culprit(owners: &[usize], table: &str, locks: &[Vec<TableLocks>]) -> Option<(usize, bool)> {
     if let [only] = owners {
@@ -448,11 +485,7 @@ fn culprit(owners: &[usize], table: &str, locks: &[Vec<TableLocks>]) -> Option<(
     let held: Vec<usize> = owners
         .iter()
         .copied()
-        .filter(|m| {
-            locks
-                .get(*m)
-                .is_some_and(|l| l.iter().any(|l| l.table == table && could_rewrite(l)))
-        })
+        .filter(|m| held_rewrite_lock(*m, table, locks))
         .collect();
     match held.as_slice() {
         [] => owners.last().map(|m| (*m, false)),
@@ -498,6 +531,7 @@ mod tests {
                 at,
                 open_since,
             }),
+            begun: Vec::new(),
         }
     }
 
@@ -696,18 +730,22 @@ mod tests {
             StatePoint {
                 owner: None,
                 snapshot: Some(before),
+                begun: Vec::new(),
             },
             StatePoint {
                 owner: Some(0),
                 snapshot: Some(during),
+                begun: Vec::new(),
             },
             StatePoint {
                 owner: Some(1),
                 snapshot: Some(later),
+                begun: Vec::new(),
             },
             StatePoint {
                 owner: Some(2),
                 snapshot: Some(after),
+                begun: Vec::new(),
             },
         ];
         let got = attribute(&points, &[]);
@@ -774,6 +812,45 @@ mod tests {
         assert!(got[&1][0].certain);
     }
 
+    /// A point read after the next migration's start line arrived: the change seen there may
+    /// be either's; the lock decides, and without one the migration that ended there gets it,
+    /// uncertain.
+    #[test]
+    fn a_point_read_late_lets_the_begun_migration_be_the_culprit() {
+        let late = |begun: Vec<usize>| {
+            let mut p = point(Some(0), &[("t", 2, 100)]);
+            p.begun = begun;
+            p
+        };
+        let points = |begun| {
+            [
+                point(None, &[("t", 1, 100)]),
+                late(begun),
+                point(Some(1), &[("t", 2, 100)]),
+            ]
+        };
+        let locks = vec![vec![], vec![held("t", "AccessExclusiveLock")]];
+        let got = attribute(&points(vec![1]), &locks);
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1]);
+        assert!(got[&1][0].certain);
+        // Not begun: the point's own migration, certain (the lock seen later is no evidence).
+        let got = attribute(&points(vec![]), &locks);
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [0]);
+        assert!(got[&0][0].certain);
+        // Begun, no lock seen: the point's own migration, uncertain.
+        let got = attribute(&points(vec![1]), &[vec![], vec![]]);
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [0]);
+        assert!(!got[&0][0].certain);
+        // Both held one: the first, uncertain.
+        let both = vec![
+            vec![held("t", "AccessExclusiveLock")],
+            vec![held("t", "AccessExclusiveLock")],
+        ];
+        let got = attribute(&points(vec![1]), &both);
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [0]);
+        assert!(!got[&0][0].certain);
+    }
+
     /// A size that could not be read (the table was locked) leaves the last known one.
     #[test]
     fn the_size_is_the_last_one_known_before_the_change() {
@@ -795,6 +872,7 @@ mod tests {
             StatePoint {
                 owner: Some(0),
                 snapshot: None,
+                begun: Vec::new(),
             },
             point(Some(1), &[("t", 2, 100)]),
         ];
