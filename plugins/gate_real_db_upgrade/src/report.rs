@@ -299,20 +299,22 @@ impl From<&Rewrite> for RewriteSummary {
 pub fn rewritten(rewrites: &[Rewrite]) -> Option<String> {
     let all: Vec<String> = rewrites
         .iter()
-        .map(|r| {
-            format!(
-                "{} ({}{})",
-                r.table,
-                crate::messages::human_bytes(r.bytes),
-                if r.certain {
-                    ""
-                } else {
-                    ", uncertain: seen only when several migrations committed together"
-                }
-            )
-        })
+        .map(|r| rewrite_text(&r.table, r.bytes, r.certain))
         .collect();
     (!all.is_empty()).then(|| all.join(", "))
+}
+
+/// One rewrite in words: `orders (44.2 MB)`, `users (2.0 kB, uncertain: …)`.
+pub fn rewrite_text(table: &str, bytes: i64, certain: bool) -> String {
+    format!(
+        "{table} ({}{})",
+        crate::messages::human_bytes(bytes),
+        if certain {
+            ""
+        } else {
+            ", uncertain: several migrations could have done it, this one is the likeliest"
+        }
+    )
 }
 
 /// What one migration did to one table's locks ([`TableLocks`]), as the summary says it.
@@ -912,8 +914,8 @@ mod tests {
         );
         assert_eq!(
             rewritten(&r.rewrites).unwrap(),
-            "orders (44.2 MB), users (2.0 kB, uncertain: seen only when several migrations \
-             committed together)"
+            "orders (44.2 MB), users (2.0 kB, uncertain: several migrations could have done it, \
+             this one is the likeliest)"
         );
         let text = summary.to_text();
         assert!(text.contains("orders 44.2 MB, users 2.0 kB?"), "{text}");

@@ -71,9 +71,9 @@ pub struct Rewrite {
     pub table: String,
     /// Its size before the rewrite, in bytes.
     pub bytes: i64,
-    /// Whether it is certain that this migration did it (`false`: it was seen only when
-    /// several migrations' work was committed together, and this is the first of them seen
-    /// holding a rewrite's lock on the table, or the last of them when none was).
+    /// Whether it is certain that this migration did it (`false`: several could have, as
+    /// when their work was committed together or the tables were read after the next one had
+    /// begun, and this one is the likeliest: see [`attribute`]).
     pub certain: bool,
 }
 
@@ -378,6 +378,10 @@ fn could_rewrite(locks: &TableLocks) -> bool {
 ///   than a sampling interval), the last migration, uncertain;
 /// - none (the change was seen between migrations): nobody's.
 ///
+/// A point read after later migrations had begun ([`StatePoint::begun`]) adds them to the
+/// candidates: the one seen holding a rewrite's lock gets it; when none was, the last of the
+/// window's, uncertain.
+///
 /// Tables are in name order within a migration.
 pub fn attribute(
     points: &[StatePoint],
@@ -448,9 +452,8 @@ fn window_start(points: &[StatePoint], since: usize) -> usize {
 }
 
 /// Which of `owners` or of the migrations `later` begun before the read rewrote `table`
-/// ([`attribute`]): the one seen holding a rewrite's lock, certain when it is the only one;
-/// several, the first, uncertain; none, the last of `owners` (the read most likely came
-/// before the next one's change), uncertain.
+/// ([`attribute`]): the one seen holding a rewrite's lock ([`lock_holder`]); none, the last of
+/// `owners` (the read most likely came before the next one's change), uncertain.
 fn late_culprit(
     owners: &[usize],
     later: &[usize],
@@ -458,23 +461,7 @@ fn late_culprit(
     locks: &[Vec<TableLocks>],
 ) -> Option<(usize, bool)> {
     let candidates: Vec<usize> = owners.iter().chain(later).copied().collect();
-    let held: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|m| held_rewrite_lock(*m, table, locks))
-        .collect();
-    match held.as_slice() {
-        [] => owners.last().map(|m| (*m, false)),
-        [only] => Some((*only, true)),
-        [first, ..] => Some((*first, false)),
-    }
-}
-
-/// Whether migration `m` was seen holding a lock on `table` that a rewrite takes.
-fn held_rewrite_lock(m: usize, table: &str, locks: &[Vec<TableLocks>]) -> bool {
-    locks
-        .get(m)
-        .is_some_and(|l| l.iter().any(|l| l.table == table && could_rewrite(l)))
+    lock_holder(&candidates, table, locks).or_else(|| owners.last().map(|m| (*m, false)))
 }
 
 /// Which of `owners` (in order) rewrote `table`, and whether that is certain ([`attribute`]).
@@ -482,13 +469,27 @@ fn culprit(owners: &[usize], table: &str, locks: &[Vec<TableLocks>]) -> Option<(
     if let [only] = owners {
         return Some((*only, true));
     }
-    let held: Vec<usize> = owners
+    lock_holder(owners, table, locks).or_else(|| owners.last().map(|m| (*m, false)))
+}
+
+/// The one of `candidates` seen holding a rewrite's lock on `table`, certain when it is the
+/// only one; of several, the first, uncertain; `None` when none was.
+fn lock_holder(
+    candidates: &[usize],
+    table: &str,
+    locks: &[Vec<TableLocks>],
+) -> Option<(usize, bool)> {
+    let held: Vec<usize> = candidates
         .iter()
         .copied()
-        .filter(|m| held_rewrite_lock(*m, table, locks))
+        .filter(|m| {
+            locks
+                .get(*m)
+                .is_some_and(|l| l.iter().any(|l| l.table == table && could_rewrite(l)))
+        })
         .collect();
     match held.as_slice() {
-        [] => owners.last().map(|m| (*m, false)),
+        [] => None,
         [only] => Some((*only, true)),
         [first, ..] => Some((*first, false)),
     }

@@ -405,6 +405,70 @@ const KNOWN_FIELDS: [&str; 10] = [
     "messages",
 ];
 
+/// The fields of the observation, which [`observation_fields`] says in words.
+const OBSERVATION_FIELDS: [&str; 4] = ["counters", "locks", "rewrites", "observation_gaps"];
+
+/// What was observed of migration `m`, for a reviewer: the work (`read N, changed N, WAL N B`),
+/// each table's strongest lock and longest blocking hold, the rewrites with their sizes, and
+/// what was not observed; a figure with a gap is marked `(partial)`.
+fn observation_fields(m: &MigrationSummary) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    if !m.counters.is_empty() || m.gap_in("counters") {
+        out.push(("work".into(), Value::from(m.marked(m.work(), "counters"))));
+    }
+    if !m.locks.is_empty() {
+        let lines: Vec<String> = m
+            .locks
+            .iter()
+            .map(|l| {
+                let mut line = format!("{} on {}", l.strongest, l.table);
+                if let Some(h) = &l.longest_blocking {
+                    let _ = write!(line, ", blocking for {:.1} s ({})", h.seconds, h.mode);
+                }
+                if l.waited {
+                    line.push_str(", a session waited for it");
+                }
+                line
+            })
+            .collect();
+        let text = lines.join("\n");
+        out.push(("locks".into(), Value::from(m.marked(text, "locks"))));
+    }
+    if !m.rewrites.is_empty() {
+        let lines: Vec<String> = m
+            .rewrites
+            .iter()
+            .map(|r| {
+                format!(
+                    "rewrote {}",
+                    super::rewrite_text(&r.table, r.bytes, r.certain)
+                )
+            })
+            .collect();
+        out.push((
+            "rewrites".into(),
+            Value::from(m.marked(lines.join("\n"), "rewrites")),
+        ));
+    }
+    if !m.observation_gaps.is_empty() {
+        let lines: Vec<String> = m
+            .observation_gaps
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} not observed for {:.1} s{}: {}",
+                    g.part,
+                    g.seconds,
+                    if g.ongoing { " (to its end)" } else { "" },
+                    g.why
+                )
+            })
+            .collect();
+        out.push(("not observed".into(), Value::from(lines.join("\n"))));
+    }
+    out
+}
+
 /// A migration's fields beyond [`KNOWN_FIELDS`], those holding something.
 fn extra_fields(m: &MigrationSummary) -> Vec<(String, Value)> {
     match serde_json::to_value(m) {
@@ -823,7 +887,12 @@ fn migrations_table(
             Some(t) => format!("<a href=\"#{}\">{name}</a>", escape(&t)),
             None => name,
         };
-        let mut details = extra_fields(m);
+        let mut details = observation_fields(m);
+        details.extend(
+            extra_fields(m)
+                .into_iter()
+                .filter(|(k, _)| !OBSERVATION_FIELDS.contains(&k.as_str())),
+        );
         if !m.messages.is_empty() {
             details.insert(0, ("messages".into(), Value::from(m.messages.clone())));
         }
@@ -990,6 +1059,60 @@ mod tests {
         }
     }
 
+    /// The observation of a migration in words, a figure with a gap marked partial.
+    #[test]
+    fn observation_is_said_in_words() {
+        let mut m = migration("1", "2", "2020-01-01 00:00:01,000", Some(500), 10.0);
+        m.counters = BTreeMap::from([
+            ("Innodb_rows_read".to_string(), 1000),
+            ("Innodb_rows_updated".to_string(), 250),
+            ("wal_bytes".to_string(), 4096),
+        ]);
+        m.locks.push(LockSummary {
+            table: "alembic_version".into(),
+            strongest: "ROW EXCLUSIVE".into(),
+            longest_blocking: None,
+            waited: true,
+        });
+        m.rewrites[0].certain = false;
+        m.observation_gaps = vec![super::super::GapSummary {
+            part: "locks".into(),
+            from: "2020-01-01 00:00:01,100".into(),
+            to: "2020-01-01 00:00:01,600".into(),
+            seconds: 0.5,
+            ongoing: true,
+            why: "sampling pg_locks: <connection reset>".into(),
+        }];
+        let fields: BTreeMap<String, String> = observation_fields(&m)
+            .into_iter()
+            .map(|(k, v)| (k, value_text(&v)))
+            .collect();
+        assert_eq!(fields["work"], "read 1000, changed 250, WAL 4096 B");
+        assert_eq!(
+            fields["locks"],
+            "ACCESS EXCLUSIVE on orders, blocking for 2.5 s (ACCESS EXCLUSIVE)\n\
+             ROW EXCLUSIVE on alembic_version, a session waited for it (partial)"
+        );
+        assert_eq!(
+            fields["rewrites"],
+            "rewrote orders (44.2 MB, uncertain: several migrations could have done it, this one is \
+             the likeliest)"
+        );
+        assert_eq!(
+            fields["not observed"],
+            "locks not observed for 0.5 s (to its end): sampling pg_locks: <connection reset>"
+        );
+        let mut job = summary();
+        job.datasets[0].migrations[0] = m;
+        let page = render(&job, &[None], &[]);
+        assert!(page.contains("<dt>work</dt>"), "{page}");
+        assert!(page.contains("&lt;connection reset&gt;"), "escaped: {page}");
+        assert!(
+            !page.contains("<dt>counters</dt>"),
+            "said in words, not raw: {page}"
+        );
+    }
+
     const LOG: &str = "2020-01-01 00:00:00,100 [command] migrate <url>\n\
         2020-01-01 00:00:01,000 [output] 1 -> 2... \n\
         2020-01-01 00:00:01,500 [output] done\n\
@@ -1039,8 +1162,9 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("class=\"verdict warn\""));
-        // A field the page does not know (rewrites), shown from the summary as it is.
-        assert!(page.contains("46347878"), "{page}");
+        // The observation in words in the migrations' table.
+        assert!(page.contains("rewrote orders (44.2 MB)"), "{page}");
+        assert!(page.contains("read 12"), "{page}");
     }
 
     #[test]
