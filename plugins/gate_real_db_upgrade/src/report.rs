@@ -273,6 +273,26 @@ impl MigrationSummary {
     }
 }
 
+/// The work in `counters`, `read N, changed N` (and `, WAL N B` on PostgreSQL), `-` when
+/// nothing was counted.
+pub fn work_text(counters: &BTreeMap<String, i64>) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = crate::limits::rows_read(counters) {
+        parts.push(format!("read {n}"));
+    }
+    if let Some(n) = crate::limits::rows_changed(counters) {
+        parts.push(format!("changed {n}"));
+    }
+    if let Some(n) = crate::limits::wal_bytes(counters) {
+        parts.push(format!("WAL {n} B"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// A table a migration rewrote ([`Rewrite`]), as the summary says it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RewriteSummary {
@@ -343,21 +363,7 @@ impl MigrationSummary {
     /// The work counted, for the human summary: `read N, changed N` (and `, WAL N B` on
     /// PostgreSQL), `-` when not counted.
     pub fn work(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(n) = crate::limits::rows_read(&self.counters) {
-            parts.push(format!("read {n}"));
-        }
-        if let Some(n) = crate::limits::rows_changed(&self.counters) {
-            parts.push(format!("changed {n}"));
-        }
-        if let Some(n) = crate::limits::wal_bytes(&self.counters) {
-            parts.push(format!("WAL {n} B"));
-        }
-        if parts.is_empty() {
-            "-".into()
-        } else {
-            parts.join(", ")
-        }
+        work_text(&self.counters)
     }
 
     /// The blocking holds, `ACCESS EXCLUSIVE orders 4.1 s, …`, or `-`.

@@ -423,7 +423,14 @@ fn observation_fields(m: &MigrationSummary) -> Vec<(String, Value)> {
             .map(|l| {
                 let mut line = format!("{} on {}", l.strongest, l.table);
                 if let Some(h) = &l.longest_blocking {
-                    let _ = write!(line, ", blocking for {:.1} s ({})", h.seconds, h.mode);
+                    if h.seconds > 0.0 {
+                        let _ = write!(line, ", blocking for {:.1} s", h.seconds);
+                    } else {
+                        line.push_str(", blocking in one sample (under an interval)");
+                    }
+                    if h.mode != l.strongest {
+                        let _ = write!(line, " ({} held all along)", h.mode);
+                    }
                 }
                 if l.waited {
                     line.push_str(", a session waited for it");
@@ -527,47 +534,82 @@ fn fields_list(fields: &[(String, Value)]) -> String {
     out
 }
 
-/// What a dataset's migrations observed, over all of them: numbers in objects summed per key
-/// (`counters`), the longest blocking lock hold (`locks`), and for any other list field how
-/// many entries it had.
+/// What a dataset's migrations observed, over all of them, in words: the work summed
+/// (`read N, changed N, WAL N B`), the longest blocking lock hold, every rewrite, how many
+/// gaps; any other field (not known to this page) summed per key when it holds numbers, else
+/// counted.
 fn observed(d: &DatasetSummary) -> Vec<(String, Value)> {
+    let mut work: BTreeMap<String, i64> = BTreeMap::new();
+    let mut longest: Option<(f64, String)> = None;
+    let mut rewrites = Vec::new();
+    let mut gaps = 0;
     let mut sums: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut lists: BTreeMap<String, usize> = BTreeMap::new();
-    let mut longest: Option<(f64, String)> = None;
     for m in &d.migrations {
+        for (k, n) in &m.counters {
+            *work.entry(k.clone()).or_default() += n;
+        }
+        for l in &m.locks {
+            let Some(h) = &l.longest_blocking else {
+                continue;
+            };
+            if longest.as_ref().is_none_or(|(best, _)| h.seconds > *best) {
+                let text = format!(
+                    "{} on {} for {:.1} s ({})",
+                    h.mode,
+                    l.table,
+                    h.seconds,
+                    migration_name(m)
+                );
+                longest = Some((h.seconds, text));
+            }
+        }
+        for r in &m.rewrites {
+            rewrites.push(format!(
+                "{}: {}",
+                migration_name(m),
+                super::rewrite_text(&r.table, r.bytes, r.certain)
+            ));
+        }
+        gaps += m.observation_gaps.len();
         for (field, v) in extra_fields(m) {
-            match (&*field, &v) {
-                ("locks", Value::Array(locks)) => {
-                    for l in locks {
-                        let secs = l["longest_blocking"]["seconds"].as_f64();
-                        if let Some(s) = secs {
-                            if longest.as_ref().is_none_or(|(best, _)| s > *best) {
-                                longest = Some((
-                                    s,
-                                    format!(
-                                        "{} on {} for {s:.1} s ({})",
-                                        l["longest_blocking"]["mode"].as_str().unwrap_or("?"),
-                                        l["table"].as_str().unwrap_or("?"),
-                                        migration_name(m)
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                    *lists.entry(field).or_default() += locks.len();
-                }
-                (_, Value::Object(map)) if map.values().all(Value::is_number) => {
+            if OBSERVATION_FIELDS.contains(&field.as_str()) {
+                continue;
+            }
+            match &v {
+                Value::Object(map) if map.values().all(Value::is_number) => {
                     let sum = sums.entry(field).or_default();
                     for (k, n) in map {
                         *sum.entry(k.clone()).or_default() += n.as_f64().unwrap_or(0.0);
                     }
                 }
-                (_, Value::Array(items)) => *lists.entry(field).or_default() += items.len(),
+                Value::Array(items) => *lists.entry(field).or_default() += items.len(),
                 _ => {}
             }
         }
     }
     let mut out = Vec::new();
+    if !work.is_empty() {
+        out.push((
+            "work, all migrations".into(),
+            Value::from(super::work_text(&work)),
+        ));
+    }
+    if d.migrations.iter().any(|m| !m.locks.is_empty()) {
+        let text = longest.map_or_else(|| "none blocking".to_string(), |(_, t)| t);
+        out.push(("longest blocking lock".into(), Value::from(text)));
+    }
+    if !rewrites.is_empty() {
+        out.push(("rewrites".into(), Value::from(rewrites.join("\n"))));
+    }
+    if gaps > 0 {
+        out.push((
+            "not observed".into(),
+            Value::from(format!(
+                "{gaps} gap(s): the figures marked (partial) are incomplete"
+            )),
+        ));
+    }
     for (field, sum) in sums {
         let map: serde_json::Map<String, Value> = sum
             .into_iter()
@@ -584,17 +626,7 @@ fn observed(d: &DatasetSummary) -> Vec<(String, Value)> {
         out.push((format!("{field} (sum)"), Value::Object(map)));
     }
     for (field, n) in lists {
-        if field == "locks" {
-            let text = longest
-                .as_ref()
-                .map_or_else(|| "none blocking".to_string(), |(_, t)| t.clone());
-            out.push((
-                "longest blocking lock".into(),
-                Value::String(format!("{text}; {n} table lock record(s)")),
-            ));
-        } else {
-            out.push((field, Value::String(format!("{n} entries"))));
-        }
+        out.push((field, Value::String(format!("{n} entries"))));
     }
     out
 }
@@ -1090,7 +1122,7 @@ mod tests {
         assert_eq!(fields["work"], "read 1000, changed 250, WAL 4096 B");
         assert_eq!(
             fields["locks"],
-            "ACCESS EXCLUSIVE on orders, blocking for 2.5 s (ACCESS EXCLUSIVE)\n\
+            "ACCESS EXCLUSIVE on orders, blocking for 2.5 s\n\
              ROW EXCLUSIVE on alembic_version, a session waited for it (partial)"
         );
         assert_eq!(
@@ -1111,6 +1143,21 @@ mod tests {
             !page.contains("<dt>counters</dt>"),
             "said in words, not raw: {page}"
         );
+        let observed: BTreeMap<String, String> = observed(&job.datasets[0])
+            .into_iter()
+            .map(|(k, v)| (k, value_text(&v)))
+            .collect();
+        assert_eq!(
+            observed["work, all migrations"],
+            "read 1012, changed 250, WAL 4096 B"
+        );
+        assert_eq!(
+            observed["longest blocking lock"],
+            "ACCESS EXCLUSIVE on orders for 2.5 s (1→2)"
+        );
+        assert!(observed["rewrites"].starts_with("1→2: orders (44.2 MB, uncertain"));
+        assert!(observed["rewrites"].contains("\n2→3: orders (44.2 MB)"));
+        assert!(observed["not observed"].starts_with("1 gap(s)"));
     }
 
     const LOG: &str = "2020-01-01 00:00:00,100 [command] migrate <url>\n\
@@ -1156,7 +1203,8 @@ mod tests {
         assert_eq!(page.matches("<g class=\"mig").count(), 2);
         assert_eq!(page.matches("<g class=\"mig failing\"").count(), 1);
         // Counters and locks, generically.
-        assert!(page.contains("Innodb_rows_read 24"), "{page}");
+        assert!(page.contains("<dt>work, all migrations</dt>"), "{page}");
+        assert!(page.contains("read 24"), "{page}");
         assert!(
             page.contains("ACCESS EXCLUSIVE on orders for 2.5 s"),
             "{page}"
