@@ -77,13 +77,29 @@ pub struct Rewrite {
     pub certain: bool,
 }
 
-/// PostgreSQL: the run database's own tables (catalogs left out); a partitioned table has no
-/// storage of its own, its partitions are tables. Reading a table's size takes ACCESS SHARE on
-/// it: the size of a table another session holds ACCESS EXCLUSIVE on is not read (the probe
-/// would wait for the migration), and the probe's `lock_timeout` ends a read that races with
-/// a lock taken meanwhile.
-const POSTGRES_TABLES: &str = "\
-    WITH locked AS (SELECT relation FROM pg_locks \
+/// What both PostgreSQL table reads end with: the read's time and the start of the oldest
+/// open writing transaction of another session (both in epoch seconds), from the run
+/// database's own tables (catalogs left out; a partitioned table has no storage of its own,
+/// its partitions are tables).
+macro_rules! postgres_tables_tail {
+    () => {
+        "extract(epoch FROM clock_timestamp())::float8, \
+           (SELECT extract(epoch FROM min(a.xact_start))::float8 FROM pg_stat_activity a \
+            WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
+              AND a.backend_xid IS NOT NULL) \
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'm') \
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
+    };
+}
+
+/// PostgreSQL: every table's storage identity and size. Reading a table's size takes ACCESS
+/// SHARE on it: the size of a table another session holds ACCESS EXCLUSIVE on is not read (the
+/// probe would wait for the migration), and the probe's `lock_timeout` ends a read that races
+/// with a lock taken meanwhile.
+const POSTGRES_TABLES: &str = concat!(
+    "WITH locked AS (SELECT relation FROM pg_locks \
                     WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' \
                       AND database = (SELECT oid FROM pg_database \
                                       WHERE datname = current_database()) \
@@ -92,30 +108,18 @@ const POSTGRES_TABLES: &str = "\
            CASE WHEN c.oid NOT IN (SELECT relation FROM locked) \
                 THEN pg_total_relation_size(c.oid) END, \
            CASE WHEN c.oid NOT IN (SELECT relation FROM locked) \
-                THEN pg_relation_size(c.oid) = 0 END, \
-           extract(epoch FROM clock_timestamp())::float8, \
-           (SELECT extract(epoch FROM min(a.xact_start))::float8 FROM pg_stat_activity a \
-            WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
-              AND a.backend_xid IS NOT NULL) \
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-    WHERE c.relkind IN ('r', 'm') \
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+                THEN pg_relation_size(c.oid) = 0 END, ",
+    postgres_tables_tail!()
+);
 
 /// [`POSTGRES_TABLES`] without the sizes, which take no lock: read when the sizes' read ran
 /// into a lock taken between its look at `pg_locks` and the size (the migration's next
 /// statement, begun just after its boundary was printed). The storage identities are what
 /// attribution needs; the last sizes read stand.
-const POSTGRES_TABLES_NO_SIZES: &str = "\
-    SELECT c.relname::text, c.relfilenode::bigint, NULL::bigint, NULL::bool, \
-           extract(epoch FROM clock_timestamp())::float8, \
-           (SELECT extract(epoch FROM min(a.xact_start))::float8 FROM pg_stat_activity a \
-            WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
-              AND a.backend_xid IS NOT NULL) \
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-    WHERE c.relkind IN ('r', 'm') \
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+const POSTGRES_TABLES_NO_SIZES: &str = concat!(
+    "SELECT c.relname::text, c.relfilenode::bigint, NULL::bigint, NULL::bool, ",
+    postgres_tables_tail!()
+);
 
 /// PostgreSQL's `lock_not_available`: a `lock_timeout` ran out.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
