@@ -353,79 +353,90 @@ THIS IS NOT SQL AT ALL;
 INSERT INTO instances VALUES (2);
 ";
 
-// --- MariaDB ---------------------------------------------------------------------------
+/// Loads `dump` into a new database of `server`: the seed is left as it was, the versions are
+/// read, the database is listed, loading it again is refused and leaves it; `more` checks
+/// what else the engine does with it; then it is dropped (twice: dropping what is not there
+/// is fine).
+fn loads_a_seed_and_reads_versions(server: &Server, seed: &Seed, more: impl FnOnce(&Server, &str)) {
+    let before = fingerprint(seed);
+    let db = DbGuard::new(server);
 
-#[test]
-fn mariadb_loads_a_mysqldump_seed_and_reads_versions() {
-    let tmp = TempDir::new().unwrap();
-    let server = mariadb(tmp.path());
-    let seed = write_seed(tmp.path(), "nova.sql", MYSQL_DUMP);
-    let before = fingerprint(&seed);
-    let db = DbGuard::new(&server);
+    server.create_from_seed(&db.name, seed).unwrap();
 
-    server.create_from_seed(&db.name, &seed).unwrap();
-
-    assert_eq!(fingerprint(&seed), before, "the seed must not change");
-    assert_versions(&server, &db.name);
+    assert_eq!(fingerprint(seed), before, "the seed must not change");
+    assert_versions(server, &db.name);
     assert_eq!(
         server.databases_with_prefix(&db.name).unwrap(),
         vec![db.name.clone()]
     );
     // Creating it again fails and leaves the existing database alone.
-    let again = server.create_from_seed(&db.name, &seed).unwrap_err();
+    let again = server.create_from_seed(&db.name, seed).unwrap_err();
     assert!(
         matches!(&again, EngineError::Other(m) if m.contains("already exists")),
         "{again:?}"
     );
-    assert_eq!(
-        version(&server, &db.name, VersionSource::MigrateVersion).as_deref(),
-        Some("215")
-    );
+    more(server, &db.name);
 
     server.drop_database(&db.name).unwrap();
-    assert_no_database(&server, &db.name);
-    // Dropping what is not there is fine.
+    assert_no_database(server, &db.name);
     server.drop_database(&db.name).unwrap();
 }
 
-#[test]
-fn mariadb_loads_a_gzipped_seed_over_the_socket() {
-    let tmp = TempDir::new().unwrap();
-    let server = server(Engine::MariaDb, socket(MARIADB_SOCKET), tmp.path());
-    let seed = write_gz_seed(tmp.path(), "nova.sql.gz", MYSQL_DUMP);
+/// Loads the gzipped `dump` over `server`'s socket; the tool's URL is `url` with `{}` the
+/// database's name.
+fn loads_a_gzipped_seed_over_the_socket(server: &Server, dir: &Path, dump: &str, url: &str) {
+    let seed = write_gz_seed(dir, "nova.sql.gz", dump);
     let before = fingerprint(&seed);
-    let db = DbGuard::new(&server);
+    let db = DbGuard::new(server);
 
     server.create_from_seed(&db.name, &seed).unwrap();
 
     assert_eq!(fingerprint(&seed), before, "the seed must not change");
-    assert_versions(&server, &db.name);
-    assert_eq!(
-        server.sqlalchemy_url(&db.name),
-        format!(
-            "mysql+pymysql://root@localhost/{}?unix_socket={MARIADB_SOCKET}",
-            db.name
-        )
-    );
+    assert_versions(server, &db.name);
+    assert_eq!(server.sqlalchemy_url(&db.name), url.replace("{}", &db.name));
 }
 
-#[test]
-fn mariadb_counters_move_after_an_update() {
-    let tmp = TempDir::new().unwrap();
-    let server = mariadb(tmp.path());
-    let seed = write_seed(tmp.path(), "nova.sql", MYSQL_DUMP);
-    let db = DbGuard::new(&server);
+/// A seed that does not load is a seed load error saying `says`, leaves no database, and is
+/// left as it was.
+fn broken_seed_is_a_seed_load_error(server: &Server, seed: &Seed, says: &[&str]) {
+    let before = fingerprint(seed);
+    let db = DbGuard::new(server);
+
+    let err = server.create_from_seed(&db.name, seed).unwrap_err();
+
+    assert!(
+        matches!(&err, EngineError::SeedLoad(m) if says.iter().all(|s| m.contains(s))),
+        "{err}"
+    );
+    assert_no_database(server, &db.name);
+    assert_eq!(fingerprint(seed), before);
+}
+
+/// `change` (3 rows updated, 1 deleted, 2 inserted) moves the counters of the database
+/// loaded from `dump` by at least that much; the counters after it.
+fn counters_move_after(
+    server: &Server,
+    dir: &Path,
+    dump: &str,
+    change: &str,
+) -> BTreeMap<String, i64> {
+    let seed = write_seed(dir, "nova.sql", dump);
+    let db = DbGuard::new(server);
     server.create_from_seed(&db.name, &seed).unwrap();
 
     let before = server.counters(&db.name).unwrap();
-    server
-        .execute(
-            &db.name,
-            "UPDATE instances SET vm_state = 'deleted'; DELETE FROM instances WHERE id = 1; \
-             INSERT INTO instances (hostname) VALUES ('new-1'), ('new-2');",
-        )
-        .unwrap();
-    let after = server.counters(&db.name).unwrap();
+    server.execute(&db.name, change).unwrap();
+    // PostgreSQL: the session publishes its counts as it exits, a moment after we closed it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = server.counters(&db.name).unwrap();
+        if counter(&after, "Innodb_rows_updated") - counter(&before, "Innodb_rows_updated") >= 3
+            || Instant::now() > deadline
+        {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
 
     for (name, at_least) in [
         ("Innodb_rows_updated", 3),
@@ -439,6 +450,44 @@ fn mariadb_counters_move_after_an_update() {
             "{name} moved by {delta}, expected ≥ {at_least}"
         );
     }
+    after
+}
+
+// --- MariaDB ---------------------------------------------------------------------------
+
+#[test]
+fn mariadb_loads_a_mysqldump_seed_and_reads_versions() {
+    let tmp = TempDir::new().unwrap();
+    let seed = write_seed(tmp.path(), "nova.sql", MYSQL_DUMP);
+    loads_a_seed_and_reads_versions(&mariadb(tmp.path()), &seed, |server, db| {
+        assert_eq!(
+            version(server, db, VersionSource::MigrateVersion).as_deref(),
+            Some("215")
+        );
+    });
+}
+
+#[test]
+fn mariadb_loads_a_gzipped_seed_over_the_socket() {
+    let tmp = TempDir::new().unwrap();
+    loads_a_gzipped_seed_over_the_socket(
+        &server(Engine::MariaDb, socket(MARIADB_SOCKET), tmp.path()),
+        tmp.path(),
+        MYSQL_DUMP,
+        &format!("mysql+pymysql://root@localhost/{{}}?unix_socket={MARIADB_SOCKET}"),
+    );
+}
+
+#[test]
+fn mariadb_counters_move_after_an_update() {
+    let tmp = TempDir::new().unwrap();
+    counters_move_after(
+        &mariadb(tmp.path()),
+        tmp.path(),
+        MYSQL_DUMP,
+        "UPDATE instances SET vm_state = 'deleted'; DELETE FROM instances WHERE id = 1; \
+         INSERT INTO instances (hostname) VALUES ('new-1'), ('new-2');",
+    );
 }
 
 #[test]
@@ -476,19 +525,8 @@ fn mariadb_execute_reports_the_servers_error() {
 #[test]
 fn mariadb_broken_seed_is_a_seed_load_error_and_leaves_nothing() {
     let tmp = TempDir::new().unwrap();
-    let server = mariadb(tmp.path());
     let seed = write_seed(tmp.path(), "broken.sql", BROKEN_SEED);
-    let before = fingerprint(&seed);
-    let db = DbGuard::new(&server);
-
-    let err = server.create_from_seed(&db.name, &seed).unwrap_err();
-
-    assert!(
-        matches!(&err, EngineError::SeedLoad(m) if m.contains("ERROR 1064") && m.contains("at line 3")),
-        "{err}"
-    );
-    assert_no_database(&server, &db.name);
-    assert_eq!(fingerprint(&seed), before);
+    broken_seed_is_a_seed_load_error(&mariadb(tmp.path()), &seed, &["ERROR 1064", "at line 3"]);
 }
 
 #[test]
@@ -723,55 +761,26 @@ fn missing_seed_is_reported_before_connecting() {
 #[test]
 fn postgres_loads_a_plain_seed_and_reads_versions() {
     let tmp = TempDir::new().unwrap();
-    let server = postgres(tmp.path());
     let seed = write_seed(tmp.path(), "nova.sql", PG_DUMP);
-    let before = fingerprint(&seed);
-    let db = DbGuard::new(&server);
-
-    server.create_from_seed(&db.name, &seed).unwrap();
-
-    assert_eq!(fingerprint(&seed), before, "the seed must not change");
-    assert_versions(&server, &db.name);
-    assert_eq!(
-        server.databases_with_prefix(&db.name).unwrap(),
-        vec![db.name.clone()]
-    );
-    let again = server.create_from_seed(&db.name, &seed).unwrap_err();
-    assert!(
-        matches!(&again, EngineError::Other(m) if m.contains("already exists")),
-        "{again:?}"
-    );
-    let err = server
-        .execute(&db.name, "SELECT 1; SELECT * FROM no_such_table;")
-        .unwrap_err();
-    assert!(
-        matches!(&err, EngineError::Other(m) if m.contains("does not exist") && m.contains("42P01")),
-        "{err}"
-    );
-
-    server.drop_database(&db.name).unwrap();
-    assert_no_database(&server, &db.name);
-    server.drop_database(&db.name).unwrap();
+    loads_a_seed_and_reads_versions(&postgres(tmp.path()), &seed, |server, db| {
+        let err = server
+            .execute(db, "SELECT 1; SELECT * FROM no_such_table;")
+            .unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Other(m) if m.contains("does not exist") && m.contains("42P01")),
+            "{err}"
+        );
+    });
 }
 
 #[test]
 fn postgres_loads_a_gzipped_seed_over_the_socket() {
     let tmp = TempDir::new().unwrap();
-    let server = server(Engine::PostgreSql, socket(PG_SOCKET_DIR), tmp.path());
-    let seed = write_gz_seed(tmp.path(), "nova.sql.gz", PG_DUMP);
-    let before = fingerprint(&seed);
-    let db = DbGuard::new(&server);
-
-    server.create_from_seed(&db.name, &seed).unwrap();
-
-    assert_eq!(fingerprint(&seed), before, "the seed must not change");
-    assert_versions(&server, &db.name);
-    assert_eq!(
-        server.sqlalchemy_url(&db.name),
-        format!(
-            "postgresql+psycopg2://postgres@/{}?host={PG_SOCKET_DIR}",
-            db.name
-        )
+    loads_a_gzipped_seed_over_the_socket(
+        &server(Engine::PostgreSql, socket(PG_SOCKET_DIR), tmp.path()),
+        tmp.path(),
+        PG_DUMP,
+        &format!("postgresql+psycopg2://postgres@/{{}}?host={PG_SOCKET_DIR}"),
     );
 }
 
@@ -832,42 +841,13 @@ fn postgres_restores_a_custom_format_dump() {
 fn postgres_counters_move_after_an_update() {
     let tmp = TempDir::new().unwrap();
     let server = postgres(tmp.path());
-    let seed = write_seed(tmp.path(), "nova.sql", PG_DUMP);
-    let db = DbGuard::new(&server);
-    server.create_from_seed(&db.name, &seed).unwrap();
-
-    let before = server.counters(&db.name).unwrap();
-    server
-        .execute(
-            &db.name,
-            "UPDATE instances SET vm_state = 'deleted'; DELETE FROM instances WHERE id = 1; \
-             INSERT INTO instances VALUES (10, 'new-1', 'a'), (11, 'new-2', 'a');",
-        )
-        .unwrap();
-    // The session publishes its counts as it exits, a moment after we closed it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let after = server.counters(&db.name).unwrap();
-        if counter(&after, "Innodb_rows_updated") - counter(&before, "Innodb_rows_updated") >= 3
-            || Instant::now() > deadline
-        {
-            break after;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-
-    for (name, at_least) in [
-        ("Innodb_rows_updated", 3),
-        ("Innodb_rows_deleted", 1),
-        ("Innodb_rows_inserted", 2),
-        ("Innodb_rows_read", 1),
-    ] {
-        let delta = counter(&after, name) - counter(&before, name);
-        assert!(
-            delta >= at_least,
-            "{name} moved by {delta}, expected ≥ {at_least}"
-        );
-    }
+    let after = counters_move_after(
+        &server,
+        tmp.path(),
+        PG_DUMP,
+        "UPDATE instances SET vm_state = 'deleted'; DELETE FROM instances WHERE id = 1; \
+         INSERT INTO instances VALUES (10, 'new-1', 'a'), (11, 'new-2', 'a');",
+    );
     assert_eq!(
         counter(&after, "Innodb_rows_read"),
         counter(&after, "pg_tup_returned")
@@ -884,19 +864,8 @@ fn postgres_counters_move_after_an_update() {
 #[test]
 fn postgres_broken_seed_is_a_seed_load_error_and_leaves_nothing() {
     let tmp = TempDir::new().unwrap();
-    let server = postgres(tmp.path());
     let seed = write_gz_seed(tmp.path(), "broken.sql.gz", BROKEN_SEED);
-    let before = fingerprint(&seed);
-    let db = DbGuard::new(&server);
-
-    let err = server.create_from_seed(&db.name, &seed).unwrap_err();
-
-    assert!(
-        matches!(&err, EngineError::SeedLoad(m) if m.contains("syntax error")),
-        "{err}"
-    );
-    assert_no_database(&server, &db.name);
-    assert_eq!(fingerprint(&seed), before);
+    broken_seed_is_a_seed_load_error(&postgres(tmp.path()), &seed, &["syntax error"]);
 }
 
 #[test]
