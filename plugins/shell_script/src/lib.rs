@@ -50,7 +50,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use turbo_hipster_sdk::config::{present, Checker, PathNeed, SecondsRange};
 use turbo_hipster_sdk::support::contain::{self, Contained, Containment};
-use turbo_hipster_sdk::support::env::{describe_dropped, ParameterFilter};
+use turbo_hipster_sdk::support::env::{describe_dropped, remove_daemon_secrets, ParameterFilter};
 use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
 use turbo_hipster_sdk::support::process::{
     self, seconds, signal_name, Cancellation, ProcessRunner, Termination,
@@ -295,6 +295,8 @@ pub fn run_job(
         .arg(working_dir)
         .arg(&job.unique)
         .current_dir(working_dir);
+    // The daemon's secrets (object store keys, database passwords) are not the script's.
+    remove_daemon_secrets(&mut cmd);
     let parameters = settings.parameters.split(&job.parameters);
     for (key, value) in &parameters.passed {
         cmd.env(key, value);
