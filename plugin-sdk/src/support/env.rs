@@ -544,8 +544,14 @@ mod tests {
         cmd.envs(before);
         remove_daemon_secrets(&mut cmd).env("MYSQL_PWD", "set-after");
         let printed = printed_env(&mut cmd);
-        assert!(printed.contains(&"TH_UNRELATED=kept".to_string()), "{printed:?}");
-        assert!(printed.contains(&"MYSQL_PWD=set-after".to_string()), "{printed:?}");
+        assert!(
+            printed.contains(&"TH_UNRELATED=kept".to_string()),
+            "{printed:?}"
+        );
+        assert!(
+            printed.contains(&"MYSQL_PWD=set-after".to_string()),
+            "{printed:?}"
+        );
         for (name, why) in DAEMON_SECRETS {
             assert!(is_daemon_secret(name) && !why.is_empty());
             if name != "MYSQL_PWD" {
