@@ -14,7 +14,9 @@
 //! Gearman server. So only the parameters Zuul defines (`ZUUL_*`, `LOG_PATH`,
 //! `BASE_LOG_PATH`) and those the job's `pass_parameters` names reach its environment, never
 //! one that changes how programs start (`BASH_ENV`, `LD_*`, `PATH`, …:
-//! [`turbo_hipster_sdk::support::env`]); the others are named once in `shell_script.log`.
+//! [`turbo_hipster_sdk::support::env`]); the others are named once in `shell_script.log`. It
+//! inherits the daemon's environment without the daemon's secrets (object store keys, database
+//! passwords: [`turbo_hipster_sdk::support::env::DAEMON_SECRETS`]).
 //!
 //! It runs contained ([`turbo_hipster_sdk::support::contain`]): when the daemon is root, as
 //! `containment.run_as` (default `nobody`), never as root; with memory, process and open-file
