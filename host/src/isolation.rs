@@ -52,6 +52,7 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use turbo_hipster_sdk::abi::{Host, Host_TO};
+use turbo_hipster_sdk::support::env::remove_daemon_secrets;
 use turbo_hipster_sdk::{JobConfig, Outcome};
 
 pub use crate::config::Isolation;
@@ -172,12 +173,12 @@ pub fn run_in_child(
         serde_json::to_vec(&request).map_err(|e| format!("cannot encode the job: {e}"))?;
     line.push(b'\n');
     let program = child_program().ok_or("this program cannot run jobs in child processes")?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    // The daemon's secrets (`publish_logs`' object store keys, database passwords) are not the
+    // job's.
+    remove_daemon_secrets(&mut command);
+    let mut child = command
         .arg(CHILD_COMMAND)
-        // The object store's credentials (`publish_logs`) are the daemon's, not the job's.
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

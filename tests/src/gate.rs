@@ -306,6 +306,19 @@ impl World {
         self.finish(child)
     }
 
+    /// [`World::run_with`] with `env` (name, value) added to the environment of `run-job`
+    /// (the daemon).
+    pub fn run_with_env(
+        &self,
+        project: &str,
+        reference: &str,
+        extra: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> JobRun {
+        let child = self.spawn_with_env(project, reference, extra, env);
+        self.finish(child)
+    }
+
     /// Starts `run-job` without waiting.
     pub fn spawn(
         &self,
@@ -313,8 +326,20 @@ impl World {
         reference: &str,
         extra: &[(&str, &str)],
     ) -> (std::process::Child, String, Instant) {
+        self.spawn_with_env(project, reference, extra, &[])
+    }
+
+    /// [`World::spawn`] with `env` added to the daemon's environment.
+    pub fn spawn_with_env(
+        &self,
+        project: &str,
+        reference: &str,
+        extra: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> (std::process::Child, String, Instant) {
         let uuid = uuid();
         let mut cmd = Command::new(&built().daemon);
+        cmd.envs(env.iter().copied());
         cmd.arg("-c")
             .arg(&self.config)
             .args(["run-job", "build:gate-real-db-upgrade"])

@@ -574,11 +574,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `turbo-hipster -c config`.
     pub fn start(setup: &Setup) -> Self {
+        Self::start_with_env(setup, &[])
+    }
+
+    /// [`Daemon::start`] with `env` (name, value) added to the daemon's environment (the
+    /// test's own stays untouched).
+    pub fn start_with_env(setup: &Setup, env: &[(&str, &str)]) -> Self {
         let log = setup.dir.path().join(format!("daemon-{}.log", free_port()));
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(&built().daemon)
             .arg("-c")
             .arg(&setup.config)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("TH_DAEMON_LOG").unwrap_or_else(|_| "info".into()),

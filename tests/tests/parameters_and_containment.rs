@@ -30,6 +30,11 @@ fn open_dir(parent: &Path, name: &str) -> PathBuf {
 
 /// gearmand, the daemon, and shell jobs made by `jobs(scripts_dir)`.
 fn world(jobs: impl FnOnce(&Path) -> Vec<Value>) -> World {
+    world_with_env(&[], jobs)
+}
+
+/// [`world`] with `env` added to the daemon's environment.
+fn world_with_env(env: &[(&str, &str)], jobs: impl FnOnce(&Path) -> Vec<Value>) -> World {
     let scripts = tempfile::tempdir().unwrap();
     std::fs::set_permissions(scripts.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let jobs = jobs(scripts.path());
@@ -41,7 +46,7 @@ fn world(jobs: impl FnOnce(&Path) -> Vec<Value>) -> World {
         plugins.path(),
         json!({"gearman_servers": [server.addr()], "jobs": jobs}),
     );
-    let daemon = Daemon::start(&setup);
+    let daemon = Daemon::start_with_env(&setup, env);
     server.wait_registered(&first, Duration::from_secs(20));
     World {
         server,
@@ -205,6 +210,114 @@ fn a_zuul_url_with_a_transport_not_allowed_is_refused_at_once() {
             start.elapsed()
         );
     }
+}
+
+/// What an operator may have in the daemon's environment: the object store's keys
+/// (`publish_logs`), an administrator's database passwords; and one ordinary variable.
+const DAEMON_ENV: [(&str, &str); 8] = [
+    ("AWS_ACCESS_KEY_ID", "AKIA-DAEMON-LEAK"),
+    ("AWS_SECRET_ACCESS_KEY", "aws-secret-daemon-leak"),
+    ("AWS_SESSION_TOKEN", "aws-token-daemon-leak"),
+    ("PGPASSWORD", "pg-password-daemon-leak"),
+    ("PGPASSFILE", "/root/pgpass-daemon-leak"),
+    ("PGSERVICEFILE", "/root/pg_service-daemon-leak"),
+    ("MYSQL_PWD", "mysql-password-daemon-leak"),
+    ("TH_TEST_ORDINARY", "kept"),
+];
+
+/// The `NAME=value` entries of an environment (lines of `env`, or NUL-separated as in
+/// `/proc/PID/environ`) that hold one of [`DAEMON_ENV`]'s secrets.
+fn leaked(entries: &[String]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.contains("daemon-leak")
+                || DAEMON_ENV[..7]
+                    .iter()
+                    .any(|(name, _)| e.starts_with(&format!("{name}=")))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_daemon_s_secrets_reach_neither_the_script_nor_the_job_s_process() {
+    let mut open = PathBuf::new();
+    let w = world_with_env(&DAEMON_ENV, |dir| {
+        open = open_dir(dir, "open");
+        let o = open.display();
+        // The script writes its environment; in a job's child process it also hands over its
+        // parent's pid (that child) and waits until the test has read that process's.
+        let body = |label: &str| {
+            format!(
+                "#!/bin/sh\nenv | sort > '{o}/env-{label}.txt'\n\
+                 if [ {label} = process ]; then\n\
+                 echo $PPID > '{o}/ppid.tmp' && mv '{o}/ppid.tmp' '{o}/ppid'\n\
+                 i=0; while [ ! -e '{o}/go' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+                 fi\n"
+            )
+        };
+        ["in-process", "process"]
+            .into_iter()
+            .map(|isolation| {
+                let s = script(dir, &format!("{isolation}.sh"), &body(isolation));
+                json!({
+                    "name": format!("build:secrets-{isolation}"), "plugin": "shell_script",
+                    "shell_script": s, "timeout": 60, "job_isolation": isolation
+                })
+            })
+            .collect()
+    });
+    let read_env = |label: &str| -> Vec<String> {
+        let path = open.join(format!("env-{label}.txt"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+
+    let out = enqueue(&w.server.addr(), "secrets-in-process", &[]);
+    assert_eq!(result_of(&out), "SUCCESS", "{}", text(&out));
+    let env = read_env("in-process");
+    assert!(
+        env.contains(&"TH_TEST_ORDINARY=kept".to_string()),
+        "{env:?}"
+    );
+    assert_eq!(leaked(&env), Vec::<String>::new(), "in-process");
+
+    let addr = w.server.addr();
+    let job = std::thread::spawn(move || enqueue(&addr, "secrets-process", &[]));
+    let ppid = open.join("ppid");
+    let until = Instant::now() + Duration::from_secs(30);
+    while !ppid.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(&ppid).unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+    let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap();
+    let environ = std::fs::read(proc_dir.join("environ")).unwrap();
+    std::fs::write(open.join("go"), "").unwrap();
+    let out = job.join().unwrap();
+    assert_eq!(result_of(&out), "SUCCESS", "{}", text(&out));
+    // The script's parent is the job's child process, which holds no secret either.
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(cmdline.contains("__run-job-child"), "{cmdline:?}");
+    let environ: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    assert!(
+        environ.contains(&"TH_TEST_ORDINARY=kept".to_string()),
+        "{environ:?}"
+    );
+    assert_eq!(leaked(&environ), Vec::<String>::new(), "the job's process");
+    let env = read_env("process");
+    assert!(
+        env.contains(&"TH_TEST_ORDINARY=kept".to_string()),
+        "{env:?}"
+    );
+    assert_eq!(leaked(&env), Vec::<String>::new(), "process");
 }
 
 const REPORT_CONTAINMENT: &str = "#!/bin/bash\n\

@@ -19,8 +19,14 @@
 //! The deny-list holds what changes how a program starts or where it reaches, rather than
 //! data a script reads on purpose (see [`DENIED_NAMES`], [`DENIED_PREFIXES`] and
 //! [`DENIED_SUFFIXES`] for each entry and why).
+//!
+//! The other way round, the daemon's own secrets never reach the code a build runs: a process
+//! that runs the change's code (or a job's child process) inherits the daemon's environment
+//! without the variables of [`DAEMON_SECRETS`] ([`remove_daemon_secrets`]). What the job's
+//! configuration sets on purpose (a dataset's `env`) is applied after, and stays.
 
 use std::collections::BTreeMap;
+use std::process::Command;
 
 use serde_json::{Map, Value};
 
@@ -154,6 +160,70 @@ pub const DENIED_SUFFIXES: [(&str, &str); 2] = [
     ),
     ("PAGER", "PAGER, GIT_PAGER, MANPAGER run a command"),
 ];
+
+/// The daemon's own secrets: variables of its environment that no process running a build's
+/// code inherits, and why.
+pub const DAEMON_SECRETS: [(&str, &str); 8] = [
+    (
+        "AWS_ACCESS_KEY_ID",
+        "publish_logs (s3) reads the object store's key id from it when the config has none",
+    ),
+    (
+        "AWS_SECRET_ACCESS_KEY",
+        "publish_logs (s3) reads the object store's secret key from it when the config has none",
+    ),
+    (
+        "AWS_SESSION_TOKEN",
+        "the token of temporary AWS keys, which AWS clients send with them",
+    ),
+    (
+        "AWS_SECURITY_TOKEN",
+        "the older name of AWS_SESSION_TOKEN, still read by some AWS clients",
+    ),
+    (
+        "PGPASSWORD",
+        "libpq's password: an administrator's, for the seed and production databases",
+    ),
+    (
+        "PGPASSFILE",
+        "libpq's password file: where an administrator's database passwords are",
+    ),
+    (
+        "PGSERVICEFILE",
+        "libpq's service file, whose entries may hold passwords",
+    ),
+    (
+        "MYSQL_PWD",
+        "the mysql client's password: an administrator's, for the seed databases",
+    ),
+];
+
+/// Whether `name` is one of the daemon's secrets ([`DAEMON_SECRETS`]).
+pub fn is_daemon_secret(name: &str) -> bool {
+    DAEMON_SECRETS.iter().any(|(n, _)| *n == name)
+}
+
+/// Makes `command` not inherit the daemon's secrets ([`DAEMON_SECRETS`]); the rest of the
+/// daemon's environment stays. Call it before setting what the job's configuration sets on
+/// purpose: a variable set afterwards reaches the process, even one of these.
+///
+/// ```
+/// use std::ffi::OsStr;
+/// use std::process::Command;
+/// use turbo_hipster_sdk::support::env::remove_daemon_secrets;
+///
+/// let mut cmd = Command::new("env");
+/// remove_daemon_secrets(&mut cmd).env("PGPASSWORD", "the dataset's");
+/// let envs: Vec<_> = cmd.get_envs().collect();
+/// assert!(envs.contains(&(OsStr::new("AWS_SECRET_ACCESS_KEY"), None)));
+/// assert!(envs.contains(&(OsStr::new("PGPASSWORD"), Some(OsStr::new("the dataset's")))));
+/// ```
+pub fn remove_daemon_secrets(command: &mut Command) -> &mut Command {
+    for (name, _) in DAEMON_SECRETS {
+        command.env_remove(name);
+    }
+    command
+}
 
 /// Exact names (compared case-insensitively) that run a command, not on the lists above.
 const DENIED_COMMANDS: [&str; 3] = ["EDITOR", "VISUAL", "BROWSER"];
@@ -444,6 +514,52 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(filter(json!({})).unwrap(), ParameterFilter::zuul_only());
+    }
+
+    /// The variables a child prints (`NAME=value` lines of `env`).
+    fn printed_env(cmd: &mut Command) -> Vec<String> {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_daemon_s_secrets_do_not_reach_a_child_but_what_is_set_after_does() {
+        // Set on the command first, as a daemon started with them would pass them on (the
+        // plugins' tests start a real daemon with them in its environment).
+        let before = [
+            ("AWS_ACCESS_KEY_ID", "AKIDLEAK"),
+            ("AWS_SECRET_ACCESS_KEY", "SECRETLEAK"),
+            ("AWS_SESSION_TOKEN", "TOKENLEAK"),
+            ("PGPASSWORD", "PGLEAK"),
+            ("PGPASSFILE", "/root/.pgpass-leak"),
+            ("MYSQL_PWD", "MYLEAK"),
+            ("TH_UNRELATED", "kept"),
+        ];
+        let mut cmd = Command::new("env");
+        cmd.envs(before);
+        remove_daemon_secrets(&mut cmd).env("MYSQL_PWD", "set-after");
+        let printed = printed_env(&mut cmd);
+        assert!(
+            printed.contains(&"TH_UNRELATED=kept".to_string()),
+            "{printed:?}"
+        );
+        assert!(
+            printed.contains(&"MYSQL_PWD=set-after".to_string()),
+            "{printed:?}"
+        );
+        for (name, why) in DAEMON_SECRETS {
+            assert!(is_daemon_secret(name) && !why.is_empty());
+            if name != "MYSQL_PWD" {
+                let leaked = printed.iter().find(|l| l.starts_with(&format!("{name}=")));
+                assert!(leaked.is_none(), "{name} reached the child: {leaked:?}");
+            }
+        }
+        assert!(!is_daemon_secret("PGHOST"));
     }
 
     #[test]

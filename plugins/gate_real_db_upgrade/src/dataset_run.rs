@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Local;
 use turbo_hipster_sdk::support::contain::{ContainError, Contained};
+use turbo_hipster_sdk::support::env::remove_daemon_secrets;
 use turbo_hipster_sdk::support::git::{self, GitError, ZuulChange};
 use turbo_hipster_sdk::support::process::{
     seconds, signal_name, Cancellation, ProcessError, ProcessOutcome, ProcessRunner, Stream,
@@ -1324,9 +1325,11 @@ impl Run<'_, '_> {
         Ok(contained)
     }
 
-    /// The tool's command (or the heads command's): run in `checkout`, with the build's
-    /// allowed parameters, then the dataset's own environment (configuration, whose values are
-    /// placeholders the worker fills in), which wins; contained.
+    /// The tool's command (or the heads command's): run in `checkout`, with the daemon's
+    /// environment less its secrets ([`DAEMON_SECRETS`](turbo_hipster_sdk::support::env::DAEMON_SECRETS): object store keys, database
+    /// passwords), the build's allowed parameters, then the dataset's own environment
+    /// (configuration, whose values are placeholders the worker fills in), which wins and may
+    /// set one of those secrets on purpose; contained.
     fn tool_command(
         &self,
         program: &str,
@@ -1338,6 +1341,7 @@ impl Run<'_, '_> {
     ) -> Command {
         let mut cmd = Command::new(program);
         cmd.args(args).current_dir(checkout);
+        remove_daemon_secrets(&mut cmd);
         for (key, value) in self.job.parameters {
             cmd.env(key, value);
         }

@@ -573,6 +573,75 @@ fn the_tool_gets_its_placeholders_templates_and_environment() {
     assert!(output[3].starts_with("env=sqlite:////"), "{}", output[3]);
 }
 
+/// What an operator may have in the daemon's environment: the object store's keys
+/// (`publish_logs`), an administrator's database passwords; and one ordinary variable.
+const DAEMON_ENV: [(&str, &str); 8] = [
+    ("AWS_ACCESS_KEY_ID", "AKIA-DAEMON-LEAK"),
+    ("AWS_SECRET_ACCESS_KEY", "aws-secret-daemon-leak"),
+    ("AWS_SESSION_TOKEN", "aws-token-daemon-leak"),
+    ("PGPASSWORD", "pg-password-daemon-leak"),
+    ("PGPASSFILE", "/root/pgpass-daemon-leak"),
+    ("PGSERVICEFILE", "/root/pg_service-daemon-leak"),
+    ("MYSQL_PWD", "mysql-password-daemon-leak"),
+    ("TH_TEST_ORDINARY", "kept"),
+];
+
+#[test]
+fn the_daemon_s_secrets_never_reach_the_tool_but_the_dataset_s_env_does() {
+    for isolation in ["in-process", "process"] {
+        let mut world = World::new(json!({"job_isolation": isolation}));
+        world.project("shop/tool", &[("README", "x\n")]);
+        world.dataset(
+            "shop_tool",
+            tool_dataset(
+                "shop/tool",
+                json!({
+                    "migration": {
+                        "tool": ["sh", "-c", "env | sort"],
+                        // Configuration may set one on purpose.
+                        "env": {"PGPASSWORD": "the-dataset-s-{db_name}"},
+                    },
+                    "expected_version": "unchecked",
+                }),
+            ),
+            &[("seed.sql", TOOL_SEED)],
+        );
+        let change = world.propose("shop/tool", &[("README", "y\n")]);
+        let run = world.run_with_env("shop/tool", &change, &[], &DAEMON_ENV);
+        assert_eq!(run.result, "SUCCESS", "{isolation}: {}", run.describe());
+        let db = run.summary["datasets"][0]["database"].as_str().unwrap();
+        let env: Vec<String> = run
+            .file("shop_tool.log")
+            .lines()
+            .filter_map(|l| l.split_once(" [output] ").map(|(_, t)| t.to_string()))
+            .collect();
+        assert!(
+            env.contains(&"TH_TEST_ORDINARY=kept".to_string()),
+            "{isolation}: the tool did not print its environment: {env:?}"
+        );
+        for (name, _) in &DAEMON_ENV[..7] {
+            let set: Vec<&String> = env
+                .iter()
+                .filter(|l| l.starts_with(&format!("{name}=")))
+                .collect();
+            if *name == "PGPASSWORD" {
+                assert_eq!(
+                    set,
+                    [&format!("PGPASSWORD=the-dataset-s-{db}")],
+                    "{isolation}"
+                );
+            } else {
+                assert!(
+                    set.is_empty(),
+                    "{isolation}: {name} reached the tool: {set:?}"
+                );
+            }
+        }
+        let leaked: Vec<&String> = env.iter().filter(|l| l.contains("daemon-leak")).collect();
+        assert!(leaked.is_empty(), "{isolation}: {leaked:?}");
+    }
+}
+
 /// `turbo-hipster check-config` on the world's config, with a Gearman server named (a config
 /// without one is an error of its own): (success, stdout + stderr).
 fn check_config(world: &World) -> (bool, String) {

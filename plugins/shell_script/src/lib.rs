@@ -14,7 +14,9 @@
 //! Gearman server. So only the parameters Zuul defines (`ZUUL_*`, `LOG_PATH`,
 //! `BASE_LOG_PATH`) and those the job's `pass_parameters` names reach its environment, never
 //! one that changes how programs start (`BASH_ENV`, `LD_*`, `PATH`, …:
-//! [`turbo_hipster_sdk::support::env`]); the others are named once in `shell_script.log`.
+//! [`turbo_hipster_sdk::support::env`]); the others are named once in `shell_script.log`. It
+//! inherits the daemon's environment without the daemon's secrets (object store keys, database
+//! passwords: [`turbo_hipster_sdk::support::env::DAEMON_SECRETS`]).
 //!
 //! It runs contained ([`turbo_hipster_sdk::support::contain`]): when the daemon is root, as
 //! `containment.run_as` (default `nobody`), never as root; with memory, process and open-file
@@ -50,7 +52,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use turbo_hipster_sdk::config::{present, Checker, PathNeed, SecondsRange};
 use turbo_hipster_sdk::support::contain::{self, Contained, Containment};
-use turbo_hipster_sdk::support::env::{describe_dropped, ParameterFilter};
+use turbo_hipster_sdk::support::env::{describe_dropped, remove_daemon_secrets, ParameterFilter};
 use turbo_hipster_sdk::support::git::{self, GitError, GitOptions, ZuulChange};
 use turbo_hipster_sdk::support::process::{
     self, seconds, signal_name, Cancellation, ProcessRunner, Termination,
@@ -295,6 +297,8 @@ pub fn run_job(
         .arg(working_dir)
         .arg(&job.unique)
         .current_dir(working_dir);
+    // The daemon's secrets (object store keys, database passwords) are not the script's.
+    remove_daemon_secrets(&mut cmd);
     let parameters = settings.parameters.split(&job.parameters);
     for (key, value) in &parameters.passed {
         cmd.env(key, value);
