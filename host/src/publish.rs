@@ -485,7 +485,7 @@ fn not_worth_retrying(e: &object_store::Error, text: &str) -> Option<&'static st
              the request itself)",
         ),
         408 | 429 => None,
-        400..=499 => Some(
+        401..=499 => Some(
             "the store refused the request: check publish_logs.endpoint (an S3 API?), bucket \
              and region",
         ),
