@@ -670,9 +670,10 @@ fn a_wrong_secret_key_fails_at_once_saying_what_to_fix() {
     }
 }
 
-/// 20 MiB and a bit of random bytes: more than the 16 MiB above which a file goes up in parts
-/// (three: 8 MiB, 8 MiB, the rest).
-const BIG_JOB: &str = "head -c 20983465 /dev/urandom > \"$TH_RESULTS_DIR/big.bin\"\n";
+/// 20 MiB and a bit of random bytes, then the secret key: more than the 16 MiB above which a
+/// file goes up in parts (three: 8 MiB, 8 MiB, the rest) and is masked a block at a time.
+const BIG_JOB: &str = "head -c 20983465 /dev/urandom > \"$TH_RESULTS_DIR/big.bin\"\n\
+printf 'leak: th-test-secret/Key+do-not-publish-8f3a' >> \"$TH_RESULTS_DIR/big.bin\"\n";
 
 #[test]
 fn a_big_file_goes_up_in_parts_byte_for_byte() {
@@ -687,7 +688,9 @@ fn a_big_file_goes_up_in_parts_byte_for_byte() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("result: SUCCESS"), "{t}");
     let local = std::fs::read(setup.jobs_dir().join("11/check/b/big.bin")).unwrap();
-    assert_eq!(local.len(), 20_983_465);
+    // The key at its end was masked, in place, before the upload.
+    assert_eq!(local.len(), 20_983_465 + "leak: ***".len());
+    assert!(local.ends_with(b"leak: ***"));
     let (status, body) =
         http(moto.port, "GET", "/th-logs/ci-logs/11/check/b/big.bin", b"").unwrap();
     assert_eq!(status, 200);
@@ -696,6 +699,9 @@ fn a_big_file_goes_up_in_parts_byte_for_byte() {
         "the object differs from the file ({} bytes)",
         body.len()
     );
+    assert!(!body
+        .windows(SECRET_KEY.len())
+        .any(|w| w == SECRET_KEY.as_bytes()));
     // A multipart object's ETag ends in its number of parts; the small files went up whole.
     let listing = moto.listing("th-logs");
     let etag = |key: &str| {
@@ -730,7 +736,8 @@ fn a_multipart_upload_that_fails_is_aborted_and_the_job_s_objects_removed() {
     assert!(
         result.contains(
             "cannot complete the multipart upload of ci-logs/12/check/m/big.bin (1 try; retrying \
-             cannot help): bad request: "
+             cannot help): the store wants bigger parts than turbo-hipster's 8 MiB (all but the \
+             last): "
         ),
         "{result}"
     );
