@@ -396,11 +396,8 @@ fn mask_dir(dir: &Path, secrets: &Secrets, top: bool) -> std::io::Result<()> {
             }
             mask_dir(&entry.path(), secrets, false)?;
         } else if kind.is_file() {
-            let path = entry.path();
-            let bytes = std::fs::read(&path)?;
-            if let Some(masked) = secrets.mask_bytes(&bytes) {
-                std::fs::write(&path, masked)?;
-            }
+            // A big file is masked a block at a time (`Secrets::mask_file`).
+            secrets.mask_file(&entry.path())?;
         }
     }
     Ok(())

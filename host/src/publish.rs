@@ -3,8 +3,11 @@
 //! plain HTTP when the endpoint says `http://`, static credentials).
 //!
 //! The results become objects `<prefix>/<LOG_PATH>/<file>` with a content type browsers
-//! display (`.html`, `.txt`, `.log`, `.json`, …). Each request that fails is tried again up to
-//! `retries` times with a growing pause (0.5 s, 1 s, 2 s, … at most 10 s). Nothing is left
+//! display (`.html`, `.txt`, `.log`, `.json`, …). A file above [`MULTIPART_THRESHOLD`] goes up
+//! as a multipart upload read from the file one part at a time, never whole; a failed one is
+//! aborted. Each request that fails is tried again up to `retries` times with a growing pause
+//! (0.5 s, 1 s, 2 s, … at most 10 s), unless trying again cannot help (keys refused, no such
+//! bucket, a bad request): that fails at once, saying what to fix. Nothing is left
 //! half-published without saying so: the marker [`INCOMPLETE_MARKER`] is uploaded first and
 //! removed last; when an upload fails for good the objects already uploaded are removed, then
 //! the marker, and whatever could not be removed is named in the error (the marker stays
@@ -12,10 +15,13 @@
 //! are cut out of every message here, and out of every file by the caller before it uploads
 //! them (`jobs::write_results` masks the results with the storage keys among the secrets).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::client::HttpError;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
 use turbo_hipster_sdk::support::text::one_line;
@@ -34,6 +40,14 @@ const MAX_PAUSE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 const REDACTED: &str = "***";
+/// Files above this size (16 MiB) are uploaded in parts (an S3 multipart upload), each read
+/// from the file when it is sent: an upload holds at most one part in memory.
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// The size of every part but the last (S3 wants at least 5 MiB), made larger for a file that
+/// would need more than [`MAX_PARTS`].
+const PART_SIZE: u64 = 8 * 1024 * 1024;
+/// The most parts S3 takes in one upload.
+const MAX_PARTS: u64 = 10_000;
 
 /// Content types by file extension (anything else is `application/octet-stream`).
 const CONTENT_TYPES: [(&str, &str); 11] = [
@@ -206,18 +220,30 @@ async fn upload_all(
                 break;
             }
         };
-        let data = match std::fs::read(file) {
-            Ok(d) => d,
+        let size = match std::fs::metadata(file) {
+            Ok(m) => m.len(),
             Err(e) => {
                 failure = Some(format!("cannot read {}: {e}", file.display()));
                 break;
             }
         };
-        let payload = PutPayload::from(data);
-        let put = with_retries(retries, secrets, "upload", &object, || {
-            store.put(&object, payload.clone())
-        })
-        .await;
+        let put = if size > MULTIPART_THRESHOLD {
+            upload_in_parts(&store, file, size, &object, retries, secrets).await
+        } else {
+            let data = match std::fs::read(file) {
+                Ok(d) => d,
+                Err(e) => {
+                    failure = Some(format!("cannot read {}: {e}", file.display()));
+                    break;
+                }
+            };
+            let payload = PutPayload::from(data);
+            with_retries(retries, secrets, "upload", &object, || {
+                store.put(&object, payload.clone())
+            })
+            .await
+            .map(drop)
+        };
         match put {
             Ok(_) => uploaded.push(object),
             Err(e) => {
@@ -273,8 +299,87 @@ async fn remove_partial(
     }
 }
 
+/// Uploads `file` (`size` bytes) to `object` as a multipart upload, reading one part at a
+/// time; every request is tried as [`with_retries`] says. When a part or the completion fails
+/// for good, the upload is aborted (the store drops its parts); an abort that fails too is
+/// named in the error.
+async fn upload_in_parts(
+    store: &AmazonS3,
+    file: &Path,
+    size: u64,
+    object: &ObjectPath,
+    retries: u32,
+    secrets: &[String],
+) -> Result<(), String> {
+    let mut reader =
+        std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let id = with_retries(
+        retries,
+        secrets,
+        "start the multipart upload of",
+        object,
+        || store.create_multipart(object),
+    )
+    .await?;
+    let part_size = PART_SIZE.max(size.div_ceil(MAX_PARTS));
+    let mut parts: Vec<PartId> = Vec::new();
+    let sent = async {
+        loop {
+            let mut data = Vec::new();
+            (&mut reader)
+                .take(part_size)
+                .read_to_end(&mut data)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            if data.is_empty() && !parts.is_empty() {
+                break;
+            }
+            let last = (data.len() as u64) < part_size;
+            let payload = PutPayload::from(data);
+            let idx = parts.len();
+            let what = format!("upload part {} of", idx + 1);
+            let part = with_retries(retries, secrets, &what, object, || {
+                store.put_part(object, &id, idx, payload.clone())
+            })
+            .await?;
+            parts.push(part);
+            if last {
+                break;
+            }
+        }
+        with_retries(
+            retries,
+            secrets,
+            "complete the multipart upload of",
+            object,
+            || store.complete_multipart(object, &id, parts.clone()),
+        )
+        .await
+    }
+    .await;
+    let Err(e) = sent else {
+        return Ok(());
+    };
+    match with_retries(
+        retries.min(1),
+        secrets,
+        "abort the multipart upload of",
+        object,
+        || store.abort_multipart(object, &id),
+    )
+    .await
+    {
+        Ok(()) => Err(format!("{e} (the multipart upload was aborted)")),
+        Err(abort) => Err(format!(
+            "{e}; {abort}: its parts stay in the bucket (upload id {}) until removed, e.g. by a \
+             lifecycle rule that aborts incomplete multipart uploads",
+            one_line(&id)
+        )),
+    }
+}
+
 /// Runs `request` until it succeeds or has been tried `1 + retries` times, pausing between
-/// tries; each failure is logged (without credentials).
+/// tries; each failure is logged (without credentials). A failure that trying again cannot
+/// fix ([`not_worth_retrying`]) ends it at once, saying what to check.
 async fn with_retries<T, F, Fut>(
     retries: u32,
     secrets: &[String],
@@ -293,19 +398,26 @@ where
         match request().await {
             Ok(v) => return Ok(v),
             Err(e) => {
-                let e = redact_text(&condense(&with_causes(&e)), secrets);
+                let full = with_causes(&e);
+                let text = redact_text(&condense(&full), secrets);
+                let tries = if attempt == 1 {
+                    "1 try".to_string()
+                } else {
+                    format!("{attempt} tries")
+                };
+                if let Some(fix) = not_worth_retrying(&e, &full) {
+                    return Err(format!(
+                        "cannot {what} {object} ({tries}; retrying cannot help): {fix}; the \
+                         store said: {text}"
+                    ));
+                }
                 if attempt > retries {
-                    let tries = if attempt == 1 {
-                        "1 try".to_string()
-                    } else {
-                        format!("{attempt} tries")
-                    };
-                    return Err(format!("cannot {what} {object} ({tries}): {e}"));
+                    return Err(format!("cannot {what} {object} ({tries}): {text}"));
                 }
                 tracing::warn!(
                     object = %object,
                     attempt,
-                    "cannot {what} an object of the job's logs, trying again in {} ms: {e}",
+                    "cannot {what} an object of the job's logs, trying again in {} ms: {text}",
                     pause.as_millis()
                 );
                 tokio::time::sleep(pause).await;
@@ -313,6 +425,90 @@ where
             }
         }
     }
+}
+
+/// What to fix when trying `e` again cannot succeed (`text` is `e` with its causes): the keys
+/// refused (401, 403), no such bucket (404), a request the store calls bad (400 but a
+/// request timeout, other 4xx but 408 and 429), a request the store's client cannot make.
+/// `None` for what may pass on another try: no connection, a timeout, 5xx, 429 and 503
+/// (slow down), a reply cut short.
+fn not_worth_retrying(e: &object_store::Error, text: &str) -> Option<&'static str> {
+    use object_store::Error as E;
+    let status = match e {
+        E::Unauthenticated { .. } => 401,
+        E::PermissionDenied { .. } => 403,
+        E::NotFound { .. } => 404,
+        E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. }
+        | E::NotModified { .. } => return Some("the store's client cannot make this request"),
+        E::Generic { source, .. } if !has_cause::<HttpError>(source.as_ref()) => status_in(text)?,
+        _ => return None,
+    };
+    let code = |c: &str| text.contains(c);
+    match status {
+        401 | 403 if code("InvalidAccessKeyId") => Some(
+            "access denied, the store does not know the access key: check \
+             publish_logs.access_key_id",
+        ),
+        401 | 403 if code("SignatureDoesNotMatch") => Some(
+            "access denied, the request's signature does not match: check \
+             publish_logs.secret_access_key",
+        ),
+        401 | 403 if code("RequestTimeTooSkewed") => {
+            Some("access denied, this host's clock is off: set it right (NTP)")
+        }
+        401 | 403 => Some(
+            "access denied: check publish_logs.access_key_id/secret_access_key and the bucket \
+             policy (the keys need s3:PutObject and s3:DeleteObject under the prefix)",
+        ),
+        404 if code("NoSuchBucket") => {
+            Some("no such bucket: check publish_logs.bucket (and endpoint, region)")
+        }
+        404 if code("NoSuchUpload") => {
+            Some("the multipart upload is gone (aborted, or expired by a lifecycle rule)")
+        }
+        404 => Some("not found: check publish_logs.bucket, endpoint and region"),
+        400 if code("RequestTimeout") => None,
+        400 if code("EntityTooSmall") => Some(
+            "the store wants bigger parts than turbo-hipster's 8 MiB (all but the last): it is \
+             not S3-compatible there",
+        ),
+        400 if code("AuthorizationHeaderMalformed") => {
+            Some("bad request, the store expects another region: check publish_logs.region")
+        }
+        400 => Some(
+            "bad request: check publish_logs.bucket, endpoint and region (the store refused \
+             the request itself)",
+        ),
+        408 | 429 => None,
+        401..=499 => Some(
+            "the store refused the request: check publish_logs.endpoint (an S3 API?), bucket \
+             and region",
+        ),
+        _ => None,
+    }
+}
+
+/// Whether `e` or one of its causes is a `C`.
+fn has_cause<C: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(e) = current {
+        if e.is::<C>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The HTTP status the store's error text quotes (`… non-2xx status code: 403 Forbidden …`).
+fn status_in(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text[at..].get(..3)?.parse().ok()
 }
 
 /// The regular files of the results, with their names relative to `results_dir` (`/`
@@ -417,6 +613,73 @@ mod tests {
         // Control characters are escaped as the SDK's `one_line` does, a NUL too.
         assert_eq!(condense("a\n  b\u{1}"), "a b\\u{1}");
         assert_eq!(condense("a\u{1b}[2J\0b"), "a\\u{1b}[2J\\0b");
+    }
+
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.into(),
+        }
+    }
+
+    fn verdict(e: &object_store::Error) -> Option<&'static str> {
+        not_worth_retrying(e, &with_causes(e))
+    }
+
+    #[test]
+    fn only_failures_a_retry_can_fix_are_retried() {
+        let status = |s: &str| {
+            generic(&format!(
+                "Error performing PUT http://h/b/k in 5ms - Server returned non-2xx status code: {s}"
+            ))
+        };
+        // Retried: the store busy or failing, a slow-down, a request timeout, no status.
+        for s in [
+            "500 Internal Server Error: InternalError",
+            "503 Service Unavailable: SlowDown: Please reduce your request rate.",
+            "429 Too Many Requests: ",
+            "408 Request Timeout: ",
+            "400 Bad Request: RequestTimeout: Your socket connection to the server was not read",
+        ] {
+            assert_eq!(verdict(&status(s)), None, "{s}");
+        }
+        assert_eq!(verdict(&generic("error sending request")), None);
+        // Not retried, each saying what to check.
+        let denied = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "403 Forbidden: SignatureDoesNotMatch: The request signature".into(),
+        };
+        assert!(
+            verdict(&denied).is_some_and(|m| m.contains("check publish_logs.secret_access_key"))
+        );
+        let unknown = object_store::Error::Unauthenticated {
+            path: "k".into(),
+            source: "401 Unauthorized".into(),
+        };
+        assert!(verdict(&unknown).is_some_and(|m| m.starts_with(
+            "access denied: check \
+             publish_logs.access_key_id/secret_access_key and the bucket policy"
+        )));
+        let bucket = object_store::Error::NotFound {
+            path: "k".into(),
+            source: "404 Not Found: NoSuchBucket".into(),
+        };
+        assert!(verdict(&bucket).is_some_and(|m| m.starts_with("no such bucket")));
+        for (s, hint) in [
+            ("400 Bad Request: InvalidBucketName", "bad request: "),
+            (
+                "400 Bad Request: AuthorizationHeaderMalformed",
+                "bad request, ",
+            ),
+            ("403 Forbidden: AccessDenied", "access denied: "),
+            ("405 Method Not Allowed: ", "the store refused"),
+        ] {
+            assert!(
+                verdict(&status(s)).is_some_and(|m| m.starts_with(hint)),
+                "{s}: {:?}",
+                verdict(&status(s))
+            );
+        }
     }
 
     #[test]

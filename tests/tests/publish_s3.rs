@@ -27,6 +27,11 @@ struct Moto {
 
 impl Moto {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With `env` set for the server (moto's settings).
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let bin = test_venv_dir().join("bin/moto_server");
         assert!(
             bin.exists(),
@@ -36,6 +41,7 @@ impl Moto {
         let port = free_port();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -98,6 +104,57 @@ impl Moto {
         assert_eq!(status, 200);
     }
 
+    /// An IAM user's new access key: (id, secret). The request's scope names IAM (moto sends
+    /// it there); moto does not check its signature while auth is off.
+    fn create_access_key(&self, user: &str) -> (String, String) {
+        let auth =
+            "AWS4-HMAC-SHA256 Credential=AKIAUNCHECKED/20260101/us-east-1/iam/aws4_request, \
+                    SignedHeaders=host, Signature=0";
+        let iam = |action: &str| {
+            let body = format!("Action={action}&UserName={user}&Version=2010-05-08");
+            let (status, body) = http_with(
+                self.port,
+                "POST",
+                "/",
+                &[
+                    ("Authorization", auth),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                body.as_bytes(),
+            )
+            .unwrap();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert_eq!(status, 200, "{action}: {body}");
+            body
+        };
+        iam("CreateUser");
+        let key = iam("CreateAccessKey");
+        let tag = |name: &str| {
+            key.split(&format!("<{name}>"))
+                .nth(1)
+                .and_then(|s| s.split(&format!("</{name}>")).next())
+                .unwrap()
+                .to_string()
+        };
+        (tag("AccessKeyId"), tag("SecretAccessKey"))
+    }
+
+    /// How many multipart uploads of `bucket` are started and neither completed nor aborted.
+    fn open_uploads(&self, bucket: &str) -> usize {
+        let (status, body) = http(self.port, "GET", &format!("/{bucket}?uploads"), b"").unwrap();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, 200, "{body}");
+        body.matches("<Upload>").count()
+    }
+
+    /// The listing of `bucket` (ListObjectsV2's XML).
+    fn listing(&self, bucket: &str) -> String {
+        let (status, body) =
+            http(self.port, "GET", &format!("/{bucket}?list-type=2"), b"").unwrap();
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     /// Every key in `bucket`, sorted (moto lists without signatures while auth is off).
     fn keys(&self, bucket: &str) -> Vec<String> {
         let (status, body) =
@@ -125,10 +182,25 @@ impl Drop for Moto {
 /// One HTTP/1.1 request to 127.0.0.1:`port`: the status and the body (`None` if nothing
 /// answers).
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    http_with(port, method, path, &[], body)
+}
+
+/// [`http`] with more headers.
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).ok()?;
@@ -433,11 +505,18 @@ fn keys_refused_part_way_leave_a_marker_and_say_so_without_showing_the_keys() {
     assert!(
         result.starts_with(
             "ERROR - infrastructure: cannot write the job's results: cannot publish the job's logs to \
-             s3://th-logs/ci-logs/8/check/y/: cannot upload ci-logs/8/check/y/job.json (2 tries): "
+             s3://th-logs/ci-logs/8/check/y/: cannot upload ci-logs/8/check/y/job.json (1 try; \
+             retrying cannot help): access denied, the store does not know the access key: check \
+             publish_logs.access_key_id; the store said: "
         ),
         "{result}"
     );
-    assert!(result.contains("403"), "{result}");
+    assert!(
+        result.contains("403 Forbidden: InvalidAccessKeyId"),
+        "{result}"
+    );
+    // A refusal is not tried again, nor is its clean-up.
+    assert!(!t.contains("trying again in"), "{t}");
     assert!(
         result.ends_with("they stay beside the marker ci-logs/8/check/y/PUBLISHING-INCOMPLETE.txt"),
         "{result}"
@@ -517,7 +596,8 @@ fn check_config_writes_and_removes_one_object_with_the_keys() {
     assert!(
         t.contains(&format!(
             "error: {config}: publish_logs: cannot write to s3://th-missing/ci-logs/: cannot upload \
-             ci-logs/.turbo-hipster-check (1 try): "
+             ci-logs/.turbo-hipster-check (1 try; retrying cannot help): no such bucket: check \
+             publish_logs.bucket (and endpoint, region); the store said: "
         )),
         "{t}"
     );
@@ -534,4 +614,145 @@ fn check_config_writes_and_removes_one_object_with_the_keys() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("403 Forbidden: InvalidAccessKeyId"), "{t}");
     assert_no_keys("check-config", &[("output".into(), t)]);
+}
+
+#[test]
+fn a_wrong_secret_key_fails_at_once_saying_what_to_fix() {
+    let moto = Moto::start();
+    moto.create_bucket("th-logs");
+    let (key_id, real_secret) = moto.create_access_key("th-uploader");
+    assert_ne!(real_secret, SECRET_KEY);
+    // A key the store knows, signed with the wrong secret; up to 10 retries would pause
+    // 0.5 + 1 + 2 + 4 + 8 + 5 × 10 s.
+    let (_p, setup, _s) = shell_setup(
+        s3_config(
+            &moto.endpoint(),
+            "th-logs",
+            json!({"access_key_id": key_id, "retries": 10}),
+        ),
+        JOB,
+    );
+    moto.refuse_keys_after("0");
+    let started = Instant::now();
+    let (t, result) = run_failing(&setup, "10/check/w");
+    let took = started.elapsed();
+    assert!(
+        result.starts_with(
+            "ERROR - infrastructure: cannot write the job's results: cannot publish the job's logs to \
+             s3://th-logs/ci-logs/10/check/w/: cannot upload \
+             ci-logs/10/check/w/PUBLISHING-INCOMPLETE.txt (1 try; retrying cannot help): access \
+             denied, the request's signature does not match: check publish_logs.secret_access_key; \
+             the store said: "
+        ),
+        "{result}"
+    );
+    assert!(
+        result.contains("403 Forbidden: SignatureDoesNotMatch"),
+        "{result}"
+    );
+    assert!(!t.contains("trying again in"), "{t}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    eprintln!("wrong secret: run-job took {took:?}");
+    moto.refuse_keys_after("inf");
+    assert_eq!(moto.keys("th-logs"), Vec::<String>::new());
+    let mut texts = vec![("output".to_string(), t)];
+    texts.extend(
+        read_all(&setup.jobs_dir())
+            .into_iter()
+            .filter(|(n, _)| !n.ends_with("shell_script.log")),
+    );
+    assert_no_keys("wrong secret", &texts);
+    for (name, text) in &texts {
+        assert!(
+            !text.contains(&key_id),
+            "{name} holds the access key id:\n{text}"
+        );
+    }
+}
+
+/// 20 MiB and a bit of random bytes, then the secret key: more than the 16 MiB above which a
+/// file goes up in parts (three: 8 MiB, 8 MiB, the rest) and is masked a block at a time.
+const BIG_JOB: &str = "head -c 20983465 /dev/urandom > \"$TH_RESULTS_DIR/big.bin\"\n\
+printf 'leak: th-test-secret/Key+do-not-publish-8f3a' >> \"$TH_RESULTS_DIR/big.bin\"\n";
+
+#[test]
+fn a_big_file_goes_up_in_parts_byte_for_byte() {
+    let moto = Moto::start();
+    moto.create_bucket("th-logs");
+    let (_p, setup, _s) = shell_setup(
+        s3_config(&moto.endpoint(), "th-logs", json!({})),
+        &format!("{JOB}{BIG_JOB}"),
+    );
+    let out = setup.run(&["run-job", "build:shelly", "--param", "LOG_PATH=11/check/b"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("result: SUCCESS"), "{t}");
+    let local = std::fs::read(setup.jobs_dir().join("11/check/b/big.bin")).unwrap();
+    // The key at its end was masked, in place, before the upload.
+    assert_eq!(local.len(), 20_983_465 + "leak: ***".len());
+    assert!(local.ends_with(b"leak: ***"));
+    let (status, body) =
+        http(moto.port, "GET", "/th-logs/ci-logs/11/check/b/big.bin", b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body == local,
+        "the object differs from the file ({} bytes)",
+        body.len()
+    );
+    assert!(!body
+        .windows(SECRET_KEY.len())
+        .any(|w| w == SECRET_KEY.as_bytes()));
+    // A multipart object's ETag ends in its number of parts; the small files went up whole.
+    let listing = moto.listing("th-logs");
+    let etag = |key: &str| {
+        listing
+            .split(&format!("<Key>ci-logs/11/check/b/{key}</Key>"))
+            .nth(1)
+            .and_then(|s| s.split("<ETag>").nth(1))
+            .and_then(|s| s.split("</ETag>").next())
+            .unwrap()
+            .replace("&quot;", "")
+            .replace('"', "")
+    };
+    assert!(etag("big.bin").ends_with("-3"), "{listing}");
+    assert!(!etag("index.html").contains('-'), "{listing}");
+    assert_eq!(moto.open_uploads("th-logs"), 0);
+    assert!(!moto
+        .keys("th-logs")
+        .iter()
+        .any(|k| k.ends_with("PUBLISHING-INCOMPLETE.txt")));
+}
+
+#[test]
+fn a_multipart_upload_that_fails_is_aborted_and_the_job_s_objects_removed() {
+    // Parts must be 9 MiB here: the 8 MiB ones are refused when the upload completes (400
+    // EntityTooSmall, not worth retrying).
+    let moto = Moto::start_with(&[("S3_UPLOAD_PART_MIN_SIZE", "9437184")]);
+    moto.create_bucket("th-logs");
+    // "a-first.txt" goes up before "big.bin", which fails.
+    let body = format!("{JOB}{BIG_JOB}printf a > \"$TH_RESULTS_DIR/a-first.txt\"\n");
+    let (_p, setup, _s) = shell_setup(s3_config(&moto.endpoint(), "th-logs", json!({})), &body);
+    let (t, result) = run_failing(&setup, "12/check/m");
+    assert!(
+        result.contains(
+            "cannot complete the multipart upload of ci-logs/12/check/m/big.bin (1 try; retrying \
+             cannot help): the store wants bigger parts than turbo-hipster's 8 MiB (all but the \
+             last): "
+        ),
+        "{result}"
+    );
+    assert!(result.contains("EntityTooSmall"), "{result}");
+    assert!(
+        result.ends_with(
+            " (the multipart upload was aborted); the 1 object(s) uploaded were removed"
+        ),
+        "{result}"
+    );
+    assert!(!t.contains("trying again in"), "{t}");
+    assert_eq!(
+        moto.open_uploads("th-logs"),
+        0,
+        "no multipart upload is left"
+    );
+    assert_eq!(moto.keys("th-logs"), Vec::<String>::new());
 }

@@ -28,6 +28,8 @@
 //! ```
 
 use std::fmt;
+use std::io::{Read, Write};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
@@ -200,6 +202,120 @@ impl Secrets {
     }
 }
 
+/// Files up to this size are masked in memory; a larger one is read in blocks of this size.
+const MASK_IN_MEMORY_MAX: u64 = 16 * 1024 * 1024;
+
+impl Secrets {
+    /// Masks every form in the file at `path`, in place, as [`Secrets::mask_bytes`] would:
+    /// `true` if it changed. A file above 16 MiB is never read whole: it is scanned in
+    /// blocks (one read when no secret occurs, the common case), and each form that occurs is
+    /// replaced by a pass that writes a copy beside it (`.<name>.masking`, renamed over it).
+    ///
+    /// # Errors
+    /// Reading or writing the file; the copy is removed then.
+    pub fn mask_file(&self, path: &Path) -> std::io::Result<bool> {
+        if self.is_empty() {
+            return Ok(false);
+        }
+        if std::fs::metadata(path)?.len() <= MASK_IN_MEMORY_MAX {
+            let bytes = std::fs::read(path)?;
+            return match self.mask_bytes(&bytes) {
+                Some(masked) => std::fs::write(path, masked).map(|()| true),
+                None => Ok(false),
+            };
+        }
+        self.mask_file_in_blocks(path, MASK_IN_MEMORY_MAX)
+    }
+
+    fn mask_file_in_blocks(&self, path: &Path, block: u64) -> std::io::Result<bool> {
+        let forms: Vec<&[u8]> = self.forms.iter().map(|f| f.as_bytes()).collect();
+        if !occurs(path, &forms, block)? {
+            return Ok(false);
+        }
+        let mut changed = false;
+        for form in forms {
+            if occurs(path, &[form], block)? {
+                changed |= replace_in_file(path, form, block)?;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Whether any of `forms` occurs in the file, read a block at a time (each block with the
+/// end of the one before, so that a form across two blocks is found).
+fn occurs(path: &Path, forms: &[&[u8]], block: u64) -> std::io::Result<bool> {
+    let keep = forms.iter().map(|f| f.len()).max().unwrap_or(1) - 1;
+    let finders: Vec<_> = forms.iter().map(memchr::memmem::Finder::new).collect();
+    let mut file = std::fs::File::open(path)?;
+    let mut window: Vec<u8> = Vec::new();
+    loop {
+        let tail = window.len().saturating_sub(keep);
+        window.drain(..tail);
+        let read = (&mut file).take(block).read_to_end(&mut window)?;
+        if finders.iter().any(|f| f.find(&window).is_some()) {
+            return Ok(true);
+        }
+        if read == 0 {
+            return Ok(false);
+        }
+    }
+}
+
+/// Replaces every `form` in the file by `***` (overlapping matches: the first wins), through
+/// a copy beside it renamed over it; `false` (and no copy left) when `form` is not there.
+fn replace_in_file(path: &Path, form: &[u8], block: u64) -> std::io::Result<bool> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let copy = path.with_file_name(format!(".{}.masking", name.unwrap_or_default()));
+    let result = replace_into(path, &copy, form, block);
+    match result {
+        Ok(true) => std::fs::rename(&copy, path).map(|()| true),
+        other => {
+            let _ = std::fs::remove_file(&copy);
+            other
+        }
+    }
+}
+
+fn replace_into(path: &Path, copy: &Path, form: &[u8], block: u64) -> std::io::Result<bool> {
+    let finder = memchr::memmem::Finder::new(form);
+    let mut file = std::fs::File::open(path)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(copy)?);
+    let mut window: Vec<u8> = Vec::new();
+    let mut found = false;
+    loop {
+        let read = (&mut file).take(block).read_to_end(&mut window)?;
+        // Without more to read, all of the window is final; else its last bytes may start a
+        // form the next block ends.
+        let end = if read == 0 {
+            window.len()
+        } else {
+            window.len().saturating_sub(form.len() - 1)
+        };
+        let mut from = 0;
+        for at in finder.find_iter(&window) {
+            if at < from {
+                continue;
+            }
+            if at >= end {
+                break;
+            }
+            out.write_all(&window[from..at])?;
+            out.write_all(b"***")?;
+            from = at + form.len();
+            found = true;
+        }
+        let cut = end.max(from);
+        out.write_all(&window[from..cut])?;
+        window.drain(..cut);
+        if read == 0 {
+            break;
+        }
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(found)
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
@@ -264,6 +380,40 @@ mod tests {
         }
         assert_eq!(s.mask_bytes(b"nothing"), None);
         assert!(Secrets::new(["ab".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn a_file_masked_in_blocks_is_masked_as_in_memory() {
+        // Two secrets (one a prefix of another's form), overlapping hits, hits across every
+        // block boundary, at the start and the end; blocks from 1 byte to more than the file.
+        let s = Secrets::new(["abcab".to_string(), "x y/z".to_string()]);
+        let mut text = b"abcabcab|x%20y%2Fz|x y/zx y/z.".to_vec();
+        text.extend_from_slice(&[0, 255, 10]);
+        text.extend_from_slice(b"abcababcab+x+y%2fz.x y/z");
+        let expected = s.mask_bytes(&text).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("f.log");
+        for block in 1..=(text.len() as u64 + 2) {
+            std::fs::write(&path, &text).unwrap();
+            assert!(s.mask_file_in_blocks(&path, block).unwrap(), "{block}");
+            let masked = std::fs::read(&path).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&masked),
+                String::from_utf8_lossy(&expected),
+                "block of {block} bytes"
+            );
+            // Nothing is left beside it; a clean file is not rewritten.
+            assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+            let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+            assert!(!s.mask_file_in_blocks(&path, block).unwrap());
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().modified().unwrap(),
+                before
+            );
+        }
+        std::fs::write(&path, &text).unwrap();
+        assert!(s.mask_file(&path).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 
     #[test]
