@@ -485,6 +485,45 @@ async fn reconnects_after_server_restart() {
     worker.shutdown().await;
 }
 
+/// Submits a build and waits until it has started (its first `WORK_DATA`).
+async fn started(
+    client: &Client,
+    function: &str,
+    unique: &str,
+    data: &'static str,
+) -> SubmittedJob {
+    let mut build = client
+        .submit(function, unique, data, Priority::Normal)
+        .await
+        .expect("submit");
+    assert!(matches!(
+        timeout(T, build.next_event()).await.expect("started"),
+        Some(JobEvent::Data(_))
+    ));
+    build
+}
+
+/// Submits `stop:th-test` with `data` at high priority while `build` runs: the stop completes
+/// with `stopped`; the build's events after that.
+async fn stopped(client: &Client, build: SubmittedJob, data: &'static str) -> Vec<JobEvent> {
+    let stop = client
+        .submit("stop:th-test", "stop", data, Priority::High)
+        .await
+        .expect("submit stop");
+    let stop_events = timeout(T, stop.wait())
+        .await
+        .expect("stop served")
+        .expect("events");
+    assert_eq!(
+        stop_events,
+        vec![JobEvent::Complete(Bytes::from_static(b"stopped"))]
+    );
+    timeout(T, build.wait())
+        .await
+        .expect("build ended")
+        .expect("events")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_is_served_while_the_only_slot_is_busy() {
     let g = gearmand();
@@ -528,40 +567,13 @@ async fn stop_is_served_while_the_only_slot_is_busy() {
     assert_eq!(normal.functions, vec!["build:long"]);
 
     let client = client(g.port).await;
-    let mut build = client
-        .submit("build:long", "b1", "x", Priority::Normal)
-        .await
-        .expect("submit");
-    assert!(matches!(
-        timeout(T, build.next_event()).await.expect("started"),
-        Some(JobEvent::Data(_))
-    ));
+    let build = started(&client, "build:long", "b1", "x").await;
     // A second build waits: the only slot is busy.
     let second = client
         .submit("build:long", "b2", "y", Priority::Normal)
         .await
         .expect("submit");
-    let stop = client
-        .submit(
-            "stop:th-test",
-            "s1",
-            r#"{"name":"long","number":"1"}"#,
-            Priority::High,
-        )
-        .await
-        .expect("submit stop");
-    let stop_events = timeout(T, stop.wait())
-        .await
-        .expect("stop served")
-        .expect("events");
-    assert_eq!(
-        stop_events,
-        vec![JobEvent::Complete(Bytes::from_static(b"stopped"))]
-    );
-    let rest = timeout(T, build.wait())
-        .await
-        .expect("build ended")
-        .expect("events");
+    let rest = stopped(&client, build, r#"{"name":"long","number":"1"}"#).await;
     assert_eq!(
         rest,
         vec![
@@ -996,30 +1008,8 @@ async fn works_against_zuuls_gear_server() {
     assert_eq!(events.last(), Some(&JobEvent::Complete(Bytes::new())));
 
     // A stop while the only slot is busy.
-    let mut build = client
-        .submit("build:gear", "g2", "wait", Priority::Normal)
-        .await
-        .expect("submit");
-    assert!(matches!(
-        timeout(T, build.next_event()).await.expect("started"),
-        Some(JobEvent::Data(_))
-    ));
-    let stop = client
-        .submit("stop:th-test", "s", "{}", Priority::High)
-        .await
-        .expect("submit stop");
-    let stop_events = timeout(T, stop.wait())
-        .await
-        .expect("stop served")
-        .expect("events");
-    assert_eq!(
-        stop_events,
-        vec![JobEvent::Complete(Bytes::from_static(b"stopped"))]
-    );
-    let rest = timeout(T, build.wait())
-        .await
-        .expect("ended")
-        .expect("events");
+    let build = started(&client, "build:gear", "g2", "wait").await;
+    let rest = stopped(&client, build, "{}").await;
     assert_eq!(rest.last(), Some(&JobEvent::Fail));
     worker.shutdown().await;
 }
