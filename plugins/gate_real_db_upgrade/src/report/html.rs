@@ -744,23 +744,7 @@ fn dataset_section(
         escape(d.final_version.as_deref().unwrap_or("none")),
         escape(d.expected_version.as_deref().unwrap_or("unchecked")),
     );
-    // Dataset fields beyond the ones above (provisioning, …), generically.
-    if let Ok(Value::Object(map)) = serde_json::to_value(d) {
-        let known = [
-            "name",
-            "engine",
-            "result_lines",
-            "duration_ms",
-            "final_version",
-            "expected_version",
-            "migrations",
-        ];
-        let rest: Vec<(String, Value)> = map
-            .into_iter()
-            .filter(|(k, v)| !known.contains(&k.as_str()) && !is_empty_value(v))
-            .collect();
-        out.push_str(&fields_list(&rest));
-    }
+    out.push_str(&fields_list(&dataset_fields(d)));
     let starts = view.map(|v| v.starts.as_slice()).unwrap_or(&[]);
     let link = |j: usize| {
         starts
@@ -778,6 +762,58 @@ fn dataset_section(
         _ => out.push_str("<p class=\"meta\">no log</p>\n"),
     }
     out.push_str("</section>\n");
+}
+
+/// A dataset's fields beyond its heading: how its database was made and where its work was
+/// counted in words, the gaps when there were some, every other field (config, seed, …)
+/// generically.
+fn dataset_fields(d: &DatasetSummary) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    if let Some(p) = &d.provisioning {
+        let how = match &p.golden {
+            Some(golden) => format!("{} of the golden copy {golden}", p.method),
+            None => p.method.clone(),
+        };
+        out.push((
+            "database made by".into(),
+            Value::from(format!("{how}, in {:.3} s", p.seconds)),
+        ));
+    }
+    if let (Some(source), Some(scope)) = (&d.counters_source, &d.counters_scope) {
+        out.push((
+            "work counted from".into(),
+            Value::from(format!("{source} (scope: {scope})")),
+        ));
+    }
+    if d.observation_gaps > 0 {
+        out.push((
+            "observation gaps".into(),
+            Value::from(format!(
+                "{}: the figures marked (partial) are incomplete",
+                d.observation_gaps
+            )),
+        ));
+    }
+    let known = [
+        "name",
+        "engine",
+        "result_lines",
+        "duration_ms",
+        "final_version",
+        "expected_version",
+        "migrations",
+        "provisioning",
+        "counters_source",
+        "counters_scope",
+        "observation_gaps",
+    ];
+    if let Ok(Value::Object(map)) = serde_json::to_value(d) {
+        out.extend(
+            map.into_iter()
+                .filter(|(k, v)| !known.contains(&k.as_str()) && !is_empty_value(v)),
+        );
+    }
+    out
 }
 
 /// The timeline: a bar per migration on one time scale, its limit a tick; failing bars red and
@@ -1158,6 +1194,29 @@ mod tests {
         assert!(observed["rewrites"].starts_with("1→2: orders (44.2 MB, uncertain"));
         assert!(observed["rewrites"].contains("\n2→3: orders (44.2 MB)"));
         assert!(observed["not observed"].starts_with("1 gap(s)"));
+        let mut d = job.datasets[0].clone();
+        d.observation_gaps = 1;
+        d.provisioning = Some(crate::provisioning::Provisioned {
+            method: "clone".into(),
+            seconds: 0.1464,
+            golden: Some("th_golden_x".into()),
+            shared_seconds: 0.0,
+        });
+        let fields: BTreeMap<String, String> = dataset_fields(&d)
+            .into_iter()
+            .map(|(k, v)| (k, value_text(&v)))
+            .collect();
+        assert_eq!(
+            fields["database made by"],
+            "clone of the golden copy th_golden_x, in 0.146 s"
+        );
+        assert_eq!(
+            fields["work counted from"],
+            "pg_stat_user_tables (scope: database)"
+        );
+        assert!(fields["observation gaps"].starts_with("1: "));
+        assert_eq!(fields["seed"], "/s.sql");
+        assert!(!fields.contains_key("counters_scope"));
     }
 
     const LOG: &str = "2020-01-01 00:00:00,100 [command] migrate <url>\n\
