@@ -175,6 +175,17 @@ pub fn fixture(which: Fixture) -> PathBuf {
     kept
 }
 
+/// Four jobs of the test plugin, for a daemon's `jobs`: `build:ok` (succeeds), `build:fail`,
+/// `build:wait` (two minutes, for a stop or a cancel) and `build:short` (1.5 s).
+pub fn test_plugin_jobs() -> Value {
+    serde_json::json!([
+        {"name": "build:ok", "plugin": "test_plugin"},
+        {"name": "build:fail", "plugin": "test_plugin", "mode": "fail"},
+        {"name": "build:wait", "plugin": "test_plugin", "mode": "wait", "wait_ms": 120000},
+        {"name": "build:short", "plugin": "test_plugin", "mode": "wait", "wait_ms": 1500}
+    ])
+}
+
 /// A plugin directory laid out as the daemon expects: `<dir>/<name>/libtask.so`.
 pub struct PluginDir {
     pub dir: tempfile::TempDir,

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use turbo_hipster_tests::{
-    enqueue, fixture, free_port, text, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
+    enqueue, fixture, free_port, test_plugin_jobs, text, Daemon, Fixture, JobServer, PluginDir,
+    ServerKind, Setup,
 };
 
 struct World {
@@ -31,12 +32,7 @@ fn world(extra: Value) -> World {
     let mut config = json!({
         "gearman_servers": [server.addr()],
         "metrics": {"listen": metrics},
-        "jobs": [
-            {"name": "build:ok", "plugin": "test_plugin"},
-            {"name": "build:fail", "plugin": "test_plugin", "mode": "fail"},
-            {"name": "build:wait", "plugin": "test_plugin", "mode": "wait", "wait_ms": 120000},
-            {"name": "build:short", "plugin": "test_plugin", "mode": "wait", "wait_ms": 1500}
-        ]
+        "jobs": test_plugin_jobs()
     });
     if let (Some(c), Value::Object(e)) = (config.as_object_mut(), extra) {
         for (k, v) in e {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use turbo_hipster_tests::{
-    admin, enqueue, fixture, text, Daemon, Fixture, JobServer, PluginDir, ServerKind, Setup,
+    admin, enqueue, fixture, test_plugin_jobs, text, Daemon, Fixture, JobServer, PluginDir,
+    ServerKind, Setup,
 };
 
 struct World {
@@ -23,12 +24,7 @@ fn world(kind: ServerKind, servers: usize, extra: Value) -> World {
     let servers: Vec<JobServer> = (0..servers).map(|_| JobServer::start(kind)).collect();
     let mut config = json!({
         "gearman_servers": servers.iter().map(JobServer::addr).collect::<Vec<_>>(),
-        "jobs": [
-            {"name": "build:ok", "plugin": "test_plugin"},
-            {"name": "build:fail", "plugin": "test_plugin", "mode": "fail"},
-            {"name": "build:wait", "plugin": "test_plugin", "mode": "wait", "wait_ms": 120000},
-            {"name": "build:short", "plugin": "test_plugin", "mode": "wait", "wait_ms": 1500}
-        ]
+        "jobs": test_plugin_jobs()
     });
     if let (Some(c), Value::Object(e)) = (config.as_object_mut(), extra) {
         c.extend(e);
