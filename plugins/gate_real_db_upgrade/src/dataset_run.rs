@@ -1661,21 +1661,18 @@ impl<'o> LockCuts<'o> {
             return;
         }
         let started_and_ended = parser.started() > started && parser.open_migration().is_none();
-        self.cut_at(was.or(started_and_ended.then_some(started)), Some(instant));
+        self.cut_at(was.or(started_and_ended.then_some(started)), instant);
     }
 
     /// Cuts the observation with all it saw so far, giving it (and what it did not see) to
     /// migration `owner`.
     fn cut(&mut self, owner: Option<usize>) {
-        self.cut_at(owner, None);
+        self.cut_at(owner, Instant::now());
     }
 
-    /// Cuts the observation at the boundary whose line arrived at `line` (`None`: now).
-    fn cut_at(&mut self, owner: Option<usize>, line: Option<Instant>) {
-        let mut cut = match line {
-            Some(line) => self.observer.cut_at(line),
-            None => self.observer.cut(),
-        };
+    /// Cuts the observation at the boundary whose line arrived at `line`.
+    fn cut_at(&mut self, owner: Option<usize>, line: Instant) {
+        let mut cut = self.observer.cut_at(line);
         if let Some(gap) = self.read_tables(owner) {
             self.pending.push(gap);
         }

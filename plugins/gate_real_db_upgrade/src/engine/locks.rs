@@ -219,15 +219,14 @@ impl LockTracker {
     /// older than [`LATE_BOUNDARY`]).
     pub fn add(&mut self, at: Instant, locks: &[SeenLock]) {
         self.pending.push_back(Event::Sample(at, locks.to_vec()));
-        self.fold_until(at.checked_sub(LATE_BOUNDARY));
+        if let Some(old) = at.checked_sub(LATE_BOUNDARY) {
+            self.fold_while(|e| e.at() <= old);
+        }
     }
 
-    /// Folds the pending events that happened at or before `until` (`None`: none).
-    fn fold_until(&mut self, until: Option<Instant>) {
-        let Some(until) = until else {
-            return;
-        };
-        while self.pending.front().is_some_and(|e| e.at() <= until) {
+    /// Folds the pending events, oldest first, while `fold` says so.
+    fn fold_while(&mut self, fold: impl Fn(&Event) -> bool) {
+        while self.pending.front().is_some_and(&fold) {
             match self.pending.pop_front() {
                 Some(Event::Sample(at, locks)) => self.fold(at, &locks),
                 Some(Event::Interrupt(_)) => self.close_all(),
@@ -301,18 +300,19 @@ impl LockTracker {
     /// the boundary ends there for this migration; the samples after `at` start it again for
     /// the next one.
     pub fn cut_at(&mut self, at: Instant) -> Vec<TableLocks> {
-        self.fold_until(Some(at));
-        self.close_all();
-        std::mem::take(&mut self.tables).into_values().collect()
+        self.fold_while(|e| e.at() <= at);
+        self.end_migration()
     }
 
     /// Ends the current migration with every sample so far ([`LockTracker::cut_at`]).
     pub fn cut(&mut self) -> Vec<TableLocks> {
-        let last = self.pending.iter().map(Event::at).max();
-        match last {
-            Some(last) => self.cut_at(last),
-            None => self.cut_at(Instant::now()),
-        }
+        self.fold_while(|_| true);
+        self.end_migration()
+    }
+
+    fn end_migration(&mut self) -> Vec<TableLocks> {
+        self.close_all();
+        std::mem::take(&mut self.tables).into_values().collect()
     }
 
     fn close(&mut self, table: &str) {
@@ -537,12 +537,9 @@ impl LockObserver {
             .cut_at(at)
     }
 
-    /// Ends the current migration's observation with every sample so far.
+    /// Ends the current migration's observation now: with every sample so far.
     pub fn cut(&self) -> Vec<TableLocks> {
-        self.tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .cut()
+        self.cut_at(Instant::now())
     }
 
     /// Also reads the run database's tables at each boundary ([`LockObserver::tables`]), for

@@ -312,12 +312,7 @@ impl Observation {
     /// once —, which also makes the next cut's `None`; both such migrations get a counters
     /// [`Gap`]) and what was not.
     pub fn cut(&self) -> Cut {
-        let locks = self
-            .locks
-            .as_ref()
-            .map(LockObserver::cut)
-            .unwrap_or_default();
-        self.cut_with(locks)
+        self.cut_at(Instant::now())
     }
 
     /// [`Observation::cut`] at a boundary whose line arrived at `line`: the locks sampled
@@ -329,10 +324,6 @@ impl Observation {
             .as_ref()
             .map(|l| l.cut_at(line))
             .unwrap_or_default();
-        self.cut_with(locks)
-    }
-
-    fn cut_with(&self, locks: Vec<TableLocks>) -> Cut {
         let at = Local::now();
         let counters = self
             .counters

@@ -409,10 +409,7 @@ pub fn attribute(
                         .iter()
                         .filter_map(|p| p.owner)
                         .collect();
-                    let found = match points[at].begun.as_slice() {
-                        [] => culprit(&owners, table, locks),
-                        later => late_culprit(&owners, later, table, locks),
-                    };
+                    let found = culprit(&owners, &points[at].begun, table, locks);
                     if let Some((owner, certain)) = found {
                         out.entry(owner).or_default().push(Rewrite {
                             table: table.clone(),
@@ -455,25 +452,21 @@ fn window_start(points: &[StatePoint], since: usize) -> usize {
     }
 }
 
-/// Which of `owners` or of the migrations `later` begun before the read rewrote `table`
-/// ([`attribute`]): the one seen holding a rewrite's lock ([`lock_holder`]); none, the last of
-/// `owners` (the read most likely came before the next one's change), uncertain.
-fn late_culprit(
+/// Which of `owners` (in order), or of the migrations `later` begun before the read, rewrote
+/// `table`, and whether that is certain ([`attribute`]): the only owner when none had begun;
+/// else the one seen holding a rewrite's lock ([`lock_holder`]); none, the last of `owners`
+/// (the read most likely came before a later one's change), uncertain.
+fn culprit(
     owners: &[usize],
     later: &[usize],
     table: &str,
     locks: &[Vec<TableLocks>],
 ) -> Option<(usize, bool)> {
-    let candidates: Vec<usize> = owners.iter().chain(later).copied().collect();
-    lock_holder(&candidates, table, locks).or_else(|| owners.last().map(|m| (*m, false)))
-}
-
-/// Which of `owners` (in order) rewrote `table`, and whether that is certain ([`attribute`]).
-fn culprit(owners: &[usize], table: &str, locks: &[Vec<TableLocks>]) -> Option<(usize, bool)> {
-    if let [only] = owners {
+    if let ([only], []) = (owners, later) {
         return Some((*only, true));
     }
-    lock_holder(owners, table, locks).or_else(|| owners.last().map(|m| (*m, false)))
+    let candidates: Vec<usize> = owners.iter().chain(later).copied().collect();
+    lock_holder(&candidates, table, locks).or_else(|| owners.last().map(|m| (*m, false)))
 }
 
 /// The one of `candidates` seen holding a rewrite's lock on `table`, certain when it is the
@@ -646,8 +639,6 @@ mod tests {
         );
     }
 
-    /// On the real server: the probe reads a rewrite's new relfilenode only after the commit;
-    /// while the migration's transaction holds ACCESS EXCLUSIVE it does not wait for it (the
     /// Databases cloned from one golden copy have the same relation ids: a lock on the other
     /// database's `big` is not one on ours (its size is read). Seen in CI as a rewrite of
     /// "0 B" when two runs of one dataset ran at once.
@@ -684,6 +675,8 @@ mod tests {
         assert!(read.tables["big"].bytes.is_some_and(|b| b > 0), "{read:?}");
     }
 
+    /// On the real server: the probe reads a rewrite's new relfilenode only after the commit;
+    /// while the migration's transaction holds ACCESS EXCLUSIVE it does not wait for it (the
     /// table's size is then unknown) and sees the open transaction.
     #[test]
     fn postgresql_probe_sees_committed_rewrites_without_waiting() {
