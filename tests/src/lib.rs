@@ -175,6 +175,34 @@ pub fn fixture(which: Fixture) -> PathBuf {
     kept
 }
 
+/// What an operator may have in the daemon's environment: the object store's keys
+/// (`publish_logs`), an administrator's database passwords; and one ordinary variable.
+pub const DAEMON_ENV: [(&str, &str); 8] = [
+    ("AWS_ACCESS_KEY_ID", "AKIA-DAEMON-LEAK"),
+    ("AWS_SECRET_ACCESS_KEY", "aws-secret-daemon-leak"),
+    ("AWS_SESSION_TOKEN", "aws-token-daemon-leak"),
+    ("PGPASSWORD", "pg-password-daemon-leak"),
+    ("PGPASSFILE", "/root/pgpass-daemon-leak"),
+    ("PGSERVICEFILE", "/root/pg_service-daemon-leak"),
+    ("MYSQL_PWD", "mysql-password-daemon-leak"),
+    ("TH_TEST_ORDINARY", "kept"),
+];
+
+/// The `NAME=value` entries of an environment (lines of `env`, or NUL-separated as in
+/// `/proc/PID/environ`) that hold one of [`DAEMON_ENV`]'s secrets.
+pub fn leaked(entries: &[String]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.contains("daemon-leak")
+                || DAEMON_ENV[..7]
+                    .iter()
+                    .any(|(name, _)| e.starts_with(&format!("{name}=")))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Four jobs of the test plugin, for a daemon's `jobs`: `build:ok` (succeeds), `build:fail`,
 /// `build:wait` (two minutes, for a stop or a cancel) and `build:short` (1.5 s).
 pub fn test_plugin_jobs() -> Value {

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use turbo_hipster_tests::{enqueue, script, text, Daemon, JobServer, PluginDir, ServerKind, Setup};
+use turbo_hipster_tests::{
+    enqueue, leaked, script, text, Daemon, JobServer, PluginDir, ServerKind, Setup, DAEMON_ENV,
+};
 
 struct World {
     server: JobServer,
@@ -210,34 +212,6 @@ fn a_zuul_url_with_a_transport_not_allowed_is_refused_at_once() {
             start.elapsed()
         );
     }
-}
-
-/// What an operator may have in the daemon's environment: the object store's keys
-/// (`publish_logs`), an administrator's database passwords; and one ordinary variable.
-const DAEMON_ENV: [(&str, &str); 8] = [
-    ("AWS_ACCESS_KEY_ID", "AKIA-DAEMON-LEAK"),
-    ("AWS_SECRET_ACCESS_KEY", "aws-secret-daemon-leak"),
-    ("AWS_SESSION_TOKEN", "aws-token-daemon-leak"),
-    ("PGPASSWORD", "pg-password-daemon-leak"),
-    ("PGPASSFILE", "/root/pgpass-daemon-leak"),
-    ("PGSERVICEFILE", "/root/pg_service-daemon-leak"),
-    ("MYSQL_PWD", "mysql-password-daemon-leak"),
-    ("TH_TEST_ORDINARY", "kept"),
-];
-
-/// The `NAME=value` entries of an environment (lines of `env`, or NUL-separated as in
-/// `/proc/PID/environ`) that hold one of [`DAEMON_ENV`]'s secrets.
-fn leaked(entries: &[String]) -> Vec<String> {
-    entries
-        .iter()
-        .filter(|e| {
-            e.contains("daemon-leak")
-                || DAEMON_ENV[..7]
-                    .iter()
-                    .any(|(name, _)| e.starts_with(&format!("{name}=")))
-        })
-        .cloned()
-        .collect()
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use gate_real_db_upgrade::dataset::Engine;
 use serde_json::{json, Value};
 use turbo_hipster_tests::gate::{example, example_world, JobRun, World, SQLITE_MIGRATE_PY};
+use turbo_hipster_tests::DAEMON_ENV;
 
 const V1_ITEMS: &str =
     "def upgrade(conn):\n    conn.execute('CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)')\n";
@@ -572,19 +573,6 @@ fn the_tool_gets_its_placeholders_templates_and_environment() {
     assert_eq!(output[2], format!("conf: db = {db}, keep {{braces}}"));
     assert!(output[3].starts_with("env=sqlite:////"), "{}", output[3]);
 }
-
-/// What an operator may have in the daemon's environment: the object store's keys
-/// (`publish_logs`), an administrator's database passwords; and one ordinary variable.
-const DAEMON_ENV: [(&str, &str); 8] = [
-    ("AWS_ACCESS_KEY_ID", "AKIA-DAEMON-LEAK"),
-    ("AWS_SECRET_ACCESS_KEY", "aws-secret-daemon-leak"),
-    ("AWS_SESSION_TOKEN", "aws-token-daemon-leak"),
-    ("PGPASSWORD", "pg-password-daemon-leak"),
-    ("PGPASSFILE", "/root/pgpass-daemon-leak"),
-    ("PGSERVICEFILE", "/root/pg_service-daemon-leak"),
-    ("MYSQL_PWD", "mysql-password-daemon-leak"),
-    ("TH_TEST_ORDINARY", "kept"),
-];
 
 #[test]
 fn the_daemon_s_secrets_never_reach_the_tool_but_the_dataset_s_env_does() {
