@@ -302,8 +302,7 @@ impl World {
 
     /// [`World::run`] with extra job parameters.
     pub fn run_with(&self, project: &str, reference: &str, extra: &[(&str, &str)]) -> JobRun {
-        let child = self.spawn(project, reference, extra);
-        self.finish(child)
+        self.run_with_env(project, reference, extra, &[])
     }
 
     /// [`World::run_with`] with `env` (name, value) added to the environment of `run-job`
